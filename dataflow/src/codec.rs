@@ -1,0 +1,458 @@
+//! Record codecs: JSON (with the `type` discriminator) and compact bincode, both ending in
+//! [`Event::validate`], so a record is accepted or rejected the same way whatever its encoding.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bincode::Options;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::event::{
+    Event, EventBody, EventKind, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE,
+};
+use crate::timestamp::{millis_from_number, parse_rfc3339};
+
+/// Largest accepted money amount; keeps fixed-point sums far from overflow.
+const MAX_AMOUNT: f64 = 1.0e12;
+
+/// Per-source facts a decoder needs besides the bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecodeContext {
+    /// The kind to assume when `type` is absent (a topic that carries one kind).
+    pub default_kind: Option<EventKind>,
+    /// Event time to use when `ts` is absent (the Kafka message timestamp); files have none.
+    pub fallback_ts: Option<Millis>,
+}
+
+/// Record encoding on a source or sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// One JSON object per record.
+    #[default]
+    Json,
+    /// bincode of [`Event`].
+    Bincode,
+}
+
+impl Format {
+    /// Decodes one record in this format.
+    pub fn decode(self, bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
+        match self {
+            Format::Json => decode_json(bytes, ctx),
+            Format::Bincode => decode_bincode(bytes),
+        }
+    }
+}
+
+/// A JSON value seen loosely: fields that do not matter for an event's kind are ignored whatever
+/// their type, and fields that do matter get a precise validation message.
+#[derive(Debug)]
+enum Loose<'a> {
+    Str(Cow<'a, str>),
+    Int(i128),
+    Float(f64),
+    Other(&'static str),
+}
+
+impl Loose<'_> {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Loose::Str(_) => "a string",
+            Loose::Int(_) | Loose::Float(_) => "a number",
+            Loose::Other(name) => name,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct LooseVisitor;
+        impl<'de> Visitor<'de> for LooseVisitor {
+            type Value = Loose<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(Loose::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(Loose::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
+                Ok(Loose::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                Ok(Loose::Int(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E> {
+                Ok(Loose::Int(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Self::Value, E> {
+                Ok(Loose::Float(v))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+                Ok(Loose::Other("a boolean"))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+                Ok(Loose::Other("null"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other("an object"))
+            }
+        }
+        deserializer.deserialize_any(LooseVisitor)
+    }
+}
+
+/// The fields of every kind; unknown fields are skipped by serde.
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Loose<'a>>,
+    #[serde(borrow)]
+    stream_id: Option<Loose<'a>>,
+    #[serde(borrow)]
+    user_id: Option<Loose<'a>>,
+    #[serde(borrow)]
+    ts: Option<Loose<'a>>,
+    #[serde(borrow)]
+    text: Option<Loose<'a>>,
+    #[serde(borrow)]
+    emoji: Option<Loose<'a>>,
+    #[serde(borrow)]
+    action: Option<Loose<'a>>,
+    #[serde(borrow)]
+    viewer_count: Option<Loose<'a>>,
+    #[serde(rename = "kind", borrow)]
+    transaction_kind: Option<Loose<'a>>,
+    #[serde(borrow)]
+    amount: Option<Loose<'a>>,
+    #[serde(borrow)]
+    currency: Option<Loose<'a>>,
+    #[serde(borrow)]
+    title: Option<Loose<'a>>,
+    #[serde(borrow)]
+    category: Option<Loose<'a>>,
+    #[serde(borrow)]
+    status: Option<Loose<'a>>,
+}
+
+/// Treats JSON `null` like an absent field.
+fn present<'a>(field: Option<Loose<'a>>) -> Option<Loose<'a>> {
+    field.filter(|v| !matches!(v, Loose::Other("null")))
+}
+
+fn string(field: Option<Loose<'_>>, name: &str) -> Result<String> {
+    match present(field) {
+        Some(Loose::Str(s)) => Ok(s.into_owned()),
+        Some(other) => Err(Error::Invalid(format!(
+            "{name} must be a string, got {}",
+            other.type_name()
+        ))),
+        None => Err(Error::Invalid(format!("missing field {name}"))),
+    }
+}
+
+fn optional_string(field: Option<Loose<'_>>, name: &str) -> Result<Option<String>> {
+    match present(field) {
+        None => Ok(None),
+        some => string(some, name).map(Some),
+    }
+}
+
+fn non_empty(field: Option<Loose<'_>>, name: &str) -> Result<String> {
+    let value = string(field, name)?;
+    if value.is_empty() {
+        return Err(Error::Invalid(format!("{name} must be a non-empty string")));
+    }
+    Ok(value)
+}
+
+fn timestamp(field: Option<Loose<'_>>, fallback: Option<Millis>) -> Result<Millis> {
+    match present(field) {
+        Some(Loose::Str(text)) => parse_rfc3339(&text),
+        Some(Loose::Int(n)) => u64::try_from(n)
+            .map_err(|_| Error::Invalid(format!("ts {n} is not a non-negative epoch millisecond"))),
+        Some(Loose::Float(f)) => millis_from_number(f),
+        Some(other) => Err(Error::Invalid(format!(
+            "ts must be epoch milliseconds or RFC 3339 text, got {}",
+            other.type_name()
+        ))),
+        None => fallback.ok_or_else(|| Error::Invalid("missing field ts".into())),
+    }
+}
+
+fn amount(field: Option<Loose<'_>>) -> Result<i64> {
+    let value = match present(field) {
+        Some(Loose::Int(n)) => n as f64,
+        Some(Loose::Float(f)) => f,
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "amount must be a number, got {}",
+                other.type_name()
+            )))
+        }
+        None => return Err(Error::Invalid("missing field amount".into())),
+    };
+    if !(0.0..=MAX_AMOUNT).contains(&value) {
+        return Err(Error::Invalid(format!(
+            "amount {value} must be a number between 0 and {MAX_AMOUNT}"
+        )));
+    }
+    Ok((value * AMOUNT_SCALE as f64).round() as i64)
+}
+
+fn viewer_body<'a>(
+    viewer_count: Option<Loose<'a>>,
+    user_id: Option<Loose<'a>>,
+    action: Option<Loose<'a>>,
+) -> Result<EventBody> {
+    if let Some(count) = present(viewer_count) {
+        return match count {
+            Loose::Int(n) => u64::try_from(n)
+                .map(|viewer_count| EventBody::ViewerCount { viewer_count })
+                .map_err(|_| Error::Invalid(format!("viewer_count {n} must be >= 0"))),
+            other => Err(Error::Invalid(format!(
+                "viewer_count must be a non-negative integer, got {}",
+                match other {
+                    Loose::Float(f) => format!("{f}"),
+                    other => other.type_name().to_owned(),
+                }
+            ))),
+        };
+    }
+    let user_id = string(user_id, "user_id")?;
+    let action = string(action, "action")?;
+    let action = PresenceAction::parse(&action).ok_or_else(|| {
+        Error::Invalid(format!(
+            "action {action:?} must be join, leave or heartbeat"
+        ))
+    })?;
+    Ok(EventBody::Presence { user_id, action })
+}
+
+/// Decodes and validates one JSON record.
+pub fn decode_json(bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(Error::Decode("record is not a JSON object".into()));
+    }
+    let raw: RawEvent = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            Error::Invalid(e.to_string())
+        } else {
+            Error::Decode(e.to_string())
+        }
+    })?;
+    let kind = match present(raw.kind) {
+        Some(Loose::Str(name)) => EventKind::parse(&name)
+            .ok_or_else(|| Error::Invalid(format!("unknown type {name:?}")))?,
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "type must be a string, got {}",
+                other.type_name()
+            )))
+        }
+        None => ctx
+            .default_kind
+            .ok_or_else(|| Error::Invalid("missing field type".into()))?,
+    };
+    let stream_id = non_empty(raw.stream_id, "stream_id")?;
+    let ts = timestamp(raw.ts, ctx.fallback_ts)?;
+    let body = match kind {
+        EventKind::Chat => EventBody::Chat {
+            user_id: string(raw.user_id, "user_id")?,
+            text: string(raw.text, "text")?,
+        },
+        EventKind::Reaction => EventBody::Reaction {
+            user_id: string(raw.user_id, "user_id")?,
+            emoji: non_empty(raw.emoji, "emoji")?,
+        },
+        EventKind::Viewer => viewer_body(raw.viewer_count, raw.user_id, raw.action)?,
+        EventKind::Transaction => EventBody::Transaction {
+            user_id: string(raw.user_id, "user_id")?,
+            kind: non_empty(raw.transaction_kind, "kind")?,
+            amount: amount(raw.amount)?,
+            currency: string(raw.currency, "currency")?,
+        },
+        EventKind::StreamMeta => {
+            let status = optional_string(raw.status, "status")?
+                .map(|s| {
+                    StreamStatus::parse(&s).ok_or_else(|| {
+                        Error::Invalid(format!("status {s:?} must be live or offline"))
+                    })
+                })
+                .transpose()?;
+            EventBody::StreamMeta {
+                title: optional_string(raw.title, "title")?,
+                category: optional_string(raw.category, "category")?,
+                status,
+            }
+        }
+    };
+    let event = Event { stream_id, ts, body };
+    event.validate()?;
+    Ok(event)
+}
+
+/// Encodes an event as the JSON object of DESIGN §2 (`ts` as epoch milliseconds).
+pub fn encode_json(event: &Event) -> String {
+    use serde_json::json;
+    let mut value = json!({
+        "type": event.kind().name(),
+        "stream_id": event.stream_id,
+        "ts": event.ts,
+    });
+    let fields = value.as_object_mut().expect("json! object");
+    let mut put = |name: &str, v: serde_json::Value| {
+        fields.insert(name.to_owned(), v);
+    };
+    match &event.body {
+        EventBody::Chat { user_id, text } => {
+            put("user_id", json!(user_id));
+            put("text", json!(text));
+        }
+        EventBody::Reaction { user_id, emoji } => {
+            put("user_id", json!(user_id));
+            put("emoji", json!(emoji));
+        }
+        EventBody::Presence { user_id, action } => {
+            put("user_id", json!(user_id));
+            put("action", json!(action.name()));
+        }
+        EventBody::ViewerCount { viewer_count } => put("viewer_count", json!(viewer_count)),
+        EventBody::Transaction {
+            user_id,
+            kind,
+            amount,
+            currency,
+        } => {
+            put("user_id", json!(user_id));
+            put("kind", json!(kind));
+            put("amount", json!(*amount as f64 / AMOUNT_SCALE as f64));
+            put("currency", json!(currency));
+        }
+        EventBody::StreamMeta {
+            title,
+            category,
+            status,
+        } => {
+            if let Some(title) = title {
+                put("title", json!(title));
+            }
+            if let Some(category) = category {
+                put("category", json!(category));
+            }
+            if let Some(status) = status {
+                put("status", json!(status.name()));
+            }
+        }
+    }
+    value.to_string()
+}
+
+/// bincode settings shared by encoder and decoder: varint integers, no trailing bytes, and a size
+/// limit so a corrupt length prefix cannot make the decoder allocate without bound.
+fn bincode_options(limit: u64) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_limit(limit)
+        .reject_trailing_bytes()
+}
+
+/// Encodes an event as bincode.
+pub fn encode_bincode(event: &Event) -> Vec<u8> {
+    bincode_options(u64::MAX)
+        .serialize(event)
+        .expect("events always serialize")
+}
+
+/// Decodes and validates one bincode record.
+pub fn decode_bincode(bytes: &[u8]) -> Result<Event> {
+    let event: Event = bincode_options(bytes.len() as u64 * 2 + 64)
+        .deserialize(bytes)
+        .map_err(|e| Error::Decode(format!("bincode: {e}")))?;
+    event.validate()?;
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Result<Event> {
+        decode_json(text.as_bytes(), &DecodeContext::default())
+    }
+
+    #[test]
+    fn decodes_every_kind() {
+        let chat = json(r#"{"type":"chat","stream_id":"s1","user_id":"u","ts":5,"text":"hi","extra":[1,{"a":2}]}"#).unwrap();
+        assert_eq!(chat.body, EventBody::Chat { user_id: "u".into(), text: "hi".into() });
+        let gauge = json(r#"{"type":"viewer","stream_id":"s","ts":"1970-01-01T00:00:01Z","viewer_count":7}"#).unwrap();
+        assert_eq!((gauge.ts, gauge.body), (1000, EventBody::ViewerCount { viewer_count: 7 }));
+        let tx = json(r#"{"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"donation","amount":4.99,"currency":"USD"}"#).unwrap();
+        assert!(matches!(tx.body, EventBody::Transaction { amount: 49_900, .. }));
+        let meta = json(r#"{"type":"stream_meta","stream_id":"s","ts":1,"status":"live","title":null}"#).unwrap();
+        assert_eq!(meta.body, EventBody::StreamMeta { title: None, category: None, status: Some(StreamStatus::Live) });
+    }
+
+    #[test]
+    fn type_defaults_and_ts_fallback_come_from_the_context() {
+        let ctx = DecodeContext { default_kind: Some(EventKind::Reaction), fallback_ts: Some(42) };
+        let event = decode_json(br#"{"stream_id":"s","user_id":"u","emoji":"x"}"#, &ctx).unwrap();
+        assert_eq!((event.kind(), event.ts), (EventKind::Reaction, 42));
+        assert!(json(r#"{"stream_id":"s","user_id":"u","emoji":"x","ts":1}"#).is_err());
+    }
+
+    #[test]
+    fn classifies_bad_records() {
+        let decode = |t: &str| matches!(json(t), Err(Error::Decode(_)));
+        let invalid = |t: &str| matches!(json(t), Err(Error::Invalid(_)));
+        assert!(decode(r#"{"type":"chat","stream_id":"#));
+        assert!(decode("[1,2]"));
+        assert!(decode(""));
+        assert!(decode(r#"{"type":"chat"} trailing"#));
+        assert!(invalid(r#"{"type":"poll","stream_id":"s","ts":1}"#));
+        assert!(invalid(r#"{"type":"chat","stream_id":"","user_id":"u","ts":1,"text":"x"}"#));
+        assert!(invalid(r#"{"type":"chat","stream_id":"s","user_id":5,"ts":1,"text":"x"}"#));
+        assert!(invalid(r#"{"type":"chat","stream_id":"s","user_id":"u","ts":1}"#));
+        assert!(invalid(r#"{"type":"reaction","stream_id":"s","user_id":"u","ts":1,"emoji":""}"#));
+        assert!(invalid(r#"{"type":"viewer","stream_id":"s","user_id":"u","ts":1,"action":"wave"}"#));
+        assert!(invalid(r#"{"type":"viewer","stream_id":"s","ts":1,"viewer_count":-3}"#));
+        assert!(invalid(r#"{"type":"viewer","stream_id":"s","ts":1,"viewer_count":2.5}"#));
+        assert!(invalid(r#"{"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"bits","amount":-1,"currency":"USD"}"#));
+        assert!(invalid(r#"{"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"bits","amount":"1","currency":"USD"}"#));
+        assert!(invalid(r#"{"type":"stream_meta","stream_id":"s","ts":1,"status":"paused"}"#));
+        assert!(invalid(r#"{"type":"chat","stream_id":"s","user_id":"u","ts":-1,"text":"x"}"#));
+        assert!(invalid(r#"{"type":"chat","stream_id":"s","user_id":"u","ts":true,"text":"x"}"#));
+        assert!(invalid(r#"{"type":"chat","type":"chat","stream_id":"s","user_id":"u","ts":1,"text":"x"}"#));
+        let bad_utf8 = b"{\"type\":\"chat\",\"stream_id\":\"s\xff\",\"user_id\":\"u\",\"ts\":1,\"text\":\"x\"}";
+        assert!(matches!(decode_json(bad_utf8, &DecodeContext::default()), Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn json_and_bincode_round_trip() {
+        let events = [
+            r#"{"type":"chat","stream_id":"s1","user_id":"u","ts":5,"text":"hi \"there\" 😀"}"#,
+            r#"{"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"bits","amount":100,"currency":"BITS"}"#,
+            r#"{"type":"viewer","stream_id":"s","user_id":"u","ts":9,"action":"leave"}"#,
+            r#"{"type":"stream_meta","stream_id":"s","ts":1,"title":"t","category":"c","status":"offline"}"#,
+        ];
+        for text in events {
+            let event = json(text).unwrap();
+            assert_eq!(json(&encode_json(&event)).unwrap(), event);
+            assert_eq!(decode_bincode(&encode_bincode(&event)).unwrap(), event);
+        }
+        assert!(matches!(decode_bincode(&[0xff; 3]), Err(Error::Decode(_))));
+        let mut empty_stream = json(events[0]).unwrap();
+        empty_stream.stream_id.clear();
+        assert!(matches!(decode_bincode(&encode_bincode(&empty_stream)), Err(Error::Invalid(_))));
+    }
+}

@@ -1,0 +1,30 @@
+//! The dataflow crate's error type: every way configuration, lexicons or records can be unusable.
+
+use thiserror::Error;
+
+/// Errors of the pure dataflow layer. Record errors are carried as data (dead letters), never panics.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The bytes are not a decodable record (not JSON, not an object, truncated, bad UTF-8, too large).
+    #[error("decode: {0}")]
+    Decode(String),
+    /// The record decoded but breaks a validation rule of DESIGN §2.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// A configuration value is unusable.
+    #[error("config: {0}")]
+    Config(String),
+    /// A sentiment lexicon line could not be parsed.
+    #[error("lexicon {name} line {line}: {message}")]
+    Lexicon {
+        /// Which lexicon (word, emoji, emote).
+        name: String,
+        /// One-based line number.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;

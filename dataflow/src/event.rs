@@ -1,0 +1,215 @@
+//! The typed event model of DESIGN §2 and its validation rules.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Event time in milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// Fixed-point scale for money amounts: 1 unit = 1/10_000 of the currency unit, so sums are exact
+/// and independent of summation order.
+pub const AMOUNT_SCALE: i64 = 10_000;
+
+/// The five kinds of events, as named by the `type` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A chat message.
+    Chat,
+    /// An emoji reaction.
+    Reaction,
+    /// Viewer presence or a viewer-count gauge.
+    Viewer,
+    /// Money: subscriptions, donations, bits.
+    Transaction,
+    /// Stream title, category and live/offline status.
+    StreamMeta,
+}
+
+impl EventKind {
+    /// Parses the `type` discriminator.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "chat" => Self::Chat,
+            "reaction" => Self::Reaction,
+            "viewer" => Self::Viewer,
+            "transaction" => Self::Transaction,
+            "stream_meta" => Self::StreamMeta,
+            _ => return None,
+        })
+    }
+
+    /// The `type` discriminator as written in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Reaction => "reaction",
+            Self::Viewer => "viewer",
+            Self::Transaction => "transaction",
+            Self::StreamMeta => "stream_meta",
+        }
+    }
+}
+
+/// A viewer presence action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceAction {
+    /// The viewer arrived.
+    Join,
+    /// The viewer is still there.
+    Heartbeat,
+    /// The viewer went away.
+    Leave,
+}
+
+impl PresenceAction {
+    /// Parses `join`, `leave` or `heartbeat`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "join" => Self::Join,
+            "heartbeat" => Self::Heartbeat,
+            "leave" => Self::Leave,
+            _ => return None,
+        })
+    }
+
+    /// Whether the viewer counts as present after this action.
+    pub fn is_present(self) -> bool {
+        !matches!(self, Self::Leave)
+    }
+
+    /// Name as written in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Join => "join",
+            Self::Heartbeat => "heartbeat",
+            Self::Leave => "leave",
+        }
+    }
+}
+
+/// Live/offline status of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamStatus {
+    /// Broadcasting.
+    Live,
+    /// Not broadcasting.
+    Offline,
+}
+
+impl StreamStatus {
+    /// Parses `live` or `offline`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "live" => Some(Self::Live),
+            "offline" => Some(Self::Offline),
+            _ => None,
+        }
+    }
+
+    /// Name as written in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+/// What happened, by kind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EventBody {
+    /// A chat message.
+    Chat {
+        /// Author.
+        user_id: String,
+        /// Message text.
+        text: String,
+    },
+    /// An emoji reaction.
+    Reaction {
+        /// Who reacted.
+        user_id: String,
+        /// The emoji (non-empty).
+        emoji: String,
+    },
+    /// A viewer joined, left or is still watching.
+    Presence {
+        /// The viewer.
+        user_id: String,
+        /// What they did.
+        action: PresenceAction,
+    },
+    /// A reported concurrent-viewer gauge, taken as-is.
+    ViewerCount {
+        /// Number of viewers.
+        viewer_count: u64,
+    },
+    /// Money.
+    Transaction {
+        /// Payer.
+        user_id: String,
+        /// subscription, donation, bits, ...
+        kind: String,
+        /// Amount in 1/[`AMOUNT_SCALE`] units of `currency`.
+        amount: i64,
+        /// Currency code.
+        currency: String,
+    },
+    /// Stream metadata.
+    StreamMeta {
+        /// Stream title.
+        title: Option<String>,
+        /// Category or game.
+        category: Option<String>,
+        /// live or offline.
+        status: Option<StreamStatus>,
+    },
+}
+
+/// One validated event.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Event {
+    /// The stream it belongs to (non-empty).
+    pub stream_id: String,
+    /// Event time, epoch milliseconds.
+    pub ts: Millis,
+    /// The kind-specific part.
+    pub body: EventBody,
+}
+
+impl Event {
+    /// The kind of this event.
+    pub fn kind(&self) -> EventKind {
+        match self.body {
+            EventBody::Chat { .. } => EventKind::Chat,
+            EventBody::Reaction { .. } => EventKind::Reaction,
+            EventBody::Presence { .. } | EventBody::ViewerCount { .. } => EventKind::Viewer,
+            EventBody::Transaction { .. } => EventKind::Transaction,
+            EventBody::StreamMeta { .. } => EventKind::StreamMeta,
+        }
+    }
+
+    /// Checks the rules of DESIGN §2 that the type system does not already enforce. Used after
+    /// every decoder, so JSON and bincode accept exactly the same events.
+    pub fn validate(&self) -> Result<()> {
+        if self.stream_id.is_empty() {
+            return Err(Error::Invalid("stream_id must be a non-empty string".into()));
+        }
+        match &self.body {
+            EventBody::Reaction { emoji, .. } if emoji.is_empty() => {
+                Err(Error::Invalid("emoji must be a non-empty string".into()))
+            }
+            EventBody::Transaction { kind, .. } if kind.is_empty() => {
+                Err(Error::Invalid("kind must be a non-empty string".into()))
+            }
+            EventBody::Transaction { amount, .. } if *amount < 0 => {
+                Err(Error::Invalid("amount must be >= 0".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}

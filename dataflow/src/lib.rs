@@ -1,0 +1,10 @@
+//! crowdpulse's pure computation: the event model and codecs, the sentiment scorer, event-time
+//! windows and the analytics dataflow. No I/O happens here; sources hand records in through
+//! [`source::PartitionReader`], and results leave as a differential collection of [`rows::Row`].
+
+pub mod codec;
+pub mod error;
+pub mod event;
+pub mod timestamp;
+
+pub use error::{Error, Result};
