@@ -8,3 +8,4 @@ pub mod event;
 pub mod timestamp;
 
 pub use error::{Error, Result};
+pub mod sentiment;
