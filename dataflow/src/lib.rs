@@ -9,3 +9,6 @@ pub mod timestamp;
 
 pub use error::{Error, Result};
 pub mod sentiment;
+pub mod clock;
+pub mod config;
+pub mod windows;

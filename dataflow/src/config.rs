@@ -1,0 +1,250 @@
+//! Pipeline settings (DESIGN §3/§4): tick, watermarks, lateness, windows, top-k and moments.
+//! Serde structs with `deny_unknown_fields`; every field has the documented default.
+
+use std::fmt;
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::windows::WindowSpec;
+
+/// A duration in milliseconds, written `250ms`, `10s`, `1m`, `2h`, `1d` or as a bare number of ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(pub u64);
+
+impl Span {
+    /// Parses the text form.
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let value: u64 = digits
+            .parse()
+            .map_err(|_| Error::Config(format!("duration {text:?} must look like 250ms, 10s, 1m, 2h or 1d")))?;
+        let scale = match unit.trim() {
+            "" | "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            other => return Err(Error::Config(format!("duration {text:?} has unknown unit {other:?}"))),
+        };
+        value
+            .checked_mul(scale)
+            .map(Span)
+            .ok_or_else(|| Error::Config(format!("duration {text:?} is too large")))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0;
+        for (scale, unit) in [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")] {
+            if ms != 0 && ms % scale == 0 {
+                return write!(f, "{}{unit}", ms / scale);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            Millis(u64),
+            Text(String),
+        }
+        match Text::deserialize(d)? {
+            Text::Millis(ms) => Ok(Span(ms)),
+            Text::Text(t) => Span::parse(&t).map_err(de::Error::custom),
+        }
+    }
+}
+
+/// One window definition: tumbling when `slide` is absent, hopping otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Label in output rows; defaults to `size` (tumbling) or `size/slide` (hopping).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Window length.
+    pub size: Span,
+    /// Distance between window starts; defaults to `size`.
+    #[serde(default)]
+    pub slide: Option<Span>,
+}
+
+impl WindowConfig {
+    fn new(size: u64, slide: Option<u64>) -> Self {
+        Self { label: None, size: Span(size), slide: slide.map(Span) }
+    }
+}
+
+/// Anomaly ("moment") detection settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MomentsConfig {
+    /// Label of the window whose series is scored (one of `windows`).
+    pub window: String,
+    /// K: how many previous windows form the baseline.
+    pub baseline_windows: usize,
+    /// A window is anomalous at z >= this.
+    pub min_zscore: f64,
+    /// Minimum chat messages in a window for chat rate and negative share to fire.
+    pub min_chat_messages: u64,
+    /// Minimum reactions in a window for reaction rate to fire.
+    pub min_reactions: u64,
+    /// Minimum joins in a window for viewer joins to fire.
+    pub min_viewer_joins: u64,
+    /// Minimum total amount in a window for revenue to fire.
+    pub min_revenue: f64,
+}
+
+impl Default for MomentsConfig {
+    fn default() -> Self {
+        Self {
+            window: "10s".into(),
+            baseline_windows: 12,
+            min_zscore: 3.0,
+            min_chat_messages: 20,
+            min_reactions: 20,
+            min_viewer_joins: 10,
+            min_revenue: 10.0,
+        }
+    }
+}
+
+/// Everything that shapes the analytics dataflow's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Event times are rounded up to a multiple of this to batch work.
+    pub tick: Span,
+    /// Watermark = largest event time seen in a partition minus this.
+    pub max_out_of_orderness: Span,
+    /// Records older than watermark minus this are dropped as late.
+    pub allowed_lateness: Span,
+    /// A partition silent this long stops holding the watermark back (live sources only).
+    pub idle_timeout: Span,
+    /// Window definitions.
+    pub windows: Vec<WindowConfig>,
+    /// k of the top emojis (ties at the k-th count are included).
+    pub top_k: usize,
+    /// Moment detection.
+    pub moments: MomentsConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            tick: Span(100),
+            max_out_of_orderness: Span(2_000),
+            allowed_lateness: Span(60_000),
+            idle_timeout: Span(5_000),
+            windows: vec![
+                WindowConfig::new(10_000, None),
+                WindowConfig::new(60_000, None),
+                WindowConfig::new(60_000, Some(10_000)),
+            ],
+            top_k: 3,
+            moments: MomentsConfig::default(),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Checks the settings and resolves the windows; the dataflow only runs on a validated plan.
+    pub fn window_specs(&self) -> Result<Vec<WindowSpec>> {
+        if self.tick.0 == 0 {
+            return Err(Error::Config("tick must be > 0".into()));
+        }
+        if self.windows.is_empty() {
+            return Err(Error::Config("at least one window is required".into()));
+        }
+        if self.top_k == 0 {
+            return Err(Error::Config("top_k must be >= 1".into()));
+        }
+        let mut specs: Vec<WindowSpec> = Vec::new();
+        for w in &self.windows {
+            let spec = WindowSpec::new(w, self.tick.0)?;
+            if specs.iter().any(|s| s.label == spec.label) {
+                return Err(Error::Config(format!("window label {:?} is used twice", spec.label)));
+            }
+            specs.push(spec);
+        }
+        if !specs.iter().any(|s| s.label == self.moments.window) {
+            return Err(Error::Config(format!(
+                "moments.window {:?} names no configured window",
+                self.moments.window
+            )));
+        }
+        if self.moments.baseline_windows < 2 {
+            return Err(Error::Config("moments.baseline_windows must be >= 2".into()));
+        }
+        if !(self.moments.min_revenue > 0.0) || self.moments.min_zscore.is_nan() {
+            return Err(Error::Config("moments.min_revenue must be > 0 and min_zscore a number".into()));
+        }
+        if [self.moments.min_chat_messages, self.moments.min_reactions, self.moments.min_viewer_joins].contains(&0) {
+            // A zero minimum would let an empty window fire, and the detector's pause over silent
+            // stretches relies on empty windows never being anomalous.
+            return Err(Error::Config("moments minimum volumes must be >= 1".into()));
+        }
+        Ok(specs)
+    }
+
+    /// The frontier a window ending at `end` must reach to be final: every record accepted for it
+    /// carries a timely time below `end + max(allowed_lateness, 1)` (see the source's invariant).
+    pub fn final_time(&self, end: u64) -> u64 {
+        end.saturating_add(self.allowed_lateness.0.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_parse_and_print() {
+        assert_eq!(Span::parse("250ms").unwrap(), Span(250));
+        assert_eq!(Span::parse("10s").unwrap(), Span(10_000));
+        assert_eq!(Span::parse("1m").unwrap(), Span(60_000));
+        assert_eq!(Span::parse("42").unwrap(), Span(42));
+        assert!(Span::parse("ten seconds").is_err());
+        assert!(Span::parse("5w").is_err());
+        assert_eq!(Span(60_000).to_string(), "1m");
+        assert_eq!(Span(1_500).to_string(), "1500ms");
+    }
+
+    #[test]
+    fn default_plan_has_the_three_documented_windows() {
+        let labels: Vec<_> = PipelineConfig::default()
+            .window_specs()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.label)
+            .collect();
+        assert_eq!(labels, ["10s", "1m", "1m/10s"]);
+    }
+
+    #[test]
+    fn rejects_unusable_settings() {
+        let mut c = PipelineConfig::default();
+        c.moments.window = "5m".into();
+        assert!(c.window_specs().is_err());
+        let mut c = PipelineConfig::default();
+        c.windows.push(WindowConfig::new(10_000, None));
+        assert!(c.window_specs().is_err());
+        let mut c = PipelineConfig::default();
+        c.windows = vec![WindowConfig::new(10_050, None)];
+        assert!(c.window_specs().is_err());
+    }
+}
