@@ -12,3 +12,6 @@ pub mod sentiment;
 pub mod clock;
 pub mod config;
 pub mod windows;
+pub mod rows;
+pub mod analytics;
+pub mod source;

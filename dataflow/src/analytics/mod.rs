@@ -1,0 +1,17 @@
+//! Windowed analytics per stream: window metrics, emojis and top emojis, revenue, viewers,
+//! moments and stream totals, built from panes with bounded state.
+
+mod engine;
+mod moments;
+mod operator;
+mod pane;
+mod plan;
+mod stream_state;
+mod totals;
+mod viewers;
+
+pub use engine::Engine;
+pub use moments::{MetricSeries, MomentChange, MomentInputs, METRICS};
+pub use operator::WindowAnalytics;
+pub use pane::top_with_ties;
+pub use stream_state::RowChanges;

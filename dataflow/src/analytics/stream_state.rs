@@ -1,0 +1,329 @@
+//! Everything the analytics keep for one stream, and how it turns into row changes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::moments::{MetricSeries, MomentChange, MomentInputs, METRICS};
+use super::pane::{top_with_ties, Pane};
+use super::plan::Plan;
+use super::totals::TotalsState;
+use super::viewers::Viewers;
+use crate::event::{Event, EventBody, Millis, PresenceAction, AMOUNT_SCALE};
+use crate::rows::{Row, WindowKey};
+use crate::sentiment::Label;
+
+/// Row changes produced by an advance, with +1/-1 multiplicities.
+pub type RowChanges = Vec<(Row, isize)>;
+
+/// Moment detection progress over the moment window's series.
+#[derive(Debug, Default)]
+struct MomentCursor {
+    /// Next window start to score; None before the stream's first active window.
+    next: Option<Millis>,
+    /// Consecutive windows without events just scored.
+    quiet_run: usize,
+    series: [MetricSeries; 5],
+}
+
+/// State of one stream on the worker that owns it.
+#[derive(Debug, Default)]
+pub(crate) struct StreamState {
+    id: String,
+    panes: BTreeMap<Millis, Pane>,
+    dirty_panes: BTreeSet<Millis>,
+    /// user -> sorted pane starts in which they chatted (only panes of open windows).
+    chatter_panes: HashMap<String, Vec<Millis>>,
+    /// (spec, window start) -> distinct chatters.
+    unique: HashMap<(usize, Millis), u64>,
+    viewers: Viewers,
+    viewers_dirty_from: Option<Millis>,
+    totals: TotalsState,
+    /// Per spec, the first window start not yet final.
+    open_from: Vec<Millis>,
+    /// Rows last emitted, live, per (spec, window start).
+    live: HashMap<(usize, Millis), Vec<Row>>,
+    live_totals: Option<Row>,
+    /// Highest viewers_peak among final windows.
+    final_peak: u64,
+    moments: MomentCursor,
+}
+
+fn diff_rows(previous: Option<Vec<Row>>, current: &[Row], out: &mut RowChanges) {
+    let previous = previous.unwrap_or_default();
+    for row in &previous {
+        if !current.contains(row) {
+            out.push((row.clone(), -1));
+        }
+    }
+    for row in current {
+        if !previous.contains(row) {
+            out.push((row.clone(), 1));
+        }
+    }
+}
+
+impl StreamState {
+    pub(crate) fn new(id: String, plan: &Plan) -> Self {
+        Self { totals: TotalsState::new(id.clone()), id, open_from: vec![0; plan.specs.len()], ..Self::default() }
+    }
+
+    /// Earliest event time that can still change a window; older state is retired.
+    fn horizon(&self) -> Millis {
+        self.open_from.iter().copied().min().unwrap_or(0)
+    }
+
+    /// Adds one event. Returns false when it fell below the horizon (only possible when an idle
+    /// partition let the frontier run ahead of the lateness bound) and was ignored.
+    pub(crate) fn apply(&mut self, event: &Event, plan: &Plan, compound: Option<i64>) -> bool {
+        if event.ts < self.horizon() {
+            return false;
+        }
+        let ts = event.ts;
+        let pane_start = ts - ts % plan.pane;
+        let pane = self.panes.entry(pane_start).or_default();
+        pane.events += 1;
+        self.dirty_panes.insert(pane_start);
+        self.totals.observe(event);
+        let m = &mut pane.metrics;
+        match &event.body {
+            EventBody::Chat { user_id, .. } => {
+                m.chat_messages += 1;
+                let compound = compound.unwrap_or(0);
+                m.sentiment_sum += compound;
+                match Label::of_scaled(compound) {
+                    Label::Positive => m.positive += 1,
+                    Label::Neutral => m.neutral += 1,
+                    Label::Negative => m.negative += 1,
+                }
+                self.chatted(user_id, pane_start, plan);
+            }
+            EventBody::Reaction { emoji, .. } => {
+                m.reactions += 1;
+                *pane.emojis.entry(emoji.clone()).or_default() += 1;
+            }
+            EventBody::Presence { user_id, action } => {
+                match action {
+                    PresenceAction::Join => m.viewer_joins += 1,
+                    PresenceAction::Leave => m.viewer_leaves += 1,
+                    PresenceAction::Heartbeat => {}
+                }
+                self.viewers.presence(user_id, ts, *action);
+                self.viewers_changed(ts);
+            }
+            EventBody::ViewerCount { viewer_count } => {
+                self.viewers.gauge(ts, *viewer_count);
+                self.viewers_changed(ts);
+            }
+            EventBody::Transaction { kind, amount, currency, .. } => {
+                m.transactions += 1;
+                let entry = pane.revenue.entry((kind.clone(), currency.clone())).or_default();
+                entry.0 += 1;
+                entry.1 += amount;
+            }
+            EventBody::StreamMeta { .. } => {}
+        }
+        true
+    }
+
+    fn viewers_changed(&mut self, ts: Millis) {
+        self.viewers_dirty_from = Some(self.viewers_dirty_from.map_or(ts, |d| d.min(ts)));
+    }
+
+    /// Counts a chatter once per window: a user's first message in a pane raises the distinct
+    /// count of each window containing that pane unless another of their panes is already in it.
+    fn chatted(&mut self, user_id: &str, pane_start: Millis, plan: &Plan) {
+        let panes = match self.chatter_panes.get_mut(user_id) {
+            Some(p) => p,
+            None => self.chatter_panes.entry(user_id.to_owned()).or_default(),
+        };
+        let Err(position) = panes.binary_search(&pane_start) else { return };
+        for (index, spec) in plan.specs.iter().enumerate() {
+            for start in spec.starts_containing(pane_start) {
+                let first = panes.partition_point(|p| *p < start);
+                let seen = panes.get(first).is_some_and(|p| *p < start + spec.size);
+                if !seen {
+                    *self.unique.entry((index, start)).or_default() += 1;
+                }
+            }
+        }
+        panes.insert(position, pane_start);
+    }
+
+    /// The pane aggregates of one window summed, or None when no event fell in it.
+    fn window_pane(&self, start: Millis, size: u64) -> Option<Pane> {
+        let mut sum = Pane::default();
+        for pane in self.panes.range(start..start + size).map(|(_, p)| p) {
+            sum.merge(pane);
+        }
+        (sum.events > 0).then_some(sum)
+    }
+
+    /// Every row of one window.
+    fn window_rows(&self, index: usize, start: Millis, plan: &Plan, is_final: bool) -> Vec<Row> {
+        let spec = &plan.specs[index];
+        let Some(pane) = self.window_pane(start, spec.size) else { return Vec::new() };
+        let key = WindowKey { stream_id: self.id.clone(), window: spec.label.clone(), start, end: start + spec.size };
+        let mut metrics = pane.metrics;
+        metrics.unique_chatters = self.unique.get(&(index, start)).copied().unwrap_or(0);
+        (metrics.viewers_peak, metrics.viewers_end) = self.viewers.peak_and_end(start, key.end);
+        let mut rows = Vec::with_capacity(2 + pane.emojis.len() + pane.revenue.len());
+        if !pane.emojis.is_empty() {
+            let top = top_with_ties(&pane.emojis, plan.top_k);
+            rows.push(Row::WindowTopEmojis { key: key.clone(), top, is_final });
+        }
+        for (emoji, count) in pane.emojis {
+            rows.push(Row::WindowEmoji { key: key.clone(), emoji, count, is_final });
+        }
+        for ((kind, currency), (transactions, amount)) in pane.revenue {
+            rows.push(Row::WindowRevenue { key: key.clone(), kind, currency, transactions, amount, is_final });
+        }
+        rows.push(Row::WindowMetrics { key, metrics, is_final });
+        rows
+    }
+
+    /// Window starts of spec `index` that contain an active pane in `[from, to)`.
+    fn active_starts(&self, index: usize, from: Millis, to: Millis, plan: &Plan) -> BTreeSet<Millis> {
+        let spec = &plan.specs[index];
+        let mut starts = BTreeSet::new();
+        for pane in self.panes.range(from.saturating_sub(spec.size - 1)..to.saturating_add(spec.size)).map(|(p, _)| *p) {
+            starts.extend(spec.starts_containing(pane).filter(|s| (from..to).contains(s)));
+        }
+        starts
+    }
+
+    /// Brings the stream's rows up to date with an advanced frontier (None = input exhausted).
+    pub(crate) fn advance(&mut self, frontier: Option<Millis>, plan: &Plan, out: &mut RowChanges) {
+        let open_from = plan.open_from(frontier);
+        let mut changed = BTreeSet::new();
+        for (index, spec) in plan.specs.iter().enumerate() {
+            for pane in &self.dirty_panes {
+                changed.extend(spec.starts_containing(*pane).map(|s| (index, s)));
+            }
+            if let Some(from) = self.viewers_dirty_from {
+                let lo = from.saturating_sub(spec.size - 1);
+                changed.extend(self.active_starts(index, lo, u64::MAX, plan).into_iter().map(|s| (index, s)));
+            }
+        }
+        self.dirty_panes.clear();
+        self.viewers_dirty_from = None;
+        for (index, start) in changed {
+            if start >= open_from[index] {
+                let rows = self.window_rows(index, start, plan, false);
+                diff_rows(self.live.remove(&(index, start)), &rows, out);
+                self.live.insert((index, start), rows);
+            }
+        }
+        for index in 0..plan.specs.len() {
+            let closing = self.active_starts(index, self.open_from[index], open_from[index], plan);
+            for start in closing {
+                let rows = self.window_rows(index, start, plan, true);
+                for row in &rows {
+                    if let Row::WindowMetrics { metrics, .. } = row {
+                        self.final_peak = self.final_peak.max(metrics.viewers_peak);
+                    }
+                }
+                self.unique.remove(&(index, start));
+                diff_rows(self.live.remove(&(index, start)), &rows, out);
+            }
+        }
+        self.score_moments(open_from[plan.moment_spec], plan, out);
+        self.open_from = open_from;
+        self.retire(plan);
+        self.emit_totals(frontier.is_none(), out);
+    }
+
+    /// Scores every moment-window that became final, in order, empty ones included; after K
+    /// empty windows the baseline is all zeros and stays so, so scoring skips to the next event.
+    fn score_moments(&mut self, until: Millis, plan: &Plan, out: &mut RowChanges) {
+        let spec = &plan.specs[plan.moment_spec];
+        let config = &plan.moments;
+        loop {
+            let next = match self.moments.next {
+                Some(next) if self.moments.quiet_run < config.baseline_windows => next,
+                paused => {
+                    let from = paused.unwrap_or(0);
+                    let Some((&pane, _)) = self.panes.range(from..).next() else { break };
+                    let first = spec.starts_containing(pane).next().unwrap_or(pane);
+                    self.moments.quiet_run = 0;
+                    first.max(from)
+                }
+            };
+            if next >= until {
+                self.moments.next = Some(next);
+                break;
+            }
+            let inputs = match self.window_pane(next, spec.size) {
+                Some(pane) => {
+                    self.moments.quiet_run = 0;
+                    let revenue: i64 = pane.revenue.values().map(|(_, a)| a).sum();
+                    MomentInputs::new(&pane.metrics, revenue as f64 / AMOUNT_SCALE as f64)
+                }
+                None => {
+                    self.moments.quiet_run += 1;
+                    MomentInputs::default()
+                }
+            };
+            for (index, metric) in METRICS.iter().enumerate() {
+                let value = inputs.metric(index, config);
+                let change = self.moments.series[index].observe(&self.id, metric, next, next + spec.size, value, config);
+                match change {
+                    Some(MomentChange::Live { previous, current }) => {
+                        if let Some(previous) = previous {
+                            out.push((Row::Moment { moment: previous, is_final: false }, -1));
+                        }
+                        out.push((Row::Moment { moment: current, is_final: false }, 1));
+                    }
+                    Some(MomentChange::Closed(moment)) => {
+                        out.push((Row::Moment { moment: moment.clone(), is_final: false }, -1));
+                        out.push((Row::Moment { moment, is_final: true }, 1));
+                    }
+                    None => {}
+                }
+            }
+            self.moments.next = Some(next + spec.slide);
+        }
+        if until == u64::MAX {
+            for series in &mut self.moments.series {
+                if let Some(moment) = series.close() {
+                    out.push((Row::Moment { moment: moment.clone(), is_final: false }, -1));
+                    out.push((Row::Moment { moment, is_final: true }, 1));
+                }
+            }
+        }
+    }
+
+    /// Drops state that no open window needs. Internal only: nothing is emitted for it.
+    fn retire(&mut self, plan: &Plan) {
+        let horizon = self.horizon();
+        let pane_horizon = horizon - horizon % plan.pane;
+        if self.panes.first_key_value().is_some_and(|(p, _)| *p < pane_horizon) {
+            self.panes = self.panes.split_off(&pane_horizon);
+            self.chatter_panes.retain(|_, panes| {
+                panes.retain(|p| *p >= pane_horizon);
+                !panes.is_empty()
+            });
+            self.viewers.compact(pane_horizon);
+        }
+    }
+
+    fn emit_totals(&mut self, is_final: bool, out: &mut RowChanges) {
+        let live_peak = self
+            .live
+            .values()
+            .flatten()
+            .filter_map(|row| match row {
+                Row::WindowMetrics { metrics, .. } => Some(metrics.viewers_peak),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let totals = self.totals.row(self.final_peak.max(live_peak));
+        let row = Row::StreamTotals { totals, is_final };
+        if self.live_totals.as_ref() != Some(&row) {
+            if let Some(previous) = self.live_totals.take() {
+                out.push((previous, -1));
+            }
+            out.push((row.clone(), 1));
+            self.live_totals = Some(row);
+        }
+    }
+}

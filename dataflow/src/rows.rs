@@ -1,0 +1,438 @@
+//! Output rows of DESIGN §4a and their NDJSON form (`{"table": ..., columns...}`).
+//!
+//! Rows hold integers and [`Score`]s only, so they can be ordered, hashed, consolidated and
+//! exchanged, and two runs print byte-identical lines.
+
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::event::{Millis, AMOUNT_SCALE};
+use crate::sentiment::COMPOUND_SCALE;
+
+/// A float column computed deterministically (moment statistics); ordered by `total_cmp`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Score(pub f64);
+
+impl PartialEq for Score {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.total_cmp(&other.0) == Ordering::Equal
+    }
+}
+impl Eq for Score {}
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+impl Hash for Score {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state)
+    }
+}
+
+/// Identifies one window of one stream.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WindowKey {
+    /// The stream.
+    pub stream_id: String,
+    /// Window label (`10s`, `1m`, `1m/10s`).
+    pub window: String,
+    /// Inclusive start, epoch ms.
+    pub start: Millis,
+    /// Exclusive end, epoch ms.
+    pub end: Millis,
+}
+
+/// `window_metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WindowMetrics {
+    /// Chat messages.
+    pub chat_messages: u64,
+    /// Distinct chat authors.
+    pub unique_chatters: u64,
+    /// Sum of compound scores in [`COMPOUND_SCALE`] units.
+    pub sentiment_sum: i64,
+    /// Messages labelled positive.
+    pub positive: u64,
+    /// Messages labelled neutral.
+    pub neutral: u64,
+    /// Messages labelled negative.
+    pub negative: u64,
+    /// Reactions.
+    pub reactions: u64,
+    /// Presence joins.
+    pub viewer_joins: u64,
+    /// Presence leaves.
+    pub viewer_leaves: u64,
+    /// Most concurrent viewers at any instant of the window.
+    pub viewers_peak: u64,
+    /// Concurrent viewers at `window_end - 1`.
+    pub viewers_end: u64,
+    /// Transactions.
+    pub transactions: u64,
+}
+
+impl WindowMetrics {
+    /// Mean compound score, rounded to 4 decimals; None without chat.
+    pub fn sentiment_mean(&self) -> Option<f64> {
+        (self.chat_messages > 0).then(|| {
+            let mean = self.sentiment_sum as f64 / self.chat_messages as f64;
+            mean.round() / COMPOUND_SCALE as f64
+        })
+    }
+}
+
+/// `moments`: a run of consecutive anomalous windows of one metric.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Moment {
+    /// The stream.
+    pub stream_id: String,
+    /// chat_rate, reaction_rate, viewer_joins, revenue or negative_share.
+    pub metric: String,
+    /// Start of the first anomalous window.
+    pub start: Millis,
+    /// End of the last anomalous window.
+    pub end: Millis,
+    /// Start of the window with the highest z-score.
+    pub peak_window_start: Millis,
+    /// The metric's value in that window.
+    pub peak_value: Score,
+    /// Baseline mean for that window.
+    pub baseline_mean: Score,
+    /// Baseline standard deviation for that window.
+    pub baseline_std: Score,
+    /// Its z-score.
+    pub zscore: Score,
+}
+
+/// `stream_totals`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StreamTotals {
+    /// The stream.
+    pub stream_id: String,
+    /// Latest title.
+    pub title: Option<String>,
+    /// Latest category.
+    pub category: Option<String>,
+    /// Latest status (`live`/`offline`).
+    pub status: Option<String>,
+    /// Start of the current live session.
+    pub live_since: Option<Millis>,
+    /// Chat messages seen.
+    pub chat_messages: u64,
+    /// Reactions seen.
+    pub reactions: u64,
+    /// Transactions seen.
+    pub transactions: u64,
+    /// Most concurrent viewers seen.
+    pub peak_viewers: u64,
+}
+
+/// Why a record went to the dead-letter path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    /// Not decodable.
+    Decode,
+    /// Decoded but not valid.
+    Invalid,
+    /// Beyond the allowed lateness.
+    Late,
+}
+
+impl DeadLetterReason {
+    /// Lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Decode => "decode",
+            Self::Invalid => "invalid",
+            Self::Late => "late",
+        }
+    }
+}
+
+/// `dead_letters`: a record that did not enter the analytics.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Topic or file.
+    pub source: String,
+    /// Partition (file index for files).
+    pub partition: u32,
+    /// Offset (zero-based line number for files).
+    pub offset: u64,
+    /// Category.
+    pub reason: DeadLetterReason,
+    /// Human-readable cause.
+    pub error: String,
+    /// The raw bytes (lossy UTF-8, capped at [`DEAD_LETTER_PAYLOAD_LIMIT`] bytes).
+    pub payload: String,
+}
+
+/// Dead letters keep at most this many bytes of the record, so one huge bad record cannot blow up
+/// memory or the sink.
+pub const DEAD_LETTER_PAYLOAD_LIMIT: usize = 4096;
+
+impl DeadLetter {
+    /// A dead letter for raw bytes, truncating the payload to the limit.
+    pub fn new(source: &str, partition: u32, offset: u64, reason: DeadLetterReason, error: String, payload: &[u8]) -> Self {
+        let cut = &payload[..payload.len().min(DEAD_LETTER_PAYLOAD_LIMIT)];
+        Self {
+            source: source.to_owned(),
+            partition,
+            offset,
+            reason,
+            error,
+            payload: String::from_utf8_lossy(cut).into_owned(),
+        }
+    }
+}
+
+/// One output row of any table, with its `final` flag.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Row {
+    /// `window_metrics`
+    WindowMetrics {
+        /// Which window.
+        key: WindowKey,
+        /// Its numbers.
+        metrics: WindowMetrics,
+        /// Whether the window can no longer change.
+        is_final: bool,
+    },
+    /// `window_emojis`
+    WindowEmoji {
+        /// Which window.
+        key: WindowKey,
+        /// The emoji.
+        emoji: String,
+        /// Reactions with it.
+        count: u64,
+        /// Whether the window can no longer change.
+        is_final: bool,
+    },
+    /// `window_top_emojis`
+    WindowTopEmojis {
+        /// Which window.
+        key: WindowKey,
+        /// (emoji, count) by count desc then emoji asc, ties at the k-th count included.
+        top: Vec<(String, u64)>,
+        /// Whether the window can no longer change.
+        is_final: bool,
+    },
+    /// `window_revenue`
+    WindowRevenue {
+        /// Which window.
+        key: WindowKey,
+        /// Transaction kind.
+        kind: String,
+        /// Currency.
+        currency: String,
+        /// Count.
+        transactions: u64,
+        /// Sum in 1/[`AMOUNT_SCALE`] units.
+        amount: i64,
+        /// Whether the window can no longer change.
+        is_final: bool,
+    },
+    /// `moments`
+    Moment {
+        /// The moment.
+        moment: Moment,
+        /// Whether it has ended for good.
+        is_final: bool,
+    },
+    /// `stream_totals`
+    StreamTotals {
+        /// The totals.
+        totals: StreamTotals,
+        /// True once the input is exhausted (bounded runs).
+        is_final: bool,
+    },
+    /// `dead_letters` (always final)
+    DeadLetter(DeadLetter),
+}
+
+fn window_fields(key: &WindowKey, table: &str) -> Map<String, Value> {
+    let mut map = Map::new();
+    map.insert("table".into(), json!(table));
+    map.insert("stream_id".into(), json!(key.stream_id));
+    map.insert("window".into(), json!(key.window));
+    map.insert("window_start".into(), json!(key.start));
+    map.insert("window_end".into(), json!(key.end));
+    map
+}
+
+fn score(value: Score) -> Value {
+    json!((value.0 * 10_000.0).round() / 10_000.0)
+}
+
+impl Row {
+    /// The table the row belongs to.
+    pub fn table(&self) -> &'static str {
+        match self {
+            Row::WindowMetrics { .. } => "window_metrics",
+            Row::WindowEmoji { .. } => "window_emojis",
+            Row::WindowTopEmojis { .. } => "window_top_emojis",
+            Row::WindowRevenue { .. } => "window_revenue",
+            Row::Moment { .. } => "moments",
+            Row::StreamTotals { .. } => "stream_totals",
+            Row::DeadLetter(_) => "dead_letters",
+        }
+    }
+
+    /// Whether the row can no longer change.
+    pub fn is_final(&self) -> bool {
+        match self {
+            Row::WindowMetrics { is_final, .. }
+            | Row::WindowEmoji { is_final, .. }
+            | Row::WindowTopEmojis { is_final, .. }
+            | Row::WindowRevenue { is_final, .. }
+            | Row::Moment { is_final, .. }
+            | Row::StreamTotals { is_final, .. } => *is_final,
+            Row::DeadLetter(_) => true,
+        }
+    }
+
+    /// The stream a row is about (None for dead letters).
+    pub fn stream_id(&self) -> Option<&str> {
+        match self {
+            Row::WindowMetrics { key, .. }
+            | Row::WindowEmoji { key, .. }
+            | Row::WindowTopEmojis { key, .. }
+            | Row::WindowRevenue { key, .. } => Some(&key.stream_id),
+            Row::Moment { moment, .. } => Some(&moment.stream_id),
+            Row::StreamTotals { totals, .. } => Some(&totals.stream_id),
+            Row::DeadLetter(_) => None,
+        }
+    }
+
+    /// The NDJSON object of DESIGN §4a.
+    pub fn to_json(&self) -> Value {
+        let mut map = match self {
+            Row::WindowMetrics { key, metrics: m, .. } => {
+                let mut map = window_fields(key, self.table());
+                for (name, value) in [
+                    ("chat_messages", json!(m.chat_messages)),
+                    ("unique_chatters", json!(m.unique_chatters)),
+                    ("sentiment_mean", json!(m.sentiment_mean())),
+                    ("positive", json!(m.positive)),
+                    ("neutral", json!(m.neutral)),
+                    ("negative", json!(m.negative)),
+                    ("reactions", json!(m.reactions)),
+                    ("viewer_joins", json!(m.viewer_joins)),
+                    ("viewer_leaves", json!(m.viewer_leaves)),
+                    ("viewers_peak", json!(m.viewers_peak)),
+                    ("viewers_end", json!(m.viewers_end)),
+                    ("transactions", json!(m.transactions)),
+                ] {
+                    map.insert(name.into(), value);
+                }
+                map
+            }
+            Row::WindowEmoji { key, emoji, count, .. } => {
+                let mut map = window_fields(key, self.table());
+                map.insert("emoji".into(), json!(emoji));
+                map.insert("count".into(), json!(count));
+                map
+            }
+            Row::WindowTopEmojis { key, top, .. } => {
+                let mut map = window_fields(key, self.table());
+                let top: Vec<Value> = top.iter().map(|(e, c)| json!({"emoji": e, "count": c})).collect();
+                map.insert("top".into(), Value::Array(top));
+                map
+            }
+            Row::WindowRevenue { key, kind, currency, transactions, amount, .. } => {
+                let mut map = window_fields(key, self.table());
+                map.insert("kind".into(), json!(kind));
+                map.insert("currency".into(), json!(currency));
+                map.insert("transactions".into(), json!(transactions));
+                map.insert("amount".into(), json!(*amount as f64 / AMOUNT_SCALE as f64));
+                map
+            }
+            Row::Moment { moment: m, .. } => json!({
+                "table": self.table(),
+                "stream_id": m.stream_id,
+                "metric": m.metric,
+                "start": m.start,
+                "end": m.end,
+                "peak_window_start": m.peak_window_start,
+                "peak_value": score(m.peak_value),
+                "baseline_mean": score(m.baseline_mean),
+                "baseline_std": score(m.baseline_std),
+                "zscore": score(m.zscore),
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+            Row::StreamTotals { totals: t, .. } => json!({
+                "table": self.table(),
+                "stream_id": t.stream_id,
+                "title": t.title,
+                "category": t.category,
+                "status": t.status,
+                "live_since": t.live_since,
+                "chat_messages": t.chat_messages,
+                "reactions": t.reactions,
+                "transactions": t.transactions,
+                "peak_viewers": t.peak_viewers,
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+            Row::DeadLetter(d) => json!({
+                "table": self.table(),
+                "source": d.source,
+                "partition": d.partition,
+                "offset": d.offset,
+                "reason": d.reason.name(),
+                "error": d.error,
+                "payload": d.payload,
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        };
+        map.insert("final".into(), json!(self.is_final()));
+        Value::Object(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentiment_mean_is_null_without_chat_and_rounded_otherwise() {
+        let mut m = WindowMetrics::default();
+        assert_eq!(m.sentiment_mean(), None);
+        m.chat_messages = 3;
+        m.sentiment_sum = 10_001;
+        assert_eq!(m.sentiment_mean(), Some(0.3334));
+    }
+
+    #[test]
+    fn ndjson_carries_table_and_final() {
+        let row = Row::WindowRevenue {
+            key: WindowKey { stream_id: "s".into(), window: "10s".into(), start: 0, end: 10_000 },
+            kind: "donation".into(),
+            currency: "USD".into(),
+            transactions: 2,
+            amount: 99_800,
+            is_final: true,
+        };
+        assert_eq!(
+            row.to_json().to_string(),
+            r#"{"amount":9.98,"currency":"USD","final":true,"kind":"donation","stream_id":"s","table":"window_revenue","transactions":2,"window":"10s","window_end":10000,"window_start":0}"#
+        );
+        let dead = DeadLetter::new("f", 0, 1, DeadLetterReason::Decode, "x".into(), &vec![b'a'; 10_000]);
+        assert_eq!(dead.payload.len(), DEAD_LETTER_PAYLOAD_LIMIT);
+    }
+}

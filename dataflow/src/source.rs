@@ -1,0 +1,204 @@
+//! The partitioned source operator shared by every input (files, Kafka, in-memory): decoding,
+//! per-partition watermarks and lateness, event-time timestamps and the dead-letter stream.
+//! I/O stays behind [`PartitionReader`]; this module only decides what each record means.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, Stream};
+
+use tracing::warn;
+
+use crate::clock::{Admission, PartitionClock};
+use crate::codec::{DecodeContext, Format};
+use crate::config::PipelineConfig;
+use crate::error::Error;
+use crate::event::{Event, Millis};
+use crate::rows::{DeadLetter, DeadLetterReason};
+
+/// One record as read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    /// Offset in the partition (zero-based line number for files).
+    pub offset: u64,
+    /// The bytes (possibly cut short, see `oversized`).
+    pub payload: Vec<u8>,
+    /// Broker timestamp, used when the record has no `ts`.
+    pub timestamp: Option<Millis>,
+    /// Set to the full size when the record exceeded the reader's limit and was cut.
+    pub oversized: Option<usize>,
+}
+
+/// Whether a reader has more to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// More records may be available now.
+    More,
+    /// The partition is exhausted (bounded input).
+    Done,
+}
+
+/// A source of records for one partition, read in order. Implementations do the I/O.
+pub trait PartitionReader {
+    /// Topic or file name, for dead letters.
+    fn source_name(&self) -> &str;
+    /// Partition number.
+    fn partition(&self) -> u32;
+    /// Record encoding and decode defaults of this partition.
+    fn format(&self) -> (Format, DecodeContext);
+    /// Appends up to `max` records to `out`.
+    fn read(&mut self, max: usize, out: &mut Vec<RawRecord>) -> std::result::Result<ReadStatus, String>;
+}
+
+/// Counters of what the sources saw, shared by all workers of a process.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    /// Records read.
+    pub records: AtomicU64,
+    /// Records that entered the analytics.
+    pub events: AtomicU64,
+    /// Dead letters by reason.
+    pub decode_errors: AtomicU64,
+    /// Records that decoded but did not validate.
+    pub invalid: AtomicU64,
+    /// Records beyond the allowed lateness.
+    pub late: AtomicU64,
+}
+
+impl SourceCounters {
+    /// All dead-lettered records.
+    pub fn dead_lettered(&self) -> u64 {
+        self.decode_errors.load(Ordering::Relaxed) + self.invalid.load(Ordering::Relaxed) + self.late.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, reason: DeadLetterReason) {
+        let counter = match reason {
+            DeadLetterReason::Decode => &self.decode_errors,
+            DeadLetterReason::Invalid => &self.invalid,
+            DeadLetterReason::Late => &self.late,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How many records one activation reads from one partition: small enough that progress and
+/// other operators keep running, large enough to amortize scheduling.
+pub const READ_BATCH: usize = 8192;
+
+struct Partition {
+    reader: Box<dyn PartitionReader>,
+    clock: PartitionClock,
+    done: bool,
+}
+
+fn ceil_to_tick(ts: Millis, tick: u64) -> Millis {
+    ts.div_ceil(tick).saturating_mul(tick)
+}
+
+/// Judges one raw record of a partition.
+fn admit(record: &RawRecord, partition: &mut Partition) -> Result<Event, (DeadLetterReason, String)> {
+    if let Some(size) = record.oversized {
+        return Err((DeadLetterReason::Decode, format!("record of {size} bytes exceeds the size limit")));
+    }
+    let (format, mut context) = partition.reader.format();
+    context.fallback_ts = context.fallback_ts.or(record.timestamp);
+    let event = format.decode(&record.payload, &context).map_err(|e| match e {
+        Error::Decode(m) => (DeadLetterReason::Decode, m),
+        other => (DeadLetterReason::Invalid, other.to_string().trim_start_matches("invalid: ").to_owned()),
+    })?;
+    match partition.clock.admit(event.ts) {
+        Admission::Accepted => Ok(event),
+        Admission::Late { watermark } => Err((
+            DeadLetterReason::Late,
+            format!("ts {} is older than watermark {watermark} minus the allowed lateness", event.ts),
+        )),
+    }
+}
+
+/// Builds the source: `readers` are this worker's partitions. Returns (events, dead letters).
+///
+/// Invariant (what makes final results deterministic): a record's timely time is
+/// `max(ceil_to_tick(ts), capability)` and the capability never passes the least watermark of the
+/// worker's open partitions, so a record accepted for a window ending at `end` always carries a
+/// time below `end + allowed_lateness`, before the window can be final.
+pub fn partitioned_source<'scope>(
+    scope: Scope<'scope, u64>,
+    readers: Vec<Box<dyn PartitionReader>>,
+    config: &PipelineConfig,
+    counters: Arc<SourceCounters>,
+) -> (Stream<'scope, u64, Vec<Event>>, Stream<'scope, u64, Vec<DeadLetter>>) {
+    let tick = config.tick.0.max(1);
+    let (out_of_orderness, lateness) = (config.max_out_of_orderness.0, config.allowed_lateness.0);
+    let mut partitions: Vec<Partition> = readers
+        .into_iter()
+        .map(|reader| Partition { reader, clock: PartitionClock::new(out_of_orderness, lateness), done: false })
+        .collect();
+    let records = source(scope, "PartitionedSource", move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let mut held = Some(capability);
+        let mut raw = Vec::with_capacity(READ_BATCH);
+        let mut timed: Vec<(Millis, Result<Event, DeadLetter>)> = Vec::new();
+        move |output| {
+            let Some(capability) = held.as_mut() else { return };
+            let now = *capability.time();
+            for partition in partitions.iter_mut().filter(|p| !p.done) {
+                raw.clear();
+                let status = partition.reader.read(READ_BATCH, &mut raw);
+                let (source_name, index) = (partition.reader.source_name().to_owned(), partition.reader.partition());
+                for record in raw.drain(..) {
+                    counters.records.fetch_add(1, Ordering::Relaxed);
+                    match admit(&record, partition) {
+                        Ok(event) => {
+                            counters.events.fetch_add(1, Ordering::Relaxed);
+                            timed.push((ceil_to_tick(event.ts, tick).max(now), Ok(event)));
+                        }
+                        Err((reason, error)) => {
+                            counters.count(reason);
+                            let dead = DeadLetter::new(&source_name, index, record.offset, reason, error, &record.payload);
+                            timed.push((now, Err(dead)));
+                        }
+                    }
+                }
+                match status {
+                    Ok(ReadStatus::More) => {}
+                    Ok(ReadStatus::Done) => partition.done = true,
+                    Err(error) => {
+                        // An unreadable partition ends; its records so far stay valid.
+                        warn!(source = %source_name, partition = index, %error, "partition unreadable, closing it");
+                        partition.done = true;
+                    }
+                }
+            }
+            timed.sort_by_key(|(t, _)| *t);
+            let mut batch = timed.drain(..).peekable();
+            while let Some((t, item)) = batch.next() {
+                let delayed = capability.delayed(&t);
+                let mut session = output.session(&delayed);
+                session.give(item);
+                while let Some((_, item)) = batch.next_if(|(u, _)| *u == t) {
+                    session.give(item);
+                }
+            }
+            let open = partitions.iter().filter(|p| !p.done);
+            if open.clone().next().is_none() {
+                held = None;
+                return;
+            }
+            // The least watermark (rounded down to a tick) of the open partitions; a partition
+            // that has seen nothing yet holds the capability where it is.
+            let low = open
+                .map(|p| p.clock.watermark().map_or(now, |w| w - w % tick))
+                .min()
+                .unwrap_or(now);
+            if low > now {
+                capability.downgrade(&low);
+            }
+            activator.activate();
+        }
+    });
+    records
+        .container::<Vec<Result<Event, DeadLetter>>>()
+        .ok_err(|item| item)
+}
