@@ -14,6 +14,9 @@ pub enum Error {
     /// A configuration value is unusable.
     #[error("config: {0}")]
     Config(String),
+    /// The dataflow could not run (a worker failed).
+    #[error("runtime: {0}")]
+    Runtime(String),
     /// A sentiment lexicon line could not be parsed.
     #[error("lexicon {name} line {line}: {message}")]
     Lexicon {

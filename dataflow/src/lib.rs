@@ -15,3 +15,6 @@ pub mod windows;
 pub mod rows;
 pub mod analytics;
 pub mod source;
+pub mod pipeline;
+pub mod memory_reader;
+pub mod reference;

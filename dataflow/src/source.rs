@@ -97,6 +97,20 @@ fn ceil_to_tick(ts: Millis, tick: u64) -> Millis {
     ts.div_ceil(tick).saturating_mul(tick)
 }
 
+/// The dead-letter reason and message for a record that failed to decode or validate.
+pub fn rejection(error: Error) -> (DeadLetterReason, String) {
+    match error {
+        Error::Decode(message) => (DeadLetterReason::Decode, message),
+        Error::Invalid(message) => (DeadLetterReason::Invalid, message),
+        other => (DeadLetterReason::Invalid, other.to_string()),
+    }
+}
+
+/// The dead-letter message of a late record.
+pub fn late_message(ts: Millis, watermark: Millis) -> String {
+    format!("ts {ts} is older than watermark {watermark} minus the allowed lateness")
+}
+
 /// Judges one raw record of a partition.
 fn admit(record: &RawRecord, partition: &mut Partition) -> Result<Event, (DeadLetterReason, String)> {
     if let Some(size) = record.oversized {
@@ -104,16 +118,10 @@ fn admit(record: &RawRecord, partition: &mut Partition) -> Result<Event, (DeadLe
     }
     let (format, mut context) = partition.reader.format();
     context.fallback_ts = context.fallback_ts.or(record.timestamp);
-    let event = format.decode(&record.payload, &context).map_err(|e| match e {
-        Error::Decode(m) => (DeadLetterReason::Decode, m),
-        other => (DeadLetterReason::Invalid, other.to_string().trim_start_matches("invalid: ").to_owned()),
-    })?;
+    let event = format.decode(&record.payload, &context).map_err(rejection)?;
     match partition.clock.admit(event.ts) {
         Admission::Accepted => Ok(event),
-        Admission::Late { watermark } => Err((
-            DeadLetterReason::Late,
-            format!("ts {} is older than watermark {watermark} minus the allowed lateness", event.ts),
-        )),
+        Admission::Late { watermark } => Err((DeadLetterReason::Late, late_message(event.ts, watermark))),
     }
 }
 

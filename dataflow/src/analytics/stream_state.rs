@@ -240,15 +240,19 @@ impl StreamState {
             let next = match self.moments.next {
                 Some(next) if self.moments.quiet_run < config.baseline_windows => next,
                 paused => {
+                    // Not started, or paused after K empty windows: resume at the next active
+                    // window, but only once it is final, since earlier events may still arrive.
                     let from = paused.unwrap_or(0);
                     let Some((&pane, _)) = self.panes.range(from..).next() else { break };
-                    let first = spec.starts_containing(pane).next().unwrap_or(pane);
+                    let first = spec.starts_containing(pane).next().unwrap_or(pane).max(from);
+                    if first >= until {
+                        break;
+                    }
                     self.moments.quiet_run = 0;
-                    first.max(from)
+                    first
                 }
             };
             if next >= until {
-                self.moments.next = Some(next);
                 break;
             }
             let inputs = match self.window_pane(next, spec.size) {

@@ -1,0 +1,61 @@
+//! An in-memory partition: records handed over in batches of chosen sizes (tests, in-process
+//! inputs).
+
+use std::collections::VecDeque;
+
+use crate::codec::{DecodeContext, Format};
+use crate::source::{PartitionReader, RawRecord, ReadStatus};
+
+/// A partition held in memory.
+#[derive(Debug, Clone)]
+pub struct MemoryReader {
+    source: String,
+    partition: u32,
+    records: VecDeque<RawRecord>,
+    /// Sizes of successive reads, cycled; lets tests split one partition into arbitrary batches.
+    batch_sizes: Vec<usize>,
+    reads: usize,
+}
+
+impl MemoryReader {
+    /// A JSON partition whose offsets are the payloads' positions.
+    pub fn new(source: &str, partition: u32, payloads: Vec<Vec<u8>>) -> Self {
+        let records = payloads
+            .into_iter()
+            .enumerate()
+            .map(|(offset, payload)| RawRecord { offset: offset as u64, payload, timestamp: None, oversized: None })
+            .collect();
+        Self { source: source.to_owned(), partition, records, batch_sizes: Vec::new(), reads: 0 }
+    }
+
+    /// Reads at most these many records at a time, cycling through the list.
+    pub fn with_batches(mut self, sizes: Vec<usize>) -> Self {
+        self.batch_sizes = sizes.into_iter().map(|s| s.max(1)).collect();
+        self
+    }
+}
+
+impl PartitionReader for MemoryReader {
+    fn source_name(&self) -> &str {
+        &self.source
+    }
+
+    fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    fn format(&self) -> (Format, DecodeContext) {
+        (Format::Json, DecodeContext::default())
+    }
+
+    fn read(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Result<ReadStatus, String> {
+        let limit = match self.batch_sizes.len() {
+            0 => max,
+            n => self.batch_sizes[self.reads % n].min(max),
+        };
+        self.reads += 1;
+        let take = limit.min(self.records.len());
+        out.extend(self.records.drain(..take));
+        Ok(if self.records.is_empty() { ReadStatus::Done } else { ReadStatus::More })
+    }
+}

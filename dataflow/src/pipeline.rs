@@ -1,0 +1,103 @@
+//! The analytics dataflow end to end (source → window analytics, plus dead letters), and a
+//! runner for bounded inputs that returns the final rows. Live and bounded runs build the very
+//! same dataflow; only the readers differ.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::{Scope, Stream};
+
+use crate::analytics::WindowAnalytics;
+use crate::config::PipelineConfig;
+use crate::error::{Error, Result};
+use crate::rows::{DeadLetter, Row};
+use crate::sentiment::Analyzer;
+use crate::source::{partitioned_source, PartitionReader, SourceCounters};
+
+/// Dead letters as rows of the `dead_letters` table.
+fn dead_letter_rows<'scope>(dead: Stream<'scope, u64, Vec<DeadLetter>>) -> VecCollection<'scope, u64, Row, isize> {
+    dead.unary(Pipeline, "DeadLetterRows", |_, _| {
+        |input, output| {
+            input.for_each(|capability, data| {
+                if let Some(&time) = capability.least() {
+                    output
+                        .session(&capability)
+                        .give_iterator(data.drain(..).map(|dead| (Row::DeadLetter(dead), time, 1)));
+                }
+            });
+        }
+    })
+    .as_collection()
+}
+
+/// Builds the analytics over this worker's partitions; returns every table's rows.
+pub fn analytics_dataflow<'scope>(
+    scope: Scope<'scope, u64>,
+    readers: Vec<Box<dyn PartitionReader>>,
+    config: &PipelineConfig,
+    analyzer: Arc<Analyzer>,
+    counters: Arc<SourceCounters>,
+) -> Result<VecCollection<'scope, u64, Row, isize>> {
+    let (events, dead) = partitioned_source(scope, readers, config, counters);
+    let rows = events.window_analytics(config, analyzer)?;
+    Ok(rows.concat(dead_letter_rows(dead)))
+}
+
+/// Runs the dataflow over bounded partitions with `workers` threads and returns the final rows,
+/// sorted. `readers_for(worker, workers)` opens the partitions a worker reads.
+pub fn run_bounded<F>(
+    workers: usize,
+    config: &PipelineConfig,
+    analyzer: Arc<Analyzer>,
+    counters: Arc<SourceCounters>,
+    readers_for: F,
+) -> Result<Vec<Row>>
+where
+    F: Fn(usize, usize) -> Vec<Box<dyn PartitionReader>> + Send + Sync + 'static,
+{
+    config.window_specs()?;
+    let config = config.clone();
+    let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let net: Rc<RefCell<HashMap<Row, isize>>> = Rc::default();
+        let sink = Rc::clone(&net);
+        let built = worker.dataflow::<u64, _, _>(|scope| {
+            let readers = readers_for(index, peers);
+            analytics_dataflow(scope, readers, &config, Arc::clone(&analyzer), Arc::clone(&counters)).map(|rows| {
+                rows.inspect_batch(move |_, updates| {
+                    let mut net = sink.borrow_mut();
+                    for (row, _, diff) in updates {
+                        let count = net.entry(row.clone()).or_insert(0);
+                        *count += diff;
+                        if *count == 0 {
+                            net.remove(row);
+                        }
+                    }
+                });
+            })
+        });
+        if built.is_ok() {
+            while worker.has_dataflows() {
+                worker.step_or_park(None);
+            }
+        }
+        built.map(|()| net.take())
+    })
+    .map_err(Error::Runtime)?;
+    let mut rows = Vec::new();
+    for result in guards.join() {
+        for (row, count) in result.map_err(Error::Runtime)?? {
+            if count != 1 || !row.is_final() {
+                return Err(Error::Runtime(format!("unfinished output at end of input: {row:?} x{count}")));
+            }
+            rows.push(row);
+        }
+    }
+    rows.sort();
+    Ok(rows)
+}

@@ -1,0 +1,173 @@
+//! The dataflow against the sequential reference, for 1, 2 and 4 workers and arbitrary splits of
+//! each partition into input batches, over random events with disorder, in-allowance late and
+//! beyond-allowance late records, and malformed input.
+
+use std::sync::Arc;
+
+use crowdpulse_dataflow::config::PipelineConfig;
+use crowdpulse_dataflow::memory_reader::MemoryReader;
+use crowdpulse_dataflow::pipeline::run_bounded;
+use crowdpulse_dataflow::reference::{reference_rows, ReferencePartition};
+use crowdpulse_dataflow::rows::Row;
+use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
+use crowdpulse_dataflow::source::{PartitionReader, SourceCounters};
+use proptest::prelude::*;
+use serde_json::json;
+
+const T0: u64 = 1_795_341_600_000;
+
+/// A config under which random inputs of a few hundred records exercise moments too.
+fn sensitive_config() -> PipelineConfig {
+    let mut config = PipelineConfig::default();
+    config.moments.baseline_windows = 3;
+    config.moments.min_zscore = 1.5;
+    config.moments.min_chat_messages = 2;
+    config.moments.min_reactions = 2;
+    config.moments.min_viewer_joins = 1;
+    config.moments.min_revenue = 1.0;
+    config
+}
+
+fn run(partitions: &[ReferencePartition], batches: &[Vec<usize>], workers: usize, config: &PipelineConfig) -> Vec<Row> {
+    let analyzer = Arc::new(Analyzer::new(Lexicons::builtin()));
+    let parts = partitions.to_vec();
+    let batches = batches.to_vec();
+    run_bounded(workers, config, analyzer, Arc::new(SourceCounters::default()), move |index, peers| {
+        parts
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| p % peers == index)
+            .map(|(p, part)| {
+                let reader = MemoryReader::new(&part.source, part.partition, part.payloads.clone())
+                    .with_batches(batches.get(p).cloned().unwrap_or_default());
+                Box::new(reader) as Box<dyn PartitionReader>
+            })
+            .collect()
+    })
+    .expect("bounded run")
+}
+
+fn lines(rows: &[Row]) -> Vec<String> {
+    let mut lines: Vec<String> = rows.iter().map(|r| r.to_json().to_string()).collect();
+    lines.sort();
+    lines
+}
+
+fn check(partitions: &[ReferencePartition], batches: &[Vec<usize>], config: &PipelineConfig) -> Vec<Row> {
+    let analyzer = Analyzer::new(Lexicons::builtin());
+    let expected = reference_rows(partitions, config, &analyzer).unwrap();
+    for workers in [1, 2, 4] {
+        let got = run(partitions, batches, workers, config);
+        if got != expected {
+            let (g, e) = (lines(&got), lines(&expected));
+            let missing: Vec<_> = e.iter().filter(|l| !g.contains(l)).take(5).collect();
+            let extra: Vec<_> = g.iter().filter(|l| !e.contains(l)).take(5).collect();
+            panic!("{workers} workers differ from the reference\nmissing: {missing:#?}\nextra: {extra:#?}");
+        }
+    }
+    expected
+}
+
+fn record() -> impl Strategy<Value = (u64, u64, serde_json::Value)> {
+    let step = 0u64..3_000;
+    let back = prop_oneof![6 => Just(0u64), 2 => 0u64..5_000, 1 => 0u64..70_000, 1 => 0u64..200_000];
+    let stream = (0..3u8).prop_map(|s| format!("s{s}"));
+    let user = (0..6u8).prop_map(|u| format!("u{u}"));
+    let body = prop_oneof![
+        4 => (user.clone(), prop::sample::select(vec!["PogChamp that was great", "this is bad", "love it 😂", "meh", "NOT good!!", "LUL"]))
+            .prop_map(|(u, t)| json!({"type": "chat", "user_id": u, "text": t})),
+        3 => (user.clone(), prop::sample::select(vec!["😂", "🔥", "❤️", "👍"]))
+            .prop_map(|(u, e)| json!({"type": "reaction", "user_id": u, "emoji": e})),
+        3 => (user.clone(), prop::sample::select(vec!["join", "leave", "heartbeat"]))
+            .prop_map(|(u, a)| json!({"type": "viewer", "user_id": u, "action": a})),
+        1 => (0u64..50).prop_map(|n| json!({"type": "viewer", "viewer_count": n})),
+        1 => (user, prop::sample::select(vec!["donation", "bits"]), 0u32..10_000, prop::sample::select(vec!["USD", "EUR"]))
+            .prop_map(|(u, k, cents, c)| json!({"type": "transaction", "user_id": u, "kind": k, "amount": f64::from(cents) / 100.0, "currency": c})),
+        1 => (prop::option::of(prop::sample::select(vec!["live", "offline"])), prop::option::of(prop::sample::select(vec!["A", "B"])))
+            .prop_map(|(s, t)| json!({"type": "stream_meta", "status": s, "title": t})),
+    ];
+    (step, back, stream, body).prop_map(|(step, back, stream, mut body)| {
+        body["stream_id"] = json!(stream);
+        (step, back, body)
+    })
+}
+
+fn malformed() -> impl Strategy<Value = Vec<u8>> {
+    prop::sample::select(vec![
+        b"{\"type\":\"chat\",\"stream_id\":\"s0\",".to_vec(),
+        b"{\"type\":\"poll\",\"stream_id\":\"s0\",\"ts\":1}".to_vec(),
+        b"{\"type\":\"chat\",\"stream_id\":\"s0\",\"user_id\":7,\"ts\":1,\"text\":\"x\"}".to_vec(),
+        b"{\"type\":\"reaction\",\"stream_id\":\"s0\",\"ts\":1}".to_vec(),
+        b"not json at all".to_vec(),
+        b"{\"type\":\"chat\",\"stream_id\":\"s\xff\",\"user_id\":\"u\",\"ts\":1,\"text\":\"x\"}".to_vec(),
+    ])
+}
+
+fn partitions() -> impl Strategy<Value = (Vec<ReferencePartition>, Vec<Vec<usize>>)> {
+    let partition = (prop::collection::vec((record(), prop::option::weighted(0.05, malformed())), 0..120), prop::collection::vec(1usize..40, 1..5));
+    prop::collection::vec(partition, 1..4).prop_map(|parts| {
+        let mut out = Vec::new();
+        let mut batches = Vec::new();
+        for (p, (records, sizes)) in parts.into_iter().enumerate() {
+            let mut cursor = T0;
+            let payloads = records
+                .into_iter()
+                .map(|((step, back, mut body), bad)| {
+                    cursor += step;
+                    body["ts"] = json!(cursor.saturating_sub(back));
+                    bad.unwrap_or_else(|| body.to_string().into_bytes())
+                })
+                .collect();
+            out.push(ReferencePartition { source: format!("p{p}.ndjson"), partition: p as u32, payloads });
+            batches.push(sizes);
+        }
+        (out, batches)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn dataflow_matches_the_reference((parts, batches) in partitions()) {
+        check(&parts, &batches, &sensitive_config());
+    }
+}
+
+fn event(ts: u64, body: serde_json::Value) -> Vec<u8> {
+    let mut body = body;
+    body["ts"] = json!(ts);
+    body["stream_id"] = json!("spiky");
+    body.to_string().into_bytes()
+}
+
+/// A chat spike after a steady baseline becomes one moment, and every table has rows; the same
+/// rows come out of every worker count and batch split.
+#[test]
+fn spike_becomes_a_moment_and_every_table_has_rows() {
+    let mut payloads = vec![event(T0, json!({"type": "stream_meta", "status": "live", "title": "Finals"}))];
+    for window in 0..20u64 {
+        let messages = if window == 15 || window == 16 { 120 } else { 25 + window % 3 };
+        for i in 0..messages {
+            let ts = T0 + window * 10_000 + i * 10_000 / messages;
+            payloads.push(event(ts, json!({"type": "chat", "user_id": format!("u{}", i % 30), "text": "PogChamp"})));
+        }
+        payloads.push(event(T0 + window * 10_000 + 1, json!({"type": "reaction", "user_id": "u1", "emoji": "🔥"})));
+        payloads.push(event(T0 + window * 10_000 + 2, json!({"type": "viewer", "user_id": format!("v{window}"), "action": "join"})));
+        payloads.push(event(T0 + window * 10_000 + 3, json!({"type": "transaction", "user_id": "u2", "kind": "bits", "amount": 1.5, "currency": "USD"})));
+    }
+    payloads.push(b"{broken".to_vec());
+    payloads.push(event(T0, json!({"type": "chat", "user_id": "late", "text": "too late"})));
+    let parts = vec![ReferencePartition { source: "spiky.ndjson".into(), partition: 0, payloads }];
+    let rows = check(&parts, &[vec![7, 300, 1]], &PipelineConfig::default());
+    let tables: std::collections::BTreeSet<&str> = rows.iter().map(Row::table).collect();
+    assert_eq!(
+        tables.into_iter().collect::<Vec<_>>(),
+        ["dead_letters", "moments", "stream_totals", "window_emojis", "window_metrics", "window_revenue", "window_top_emojis"]
+    );
+    let moments: Vec<_> = rows.iter().filter_map(|r| match r { Row::Moment { moment, .. } => Some(moment), _ => None }).collect();
+    assert_eq!(moments.len(), 1, "{moments:?}");
+    assert_eq!((moments[0].metric.as_str(), moments[0].start, moments[0].end), ("chat_rate", T0 + 150_000, T0 + 170_000));
+    let reasons: Vec<_> = rows.iter().filter_map(|r| match r { Row::DeadLetter(d) => Some(d.reason.name()), _ => None }).collect();
+    assert_eq!(reasons, ["decode", "late"]);
+}
