@@ -1,1 +1,11 @@
-//! x
+//! crowdpulse's I/O around the pure dataflow: configuration loading, the NDJSON file source and
+//! the bounded `process` run, the line-oriented sentiment tool and the event generator.
+
+pub mod config;
+pub mod error;
+pub mod file_source;
+pub mod generator;
+pub mod process;
+pub mod sentiment_lines;
+
+pub use error::{ConnectorError, Result};

@@ -12,6 +12,6 @@ mod viewers;
 
 pub use engine::Engine;
 pub use moments::{MetricSeries, MomentChange, MomentInputs, METRICS};
-pub use operator::WindowAnalytics;
+pub use operator::{stream_hash, WindowAnalytics};
 pub use pane::top_with_ties;
 pub use stream_state::RowChanges;

@@ -1,0 +1,159 @@
+//! Deployment configuration: `workers.toml` overlaid by `CROWDPULSE__SECTION__KEY` environment
+//! variables (e.g. `CROWDPULSE__PIPELINE__ALLOWED_LATENESS=30s`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crowdpulse_dataflow::config::PipelineConfig;
+use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ConnectorError, Result};
+
+/// Prefix of configuration environment variables; `__` separates the levels.
+pub const ENV_PREFIX: &str = "CROWDPULSE__";
+
+/// Processes and threads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Worker threads per process.
+    pub workers: usize,
+    /// `host:port` of every process, in process-index order (empty: one process).
+    pub processes: Vec<String>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { workers: 1, processes: Vec::new() }
+    }
+}
+
+/// Lexicon overrides; absent paths use the lexicons embedded in the binary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentimentConfig {
+    /// VADER-format word lexicon (`token<TAB>valence...`).
+    pub lexicon: Option<PathBuf>,
+    /// Emoji descriptions (`emoji<TAB>description`).
+    pub emoji_lexicon: Option<PathBuf>,
+    /// Emote valences (`Emote<TAB>valence`), case-sensitive.
+    pub emote_lexicon: Option<PathBuf>,
+}
+
+impl SentimentConfig {
+    /// Builds the scorer, reading override files.
+    pub fn analyzer(&self) -> Result<Arc<Analyzer>> {
+        let read = |path: &Option<PathBuf>| -> Result<Option<String>> {
+            path.as_ref()
+                .map(|p| std::fs::read_to_string(p).map_err(|e| ConnectorError::io(p, e)))
+                .transpose()
+        };
+        let (words, emoji, emotes) = (read(&self.lexicon)?, read(&self.emoji_lexicon)?, read(&self.emote_lexicon)?);
+        let lexicons = Lexicons::from_texts(words.as_deref(), emoji.as_deref(), emotes.as_deref())?;
+        Ok(Arc::new(Analyzer::new(lexicons)))
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Process layout.
+    pub cluster: ClusterConfig,
+    /// Event time, windows, lateness, moments.
+    pub pipeline: PipelineConfig,
+    /// Sentiment lexicons.
+    pub sentiment: SentimentConfig,
+}
+
+/// Parses an override value as TOML (numbers, booleans, arrays) or, failing that, as a string.
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn overlay(table: &mut toml::Table, name: &str, raw: &str) -> Result<()> {
+    let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(str::to_lowercase).collect();
+    if path.iter().any(String::is_empty) {
+        return Err(ConnectorError::Config(format!("{name}: empty section or key")));
+    }
+    let (key, sections) = path.split_last().expect("split yields at least one part");
+    let mut current = table;
+    for section in sections {
+        let entry = current.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| ConnectorError::Config(format!("{name}: {section} is not a section")))?;
+    }
+    current.insert(key.clone(), env_value(raw));
+    Ok(())
+}
+
+impl Config {
+    /// Loads `path` (or defaults when None) and applies `CROWDPULSE__...` overrides from `env`.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConnectorError::io(p, e))?;
+                toml::from_str::<toml::Table>(&text)
+                    .map_err(|e| ConnectorError::Config(format!("{}: {e}", p.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let mut overrides: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        overrides.sort();
+        for (name, value) in &overrides {
+            overlay(&mut table, name, value)?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConnectorError::Config(e.to_string()))?;
+        config.pipeline.window_specs()?;
+        if config.cluster.workers == 0 {
+            return Err(ConnectorError::Config("cluster.workers must be >= 1".into()));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crowdpulse_dataflow::config::Span;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_example_file_loads_and_env_overrides_it() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workers.toml");
+        let config = Config::load(
+            Some(&path),
+            env(&[
+                ("CROWDPULSE__PIPELINE__ALLOWED_LATENESS", "30s"),
+                ("CROWDPULSE__PIPELINE__MOMENTS__MIN_ZSCORE", "2.5"),
+                ("CROWDPULSE__CLUSTER__WORKERS", "4"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.pipeline.allowed_lateness, Span(30_000));
+        assert_eq!(config.pipeline.moments.min_zscore, 2.5);
+        assert_eq!(config.cluster.workers, 4);
+        assert_eq!(config.pipeline.windows.len(), 3);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        let err = Config::load(None, env(&[("CROWDPULSE__PIPELINE__ALLOWED_LATENES", "30s")])).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = Config::load(None, env(&[("CROWDPULSE__PIPELINE__TICK", "fast")])).unwrap_err();
+        assert!(err.to_string().contains("tick"), "{err}");
+        assert!(Config::load(None, env(&[("CROWDPULSE__CLUSTER__WORKERS", "0")])).is_err());
+        assert!(Config::load(Some(Path::new("/nonexistent/workers.toml")), env(&[])).is_err());
+    }
+}

@@ -1,0 +1,35 @@
+//! The connectors crate's error type.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Errors of sources, sinks, configuration loading and the generator.
+#[derive(Debug, Error)]
+pub enum ConnectorError {
+    /// A file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file or an override is unusable.
+    #[error("config: {0}")]
+    Config(String),
+    /// The dataflow rejected its settings or failed.
+    #[error(transparent)]
+    Dataflow(#[from] crowdpulse_dataflow::Error),
+}
+
+impl ConnectorError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io { path: path.into(), source }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, ConnectorError>;
