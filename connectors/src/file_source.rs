@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use crowdpulse_dataflow::codec::{DecodeContext, Format};
-use crowdpulse_dataflow::source::{PartitionReader, RawRecord, ReadStatus};
+use crowdpulse_dataflow::source::{PartitionReader, ReadStatus, RecordBatch};
 
 use crate::error::{ConnectorError, Result};
 
@@ -42,9 +42,9 @@ impl FileReader {
         self
     }
 
-    /// Reads one line into `buf`, keeping at most `max_record` bytes; returns the full length, or
-    /// None at end of file.
-    fn next_line(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
+    /// Appends one line to `batch`'s pending bytes, keeping at most `max_record` bytes; returns
+    /// the line's full length, or None at end of file.
+    fn next_line(&mut self, batch: &mut RecordBatch) -> std::io::Result<Option<usize>> {
         let mut total = 0;
         let mut saw_any = false;
         loop {
@@ -57,8 +57,8 @@ impl FileReader {
                 Some(i) => (&available[..i], i + 1, true),
                 None => (available, available.len(), false),
             };
-            let room = self.max_record.saturating_sub(buf.len());
-            buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            let room = self.max_record.saturating_sub(batch.pending_len());
+            batch.pending_bytes().extend_from_slice(&chunk[..chunk.len().min(room)]);
             total += chunk.len();
             self.reader.consume(consumed);
             if ended {
@@ -82,24 +82,27 @@ impl PartitionReader for FileReader {
         (Format::Json, DecodeContext::default())
     }
 
-    fn read(&mut self, max: usize, out: &mut Vec<RawRecord>) -> std::result::Result<ReadStatus, String> {
+    fn read(&mut self, max: usize, out: &mut RecordBatch) -> std::result::Result<ReadStatus, String> {
         for _ in 0..max {
-            let mut payload = Vec::new();
-            let total = self
-                .next_line(&mut payload)
-                .map_err(|e| format!("{}: {e}", self.path.display()))?;
-            let Some(mut total) = total else { return Ok(ReadStatus::Done) };
+            let Some(mut total) = self.next_line(out).map_err(|e| format!("{}: {e}", self.path.display()))? else {
+                return Ok(ReadStatus::Done);
+            };
             let offset = self.line;
             self.line += 1;
-            if payload.last() == Some(&b'\r') {
-                payload.pop();
+            let kept = out.pending_len();
+            if kept > 0 && kept == total && out.pending_bytes().last() == Some(&b'\r') {
+                out.pending_bytes().pop();
                 total -= 1;
             }
-            if payload.iter().all(u8::is_ascii_whitespace) && total == payload.len() {
+            let blank = total == out.pending_len() && {
+                let bytes = out.pending_bytes();
+                bytes[bytes.len() - total..].iter().all(u8::is_ascii_whitespace)
+            };
+            if blank {
+                out.discard_pending();
                 continue;
             }
-            let oversized = (total > self.max_record).then_some(total);
-            out.push(RawRecord { offset, payload, timestamp: None, oversized });
+            out.finish_record(offset, None, (total > self.max_record).then_some(total));
         }
         Ok(ReadStatus::More)
     }
@@ -119,7 +122,7 @@ mod tests {
         write!(f, "{{\"a\":1}}\r\n\n{}\nlast-without-newline", "x".repeat(100)).unwrap();
         drop(f);
         let mut reader = FileReader::open(&path, 3).unwrap().with_max_record(50);
-        let mut out = Vec::new();
+        let mut out = RecordBatch::default();
         assert_eq!(reader.read(2, &mut out), Ok(ReadStatus::More));
         assert_eq!(reader.read(10, &mut out), Ok(ReadStatus::Done));
         let summary: Vec<_> = out.iter().map(|r| (r.offset, r.payload.len(), r.oversized)).collect();

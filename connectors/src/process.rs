@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crowdpulse_dataflow::pipeline::run_bounded;
+use crowdpulse_dataflow::rows::Row;
 use crowdpulse_dataflow::source::{PartitionReader, SourceCounters};
 use tracing::warn;
 
@@ -52,6 +53,21 @@ impl ProcessSummary {
     }
 }
 
+/// Renders rows as JSON lines on `threads` threads, sorted so that output is byte-identical
+/// whatever the worker count.
+fn sorted_json_lines(rows: &[Row], threads: usize) -> Vec<String> {
+    let chunk = rows.len().div_ceil(threads).max(1);
+    let mut lines: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = rows
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|row| row.to_json().to_string()).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("rendering rows does not panic")).collect()
+    });
+    lines.sort_unstable();
+    lines
+}
+
 /// Runs the dataflow over the files and writes the rows.
 pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
     let started = Instant::now();
@@ -78,8 +94,7 @@ pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
             })
             .collect()
     })?;
-    let mut lines: Vec<String> = rows.iter().map(|row| row.to_json().to_string()).collect();
-    lines.sort_unstable();
+    let lines = sorted_json_lines(&rows, options.workers.max(1));
     let file = std::fs::File::create(&options.output).map_err(|e| ConnectorError::io(&options.output, e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     for line in &lines {

@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod hashing;
 pub mod event;
 pub mod timestamp;
 

@@ -4,14 +4,14 @@
 use std::collections::VecDeque;
 
 use crate::codec::{DecodeContext, Format};
-use crate::source::{PartitionReader, RawRecord, ReadStatus};
+use crate::source::{PartitionReader, ReadStatus, RecordBatch};
 
 /// A partition held in memory.
 #[derive(Debug, Clone)]
 pub struct MemoryReader {
     source: String,
     partition: u32,
-    records: VecDeque<RawRecord>,
+    records: VecDeque<(u64, Vec<u8>)>,
     /// Sizes of successive reads, cycled; lets tests split one partition into arbitrary batches.
     batch_sizes: Vec<usize>,
     reads: usize,
@@ -23,7 +23,7 @@ impl MemoryReader {
         let records = payloads
             .into_iter()
             .enumerate()
-            .map(|(offset, payload)| RawRecord { offset: offset as u64, payload, timestamp: None, oversized: None })
+            .map(|(offset, payload)| (offset as u64, payload))
             .collect();
         Self { source: source.to_owned(), partition, records, batch_sizes: Vec::new(), reads: 0 }
     }
@@ -48,14 +48,16 @@ impl PartitionReader for MemoryReader {
         (Format::Json, DecodeContext::default())
     }
 
-    fn read(&mut self, max: usize, out: &mut Vec<RawRecord>) -> Result<ReadStatus, String> {
+    fn read(&mut self, max: usize, out: &mut RecordBatch) -> Result<ReadStatus, String> {
         let limit = match self.batch_sizes.len() {
             0 => max,
             n => self.batch_sizes[self.reads % n].min(max),
         };
         self.reads += 1;
         let take = limit.min(self.records.len());
-        out.extend(self.records.drain(..take));
+        for (offset, payload) in self.records.drain(..take) {
+            out.push(offset, &payload, None);
+        }
         Ok(if self.records.is_empty() { ReadStatus::Done } else { ReadStatus::More })
     }
 }

@@ -3,7 +3,6 @@
 //! same dataflow; only the readers differ.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -64,18 +63,20 @@ where
     let config = config.clone();
     let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
-        let net: Rc<RefCell<HashMap<Row, isize>>> = Rc::default();
-        let sink = Rc::clone(&net);
+        // Final rows are never retracted, so they are simply collected; live rows must cancel
+        // out by the end of the input, which the net count checks without storing them.
+        let collected: Rc<RefCell<(Vec<(Row, isize)>, isize)>> = Rc::default();
+        let sink = Rc::clone(&collected);
         let built = worker.dataflow::<u64, _, _>(|scope| {
             let readers = readers_for(index, peers);
             analytics_dataflow(scope, readers, &config, Arc::clone(&analyzer), Arc::clone(&counters)).map(|rows| {
                 rows.inspect_batch(move |_, updates| {
-                    let mut net = sink.borrow_mut();
+                    let (finals, live) = &mut *sink.borrow_mut();
                     for (row, _, diff) in updates {
-                        let count = net.entry(row.clone()).or_insert(0);
-                        *count += diff;
-                        if *count == 0 {
-                            net.remove(row);
+                        if row.is_final() {
+                            finals.push((row.clone(), *diff));
+                        } else {
+                            *live += diff;
                         }
                     }
                 });
@@ -86,14 +87,18 @@ where
                 worker.step_or_park(None);
             }
         }
-        built.map(|()| net.take())
+        built.map(|()| collected.take())
     })
     .map_err(Error::Runtime)?;
     let mut rows = Vec::new();
     for result in guards.join() {
-        for (row, count) in result.map_err(Error::Runtime)?? {
-            if count != 1 || !row.is_final() {
-                return Err(Error::Runtime(format!("unfinished output at end of input: {row:?} x{count}")));
+        let (finals, live) = result.map_err(Error::Runtime)??;
+        if live != 0 {
+            return Err(Error::Runtime(format!("{live} live rows left at the end of the input")));
+        }
+        for (row, diff) in finals {
+            if diff != 1 {
+                return Err(Error::Runtime(format!("final row changed after it was final: {row:?} x{diff}")));
             }
             rows.push(row);
         }

@@ -18,17 +18,88 @@ use crate::error::Error;
 use crate::event::{Event, Millis};
 use crate::rows::{DeadLetter, DeadLetterReason};
 
-/// One record as read from a partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawRecord {
+/// One record as read from a partition, borrowed from its [`RecordBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRecord<'a> {
     /// Offset in the partition (zero-based line number for files).
     pub offset: u64,
     /// The bytes (possibly cut short, see `oversized`).
-    pub payload: Vec<u8>,
+    pub payload: &'a [u8],
     /// Broker timestamp, used when the record has no `ts`.
     pub timestamp: Option<Millis>,
     /// Set to the full size when the record exceeded the reader's limit and was cut.
     pub oversized: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RecordMeta {
+    offset: u64,
+    end: usize,
+    timestamp: Option<Millis>,
+    oversized: Option<usize>,
+}
+
+/// The records of one read, stored back to back in one reused buffer, so reading allocates
+/// nothing per record.
+#[derive(Debug, Default)]
+pub struct RecordBatch {
+    data: Vec<u8>,
+    records: Vec<RecordMeta>,
+}
+
+impl RecordBatch {
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.records.clear();
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Appends a whole record.
+    pub fn push(&mut self, offset: u64, payload: &[u8], timestamp: Option<Millis>) {
+        self.data.extend_from_slice(payload);
+        self.finish_record(offset, timestamp, None);
+    }
+
+    /// The buffer a reader appends the bytes of its next record to, before [`Self::finish_record`].
+    pub fn pending_bytes(&mut self) -> &mut Vec<u8> {
+        &mut self.data
+    }
+
+    /// Length of the record being written through [`Self::pending_bytes`] so far.
+    pub fn pending_len(&self) -> usize {
+        self.data.len() - self.records.last().map_or(0, |r| r.end)
+    }
+
+    /// Drops the bytes written since the last finished record.
+    pub fn discard_pending(&mut self) {
+        let end = self.records.last().map_or(0, |r| r.end);
+        self.data.truncate(end);
+    }
+
+    /// Ends the record whose bytes were appended through [`Self::pending_bytes`].
+    pub fn finish_record(&mut self, offset: u64, timestamp: Option<Millis>, oversized: Option<usize>) {
+        self.records.push(RecordMeta { offset, end: self.data.len(), timestamp, oversized });
+    }
+
+    /// The records in order.
+    pub fn iter(&self) -> impl Iterator<Item = RawRecord<'_>> {
+        let mut start = 0;
+        self.records.iter().map(move |meta| {
+            let payload = &self.data[start..meta.end];
+            start = meta.end;
+            RawRecord { offset: meta.offset, payload, timestamp: meta.timestamp, oversized: meta.oversized }
+        })
+    }
 }
 
 /// Whether a reader has more to give.
@@ -49,7 +120,7 @@ pub trait PartitionReader {
     /// Record encoding and decode defaults of this partition.
     fn format(&self) -> (Format, DecodeContext);
     /// Appends up to `max` records to `out`.
-    fn read(&mut self, max: usize, out: &mut Vec<RawRecord>) -> std::result::Result<ReadStatus, String>;
+    fn read(&mut self, max: usize, out: &mut RecordBatch) -> std::result::Result<ReadStatus, String>;
 }
 
 /// Counters of what the sources saw, shared by all workers of a process.
@@ -112,13 +183,13 @@ pub fn late_message(ts: Millis, watermark: Millis) -> String {
 }
 
 /// Judges one raw record of a partition.
-fn admit(record: &RawRecord, partition: &mut Partition) -> Result<Event, (DeadLetterReason, String)> {
+fn admit(record: &RawRecord<'_>, partition: &mut Partition) -> Result<Event, (DeadLetterReason, String)> {
     if let Some(size) = record.oversized {
         return Err((DeadLetterReason::Decode, format!("record of {size} bytes exceeds the size limit")));
     }
     let (format, mut context) = partition.reader.format();
     context.fallback_ts = context.fallback_ts.or(record.timestamp);
-    let event = format.decode(&record.payload, &context).map_err(rejection)?;
+    let event = format.decode(record.payload, &context).map_err(rejection)?;
     match partition.clock.admit(event.ts) {
         Admission::Accepted => Ok(event),
         Admission::Late { watermark } => Err((DeadLetterReason::Late, late_message(event.ts, watermark))),
@@ -146,16 +217,16 @@ pub fn partitioned_source<'scope>(
     let records = source(scope, "PartitionedSource", move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut held = Some(capability);
-        let mut raw = Vec::with_capacity(READ_BATCH);
+        let mut batch = RecordBatch::default();
         let mut timed: Vec<(Millis, Result<Event, DeadLetter>)> = Vec::new();
         move |output| {
             let Some(capability) = held.as_mut() else { return };
             let now = *capability.time();
             for partition in partitions.iter_mut().filter(|p| !p.done) {
-                raw.clear();
-                let status = partition.reader.read(READ_BATCH, &mut raw);
+                batch.clear();
+                let status = partition.reader.read(READ_BATCH, &mut batch);
                 let (source_name, index) = (partition.reader.source_name().to_owned(), partition.reader.partition());
-                for record in raw.drain(..) {
+                for record in batch.iter() {
                     counters.records.fetch_add(1, Ordering::Relaxed);
                     match admit(&record, partition) {
                         Ok(event) => {
@@ -164,7 +235,7 @@ pub fn partitioned_source<'scope>(
                         }
                         Err((reason, error)) => {
                             counters.count(reason);
-                            let dead = DeadLetter::new(&source_name, index, record.offset, reason, error, &record.payload);
+                            let dead = DeadLetter::new(&source_name, index, record.offset, reason, error, record.payload);
                             timed.push((now, Err(dead)));
                         }
                     }
@@ -179,16 +250,18 @@ pub fn partitioned_source<'scope>(
                     }
                 }
             }
-            timed.sort_by_key(|(t, _)| *t);
-            let mut batch = timed.drain(..).peekable();
-            while let Some((t, item)) = batch.next() {
+            // Records come mostly in event-time order, so runs of equal times are long: one
+            // session per run, no sort.
+            let mut items = timed.drain(..).peekable();
+            while let Some((t, item)) = items.next() {
                 let delayed = capability.delayed(&t);
                 let mut session = output.session(&delayed);
                 session.give(item);
-                while let Some((_, item)) = batch.next_if(|(u, _)| *u == t) {
+                while let Some((_, item)) = items.next_if(|(u, _)| *u == t) {
                     session.give(item);
                 }
             }
+            drop(items);
             let open = partitions.iter().filter(|p| !p.done);
             if open.clone().next().is_none() {
                 held = None;

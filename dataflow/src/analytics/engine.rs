@@ -1,13 +1,13 @@
 //! The analytics of all streams owned by one worker: events in, row changes out. Pure and
 //! deterministic; the timely operator only feeds it records and frontiers.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::plan::Plan;
 use super::stream_state::{RowChanges, StreamState};
 use crate::config::PipelineConfig;
 use crate::error::Result;
+use crate::hashing::FastMap;
 use crate::event::{Event, EventBody};
 use crate::sentiment::{Analyzer, COMPOUND_SCALE};
 
@@ -18,9 +18,9 @@ const SENTIMENT_CACHE_LIMIT: usize = 100_000;
 /// Window analytics over the streams of one worker.
 pub struct Engine {
     plan: Plan,
-    streams: HashMap<String, StreamState>,
+    streams: FastMap<String, StreamState>,
     analyzer: Arc<Analyzer>,
-    sentiment_cache: HashMap<String, i64>,
+    sentiment_cache: FastMap<String, i64>,
     ignored_below_horizon: u64,
 }
 
@@ -29,9 +29,9 @@ impl Engine {
     pub fn new(config: &PipelineConfig, analyzer: Arc<Analyzer>) -> Result<Self> {
         Ok(Self {
             plan: Plan::new(config)?,
-            streams: HashMap::new(),
+            streams: FastMap::default(),
             analyzer,
-            sentiment_cache: HashMap::new(),
+            sentiment_cache: FastMap::default(),
             ignored_below_horizon: 0,
         })
     }

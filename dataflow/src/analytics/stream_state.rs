@@ -1,12 +1,13 @@
 //! Everything the analytics keep for one stream, and how it turns into row changes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::moments::{MetricSeries, MomentChange, MomentInputs, METRICS};
 use super::pane::{top_with_ties, Pane};
 use super::plan::Plan;
 use super::totals::TotalsState;
 use super::viewers::Viewers;
+use crate::hashing::FastMap;
 use crate::event::{Event, EventBody, Millis, PresenceAction, AMOUNT_SCALE};
 use crate::rows::{Row, WindowKey};
 use crate::sentiment::Label;
@@ -31,16 +32,16 @@ pub(crate) struct StreamState {
     panes: BTreeMap<Millis, Pane>,
     dirty_panes: BTreeSet<Millis>,
     /// user -> sorted pane starts in which they chatted (only panes of open windows).
-    chatter_panes: HashMap<String, Vec<Millis>>,
+    chatter_panes: FastMap<String, Vec<Millis>>,
     /// (spec, window start) -> distinct chatters.
-    unique: HashMap<(usize, Millis), u64>,
+    unique: FastMap<(usize, Millis), u64>,
     viewers: Viewers,
     viewers_dirty_from: Option<Millis>,
     totals: TotalsState,
     /// Per spec, the first window start not yet final.
     open_from: Vec<Millis>,
     /// Rows last emitted, live, per (spec, window start).
-    live: HashMap<(usize, Millis), Vec<Row>>,
+    live: FastMap<(usize, Millis), Vec<Row>>,
     live_totals: Option<Row>,
     /// Highest viewers_peak among final windows.
     final_peak: u64,
@@ -98,7 +99,12 @@ impl StreamState {
             }
             EventBody::Reaction { emoji, .. } => {
                 m.reactions += 1;
-                *pane.emojis.entry(emoji.clone()).or_default() += 1;
+                match pane.emojis.get_mut(emoji.as_str()) {
+                    Some(count) => *count += 1,
+                    None => {
+                        pane.emojis.insert(emoji.clone(), 1);
+                    }
+                }
             }
             EventBody::Presence { user_id, action } => {
                 match action {

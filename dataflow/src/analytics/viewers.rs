@@ -1,9 +1,10 @@
 //! Concurrent viewers per stream: presence (join/heartbeat/leave) as a step function of event
 //! time, overridden by reported viewer-count gauges, with state compacted below a horizon.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};
 
+use crate::hashing::FastMap;
 use crate::event::{Millis, PresenceAction};
 
 /// Orders same-millisecond actions of one user deterministically: a leave wins over a heartbeat,
@@ -25,7 +26,7 @@ pub(crate) fn action_rank(action: PresenceAction) -> u8 {
 pub(crate) struct Viewers {
     /// Per user: (ts, rank) -> present after that action. Below the horizon only the latest entry
     /// is kept, as the state carried into the horizon.
-    users: HashMap<String, BTreeMap<(Millis, u8), bool>>,
+    users: FastMap<String, BTreeMap<(Millis, u8), bool>>,
     /// Change of the present count at each time.
     deltas: BTreeMap<Millis, i64>,
     /// Present count contributed by deltas folded in by compaction.

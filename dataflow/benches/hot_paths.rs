@@ -1,0 +1,73 @@
+//! Per-record costs of the hot paths: decoding, sentiment scoring and window analytics.
+//! Run with `cargo bench -p crowdpulse-dataflow --bench hot_paths`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use crowdpulse_dataflow::analytics::Engine;
+use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
+use crowdpulse_dataflow::config::PipelineConfig;
+use crowdpulse_dataflow::event::Event;
+use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
+
+const T0: u64 = 1_767_225_600_000;
+
+fn sample_lines(n: usize) -> Vec<String> {
+    let texts = ["PogChamp what a play", "this is so boring ResidentSleeper", "LUL", "gg", "I love this stream 😂"];
+    let emojis = ["😂", "🔥", "❤️", "👏"];
+    (0..n)
+        .map(|i| {
+            let ts = T0 + i as u64;
+            let stream = format!("stream-{}", i % 20);
+            match i % 10 {
+                0..=4 => format!(r#"{{"type":"chat","stream_id":"{stream}","user_id":"user-{}","ts":{ts},"text":"{}"}}"#, i % 5000, texts[i % texts.len()]),
+                5..=7 => format!(r#"{{"type":"reaction","stream_id":"{stream}","user_id":"user-{}","ts":{ts},"emoji":"{}"}}"#, i % 5000, emojis[i % emojis.len()]),
+                8 => format!(r#"{{"type":"viewer","stream_id":"{stream}","user_id":"viewer-{}","ts":{ts},"action":"join"}}"#, i % 3000),
+                _ => format!(r#"{{"type":"transaction","stream_id":"{stream}","user_id":"user-{}","ts":{ts},"kind":"bits","amount":5,"currency":"BITS"}}"#, i % 5000),
+            }
+        })
+        .collect()
+}
+
+fn hot_paths(c: &mut Criterion) {
+    let lines = sample_lines(10_000);
+    let events: Vec<Event> = lines.iter().map(|l| decode_json(l.as_bytes(), &DecodeContext::default()).unwrap()).collect();
+    let analyzer = Arc::new(Analyzer::new(Lexicons::builtin()));
+
+    let mut group = c.benchmark_group("per_record");
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    group.bench_function("decode_json", |b| {
+        b.iter(|| {
+            for line in &lines {
+                black_box(decode_json(line.as_bytes(), &DecodeContext::default()).ok());
+            }
+        })
+    });
+    group.bench_function("sentiment_uncached", |b| {
+        b.iter(|| {
+            for text in ["PogChamp what a play", "this is so boring ResidentSleeper", "I love this stream 😂"] {
+                black_box(analyzer.polarity_scores(text));
+            }
+        })
+    });
+    group.bench_function("engine_apply_and_advance", |b| {
+        b.iter(|| {
+            let mut engine = Engine::new(&PipelineConfig::default(), Arc::clone(&analyzer)).unwrap();
+            let mut out = Vec::new();
+            for (i, chunk) in events.chunks(1_000).enumerate() {
+                for event in chunk {
+                    engine.apply(event);
+                }
+                engine.advance(Some(T0 + (i as u64 + 1) * 1_000), &mut out);
+                out.clear();
+            }
+            engine.advance(None, &mut out);
+            black_box(out.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_paths);
+criterion_main!(benches);
