@@ -46,7 +46,14 @@ pub(crate) struct StreamState {
     /// Highest viewers_peak among final windows.
     final_peak: u64,
     moments: MomentCursor,
+    /// Horizon of the last sweep of per-user state.
+    swept_to: Millis,
 }
+
+/// Per-user state (chatter panes, presence history) is swept at most once per this much event
+/// time: a sweep costs a pass over the users, and stale entries below the horizon are harmless
+/// in between (they belong to final windows only).
+const SWEEP_PERIOD: Millis = 60_000;
 
 fn diff_rows(previous: Option<Vec<Row>>, current: &[Row], out: &mut RowChanges) {
     let previous = previous.unwrap_or_default();
@@ -143,7 +150,7 @@ impl StreamState {
         };
         let Err(position) = panes.binary_search(&pane_start) else { return };
         for (index, spec) in plan.specs.iter().enumerate() {
-            for start in spec.starts_containing(pane_start) {
+            for start in spec.starts_containing(pane_start).filter(|s| *s >= self.open_from[index]) {
                 let first = panes.partition_point(|p| *p < start);
                 let seen = panes.get(first).is_some_and(|p| *p < start + spec.size);
                 if !seen {
@@ -307,6 +314,9 @@ impl StreamState {
         let pane_horizon = horizon - horizon % plan.pane;
         if self.panes.first_key_value().is_some_and(|(p, _)| *p < pane_horizon) {
             self.panes = self.panes.split_off(&pane_horizon);
+        }
+        if pane_horizon >= self.swept_to.saturating_add(SWEEP_PERIOD) {
+            self.swept_to = pane_horizon;
             self.chatter_panes.retain(|_, panes| {
                 panes.retain(|p| *p >= pane_horizon);
                 !panes.is_empty()

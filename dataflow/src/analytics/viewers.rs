@@ -105,6 +105,12 @@ impl Viewers {
     /// Folds everything before `horizon` into carried state.
     pub(crate) fn compact(&mut self, horizon: Millis) {
         self.users.retain(|_, history| {
+            let mut below = history.range(..(horizon, 0));
+            let (first, second) = (below.next(), below.next());
+            if second.is_none() {
+                // At most the carried entry lies below the horizon: only a lone "absent" can go.
+                return !(history.len() == 1 && first.is_some_and(|(_, present)| !present));
+            }
             let keep = history.split_off(&(horizon, 0));
             let carried = history.pop_last();
             *history = keep;
