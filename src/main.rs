@@ -12,7 +12,11 @@ use crowdpulse_connectors::sentiment_lines::score_lines;
 use crowdpulse_dataflow::timestamp::parse_rfc3339;
 
 #[derive(Parser)]
-#[command(name = "crowdpulse", version, about = "Real-time audience analytics for live streams")]
+#[command(
+    name = "crowdpulse",
+    version,
+    about = "Real-time audience analytics for live streams"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,13 +78,25 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     match Cli::parse().command {
-        Command::Process { inputs, output, workers, config } => {
+        Command::Process {
+            inputs,
+            output,
+            workers,
+            config,
+        } => {
             let config = load_config(config.as_ref())?;
             let workers = workers.unwrap_or(config.cluster.workers);
-            let summary = process_files(&ProcessOptions { inputs, output, workers, config })?;
+            let summary = process_files(&ProcessOptions {
+                inputs,
+                output,
+                workers,
+                config,
+            })?;
             eprintln!(
                 "processed {} records with {workers} workers: {} valid, {} late, {} dead-lettered; {} rows written; {:.3} s, {:.0} records/s",
                 summary.records,
@@ -94,12 +110,30 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Sentiment { config } => {
             let analyzer = load_config(config.as_ref())?.sentiment.analyzer()?;
-            score_lines(&analyzer, stdin().lock(), BufWriter::new(stdout().lock())).context("scoring stdin")?;
+            score_lines(&analyzer, stdin().lock(), BufWriter::new(stdout().lock()))
+                .context("scoring stdin")?;
         }
-        Command::Generate { events, seed, output, streams, rate, partitions, start } => {
-            anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be a positive number");
+        Command::Generate {
+            events,
+            seed,
+            output,
+            streams,
+            rate,
+            partitions,
+            start,
+        } => {
+            anyhow::ensure!(
+                rate > 0.0 && rate.is_finite(),
+                "--rate must be a positive number"
+            );
             anyhow::ensure!(streams > 0, "--streams must be >= 1");
-            let mut config = GeneratorConfig { events, seed, streams, rate, ..GeneratorConfig::default() };
+            let mut config = GeneratorConfig {
+                events,
+                seed,
+                streams,
+                rate,
+                ..GeneratorConfig::default()
+            };
             if let Some(start) = start {
                 config.start = parse_rfc3339(&start).context("--start")?;
             }

@@ -25,7 +25,10 @@ pub struct ClusterConfig {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { workers: 1, processes: Vec::new() }
+        Self {
+            workers: 1,
+            processes: Vec::new(),
+        }
     }
 }
 
@@ -49,7 +52,11 @@ impl SentimentConfig {
                 .map(|p| std::fs::read_to_string(p).map_err(|e| ConnectorError::io(p, e)))
                 .transpose()
         };
-        let (words, emoji, emotes) = (read(&self.lexicon)?, read(&self.emoji_lexicon)?, read(&self.emote_lexicon)?);
+        let (words, emoji, emotes) = (
+            read(&self.lexicon)?,
+            read(&self.emoji_lexicon)?,
+            read(&self.emote_lexicon)?,
+        );
         let lexicons = Lexicons::from_texts(words.as_deref(), emoji.as_deref(), emotes.as_deref())?;
         Ok(Arc::new(Analyzer::new(lexicons)))
     }
@@ -76,14 +83,21 @@ fn env_value(raw: &str) -> toml::Value {
 }
 
 fn overlay(table: &mut toml::Table, name: &str, raw: &str) -> Result<()> {
-    let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(str::to_lowercase).collect();
+    let path: Vec<String> = name[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_lowercase)
+        .collect();
     if path.iter().any(String::is_empty) {
-        return Err(ConnectorError::Config(format!("{name}: empty section or key")));
+        return Err(ConnectorError::Config(format!(
+            "{name}: empty section or key"
+        )));
     }
     let (key, sections) = path.split_last().expect("split yields at least one part");
     let mut current = table;
     for section in sections {
-        let entry = current.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = current
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         current = entry
             .as_table_mut()
             .ok_or_else(|| ConnectorError::Config(format!("{name}: {section} is not a section")))?;
@@ -94,7 +108,10 @@ fn overlay(table: &mut toml::Table, name: &str, raw: &str) -> Result<()> {
 
 impl Config {
     /// Loads `path` (or defaults when None) and applies `CROWDPULSE__...` overrides from `env`.
-    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
         let mut table = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| ConnectorError::io(p, e))?;
@@ -103,7 +120,10 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let mut overrides: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
         overrides.sort();
         for (name, value) in &overrides {
             overlay(&mut table, name, value)?;
@@ -113,7 +133,9 @@ impl Config {
             .map_err(|e: toml::de::Error| ConnectorError::Config(e.to_string()))?;
         config.pipeline.window_specs()?;
         if config.cluster.workers == 0 {
-            return Err(ConnectorError::Config("cluster.workers must be >= 1".into()));
+            return Err(ConnectorError::Config(
+                "cluster.workers must be >= 1".into(),
+            ));
         }
         Ok(config)
     }
@@ -125,7 +147,10 @@ mod tests {
     use crowdpulse_dataflow::config::Span;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -149,7 +174,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_rejected() {
-        let err = Config::load(None, env(&[("CROWDPULSE__PIPELINE__ALLOWED_LATENES", "30s")])).unwrap_err();
+        let err = Config::load(
+            None,
+            env(&[("CROWDPULSE__PIPELINE__ALLOWED_LATENES", "30s")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
         let err = Config::load(None, env(&[("CROWDPULSE__PIPELINE__TICK", "fast")])).unwrap_err();
         assert!(err.to_string().contains("tick"), "{err}");

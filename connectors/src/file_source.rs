@@ -58,7 +58,9 @@ impl FileReader {
                 None => (available, available.len(), false),
             };
             let room = self.max_record.saturating_sub(batch.pending_len());
-            batch.pending_bytes().extend_from_slice(&chunk[..chunk.len().min(room)]);
+            batch
+                .pending_bytes()
+                .extend_from_slice(&chunk[..chunk.len().min(room)]);
             total += chunk.len();
             self.reader.consume(consumed);
             if ended {
@@ -82,9 +84,16 @@ impl PartitionReader for FileReader {
         (Format::Json, DecodeContext::default())
     }
 
-    fn read(&mut self, max: usize, out: &mut RecordBatch) -> std::result::Result<ReadStatus, String> {
+    fn read(
+        &mut self,
+        max: usize,
+        out: &mut RecordBatch,
+    ) -> std::result::Result<ReadStatus, String> {
         for _ in 0..max {
-            let Some(mut total) = self.next_line(out).map_err(|e| format!("{}: {e}", self.path.display()))? else {
+            let Some(mut total) = self
+                .next_line(out)
+                .map_err(|e| format!("{}: {e}", self.path.display()))?
+            else {
                 return Ok(ReadStatus::Done);
             };
             let offset = self.line;
@@ -96,7 +105,9 @@ impl PartitionReader for FileReader {
             }
             let blank = total == out.pending_len() && {
                 let bytes = out.pending_bytes();
-                bytes[bytes.len() - total..].iter().all(u8::is_ascii_whitespace)
+                bytes[bytes.len() - total..]
+                    .iter()
+                    .all(u8::is_ascii_whitespace)
             };
             if blank {
                 out.discard_pending();
@@ -115,17 +126,26 @@ mod tests {
 
     #[test]
     fn lines_offsets_blank_lines_and_oversized_records() {
-        let dir = std::env::temp_dir().join(format!("crowdpulse-file-source-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("crowdpulse-file-source-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("p.ndjson");
         let mut f = File::create(&path).unwrap();
-        write!(f, "{{\"a\":1}}\r\n\n{}\nlast-without-newline", "x".repeat(100)).unwrap();
+        write!(
+            f,
+            "{{\"a\":1}}\r\n\n{}\nlast-without-newline",
+            "x".repeat(100)
+        )
+        .unwrap();
         drop(f);
         let mut reader = FileReader::open(&path, 3).unwrap().with_max_record(50);
         let mut out = RecordBatch::default();
         assert_eq!(reader.read(2, &mut out), Ok(ReadStatus::More));
         assert_eq!(reader.read(10, &mut out), Ok(ReadStatus::Done));
-        let summary: Vec<_> = out.iter().map(|r| (r.offset, r.payload.len(), r.oversized)).collect();
+        let summary: Vec<_> = out
+            .iter()
+            .map(|r| (r.offset, r.payload.len(), r.oversized))
+            .collect();
         assert_eq!(summary, [(0, 7, None), (2, 50, Some(100)), (3, 20, None)]);
         assert!(FileReader::open(&dir.join("missing"), 0).is_err());
     }

@@ -3,7 +3,9 @@
 //! some disorder, a few late and malformed records. The same seed gives the same bytes.
 
 use crowdpulse_dataflow::codec::encode_json;
-use crowdpulse_dataflow::event::{Event, EventBody, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE};
+use crowdpulse_dataflow::event::{
+    Event, EventBody, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE,
+};
 use crowdpulse_dataflow::timestamp::format_rfc3339;
 
 /// What to generate.
@@ -23,7 +25,13 @@ pub struct GeneratorConfig {
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
-        Self { events: 10_000, seed: 1, streams: 20, rate: 1_000.0, start: 1_767_225_600_000 }
+        Self {
+            events: 10_000,
+            seed: 1,
+            streams: 20,
+            rate: 1_000.0,
+            start: 1_767_225_600_000,
+        }
     }
 }
 
@@ -75,22 +83,65 @@ impl Zipf {
 
     fn sample(&self, rng: &mut Rng) -> usize {
         let u = rng.unit();
-        self.cumulative.partition_point(|c| *c < u).min(self.cumulative.len() - 1)
+        self.cumulative
+            .partition_point(|c| *c < u)
+            .min(self.cumulative.len() - 1)
     }
 }
 
 const PHRASES: &[&str] = &[
-    "what a play", "this is amazing", "so good", "lets go", "gg", "no way", "that was terrible",
-    "this is boring", "I love this stream", "worst call ever", "hahaha", "clip it", "hello chat",
-    "first time here", "is this live?", "insane!!", "not bad at all", "that's so sad", "huge",
-    "ez", "unbelievable", "bad luck", "nice one", "why would you do that", "W", "L",
+    "what a play",
+    "this is amazing",
+    "so good",
+    "lets go",
+    "gg",
+    "no way",
+    "that was terrible",
+    "this is boring",
+    "I love this stream",
+    "worst call ever",
+    "hahaha",
+    "clip it",
+    "hello chat",
+    "first time here",
+    "is this live?",
+    "insane!!",
+    "not bad at all",
+    "that's so sad",
+    "huge",
+    "ez",
+    "unbelievable",
+    "bad luck",
+    "nice one",
+    "why would you do that",
+    "W",
+    "L",
 ];
 const EMOTES: &[&str] = &[
-    "PogChamp", "LUL", "KEKW", "Kappa", "ResidentSleeper", "BibleThump", "Kreygasm", "NotLikeThis",
-    "SeemsGood", "monkaS", "Sadge", "POGGERS",
+    "PogChamp",
+    "LUL",
+    "KEKW",
+    "Kappa",
+    "ResidentSleeper",
+    "BibleThump",
+    "Kreygasm",
+    "NotLikeThis",
+    "SeemsGood",
+    "monkaS",
+    "Sadge",
+    "POGGERS",
 ];
-const EMOJI: &[&str] = &["😂", "🔥", "❤️", "👏", "😮", "😢", "👍", "🎉", "💀", "😡", "🙌", "💯"];
-const CATEGORIES: &[&str] = &["Just Chatting", "Valorant", "Chess", "Music", "League of Legends", "Speedrun"];
+const EMOJI: &[&str] = &[
+    "😂", "🔥", "❤️", "👏", "😮", "😢", "👍", "🎉", "💀", "😡", "🙌", "💯",
+];
+const CATEGORIES: &[&str] = &[
+    "Just Chatting",
+    "Valorant",
+    "Chess",
+    "Music",
+    "League of Legends",
+    "Speedrun",
+];
 const MALFORMED: &[&str] = &[
     r#"{"type":"chat","stream_id":"#,
     r#"{"type":"poll","stream_id":"stream-0","ts":0}"#,
@@ -146,8 +197,8 @@ impl Generator {
                 text.push(' ');
             }
             match self.rng.below(10) {
-                0..=5 => text.push_str(*self.rng.pick(PHRASES)),
-                6..=8 => text.push_str(*self.rng.pick(EMOTES)),
+                0..=5 => text.push_str(self.rng.pick::<&str>(PHRASES)),
+                6..=8 => text.push_str(self.rng.pick::<&str>(EMOTES)),
                 _ => text.push_str(EMOJI[self.emoji.sample(&mut self.rng)]),
             }
         }
@@ -174,18 +225,30 @@ impl Generator {
             sim.burst_emoji = self.rng.below(EMOJI.len() as u64) as usize;
         }
         if sim.burst_until > now && self.rng.below(10) < 7 {
-            return EventBody::Reaction { user_id: user, emoji: EMOJI[sim.burst_emoji].to_owned() };
+            return EventBody::Reaction {
+                user_id: user,
+                emoji: EMOJI[sim.burst_emoji].to_owned(),
+            };
         }
         match self.rng.below(100) {
-            0..=44 => EventBody::Chat { user_id: user, text: self.chat_text() },
-            45..=74 => EventBody::Reaction { user_id: user, emoji: EMOJI[self.emoji.sample(&mut self.rng)].to_owned() },
+            0..=44 => EventBody::Chat {
+                user_id: user,
+                text: self.chat_text(),
+            },
+            45..=74 => EventBody::Reaction {
+                user_id: user,
+                emoji: EMOJI[self.emoji.sample(&mut self.rng)].to_owned(),
+            },
             75..=96 => {
                 let sim = &mut self.streams[index];
                 let roll = self.rng.below(10);
                 if sim.present.is_empty() || roll < 4 {
                     sim.next_viewer += 1;
                     sim.present.push(sim.next_viewer);
-                    EventBody::Presence { user_id: format!("viewer-{index}-{}", sim.next_viewer), action: PresenceAction::Join }
+                    EventBody::Presence {
+                        user_id: format!("viewer-{index}-{}", sim.next_viewer),
+                        action: PresenceAction::Join,
+                    }
                 } else {
                     let at = self.rng.below(sim.present.len() as u64) as usize;
                     let id = sim.present[at];
@@ -195,14 +258,21 @@ impl Generator {
                     } else {
                         PresenceAction::Heartbeat
                     };
-                    EventBody::Presence { user_id: format!("viewer-{index}-{id}"), action }
+                    EventBody::Presence {
+                        user_id: format!("viewer-{index}-{id}"),
+                        action,
+                    }
                 }
             }
             97..=98 => {
                 let (kind, amount, currency) = match self.rng.below(3) {
                     0 => ("subscription", 4.99, "USD"),
                     1 => ("bits", (self.rng.below(50) + 1) as f64, "BITS"),
-                    _ => ("donation", (self.rng.below(5_000) + 100) as f64 / 100.0, *self.rng.pick(&["USD", "EUR"])),
+                    _ => (
+                        "donation",
+                        (self.rng.below(5_000) + 100) as f64 / 100.0,
+                        *self.rng.pick(&["USD", "EUR"]),
+                    ),
                 };
                 EventBody::Transaction {
                     user_id: user,
@@ -235,15 +305,27 @@ impl Generator {
 
 /// Writes `config.events` records as NDJSON. With `partitions` > 1 the records are split by
 /// stream (as a keyed Kafka producer would) into `<stem>-<p>.<ext>` files; returns the paths.
-pub fn write_files(config: GeneratorConfig, output: &std::path::Path, partitions: usize) -> crate::error::Result<Vec<std::path::PathBuf>> {
+pub fn write_files(
+    config: GeneratorConfig,
+    output: &std::path::Path,
+    partitions: usize,
+) -> crate::error::Result<Vec<std::path::PathBuf>> {
     use std::io::Write;
     let partitions = partitions.max(1);
     let paths: Vec<std::path::PathBuf> = if partitions == 1 {
         vec![output.to_owned()]
     } else {
-        let stem = output.file_stem().and_then(|s| s.to_str()).unwrap_or("events");
-        let ext = output.extension().and_then(|s| s.to_str()).unwrap_or("ndjson");
-        (0..partitions).map(|p| output.with_file_name(format!("{stem}-{p}.{ext}"))).collect()
+        let stem = output
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("events");
+        let ext = output
+            .extension()
+            .and_then(|s| s.to_str())
+            .unwrap_or("ndjson");
+        (0..partitions)
+            .map(|p| output.with_file_name(format!("{stem}-{p}.{ext}")))
+            .collect()
     };
     let mut writers = paths
         .iter()
@@ -254,11 +336,15 @@ pub fn write_files(config: GeneratorConfig, output: &std::path::Path, partitions
         })
         .collect::<crate::error::Result<Vec<_>>>()?;
     for record in Generator::new(config) {
-        let p = (crowdpulse_dataflow::analytics::stream_hash(&record.stream_id) % partitions as u64) as usize;
-        writeln!(writers[p], "{}", record.line).map_err(|e| crate::error::ConnectorError::io(&paths[p], e))?;
+        let p = (crowdpulse_dataflow::analytics::stream_hash(&record.stream_id) % partitions as u64)
+            as usize;
+        writeln!(writers[p], "{}", record.line)
+            .map_err(|e| crate::error::ConnectorError::io(&paths[p], e))?;
     }
     for (writer, path) in writers.iter_mut().zip(&paths) {
-        writer.flush().map_err(|e| crate::error::ConnectorError::io(path, e))?;
+        writer
+            .flush()
+            .map_err(|e| crate::error::ConnectorError::io(path, e))?;
     }
     Ok(paths)
 }
@@ -290,11 +376,19 @@ impl Iterator for Generator {
         }
         let body = self.body(index, now);
         let ts = self.disorder(now);
-        let event = Event { stream_id: stream_id.clone(), ts, body };
+        let event = Event {
+            stream_id: stream_id.clone(),
+            ts,
+            body,
+        };
         let mut line = encode_json(&event);
         if self.rng.below(10) == 0 {
             // Some producers send RFC 3339 text; both forms must work.
-            line = line.replacen(&format!("\"ts\":{ts}"), &format!("\"ts\":\"{}\"", format_rfc3339(ts)), 1);
+            line = line.replacen(
+                &format!("\"ts\":{ts}"),
+                &format!("\"ts\":\"{}\"", format_rfc3339(ts)),
+                1,
+            );
         }
         Some(Generated { stream_id, line })
     }
@@ -307,14 +401,25 @@ mod tests {
 
     #[test]
     fn same_seed_same_records_and_mostly_valid() {
-        let config = GeneratorConfig { events: 20_000, seed: 7, ..GeneratorConfig::default() };
+        let config = GeneratorConfig {
+            events: 20_000,
+            seed: 7,
+            ..GeneratorConfig::default()
+        };
         let a: Vec<_> = Generator::new(config.clone()).collect();
         let b: Vec<_> = Generator::new(config.clone()).collect();
         assert_eq!(a, b);
         let other: Vec<_> = Generator::new(GeneratorConfig { seed: 8, ..config }).collect();
         assert_ne!(a, other);
-        let valid = a.iter().filter(|g| decode_json(g.line.as_bytes(), &DecodeContext::default()).is_ok()).count();
-        assert!(valid < a.len() && valid > a.len() * 99 / 100, "{valid} of {}", a.len());
+        let valid = a
+            .iter()
+            .filter(|g| decode_json(g.line.as_bytes(), &DecodeContext::default()).is_ok())
+            .count();
+        assert!(
+            valid < a.len() && valid > a.len() * 99 / 100,
+            "{valid} of {}",
+            a.len()
+        );
         let popular = a.iter().filter(|g| g.stream_id == "stream-0").count();
         let rare = a.iter().filter(|g| g.stream_id == "stream-19").count();
         assert!(popular > 5 * rare, "zipf popularity: {popular} vs {rare}");

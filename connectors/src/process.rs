@@ -60,9 +60,18 @@ fn sorted_json_lines(rows: &[Row], threads: usize) -> Vec<String> {
     let mut lines: Vec<String> = std::thread::scope(|scope| {
         let handles: Vec<_> = rows
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|row| row.to_json().to_string()).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|row| row.to_json().to_string())
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("rendering rows does not panic")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("rendering rows does not panic"))
+            .collect()
     });
     lines.sort_unstable();
     lines
@@ -72,7 +81,9 @@ fn sorted_json_lines(rows: &[Row], threads: usize) -> Vec<String> {
 pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
     let started = Instant::now();
     if options.inputs.is_empty() {
-        return Err(ConnectorError::Config("at least one --input is required".into()));
+        return Err(ConnectorError::Config(
+            "at least one --input is required".into(),
+        ));
     }
     for (partition, path) in options.inputs.iter().enumerate() {
         FileReader::open(path, partition as u32)?;
@@ -80,27 +91,37 @@ pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
     let analyzer = options.config.sentiment.analyzer()?;
     let counters = Arc::new(SourceCounters::default());
     let inputs = options.inputs.clone();
-    let rows = run_bounded(options.workers, &options.config.pipeline, analyzer, Arc::clone(&counters), move |index, peers| {
-        inputs
-            .iter()
-            .enumerate()
-            .filter(|(partition, _)| partition % peers == index)
-            .filter_map(|(partition, path)| match FileReader::open(path, partition as u32) {
-                Ok(reader) => Some(Box::new(reader) as Box<dyn PartitionReader>),
-                Err(error) => {
-                    warn!(%error, "input vanished after the start check; skipping it");
-                    None
-                }
-            })
-            .collect()
-    })?;
+    let rows = run_bounded(
+        options.workers,
+        &options.config.pipeline,
+        analyzer,
+        Arc::clone(&counters),
+        move |index, peers| {
+            inputs
+                .iter()
+                .enumerate()
+                .filter(|(partition, _)| partition % peers == index)
+                .filter_map(
+                    |(partition, path)| match FileReader::open(path, partition as u32) {
+                        Ok(reader) => Some(Box::new(reader) as Box<dyn PartitionReader>),
+                        Err(error) => {
+                            warn!(%error, "input vanished after the start check; skipping it");
+                            None
+                        }
+                    },
+                )
+                .collect()
+        },
+    )?;
     let lines = sorted_json_lines(&rows, options.workers.max(1));
-    let file = std::fs::File::create(&options.output).map_err(|e| ConnectorError::io(&options.output, e))?;
+    let file = std::fs::File::create(&options.output)
+        .map_err(|e| ConnectorError::io(&options.output, e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     for line in &lines {
         writeln!(out, "{line}").map_err(|e| ConnectorError::io(&options.output, e))?;
     }
-    out.flush().map_err(|e| ConnectorError::io(&options.output, e))?;
+    out.flush()
+        .map_err(|e| ConnectorError::io(&options.output, e))?;
     Ok(ProcessSummary {
         records: counters.records.load(Ordering::Relaxed),
         events: counters.events.load(Ordering::Relaxed),

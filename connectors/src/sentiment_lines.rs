@@ -7,7 +7,11 @@ use serde_json::json;
 
 /// Scores every line of `input` and writes `{"text","compound","positive","neutral","negative","label"}`
 /// lines to `output`. Invalid UTF-8 is replaced, never fatal.
-pub fn score_lines(analyzer: &Analyzer, input: impl BufRead, mut output: impl Write) -> std::io::Result<u64> {
+pub fn score_lines(
+    analyzer: &Analyzer,
+    input: impl BufRead,
+    mut output: impl Write,
+) -> std::io::Result<u64> {
     let mut count = 0;
     for line in input.split(b'\n') {
         let line = line?;
@@ -39,9 +43,18 @@ mod tests {
     fn one_object_per_line() {
         let analyzer = Analyzer::new(Lexicons::builtin());
         let mut out = Vec::new();
-        let n = score_lines(&analyzer, &b"The book was good.\r\nthis is so boring\n\xff"[..], &mut out).unwrap();
+        let n = score_lines(
+            &analyzer,
+            &b"The book was good.\r\nthis is so boring\n\xff"[..],
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(n, 3);
-        let lines: Vec<serde_json::Value> = out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = out
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["compound"], 0.4404);
         assert_eq!(lines[0]["label"], "positive");
         assert_eq!(lines[0]["text"], "The book was good.");

@@ -14,7 +14,13 @@ use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 const T0: u64 = 1_767_225_600_000;
 
 fn sample_lines(n: usize) -> Vec<String> {
-    let texts = ["PogChamp what a play", "this is so boring ResidentSleeper", "LUL", "gg", "I love this stream 😂"];
+    let texts = [
+        "PogChamp what a play",
+        "this is so boring ResidentSleeper",
+        "LUL",
+        "gg",
+        "I love this stream 😂",
+    ];
     let emojis = ["😂", "🔥", "❤️", "👏"];
     (0..n)
         .map(|i| {
@@ -32,7 +38,10 @@ fn sample_lines(n: usize) -> Vec<String> {
 
 fn hot_paths(c: &mut Criterion) {
     let lines = sample_lines(10_000);
-    let events: Vec<Event> = lines.iter().map(|l| decode_json(l.as_bytes(), &DecodeContext::default()).unwrap()).collect();
+    let events: Vec<Event> = lines
+        .iter()
+        .map(|l| decode_json(l.as_bytes(), &DecodeContext::default()).unwrap())
+        .collect();
     let analyzer = Arc::new(Analyzer::new(Lexicons::builtin()));
 
     let mut group = c.benchmark_group("per_record");
@@ -46,14 +55,19 @@ fn hot_paths(c: &mut Criterion) {
     });
     group.bench_function("sentiment_uncached", |b| {
         b.iter(|| {
-            for text in ["PogChamp what a play", "this is so boring ResidentSleeper", "I love this stream 😂"] {
+            for text in [
+                "PogChamp what a play",
+                "this is so boring ResidentSleeper",
+                "I love this stream 😂",
+            ] {
                 black_box(analyzer.polarity_scores(text));
             }
         })
     });
     group.bench_function("engine_apply_and_advance", |b| {
         b.iter(|| {
-            let mut engine = Engine::new(&PipelineConfig::default(), Arc::clone(&analyzer)).unwrap();
+            let mut engine =
+                Engine::new(&PipelineConfig::default(), Arc::clone(&analyzer)).unwrap();
             let mut out = Vec::new();
             for (i, chunk) in events.chunks(1_000).enumerate() {
                 for event in chunk {

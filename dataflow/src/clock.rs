@@ -25,13 +25,18 @@ pub struct PartitionClock {
 impl PartitionClock {
     /// A clock that has seen nothing.
     pub fn new(max_out_of_orderness: Millis, allowed_lateness: Millis) -> Self {
-        Self { max_seen: None, max_out_of_orderness, allowed_lateness }
+        Self {
+            max_seen: None,
+            max_out_of_orderness,
+            allowed_lateness,
+        }
     }
 
     /// The watermark: largest event time seen minus the out-of-orderness bound (None before any
     /// record, or while that would be negative).
     pub fn watermark(&self) -> Option<Millis> {
-        self.max_seen.and_then(|m| m.checked_sub(self.max_out_of_orderness))
+        self.max_seen
+            .and_then(|m| m.checked_sub(self.max_out_of_orderness))
     }
 
     /// Judges a record and, when accepted, advances the clock.

@@ -99,11 +99,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
             fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
                 Ok(Loose::Other("null"))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Loose::Other("an array"))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(Loose::Other("an object"))
             }
@@ -298,7 +304,11 @@ pub fn decode_json(bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
             }
         }
     };
-    let event = Event { stream_id, ts, body };
+    let event = Event {
+        stream_id,
+        ts,
+        body,
+    };
     event.validate()?;
     Ok(event)
 }
@@ -394,18 +404,45 @@ mod tests {
     #[test]
     fn decodes_every_kind() {
         let chat = json(r#"{"type":"chat","stream_id":"s1","user_id":"u","ts":5,"text":"hi","extra":[1,{"a":2}]}"#).unwrap();
-        assert_eq!(chat.body, EventBody::Chat { user_id: "u".into(), text: "hi".into() });
-        let gauge = json(r#"{"type":"viewer","stream_id":"s","ts":"1970-01-01T00:00:01Z","viewer_count":7}"#).unwrap();
-        assert_eq!((gauge.ts, gauge.body), (1000, EventBody::ViewerCount { viewer_count: 7 }));
+        assert_eq!(
+            chat.body,
+            EventBody::Chat {
+                user_id: "u".into(),
+                text: "hi".into()
+            }
+        );
+        let gauge = json(
+            r#"{"type":"viewer","stream_id":"s","ts":"1970-01-01T00:00:01Z","viewer_count":7}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (gauge.ts, gauge.body),
+            (1000, EventBody::ViewerCount { viewer_count: 7 })
+        );
         let tx = json(r#"{"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"donation","amount":4.99,"currency":"USD"}"#).unwrap();
-        assert!(matches!(tx.body, EventBody::Transaction { amount: 49_900, .. }));
-        let meta = json(r#"{"type":"stream_meta","stream_id":"s","ts":1,"status":"live","title":null}"#).unwrap();
-        assert_eq!(meta.body, EventBody::StreamMeta { title: None, category: None, status: Some(StreamStatus::Live) });
+        assert!(matches!(
+            tx.body,
+            EventBody::Transaction { amount: 49_900, .. }
+        ));
+        let meta =
+            json(r#"{"type":"stream_meta","stream_id":"s","ts":1,"status":"live","title":null}"#)
+                .unwrap();
+        assert_eq!(
+            meta.body,
+            EventBody::StreamMeta {
+                title: None,
+                category: None,
+                status: Some(StreamStatus::Live)
+            }
+        );
     }
 
     #[test]
     fn type_defaults_and_ts_fallback_come_from_the_context() {
-        let ctx = DecodeContext { default_kind: Some(EventKind::Reaction), fallback_ts: Some(42) };
+        let ctx = DecodeContext {
+            default_kind: Some(EventKind::Reaction),
+            fallback_ts: Some(42),
+        };
         let event = decode_json(br#"{"stream_id":"s","user_id":"u","emoji":"x"}"#, &ctx).unwrap();
         assert_eq!((event.kind(), event.ts), (EventKind::Reaction, 42));
         assert!(json(r#"{"stream_id":"s","user_id":"u","emoji":"x","ts":1}"#).is_err());
@@ -420,21 +457,50 @@ mod tests {
         assert!(decode(""));
         assert!(decode(r#"{"type":"chat"} trailing"#));
         assert!(invalid(r#"{"type":"poll","stream_id":"s","ts":1}"#));
-        assert!(invalid(r#"{"type":"chat","stream_id":"","user_id":"u","ts":1,"text":"x"}"#));
-        assert!(invalid(r#"{"type":"chat","stream_id":"s","user_id":5,"ts":1,"text":"x"}"#));
-        assert!(invalid(r#"{"type":"chat","stream_id":"s","user_id":"u","ts":1}"#));
-        assert!(invalid(r#"{"type":"reaction","stream_id":"s","user_id":"u","ts":1,"emoji":""}"#));
-        assert!(invalid(r#"{"type":"viewer","stream_id":"s","user_id":"u","ts":1,"action":"wave"}"#));
-        assert!(invalid(r#"{"type":"viewer","stream_id":"s","ts":1,"viewer_count":-3}"#));
-        assert!(invalid(r#"{"type":"viewer","stream_id":"s","ts":1,"viewer_count":2.5}"#));
-        assert!(invalid(r#"{"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"bits","amount":-1,"currency":"USD"}"#));
-        assert!(invalid(r#"{"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"bits","amount":"1","currency":"USD"}"#));
-        assert!(invalid(r#"{"type":"stream_meta","stream_id":"s","ts":1,"status":"paused"}"#));
-        assert!(invalid(r#"{"type":"chat","stream_id":"s","user_id":"u","ts":-1,"text":"x"}"#));
-        assert!(invalid(r#"{"type":"chat","stream_id":"s","user_id":"u","ts":true,"text":"x"}"#));
-        assert!(invalid(r#"{"type":"chat","type":"chat","stream_id":"s","user_id":"u","ts":1,"text":"x"}"#));
+        assert!(invalid(
+            r#"{"type":"chat","stream_id":"","user_id":"u","ts":1,"text":"x"}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"chat","stream_id":"s","user_id":5,"ts":1,"text":"x"}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"chat","stream_id":"s","user_id":"u","ts":1}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"reaction","stream_id":"s","user_id":"u","ts":1,"emoji":""}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"viewer","stream_id":"s","user_id":"u","ts":1,"action":"wave"}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"viewer","stream_id":"s","ts":1,"viewer_count":-3}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"viewer","stream_id":"s","ts":1,"viewer_count":2.5}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"bits","amount":-1,"currency":"USD"}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"bits","amount":"1","currency":"USD"}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"stream_meta","stream_id":"s","ts":1,"status":"paused"}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"chat","stream_id":"s","user_id":"u","ts":-1,"text":"x"}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"chat","stream_id":"s","user_id":"u","ts":true,"text":"x"}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"chat","type":"chat","stream_id":"s","user_id":"u","ts":1,"text":"x"}"#
+        ));
         let bad_utf8 = b"{\"type\":\"chat\",\"stream_id\":\"s\xff\",\"user_id\":\"u\",\"ts\":1,\"text\":\"x\"}";
-        assert!(matches!(decode_json(bad_utf8, &DecodeContext::default()), Err(Error::Decode(_))));
+        assert!(matches!(
+            decode_json(bad_utf8, &DecodeContext::default()),
+            Err(Error::Decode(_))
+        ));
     }
 
     #[test]
@@ -453,6 +519,9 @@ mod tests {
         assert!(matches!(decode_bincode(&[0xff; 3]), Err(Error::Decode(_))));
         let mut empty_stream = json(events[0]).unwrap();
         empty_stream.stream_id.clear();
-        assert!(matches!(decode_bincode(&encode_bincode(&empty_stream)), Err(Error::Invalid(_))));
+        assert!(matches!(
+            decode_bincode(&encode_bincode(&empty_stream)),
+            Err(Error::Invalid(_))
+        ));
     }
 }

@@ -16,18 +16,26 @@ impl Span {
     /// Parses the text form.
     pub fn parse(text: &str) -> Result<Self> {
         let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
-        let value: u64 = digits
-            .parse()
-            .map_err(|_| Error::Config(format!("duration {text:?} must look like 250ms, 10s, 1m, 2h or 1d")))?;
+        let value: u64 = digits.parse().map_err(|_| {
+            Error::Config(format!(
+                "duration {text:?} must look like 250ms, 10s, 1m, 2h or 1d"
+            ))
+        })?;
         let scale = match unit.trim() {
             "" | "ms" => 1,
             "s" => 1_000,
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            other => return Err(Error::Config(format!("duration {text:?} has unknown unit {other:?}"))),
+            other => {
+                return Err(Error::Config(format!(
+                    "duration {text:?} has unknown unit {other:?}"
+                )))
+            }
         };
         value
             .checked_mul(scale)
@@ -39,8 +47,13 @@ impl Span {
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0;
-        for (scale, unit) in [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")] {
-            if ms != 0 && ms % scale == 0 {
+        for (scale, unit) in [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+        ] {
+            if ms != 0 && ms.is_multiple_of(scale) {
                 return write!(f, "{}{unit}", ms / scale);
             }
         }
@@ -85,7 +98,11 @@ pub struct WindowConfig {
 
 impl WindowConfig {
     fn new(size: u64, slide: Option<u64>) -> Self {
-        Self { label: None, size: Span(size), slide: slide.map(Span) }
+        Self {
+            label: None,
+            size: Span(size),
+            slide: slide.map(Span),
+        }
     }
 }
 
@@ -177,7 +194,10 @@ impl PipelineConfig {
         for w in &self.windows {
             let spec = WindowSpec::new(w, self.tick.0)?;
             if specs.iter().any(|s| s.label == spec.label) {
-                return Err(Error::Config(format!("window label {:?} is used twice", spec.label)));
+                return Err(Error::Config(format!(
+                    "window label {:?} is used twice",
+                    spec.label
+                )));
             }
             specs.push(spec);
         }
@@ -188,12 +208,25 @@ impl PipelineConfig {
             )));
         }
         if self.moments.baseline_windows < 2 {
-            return Err(Error::Config("moments.baseline_windows must be >= 2".into()));
+            return Err(Error::Config(
+                "moments.baseline_windows must be >= 2".into(),
+            ));
         }
-        if !(self.moments.min_revenue > 0.0) || self.moments.min_zscore.is_nan() {
-            return Err(Error::Config("moments.min_revenue must be > 0 and min_zscore a number".into()));
+        if self.moments.min_revenue.is_nan()
+            || self.moments.min_revenue <= 0.0
+            || self.moments.min_zscore.is_nan()
+        {
+            return Err(Error::Config(
+                "moments.min_revenue must be > 0 and min_zscore a number".into(),
+            ));
         }
-        if [self.moments.min_chat_messages, self.moments.min_reactions, self.moments.min_viewer_joins].contains(&0) {
+        if [
+            self.moments.min_chat_messages,
+            self.moments.min_reactions,
+            self.moments.min_viewer_joins,
+        ]
+        .contains(&0)
+        {
             // A zero minimum would let an empty window fire, and the detector's pause over silent
             // stretches relies on empty windows never being anomalous.
             return Err(Error::Config("moments minimum volumes must be >= 1".into()));
@@ -243,8 +276,10 @@ mod tests {
         let mut c = PipelineConfig::default();
         c.windows.push(WindowConfig::new(10_000, None));
         assert!(c.window_specs().is_err());
-        let mut c = PipelineConfig::default();
-        c.windows = vec![WindowConfig::new(10_050, None)];
+        let c = PipelineConfig {
+            windows: vec![WindowConfig::new(10_050, None)],
+            ..PipelineConfig::default()
+        };
         assert!(c.window_specs().is_err());
     }
 }

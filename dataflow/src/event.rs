@@ -197,7 +197,9 @@ impl Event {
     /// every decoder, so JSON and bincode accept exactly the same events.
     pub fn validate(&self) -> Result<()> {
         if self.stream_id.is_empty() {
-            return Err(Error::Invalid("stream_id must be a non-empty string".into()));
+            return Err(Error::Invalid(
+                "stream_id must be a non-empty string".into(),
+            ));
         }
         match &self.body {
             EventBody::Reaction { emoji, .. } if emoji.is_empty() => {

@@ -4,18 +4,18 @@
 
 pub mod codec;
 pub mod error;
-pub mod hashing;
 pub mod event;
+pub mod hashing;
 pub mod timestamp;
 
 pub use error::{Error, Result};
-pub mod sentiment;
+pub mod analytics;
 pub mod clock;
 pub mod config;
-pub mod windows;
-pub mod rows;
-pub mod analytics;
-pub mod source;
-pub mod pipeline;
 pub mod memory_reader;
+pub mod pipeline;
 pub mod reference;
+pub mod rows;
+pub mod sentiment;
+pub mod source;
+pub mod windows;

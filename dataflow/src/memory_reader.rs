@@ -25,7 +25,13 @@ impl MemoryReader {
             .enumerate()
             .map(|(offset, payload)| (offset as u64, payload))
             .collect();
-        Self { source: source.to_owned(), partition, records, batch_sizes: Vec::new(), reads: 0 }
+        Self {
+            source: source.to_owned(),
+            partition,
+            records,
+            batch_sizes: Vec::new(),
+            reads: 0,
+        }
     }
 
     /// Reads at most these many records at a time, cycling through the list.
@@ -58,6 +64,10 @@ impl PartitionReader for MemoryReader {
         for (offset, payload) in self.records.drain(..take) {
             out.push(offset, &payload, None);
         }
-        Ok(if self.records.is_empty() { ReadStatus::Done } else { ReadStatus::More })
+        Ok(if self.records.is_empty() {
+            ReadStatus::Done
+        } else {
+            ReadStatus::More
+        })
     }
 }

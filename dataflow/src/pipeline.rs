@@ -19,7 +19,9 @@ use crate::sentiment::Analyzer;
 use crate::source::{partitioned_source, PartitionReader, SourceCounters};
 
 /// Dead letters as rows of the `dead_letters` table.
-fn dead_letter_rows<'scope>(dead: Stream<'scope, u64, Vec<DeadLetter>>) -> VecCollection<'scope, u64, Row, isize> {
+fn dead_letter_rows<'scope>(
+    dead: Stream<'scope, u64, Vec<DeadLetter>>,
+) -> VecCollection<'scope, u64, Row, isize> {
     dead.unary(Pipeline, "DeadLetterRows", |_, _| {
         |input, output| {
             input.for_each(|capability, data| {
@@ -47,6 +49,10 @@ pub fn analytics_dataflow<'scope>(
     Ok(rows.concat(dead_letter_rows(dead)))
 }
 
+/// What one worker's sink gathers: final rows with their multiplicities, and the net count of
+/// live rows.
+type Collected = (Vec<(Row, isize)>, isize);
+
 /// Runs the dataflow over bounded partitions with `workers` threads and returns the final rows,
 /// sorted. `readers_for(worker, workers)` opens the partitions a worker reads.
 pub fn run_bounded<F>(
@@ -65,11 +71,18 @@ where
         let (index, peers) = (worker.index(), worker.peers());
         // Final rows are never retracted, so they are simply collected; live rows must cancel
         // out by the end of the input, which the net count checks without storing them.
-        let collected: Rc<RefCell<(Vec<(Row, isize)>, isize)>> = Rc::default();
+        let collected: Rc<RefCell<Collected>> = Rc::default();
         let sink = Rc::clone(&collected);
         let built = worker.dataflow::<u64, _, _>(|scope| {
             let readers = readers_for(index, peers);
-            analytics_dataflow(scope, readers, &config, Arc::clone(&analyzer), Arc::clone(&counters)).map(|rows| {
+            analytics_dataflow(
+                scope,
+                readers,
+                &config,
+                Arc::clone(&analyzer),
+                Arc::clone(&counters),
+            )
+            .map(|rows| {
                 rows.inspect_batch(move |_, updates| {
                     let (finals, live) = &mut *sink.borrow_mut();
                     for (row, _, diff) in updates {
@@ -94,11 +107,15 @@ where
     for result in guards.join() {
         let (finals, live) = result.map_err(Error::Runtime)??;
         if live != 0 {
-            return Err(Error::Runtime(format!("{live} live rows left at the end of the input")));
+            return Err(Error::Runtime(format!(
+                "{live} live rows left at the end of the input"
+            )));
         }
         for (row, diff) in finals {
             if diff != 1 {
-                return Err(Error::Runtime(format!("final row changed after it was final: {row:?} x{diff}")));
+                return Err(Error::Runtime(format!(
+                    "final row changed after it was final: {row:?} x{diff}"
+                )));
             }
             rows.push(row);
         }

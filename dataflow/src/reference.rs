@@ -8,7 +8,9 @@ use crate::codec::{decode_json, DecodeContext};
 use crate::config::PipelineConfig;
 use crate::error::Result;
 use crate::event::{Event, EventBody, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE};
-use crate::rows::{DeadLetter, DeadLetterReason, Moment, Row, Score, StreamTotals, WindowKey, WindowMetrics};
+use crate::rows::{
+    DeadLetter, DeadLetterReason, Moment, Row, Score, StreamTotals, WindowKey, WindowMetrics,
+};
 use crate::sentiment::{Analyzer, Label, COMPOUND_SCALE};
 use crate::source::{late_message, rejection};
 
@@ -66,17 +68,18 @@ struct WindowFacts {
 }
 
 fn window(
-    stream: &str,
-    label: &str,
-    start: Millis,
-    end: Millis,
+    key: WindowKey,
     all: &[&Event],
     top_k: usize,
     analyzer: &Analyzer,
     rows: &mut Vec<Row>,
 ) -> WindowFacts {
-    let inside: Vec<&Event> = all.iter().copied().filter(|e| start <= e.ts && e.ts < end).collect();
-    let key = WindowKey { stream_id: stream.to_owned(), window: label.to_owned(), start, end };
+    let (start, end) = (key.start, key.end);
+    let inside: Vec<&Event> = all
+        .iter()
+        .copied()
+        .filter(|e| start <= e.ts && e.ts < end)
+        .collect();
     let mut m = WindowMetrics::default();
     let mut chatters = BTreeSet::new();
     let mut emojis: BTreeMap<String, u64> = BTreeMap::new();
@@ -98,9 +101,20 @@ fn window(
                 m.reactions += 1;
                 *emojis.entry(emoji.clone()).or_default() += 1;
             }
-            EventBody::Presence { action: PresenceAction::Join, .. } => m.viewer_joins += 1,
-            EventBody::Presence { action: PresenceAction::Leave, .. } => m.viewer_leaves += 1,
-            EventBody::Transaction { kind, amount, currency, .. } => {
+            EventBody::Presence {
+                action: PresenceAction::Join,
+                ..
+            } => m.viewer_joins += 1,
+            EventBody::Presence {
+                action: PresenceAction::Leave,
+                ..
+            } => m.viewer_leaves += 1,
+            EventBody::Transaction {
+                kind,
+                amount,
+                currency,
+                ..
+            } => {
                 m.transactions += 1;
                 let slot = revenue.entry((kind.clone(), currency.clone())).or_default();
                 slot.0 += 1;
@@ -113,7 +127,12 @@ fn window(
     let instants = std::iter::once(start).chain(
         inside
             .iter()
-            .filter(|e| matches!(e.body, EventBody::Presence { .. } | EventBody::ViewerCount { .. }))
+            .filter(|e| {
+                matches!(
+                    e.body,
+                    EventBody::Presence { .. } | EventBody::ViewerCount { .. }
+                )
+            })
             .map(|e| e.ts),
     );
     m.viewers_peak = instants.map(|t| viewers_at(all, t)).max().unwrap_or(0);
@@ -123,17 +142,40 @@ fn window(
         ranked.sort_by_key(|(e, c)| (std::cmp::Reverse(*c), e.clone()));
         let kth = ranked[(top_k - 1).min(ranked.len() - 1)].1;
         let top = ranked.into_iter().filter(|(_, c)| *c >= kth).collect();
-        rows.push(Row::WindowTopEmojis { key: key.clone(), top, is_final: true });
+        rows.push(Row::WindowTopEmojis {
+            key: key.clone(),
+            top,
+            is_final: true,
+        });
     }
     for (emoji, count) in emojis {
-        rows.push(Row::WindowEmoji { key: key.clone(), emoji, count, is_final: true });
+        rows.push(Row::WindowEmoji {
+            key: key.clone(),
+            emoji,
+            count,
+            is_final: true,
+        });
     }
     let total_revenue = revenue.values().map(|(_, a)| a).sum();
     for ((kind, currency), (transactions, amount)) in revenue {
-        rows.push(Row::WindowRevenue { key: key.clone(), kind, currency, transactions, amount, is_final: true });
+        rows.push(Row::WindowRevenue {
+            key: key.clone(),
+            kind,
+            currency,
+            transactions,
+            amount,
+            is_final: true,
+        });
     }
-    rows.push(Row::WindowMetrics { key, metrics: m.clone(), is_final: true });
-    WindowFacts { metrics: m, revenue: total_revenue }
+    rows.push(Row::WindowMetrics {
+        key,
+        metrics: m.clone(),
+        is_final: true,
+    });
+    WindowFacts {
+        metrics: m,
+        revenue: total_revenue,
+    }
 }
 
 fn round4(x: f64) -> f64 {
@@ -142,23 +184,43 @@ fn round4(x: f64) -> f64 {
 
 /// Moments by definition: for each metric, windows from the stream's first to its last active
 /// moment window (empty ones count as zero), each scored against the K before it.
-fn moments(stream: &str, series: &[(Millis, Millis, Option<&WindowFacts>)], config: &PipelineConfig, rows: &mut Vec<Row>) {
+fn moments(
+    stream: &str,
+    series: &[(Millis, Millis, Option<&WindowFacts>)],
+    config: &PipelineConfig,
+    rows: &mut Vec<Row>,
+) {
     let mc = &config.moments;
     let k = mc.baseline_windows;
     for (metric_index, metric) in crate::analytics::METRICS.iter().enumerate() {
         let values: Vec<(f64, bool, f64)> = series
             .iter()
             .map(|(_, _, facts)| {
-                let (chat, negative, reactions, joins, revenue) = facts.map_or((0, 0, 0, 0, 0.0), |f| {
-                    let m = &f.metrics;
-                    (m.chat_messages, m.negative, m.reactions, m.viewer_joins, f.revenue as f64 / AMOUNT_SCALE as f64)
-                });
+                let (chat, negative, reactions, joins, revenue) =
+                    facts.map_or((0, 0, 0, 0, 0.0), |f| {
+                        let m = &f.metrics;
+                        (
+                            m.chat_messages,
+                            m.negative,
+                            m.reactions,
+                            m.viewer_joins,
+                            f.revenue as f64 / AMOUNT_SCALE as f64,
+                        )
+                    });
                 match metric_index {
                     0 => (chat as f64, chat >= mc.min_chat_messages, 1.0),
                     1 => (reactions as f64, reactions >= mc.min_reactions, 1.0),
                     2 => (joins as f64, joins >= mc.min_viewer_joins, 1.0),
                     3 => (revenue, revenue >= mc.min_revenue, 1.0),
-                    _ => (if chat == 0 { 0.0 } else { negative as f64 / chat as f64 }, chat >= mc.min_chat_messages, 0.05),
+                    _ => (
+                        if chat == 0 {
+                            0.0
+                        } else {
+                            negative as f64 / chat as f64
+                        },
+                        chat >= mc.min_chat_messages,
+                        0.05,
+                    ),
                 }
             })
             .collect();
@@ -169,7 +231,12 @@ fn moments(stream: &str, series: &[(Millis, Millis, Option<&WindowFacts>)], conf
             if i >= k {
                 let baseline: Vec<f64> = values[i - k..i].iter().map(|v| v.0).collect();
                 let mean = baseline.iter().sum::<f64>() / k as f64;
-                let std = (baseline.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / k as f64).sqrt();
+                let std = (baseline
+                    .iter()
+                    .map(|x| (x - mean) * (x - mean))
+                    .sum::<f64>()
+                    / k as f64)
+                    .sqrt();
                 let z = (value - mean) / std.max(floor);
                 if volume_ok && z >= mc.min_zscore {
                     anomalous = Some((mean, std, z));
@@ -199,19 +266,29 @@ fn moments(stream: &str, series: &[(Millis, Millis, Option<&WindowFacts>)], conf
                 }
                 None => {
                     if let Some(moment) = open.take() {
-                        rows.push(Row::Moment { moment, is_final: true });
+                        rows.push(Row::Moment {
+                            moment,
+                            is_final: true,
+                        });
                     }
                 }
             }
         }
         if let Some(moment) = open {
-            rows.push(Row::Moment { moment, is_final: true });
+            rows.push(Row::Moment {
+                moment,
+                is_final: true,
+            });
         }
     }
 }
 
 fn totals(stream: &str, events: &[&Event], peak_viewers: u64) -> StreamTotals {
-    let mut t = StreamTotals { stream_id: stream.to_owned(), peak_viewers, ..StreamTotals::default() };
+    let mut t = StreamTotals {
+        stream_id: stream.to_owned(),
+        peak_viewers,
+        ..StreamTotals::default()
+    };
     let mut title: Option<(Millis, String)> = None;
     let mut category: Option<(Millis, String)> = None;
     let mut statuses: Vec<(Millis, u8)> = Vec::new();
@@ -220,7 +297,11 @@ fn totals(stream: &str, events: &[&Event], peak_viewers: u64) -> StreamTotals {
             EventBody::Chat { .. } => t.chat_messages += 1,
             EventBody::Reaction { .. } => t.reactions += 1,
             EventBody::Transaction { .. } => t.transactions += 1,
-            EventBody::StreamMeta { title: ti, category: ca, status } => {
+            EventBody::StreamMeta {
+                title: ti,
+                category: ca,
+                status,
+            } => {
                 if let Some(v) = ti {
                     title = title.max(Some((e.ts, v.clone())));
                 }
@@ -238,7 +319,11 @@ fn totals(stream: &str, events: &[&Event], peak_viewers: u64) -> StreamTotals {
     }
     statuses.sort();
     let last_offline = statuses.iter().rev().find(|s| s.1 == 1).copied();
-    let session: Vec<Millis> = statuses.iter().filter(|s| s.1 == 0 && Some(**s) > last_offline).map(|s| s.0).collect();
+    let session: Vec<Millis> = statuses
+        .iter()
+        .filter(|s| s.1 == 0 && Some(**s) > last_offline)
+        .map(|s| s.0)
+        .collect();
     t.status = match (session.is_empty(), last_offline) {
         (false, _) => Some("live".into()),
         (true, Some(_)) => Some("offline".into()),
@@ -251,14 +336,27 @@ fn totals(stream: &str, events: &[&Event], peak_viewers: u64) -> StreamTotals {
 }
 
 /// Every table's final rows for the given partitions, sorted.
-pub fn reference_rows(partitions: &[ReferencePartition], config: &PipelineConfig, analyzer: &Analyzer) -> Result<Vec<Row>> {
+pub fn reference_rows(
+    partitions: &[ReferencePartition],
+    config: &PipelineConfig,
+    analyzer: &Analyzer,
+) -> Result<Vec<Row>> {
     let specs = config.window_specs()?;
     let mut rows = Vec::new();
     let mut by_stream: BTreeMap<String, Vec<Event>> = BTreeMap::new();
     for p in partitions {
         let mut max_seen: Option<Millis> = None;
         for (offset, payload) in p.payloads.iter().enumerate() {
-            let dead = |reason, error| Row::DeadLetter(DeadLetter::new(&p.source, p.partition, offset as u64, reason, error, payload));
+            let dead = |reason, error| {
+                Row::DeadLetter(DeadLetter::new(
+                    &p.source,
+                    p.partition,
+                    offset as u64,
+                    reason,
+                    error,
+                    payload,
+                ))
+            };
             match decode_json(payload, &DecodeContext::default()) {
                 Err(e) => {
                     let (reason, error) = rejection(e);
@@ -266,13 +364,22 @@ pub fn reference_rows(partitions: &[ReferencePartition], config: &PipelineConfig
                 }
                 Ok(event) => {
                     // The watermark before this record; none while it would be negative.
-                    let watermark = max_seen.and_then(|m| m.checked_sub(config.max_out_of_orderness.0));
-                    let late = watermark.is_some_and(|w| (event.ts as i128) < w as i128 - config.allowed_lateness.0 as i128);
+                    let watermark =
+                        max_seen.and_then(|m| m.checked_sub(config.max_out_of_orderness.0));
+                    let late = watermark.is_some_and(|w| {
+                        (event.ts as i128) < w as i128 - config.allowed_lateness.0 as i128
+                    });
                     if late {
-                        rows.push(dead(DeadLetterReason::Late, late_message(event.ts, watermark.unwrap_or(0))));
+                        rows.push(dead(
+                            DeadLetterReason::Late,
+                            late_message(event.ts, watermark.unwrap_or(0)),
+                        ));
                     } else {
                         max_seen = max_seen.max(Some(event.ts));
-                        by_stream.entry(event.stream_id.clone()).or_default().push(event);
+                        by_stream
+                            .entry(event.stream_id.clone())
+                            .or_default()
+                            .push(event);
                     }
                 }
             }
@@ -282,10 +389,19 @@ pub fn reference_rows(partitions: &[ReferencePartition], config: &PipelineConfig
         let all: Vec<&Event> = events.iter().collect();
         let mut peak = 0;
         for spec in &specs {
-            let starts: BTreeSet<Millis> = all.iter().flat_map(|e| spec.starts_containing(e.ts)).collect();
+            let starts: BTreeSet<Millis> = all
+                .iter()
+                .flat_map(|e| spec.starts_containing(e.ts))
+                .collect();
             let mut facts = BTreeMap::new();
             for &start in &starts {
-                let f = window(stream, &spec.label, start, start + spec.size, &all, config.top_k, analyzer, &mut rows);
+                let key = WindowKey {
+                    stream_id: stream.clone(),
+                    window: spec.label.clone(),
+                    start,
+                    end: start + spec.size,
+                };
+                let f = window(key, &all, config.top_k, analyzer, &mut rows);
                 peak = peak.max(f.metrics.viewers_peak);
                 facts.insert(start, f);
             }
@@ -299,7 +415,10 @@ pub fn reference_rows(partitions: &[ReferencePartition], config: &PipelineConfig
                 }
             }
         }
-        rows.push(Row::StreamTotals { totals: totals(stream, &all, peak), is_final: true });
+        rows.push(Row::StreamTotals {
+            totals: totals(stream, &all, peak),
+            is_final: true,
+        });
     }
     rows.sort();
     Ok(rows)

@@ -182,7 +182,14 @@ pub const DEAD_LETTER_PAYLOAD_LIMIT: usize = 4096;
 
 impl DeadLetter {
     /// A dead letter for raw bytes, truncating the payload to the limit.
-    pub fn new(source: &str, partition: u32, offset: u64, reason: DeadLetterReason, error: String, payload: &[u8]) -> Self {
+    pub fn new(
+        source: &str,
+        partition: u32,
+        offset: u64,
+        reason: DeadLetterReason,
+        error: String,
+        payload: &[u8],
+    ) -> Self {
         let cut = &payload[..payload.len().min(DEAD_LETTER_PAYLOAD_LIMIT)];
         Self {
             source: source.to_owned(),
@@ -317,7 +324,9 @@ impl Row {
     /// The NDJSON object of DESIGN §4a.
     pub fn to_json(&self) -> Value {
         let mut map = match self {
-            Row::WindowMetrics { key, metrics: m, .. } => {
+            Row::WindowMetrics {
+                key, metrics: m, ..
+            } => {
                 let mut map = window_fields(key, self.table());
                 for (name, value) in [
                     ("chat_messages", json!(m.chat_messages)),
@@ -337,7 +346,9 @@ impl Row {
                 }
                 map
             }
-            Row::WindowEmoji { key, emoji, count, .. } => {
+            Row::WindowEmoji {
+                key, emoji, count, ..
+            } => {
                 let mut map = window_fields(key, self.table());
                 map.insert("emoji".into(), json!(emoji));
                 map.insert("count".into(), json!(count));
@@ -345,11 +356,21 @@ impl Row {
             }
             Row::WindowTopEmojis { key, top, .. } => {
                 let mut map = window_fields(key, self.table());
-                let top: Vec<Value> = top.iter().map(|(e, c)| json!({"emoji": e, "count": c})).collect();
+                let top: Vec<Value> = top
+                    .iter()
+                    .map(|(e, c)| json!({"emoji": e, "count": c}))
+                    .collect();
                 map.insert("top".into(), Value::Array(top));
                 map
             }
-            Row::WindowRevenue { key, kind, currency, transactions, amount, .. } => {
+            Row::WindowRevenue {
+                key,
+                kind,
+                currency,
+                transactions,
+                amount,
+                ..
+            } => {
                 let mut map = window_fields(key, self.table());
                 map.insert("kind".into(), json!(kind));
                 map.insert("currency".into(), json!(currency));
@@ -421,7 +442,12 @@ mod tests {
     #[test]
     fn ndjson_carries_table_and_final() {
         let row = Row::WindowRevenue {
-            key: WindowKey { stream_id: "s".into(), window: "10s".into(), start: 0, end: 10_000 },
+            key: WindowKey {
+                stream_id: "s".into(),
+                window: "10s".into(),
+                start: 0,
+                end: 10_000,
+            },
             kind: "donation".into(),
             currency: "USD".into(),
             transactions: 2,
@@ -432,7 +458,14 @@ mod tests {
             row.to_json().to_string(),
             r#"{"amount":9.98,"currency":"USD","final":true,"kind":"donation","stream_id":"s","table":"window_revenue","transactions":2,"window":"10s","window_end":10000,"window_start":0}"#
         );
-        let dead = DeadLetter::new("f", 0, 1, DeadLetterReason::Decode, "x".into(), &vec![b'a'; 10_000]);
+        let dead = DeadLetter::new(
+            "f",
+            0,
+            1,
+            DeadLetterReason::Decode,
+            "x".into(),
+            &vec![b'a'; 10_000],
+        );
         assert_eq!(dead.payload.len(), DEAD_LETTER_PAYLOAD_LIMIT);
     }
 }

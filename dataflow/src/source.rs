@@ -87,8 +87,18 @@ impl RecordBatch {
     }
 
     /// Ends the record whose bytes were appended through [`Self::pending_bytes`].
-    pub fn finish_record(&mut self, offset: u64, timestamp: Option<Millis>, oversized: Option<usize>) {
-        self.records.push(RecordMeta { offset, end: self.data.len(), timestamp, oversized });
+    pub fn finish_record(
+        &mut self,
+        offset: u64,
+        timestamp: Option<Millis>,
+        oversized: Option<usize>,
+    ) {
+        self.records.push(RecordMeta {
+            offset,
+            end: self.data.len(),
+            timestamp,
+            oversized,
+        });
     }
 
     /// The records in order.
@@ -97,7 +107,12 @@ impl RecordBatch {
         self.records.iter().map(move |meta| {
             let payload = &self.data[start..meta.end];
             start = meta.end;
-            RawRecord { offset: meta.offset, payload, timestamp: meta.timestamp, oversized: meta.oversized }
+            RawRecord {
+                offset: meta.offset,
+                payload,
+                timestamp: meta.timestamp,
+                oversized: meta.oversized,
+            }
         })
     }
 }
@@ -120,7 +135,11 @@ pub trait PartitionReader {
     /// Record encoding and decode defaults of this partition.
     fn format(&self) -> (Format, DecodeContext);
     /// Appends up to `max` records to `out`.
-    fn read(&mut self, max: usize, out: &mut RecordBatch) -> std::result::Result<ReadStatus, String>;
+    fn read(
+        &mut self,
+        max: usize,
+        out: &mut RecordBatch,
+    ) -> std::result::Result<ReadStatus, String>;
 }
 
 /// Counters of what the sources saw, shared by all workers of a process.
@@ -141,7 +160,9 @@ pub struct SourceCounters {
 impl SourceCounters {
     /// All dead-lettered records.
     pub fn dead_lettered(&self) -> u64 {
-        self.decode_errors.load(Ordering::Relaxed) + self.invalid.load(Ordering::Relaxed) + self.late.load(Ordering::Relaxed)
+        self.decode_errors.load(Ordering::Relaxed)
+            + self.invalid.load(Ordering::Relaxed)
+            + self.late.load(Ordering::Relaxed)
     }
 
     fn count(&self, reason: DeadLetterReason) {
@@ -183,16 +204,24 @@ pub fn late_message(ts: Millis, watermark: Millis) -> String {
 }
 
 /// Judges one raw record of a partition.
-fn admit(record: &RawRecord<'_>, partition: &mut Partition) -> Result<Event, (DeadLetterReason, String)> {
+fn admit(
+    record: &RawRecord<'_>,
+    partition: &mut Partition,
+) -> Result<Event, (DeadLetterReason, String)> {
     if let Some(size) = record.oversized {
-        return Err((DeadLetterReason::Decode, format!("record of {size} bytes exceeds the size limit")));
+        return Err((
+            DeadLetterReason::Decode,
+            format!("record of {size} bytes exceeds the size limit"),
+        ));
     }
     let (format, mut context) = partition.reader.format();
     context.fallback_ts = context.fallback_ts.or(record.timestamp);
     let event = format.decode(record.payload, &context).map_err(rejection)?;
     match partition.clock.admit(event.ts) {
         Admission::Accepted => Ok(event),
-        Admission::Late { watermark } => Err((DeadLetterReason::Late, late_message(event.ts, watermark))),
+        Admission::Late { watermark } => {
+            Err((DeadLetterReason::Late, late_message(event.ts, watermark)))
+        }
     }
 }
 
@@ -207,12 +236,19 @@ pub fn partitioned_source<'scope>(
     readers: Vec<Box<dyn PartitionReader>>,
     config: &PipelineConfig,
     counters: Arc<SourceCounters>,
-) -> (Stream<'scope, u64, Vec<Event>>, Stream<'scope, u64, Vec<DeadLetter>>) {
+) -> (
+    Stream<'scope, u64, Vec<Event>>,
+    Stream<'scope, u64, Vec<DeadLetter>>,
+) {
     let tick = config.tick.0.max(1);
     let (out_of_orderness, lateness) = (config.max_out_of_orderness.0, config.allowed_lateness.0);
     let mut partitions: Vec<Partition> = readers
         .into_iter()
-        .map(|reader| Partition { reader, clock: PartitionClock::new(out_of_orderness, lateness), done: false })
+        .map(|reader| Partition {
+            reader,
+            clock: PartitionClock::new(out_of_orderness, lateness),
+            done: false,
+        })
         .collect();
     let records = source(scope, "PartitionedSource", move |capability, info| {
         let activator = scope.activator_for(info.address);
@@ -220,12 +256,17 @@ pub fn partitioned_source<'scope>(
         let mut batch = RecordBatch::default();
         let mut timed: Vec<(Millis, Result<Event, DeadLetter>)> = Vec::new();
         move |output| {
-            let Some(capability) = held.as_mut() else { return };
+            let Some(capability) = held.as_mut() else {
+                return;
+            };
             let now = *capability.time();
             for partition in partitions.iter_mut().filter(|p| !p.done) {
                 batch.clear();
                 let status = partition.reader.read(READ_BATCH, &mut batch);
-                let (source_name, index) = (partition.reader.source_name().to_owned(), partition.reader.partition());
+                let (source_name, index) = (
+                    partition.reader.source_name().to_owned(),
+                    partition.reader.partition(),
+                );
                 for record in batch.iter() {
                     counters.records.fetch_add(1, Ordering::Relaxed);
                     match admit(&record, partition) {
@@ -235,7 +276,14 @@ pub fn partitioned_source<'scope>(
                         }
                         Err((reason, error)) => {
                             counters.count(reason);
-                            let dead = DeadLetter::new(&source_name, index, record.offset, reason, error, record.payload);
+                            let dead = DeadLetter::new(
+                                &source_name,
+                                index,
+                                record.offset,
+                                reason,
+                                error,
+                                record.payload,
+                            );
                             timed.push((now, Err(dead)));
                         }
                     }

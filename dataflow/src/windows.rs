@@ -26,12 +26,12 @@ impl WindowSpec {
                 format!("{}/{}", config.size, crate::config::Span(slide))
             }
         });
-        if size == 0 || slide == 0 || slide > size || size % slide != 0 {
+        if size == 0 || slide == 0 || slide > size || !size.is_multiple_of(slide) {
             return Err(Error::Config(format!(
                 "window {label:?}: size must be a positive multiple of slide"
             )));
         }
-        if slide % tick != 0 {
+        if !slide.is_multiple_of(tick) {
             return Err(Error::Config(format!(
                 "window {label:?}: size and slide must be multiples of the tick ({tick} ms)"
             )));
@@ -60,9 +60,15 @@ impl WindowSpec {
 /// is an exact union of consecutive panes.
 pub fn pane_size(specs: &[WindowSpec]) -> u64 {
     fn gcd(a: u64, b: u64) -> u64 {
-        if b == 0 { a } else { gcd(b, a % b) }
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
     }
-    specs.iter().fold(0, |acc, s| gcd(gcd(acc, s.size), s.slide))
+    specs
+        .iter()
+        .fold(0, |acc, s| gcd(gcd(acc, s.size), s.slide))
 }
 
 #[cfg(test)]
@@ -76,7 +82,10 @@ mod tests {
         let starts = |i: usize, ts| specs[i].starts_containing(ts).collect::<Vec<_>>();
         assert_eq!(starts(0, 125_000), [120_000]);
         assert_eq!(starts(1, 125_000), [120_000]);
-        assert_eq!(starts(2, 125_000), [70_000, 80_000, 90_000, 100_000, 110_000, 120_000]);
+        assert_eq!(
+            starts(2, 125_000),
+            [70_000, 80_000, 90_000, 100_000, 110_000, 120_000]
+        );
         assert_eq!(starts(2, 15_000), [0, 10_000]);
         assert_eq!(pane_size(&specs), 10_000);
     }

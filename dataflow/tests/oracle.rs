@@ -28,22 +28,34 @@ fn sensitive_config() -> PipelineConfig {
     config
 }
 
-fn run(partitions: &[ReferencePartition], batches: &[Vec<usize>], workers: usize, config: &PipelineConfig) -> Vec<Row> {
+fn run(
+    partitions: &[ReferencePartition],
+    batches: &[Vec<usize>],
+    workers: usize,
+    config: &PipelineConfig,
+) -> Vec<Row> {
     let analyzer = Arc::new(Analyzer::new(Lexicons::builtin()));
     let parts = partitions.to_vec();
     let batches = batches.to_vec();
-    run_bounded(workers, config, analyzer, Arc::new(SourceCounters::default()), move |index, peers| {
-        parts
-            .iter()
-            .enumerate()
-            .filter(|(p, _)| p % peers == index)
-            .map(|(p, part)| {
-                let reader = MemoryReader::new(&part.source, part.partition, part.payloads.clone())
-                    .with_batches(batches.get(p).cloned().unwrap_or_default());
-                Box::new(reader) as Box<dyn PartitionReader>
-            })
-            .collect()
-    })
+    run_bounded(
+        workers,
+        config,
+        analyzer,
+        Arc::new(SourceCounters::default()),
+        move |index, peers| {
+            parts
+                .iter()
+                .enumerate()
+                .filter(|(p, _)| p % peers == index)
+                .map(|(p, part)| {
+                    let reader =
+                        MemoryReader::new(&part.source, part.partition, part.payloads.clone())
+                            .with_batches(batches.get(p).cloned().unwrap_or_default());
+                    Box::new(reader) as Box<dyn PartitionReader>
+                })
+                .collect()
+        },
+    )
     .expect("bounded run")
 }
 
@@ -53,7 +65,11 @@ fn lines(rows: &[Row]) -> Vec<String> {
     lines
 }
 
-fn check(partitions: &[ReferencePartition], batches: &[Vec<usize>], config: &PipelineConfig) -> Vec<Row> {
+fn check(
+    partitions: &[ReferencePartition],
+    batches: &[Vec<usize>],
+    config: &PipelineConfig,
+) -> Vec<Row> {
     let analyzer = Analyzer::new(Lexicons::builtin());
     let expected = reference_rows(partitions, config, &analyzer).unwrap();
     for workers in [1, 2, 4] {
@@ -70,7 +86,8 @@ fn check(partitions: &[ReferencePartition], batches: &[Vec<usize>], config: &Pip
 
 fn record() -> impl Strategy<Value = (u64, u64, serde_json::Value)> {
     let step = 0u64..3_000;
-    let back = prop_oneof![6 => Just(0u64), 2 => 0u64..5_000, 1 => 0u64..70_000, 1 => 0u64..200_000];
+    let back =
+        prop_oneof![6 => Just(0u64), 2 => 0u64..5_000, 1 => 0u64..70_000, 1 => 0u64..200_000];
     let stream = (0..3u8).prop_map(|s| format!("s{s}"));
     let user = (0..6u8).prop_map(|u| format!("u{u}"));
     let body = prop_oneof![
@@ -99,12 +116,19 @@ fn malformed() -> impl Strategy<Value = Vec<u8>> {
         b"{\"type\":\"chat\",\"stream_id\":\"s0\",\"user_id\":7,\"ts\":1,\"text\":\"x\"}".to_vec(),
         b"{\"type\":\"reaction\",\"stream_id\":\"s0\",\"ts\":1}".to_vec(),
         b"not json at all".to_vec(),
-        b"{\"type\":\"chat\",\"stream_id\":\"s\xff\",\"user_id\":\"u\",\"ts\":1,\"text\":\"x\"}".to_vec(),
+        b"{\"type\":\"chat\",\"stream_id\":\"s\xff\",\"user_id\":\"u\",\"ts\":1,\"text\":\"x\"}"
+            .to_vec(),
     ])
 }
 
 fn partitions() -> impl Strategy<Value = (Vec<ReferencePartition>, Vec<Vec<usize>>)> {
-    let partition = (prop::collection::vec((record(), prop::option::weighted(0.05, malformed())), 0..120), prop::collection::vec(1usize..40, 1..5));
+    let partition = (
+        prop::collection::vec(
+            (record(), prop::option::weighted(0.05, malformed())),
+            0..120,
+        ),
+        prop::collection::vec(1usize..40, 1..5),
+    );
     prop::collection::vec(partition, 1..4).prop_map(|parts| {
         let mut out = Vec::new();
         let mut batches = Vec::new();
@@ -118,7 +142,11 @@ fn partitions() -> impl Strategy<Value = (Vec<ReferencePartition>, Vec<Vec<usize
                     bad.unwrap_or_else(|| body.to_string().into_bytes())
                 })
                 .collect();
-            out.push(ReferencePartition { source: format!("p{p}.ndjson"), partition: p as u32, payloads });
+            out.push(ReferencePartition {
+                source: format!("p{p}.ndjson"),
+                partition: p as u32,
+                payloads,
+            });
             batches.push(sizes);
         }
         (out, batches)
@@ -145,29 +173,75 @@ fn event(ts: u64, body: serde_json::Value) -> Vec<u8> {
 /// rows come out of every worker count and batch split.
 #[test]
 fn spike_becomes_a_moment_and_every_table_has_rows() {
-    let mut payloads = vec![event(T0, json!({"type": "stream_meta", "status": "live", "title": "Finals"}))];
+    let mut payloads = vec![event(
+        T0,
+        json!({"type": "stream_meta", "status": "live", "title": "Finals"}),
+    )];
     for window in 0..20u64 {
-        let messages = if window == 15 || window == 16 { 120 } else { 25 + window % 3 };
+        let messages = if window == 15 || window == 16 {
+            120
+        } else {
+            25 + window % 3
+        };
         for i in 0..messages {
             let ts = T0 + window * 10_000 + i * 10_000 / messages;
-            payloads.push(event(ts, json!({"type": "chat", "user_id": format!("u{}", i % 30), "text": "PogChamp"})));
+            payloads.push(event(
+                ts,
+                json!({"type": "chat", "user_id": format!("u{}", i % 30), "text": "PogChamp"}),
+            ));
         }
-        payloads.push(event(T0 + window * 10_000 + 1, json!({"type": "reaction", "user_id": "u1", "emoji": "🔥"})));
-        payloads.push(event(T0 + window * 10_000 + 2, json!({"type": "viewer", "user_id": format!("v{window}"), "action": "join"})));
+        payloads.push(event(
+            T0 + window * 10_000 + 1,
+            json!({"type": "reaction", "user_id": "u1", "emoji": "🔥"}),
+        ));
+        payloads.push(event(
+            T0 + window * 10_000 + 2,
+            json!({"type": "viewer", "user_id": format!("v{window}"), "action": "join"}),
+        ));
         payloads.push(event(T0 + window * 10_000 + 3, json!({"type": "transaction", "user_id": "u2", "kind": "bits", "amount": 1.5, "currency": "USD"})));
     }
     payloads.push(b"{broken".to_vec());
-    payloads.push(event(T0, json!({"type": "chat", "user_id": "late", "text": "too late"})));
-    let parts = vec![ReferencePartition { source: "spiky.ndjson".into(), partition: 0, payloads }];
+    payloads.push(event(
+        T0,
+        json!({"type": "chat", "user_id": "late", "text": "too late"}),
+    ));
+    let parts = vec![ReferencePartition {
+        source: "spiky.ndjson".into(),
+        partition: 0,
+        payloads,
+    }];
     let rows = check(&parts, &[vec![7, 300, 1]], &PipelineConfig::default());
     let tables: std::collections::BTreeSet<&str> = rows.iter().map(Row::table).collect();
     assert_eq!(
         tables.into_iter().collect::<Vec<_>>(),
-        ["dead_letters", "moments", "stream_totals", "window_emojis", "window_metrics", "window_revenue", "window_top_emojis"]
+        [
+            "dead_letters",
+            "moments",
+            "stream_totals",
+            "window_emojis",
+            "window_metrics",
+            "window_revenue",
+            "window_top_emojis"
+        ]
     );
-    let moments: Vec<_> = rows.iter().filter_map(|r| match r { Row::Moment { moment, .. } => Some(moment), _ => None }).collect();
+    let moments: Vec<_> = rows
+        .iter()
+        .filter_map(|r| match r {
+            Row::Moment { moment, .. } => Some(moment),
+            _ => None,
+        })
+        .collect();
     assert_eq!(moments.len(), 1, "{moments:?}");
-    assert_eq!((moments[0].metric.as_str(), moments[0].start, moments[0].end), ("chat_rate", T0 + 150_000, T0 + 170_000));
-    let reasons: Vec<_> = rows.iter().filter_map(|r| match r { Row::DeadLetter(d) => Some(d.reason.name()), _ => None }).collect();
+    assert_eq!(
+        (moments[0].metric.as_str(), moments[0].start, moments[0].end),
+        ("chat_rate", T0 + 150_000, T0 + 170_000)
+    );
+    let reasons: Vec<_> = rows
+        .iter()
+        .filter_map(|r| match r {
+            Row::DeadLetter(d) => Some(d.reason.name()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(reasons, ["decode", "late"]);
 }

@@ -7,8 +7,8 @@ use super::plan::Plan;
 use super::stream_state::{RowChanges, StreamState};
 use crate::config::PipelineConfig;
 use crate::error::Result;
-use crate::hashing::FastMap;
 use crate::event::{Event, EventBody};
+use crate::hashing::FastMap;
 use crate::sentiment::{Analyzer, COMPOUND_SCALE};
 
 /// Distinct chat texts remembered per worker; chat repeats a lot (emote spam), and scoring is the

@@ -8,7 +8,13 @@ use crate::event::Millis;
 use crate::rows::{Moment, Score, WindowMetrics};
 
 /// The metrics scored for moments, with their names in output rows.
-pub const METRICS: [&str; 5] = ["chat_rate", "reaction_rate", "viewer_joins", "revenue", "negative_share"];
+pub const METRICS: [&str; 5] = [
+    "chat_rate",
+    "reaction_rate",
+    "viewer_joins",
+    "revenue",
+    "negative_share",
+];
 
 /// The per-window facts moment detection needs.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -43,11 +49,23 @@ impl MomentInputs {
         let chat_ok = self.chat_messages >= config.min_chat_messages;
         match index {
             0 => (self.chat_messages as f64, chat_ok, 1.0),
-            1 => (self.reactions as f64, self.reactions >= config.min_reactions, 1.0),
-            2 => (self.viewer_joins as f64, self.viewer_joins >= config.min_viewer_joins, 1.0),
+            1 => (
+                self.reactions as f64,
+                self.reactions >= config.min_reactions,
+                1.0,
+            ),
+            2 => (
+                self.viewer_joins as f64,
+                self.viewer_joins >= config.min_viewer_joins,
+                1.0,
+            ),
             3 => (self.revenue, self.revenue >= config.min_revenue, 1.0),
             _ => {
-                let share = if self.chat_messages == 0 { 0.0 } else { self.negative as f64 / self.chat_messages as f64 };
+                let share = if self.chat_messages == 0 {
+                    0.0
+                } else {
+                    self.negative as f64 / self.chat_messages as f64
+                };
                 (share, chat_ok, 0.05)
             }
         }
@@ -95,7 +113,12 @@ impl MetricSeries {
         let mut scored = None;
         if self.history.len() == k {
             let mean = self.history.iter().sum::<f64>() / k as f64;
-            let var = self.history.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / k as f64;
+            let var = self
+                .history
+                .iter()
+                .map(|x| (x - mean) * (x - mean))
+                .sum::<f64>()
+                / k as f64;
             let std = var.sqrt();
             let z = (value - mean) / std.max(std_floor);
             if volume_ok && z >= config.min_zscore {
@@ -150,27 +173,50 @@ mod tests {
 
     #[test]
     fn a_spike_after_a_full_baseline_fires_and_merges() {
-        let config = MomentsConfig { baseline_windows: 4, ..MomentsConfig::default() };
+        let config = MomentsConfig {
+            baseline_windows: 4,
+            ..MomentsConfig::default()
+        };
         let mut series = MetricSeries::default();
         let mut changes = Vec::new();
         let values = [30.0, 31.0, 29.0, 30.0, 90.0, 95.0, 30.0];
         for (i, v) in values.into_iter().enumerate() {
             let start = i as u64 * 10;
-            changes.push(series.observe("s", "chat_rate", start, start + 10, (v, true, 1.0), &config));
+            changes.push(series.observe(
+                "s",
+                "chat_rate",
+                start,
+                start + 10,
+                (v, true, 1.0),
+                &config,
+            ));
         }
         assert!(changes[..4].iter().all(Option::is_none));
-        assert!(matches!(&changes[4], Some(MomentChange::Live { previous: None, current }) if current.start == 40));
-        let Some(MomentChange::Closed(moment)) = &changes[6] else { panic!("{changes:?}") };
-        assert_eq!((moment.start, moment.end, moment.peak_window_start), (40, 60, 40));
+        assert!(
+            matches!(&changes[4], Some(MomentChange::Live { previous: None, current }) if current.start == 40)
+        );
+        let Some(MomentChange::Closed(moment)) = &changes[6] else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(
+            (moment.start, moment.end, moment.peak_window_start),
+            (40, 60, 40)
+        );
         assert_eq!(moment.peak_value, Score(90.0));
     }
 
     #[test]
     fn low_volume_never_fires() {
-        let config = MomentsConfig { baseline_windows: 2, ..MomentsConfig::default() };
+        let config = MomentsConfig {
+            baseline_windows: 2,
+            ..MomentsConfig::default()
+        };
         let mut series = MetricSeries::default();
         for v in [0.0, 0.0, 15.0] {
-            assert_eq!(series.observe("s", "chat_rate", 0, 10, (v, false, 1.0), &config), None);
+            assert_eq!(
+                series.observe("s", "chat_rate", 0, 10, (v, false, 1.0), &config),
+                None
+            );
         }
     }
 }

@@ -18,9 +18,9 @@ use crate::sentiment::Analyzer;
 
 /// FNV-1a of the stream id: a fixed hash, so a stream lands on the same worker in every run.
 pub fn stream_hash(stream_id: &str) -> u64 {
-    stream_id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    stream_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Window analytics over a stream of events.
@@ -42,46 +42,49 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<Event>> {
     ) -> Result<VecCollection<'scope, u64, Row, isize>> {
         let mut engine = Engine::new(config, analyzer)?;
         let by_stream = Exchange::new(|event: &Event| stream_hash(&event.stream_id));
-        let changes = self.unary_frontier(by_stream, "WindowAnalytics", move |capability, _info| {
-            // Invariant: the held capability tracks the input frontier, so row changes can be
-            // emitted as soon as the frontier moves and downstream frontiers follow the input's.
-            let mut held = Some(capability);
-            let mut stash: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
-            let mut changes = Vec::new();
-            move |(input, frontier), output| {
-                input.for_each(|time, data| {
-                    if let Some(time) = time.least() {
-                        stash.entry(*time).or_default().append(data);
+        let changes =
+            self.unary_frontier(by_stream, "WindowAnalytics", move |capability, _info| {
+                // Invariant: the held capability tracks the input frontier, so row changes can be
+                // emitted as soon as the frontier moves and downstream frontiers follow the input's.
+                let mut held = Some(capability);
+                let mut stash: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
+                let mut changes = Vec::new();
+                move |(input, frontier), output| {
+                    input.for_each(|time, data| {
+                        if let Some(time) = time.least() {
+                            stash.entry(*time).or_default().append(data);
+                        }
+                    });
+                    let Some(capability) = held.as_mut() else {
+                        return;
+                    };
+                    let now = frontier.frontier().iter().min().copied();
+                    if now == Some(*capability.time()) {
+                        return;
                     }
-                });
-                let Some(capability) = held.as_mut() else { return };
-                let now = frontier.frontier().iter().min().copied();
-                if now == Some(*capability.time()) {
-                    return;
-                }
-                let ready = match now {
-                    Some(f) => {
-                        let later = stash.split_off(&f);
-                        std::mem::replace(&mut stash, later)
+                    let ready = match now {
+                        Some(f) => {
+                            let later = stash.split_off(&f);
+                            std::mem::replace(&mut stash, later)
+                        }
+                        None => std::mem::take(&mut stash),
+                    };
+                    for event in ready.values().flatten() {
+                        engine.apply(event);
                     }
-                    None => std::mem::take(&mut stash),
-                };
-                for event in ready.values().flatten() {
-                    engine.apply(event);
+                    engine.advance(now, &mut changes);
+                    if let Some(f) = now {
+                        capability.downgrade(&f);
+                    }
+                    let time = *capability.time();
+                    output
+                        .session(&*capability)
+                        .give_iterator(changes.drain(..).map(|(row, diff)| (row, time, diff)));
+                    if now.is_none() {
+                        held = None;
+                    }
                 }
-                engine.advance(now, &mut changes);
-                if let Some(f) = now {
-                    capability.downgrade(&f);
-                }
-                let time = *capability.time();
-                output
-                    .session(&*capability)
-                    .give_iterator(changes.drain(..).map(|(row, diff)| (row, time, diff)));
-                if now.is_none() {
-                    held = None;
-                }
-            }
-        });
+            });
         Ok(changes.as_collection())
     }
 }

@@ -58,10 +58,20 @@ mod tests {
 
     #[test]
     fn ties_at_the_kth_count_are_included() {
-        let emojis: BTreeMap<String, u64> =
-            [("a", 5), ("b", 3), ("c", 3), ("d", 3), ("e", 1)].into_iter().map(|(e, c)| (e.to_string(), c)).collect();
+        let emojis: BTreeMap<String, u64> = [("a", 5), ("b", 3), ("c", 3), ("d", 3), ("e", 1)]
+            .into_iter()
+            .map(|(e, c)| (e.to_string(), c))
+            .collect();
         let top = top_with_ties(&emojis, 2);
-        assert_eq!(top, [("a".to_string(), 5), ("b".into(), 3), ("c".into(), 3), ("d".into(), 3)]);
+        assert_eq!(
+            top,
+            [
+                ("a".to_string(), 5),
+                ("b".into(), 3),
+                ("c".into(), 3),
+                ("d".into(), 3)
+            ]
+        );
         assert_eq!(top_with_ties(&emojis, 10).len(), 5);
     }
 }

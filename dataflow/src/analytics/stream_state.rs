@@ -7,8 +7,8 @@ use super::pane::{top_with_ties, Pane};
 use super::plan::Plan;
 use super::totals::TotalsState;
 use super::viewers::Viewers;
-use crate::hashing::FastMap;
 use crate::event::{Event, EventBody, Millis, PresenceAction, AMOUNT_SCALE};
+use crate::hashing::FastMap;
 use crate::rows::{Row, WindowKey};
 use crate::sentiment::Label;
 
@@ -71,7 +71,12 @@ fn diff_rows(previous: Option<Vec<Row>>, current: &[Row], out: &mut RowChanges) 
 
 impl StreamState {
     pub(crate) fn new(id: String, plan: &Plan) -> Self {
-        Self { totals: TotalsState::new(id.clone()), id, open_from: vec![0; plan.specs.len()], ..Self::default() }
+        Self {
+            totals: TotalsState::new(id.clone()),
+            id,
+            open_from: vec![0; plan.specs.len()],
+            ..Self::default()
+        }
     }
 
     /// Earliest event time that can still change a window; older state is retired.
@@ -126,9 +131,17 @@ impl StreamState {
                 self.viewers.gauge(ts, *viewer_count);
                 self.viewers_changed(ts);
             }
-            EventBody::Transaction { kind, amount, currency, .. } => {
+            EventBody::Transaction {
+                kind,
+                amount,
+                currency,
+                ..
+            } => {
                 m.transactions += 1;
-                let entry = pane.revenue.entry((kind.clone(), currency.clone())).or_default();
+                let entry = pane
+                    .revenue
+                    .entry((kind.clone(), currency.clone()))
+                    .or_default();
                 entry.0 += 1;
                 entry.1 += amount;
             }
@@ -148,9 +161,14 @@ impl StreamState {
             Some(p) => p,
             None => self.chatter_panes.entry(user_id.to_owned()).or_default(),
         };
-        let Err(position) = panes.binary_search(&pane_start) else { return };
+        let Err(position) = panes.binary_search(&pane_start) else {
+            return;
+        };
         for (index, spec) in plan.specs.iter().enumerate() {
-            for start in spec.starts_containing(pane_start).filter(|s| *s >= self.open_from[index]) {
+            for start in spec
+                .starts_containing(pane_start)
+                .filter(|s| *s >= self.open_from[index])
+            {
                 let first = panes.partition_point(|p| *p < start);
                 let seen = panes.get(first).is_some_and(|p| *p < start + spec.size);
                 if !seen {
@@ -173,32 +191,72 @@ impl StreamState {
     /// Every row of one window.
     fn window_rows(&self, index: usize, start: Millis, plan: &Plan, is_final: bool) -> Vec<Row> {
         let spec = &plan.specs[index];
-        let Some(pane) = self.window_pane(start, spec.size) else { return Vec::new() };
-        let key = WindowKey { stream_id: self.id.clone(), window: spec.label.clone(), start, end: start + spec.size };
+        let Some(pane) = self.window_pane(start, spec.size) else {
+            return Vec::new();
+        };
+        let key = WindowKey {
+            stream_id: self.id.clone(),
+            window: spec.label.clone(),
+            start,
+            end: start + spec.size,
+        };
         let mut metrics = pane.metrics;
         metrics.unique_chatters = self.unique.get(&(index, start)).copied().unwrap_or(0);
         (metrics.viewers_peak, metrics.viewers_end) = self.viewers.peak_and_end(start, key.end);
         let mut rows = Vec::with_capacity(2 + pane.emojis.len() + pane.revenue.len());
         if !pane.emojis.is_empty() {
             let top = top_with_ties(&pane.emojis, plan.top_k);
-            rows.push(Row::WindowTopEmojis { key: key.clone(), top, is_final });
+            rows.push(Row::WindowTopEmojis {
+                key: key.clone(),
+                top,
+                is_final,
+            });
         }
         for (emoji, count) in pane.emojis {
-            rows.push(Row::WindowEmoji { key: key.clone(), emoji, count, is_final });
+            rows.push(Row::WindowEmoji {
+                key: key.clone(),
+                emoji,
+                count,
+                is_final,
+            });
         }
         for ((kind, currency), (transactions, amount)) in pane.revenue {
-            rows.push(Row::WindowRevenue { key: key.clone(), kind, currency, transactions, amount, is_final });
+            rows.push(Row::WindowRevenue {
+                key: key.clone(),
+                kind,
+                currency,
+                transactions,
+                amount,
+                is_final,
+            });
         }
-        rows.push(Row::WindowMetrics { key, metrics, is_final });
+        rows.push(Row::WindowMetrics {
+            key,
+            metrics,
+            is_final,
+        });
         rows
     }
 
     /// Window starts of spec `index` that contain an active pane in `[from, to)`.
-    fn active_starts(&self, index: usize, from: Millis, to: Millis, plan: &Plan) -> BTreeSet<Millis> {
+    fn active_starts(
+        &self,
+        index: usize,
+        from: Millis,
+        to: Millis,
+        plan: &Plan,
+    ) -> BTreeSet<Millis> {
         let spec = &plan.specs[index];
         let mut starts = BTreeSet::new();
-        for pane in self.panes.range(from.saturating_sub(spec.size - 1)..to.saturating_add(spec.size)).map(|(p, _)| *p) {
-            starts.extend(spec.starts_containing(pane).filter(|s| (from..to).contains(s)));
+        for pane in self
+            .panes
+            .range(from.saturating_sub(spec.size - 1)..to.saturating_add(spec.size))
+            .map(|(p, _)| *p)
+        {
+            starts.extend(
+                spec.starts_containing(pane)
+                    .filter(|s| (from..to).contains(s)),
+            );
         }
         starts
     }
@@ -213,7 +271,11 @@ impl StreamState {
             }
             if let Some(from) = self.viewers_dirty_from {
                 let lo = from.saturating_sub(spec.size - 1);
-                changed.extend(self.active_starts(index, lo, u64::MAX, plan).into_iter().map(|s| (index, s)));
+                changed.extend(
+                    self.active_starts(index, lo, u64::MAX, plan)
+                        .into_iter()
+                        .map(|s| (index, s)),
+                );
             }
         }
         self.dirty_panes.clear();
@@ -225,8 +287,8 @@ impl StreamState {
                 self.live.insert((index, start), rows);
             }
         }
-        for index in 0..plan.specs.len() {
-            let closing = self.active_starts(index, self.open_from[index], open_from[index], plan);
+        for (index, &until) in open_from.iter().enumerate() {
+            let closing = self.active_starts(index, self.open_from[index], until, plan);
             for start in closing {
                 let rows = self.window_rows(index, start, plan, true);
                 for row in &rows {
@@ -256,8 +318,14 @@ impl StreamState {
                     // Not started, or paused after K empty windows: resume at the next active
                     // window, but only once it is final, since earlier events may still arrive.
                     let from = paused.unwrap_or(0);
-                    let Some((&pane, _)) = self.panes.range(from..).next() else { break };
-                    let first = spec.starts_containing(pane).next().unwrap_or(pane).max(from);
+                    let Some((&pane, _)) = self.panes.range(from..).next() else {
+                        break;
+                    };
+                    let first = spec
+                        .starts_containing(pane)
+                        .next()
+                        .unwrap_or(pane)
+                        .max(from);
                     if first >= until {
                         break;
                     }
@@ -281,17 +349,48 @@ impl StreamState {
             };
             for (index, metric) in METRICS.iter().enumerate() {
                 let value = inputs.metric(index, config);
-                let change = self.moments.series[index].observe(&self.id, metric, next, next + spec.size, value, config);
+                let change = self.moments.series[index].observe(
+                    &self.id,
+                    metric,
+                    next,
+                    next + spec.size,
+                    value,
+                    config,
+                );
                 match change {
                     Some(MomentChange::Live { previous, current }) => {
                         if let Some(previous) = previous {
-                            out.push((Row::Moment { moment: previous, is_final: false }, -1));
+                            out.push((
+                                Row::Moment {
+                                    moment: previous,
+                                    is_final: false,
+                                },
+                                -1,
+                            ));
                         }
-                        out.push((Row::Moment { moment: current, is_final: false }, 1));
+                        out.push((
+                            Row::Moment {
+                                moment: current,
+                                is_final: false,
+                            },
+                            1,
+                        ));
                     }
                     Some(MomentChange::Closed(moment)) => {
-                        out.push((Row::Moment { moment: moment.clone(), is_final: false }, -1));
-                        out.push((Row::Moment { moment, is_final: true }, 1));
+                        out.push((
+                            Row::Moment {
+                                moment: moment.clone(),
+                                is_final: false,
+                            },
+                            -1,
+                        ));
+                        out.push((
+                            Row::Moment {
+                                moment,
+                                is_final: true,
+                            },
+                            1,
+                        ));
                     }
                     None => {}
                 }
@@ -301,8 +400,20 @@ impl StreamState {
         if until == u64::MAX {
             for series in &mut self.moments.series {
                 if let Some(moment) = series.close() {
-                    out.push((Row::Moment { moment: moment.clone(), is_final: false }, -1));
-                    out.push((Row::Moment { moment, is_final: true }, 1));
+                    out.push((
+                        Row::Moment {
+                            moment: moment.clone(),
+                            is_final: false,
+                        },
+                        -1,
+                    ));
+                    out.push((
+                        Row::Moment {
+                            moment,
+                            is_final: true,
+                        },
+                        1,
+                    ));
                 }
             }
         }
@@ -312,7 +423,11 @@ impl StreamState {
     fn retire(&mut self, plan: &Plan) {
         let horizon = self.horizon();
         let pane_horizon = horizon - horizon % plan.pane;
-        if self.panes.first_key_value().is_some_and(|(p, _)| *p < pane_horizon) {
+        if self
+            .panes
+            .first_key_value()
+            .is_some_and(|(p, _)| *p < pane_horizon)
+        {
             self.panes = self.panes.split_off(&pane_horizon);
         }
         if pane_horizon >= self.swept_to.saturating_add(SWEEP_PERIOD) {

@@ -35,7 +35,10 @@ fn keep_latest(slot: &mut Option<(Millis, String)>, ts: Millis, value: &Option<S
 
 impl TotalsState {
     pub(crate) fn new(id: String) -> Self {
-        Self { id, ..Self::default() }
+        Self {
+            id,
+            ..Self::default()
+        }
     }
 
     pub(crate) fn observe(&mut self, event: &Event) {
@@ -43,23 +46,28 @@ impl TotalsState {
             EventBody::Chat { .. } => self.chat_messages += 1,
             EventBody::Reaction { .. } => self.reactions += 1,
             EventBody::Transaction { .. } => self.transactions += 1,
-            EventBody::StreamMeta { title, category, status } => {
+            EventBody::StreamMeta {
+                title,
+                category,
+                status,
+            } => {
                 keep_latest(&mut self.title, event.ts, title);
                 keep_latest(&mut self.category, event.ts, category);
                 match status {
-                    Some(StreamStatus::Live) => {
-                        if self.last_offline.is_none_or(|o| (event.ts, LIVE_RANK) > o) {
-                            self.lives_after_offline.insert(event.ts);
-                        }
+                    Some(StreamStatus::Live)
+                        if self.last_offline.is_none_or(|o| (event.ts, LIVE_RANK) > o) =>
+                    {
+                        self.lives_after_offline.insert(event.ts);
                     }
                     Some(StreamStatus::Offline) => {
                         let key = (event.ts, OFFLINE_RANK);
                         if self.last_offline.is_none_or(|o| key > o) {
                             self.last_offline = Some(key);
-                            self.lives_after_offline.retain(|live| (*live, LIVE_RANK) > key);
+                            self.lives_after_offline
+                                .retain(|live| (*live, LIVE_RANK) > key);
                         }
                     }
-                    None => {}
+                    _ => {}
                 }
             }
             EventBody::Presence { .. } | EventBody::ViewerCount { .. } => {}

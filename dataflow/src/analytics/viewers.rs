@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};
 
-use crate::hashing::FastMap;
 use crate::event::{Millis, PresenceAction};
+use crate::hashing::FastMap;
 
 /// Orders same-millisecond actions of one user deterministically: a leave wins over a heartbeat,
 /// which wins over a join, whatever order the records arrived in.
@@ -55,7 +55,10 @@ impl Viewers {
         if history.contains_key(&key) {
             return;
         }
-        let later = history.range((Excluded(key), Unbounded)).next().map(|(k, _)| k.0);
+        let later = history
+            .range((Excluded(key), Unbounded))
+            .next()
+            .map(|(k, _)| k.0);
         let before = history.range(..key).next_back().is_some_and(|(_, p)| *p);
         history.insert(key, present);
         if later == Some(ts) || before == present {
@@ -141,7 +144,14 @@ mod tests {
 
     #[test]
     fn out_of_order_presence_gives_the_same_timeline() {
-        let actions = [("a", 10, Join), ("b", 20, Join), ("a", 30, Leave), ("b", 30, Heartbeat), ("a", 40, Join), ("b", 50, Leave)];
+        let actions = [
+            ("a", 10, Join),
+            ("b", 20, Join),
+            ("a", 30, Leave),
+            ("b", 30, Heartbeat),
+            ("a", 40, Join),
+            ("b", 50, Leave),
+        ];
         let mut forward = Viewers::default();
         let mut backward = Viewers::default();
         for (u, t, a) in actions {
@@ -151,7 +161,11 @@ mod tests {
             backward.presence(u, *t, *a);
         }
         for (s, e) in [(0, 15), (10, 35), (30, 45), (45, 100), (0, 100)] {
-            assert_eq!(forward.peak_and_end(s, e), backward.peak_and_end(s, e), "{s}..{e}");
+            assert_eq!(
+                forward.peak_and_end(s, e),
+                backward.peak_and_end(s, e),
+                "{s}..{e}"
+            );
         }
         assert_eq!(forward.peak_and_end(0, 100), (2, 0));
         assert_eq!(forward.peak_and_end(30, 40), (1, 1));
@@ -181,7 +195,10 @@ mod tests {
         let before = v.peak_and_end(30, 60);
         v.compact(30);
         assert_eq!(v.peak_and_end(30, 60), before);
-        assert!(!v.users.contains_key("b"), "users who left before the horizon are dropped");
+        assert!(
+            !v.users.contains_key("b"),
+            "users who left before the horizon are dropped"
+        );
         v.presence("b", 40, Join);
         assert_eq!(v.peak_and_end(30, 60), (3, 3));
     }

@@ -28,7 +28,11 @@ impl Lexicons {
     /// Parses lexicons from text; `None` takes the embedded one.
     /// Word and emote lines are `token<TAB>valence[<TAB>...]`; emoji lines are `emoji<TAB>description`;
     /// blank lines and lines starting with `#` are skipped.
-    pub fn from_texts(words: Option<&str>, emoji: Option<&str>, emotes: Option<&str>) -> Result<Self> {
+    pub fn from_texts(
+        words: Option<&str>,
+        emoji: Option<&str>,
+        emotes: Option<&str>,
+    ) -> Result<Self> {
         Ok(Self {
             words: parse_valences("word", words.unwrap_or(BUILTIN_WORDS), true)?,
             emoji: parse_emoji(emoji.unwrap_or(BUILTIN_EMOJI))?,
@@ -49,10 +53,17 @@ fn parse_valences(name: &str, text: &str, lowercase: bool) -> Result<HashMap<Str
     for (line, content) in lines(text) {
         let mut fields = content.split('\t');
         let token = fields.next().unwrap_or_default().trim();
-        let valence = fields.next().map(str::trim).and_then(|v| v.parse::<f64>().ok());
+        let valence = fields
+            .next()
+            .map(str::trim)
+            .and_then(|v| v.parse::<f64>().ok());
         match valence {
             Some(v) if !token.is_empty() && v.is_finite() => {
-                let token = if lowercase { token.to_lowercase() } else { token.to_owned() };
+                let token = if lowercase {
+                    token.to_lowercase()
+                } else {
+                    token.to_owned()
+                };
                 map.insert(token, v);
             }
             _ => {
@@ -102,7 +113,11 @@ mod tests {
         let err = Lexicons::from_texts(Some("good\t1.9\nbad line\n"), None, None).unwrap_err();
         assert_eq!(
             err,
-            Error::Lexicon { name: "word".into(), line: 2, message: "expected token<TAB>valence, got \"bad line\"".into() }
+            Error::Lexicon {
+                name: "word".into(),
+                line: 2,
+                message: "expected token<TAB>valence, got \"bad line\"".into()
+            }
         );
     }
 }

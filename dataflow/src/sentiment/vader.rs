@@ -12,30 +12,155 @@ const C_INCR: f64 = 0.733;
 const N_SCALAR: f64 = -0.74;
 
 const NEGATE: &[&str] = &[
-    "aint", "arent", "cannot", "cant", "couldnt", "darent", "didnt", "doesnt", "ain't", "aren't",
-    "can't", "couldn't", "daren't", "didn't", "doesn't", "dont", "hadnt", "hasnt", "havent", "isnt",
-    "mightnt", "mustnt", "neither", "don't", "hadn't", "hasn't", "haven't", "isn't", "mightn't",
-    "mustn't", "neednt", "needn't", "never", "none", "nope", "nor", "not", "nothing", "nowhere",
-    "oughtnt", "shant", "shouldnt", "uhuh", "wasnt", "werent", "oughtn't", "shan't", "shouldn't",
-    "uh-uh", "wasn't", "weren't", "without", "wont", "wouldnt", "won't", "wouldn't", "rarely",
-    "seldom", "despite",
+    "aint",
+    "arent",
+    "cannot",
+    "cant",
+    "couldnt",
+    "darent",
+    "didnt",
+    "doesnt",
+    "ain't",
+    "aren't",
+    "can't",
+    "couldn't",
+    "daren't",
+    "didn't",
+    "doesn't",
+    "dont",
+    "hadnt",
+    "hasnt",
+    "havent",
+    "isnt",
+    "mightnt",
+    "mustnt",
+    "neither",
+    "don't",
+    "hadn't",
+    "hasn't",
+    "haven't",
+    "isn't",
+    "mightn't",
+    "mustn't",
+    "neednt",
+    "needn't",
+    "never",
+    "none",
+    "nope",
+    "nor",
+    "not",
+    "nothing",
+    "nowhere",
+    "oughtnt",
+    "shant",
+    "shouldnt",
+    "uhuh",
+    "wasnt",
+    "werent",
+    "oughtn't",
+    "shan't",
+    "shouldn't",
+    "uh-uh",
+    "wasn't",
+    "weren't",
+    "without",
+    "wont",
+    "wouldnt",
+    "won't",
+    "wouldn't",
+    "rarely",
+    "seldom",
+    "despite",
 ];
 
 const BOOSTERS_UP: &[&str] = &[
-    "absolutely", "amazingly", "awfully", "completely", "considerable", "considerably",
-    "decidedly", "deeply", "effing", "enormous", "enormously", "entirely", "especially",
-    "exceptional", "exceptionally", "extreme", "extremely", "fabulously", "flipping", "flippin",
-    "frackin", "fracking", "fricking", "frickin", "frigging", "friggin", "fully", "fuckin",
-    "fucking", "fuggin", "fugging", "greatly", "hella", "highly", "hugely", "incredible",
-    "incredibly", "intensely", "major", "majorly", "more", "most", "particularly", "purely",
-    "quite", "really", "remarkably", "so", "substantially", "thoroughly", "total", "totally",
-    "tremendous", "tremendously", "uber", "unbelievably", "unusually", "utter", "utterly", "very",
+    "absolutely",
+    "amazingly",
+    "awfully",
+    "completely",
+    "considerable",
+    "considerably",
+    "decidedly",
+    "deeply",
+    "effing",
+    "enormous",
+    "enormously",
+    "entirely",
+    "especially",
+    "exceptional",
+    "exceptionally",
+    "extreme",
+    "extremely",
+    "fabulously",
+    "flipping",
+    "flippin",
+    "frackin",
+    "fracking",
+    "fricking",
+    "frickin",
+    "frigging",
+    "friggin",
+    "fully",
+    "fuckin",
+    "fucking",
+    "fuggin",
+    "fugging",
+    "greatly",
+    "hella",
+    "highly",
+    "hugely",
+    "incredible",
+    "incredibly",
+    "intensely",
+    "major",
+    "majorly",
+    "more",
+    "most",
+    "particularly",
+    "purely",
+    "quite",
+    "really",
+    "remarkably",
+    "so",
+    "substantially",
+    "thoroughly",
+    "total",
+    "totally",
+    "tremendous",
+    "tremendously",
+    "uber",
+    "unbelievably",
+    "unusually",
+    "utter",
+    "utterly",
+    "very",
 ];
 
 const BOOSTERS_DOWN: &[&str] = &[
-    "almost", "barely", "hardly", "just enough", "kind of", "kinda", "kindof", "kind-of", "less",
-    "little", "marginal", "marginally", "occasional", "occasionally", "partly", "scarce",
-    "scarcely", "slight", "slightly", "somewhat", "sort of", "sorta", "sortof", "sort-of",
+    "almost",
+    "barely",
+    "hardly",
+    "just enough",
+    "kind of",
+    "kinda",
+    "kindof",
+    "kind-of",
+    "less",
+    "little",
+    "marginal",
+    "marginally",
+    "occasional",
+    "occasionally",
+    "partly",
+    "scarce",
+    "scarcely",
+    "slight",
+    "slightly",
+    "somewhat",
+    "sort of",
+    "sorta",
+    "sortof",
+    "sort-of",
 ];
 
 const SPECIAL_CASES: &[(&str, f64)] = &[
@@ -80,7 +205,10 @@ fn booster(word_lower: &str) -> Option<f64> {
 }
 
 fn special_case(phrase: &str) -> Option<f64> {
-    SPECIAL_CASES.iter().find(|(p, _)| *p == phrase).map(|(_, v)| *v)
+    SPECIAL_CASES
+        .iter()
+        .find(|(p, _)| *p == phrase)
+        .map(|(_, v)| *v)
 }
 
 /// Python's `str.isupper()`: some cased character and no lowercase one.
@@ -183,7 +311,9 @@ impl Analyzer {
     }
 
     fn scalar_inc_dec(&self, word: &str, lower: &str, valence: f64, cap_diff: bool) -> f64 {
-        let Some(mut scalar) = booster(lower) else { return 0.0 };
+        let Some(mut scalar) = booster(lower) else {
+            return 0.0;
+        };
         if valence < 0.0 {
             scalar = -scalar;
         }
@@ -195,7 +325,9 @@ impl Analyzer {
 
     fn sentiment_valence(&self, t: &Tokens<'_>, i: usize) -> f64 {
         let (word, lower) = (t.words[i], t.lower[i].as_str());
-        let Some((base, is_emote)) = self.valence_of(word, lower) else { return 0.0 };
+        let Some((base, is_emote)) = self.valence_of(word, lower) else {
+            return 0.0;
+        };
         let n = t.words.len();
         let mut valence = base;
         if lower == "no" && i + 1 < n && self.in_lexicon(t.words[i + 1], &t.lower[i + 1]) {
@@ -255,7 +387,9 @@ fn negation_check(valence: f64, lower: &[String], start: usize, i: usize) -> f64
         1 if w(2) == "without" && w(1) == "doubt" => valence,
         1 if is_negation(w(2)) => valence * N_SCALAR,
         // Same precedence as VADER: (never AND so/this two back) OR so/this one back.
-        2 if (w(3) == "never" && matches!(w(2), "so" | "this")) || matches!(w(1), "so" | "this") => {
+        2 if (w(3) == "never" && matches!(w(2), "so" | "this"))
+            || matches!(w(1), "so" | "this") =>
+        {
             valence * 1.25
         }
         2 if w(3) == "without" && (w(2) == "doubt" || w(1) == "doubt") => valence,
@@ -271,7 +405,13 @@ fn special_idioms_check(mut valence: f64, lower: &[String], i: usize) -> f64 {
     let two_one = format!("{} {}", lower[i - 2], lower[i - 1]);
     let three_two_one = format!("{} {} {}", lower[i - 3], lower[i - 2], lower[i - 1]);
     let three_two = format!("{} {}", lower[i - 3], lower[i - 2]);
-    for seq in [&one_zero, &two_one_zero, &two_one, &three_two_one, &three_two] {
+    for seq in [
+        &one_zero,
+        &two_one_zero,
+        &two_one,
+        &three_two_one,
+        &three_two,
+    ] {
         if let Some(v) = special_case(seq) {
             valence = v;
             break;
@@ -320,7 +460,12 @@ fn punctuation_emphasis(text: &str) -> f64 {
 
 fn score_valence(sentiments: &[f64], text: &str) -> Scores {
     if sentiments.is_empty() {
-        return Scores { compound: 0.0, positive: 0.0, neutral: 0.0, negative: 0.0 };
+        return Scores {
+            compound: 0.0,
+            positive: 0.0,
+            neutral: 0.0,
+            negative: 0.0,
+        };
     }
     let mut sum: f64 = sentiments.iter().sum();
     let emphasis = punctuation_emphasis(text);
@@ -366,12 +511,18 @@ mod tests {
         ("VADER is very smart, handsome, and funny.", 0.8545),
         ("VADER is VERY SMART, handsome, and FUNNY.", 0.9227),
         ("VADER is VERY SMART, handsome, and FUNNY!!!", 0.9342),
-        ("VADER is VERY SMART, uber handsome, and FRIGGIN FUNNY!!!", 0.9469),
+        (
+            "VADER is VERY SMART, uber handsome, and FRIGGIN FUNNY!!!",
+            0.9469,
+        ),
         ("VADER is not smart, handsome, nor funny.", -0.7424),
         ("The book was good.", 0.4404),
         ("At least it isn't a horrible book.", 0.431),
         ("The book was only kind of good.", 0.3832),
-        ("The plot was good, but the characters are uncompelling and the dialog is not great.", -0.7042),
+        (
+            "The plot was good, but the characters are uncompelling and the dialog is not great.",
+            -0.7042,
+        ),
         ("Today SUX!", -0.5461),
         ("Today only kinda sux! But I'll get by, lol", 0.5249),
         ("Make sure you :) or :D today!", 0.8633),
@@ -385,9 +536,18 @@ mod tests {
         ("On the other hand, VADER is quite bad ass", 0.802),
         ("VADER is such a badass!", 0.4003),
         ("Without a doubt, excellent idea.", 0.7013),
-        ("Roger Dodger is one of the most compelling variations on this theme.", 0.2944),
-        ("Roger Dodger is at least compelling as a variation on the theme.", 0.2263),
-        ("Roger Dodger is one of the least compelling variations on this theme.", -0.1695),
+        (
+            "Roger Dodger is one of the most compelling variations on this theme.",
+            0.2944,
+        ),
+        (
+            "Roger Dodger is at least compelling as a variation on the theme.",
+            0.2263,
+        ),
+        (
+            "Roger Dodger is one of the least compelling variations on this theme.",
+            -0.1695,
+        ),
         ("Not such a badass after all.", -0.2584),
         ("Without a doubt, an excellent idea.", 0.7013),
         ("I love this stream 😂😂", 0.875),
@@ -400,7 +560,10 @@ mod tests {
         let analyzer = Analyzer::new(Lexicons::builtin());
         for (text, expected) in PUBLISHED {
             let got = analyzer.polarity_scores(text).compound;
-            assert!((got - expected).abs() <= 0.01, "{text:?}: got {got}, VADER says {expected}");
+            assert!(
+                (got - expected).abs() <= 0.01,
+                "{text:?}: got {got}, VADER says {expected}"
+            );
         }
     }
 
@@ -408,14 +571,19 @@ mod tests {
     fn proportions_match_the_reference_too() {
         let analyzer = Analyzer::new(Lexicons::builtin());
         let scores = analyzer.polarity_scores("VADER is not smart, handsome, nor funny.");
-        assert_eq!((scores.negative, scores.neutral, scores.positive), (0.646, 0.354, 0.0));
+        assert_eq!(
+            (scores.negative, scores.neutral, scores.positive),
+            (0.646, 0.354, 0.0)
+        );
     }
 
     #[test]
     fn emotes_score_case_sensitively_without_caps_boost() {
         let analyzer = Analyzer::new(Lexicons::builtin());
         let pog = analyzer.polarity_scores("that play PogChamp").compound;
-        let sleeper = analyzer.polarity_scores("ResidentSleeper ResidentSleeper").compound;
+        let sleeper = analyzer
+            .polarity_scores("ResidentSleeper ResidentSleeper")
+            .compound;
         let lul = analyzer.polarity_scores("he did it LUL").compound;
         let not_emote = analyzer.polarity_scores("pogchamp").compound;
         assert!(pog >= 0.05 && lul >= 0.05, "{pog} {lul}");

@@ -1,0 +1,277 @@
+//! The `crowdpulse` binary end to end: process (determinism across workers, bad input as dead
+//! letters, unusable arguments), sentiment and generate.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_crowdpulse"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("crowdpulse-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn generate(dir: &Path, seed: u64, partitions: usize) -> Vec<PathBuf> {
+    let output = dir.join("events.ndjson");
+    run_ok(
+        bin()
+            .args([
+                "generate",
+                "--events",
+                "30000",
+                "--seed",
+                &seed.to_string(),
+                "--rate",
+                "300",
+                "--streams",
+                "5",
+            ])
+            .arg("--output")
+            .arg(&output)
+            .args(["--partitions", &partitions.to_string()]),
+    );
+    if partitions == 1 {
+        return vec![output];
+    }
+    (0..partitions)
+        .map(|p| dir.join(format!("events-{p}.ndjson")))
+        .collect()
+}
+
+fn process(inputs: &[PathBuf], output: &Path, workers: usize) -> String {
+    let mut cmd = bin();
+    cmd.arg("process");
+    for input in inputs {
+        cmd.arg("--input").arg(input);
+    }
+    run_ok(
+        cmd.arg("--output")
+            .arg(output)
+            .args(["--workers", &workers.to_string()]),
+    )
+}
+
+fn rows(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn output_is_byte_identical_for_1_2_and_4_workers() {
+    let dir = scratch("workers");
+    let inputs = generate(&dir, 11, 4);
+    let outputs: Vec<Vec<u8>> = [1, 2, 4]
+        .iter()
+        .map(|w| {
+            let out = dir.join(format!("out-{w}.ndjson"));
+            let summary = process(&inputs, &out, *w);
+            assert!(summary.contains("processed 30000 records"), "{summary}");
+            std::fs::read(out).unwrap()
+        })
+        .collect();
+    assert!(outputs[0] == outputs[1] && outputs[1] == outputs[2]);
+    let text = String::from_utf8(outputs[0].clone()).unwrap();
+    for table in [
+        "window_metrics",
+        "window_emojis",
+        "window_top_emojis",
+        "window_revenue",
+        "stream_totals",
+        "dead_letters",
+    ] {
+        assert!(
+            text.contains(&format!("\"table\":\"{table}\"")),
+            "no {table} rows"
+        );
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted, "lines are written sorted");
+    assert!(lines.iter().all(|l| l.contains("\"final\":true")));
+}
+
+#[test]
+fn generate_is_deterministic_per_seed() {
+    let (a, b, c) = (scratch("gen-a"), scratch("gen-b"), scratch("gen-c"));
+    let read = |files: Vec<PathBuf>| std::fs::read(&files[0]).unwrap();
+    let (fa, fb, fc) = (
+        read(generate(&a, 5, 1)),
+        read(generate(&b, 5, 1)),
+        read(generate(&c, 6, 1)),
+    );
+    assert_eq!(fa, fb);
+    assert_ne!(fa, fc);
+}
+
+#[test]
+fn bad_records_become_dead_letters_and_the_run_completes() {
+    let dir = scratch("bad");
+    let input = dir.join("bad.ndjson");
+    let mut f = std::fs::File::create(&input).unwrap();
+    let good = r#"{"type":"chat","stream_id":"s","user_id":"u","ts":1767225600000,"text":"gg"}"#;
+    writeln!(f, "{good}").unwrap();
+    writeln!(
+        f,
+        r#"{{"type":"chat","stream_id":"s","user_id":"u","ts":17672"#
+    )
+    .unwrap(); // truncated
+    writeln!(
+        f,
+        r#"{{"type":"chat","stream_id":"s","user_id":7,"ts":1767225600000,"text":"x"}}"#
+    )
+    .unwrap(); // wrong type
+    writeln!(f, r#"{{"type":"poll","stream_id":"s","ts":1767225600000}}"#).unwrap(); // unknown type
+    writeln!(
+        f,
+        r#"{{"type":"reaction","stream_id":"s","user_id":"u","ts":1767225600000}}"#
+    )
+    .unwrap(); // missing field
+    writeln!(f, "{{\"text\":\"{}\"}}", "x".repeat(2 << 20)).unwrap(); // huge line
+    f.write_all(b"{\"type\":\"chat\",\"stream_id\":\"s\xff\xfe\",\"user_id\":\"u\",\"ts\":1767225600000,\"text\":\"x\"}\n").unwrap();
+    writeln!(
+        f,
+        r#"{{"type":"chat","stream_id":"s","user_id":"u","ts":1767225900000,"text":"later"}}"#
+    )
+    .unwrap();
+    writeln!(f, "{good}").unwrap(); // 300 s behind the watermark: late
+    drop(f);
+    let out = dir.join("out.ndjson");
+    let summary = process(std::slice::from_ref(&input), &out, 2);
+    assert!(summary.contains("processed 9 records"), "{summary}");
+    assert!(summary.contains("1 late, 7 dead-lettered"), "{summary}");
+    let all = rows(&out);
+    let dead: Vec<&Value> = all
+        .iter()
+        .filter(|v| v["table"] == "dead_letters")
+        .collect();
+    let mut reasons: Vec<(u64, &str)> = dead
+        .iter()
+        .map(|d| (d["offset"].as_u64().unwrap(), d["reason"].as_str().unwrap()))
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            (1, "decode"),
+            (2, "invalid"),
+            (3, "invalid"),
+            (4, "invalid"),
+            (5, "decode"),
+            (6, "decode"),
+            (8, "late")
+        ]
+    );
+    let huge = dead.iter().find(|d| d["offset"] == 5).unwrap();
+    assert!(
+        huge["error"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the size limit"),
+        "{huge}"
+    );
+    assert_eq!(huge["payload"].as_str().unwrap().len(), 4096);
+    assert!(dead
+        .iter()
+        .all(|d| d["source"] == input.display().to_string() && d["partition"] == 0));
+    let chat: u64 = all
+        .iter()
+        .filter(|v| v["table"] == "window_metrics" && v["window"] == "10s")
+        .map(|v| v["chat_messages"].as_u64().unwrap())
+        .sum();
+    assert_eq!(chat, 2, "the two valid, timely chat messages are counted");
+}
+
+#[test]
+fn unusable_arguments_and_unreadable_files_fail() {
+    let dir = scratch("args");
+    let out = bin()
+        .args(["process", "--input"])
+        .arg(dir.join("missing.ndjson"))
+        .arg("--output")
+        .arg(dir.join("o"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.ndjson"));
+    assert!(!bin()
+        .args(["process", "--output", "x"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let bad_config = dir.join("bad.toml");
+    std::fs::write(&bad_config, "[pipeline]\nallowed_lateness = \"soon\"\n").unwrap();
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, "").unwrap();
+    let out = bin()
+        .args(["process", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.join("o"))
+        .arg("--config")
+        .arg(&bad_config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("allowed_lateness") || stderr.contains("soon"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sentiment_scores_stdin_lines() {
+    let mut child = bin()
+        .arg("sentiment")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            "VADER is smart, handsome, and funny.\nthis stream is boring ResidentSleeper\n"
+                .as_bytes(),
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["compound"], 0.8316);
+    assert_eq!(lines[0]["label"], "positive");
+    assert_eq!(lines[1]["label"], "negative");
+    for key in [
+        "text", "compound", "positive", "neutral", "negative", "label",
+    ] {
+        assert!(lines[1].get(key).is_some(), "{key}");
+    }
+}
