@@ -179,7 +179,7 @@ mod tests {
         };
         let mut series = MetricSeries::default();
         let mut changes = Vec::new();
-        let values = [30.0, 31.0, 29.0, 30.0, 90.0, 95.0, 30.0];
+        let values = [30.0, 31.0, 29.0, 30.0, 90.0, 400.0, 30.0];
         for (i, v) in values.into_iter().enumerate() {
             let start = i as u64 * 10;
             changes.push(series.observe(
@@ -202,7 +202,10 @@ mod tests {
             (moment.start, moment.end, moment.peak_window_start),
             (40, 60, 40)
         );
+        // The peak is the window with the highest z (90 against a flat baseline), not the
+        // largest value (400 against a baseline that already contains the spike).
         assert_eq!(moment.peak_value, Score(90.0));
+        assert_eq!(moment.zscore, Score(60.0));
     }
 
     #[test]

@@ -167,7 +167,7 @@ mod tests {
                 "{s}..{e}"
             );
         }
-        assert_eq!(forward.peak_and_end(0, 100), (2, 0));
+        assert_eq!(forward.peak_and_end(0, 100), (2, 1));
         assert_eq!(forward.peak_and_end(30, 40), (1, 1));
     }
 
