@@ -396,8 +396,8 @@ pub fn reference_rows(
             let mut facts = BTreeMap::new();
             for &start in &starts {
                 let key = WindowKey {
-                    stream_id: stream.clone(),
-                    window: spec.label.clone(),
+                    stream_id: stream.as_str().into(),
+                    window: spec.label.as_str().into(),
                     start,
                     end: start + spec.size,
                 };

@@ -5,6 +5,7 @@
 
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -41,10 +42,10 @@ impl Hash for Score {
 /// Identifies one window of one stream.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WindowKey {
-    /// The stream.
-    pub stream_id: String,
+    /// The stream (shared: every row of a window carries it).
+    pub stream_id: Arc<str>,
     /// Window label (`10s`, `1m`, `1m/10s`).
-    pub window: String,
+    pub window: Arc<str>,
     /// Inclusive start, epoch ms.
     pub start: Millis,
     /// Exclusive end, epoch ms.
@@ -270,8 +271,8 @@ pub enum Row {
 fn window_fields(key: &WindowKey, table: &str) -> Map<String, Value> {
     let mut map = Map::new();
     map.insert("table".into(), json!(table));
-    map.insert("stream_id".into(), json!(key.stream_id));
-    map.insert("window".into(), json!(key.window));
+    map.insert("stream_id".into(), json!(&*key.stream_id));
+    map.insert("window".into(), json!(&*key.window));
     map.insert("window_start".into(), json!(key.start));
     map.insert("window_end".into(), json!(key.end));
     map
@@ -443,8 +444,8 @@ mod tests {
     fn ndjson_carries_table_and_final() {
         let row = Row::WindowRevenue {
             key: WindowKey {
-                stream_id: "s".into(),
-                window: "10s".into(),
+                stream_id: Arc::from("s"),
+                window: Arc::from("10s"),
                 start: 0,
                 end: 10_000,
             },

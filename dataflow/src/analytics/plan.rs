@@ -1,5 +1,7 @@
 //! The resolved, validated settings every stream's state consults.
 
+use std::sync::Arc;
+
 use crate::config::{MomentsConfig, PipelineConfig};
 use crate::error::Result;
 use crate::windows::{pane_size, WindowSpec};
@@ -8,6 +10,8 @@ use crate::windows::{pane_size, WindowSpec};
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub(crate) specs: Vec<WindowSpec>,
+    /// The specs' labels, shared by every row.
+    pub(crate) labels: Vec<Arc<str>>,
     pub(crate) pane: u64,
     /// Frontier distance past a window's end at which it becomes final: max(allowed lateness, 1).
     pub(crate) final_delay: u64,
@@ -30,6 +34,7 @@ impl Plan {
             top_k: config.top_k,
             moments: config.moments.clone(),
             moment_spec,
+            labels: specs.iter().map(|s| Arc::from(s.label.as_str())).collect(),
             specs,
         })
     }

@@ -1,12 +1,13 @@
 //! Everything the analytics keep for one stream, and how it turns into row changes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::moments::{MetricSeries, MomentChange, MomentInputs, METRICS};
 use super::pane::{top_with_ties, Pane};
 use super::plan::Plan;
 use super::totals::TotalsState;
-use super::viewers::Viewers;
+use super::viewers::{Timeline, Viewers};
 use crate::event::{Event, EventBody, Millis, PresenceAction, AMOUNT_SCALE};
 use crate::hashing::FastMap;
 use crate::rows::{Row, WindowKey};
@@ -28,7 +29,7 @@ struct MomentCursor {
 /// State of one stream on the worker that owns it.
 #[derive(Debug, Default)]
 pub(crate) struct StreamState {
-    id: String,
+    id: Arc<str>,
     panes: BTreeMap<Millis, Pane>,
     dirty_panes: BTreeSet<Millis>,
     /// user -> sorted pane starts in which they chatted (only panes of open windows).
@@ -55,16 +56,37 @@ pub(crate) struct StreamState {
 /// in between (they belong to final windows only).
 const SWEEP_PERIOD: Millis = 60_000;
 
+/// Emits the changes from `previous` to `current` rows of one window: a merge of the two sorted
+/// lists, with a fast path when nothing changed.
 fn diff_rows(previous: Option<Vec<Row>>, current: &[Row], out: &mut RowChanges) {
     let previous = previous.unwrap_or_default();
-    for row in &previous {
-        if !current.contains(row) {
-            out.push((row.clone(), -1));
-        }
+    if previous == current {
+        return;
     }
-    for row in current {
-        if !previous.contains(row) {
-            out.push((row.clone(), 1));
+    let mut old: Vec<&Row> = previous.iter().collect();
+    let mut new: Vec<&Row> = current.iter().collect();
+    old.sort_unstable();
+    new.sort_unstable();
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) if o == n => {
+                i += 1;
+                j += 1;
+            }
+            (Some(o), Some(n)) if o < n => {
+                out.push(((*o).clone(), -1));
+                i += 1;
+            }
+            (Some(o), None) => {
+                out.push(((*o).clone(), -1));
+                i += 1;
+            }
+            (_, Some(n)) => {
+                out.push(((*n).clone(), 1));
+                j += 1;
+            }
+            (None, None) => break,
         }
     }
 }
@@ -73,7 +95,7 @@ impl StreamState {
     pub(crate) fn new(id: String, plan: &Plan) -> Self {
         Self {
             totals: TotalsState::new(id.clone()),
-            id,
+            id: Arc::from(id),
             open_from: vec![0; plan.specs.len()],
             ..Self::default()
         }
@@ -189,20 +211,27 @@ impl StreamState {
     }
 
     /// Every row of one window.
-    fn window_rows(&self, index: usize, start: Millis, plan: &Plan, is_final: bool) -> Vec<Row> {
+    fn window_rows(
+        &self,
+        index: usize,
+        start: Millis,
+        plan: &Plan,
+        timeline: &Timeline,
+        is_final: bool,
+    ) -> Vec<Row> {
         let spec = &plan.specs[index];
         let Some(pane) = self.window_pane(start, spec.size) else {
             return Vec::new();
         };
         let key = WindowKey {
-            stream_id: self.id.clone(),
-            window: spec.label.clone(),
+            stream_id: Arc::clone(&self.id),
+            window: Arc::clone(&plan.labels[index]),
             start,
             end: start + spec.size,
         };
         let mut metrics = pane.metrics;
         metrics.unique_chatters = self.unique.get(&(index, start)).copied().unwrap_or(0);
-        (metrics.viewers_peak, metrics.viewers_end) = self.viewers.peak_and_end(start, key.end);
+        (metrics.viewers_peak, metrics.viewers_end) = timeline.peak_and_end(start, key.end);
         let mut rows = Vec::with_capacity(2 + pane.emojis.len() + pane.revenue.len());
         if !pane.emojis.is_empty() {
             let top = top_with_ties(&pane.emojis, plan.top_k);
@@ -264,33 +293,58 @@ impl StreamState {
     /// Brings the stream's rows up to date with an advanced frontier (None = input exhausted).
     pub(crate) fn advance(&mut self, frontier: Option<Millis>, plan: &Plan, out: &mut RowChanges) {
         let open_from = plan.open_from(frontier);
+        // Windows with new events are rebuilt; windows only after a viewer change are rebuilt
+        // when their viewer numbers actually moved.
         let mut changed = BTreeSet::new();
+        let mut viewers_only = BTreeSet::new();
         for (index, spec) in plan.specs.iter().enumerate() {
             for pane in &self.dirty_panes {
                 changed.extend(spec.starts_containing(*pane).map(|s| (index, s)));
             }
             if let Some(from) = self.viewers_dirty_from {
                 let lo = from.saturating_sub(spec.size - 1);
-                changed.extend(
+                viewers_only.extend(
                     self.active_starts(index, lo, u64::MAX, plan)
                         .into_iter()
-                        .map(|s| (index, s)),
+                        .map(|s| (index, s))
+                        .filter(|w| !changed.contains(w)),
                 );
             }
         }
         self.dirty_panes.clear();
         self.viewers_dirty_from = None;
+        let closing: Vec<BTreeSet<Millis>> = (0..plan.specs.len())
+            .map(|index| self.active_starts(index, self.open_from[index], open_from[index], plan))
+            .collect();
+        let idle = changed.is_empty() && viewers_only.is_empty();
+        let timeline = if idle && closing.iter().all(BTreeSet::is_empty) {
+            Timeline::default()
+        } else {
+            self.viewers.timeline()
+        };
+        for (index, start) in viewers_only {
+            if start < open_from[index] {
+                continue;
+            }
+            let spec = &plan.specs[index];
+            let viewers = timeline.peak_and_end(start, start + spec.size);
+            let unchanged = self.live.get(&(index, start)).and_then(|rows| rows.last()).is_some_and(|row| {
+                matches!(row, Row::WindowMetrics { metrics, .. } if (metrics.viewers_peak, metrics.viewers_end) == viewers)
+            });
+            if !unchanged {
+                changed.insert((index, start));
+            }
+        }
         for (index, start) in changed {
             if start >= open_from[index] {
-                let rows = self.window_rows(index, start, plan, false);
+                let rows = self.window_rows(index, start, plan, &timeline, false);
                 diff_rows(self.live.remove(&(index, start)), &rows, out);
                 self.live.insert((index, start), rows);
             }
         }
-        for (index, &until) in open_from.iter().enumerate() {
-            let closing = self.active_starts(index, self.open_from[index], until, plan);
-            for start in closing {
-                let rows = self.window_rows(index, start, plan, true);
+        for (index, starts) in closing.into_iter().enumerate() {
+            for start in starts {
+                let rows = self.window_rows(index, start, plan, &timeline, true);
                 for row in &rows {
                     if let Row::WindowMetrics { metrics, .. } = row {
                         self.final_peak = self.final_peak.max(metrics.viewers_peak);

@@ -77,32 +77,25 @@ impl Viewers {
         *entry = (*entry).max(count);
     }
 
-    /// (peak, end): the most viewers at any instant of `[start, end)` and the viewers at `end - 1`.
-    /// A gauge reading at or before an instant takes precedence over presence.
-    pub(crate) fn peak_and_end(&self, start: Millis, end: Millis) -> (u64, u64) {
-        let mut present = self.base + self.deltas.range(..=start).map(|(_, d)| d).sum::<i64>();
-        let mut gauge = self.gauge.range(..=start).next_back().map(|(_, v)| *v);
-        let viewers = |present: i64, gauge: Option<u64>| gauge.unwrap_or(present.max(0) as u64);
-        let mut peak = viewers(present, gauge);
-        let mut deltas = self.deltas.range(start + 1..end).peekable();
-        let mut readings = self.gauge.range(start + 1..end).peekable();
-        loop {
-            let next_delta = deltas.peek().map(|(t, _)| **t);
-            let next_reading = readings.peek().map(|(t, _)| **t);
-            let at = match (next_delta, next_reading) {
-                (None, None) => break,
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) | (None, Some(a)) => a,
-            };
-            if next_delta == Some(at) {
-                present += deltas.next().map_or(0, |(_, d)| *d);
-            }
-            if next_reading == Some(at) {
-                gauge = readings.next().map(|(_, v)| *v);
-            }
-            peak = peak.max(viewers(present, gauge));
+    /// A read-only step-function view for answering many window queries at once: building it
+    /// is one pass over the changes, each query then costs a binary search plus the changes
+    /// inside the window.
+    pub(crate) fn timeline(&self) -> Timeline {
+        let mut count = self.base;
+        let presence = self
+            .deltas
+            .iter()
+            .map(|(t, d)| {
+                count += d;
+                (*t, count)
+            })
+            .collect();
+        let gauge = self.gauge.iter().map(|(t, v)| (*t, *v)).collect();
+        Timeline {
+            base: self.base,
+            presence,
+            gauge,
         }
-        (peak, viewers(present, gauge))
     }
 
     /// Folds everything before `horizon` into carried state.
@@ -137,6 +130,61 @@ impl Viewers {
     }
 }
 
+/// Viewers over time, as sorted change points.
+#[derive(Debug, Default)]
+pub(crate) struct Timeline {
+    base: i64,
+    /// (time, present count from that time on).
+    presence: Vec<(Millis, i64)>,
+    /// (time, gauge reading from that time on).
+    gauge: Vec<(Millis, u64)>,
+}
+
+impl Timeline {
+    fn viewers_at(&self, t: Millis) -> u64 {
+        let at = self.gauge.partition_point(|(ts, _)| *ts <= t);
+        if at > 0 {
+            return self.gauge[at - 1].1;
+        }
+        let at = self.presence.partition_point(|(ts, _)| *ts <= t);
+        let present = if at == 0 {
+            self.base
+        } else {
+            self.presence[at - 1].1
+        };
+        present.max(0) as u64
+    }
+
+    /// (peak, end): the most viewers at any instant of `[start, end)` and the viewers at
+    /// `end - 1`. A gauge reading at or before an instant takes precedence over presence.
+    pub(crate) fn peak_and_end(&self, start: Millis, end: Millis) -> (u64, u64) {
+        let inside = |points: &[(Millis, u64)]| -> Vec<Millis> {
+            let from = points.partition_point(|(t, _)| *t <= start);
+            let to = points.partition_point(|(t, _)| *t < end);
+            points[from..to].iter().map(|(t, _)| *t).collect()
+        };
+        let from = self.presence.partition_point(|(t, _)| *t <= start);
+        let to = self.presence.partition_point(|(t, _)| *t < end);
+        if self.gauge.is_empty() {
+            // Presence only: the counts after each change are stored, no lookups needed.
+            let peak = self.presence[from..to]
+                .iter()
+                .map(|(_, c)| (*c).max(0) as u64);
+            return (
+                peak.fold(self.viewers_at(start), u64::max),
+                self.viewers_at(end - 1),
+            );
+        }
+        let peak = self.presence[from..to]
+            .iter()
+            .map(|(t, _)| *t)
+            .chain(inside(&self.gauge))
+            .map(|t| self.viewers_at(t))
+            .fold(self.viewers_at(start), u64::max);
+        (peak, self.viewers_at(end - 1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,13 +210,13 @@ mod tests {
         }
         for (s, e) in [(0, 15), (10, 35), (30, 45), (45, 100), (0, 100)] {
             assert_eq!(
-                forward.peak_and_end(s, e),
-                backward.peak_and_end(s, e),
+                forward.timeline().peak_and_end(s, e),
+                backward.timeline().peak_and_end(s, e),
                 "{s}..{e}"
             );
         }
-        assert_eq!(forward.peak_and_end(0, 100), (2, 1));
-        assert_eq!(forward.peak_and_end(30, 40), (1, 1));
+        assert_eq!(forward.timeline().peak_and_end(0, 100), (2, 1));
+        assert_eq!(forward.timeline().peak_and_end(30, 40), (1, 1));
     }
 
     #[test]
@@ -176,12 +224,12 @@ mod tests {
         let mut v = Viewers::default();
         v.presence("a", 10, Leave);
         v.presence("a", 10, Join);
-        assert_eq!(v.peak_and_end(0, 20), (0, 0));
+        assert_eq!(v.timeline().peak_and_end(0, 20), (0, 0));
         v.presence("b", 5, Join);
         v.gauge(15, 100);
         v.gauge(15, 90);
-        assert_eq!(v.peak_and_end(0, 20), (100, 100));
-        assert_eq!(v.peak_and_end(0, 15), (1, 1));
+        assert_eq!(v.timeline().peak_and_end(0, 20), (100, 100));
+        assert_eq!(v.timeline().peak_and_end(0, 15), (1, 1));
     }
 
     #[test]
@@ -192,14 +240,14 @@ mod tests {
         }
         v.presence("b", 25, Leave);
         v.presence("c", 35, Heartbeat);
-        let before = v.peak_and_end(30, 60);
+        let before = v.timeline().peak_and_end(30, 60);
         v.compact(30);
-        assert_eq!(v.peak_and_end(30, 60), before);
+        assert_eq!(v.timeline().peak_and_end(30, 60), before);
         assert!(
             !v.users.contains_key("b"),
             "users who left before the horizon are dropped"
         );
         v.presence("b", 40, Join);
-        assert_eq!(v.peak_and_end(30, 60), (3, 3));
+        assert_eq!(v.timeline().peak_and_end(30, 60), (3, 3));
     }
 }
