@@ -63,7 +63,7 @@ fn sorted_json_lines(rows: &[Row], threads: usize) -> Vec<String> {
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|row| row.to_json().to_string())
+                        .map(|row| row.to_json_line())
                         .collect::<Vec<_>>()
                 })
             })
@@ -113,7 +113,13 @@ pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
                 .collect()
         },
     )?;
+    let rendering = Instant::now();
     let lines = sorted_json_lines(&rows, options.workers.max(1));
+    tracing::debug!(
+        rows = lines.len(),
+        elapsed_ms = rendering.elapsed().as_millis() as u64,
+        "rendered rows"
+    );
     let file = std::fs::File::create(&options.output)
         .map_err(|e| ConnectorError::io(&options.output, e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);

@@ -16,6 +16,7 @@ pub mod memory_reader;
 pub mod pipeline;
 pub mod reference;
 pub mod rows;
+pub mod rows_json;
 pub mod sentiment;
 pub mod source;
 pub mod windows;

@@ -8,9 +8,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
 
-use crate::event::{Millis, AMOUNT_SCALE};
+use crate::event::Millis;
 use crate::sentiment::COMPOUND_SCALE;
 
 /// A float column computed deterministically (moment statistics); ordered by `total_cmp`.
@@ -245,7 +244,7 @@ pub enum Row {
         currency: String,
         /// Count.
         transactions: u64,
-        /// Sum in 1/[`AMOUNT_SCALE`] units.
+        /// Sum in 1/[`crate::event::AMOUNT_SCALE`] units.
         amount: i64,
         /// Whether the window can no longer change.
         is_final: bool,
@@ -266,20 +265,6 @@ pub enum Row {
     },
     /// `dead_letters` (always final)
     DeadLetter(DeadLetter),
-}
-
-fn window_fields(key: &WindowKey, table: &str) -> Map<String, Value> {
-    let mut map = Map::new();
-    map.insert("table".into(), json!(table));
-    map.insert("stream_id".into(), json!(&*key.stream_id));
-    map.insert("window".into(), json!(&*key.window));
-    map.insert("window_start".into(), json!(key.start));
-    map.insert("window_end".into(), json!(key.end));
-    map
-}
-
-fn score(value: Score) -> Value {
-    json!((value.0 * 10_000.0).round() / 10_000.0)
 }
 
 impl Row {
@@ -321,110 +306,6 @@ impl Row {
             Row::DeadLetter(_) => None,
         }
     }
-
-    /// The NDJSON object of DESIGN §4a.
-    pub fn to_json(&self) -> Value {
-        let mut map = match self {
-            Row::WindowMetrics {
-                key, metrics: m, ..
-            } => {
-                let mut map = window_fields(key, self.table());
-                for (name, value) in [
-                    ("chat_messages", json!(m.chat_messages)),
-                    ("unique_chatters", json!(m.unique_chatters)),
-                    ("sentiment_mean", json!(m.sentiment_mean())),
-                    ("positive", json!(m.positive)),
-                    ("neutral", json!(m.neutral)),
-                    ("negative", json!(m.negative)),
-                    ("reactions", json!(m.reactions)),
-                    ("viewer_joins", json!(m.viewer_joins)),
-                    ("viewer_leaves", json!(m.viewer_leaves)),
-                    ("viewers_peak", json!(m.viewers_peak)),
-                    ("viewers_end", json!(m.viewers_end)),
-                    ("transactions", json!(m.transactions)),
-                ] {
-                    map.insert(name.into(), value);
-                }
-                map
-            }
-            Row::WindowEmoji {
-                key, emoji, count, ..
-            } => {
-                let mut map = window_fields(key, self.table());
-                map.insert("emoji".into(), json!(emoji));
-                map.insert("count".into(), json!(count));
-                map
-            }
-            Row::WindowTopEmojis { key, top, .. } => {
-                let mut map = window_fields(key, self.table());
-                let top: Vec<Value> = top
-                    .iter()
-                    .map(|(e, c)| json!({"emoji": e, "count": c}))
-                    .collect();
-                map.insert("top".into(), Value::Array(top));
-                map
-            }
-            Row::WindowRevenue {
-                key,
-                kind,
-                currency,
-                transactions,
-                amount,
-                ..
-            } => {
-                let mut map = window_fields(key, self.table());
-                map.insert("kind".into(), json!(kind));
-                map.insert("currency".into(), json!(currency));
-                map.insert("transactions".into(), json!(transactions));
-                map.insert("amount".into(), json!(*amount as f64 / AMOUNT_SCALE as f64));
-                map
-            }
-            Row::Moment { moment: m, .. } => json!({
-                "table": self.table(),
-                "stream_id": m.stream_id,
-                "metric": m.metric,
-                "start": m.start,
-                "end": m.end,
-                "peak_window_start": m.peak_window_start,
-                "peak_value": score(m.peak_value),
-                "baseline_mean": score(m.baseline_mean),
-                "baseline_std": score(m.baseline_std),
-                "zscore": score(m.zscore),
-            })
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-            Row::StreamTotals { totals: t, .. } => json!({
-                "table": self.table(),
-                "stream_id": t.stream_id,
-                "title": t.title,
-                "category": t.category,
-                "status": t.status,
-                "live_since": t.live_since,
-                "chat_messages": t.chat_messages,
-                "reactions": t.reactions,
-                "transactions": t.transactions,
-                "peak_viewers": t.peak_viewers,
-            })
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-            Row::DeadLetter(d) => json!({
-                "table": self.table(),
-                "source": d.source,
-                "partition": d.partition,
-                "offset": d.offset,
-                "reason": d.reason.name(),
-                "error": d.error,
-                "payload": d.payload,
-            })
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-        };
-        map.insert("final".into(), json!(self.is_final()));
-        Value::Object(map)
-    }
 }
 
 #[cfg(test)]
@@ -456,7 +337,7 @@ mod tests {
             is_final: true,
         };
         assert_eq!(
-            row.to_json().to_string(),
+            row.to_json_line(),
             r#"{"amount":9.98,"currency":"USD","final":true,"kind":"donation","stream_id":"s","table":"window_revenue","transactions":2,"window":"10s","window_end":10000,"window_start":0}"#
         );
         let dead = DeadLetter::new(

@@ -60,7 +60,7 @@ fn run(
 }
 
 fn lines(rows: &[Row]) -> Vec<String> {
-    let mut lines: Vec<String> = rows.iter().map(|r| r.to_json().to_string()).collect();
+    let mut lines: Vec<String> = rows.iter().map(|r| r.to_json_line()).collect();
     lines.sort();
     lines
 }

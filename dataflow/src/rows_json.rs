@@ -1,0 +1,261 @@
+//! The NDJSON form of rows (DESIGN §4a): one object per row, `"table"` naming the table, keys in
+//! alphabetical order. Serialized straight from borrowed views, without building JSON values.
+
+use serde::{Serialize, Serializer};
+
+use crate::event::AMOUNT_SCALE;
+use crate::rows::{Row, Score, WindowKey};
+
+fn score(value: Score) -> f64 {
+    (value.0 * 10_000.0).round() / 10_000.0
+}
+
+#[derive(Serialize)]
+struct TopEntry<'a> {
+    count: u64,
+    emoji: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum View<'a> {
+    WindowMetrics {
+        chat_messages: u64,
+        #[serde(rename = "final")]
+        is_final: bool,
+        negative: u64,
+        neutral: u64,
+        positive: u64,
+        reactions: u64,
+        sentiment_mean: Option<f64>,
+        stream_id: &'a str,
+        table: &'static str,
+        transactions: u64,
+        unique_chatters: u64,
+        viewer_joins: u64,
+        viewer_leaves: u64,
+        viewers_end: u64,
+        viewers_peak: u64,
+        window: &'a str,
+        window_end: u64,
+        window_start: u64,
+    },
+    WindowEmoji {
+        count: u64,
+        emoji: &'a str,
+        #[serde(rename = "final")]
+        is_final: bool,
+        stream_id: &'a str,
+        table: &'static str,
+        window: &'a str,
+        window_end: u64,
+        window_start: u64,
+    },
+    WindowTopEmojis {
+        #[serde(rename = "final")]
+        is_final: bool,
+        stream_id: &'a str,
+        table: &'static str,
+        top: Vec<TopEntry<'a>>,
+        window: &'a str,
+        window_end: u64,
+        window_start: u64,
+    },
+    WindowRevenue {
+        amount: f64,
+        currency: &'a str,
+        #[serde(rename = "final")]
+        is_final: bool,
+        kind: &'a str,
+        stream_id: &'a str,
+        table: &'static str,
+        transactions: u64,
+        window: &'a str,
+        window_end: u64,
+        window_start: u64,
+    },
+    Moment {
+        baseline_mean: f64,
+        baseline_std: f64,
+        end: u64,
+        #[serde(rename = "final")]
+        is_final: bool,
+        metric: &'a str,
+        peak_value: f64,
+        peak_window_start: u64,
+        start: u64,
+        stream_id: &'a str,
+        table: &'static str,
+        zscore: f64,
+    },
+    StreamTotals {
+        category: Option<&'a str>,
+        chat_messages: u64,
+        #[serde(rename = "final")]
+        is_final: bool,
+        live_since: Option<u64>,
+        peak_viewers: u64,
+        reactions: u64,
+        status: Option<&'a str>,
+        stream_id: &'a str,
+        table: &'static str,
+        title: Option<&'a str>,
+        transactions: u64,
+    },
+    DeadLetter {
+        error: &'a str,
+        #[serde(rename = "final")]
+        is_final: bool,
+        offset: u64,
+        partition: u32,
+        payload: &'a str,
+        reason: &'static str,
+        source: &'a str,
+        table: &'static str,
+    },
+}
+
+fn window(key: &WindowKey) -> (&str, &str, u64, u64) {
+    (&key.stream_id, &key.window, key.start, key.end)
+}
+
+impl<'a> View<'a> {
+    fn of(row: &'a Row) -> Self {
+        let (table, is_final) = (row.table(), row.is_final());
+        match row {
+            Row::WindowMetrics {
+                key, metrics: m, ..
+            } => {
+                let (stream_id, window, window_start, window_end) = window(key);
+                View::WindowMetrics {
+                    chat_messages: m.chat_messages,
+                    is_final,
+                    negative: m.negative,
+                    neutral: m.neutral,
+                    positive: m.positive,
+                    reactions: m.reactions,
+                    sentiment_mean: m.sentiment_mean(),
+                    stream_id,
+                    table,
+                    transactions: m.transactions,
+                    unique_chatters: m.unique_chatters,
+                    viewer_joins: m.viewer_joins,
+                    viewer_leaves: m.viewer_leaves,
+                    viewers_end: m.viewers_end,
+                    viewers_peak: m.viewers_peak,
+                    window,
+                    window_end,
+                    window_start,
+                }
+            }
+            Row::WindowEmoji {
+                key, emoji, count, ..
+            } => {
+                let (stream_id, window, window_start, window_end) = window(key);
+                View::WindowEmoji {
+                    count: *count,
+                    emoji,
+                    is_final,
+                    stream_id,
+                    table,
+                    window,
+                    window_end,
+                    window_start,
+                }
+            }
+            Row::WindowTopEmojis { key, top, .. } => {
+                let (stream_id, window, window_start, window_end) = window(key);
+                let top = top
+                    .iter()
+                    .map(|(emoji, count)| TopEntry {
+                        count: *count,
+                        emoji,
+                    })
+                    .collect();
+                View::WindowTopEmojis {
+                    is_final,
+                    stream_id,
+                    table,
+                    top,
+                    window,
+                    window_end,
+                    window_start,
+                }
+            }
+            Row::WindowRevenue {
+                key,
+                kind,
+                currency,
+                transactions,
+                amount,
+                ..
+            } => {
+                let (stream_id, window, window_start, window_end) = window(key);
+                View::WindowRevenue {
+                    amount: *amount as f64 / AMOUNT_SCALE as f64,
+                    currency,
+                    is_final,
+                    kind,
+                    stream_id,
+                    table,
+                    transactions: *transactions,
+                    window,
+                    window_end,
+                    window_start,
+                }
+            }
+            Row::Moment { moment: m, .. } => View::Moment {
+                baseline_mean: score(m.baseline_mean),
+                baseline_std: score(m.baseline_std),
+                end: m.end,
+                is_final,
+                metric: &m.metric,
+                peak_value: score(m.peak_value),
+                peak_window_start: m.peak_window_start,
+                start: m.start,
+                stream_id: &m.stream_id,
+                table,
+                zscore: score(m.zscore),
+            },
+            Row::StreamTotals { totals: t, .. } => View::StreamTotals {
+                category: t.category.as_deref(),
+                chat_messages: t.chat_messages,
+                is_final,
+                live_since: t.live_since,
+                peak_viewers: t.peak_viewers,
+                reactions: t.reactions,
+                status: t.status.as_deref(),
+                stream_id: &t.stream_id,
+                table,
+                title: t.title.as_deref(),
+                transactions: t.transactions,
+            },
+            Row::DeadLetter(d) => View::DeadLetter {
+                error: &d.error,
+                is_final,
+                offset: d.offset,
+                partition: d.partition,
+                payload: &d.payload,
+                reason: d.reason.name(),
+                source: &d.source,
+                table,
+            },
+        }
+    }
+}
+
+/// A row in its NDJSON shape, for any serde serializer.
+pub struct RowJson<'a>(pub &'a Row);
+
+impl Serialize for RowJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        View::of(self.0).serialize(serializer)
+    }
+}
+
+impl Row {
+    /// The row as one NDJSON line (without newline).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(&RowJson(self)).expect("rows serialize")
+    }
+}
