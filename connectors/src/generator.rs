@@ -304,7 +304,7 @@ impl Generator {
 }
 
 /// Writes `config.events` records as NDJSON. With `partitions` > 1 the records are split by
-/// stream (as a keyed Kafka producer would) into `<stem>-<p>.<ext>` files; returns the paths.
+/// stream with Kafka's default partitioner (as a keyed producer would) into `<stem>-<p>.<ext>` files; returns the paths.
 pub fn write_files(
     config: GeneratorConfig,
     output: &std::path::Path,
@@ -336,8 +336,7 @@ pub fn write_files(
         })
         .collect::<crate::error::Result<Vec<_>>>()?;
     for record in Generator::new(config) {
-        let p = (crowdpulse_dataflow::analytics::stream_hash(&record.stream_id) % partitions as u64)
-            as usize;
+        let p = crate::partitioner::partition_for_key(record.stream_id.as_bytes(), partitions);
         writeln!(writers[p], "{}", record.line)
             .map_err(|e| crate::error::ConnectorError::io(&paths[p], e))?;
     }
