@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use crowdpulse_dataflow::analytics::Engine;
+use crowdpulse_dataflow::analytics::{Engine, PaneAggregator};
 use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::event::Event;
@@ -53,6 +53,9 @@ fn hot_paths(c: &mut Criterion) {
             }
         })
     });
+    group.finish();
+    let mut group = c.benchmark_group("per_text");
+    group.throughput(Throughput::Elements(3));
     group.bench_function("sentiment_uncached", |b| {
         b.iter(|| {
             for text in [
@@ -64,14 +67,20 @@ fn hot_paths(c: &mut Criterion) {
             }
         })
     });
-    group.bench_function("engine_apply_and_advance", |b| {
+    group.finish();
+    let mut group = c.benchmark_group("per_record");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    group.bench_function("aggregate_apply_and_advance", |b| {
         b.iter(|| {
-            let mut engine =
-                Engine::new(&PipelineConfig::default(), Arc::clone(&analyzer)).unwrap();
+            let mut aggregator = PaneAggregator::new(10_000, Arc::clone(&analyzer));
+            let mut engine = Engine::new(&PipelineConfig::default()).unwrap();
             let mut out = Vec::new();
             for (i, chunk) in events.chunks(1_000).enumerate() {
                 for event in chunk {
-                    engine.apply(event);
+                    aggregator.add(event.clone(), event.ts);
+                }
+                for (_, delta) in aggregator.drain() {
+                    engine.apply(&delta);
                 }
                 engine.advance(Some(T0 + (i as u64 + 1) * 1_000), &mut out);
                 out.clear();

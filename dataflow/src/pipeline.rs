@@ -44,8 +44,8 @@ pub fn analytics_dataflow<'scope>(
     analyzer: Arc<Analyzer>,
     counters: Arc<SourceCounters>,
 ) -> Result<VecCollection<'scope, u64, Row, isize>> {
-    let (events, dead) = partitioned_source(scope, readers, config, counters);
-    let rows = events.window_analytics(config, analyzer)?;
+    let (deltas, dead) = partitioned_source(scope, readers, config, analyzer, counters)?;
+    let rows = deltas.window_analytics(config)?;
     Ok(rows.concat(dead_letter_rows(dead)))
 }
 

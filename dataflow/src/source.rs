@@ -11,12 +11,15 @@ use timely::dataflow::{Scope, Stream};
 
 use tracing::warn;
 
+use crate::analytics::{PaneAggregator, PaneDelta};
 use crate::clock::{Admission, PartitionClock};
 use crate::codec::{DecodeContext, Format};
 use crate::config::PipelineConfig;
 use crate::error::Error;
 use crate::event::{Event, Millis};
 use crate::rows::{DeadLetter, DeadLetterReason};
+use crate::sentiment::Analyzer;
+use crate::windows::pane_size;
 
 /// One record as read from a partition, borrowed from its [`RecordBatch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +228,14 @@ fn admit(
     }
 }
 
-/// Builds the source: `readers` are this worker's partitions. Returns (events, dead letters).
+/// The source's two outputs.
+pub type DeltaAndDeadStreams<'scope> = (
+    Stream<'scope, u64, Vec<PaneDelta>>,
+    Stream<'scope, u64, Vec<DeadLetter>>,
+);
+
+/// Builds the source: `readers` are this worker's partitions. Returns (pane deltas, dead letters):
+/// each activation's accepted events are pre-aggregated per (stream, pane) where they are read.
 ///
 /// Invariant (what makes final results deterministic): a record's timely time is
 /// `max(ceil_to_tick(ts), capability)` and the capability never passes the least watermark of the
@@ -235,11 +245,10 @@ pub fn partitioned_source<'scope>(
     scope: Scope<'scope, u64>,
     readers: Vec<Box<dyn PartitionReader>>,
     config: &PipelineConfig,
+    analyzer: Arc<Analyzer>,
     counters: Arc<SourceCounters>,
-) -> (
-    Stream<'scope, u64, Vec<Event>>,
-    Stream<'scope, u64, Vec<DeadLetter>>,
-) {
+) -> Result<DeltaAndDeadStreams<'scope>, Error> {
+    let mut aggregator = PaneAggregator::new(pane_size(&config.window_specs()?), analyzer);
     let tick = config.tick.0.max(1);
     let (out_of_orderness, lateness) = (config.max_out_of_orderness.0, config.allowed_lateness.0);
     let mut partitions: Vec<Partition> = readers
@@ -254,7 +263,7 @@ pub fn partitioned_source<'scope>(
         let activator = scope.activator_for(info.address);
         let mut held = Some(capability);
         let mut batch = RecordBatch::default();
-        let mut timed: Vec<(Millis, Result<Event, DeadLetter>)> = Vec::new();
+        let mut dead_letters: Vec<DeadLetter> = Vec::new();
         move |output| {
             let Some(capability) = held.as_mut() else {
                 return;
@@ -272,7 +281,8 @@ pub fn partitioned_source<'scope>(
                     match admit(&record, partition) {
                         Ok(event) => {
                             counters.events.fetch_add(1, Ordering::Relaxed);
-                            timed.push((ceil_to_tick(event.ts, tick).max(now), Ok(event)));
+                            let time = ceil_to_tick(event.ts, tick).max(now);
+                            aggregator.add(event, time);
                         }
                         Err((reason, error)) => {
                             counters.count(reason);
@@ -284,7 +294,7 @@ pub fn partitioned_source<'scope>(
                                 error,
                                 record.payload,
                             );
-                            timed.push((now, Err(dead)));
+                            dead_letters.push(dead);
                         }
                     }
                 }
@@ -298,18 +308,14 @@ pub fn partitioned_source<'scope>(
                     }
                 }
             }
-            // Records come mostly in event-time order, so runs of equal times are long: one
-            // session per run, no sort.
-            let mut items = timed.drain(..).peekable();
-            while let Some((t, item)) = items.next() {
-                let delayed = capability.delayed(&t);
-                let mut session = output.session(&delayed);
-                session.give(item);
-                while let Some((_, item)) = items.next_if(|(u, _)| *u == t) {
-                    session.give(item);
-                }
+            for (time, delta) in aggregator.drain() {
+                output.session(&capability.delayed(&time)).give(Ok(delta));
             }
-            drop(items);
+            if !dead_letters.is_empty() {
+                output
+                    .session(&*capability)
+                    .give_iterator(dead_letters.drain(..).map(Err));
+            }
             let open = partitions.iter().filter(|p| !p.done);
             if open.clone().next().is_none() {
                 held = None;
@@ -327,7 +333,7 @@ pub fn partitioned_source<'scope>(
             activator.activate();
         }
     });
-    records
-        .container::<Vec<Result<Event, DeadLetter>>>()
-        .ok_err(|item| item)
+    Ok(records
+        .container::<Vec<Result<PaneDelta, DeadLetter>>>()
+        .ok_err(|item| item))
 }

@@ -1,6 +1,7 @@
 //! Windowed analytics per stream: window metrics, emojis and top emojis, revenue, viewers,
 //! moments and stream totals, built from panes with bounded state.
 
+mod delta;
 mod engine;
 mod moments;
 mod operator;
@@ -10,6 +11,7 @@ mod stream_state;
 mod totals;
 mod viewers;
 
+pub use delta::{MetaUpdate, PaneAggregator, PaneDelta};
 pub use engine::Engine;
 pub use moments::{MetricSeries, MomentChange, MomentInputs, METRICS};
 pub use operator::{stream_hash, WindowAnalytics};

@@ -2,19 +2,17 @@
 //! frontier passes their time, and emits row changes as a differential collection.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
+use super::delta::PaneDelta;
 use super::engine::Engine;
 use crate::config::PipelineConfig;
 use crate::error::Result;
-use crate::event::Event;
 use crate::rows::Row;
-use crate::sentiment::Analyzer;
 
 /// FNV-1a of the stream id: a fixed hash, so a stream lands on the same worker in every run.
 pub fn stream_hash(stream_id: &str) -> u64 {
@@ -23,31 +21,29 @@ pub fn stream_hash(stream_id: &str) -> u64 {
     })
 }
 
-/// Window analytics over a stream of events.
+/// Window analytics over a stream of pane deltas.
 pub trait WindowAnalytics<'scope> {
     /// Every output table's rows (except dead letters) as a collection: live rows replaced as
     /// their windows change, final rows never retracted, retired state never shown as deletions.
     fn window_analytics(
         self,
         config: &PipelineConfig,
-        analyzer: Arc<Analyzer>,
     ) -> Result<VecCollection<'scope, u64, Row, isize>>;
 }
 
-impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<Event>> {
+impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
     fn window_analytics(
         self,
         config: &PipelineConfig,
-        analyzer: Arc<Analyzer>,
     ) -> Result<VecCollection<'scope, u64, Row, isize>> {
-        let mut engine = Engine::new(config, analyzer)?;
-        let by_stream = Exchange::new(|event: &Event| stream_hash(&event.stream_id));
+        let mut engine = Engine::new(config)?;
+        let by_stream = Exchange::new(|delta: &PaneDelta| stream_hash(&delta.stream_id));
         let changes =
             self.unary_frontier(by_stream, "WindowAnalytics", move |capability, _info| {
                 // Invariant: the held capability tracks the input frontier, so row changes can be
                 // emitted as soon as the frontier moves and downstream frontiers follow the input's.
                 let mut held = Some(capability);
-                let mut stash: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
+                let mut stash: BTreeMap<u64, Vec<PaneDelta>> = BTreeMap::new();
                 let mut changes = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|time, data| {
@@ -69,8 +65,8 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<Event>> {
                         }
                         None => std::mem::take(&mut stash),
                     };
-                    for event in ready.values().flatten() {
-                        engine.apply(event);
+                    for delta in ready.values().flatten() {
+                        engine.apply(delta);
                     }
                     engine.advance(now, &mut changes);
                     if let Some(f) = now {

@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::rows::WindowMetrics;
 
 /// Additive aggregates of the events in one pane.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Pane {
     /// Any event of the stream fell here: windows containing the pane produce rows.
     pub(crate) events: u64,

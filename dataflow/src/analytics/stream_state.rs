@@ -3,15 +3,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use super::delta::PaneDelta;
 use super::moments::{MetricSeries, MomentChange, MomentInputs, METRICS};
 use super::pane::{top_with_ties, Pane};
 use super::plan::Plan;
 use super::totals::TotalsState;
 use super::viewers::{Timeline, Viewers};
-use crate::event::{Event, EventBody, Millis, PresenceAction, AMOUNT_SCALE};
+use crate::event::{Millis, AMOUNT_SCALE};
 use crate::hashing::FastMap;
 use crate::rows::{Row, WindowKey};
-use crate::sentiment::Label;
 
 /// Row changes produced by an advance, with +1/-1 multiplicities.
 pub type RowChanges = Vec<(Row, isize)>;
@@ -106,68 +106,33 @@ impl StreamState {
         self.open_from.iter().copied().min().unwrap_or(0)
     }
 
-    /// Adds one event. Returns false when it fell below the horizon (only possible when an idle
-    /// partition let the frontier run ahead of the lateness bound) and was ignored.
-    pub(crate) fn apply(&mut self, event: &Event, plan: &Plan, compound: Option<i64>) -> bool {
-        if event.ts < self.horizon() {
+    /// Adds one pane delta. Returns false when its pane is below the horizon (only possible when
+    /// an idle partition let the frontier run ahead of the lateness bound) and it was ignored.
+    pub(crate) fn apply(&mut self, delta: &PaneDelta, plan: &Plan) -> bool {
+        if delta.pane < self.horizon() {
             return false;
         }
-        let ts = event.ts;
-        let pane_start = ts - ts % plan.pane;
-        let pane = self.panes.entry(pane_start).or_default();
-        pane.events += 1;
-        self.dirty_panes.insert(pane_start);
-        self.totals.observe(event);
-        let m = &mut pane.metrics;
-        match &event.body {
-            EventBody::Chat { user_id, .. } => {
-                m.chat_messages += 1;
-                let compound = compound.unwrap_or(0);
-                m.sentiment_sum += compound;
-                match Label::of_scaled(compound) {
-                    Label::Positive => m.positive += 1,
-                    Label::Neutral => m.neutral += 1,
-                    Label::Negative => m.negative += 1,
-                }
-                self.chatted(user_id, pane_start, plan);
-            }
-            EventBody::Reaction { emoji, .. } => {
-                m.reactions += 1;
-                match pane.emojis.get_mut(emoji.as_str()) {
-                    Some(count) => *count += 1,
-                    None => {
-                        pane.emojis.insert(emoji.clone(), 1);
-                    }
-                }
-            }
-            EventBody::Presence { user_id, action } => {
-                match action {
-                    PresenceAction::Join => m.viewer_joins += 1,
-                    PresenceAction::Leave => m.viewer_leaves += 1,
-                    PresenceAction::Heartbeat => {}
-                }
-                self.viewers.presence(user_id, ts, *action);
-                self.viewers_changed(ts);
-            }
-            EventBody::ViewerCount { viewer_count } => {
-                self.viewers.gauge(ts, *viewer_count);
-                self.viewers_changed(ts);
-            }
-            EventBody::Transaction {
-                kind,
-                amount,
-                currency,
-                ..
-            } => {
-                m.transactions += 1;
-                let entry = pane
-                    .revenue
-                    .entry((kind.clone(), currency.clone()))
-                    .or_default();
-                entry.0 += 1;
-                entry.1 += amount;
-            }
-            EventBody::StreamMeta { .. } => {}
+        let m = &delta.additive.metrics;
+        self.totals
+            .count(m.chat_messages, m.reactions, m.transactions);
+        for update in &delta.meta {
+            self.totals.meta(update);
+        }
+        self.panes
+            .entry(delta.pane)
+            .or_default()
+            .merge(&delta.additive);
+        self.dirty_panes.insert(delta.pane);
+        for user_id in &delta.chatters {
+            self.chatted(user_id, delta.pane, plan);
+        }
+        for (user_id, ts, action) in &delta.presence {
+            self.viewers.presence(user_id, *ts, *action);
+            self.viewers_changed(*ts);
+        }
+        for (ts, count) in &delta.gauges {
+            self.viewers.gauge(*ts, *count);
+            self.viewers_changed(*ts);
         }
         true
     }

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::event::{Event, EventBody, Millis, StreamStatus};
+use super::delta::MetaUpdate;
+use crate::event::{Millis, StreamStatus};
 use crate::rows::StreamTotals;
 
 /// Running totals of one stream.
@@ -41,36 +42,32 @@ impl TotalsState {
         }
     }
 
-    pub(crate) fn observe(&mut self, event: &Event) {
-        match &event.body {
-            EventBody::Chat { .. } => self.chat_messages += 1,
-            EventBody::Reaction { .. } => self.reactions += 1,
-            EventBody::Transaction { .. } => self.transactions += 1,
-            EventBody::StreamMeta {
-                title,
-                category,
-                status,
-            } => {
-                keep_latest(&mut self.title, event.ts, title);
-                keep_latest(&mut self.category, event.ts, category);
-                match status {
-                    Some(StreamStatus::Live)
-                        if self.last_offline.is_none_or(|o| (event.ts, LIVE_RANK) > o) =>
-                    {
-                        self.lives_after_offline.insert(event.ts);
-                    }
-                    Some(StreamStatus::Offline) => {
-                        let key = (event.ts, OFFLINE_RANK);
-                        if self.last_offline.is_none_or(|o| key > o) {
-                            self.last_offline = Some(key);
-                            self.lives_after_offline
-                                .retain(|live| (*live, LIVE_RANK) > key);
-                        }
-                    }
-                    _ => {}
+    /// Counts events of a pane delta.
+    pub(crate) fn count(&mut self, chat_messages: u64, reactions: u64, transactions: u64) {
+        self.chat_messages += chat_messages;
+        self.reactions += reactions;
+        self.transactions += transactions;
+    }
+
+    /// Applies a stream_meta record.
+    pub(crate) fn meta(&mut self, update: &MetaUpdate) {
+        keep_latest(&mut self.title, update.ts, &update.title);
+        keep_latest(&mut self.category, update.ts, &update.category);
+        match update.status {
+            Some(StreamStatus::Live)
+                if self.last_offline.is_none_or(|o| (update.ts, LIVE_RANK) > o) =>
+            {
+                self.lives_after_offline.insert(update.ts);
+            }
+            Some(StreamStatus::Offline) => {
+                let key = (update.ts, OFFLINE_RANK);
+                if self.last_offline.is_none_or(|o| key > o) {
+                    self.last_offline = Some(key);
+                    self.lives_after_offline
+                        .retain(|live| (*live, LIVE_RANK) > key);
                 }
             }
-            EventBody::Presence { .. } | EventBody::ViewerCount { .. } => {}
+            _ => {}
         }
     }
 

@@ -1,0 +1,174 @@
+//! Pre-aggregation where records are read: one source batch's events become one [`PaneDelta`]
+//! per (stream, pane), so decoding, sentiment and counting happen on the reading worker and only
+//! small deltas cross to the worker that owns the stream.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::pane::Pane;
+use crate::event::{Event, EventBody, Millis, PresenceAction, StreamStatus};
+use crate::hashing::FastMap;
+use crate::sentiment::{Analyzer, Label, COMPOUND_SCALE};
+
+/// A stream_meta record's fields.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MetaUpdate {
+    /// Event time.
+    pub ts: Millis,
+    /// New title, if given.
+    pub title: Option<String>,
+    /// New category, if given.
+    pub category: Option<String>,
+    /// New status, if given.
+    pub status: Option<StreamStatus>,
+}
+
+/// What one batch of records adds to one pane of one stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PaneDelta {
+    /// The stream.
+    pub stream_id: String,
+    /// Start of the pane.
+    pub pane: Millis,
+    /// Additive aggregates (counts, sums, emojis, revenue).
+    pub(crate) additive: Pane,
+    /// Distinct chat authors.
+    pub(crate) chatters: Vec<String>,
+    /// Presence actions, as they are order-sensitive per user.
+    pub(crate) presence: Vec<(String, Millis, PresenceAction)>,
+    /// Viewer-count gauge readings.
+    pub(crate) gauges: Vec<(Millis, u64)>,
+    /// Metadata updates.
+    pub(crate) meta: Vec<MetaUpdate>,
+}
+
+/// Distinct chat texts remembered per worker; chat repeats a lot (emote spam), and scoring is the
+/// most expensive step per message. Cleared when full, which keeps results identical.
+const SENTIMENT_CACHE_LIMIT: usize = 100_000;
+
+/// Groups a batch of events into pane deltas, each timed at the latest time of its members.
+///
+/// Why that time is safe: all members lie in the same pane, so the latest member time is at most
+/// the pane's end, which is at most the end of any window containing the pane; the delta is
+/// therefore still applied before any of its windows can be final.
+pub struct PaneAggregator {
+    pane: u64,
+    analyzer: Arc<Analyzer>,
+    sentiment_cache: FastMap<String, i64>,
+    groups: FastMap<(String, Millis), (Millis, PaneDelta)>,
+}
+
+impl PaneAggregator {
+    /// An aggregator for panes of `pane` ms.
+    pub fn new(pane: u64, analyzer: Arc<Analyzer>) -> Self {
+        Self {
+            pane,
+            analyzer,
+            sentiment_cache: FastMap::default(),
+            groups: FastMap::default(),
+        }
+    }
+
+    fn compound(&mut self, text: &str) -> i64 {
+        if let Some(score) = self.sentiment_cache.get(text) {
+            return *score;
+        }
+        if self.sentiment_cache.len() >= SENTIMENT_CACHE_LIMIT {
+            self.sentiment_cache.clear();
+        }
+        let compound = self.analyzer.polarity_scores(text).compound;
+        let scaled = (compound * COMPOUND_SCALE as f64).round() as i64;
+        self.sentiment_cache.insert(text.to_owned(), scaled);
+        scaled
+    }
+
+    /// Adds one event with its timely time.
+    pub fn add(&mut self, event: Event, time: Millis) {
+        let compound = match &event.body {
+            EventBody::Chat { text, .. } => self.compound(text),
+            _ => 0,
+        };
+        let pane = event.ts - event.ts % self.pane;
+        let key = (event.stream_id, pane);
+        let (group_time, delta) = match self.groups.get_mut(&key) {
+            Some(group) => group,
+            None => self.groups.entry(key.clone()).or_insert_with(|| {
+                (
+                    time,
+                    PaneDelta {
+                        stream_id: key.0,
+                        pane,
+                        ..PaneDelta::default()
+                    },
+                )
+            }),
+        };
+        *group_time = (*group_time).max(time);
+        let additive = &mut delta.additive;
+        additive.events += 1;
+        let m = &mut additive.metrics;
+        match event.body {
+            EventBody::Chat { user_id, .. } => {
+                m.chat_messages += 1;
+                m.sentiment_sum += compound;
+                match Label::of_scaled(compound) {
+                    Label::Positive => m.positive += 1,
+                    Label::Neutral => m.neutral += 1,
+                    Label::Negative => m.negative += 1,
+                }
+                delta.chatters.push(user_id);
+            }
+            EventBody::Reaction { emoji, .. } => {
+                m.reactions += 1;
+                match additive.emojis.get_mut(emoji.as_str()) {
+                    Some(count) => *count += 1,
+                    None => {
+                        additive.emojis.insert(emoji, 1);
+                    }
+                }
+            }
+            EventBody::Presence { user_id, action } => {
+                match action {
+                    PresenceAction::Join => m.viewer_joins += 1,
+                    PresenceAction::Leave => m.viewer_leaves += 1,
+                    PresenceAction::Heartbeat => {}
+                }
+                delta.presence.push((user_id, event.ts, action));
+            }
+            EventBody::ViewerCount { viewer_count } => delta.gauges.push((event.ts, viewer_count)),
+            EventBody::Transaction {
+                kind,
+                amount,
+                currency,
+                ..
+            } => {
+                m.transactions += 1;
+                let entry = additive.revenue.entry((kind, currency)).or_default();
+                entry.0 += 1;
+                entry.1 += amount;
+            }
+            EventBody::StreamMeta {
+                title,
+                category,
+                status,
+            } => {
+                delta.meta.push(MetaUpdate {
+                    ts: event.ts,
+                    title,
+                    category,
+                    status,
+                });
+            }
+        }
+    }
+
+    /// Takes the deltas gathered so far, each with its time.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Millis, PaneDelta)> + '_ {
+        self.groups.drain().map(|(_, (time, mut delta))| {
+            delta.chatters.sort_unstable();
+            delta.chatters.dedup();
+            (time, delta)
+        })
+    }
+}
