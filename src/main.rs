@@ -11,6 +11,11 @@ use crowdpulse_connectors::process::{process_files, ProcessOptions};
 use crowdpulse_connectors::sentiment_lines::score_lines;
 use crowdpulse_dataflow::timestamp::parse_rfc3339;
 
+/// Records, deltas and rows are many small allocations; mimalloc's thread-local free lists
+/// handle them markedly faster than glibc malloc (measured with scripts/bench-process).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "crowdpulse",
