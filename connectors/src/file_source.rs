@@ -53,7 +53,7 @@ impl FileReader {
                 return Ok(saw_any.then_some(total));
             }
             saw_any = true;
-            let (chunk, consumed, ended) = match available.iter().position(|b| *b == b'\n') {
+            let (chunk, consumed, ended) = match memchr::memchr(b'\n', available) {
                 Some(i) => (&available[..i], i + 1, true),
                 None => (available, available.len(), false),
             };
