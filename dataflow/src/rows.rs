@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::event::Millis;
-use crate::sentiment::COMPOUND_SCALE;
+use crate::sentiment::{Label, COMPOUND_SCALE};
 
 /// A float column computed deterministically (moment statistics); ordered by `total_cmp`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -81,6 +81,17 @@ pub struct WindowMetrics {
 }
 
 impl WindowMetrics {
+    /// Counts one chat message with its compound score (in `COMPOUND_SCALE` units).
+    pub fn add_chat(&mut self, compound: i64) {
+        self.chat_messages += 1;
+        self.sentiment_sum += compound;
+        match Label::of_scaled(compound) {
+            Label::Positive => self.positive += 1,
+            Label::Neutral => self.neutral += 1,
+            Label::Negative => self.negative += 1,
+        }
+    }
+
     /// Mean compound score, rounded to 4 decimals; None without chat.
     pub fn sentiment_mean(&self) -> Option<f64> {
         (self.chat_messages > 0).then(|| {

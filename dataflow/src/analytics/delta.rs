@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::pane::Pane;
 use crate::event::{Event, EventBody, Millis, PresenceAction, StreamStatus};
 use crate::hashing::FastMap;
-use crate::sentiment::{Analyzer, Label, COMPOUND_SCALE};
+use crate::sentiment::{Analyzer, COMPOUND_SCALE};
 
 /// A stream_meta record's fields.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -110,13 +110,7 @@ impl PaneAggregator {
         let m = &mut additive.metrics;
         match event.body {
             EventBody::Chat { user_id, .. } => {
-                m.chat_messages += 1;
-                m.sentiment_sum += compound;
-                match Label::of_scaled(compound) {
-                    Label::Positive => m.positive += 1,
-                    Label::Neutral => m.neutral += 1,
-                    Label::Negative => m.negative += 1,
-                }
+                m.add_chat(compound);
                 delta.chatters.push(user_id);
             }
             EventBody::Reaction { emoji, .. } => {

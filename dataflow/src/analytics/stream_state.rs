@@ -11,7 +11,7 @@ use super::totals::TotalsState;
 use super::viewers::{Timeline, Viewers};
 use crate::event::{Millis, AMOUNT_SCALE};
 use crate::hashing::FastMap;
-use crate::rows::{Row, WindowKey};
+use crate::rows::{Moment, Row, WindowKey};
 
 /// Row changes produced by an advance, with +1/-1 multiplicities.
 pub type RowChanges = Vec<(Row, isize)>;
@@ -89,6 +89,24 @@ fn diff_rows(previous: Option<Vec<Row>>, current: &[Row], out: &mut RowChanges) 
             (None, None) => break,
         }
     }
+}
+
+/// Replaces a moment's live row by its final row.
+fn finalize_moment(moment: Moment, out: &mut RowChanges) {
+    out.push((
+        Row::Moment {
+            moment: moment.clone(),
+            is_final: false,
+        },
+        -1,
+    ));
+    out.push((
+        Row::Moment {
+            moment,
+            is_final: true,
+        },
+        1,
+    ));
 }
 
 impl StreamState {
@@ -395,22 +413,7 @@ impl StreamState {
                             1,
                         ));
                     }
-                    Some(MomentChange::Closed(moment)) => {
-                        out.push((
-                            Row::Moment {
-                                moment: moment.clone(),
-                                is_final: false,
-                            },
-                            -1,
-                        ));
-                        out.push((
-                            Row::Moment {
-                                moment,
-                                is_final: true,
-                            },
-                            1,
-                        ));
-                    }
+                    Some(MomentChange::Closed(moment)) => finalize_moment(moment, out),
                     None => {}
                 }
             }
@@ -419,20 +422,7 @@ impl StreamState {
         if until == u64::MAX {
             for series in &mut self.moments.series {
                 if let Some(moment) = series.close() {
-                    out.push((
-                        Row::Moment {
-                            moment: moment.clone(),
-                            is_final: false,
-                        },
-                        -1,
-                    ));
-                    out.push((
-                        Row::Moment {
-                            moment,
-                            is_final: true,
-                        },
-                        1,
-                    ));
+                    finalize_moment(moment, out);
                 }
             }
         }
