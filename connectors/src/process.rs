@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::pipeline::run_bounded;
 use crowdpulse_dataflow::rows::Row;
 use crowdpulse_dataflow::source::{PartitionReader, SourceCounters};
@@ -89,11 +90,16 @@ pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
         FileReader::open(path, partition as u32)?;
     }
     let analyzer = options.config.sentiment.analyzer()?;
+    // Only final rows are written, so live rows (early results) would be built for nothing.
+    let pipeline = PipelineConfig {
+        live_rows: false,
+        ..options.config.pipeline.clone()
+    };
     let counters = Arc::new(SourceCounters::default());
     let inputs = options.inputs.clone();
     let rows = run_bounded(
         options.workers,
-        &options.config.pipeline,
+        &pipeline,
         analyzer,
         Arc::clone(&counters),
         move |index, peers| {

@@ -156,6 +156,9 @@ pub struct PipelineConfig {
     pub windows: Vec<WindowConfig>,
     /// k of the top emojis (ties at the k-th count are included).
     pub top_k: usize,
+    /// Emit live rows (early results, replaced as windows change) besides final ones. Bounded
+    /// runs that only keep final rows turn this off; final rows are identical either way.
+    pub live_rows: bool,
     /// Moment detection.
     pub moments: MomentsConfig,
 }
@@ -173,6 +176,7 @@ impl Default for PipelineConfig {
                 WindowConfig::new(60_000, Some(10_000)),
             ],
             top_k: 3,
+            live_rows: true,
             moments: MomentsConfig::default(),
         }
     }

@@ -72,13 +72,17 @@ fn check(
 ) -> Vec<Row> {
     let analyzer = Analyzer::new(Lexicons::builtin());
     let expected = reference_rows(partitions, config, &analyzer).unwrap();
-    for workers in [1, 2, 4] {
+    let without_live = PipelineConfig {
+        live_rows: false,
+        ..config.clone()
+    };
+    for (workers, config) in [(1, config), (2, config), (4, config), (2, &without_live)] {
         let got = run(partitions, batches, workers, config);
         if got != expected {
             let (g, e) = (lines(&got), lines(&expected));
             let missing: Vec<_> = e.iter().filter(|l| !g.contains(l)).take(5).collect();
             let extra: Vec<_> = g.iter().filter(|l| !e.contains(l)).take(5).collect();
-            panic!("{workers} workers differ from the reference\nmissing: {missing:#?}\nextra: {extra:#?}");
+            panic!("{workers} workers (live rows: {}) differ from the reference\nmissing: {missing:#?}\nextra: {extra:#?}", config.live_rows);
         }
     }
     expected

@@ -16,6 +16,7 @@ pub(crate) struct Plan {
     /// Frontier distance past a window's end at which it becomes final: max(allowed lateness, 1).
     pub(crate) final_delay: u64,
     pub(crate) top_k: usize,
+    pub(crate) live_rows: bool,
     pub(crate) moments: MomentsConfig,
     /// Index in `specs` of the window scored for moments.
     pub(crate) moment_spec: usize,
@@ -32,6 +33,7 @@ impl Plan {
             pane: pane_size(&specs),
             final_delay: config.final_time(0),
             top_k: config.top_k,
+            live_rows: config.live_rows,
             moments: config.moments.clone(),
             moment_spec,
             labels: specs.iter().map(|s| Arc::from(s.label.as_str())).collect(),

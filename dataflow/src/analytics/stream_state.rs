@@ -49,6 +49,8 @@ pub(crate) struct StreamState {
     moments: MomentCursor,
     /// Horizon of the last sweep of per-user state.
     swept_to: Millis,
+    /// Something that feeds `stream_totals` changed since the last advance.
+    totals_stale: bool,
 }
 
 /// Per-user state (chatter panes, presence history) is swept at most once per this much event
@@ -131,6 +133,7 @@ impl StreamState {
             return false;
         }
         let m = &delta.additive.metrics;
+        self.totals_stale = true;
         self.totals
             .count(m.chat_messages, m.reactions, m.transactions);
         for update in &delta.meta {
@@ -280,18 +283,21 @@ impl StreamState {
         // when their viewer numbers actually moved.
         let mut changed = BTreeSet::new();
         let mut viewers_only = BTreeSet::new();
-        for (index, spec) in plan.specs.iter().enumerate() {
-            for pane in &self.dirty_panes {
-                changed.extend(spec.starts_containing(*pane).map(|s| (index, s)));
-            }
-            if let Some(from) = self.viewers_dirty_from {
-                let lo = from.saturating_sub(spec.size - 1);
-                viewers_only.extend(
-                    self.active_starts(index, lo, u64::MAX, plan)
-                        .into_iter()
-                        .map(|s| (index, s))
-                        .filter(|w| !changed.contains(w)),
-                );
+        // Without live rows, windows are only built when they become final.
+        if plan.live_rows {
+            for (index, spec) in plan.specs.iter().enumerate() {
+                for pane in &self.dirty_panes {
+                    changed.extend(spec.starts_containing(*pane).map(|s| (index, s)));
+                }
+                if let Some(from) = self.viewers_dirty_from {
+                    let lo = from.saturating_sub(spec.size - 1);
+                    viewers_only.extend(
+                        self.active_starts(index, lo, u64::MAX, plan)
+                            .into_iter()
+                            .map(|s| (index, s))
+                            .filter(|w| !changed.contains(w)),
+                    );
+                }
             }
         }
         self.dirty_panes.clear();
@@ -321,6 +327,7 @@ impl StreamState {
         for (index, start) in changed {
             if start >= open_from[index] {
                 let rows = self.window_rows(index, start, plan, &timeline, false);
+                self.totals_stale = true;
                 diff_rows(self.live.remove(&(index, start)), &rows, out);
                 self.live.insert((index, start), rows);
             }
@@ -334,13 +341,16 @@ impl StreamState {
                     }
                 }
                 self.unique.remove(&(index, start));
+                self.totals_stale = true;
                 diff_rows(self.live.remove(&(index, start)), &rows, out);
             }
         }
         self.score_moments(open_from[plan.moment_spec], plan, out);
         self.open_from = open_from;
         self.retire(plan);
-        self.emit_totals(frontier.is_none(), out);
+        if plan.live_rows || frontier.is_none() {
+            self.emit_totals(frontier.is_none(), out);
+        }
     }
 
     /// Scores every moment-window that became final, in order, empty ones included; after K
@@ -450,10 +460,14 @@ impl StreamState {
     }
 
     fn emit_totals(&mut self, is_final: bool, out: &mut RowChanges) {
+        if !std::mem::take(&mut self.totals_stale) && !is_final {
+            return;
+        }
+        // Each live window's metrics row is the last of its rows.
         let live_peak = self
             .live
             .values()
-            .flatten()
+            .filter_map(|rows| rows.last())
             .filter_map(|row| match row {
                 Row::WindowMetrics { metrics, .. } => Some(metrics.viewers_peak),
                 _ => None,
