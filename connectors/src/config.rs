@@ -173,6 +173,32 @@ mod tests {
     }
 
     #[test]
+    fn lexicon_paths_override_the_embedded_lexicons() {
+        let dir = std::env::temp_dir().join(format!("crowdpulse-lexicon-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let emotes = dir.join("emotes.txt");
+        std::fs::write(&emotes, "# house emotes\nBigW\t3.0\n").unwrap();
+        let config = Config::load(
+            None,
+            env(&[(
+                "CROWDPULSE__SENTIMENT__EMOTE_LEXICON",
+                emotes.to_str().unwrap(),
+            )]),
+        )
+        .unwrap();
+        let analyzer = config.sentiment.analyzer().unwrap();
+        assert!(analyzer.polarity_scores("BigW").compound > 0.5);
+        assert_eq!(
+            analyzer.polarity_scores("PogChamp").compound,
+            0.0,
+            "the built-in emotes are replaced"
+        );
+        std::fs::write(&emotes, "BigW three\n").unwrap();
+        let err = config.sentiment.analyzer().unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_rejected() {
         let err = Config::load(
             None,

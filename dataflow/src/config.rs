@@ -135,7 +135,7 @@ impl Default for MomentsConfig {
             min_chat_messages: 20,
             min_reactions: 20,
             min_viewer_joins: 10,
-            min_revenue: 10.0,
+            min_revenue: 50.0,
         }
     }
 }
