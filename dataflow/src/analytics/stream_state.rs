@@ -485,3 +485,64 @@ impl StreamState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PipelineConfig;
+    use crate::event::PresenceAction;
+
+    /// An hour of traffic with fresh chatters and viewers every pane: whatever is retained must
+    /// stay proportional to the open windows, not to the hour.
+    #[test]
+    fn state_is_retired_behind_the_frontier() {
+        let plan = Plan::new(&PipelineConfig::default()).unwrap();
+        let mut state = StreamState::new("s".into(), &plan);
+        let mut out = Vec::new();
+        for pane in 0..360u64 {
+            let ts = pane * 10_000;
+            let mut delta = PaneDelta {
+                stream_id: "s".into(),
+                pane: ts,
+                ..PaneDelta::default()
+            };
+            delta.additive.events = 3;
+            delta.additive.metrics.chat_messages = 1;
+            delta.chatters = vec![format!("chatter-{pane}")];
+            delta.presence = vec![
+                (format!("viewer-{pane}"), ts, PresenceAction::Join),
+                (format!("viewer-{pane}"), ts + 5_000, PresenceAction::Leave),
+            ];
+            assert!(state.apply(&delta, &plan));
+            state.advance(Some(ts + 10_000), &plan, &mut out);
+        }
+        // Open windows reach back allowed_lateness (60 s) plus a window (60 s) from the frontier,
+        // and sweeps of per-user state run once per minute of event time.
+        assert!(state.panes.len() <= 14, "{} panes", state.panes.len());
+        assert!(
+            state.chatter_panes.len() <= 20,
+            "{} chatters",
+            state.chatter_panes.len()
+        );
+        assert!(
+            state.viewers.tracked_users() <= 20,
+            "{} viewers",
+            state.viewers.tracked_users()
+        );
+        assert!(state.live.len() <= 30, "{} live windows", state.live.len());
+        assert!(
+            state.unique.len() <= 30,
+            "{} distinct counts",
+            state.unique.len()
+        );
+        let finals = out
+            .iter()
+            .filter(|(row, diff)| row.is_final() && *diff == 1)
+            .count();
+        assert!(finals > 700, "windows became final along the way: {finals}");
+        assert!(
+            out.iter().all(|(row, diff)| *diff == 1 || !row.is_final()),
+            "final rows are never retracted"
+        );
+    }
+}

@@ -36,6 +36,12 @@ pub(crate) struct Viewers {
 }
 
 impl Viewers {
+    /// Users with presence history kept.
+    #[cfg(test)]
+    pub(crate) fn tracked_users(&self) -> usize {
+        self.users.len()
+    }
+
     fn add_delta(&mut self, at: Millis, delta: i64) {
         let entry = self.deltas.entry(at).or_insert(0);
         *entry += delta;
