@@ -495,6 +495,10 @@ mod tests {
             r#"{"type":"chat","stream_id":"s","user_id":"u","ts":-1,"text":"x"}"#
         ));
         assert!(invalid(
+            r#"{"type":"chat","stream_id":"s","user_id":"u","ts":18446744073709551615,"text":"x"}"#
+        ));
+        assert!(json(r#"{"type":"chat","stream_id":"s","user_id":"u","ts":"9999-12-31T23:59:59.999Z","text":"x"}"#).is_ok());
+        assert!(invalid(
             r#"{"type":"chat","stream_id":"s","user_id":"u","ts":true,"text":"x"}"#
         ));
         assert!(invalid(

@@ -7,6 +7,10 @@ use crate::error::{Error, Result};
 /// Event time in milliseconds since the Unix epoch.
 pub type Millis = u64;
 
+/// Latest accepted event time, 9999-12-31T23:59:59.999Z: keeps window arithmetic far from
+/// overflow whatever a producer sends.
+pub const MAX_EVENT_TIME: Millis = 253_402_300_799_999;
+
 /// Fixed-point scale for money amounts: 1 unit = 1/10_000 of the currency unit, so sums are exact
 /// and independent of summation order.
 pub const AMOUNT_SCALE: i64 = 10_000;
@@ -196,6 +200,9 @@ impl Event {
     /// Checks the rules of DESIGN §2 that the type system does not already enforce. Used after
     /// every decoder, so JSON and bincode accept exactly the same events.
     pub fn validate(&self) -> Result<()> {
+        if self.ts > MAX_EVENT_TIME {
+            return Err(Error::Invalid(format!("ts {} is after year 9999", self.ts)));
+        }
         if self.stream_id.is_empty() {
             return Err(Error::Invalid(
                 "stream_id must be a non-empty string".into(),

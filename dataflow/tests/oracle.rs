@@ -120,6 +120,7 @@ fn malformed() -> impl Strategy<Value = Vec<u8>> {
         b"{\"type\":\"chat\",\"stream_id\":\"s0\",\"user_id\":7,\"ts\":1,\"text\":\"x\"}".to_vec(),
         b"{\"type\":\"reaction\",\"stream_id\":\"s0\",\"ts\":1}".to_vec(),
         b"not json at all".to_vec(),
+        b"{\"type\":\"chat\",\"stream_id\":\"s0\",\"user_id\":\"u\",\"ts\":18446744073709551615,\"text\":\"x\"}".to_vec(),
         b"{\"type\":\"chat\",\"stream_id\":\"s\xff\",\"user_id\":\"u\",\"ts\":1,\"text\":\"x\"}"
             .to_vec(),
     ])

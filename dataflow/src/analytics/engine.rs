@@ -1,6 +1,8 @@
 //! The analytics of all streams owned by one worker: pane deltas in, row changes out. Pure and
 //! deterministic; the timely operator only feeds it deltas and frontiers.
 
+use tracing::debug;
+
 use super::delta::PaneDelta;
 use super::plan::Plan;
 use super::stream_state::{RowChanges, StreamState};
@@ -12,7 +14,6 @@ use crate::hashing::FastMap;
 pub struct Engine {
     plan: Plan,
     streams: FastMap<String, StreamState>,
-    ignored_below_horizon: u64,
 }
 
 impl Engine {
@@ -21,7 +22,6 @@ impl Engine {
         Ok(Self {
             plan: Plan::new(config)?,
             streams: FastMap::default(),
-            ignored_below_horizon: 0,
         })
     }
 
@@ -35,7 +35,9 @@ impl Engine {
                 .or_insert_with(|| StreamState::new(delta.stream_id.clone(), &self.plan)),
         };
         if !state.apply(delta, &self.plan) {
-            self.ignored_below_horizon += 1;
+            // Only possible when idle partitions moved the frontier past the lateness bound: the
+            // delta's windows are final already and cannot change.
+            debug!(stream = %delta.stream_id, pane = delta.pane, "delta below the horizon ignored");
         }
     }
 
@@ -48,18 +50,11 @@ impl Engine {
         }
         if !self.plan.live_rows {
             // Live rows come and go in +1/-1 pairs; without them only final rows remain.
-            let mut index = before;
+            let mut position = 0;
             out.retain(|(row, _)| {
-                index += 1;
-                index <= before || row.is_final()
+                position += 1;
+                position <= before || row.is_final()
             });
         }
-    }
-
-    /// Pane deltas that arrived after every window they belong to was final (a frontier moved
-    /// by idle partitions ahead of the lateness bound); they cannot change results and are not
-    /// applied.
-    pub fn ignored_below_horizon(&self) -> u64 {
-        self.ignored_below_horizon
     }
 }
