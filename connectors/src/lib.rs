@@ -8,5 +8,6 @@ pub mod generator;
 pub mod partitioner;
 pub mod process;
 pub mod sentiment_lines;
+pub mod sorted_output;
 
 pub use error::{ConnectorError, Result};

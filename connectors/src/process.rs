@@ -1,7 +1,6 @@
 //! `crowdpulse process`: a bounded run of the analytics dataflow over NDJSON files (one file per
 //! partition), writing the final rows of every table as sorted NDJSON.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::pipeline::run_bounded;
-use crowdpulse_dataflow::rows::Row;
 use crowdpulse_dataflow::source::{PartitionReader, SourceCounters};
 use tracing::warn;
 
 use crate::config::Config;
 use crate::error::{ConnectorError, Result};
 use crate::file_source::FileReader;
+use crate::sorted_output::write_sorted_ndjson;
 
 /// What to process.
 #[derive(Debug, Clone)]
@@ -52,30 +51,6 @@ impl ProcessSummary {
     pub fn records_per_second(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
-}
-
-/// Renders rows as JSON lines on `threads` threads, sorted so that output is byte-identical
-/// whatever the worker count.
-fn sorted_json_lines(rows: &[Row], threads: usize) -> Vec<String> {
-    let chunk = rows.len().div_ceil(threads).max(1);
-    let mut lines: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = rows
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|row| row.to_json_line())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("rendering rows does not panic"))
-            .collect()
-    });
-    lines.sort_unstable();
-    lines
 }
 
 /// Runs the dataflow over the files and writes the rows.
@@ -119,27 +94,17 @@ pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
                 .collect()
         },
     )?;
-    let rendering = Instant::now();
-    let lines = sorted_json_lines(&rows, options.workers.max(1));
-    tracing::debug!(
-        rows = lines.len(),
-        elapsed_ms = rendering.elapsed().as_millis() as u64,
-        "rendered rows"
-    );
     let file = std::fs::File::create(&options.output)
         .map_err(|e| ConnectorError::io(&options.output, e))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    for line in &lines {
-        writeln!(out, "{line}").map_err(|e| ConnectorError::io(&options.output, e))?;
-    }
-    out.flush()
+    let out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let written = write_sorted_ndjson(&rows, options.workers.max(1), out)
         .map_err(|e| ConnectorError::io(&options.output, e))?;
     Ok(ProcessSummary {
         records: counters.records.load(Ordering::Relaxed),
         events: counters.events.load(Ordering::Relaxed),
         late: counters.late.load(Ordering::Relaxed),
         dead_lettered: counters.dead_lettered(),
-        rows: lines.len(),
+        rows: written,
         elapsed: started.elapsed(),
     })
 }

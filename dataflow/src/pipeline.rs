@@ -54,7 +54,7 @@ pub fn analytics_dataflow<'scope>(
 type Collected = (Vec<(Row, isize)>, isize);
 
 /// Runs the dataflow over bounded partitions with `workers` threads and returns the final rows,
-/// sorted. `readers_for(worker, workers)` opens the partitions a worker reads.
+/// in no particular order. `readers_for(worker, workers)` opens the partitions a worker reads.
 pub fn run_bounded<F>(
     workers: usize,
     config: &PipelineConfig,
@@ -120,6 +120,5 @@ where
             rows.push(row);
         }
     }
-    rows.sort();
     Ok(rows)
 }

@@ -56,6 +56,10 @@ fn run(
                 .collect()
         },
     )
+    .map(|mut rows| {
+        rows.sort();
+        rows
+    })
     .expect("bounded run")
 }
 
