@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
                 config,
             })?;
             eprintln!(
-                "processed {} records with {workers} workers: {} valid, {} late, {} dead-lettered; {} rows written; {:.3} s, {:.0} records/s",
+                "read {} events with {workers} workers: {} valid, {} late, {} dead-lettered; {} rows written; {:.3} s, {:.0} events/s",
                 summary.records,
                 summary.events,
                 summary.late,

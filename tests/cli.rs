@@ -85,7 +85,7 @@ fn output_is_byte_identical_for_1_2_and_4_workers() {
         .map(|w| {
             let out = dir.join(format!("out-{w}.ndjson"));
             let summary = process(&inputs, &out, *w);
-            assert!(summary.contains("processed 30000 records"), "{summary}");
+            assert!(summary.contains("read 30000 events"), "{summary}");
             std::fs::read(out).unwrap()
         })
         .collect();
@@ -158,7 +158,7 @@ fn bad_records_become_dead_letters_and_the_run_completes() {
     drop(f);
     let out = dir.join("out.ndjson");
     let summary = process(std::slice::from_ref(&input), &out, 2);
-    assert!(summary.contains("processed 9 records"), "{summary}");
+    assert!(summary.contains("read 9 events"), "{summary}");
     assert!(summary.contains("1 late, 7 dead-lettered"), "{summary}");
     let all = rows(&out);
     let dead: Vec<&Value> = all
