@@ -209,7 +209,8 @@ pub fn late_message(ts: Millis, watermark: Millis) -> String {
 /// Judges one raw record of a partition.
 fn admit(
     record: &RawRecord<'_>,
-    partition: &mut Partition,
+    (format, context): (Format, DecodeContext),
+    clock: &mut PartitionClock,
 ) -> Result<Event, (DeadLetterReason, String)> {
     if let Some(size) = record.oversized {
         return Err((
@@ -217,10 +218,10 @@ fn admit(
             format!("record of {size} bytes exceeds the size limit"),
         ));
     }
-    let (format, mut context) = partition.reader.format();
+    let mut context = context;
     context.fallback_ts = context.fallback_ts.or(record.timestamp);
     let event = format.decode(record.payload, &context).map_err(rejection)?;
-    match partition.clock.admit(event.ts) {
+    match clock.admit(event.ts) {
         Admission::Accepted => Ok(event),
         Admission::Late { watermark } => {
             Err((DeadLetterReason::Late, late_message(event.ts, watermark)))
@@ -272,13 +273,14 @@ pub fn partitioned_source<'scope>(
             for partition in partitions.iter_mut().filter(|p| !p.done) {
                 batch.clear();
                 let status = partition.reader.read(READ_BATCH, &mut batch);
+                let decoding = partition.reader.format();
                 let (source_name, index) = (
                     partition.reader.source_name().to_owned(),
                     partition.reader.partition(),
                 );
                 for record in batch.iter() {
                     counters.records.fetch_add(1, Ordering::Relaxed);
-                    match admit(&record, partition) {
+                    match admit(&record, decoding, &mut partition.clock) {
                         Ok(event) => {
                             counters.events.fetch_add(1, Ordering::Relaxed);
                             let time = ceil_to_tick(event.ts, tick).max(now);

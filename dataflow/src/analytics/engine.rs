@@ -44,17 +44,8 @@ impl Engine {
     /// Emits the row changes that bring every stream up to `frontier` (None: input exhausted,
     /// every window final).
     pub fn advance(&mut self, frontier: Option<u64>, out: &mut RowChanges) {
-        let before = out.len();
         for state in self.streams.values_mut() {
             state.advance(frontier, &self.plan, out);
-        }
-        if !self.plan.live_rows {
-            // Live rows come and go in +1/-1 pairs; without them only final rows remain.
-            let mut position = 0;
-            out.retain(|(row, _)| {
-                position += 1;
-                position <= before || row.is_final()
-            });
         }
     }
 }

@@ -11,9 +11,8 @@ mod stream_state;
 mod totals;
 mod viewers;
 
-pub use delta::{MetaUpdate, PaneAggregator, PaneDelta};
+pub use delta::{PaneAggregator, PaneDelta};
 pub use engine::Engine;
-pub use moments::{MetricSeries, MomentChange, MomentInputs, METRICS};
+pub use moments::METRICS;
 pub use operator::{stream_hash, WindowAnalytics};
-pub use pane::top_with_ties;
 pub use stream_state::RowChanges;

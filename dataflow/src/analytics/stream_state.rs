@@ -93,15 +93,17 @@ fn diff_rows(previous: Option<Vec<Row>>, current: &[Row], out: &mut RowChanges) 
     }
 }
 
-/// Replaces a moment's live row by its final row.
-fn finalize_moment(moment: Moment, out: &mut RowChanges) {
-    out.push((
-        Row::Moment {
-            moment: moment.clone(),
-            is_final: false,
-        },
-        -1,
-    ));
+/// Emits a moment's final row, replacing its live row when live rows are on.
+fn finalize_moment(moment: Moment, live_rows: bool, out: &mut RowChanges) {
+    if live_rows {
+        out.push((
+            Row::Moment {
+                moment: moment.clone(),
+                is_final: false,
+            },
+            -1,
+        ));
+    }
     out.push((
         Row::Moment {
             moment,
@@ -335,10 +337,9 @@ impl StreamState {
         for (index, starts) in closing.into_iter().enumerate() {
             for start in starts {
                 let rows = self.window_rows(index, start, plan, &timeline, true);
-                for row in &rows {
-                    if let Row::WindowMetrics { metrics, .. } = row {
-                        self.final_peak = self.final_peak.max(metrics.viewers_peak);
-                    }
+                // The metrics row is the last of a window's rows.
+                if let Some(Row::WindowMetrics { metrics, .. }) = rows.last() {
+                    self.final_peak = self.final_peak.max(metrics.viewers_peak);
                 }
                 self.unique.remove(&(index, start));
                 self.totals_stale = true;
@@ -405,7 +406,7 @@ impl StreamState {
                     config,
                 );
                 match change {
-                    Some(MomentChange::Live { previous, current }) => {
+                    Some(MomentChange::Live { previous, current }) if plan.live_rows => {
                         if let Some(previous) = previous {
                             out.push((
                                 Row::Moment {
@@ -423,8 +424,10 @@ impl StreamState {
                             1,
                         ));
                     }
-                    Some(MomentChange::Closed(moment)) => finalize_moment(moment, out),
-                    None => {}
+                    Some(MomentChange::Closed(moment)) => {
+                        finalize_moment(moment, plan.live_rows, out)
+                    }
+                    Some(MomentChange::Live { .. }) | None => {}
                 }
             }
             self.moments.next = Some(next + spec.slide);
@@ -432,7 +435,7 @@ impl StreamState {
         if until == u64::MAX {
             for series in &mut self.moments.series {
                 if let Some(moment) = series.close() {
-                    finalize_moment(moment, out);
+                    finalize_moment(moment, plan.live_rows, out);
                 }
             }
         }
