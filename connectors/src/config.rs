@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crowdpulse_dataflow::config::PipelineConfig;
+use crowdpulse_dataflow::config::{PipelineConfig, Span};
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +62,31 @@ impl SentimentConfig {
     }
 }
 
+/// The HTTP API and the live view store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address to listen on.
+    pub bind: String,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: u64,
+    /// How long windows stay in the in-memory view store after they end.
+    pub retention: Span,
+    /// Records the live input holds per partition before ingest answers 503.
+    pub input_capacity: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            max_body_bytes: 1 << 20,
+            retention: Span(3_600_000),
+            input_capacity: 1_000_000,
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -72,6 +97,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Sentiment lexicons.
     pub sentiment: SentimentConfig,
+    /// HTTP API.
+    pub api: ApiConfig,
 }
 
 /// Parses an override value as TOML (numbers, booleans, arrays) or, failing that, as a string.

@@ -101,7 +101,7 @@ pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
         .map_err(|e| ConnectorError::io(&options.output, e))?;
     Ok(ProcessSummary {
         records: counters.records.load(Ordering::Relaxed),
-        events: counters.events.load(Ordering::Relaxed),
+        events: counters.events(),
         late: counters.late.load(Ordering::Relaxed),
         dead_lettered: counters.dead_lettered(),
         rows: written,

@@ -32,6 +32,20 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in the order of [`EventKind::index`].
+    pub const ALL: [EventKind; 5] = [
+        Self::Chat,
+        Self::Reaction,
+        Self::Viewer,
+        Self::Transaction,
+        Self::StreamMeta,
+    ];
+
+    /// Position in [`EventKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Parses the `type` discriminator.
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {

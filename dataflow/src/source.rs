@@ -5,9 +5,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, Stream};
+use timely::scheduling::SyncActivator;
 
 use tracing::warn;
 
@@ -16,7 +19,7 @@ use crate::clock::{Admission, PartitionClock};
 use crate::codec::{DecodeContext, Format};
 use crate::config::PipelineConfig;
 use crate::error::Error;
-use crate::event::{Event, Millis};
+use crate::event::{Event, EventKind, Millis};
 use crate::rows::{DeadLetter, DeadLetterReason};
 use crate::sentiment::Analyzer;
 use crate::windows::pane_size;
@@ -125,6 +128,9 @@ impl RecordBatch {
 pub enum ReadStatus {
     /// More records may be available now.
     More,
+    /// Nothing more for now (live input): the reader wakes the source through the activator it
+    /// was given by [`PartitionReader::attach`] when records arrive.
+    Idle,
     /// The partition is exhausted (bounded input).
     Done,
 }
@@ -143,6 +149,16 @@ pub trait PartitionReader {
         max: usize,
         out: &mut RecordBatch,
     ) -> std::result::Result<ReadStatus, String>;
+    /// Receives the source's activator; a live reader keeps it to wake the source when records
+    /// arrive after it answered [`ReadStatus::Idle`].
+    fn attach(&mut self, _activator: SyncActivator) {}
+    /// Wall-clock time, epoch ms, for live readers. Only then can a partition go idle (silent for
+    /// `idle_timeout`, it stops holding the watermark back) and, when every partition is idle,
+    /// wall-clock time advance the watermark (DESIGN §3). Bounded readers answer None, so their
+    /// results never depend on timing.
+    fn wall_clock(&self) -> Option<Millis> {
+        None
+    }
 }
 
 /// Counters of what the sources saw, shared by all workers of a process.
@@ -150,8 +166,8 @@ pub trait PartitionReader {
 pub struct SourceCounters {
     /// Records read.
     pub records: AtomicU64,
-    /// Records that entered the analytics.
-    pub events: AtomicU64,
+    /// Records that entered the analytics, by kind ([`EventKind::index`]).
+    pub events_by_kind: [AtomicU64; EventKind::ALL.len()],
     /// Dead letters by reason.
     pub decode_errors: AtomicU64,
     /// Records that decoded but did not validate.
@@ -161,6 +177,14 @@ pub struct SourceCounters {
 }
 
 impl SourceCounters {
+    /// Records that entered the analytics.
+    pub fn events(&self) -> u64 {
+        self.events_by_kind
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// All dead-lettered records.
     pub fn dead_lettered(&self) -> u64 {
         self.decode_errors.load(Ordering::Relaxed)
@@ -186,6 +210,18 @@ struct Partition {
     reader: Box<dyn PartitionReader>,
     clock: PartitionClock,
     done: bool,
+    /// Wall-clock time of the last record (or of the first read), for live readers.
+    last_active: Option<Millis>,
+}
+
+impl Partition {
+    /// Whether the partition has been silent for `idle_timeout` of wall-clock time.
+    fn is_idle(&self, idle_timeout: Millis) -> bool {
+        match (self.reader.wall_clock(), self.last_active) {
+            (Some(now), Some(last)) => now.saturating_sub(last) >= idle_timeout,
+            _ => false,
+        }
+    }
 }
 
 fn ceil_to_tick(ts: Millis, tick: u64) -> Millis {
@@ -206,11 +242,17 @@ pub fn late_message(ts: Millis, watermark: Millis) -> String {
     format!("ts {ts} is older than watermark {watermark} minus the allowed lateness")
 }
 
-/// Judges one raw record of a partition.
+/// Judges one raw record of a partition. `capability` is the source's current time: a record
+/// that is more than the allowed lateness behind it is late even when its own partition's clock
+/// would accept it, because its windows may already be final. That only happens after an idle
+/// partition stopped holding the watermark back (live input); with bounded input the capability
+/// never passes a partition's watermark, so the partition clock alone decides.
 fn admit(
     record: &RawRecord<'_>,
     (format, context): (Format, DecodeContext),
     clock: &mut PartitionClock,
+    capability: Millis,
+    allowed_lateness: Millis,
 ) -> Result<Event, (DeadLetterReason, String)> {
     if let Some(size) = record.oversized {
         return Err((
@@ -221,6 +263,9 @@ fn admit(
     let mut context = context;
     context.fallback_ts = context.fallback_ts.or(record.timestamp);
     let event = format.decode(record.payload, &context).map_err(rejection)?;
+    if event.ts.saturating_add(allowed_lateness) < capability {
+        return Err((DeadLetterReason::Late, late_message(event.ts, capability)));
+    }
     match clock.admit(event.ts) {
         Admission::Accepted => Ok(event),
         Admission::Late { watermark } => {
@@ -252,15 +297,22 @@ pub fn partitioned_source<'scope>(
     let mut aggregator = PaneAggregator::new(pane_size(&config.window_specs()?), analyzer);
     let tick = config.tick.0.max(1);
     let (out_of_orderness, lateness) = (config.max_out_of_orderness.0, config.allowed_lateness.0);
+    let idle_timeout = config.idle_timeout.0;
     let mut partitions: Vec<Partition> = readers
         .into_iter()
         .map(|reader| Partition {
+            last_active: reader.wall_clock(),
             reader,
             clock: PartitionClock::new(out_of_orderness, lateness),
             done: false,
         })
         .collect();
     let records = source(scope, "PartitionedSource", move |capability, info| {
+        for partition in &mut partitions {
+            partition
+                .reader
+                .attach(scope.worker().sync_activator_for(info.address.to_vec()));
+        }
         let activator = scope.activator_for(info.address);
         let mut held = Some(capability);
         let mut batch = RecordBatch::default();
@@ -270,6 +322,7 @@ pub fn partitioned_source<'scope>(
                 return;
             };
             let now = *capability.time();
+            let mut more = false;
             for partition in partitions.iter_mut().filter(|p| !p.done) {
                 batch.clear();
                 let status = partition.reader.read(READ_BATCH, &mut batch);
@@ -280,9 +333,10 @@ pub fn partitioned_source<'scope>(
                 );
                 for record in batch.iter() {
                     counters.records.fetch_add(1, Ordering::Relaxed);
-                    match admit(&record, decoding, &mut partition.clock) {
+                    match admit(&record, decoding, &mut partition.clock, now, lateness) {
                         Ok(event) => {
-                            counters.events.fetch_add(1, Ordering::Relaxed);
+                            counters.events_by_kind[event.kind().index()]
+                                .fetch_add(1, Ordering::Relaxed);
                             let time = ceil_to_tick(event.ts, tick).max(now);
                             aggregator.add(event, time);
                         }
@@ -300,8 +354,12 @@ pub fn partitioned_source<'scope>(
                         }
                     }
                 }
+                if !batch.is_empty() {
+                    partition.last_active = partition.reader.wall_clock();
+                }
                 match status {
-                    Ok(ReadStatus::More) => {}
+                    Ok(ReadStatus::More) => more = true,
+                    Ok(ReadStatus::Idle) => {}
                     Ok(ReadStatus::Done) => partition.done = true,
                     Err(error) => {
                         // An unreadable partition ends; its records so far stay valid.
@@ -323,16 +381,32 @@ pub fn partitioned_source<'scope>(
                 held = None;
                 return;
             }
-            // The least watermark (rounded down to a tick) of the open partitions; a partition
-            // that has seen nothing yet holds the capability where it is.
-            let low = open
+            // The least watermark (rounded down to a tick) of the open partitions that are not
+            // idle; a partition that has seen nothing yet holds the capability where it is. When
+            // every partition is idle, wall-clock time minus the out-of-orderness bound stands in
+            // for their watermark.
+            let active_low = open
+                .clone()
+                .filter(|p| !p.is_idle(idle_timeout))
                 .map(|p| p.clock.watermark().map_or(now, |w| w - w % tick))
-                .min()
-                .unwrap_or(now);
+                .min();
+            let low = active_low.unwrap_or_else(|| {
+                open.filter_map(|p| p.reader.wall_clock())
+                    .map(|wall| wall.saturating_sub(out_of_orderness))
+                    .map(|w| w - w % tick)
+                    .min()
+                    .unwrap_or(now)
+            });
             if low > now {
                 capability.downgrade(&low);
             }
-            activator.activate();
+            if more {
+                activator.activate();
+            } else {
+                // Live input with nothing to read: the readers wake the source when records
+                // arrive; the timer lets idleness and wall-clock time move the watermark.
+                activator.activate_after(Duration::from_millis(tick));
+            }
         }
     });
     Ok(records

@@ -15,4 +15,5 @@ pub use delta::{PaneAggregator, PaneDelta};
 pub use engine::Engine;
 pub use moments::METRICS;
 pub use operator::{stream_hash, WindowAnalytics};
+pub use pane::top_with_ties;
 pub use stream_state::RowChanges;
