@@ -5,10 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use crowdpulse_api::demo::{run_until_ctrl_c, LiveOptions};
 use crowdpulse_connectors::config::Config;
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
 use crowdpulse_connectors::process::{process_files, ProcessOptions};
 use crowdpulse_connectors::sentiment_lines::score_lines;
+use crowdpulse_dataflow::config::Span;
 use crowdpulse_dataflow::timestamp::parse_rfc3339;
 
 /// Records, deltas and rows are many small allocations; mimalloc's thread-local free lists
@@ -73,6 +75,32 @@ enum Command {
         /// Event time of the first record (RFC 3339); default 2026-01-01T00:00:00Z.
         #[arg(long)]
         start: Option<String>,
+    },
+    /// Live demo: generated traffic plus HTTP ingest, REST, live push and the dashboard, in
+    /// one process; runs until Ctrl-C.
+    Demo {
+        /// Address to listen on (default: api.bind from the config, 127.0.0.1:8080).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Generated records per second (0: HTTP ingest only).
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        /// Number of generated streams.
+        #[arg(long, default_value_t = 20)]
+        streams: usize,
+        /// Worker threads (default: cluster.workers from the config).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Generator seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Watermark delay of the demo's partitions. Demo events are stamped as they are
+        /// generated or received, so a short bound keeps the dashboard close to real time.
+        #[arg(long, default_value = "500ms")]
+        max_out_of_orderness: String,
+        /// Configuration file (workers.toml format).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -145,6 +173,40 @@ fn main() -> anyhow::Result<()> {
             for path in write_files(config, &output, partitions)? {
                 eprintln!("wrote {}", path.display());
             }
+        }
+        Command::Demo {
+            bind,
+            rate,
+            streams,
+            workers,
+            seed,
+            max_out_of_orderness,
+            config,
+        } => {
+            anyhow::ensure!(
+                rate >= 0.0 && rate.is_finite(),
+                "--rate must be a number >= 0"
+            );
+            anyhow::ensure!(streams > 0, "--streams must be >= 1");
+            let mut config = load_config(config.as_ref())?;
+            config.pipeline.max_out_of_orderness =
+                Span::parse(&max_out_of_orderness).context("--max-out-of-orderness")?;
+            if let Some(bind) = bind {
+                config.api.bind = bind;
+            }
+            let options = LiveOptions {
+                workers: workers.unwrap_or(config.cluster.workers),
+                rate,
+                streams,
+                seed,
+                analyzer: config.sentiment.analyzer()?,
+                pipeline: config.pipeline,
+                api: config.api,
+            };
+            run_until_ctrl_c(&options, |address| {
+                // Scripts and tests wait for this line to learn the port.
+                println!("crowdpulse demo: dashboard at http://{address}/");
+            })?;
         }
     }
     Ok(())

@@ -1,0 +1,199 @@
+// crowdpulse dashboard: stream list and global statistics over REST, the selected stream's
+// windows, emojis, viewers, sentiment and moments over its WebSocket (a snapshot, then updates).
+"use strict";
+
+const BUTTONS = ["🔥", "😂", "❤️", "👏", "🎉", "😮"];
+const BASE = "10s";          // the base window the charts show
+const TOP_WINDOW = "1m";
+const $ = (id) => document.getElementById(id);
+
+let selected = null;
+let socket = null;
+let rows = new Map();          // row key -> row, for the selected stream
+let dirty = false;
+const charts = {};
+
+function rowKey(r) {
+  switch (r.table) {
+    case "window_metrics":
+    case "window_top_emojis": return `${r.table}|${r.window}|${r.window_start}`;
+    case "window_emojis": return `${r.table}|${r.window}|${r.window_start}|${r.emoji}`;
+    case "window_revenue": return `${r.table}|${r.window}|${r.window_start}|${r.kind}|${r.currency}`;
+    case "moments": return `${r.table}|${r.metric}|${r.start}`;
+    default: return r.table;
+  }
+}
+
+async function getJson(path) {
+  const response = await fetch(path, { cache: "no-store" });
+  if (!response.ok) throw new Error(`${path}: ${response.status}`);
+  return response.json();
+}
+
+function fmtDuration(ms) {
+  const s = Math.floor(ms / 1000);
+  return `${Math.floor(s / 3600)}h ${Math.floor(s / 60) % 60}m ${s % 60}s`;
+}
+
+async function refreshGlobal() {
+  try {
+    const stats = await getJson("/v1/statistics");
+    $("g-emojis").textContent = stats.total_emojis;
+    $("g-rate").textContent = stats.rate_per_minute.toFixed(0);
+    $("g-streams").textContent = stats.streams;
+    $("g-session").textContent = fmtDuration(stats.session_duration_ms);
+    $("g-dead").textContent = stats.dead_letters;
+    const list = await getJson("/v1/streams");
+    const ul = $("streams");
+    ul.replaceChildren(...list.streams.map((s) => {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.dataset.stream = s.stream_id;
+      button.className = s.stream_id === selected ? "selected" : "";
+      button.textContent = s.title || s.stream_id;
+      const small = document.createElement("small");
+      small.textContent = `${s.stream_id} · ${s.current_viewers} viewers · ${s.reactions} reactions`;
+      button.append(small);
+      button.onclick = () => select(s.stream_id);
+      li.append(button);
+      return li;
+    }));
+    if (!selected && list.streams.length > 0) {
+      const wanted = new URLSearchParams(location.search).get("stream");
+      select(wanted || list.streams[0].stream_id);
+    }
+  } catch (error) {
+    console.warn(error);
+  }
+}
+
+function select(streamId) {
+  selected = streamId;
+  history.replaceState(null, "", `?stream=${encodeURIComponent(streamId)}`);
+  document.querySelectorAll("#streams button").forEach((b) => b.classList.toggle("selected", b.dataset.stream === streamId));
+  rows = new Map();
+  connect();
+  render();
+}
+
+function connect() {
+  if (socket) socket.close();
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/v1/streams/${encodeURIComponent(selected)}/live`);
+  socket = ws;
+  ws.onopen = () => { $("s-connection").textContent = "live"; $("s-connection").className = "connection open"; };
+  ws.onclose = () => {
+    if (socket !== ws) return;
+    $("s-connection").textContent = "reconnecting";
+    $("s-connection").className = "connection";
+    setTimeout(() => { if (socket === ws) connect(); }, 1000);
+  };
+  ws.onmessage = (message) => {
+    const data = JSON.parse(message.data);
+    if (data.type === "snapshot") rows = new Map();
+    for (const r of data.removed || []) {
+      const key = rowKey(r);
+      if (JSON.stringify(rows.get(key)) === JSON.stringify(r)) rows.delete(key);
+    }
+    for (const r of data.rows || []) rows.set(rowKey(r), r);
+    if (!dirty) { dirty = true; requestAnimationFrame(render); }
+  };
+}
+
+async function react(emoji) {
+  if (!selected) return;
+  const response = await fetch(`/v1/streams/${encodeURIComponent(selected)}/reactions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ emoji, user_id: "dashboard" }),
+  });
+  if (!response.ok) console.warn("reaction refused", await response.text());
+}
+
+function buildButtons() {
+  $("buttons").replaceChildren(...BUTTONS.map((emoji) => {
+    const button = document.createElement("button");
+    button.dataset.emoji = emoji;
+    button.setAttribute("aria-label", `react ${emoji}`);
+    button.textContent = emoji;
+    const count = document.createElement("span");
+    count.className = "count";
+    count.textContent = "0";
+    button.append(count);
+    button.onclick = () => react(emoji);
+    return button;
+  }));
+}
+
+function chart(id, series, data) {
+  const el = $(id);
+  const width = Math.max(el.clientWidth, 260);
+  if (!charts[id] || charts[id].series.length !== series.length + 1) {
+    if (charts[id]) charts[id].destroy();
+    const opts = {
+      width, height: 180,
+      series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, spanGaps: true }))],
+      axes: [{ stroke: "#8a97a6", grid: { stroke: "#2b333d" } }, { stroke: "#8a97a6", grid: { stroke: "#2b333d" } }],
+      legend: { live: false },
+    };
+    charts[id] = new uPlot(opts, data, el);
+  } else {
+    if (charts[id].width !== width) charts[id].setSize({ width, height: 180 });
+    charts[id].setData(data);
+  }
+}
+
+const COLORS = ["#ff6b3d", "#ffd23d", "#3dc1ff", "#b36bff", "#3dff8b", "#ff3d9e"];
+
+function render() {
+  dirty = false;
+  const all = [...rows.values()];
+  const metrics = all.filter((r) => r.table === "window_metrics" && r.window === BASE).sort((a, b) => a.window_start - b.window_start);
+  const totals = all.find((r) => r.table === "stream_totals");
+  $("s-title").textContent = selected ? (totals && totals.title) || selected : "Pick a stream";
+  const status = $("s-status");
+  status.textContent = (totals && totals.status) || "";
+  status.className = `status ${(totals && totals.status) || ""}`;
+  const last = metrics[metrics.length - 1];
+  $("s-viewers").textContent = last ? last.viewers_end : "–";
+  $("s-peak").textContent = totals ? totals.peak_viewers : "–";
+  $("s-chat").textContent = totals ? totals.chat_messages : "–";
+  $("s-reactions").textContent = totals ? totals.reactions : "–";
+
+  // Reactions per emoji over the base windows held (the last 10 minutes).
+  const emojiRows = all.filter((r) => r.table === "window_emojis" && r.window === BASE);
+  const perEmoji = new Map();
+  for (const r of emojiRows) perEmoji.set(r.emoji, (perEmoji.get(r.emoji) || 0) + r.count);
+  document.querySelectorAll("#buttons button").forEach((b) => {
+    b.querySelector(".count").textContent = perEmoji.get(b.dataset.emoji) || 0;
+  });
+
+  const x = metrics.map((r) => r.window_start / 1000);
+  chart("c-chat", [{ label: "messages", color: COLORS[0] }], [x, metrics.map((r) => r.chat_messages)]);
+  chart("c-viewers", [{ label: "end", color: COLORS[2] }, { label: "peak", color: COLORS[1] }],
+    [x, metrics.map((r) => r.viewers_end), metrics.map((r) => r.viewers_peak)]);
+  chart("c-sentiment", [{ label: "compound", color: COLORS[4] }], [x, metrics.map((r) => r.sentiment_mean)]);
+  const ranked = [...perEmoji.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, 5).map((e) => e[0]);
+  const byWindow = new Map(emojiRows.map((r) => [`${r.window_start}|${r.emoji}`, r.count]));
+  chart("c-emojis", ranked.map((e, i) => ({ label: e, color: COLORS[i % COLORS.length] })),
+    [x, ...ranked.map((e) => metrics.map((m) => byWindow.get(`${m.window_start}|${e}`) || 0))]);
+
+  const tops = all.filter((r) => r.table === "window_top_emojis" && r.window === TOP_WINDOW).sort((a, b) => b.window_start - a.window_start);
+  $("top").replaceChildren(...((tops[0] && tops[0].top) || []).map((t) => {
+    const li = document.createElement("li");
+    li.textContent = `${t.emoji} ${t.count}`;
+    return li;
+  }));
+  const moments = all.filter((r) => r.table === "moments").sort((a, b) => b.start - a.start);
+  $("moments").replaceChildren(...moments.slice(0, 20).map((m) => {
+    const li = document.createElement("li");
+    const at = new Date(m.start).toLocaleTimeString();
+    li.textContent = `${at} ${m.metric}: peak ${m.peak_value} (z ${Number(m.zscore).toFixed(1)}, ${(m.end - m.start) / 1000}s)`;
+    return li;
+  }));
+}
+
+buildButtons();
+refreshGlobal();
+setInterval(refreshGlobal, 2000);
+window.addEventListener("resize", () => { if (!dirty) { dirty = true; requestAnimationFrame(render); } });

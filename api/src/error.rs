@@ -1,0 +1,73 @@
+//! The API crate's error type; every variant maps to one HTTP status and error code.
+
+use thiserror::Error;
+use warp::http::StatusCode;
+
+/// What a request (or starting the server) can fail with.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// The request is malformed (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The stream or route does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The method is not allowed on the route (405).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The body exceeds the limit (413).
+    #[error("body larger than {0} bytes")]
+    PayloadTooLarge(u64),
+    /// The body's content type is not accepted (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The input queue is full; retry after the given seconds (503).
+    #[error("ingest queue full, retry later")]
+    Busy {
+        /// Seconds for the Retry-After header.
+        retry_after: u64,
+    },
+    /// The server is shutting down (503).
+    #[error("shutting down")]
+    ShuttingDown,
+    /// Binding or serving failed.
+    #[error("server: {0}")]
+    Server(String),
+    /// The dataflow could not be built or run.
+    #[error(transparent)]
+    Dataflow(#[from] crowdpulse_dataflow::Error),
+}
+
+impl warp::reject::Reject for ApiError {}
+
+impl ApiError {
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Busy { .. } | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Server(_) | ApiError::Dataflow(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Machine-readable code of the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Busy { .. } => "busy",
+            ApiError::ShuttingDown => "shutting_down",
+            ApiError::Server(_) | ApiError::Dataflow(_) => "internal",
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, ApiError>;

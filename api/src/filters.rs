@@ -1,0 +1,299 @@
+//! Routes: paths and methods, state injection, body limits, and the one `recover` that turns
+//! every rejection into the JSON error body. Paths are matched before methods so an unknown
+//! path answers 404 and a known path with the wrong method 405.
+
+use std::convert::Infallible;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt;
+use warp::filters::body::BodyDeserializeError;
+use warp::http::StatusCode;
+use warp::reject::{
+    InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, MissingHeader, PayloadTooLarge,
+    UnsupportedMediaType,
+};
+use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
+
+use crate::error::ApiError;
+use crate::handlers;
+use crate::models::{ErrorBody, ErrorDetail, ReactionRequest, WindowQuery};
+use crate::push::{serve_websocket, sse_events};
+use crate::state::AppState;
+
+/// Injects the shared state.
+pub fn with_state(
+    state: AppState,
+) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// The request body, refused with 413 beyond `limit` bytes whether or not a Content-Length
+/// is sent (chunked bodies are counted as they arrive).
+fn limited_body(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and_then(move |length: Option<u64>| async move {
+            match length {
+                Some(length) if length > limit => {
+                    Err(warp::reject::custom(ApiError::PayloadTooLarge(limit)))
+                }
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+        .and(warp::body::stream())
+        .and_then(move |body| collect_limited(body, limit))
+}
+
+async fn collect_limited<S, B>(body: S, limit: u64) -> Result<Bytes, Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut body = Box::pin(body);
+    let mut collected = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            warp::reject::custom(ApiError::BadRequest(format!("reading the body: {e}")))
+        })?;
+        if (collected.len() + chunk.remaining()) as u64 > limit {
+            return Err(warp::reject::custom(ApiError::PayloadTooLarge(limit)));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            collected.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+/// Window query parameters.
+fn window_query() -> impl Filter<Extract = (WindowQuery,), Error = Rejection> + Clone {
+    warp::query::<WindowQuery>()
+}
+
+/// Every route, with rejections recovered into JSON errors and requests counted.
+pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    let limit = state.settings.max_body_bytes;
+    let http = state.http.clone();
+    let state = with_state(state);
+
+    let health = warp::path!("health")
+        .and(warp::get())
+        .and_then(handlers::health);
+    let ready = warp::path!("ready")
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(handlers::ready);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(handlers::metrics);
+    let openapi = warp::path!("openapi.json")
+        .and(warp::get())
+        .and_then(handlers::openapi);
+    let ops = health
+        .or(ready)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(openapi)
+        .unify()
+        .boxed();
+
+    let streams = warp::path!("v1" / "streams")
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(handlers::list_streams);
+    let stream = warp::path!("v1" / "streams" / String)
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(handlers::get_stream);
+    let metrics_rows = warp::path!("v1" / "streams" / String / "metrics")
+        .and(warp::get())
+        .and(window_query())
+        .and(state.clone())
+        .and_then(handlers::stream_metrics);
+    let top = warp::path!("v1" / "streams" / String / "emojis" / "top")
+        .and(warp::get())
+        .and(window_query())
+        .and(state.clone())
+        .and_then(handlers::stream_top_emojis);
+    let viewers = warp::path!("v1" / "streams" / String / "viewers")
+        .and(warp::get())
+        .and(window_query())
+        .and(state.clone())
+        .and_then(handlers::stream_viewers);
+    let sentiment = warp::path!("v1" / "streams" / String / "sentiment")
+        .and(warp::get())
+        .and(window_query())
+        .and(state.clone())
+        .and_then(handlers::stream_sentiment);
+    let moments = warp::path!("v1" / "streams" / String / "moments")
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(handlers::stream_moments);
+    let statistics = warp::path!("v1" / "statistics")
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(handlers::statistics);
+    let clients = warp::path!("v1" / "clients")
+        .and(warp::get())
+        .and(state.clone())
+        .and_then(handlers::clients);
+    let reads = streams
+        .or(stream)
+        .unify()
+        .or(metrics_rows)
+        .unify()
+        .or(top)
+        .unify()
+        .or(viewers)
+        .unify()
+        .or(sentiment)
+        .unify()
+        .or(moments)
+        .unify()
+        .or(statistics)
+        .unify()
+        .or(clients)
+        .unify()
+        .boxed();
+
+    let ingest = warp::path!("v1" / "events")
+        .and(warp::post())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(limited_body(limit))
+        .and(state.clone())
+        .and_then(handlers::ingest_events);
+    let reaction = warp::path!("v1" / "streams" / String / "reactions")
+        .and(warp::post())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(limited_body(limit))
+        .and(state.clone())
+        .and_then(
+            |id: String, content_type: Option<String>, body: Bytes, state: AppState| async move {
+                if !content_type
+                    .as_deref()
+                    .unwrap_or("application/json")
+                    .starts_with("application/json")
+                {
+                    return Err(warp::reject::custom(ApiError::UnsupportedMediaType(
+                        "reactions are posted as application/json".into(),
+                    )));
+                }
+                let request: ReactionRequest = serde_json::from_slice(&body).map_err(|e| {
+                    warp::reject::custom(ApiError::BadRequest(format!("reaction body: {e}")))
+                })?;
+                handlers::post_reaction(id, request, state).await
+            },
+        );
+    let writes = ingest.or(reaction).unify().boxed();
+
+    let websocket = warp::path!("v1" / "streams" / String / "live")
+        .and(warp::get())
+        .and(warp::ws())
+        .and(state.clone())
+        .map(|id: String, ws: warp::ws::Ws, state: AppState| {
+            ws.on_upgrade(move |socket| serve_websocket(socket, state.store, state.clients, id))
+                .into_response()
+        });
+    let sse = warp::path!("v1" / "streams" / String / "events")
+        .and(warp::get())
+        .and(state.clone())
+        .map(|id: String, state: AppState| {
+            let events = sse_events(state.store, state.clients, id);
+            warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
+        });
+    let push = websocket.or(sse).unify().boxed();
+
+    ops.or(reads)
+        .unify()
+        .or(writes)
+        .unify()
+        .or(push)
+        .unify()
+        .or(crate::dashboard::routes())
+        .unify()
+        .recover(recover)
+        .unify()
+        .with(warp::log::custom(move |info| {
+            http.record(info.path(), info.status().as_u16())
+        }))
+}
+
+fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message,
+        },
+    };
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+/// Maps every rejection to `{"error": {"code", "message"}}` with its status.
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    if let Some(error) = rejection.find::<ApiError>() {
+        let mut response = error_response(error.status(), error.code(), error.to_string());
+        if let ApiError::Busy { retry_after } = error {
+            if let Ok(value) = retry_after.to_string().parse() {
+                response.headers_mut().insert("retry-after", value);
+            }
+        }
+        return Ok(response);
+    }
+    let (status, code, message) = if rejection.is_not_found() {
+        (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route".to_owned(),
+        )
+    } else if rejection.find::<MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route".to_owned(),
+        )
+    } else if rejection.find::<PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "body too large".to_owned(),
+        )
+    } else if rejection.find::<UnsupportedMediaType>().is_some() {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "content type not accepted".to_owned(),
+        )
+    } else if let Some(e) = rejection.find::<InvalidQuery>() {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{e}: expected window, from, to, limit"),
+        )
+    } else if let Some(e) = rejection.find::<BodyDeserializeError>() {
+        (StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+    } else if let Some(e) = rejection.find::<InvalidHeader>() {
+        (StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+    } else if let Some(e) = rejection.find::<MissingHeader>() {
+        (StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+    } else if rejection.find::<LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "a content-length header is required".to_owned(),
+        )
+    } else {
+        // Remaining warp rejections concern WebSocket upgrades and headers: the client's fault.
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{rejection:?}"),
+        )
+    };
+    Ok(error_response(status, code, message))
+}

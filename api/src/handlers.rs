@@ -1,0 +1,411 @@
+//! Request handlers: each reads the shared state and answers JSON, or rejects with an
+//! [`ApiError`] that `recover` turns into the JSON error body.
+
+use bytes::Bytes;
+use crowdpulse_connectors::live_input::wall_clock_ms;
+use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::rows::Row;
+use crowdpulse_dataflow::timestamp::parse_rfc3339;
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::reply::{self, Reply, Response};
+use warp::Rejection;
+
+use crate::error::ApiError;
+use crate::metrics::{render, MetricsSources};
+use crate::models::{ReactionRequest, Statistics, WindowQuery};
+use crate::state::AppState;
+use crate::store::{row_value, StoreState, StreamView};
+
+/// Default and largest `limit` of window queries.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+
+fn reject(error: ApiError) -> Rejection {
+    warp::reject::custom(error)
+}
+
+fn json_reply(value: &impl serde::Serialize, status: StatusCode) -> Response {
+    reply::with_status(reply::json(value), status).into_response()
+}
+
+/// `GET /health`: the process is up.
+pub async fn health() -> Result<Response, Rejection> {
+    Ok(json_reply(&json!({"status": "ok"}), StatusCode::OK))
+}
+
+/// `GET /ready`: the dataflow's frontier is moving (within the expected delay of wall clock).
+pub async fn ready(state: AppState) -> Result<Response, Rejection> {
+    let frontier = state.store.read().frontier;
+    let delay = frontier.map(|f| wall_clock_ms().saturating_sub(f));
+    let ready = delay.is_some_and(|d| d <= state.settings.ready_delay_ms);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({"ready": ready, "frontier": frontier, "frontier_delay_ms": delay});
+    Ok(json_reply(&body, status))
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(state: AppState) -> Result<Response, Rejection> {
+    let frontier = state.store.read().frontier;
+    let text = render(&MetricsSources {
+        source: &state.source_counters,
+        ingest: &state.ingest.counters,
+        queued: state.ingest.queued(),
+        http: &state.http,
+        live_clients: state.clients.count(),
+        frontier,
+    });
+    Ok(reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response())
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> Result<Response, Rejection> {
+    Ok(reply::with_header(crate::OPENAPI, "content-type", "application/json").into_response())
+}
+
+/// A stream that has produced results, or 404.
+fn stream<'a>(state: &'a StoreState, id: &str) -> Result<&'a StreamView, Rejection> {
+    state
+        .streams
+        .get(id)
+        .filter(|view| view.has_results())
+        .ok_or_else(|| reject(ApiError::NotFound(format!("unknown stream {id:?}"))))
+}
+
+/// `GET /v1/streams`.
+pub async fn list_streams(state: AppState) -> Result<Response, Rejection> {
+    let store = state.store.read();
+    let streams: Vec<_> = store
+        .streams
+        .iter()
+        .filter(|(_, view)| view.has_results())
+        .map(|(id, view)| state.store.summary(id, view))
+        .collect();
+    Ok(json_reply(&json!({"streams": streams}), StatusCode::OK))
+}
+
+/// `GET /v1/streams/{id}`.
+pub async fn get_stream(id: String, state: AppState) -> Result<Response, Rejection> {
+    let store = state.store.read();
+    let view = stream(&store, &id)?;
+    Ok(json_reply(&state.store.summary(&id, view), StatusCode::OK))
+}
+
+/// A time bound given as epoch ms or RFC 3339.
+fn parse_time(name: &str, text: &str) -> Result<Millis, Rejection> {
+    text.parse::<Millis>()
+        .or_else(|_| parse_rfc3339(text))
+        .map_err(|_| {
+            reject(ApiError::BadRequest(format!(
+                "{name}={text:?} is neither epoch milliseconds nor RFC 3339"
+            )))
+        })
+}
+
+/// The window label asked for (the base window by default), checked against the configured ones.
+fn window_label(state: &AppState, query: &WindowQuery) -> Result<String, Rejection> {
+    let label = query
+        .window
+        .clone()
+        .unwrap_or_else(|| state.store.settings.base_window.clone());
+    if state.settings.windows.contains(&label) {
+        Ok(label)
+    } else {
+        Err(reject(ApiError::BadRequest(format!(
+            "unknown window {label:?}; configured: {}",
+            state.settings.windows.join(", ")
+        ))))
+    }
+}
+
+/// The `window_metrics` rows of one label selected by the query, oldest first.
+fn metric_rows<'a>(
+    state: &AppState,
+    view: &'a StreamView,
+    query: &WindowQuery,
+) -> Result<(String, Vec<&'a Row>), Rejection> {
+    let label = window_label(state, query)?;
+    let from = query
+        .from
+        .as_deref()
+        .map(|t| parse_time("from", t))
+        .transpose()?;
+    let to = query
+        .to
+        .as_deref()
+        .map(|t| parse_time("to", t))
+        .transpose()?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(reject(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        ))));
+    }
+    let mut rows: Vec<&Row> = view
+        .windows
+        .iter()
+        .filter(|((l, start), _)| {
+            **l == *label && from.is_none_or(|f| *start >= f) && to.is_none_or(|t| *start < t)
+        })
+        .filter_map(|(_, window)| window.metrics.as_ref())
+        .collect();
+    let skip = rows.len().saturating_sub(limit);
+    rows.drain(..skip);
+    Ok((label, rows))
+}
+
+/// `GET /v1/streams/{id}/metrics`.
+pub async fn stream_metrics(
+    id: String,
+    query: WindowQuery,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let store = state.store.read();
+    let view = stream(&store, &id)?;
+    let (label, rows) = metric_rows(&state, view, &query)?;
+    let rows: Vec<Value> = rows.into_iter().map(row_value).collect();
+    Ok(json_reply(
+        &json!({"stream_id": id, "window": label, "rows": rows}),
+        StatusCode::OK,
+    ))
+}
+
+/// Picks some fields of each metrics row.
+fn series(rows: Vec<&Row>, fields: &[&str]) -> Vec<Value> {
+    rows.into_iter()
+        .map(|row| {
+            let full = row_value(row);
+            let picked = fields
+                .iter()
+                .map(|f| {
+                    (
+                        (*f).to_owned(),
+                        full.get(*f).cloned().unwrap_or(Value::Null),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>();
+            Value::Object(picked)
+        })
+        .collect()
+}
+
+/// `GET /v1/streams/{id}/viewers`.
+pub async fn stream_viewers(
+    id: String,
+    query: WindowQuery,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let store = state.store.read();
+    let view = stream(&store, &id)?;
+    let summary = state.store.summary(&id, view);
+    let (label, rows) = metric_rows(&state, view, &query)?;
+    let fields = [
+        "window_start",
+        "window_end",
+        "viewers_peak",
+        "viewers_end",
+        "viewer_joins",
+        "viewer_leaves",
+        "final",
+    ];
+    Ok(json_reply(
+        &json!({
+            "stream_id": id,
+            "window": label,
+            "current": summary.current_viewers,
+            "peak": summary.peak_viewers,
+            "series": series(rows, &fields),
+        }),
+        StatusCode::OK,
+    ))
+}
+
+/// `GET /v1/streams/{id}/sentiment`.
+pub async fn stream_sentiment(
+    id: String,
+    query: WindowQuery,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let store = state.store.read();
+    let view = stream(&store, &id)?;
+    let (label, rows) = metric_rows(&state, view, &query)?;
+    let fields = [
+        "window_start",
+        "window_end",
+        "chat_messages",
+        "sentiment_mean",
+        "positive",
+        "neutral",
+        "negative",
+        "final",
+    ];
+    Ok(json_reply(
+        &json!({"stream_id": id, "window": label, "series": series(rows, &fields)}),
+        StatusCode::OK,
+    ))
+}
+
+/// `GET /v1/streams/{id}/emojis/top`: the latest window's top-k of a label, or (without
+/// `window`) the ranking since this process started; ties at the k-th count included.
+pub async fn stream_top_emojis(
+    id: String,
+    query: WindowQuery,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let store = state.store.read();
+    let view = stream(&store, &id)?;
+    if query.window.is_none() {
+        let summary = state.store.summary(&id, view);
+        return Ok(json_reply(
+            &json!({"stream_id": id, "window": null, "top": summary.top_emojis}),
+            StatusCode::OK,
+        ));
+    }
+    let label = window_label(&state, &query)?;
+    let latest = view
+        .windows
+        .iter()
+        .rev()
+        .filter(|((l, _), _)| **l == *label)
+        .find_map(|(_, window)| window.top.as_ref());
+    let body = match latest {
+        Some(row) => {
+            let mut value = row_value(row);
+            value["stream_id"] = json!(id);
+            value
+        }
+        None => json!({"stream_id": id, "window": label, "top": []}),
+    };
+    Ok(json_reply(&body, StatusCode::OK))
+}
+
+/// `GET /v1/streams/{id}/moments`.
+pub async fn stream_moments(id: String, state: AppState) -> Result<Response, Rejection> {
+    let store = state.store.read();
+    let view = stream(&store, &id)?;
+    let moments: Vec<Value> = view.moments.values().map(row_value).collect();
+    Ok(json_reply(
+        &json!({"stream_id": id, "moments": moments}),
+        StatusCode::OK,
+    ))
+}
+
+/// `GET /v1/statistics`.
+pub async fn statistics(state: AppState) -> Result<Response, Rejection> {
+    let store = state.store.read();
+    let total: u64 = store.emoji_totals.values().sum();
+    let session = wall_clock_ms().saturating_sub(state.settings.started_at);
+    let minutes = (session as f64 / 60_000.0).max(1.0 / 60.0);
+    let body = Statistics {
+        total_emojis: total,
+        last_reactions: store.recent_reactions.iter().cloned().collect(),
+        top_emojis: crowdpulse_dataflow::analytics::top_with_ties(
+            &store.emoji_totals,
+            state.store.settings.top_k,
+        )
+        .into_iter()
+        .map(Into::into)
+        .collect(),
+        rate_per_minute: total as f64 / minutes,
+        session_duration_ms: session,
+        streams: store.streams.values().filter(|v| v.has_results()).count(),
+        dead_letters: store.dead_letters,
+        frontier: store.frontier,
+    };
+    Ok(json_reply(&body, StatusCode::OK))
+}
+
+/// `GET /v1/clients`.
+pub async fn clients(state: AppState) -> Result<Response, Rejection> {
+    Ok(json_reply(
+        &json!({"clients": state.clients.list()}),
+        StatusCode::OK,
+    ))
+}
+
+/// How an ingest body is framed, from its Content-Type.
+#[derive(Debug, Clone, Copy)]
+pub enum BodyFormat {
+    /// A JSON array of events.
+    JsonArray,
+    /// One event per line.
+    Ndjson,
+}
+
+impl BodyFormat {
+    /// The framing of a Content-Type, or 415.
+    pub fn from_content_type(content_type: Option<&str>) -> Result<Self, ApiError> {
+        let essence = content_type
+            .and_then(|c| c.split(';').next())
+            .map(|c| c.trim().to_ascii_lowercase());
+        match essence.as_deref() {
+            Some("application/json") => Ok(Self::JsonArray),
+            Some("application/x-ndjson" | "application/ndjson" | "application/jsonl") => {
+                Ok(Self::Ndjson)
+            }
+            other => Err(ApiError::UnsupportedMediaType(format!(
+                "content type {} is not accepted; use application/json (an array of events) or application/x-ndjson",
+                other.unwrap_or("(none)")
+            ))),
+        }
+    }
+}
+
+/// Splits a body into its records.
+fn records(body: &Bytes, format: BodyFormat) -> Result<Vec<&[u8]>, ApiError> {
+    match format {
+        BodyFormat::JsonArray => {
+            let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("body is not a JSON array: {e}")))?;
+            Ok(items.into_iter().map(|raw| raw.get().as_bytes()).collect())
+        }
+        BodyFormat::Ndjson => Ok(body
+            .split(|b| *b == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .collect()),
+    }
+}
+
+fn accepted(result: &crate::models::IngestResult) -> Response {
+    json_reply(result, StatusCode::ACCEPTED)
+}
+
+/// `POST /v1/events`.
+pub async fn ingest_events(
+    content_type: Option<String>,
+    body: Bytes,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let format = BodyFormat::from_content_type(content_type.as_deref()).map_err(reject)?;
+    let records = records(&body, format).map_err(reject)?;
+    if records.is_empty() {
+        return Err(reject(ApiError::BadRequest("no events in the body".into())));
+    }
+    let result = state.ingest.submit(&records).map_err(reject)?;
+    Ok(accepted(&result))
+}
+
+/// `POST /v1/streams/{id}/reactions`.
+pub async fn post_reaction(
+    id: String,
+    request: ReactionRequest,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let event = json!({
+        "type": "reaction",
+        "stream_id": id,
+        "user_id": request.user_id.unwrap_or_else(|| "anonymous".to_owned()),
+        "emoji": request.emoji,
+    })
+    .to_string();
+    let result = state.ingest.submit(&[event.as_bytes()]).map_err(reject)?;
+    if let Some(refused) = result.rejected.first() {
+        return Err(reject(ApiError::BadRequest(refused.error.clone())));
+    }
+    Ok(accepted(&result))
+}

@@ -1,0 +1,239 @@
+//! Prometheus text exposition of `/metrics`: source counters, ingest, frontier delay, live
+//! clients, and HTTP requests by route and status.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use crowdpulse_connectors::live_input::wall_clock_ms;
+use crowdpulse_dataflow::event::EventKind;
+use crowdpulse_dataflow::source::SourceCounters;
+
+use crate::ingest::IngestCounters;
+
+/// Routes with a fixed path; anything else under `/v1/streams/` is templated, the rest is
+/// `other`, so labels stay few whatever clients request.
+const STATIC_ROUTES: &[&str] = &[
+    "/",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/openapi.json",
+    "/v1/streams",
+    "/v1/statistics",
+    "/v1/events",
+    "/v1/clients",
+];
+const STREAM_ROUTES: &[&str] = &[
+    "",
+    "metrics",
+    "emojis/top",
+    "viewers",
+    "sentiment",
+    "moments",
+    "live",
+    "events",
+    "reactions",
+];
+
+/// The route template of a request path.
+pub fn route_of(path: &str) -> String {
+    if STATIC_ROUTES.contains(&path) {
+        return path.to_owned();
+    }
+    if path.starts_with("/assets/") {
+        return "/assets/{file}".to_owned();
+    }
+    if let Some(rest) = path.strip_prefix("/v1/streams/") {
+        let suffix = rest.split_once('/').map_or("", |(_, s)| s);
+        if STREAM_ROUTES.contains(&suffix) && !rest.is_empty() {
+            return if suffix.is_empty() {
+                "/v1/streams/{id}".to_owned()
+            } else {
+                format!("/v1/streams/{{id}}/{suffix}")
+            };
+        }
+    }
+    "other".to_owned()
+}
+
+/// HTTP request counters.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl HttpCounters {
+    /// Counts one answered request.
+    pub fn record(&self, path: &str, status: u16) {
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *requests.entry((route_of(path), status)).or_default() += 1;
+    }
+}
+
+/// What `/metrics` reads.
+pub struct MetricsSources<'a> {
+    /// Source counters of the dataflow.
+    pub source: &'a Arc<SourceCounters>,
+    /// Ingest counters.
+    pub ingest: &'a IngestCounters,
+    /// Records queued for the dataflow.
+    pub queued: usize,
+    /// HTTP counters.
+    pub http: &'a HttpCounters,
+    /// Live clients connected.
+    pub live_clients: usize,
+    /// Output frontier (None once the input ended).
+    pub frontier: Option<u64>,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Renders the exposition text.
+pub fn render(sources: &MetricsSources<'_>) -> String {
+    let mut out = String::new();
+    let source = sources.source;
+    family(
+        &mut out,
+        "crowdpulse_records_read_total",
+        "counter",
+        "Records read by the sources.",
+    );
+    let _ = writeln!(
+        out,
+        "crowdpulse_records_read_total {}",
+        source.records.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "crowdpulse_events_total",
+        "counter",
+        "Events accepted into the analytics, by type.",
+    );
+    for kind in EventKind::ALL {
+        let count = source.events_by_kind[kind.index()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "crowdpulse_events_total{{type=\"{}\"}} {count}",
+            kind.name()
+        );
+    }
+    family(
+        &mut out,
+        "crowdpulse_late_total",
+        "counter",
+        "Records dropped as late.",
+    );
+    let _ = writeln!(
+        out,
+        "crowdpulse_late_total {}",
+        source.late.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "crowdpulse_dead_letters_total",
+        "counter",
+        "Records sent to the dead-letter path, by reason.",
+    );
+    for (reason, counter) in [
+        ("decode", &source.decode_errors),
+        ("invalid", &source.invalid),
+        ("late", &source.late),
+    ] {
+        let _ = writeln!(
+            out,
+            "crowdpulse_dead_letters_total{{reason=\"{reason}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "crowdpulse_frontier_delay_ms",
+        "gauge",
+        "Wall-clock time minus the output frontier.",
+    );
+    let delay = sources
+        .frontier
+        .map_or(0, |f| wall_clock_ms().saturating_sub(f));
+    let _ = writeln!(out, "crowdpulse_frontier_delay_ms {delay}");
+    family(
+        &mut out,
+        "crowdpulse_ingest_records_total",
+        "counter",
+        "Records received over HTTP, by outcome.",
+    );
+    let ingest = sources.ingest;
+    let _ = writeln!(
+        out,
+        "crowdpulse_ingest_records_total{{outcome=\"accepted\"}} {}",
+        ingest.accepted.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "crowdpulse_ingest_records_total{{outcome=\"rejected\"}} {}",
+        ingest.rejected.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "crowdpulse_ingest_busy_total",
+        "counter",
+        "Ingest requests refused with 503 because the input was full.",
+    );
+    let _ = writeln!(
+        out,
+        "crowdpulse_ingest_busy_total {}",
+        ingest.busy.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "crowdpulse_input_queued",
+        "gauge",
+        "Records waiting for the dataflow.",
+    );
+    let _ = writeln!(out, "crowdpulse_input_queued {}", sources.queued);
+    family(
+        &mut out,
+        "crowdpulse_live_clients",
+        "gauge",
+        "Connected WebSocket and SSE clients.",
+    );
+    let _ = writeln!(out, "crowdpulse_live_clients {}", sources.live_clients);
+    family(
+        &mut out,
+        "crowdpulse_http_requests_total",
+        "counter",
+        "HTTP requests by route and status.",
+    );
+    let requests = sources
+        .http
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    for ((route, status), count) in requests.iter() {
+        let _ = writeln!(
+            out,
+            "crowdpulse_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_paths_map_to_few_route_labels() {
+        assert_eq!(
+            route_of("/v1/streams/abc/emojis/top"),
+            "/v1/streams/{id}/emojis/top"
+        );
+        assert_eq!(route_of("/v1/streams/abc"), "/v1/streams/{id}");
+        assert_eq!(route_of("/v1/streams/abc/nope"), "other");
+        assert_eq!(route_of("/v1/statistics"), "/v1/statistics");
+        assert_eq!(route_of("/wp-admin"), "other");
+    }
+}

@@ -1,0 +1,158 @@
+//! JSON bodies of the API: responses, request bodies and query parameters.
+
+use crowdpulse_dataflow::event::Millis;
+use serde::{Deserialize, Serialize};
+
+/// `{"emoji", "count"}` of a top-k list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmojiCount {
+    /// The emoji.
+    pub emoji: String,
+    /// Reactions with it.
+    pub count: u64,
+}
+
+impl From<(String, u64)> for EmojiCount {
+    fn from((emoji, count): (String, u64)) -> Self {
+        Self { emoji, count }
+    }
+}
+
+/// A reaction as ingested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentReaction {
+    /// The stream.
+    pub stream_id: String,
+    /// Who reacted.
+    pub user_id: String,
+    /// The emoji.
+    pub emoji: String,
+    /// Event time, epoch ms.
+    pub ts: Millis,
+}
+
+/// One stream: status, totals, current viewers; session emoji ranking and recent reactions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamSummary {
+    /// The stream.
+    pub stream_id: String,
+    /// Latest title.
+    pub title: Option<String>,
+    /// Latest category.
+    pub category: Option<String>,
+    /// `live` or `offline`, when known.
+    pub status: Option<String>,
+    /// Start of the current live session, epoch ms.
+    pub live_since: Option<Millis>,
+    /// Chat messages in total.
+    pub chat_messages: u64,
+    /// Reactions in total.
+    pub reactions: u64,
+    /// Transactions in total.
+    pub transactions: u64,
+    /// Most concurrent viewers seen.
+    pub peak_viewers: u64,
+    /// Concurrent viewers at the end of the latest base window.
+    pub current_viewers: u64,
+    /// Top emojis since this process started, ties at the k-th count included.
+    pub top_emojis: Vec<EmojiCount>,
+    /// The latest reactions, newest first.
+    pub recent_reactions: Vec<RecentReaction>,
+}
+
+/// `GET /v1/statistics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Statistics {
+    /// Reactions counted over all streams since this process started.
+    pub total_emojis: u64,
+    /// The latest reactions over all streams, newest first.
+    pub last_reactions: Vec<RecentReaction>,
+    /// Top emojis over all streams, ties at the k-th count included.
+    pub top_emojis: Vec<EmojiCount>,
+    /// `total_emojis` per minute of session.
+    pub rate_per_minute: f64,
+    /// Milliseconds since this process started.
+    pub session_duration_ms: u64,
+    /// Streams known.
+    pub streams: usize,
+    /// Records dead-lettered.
+    pub dead_letters: u64,
+    /// The output frontier (event time all results are complete up to), epoch ms.
+    pub frontier: Option<Millis>,
+}
+
+/// One refused record of an ingest request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// Zero-based position in the request.
+    pub index: usize,
+    /// Why.
+    pub error: String,
+}
+
+/// `202` answer of ingest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestResult {
+    /// Records queued for the dataflow.
+    pub accepted: usize,
+    /// Records refused (they also go to the dead-letter path).
+    pub rejected: Vec<Rejected>,
+}
+
+/// Body of `POST /v1/streams/{id}/reactions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReactionRequest {
+    /// The emoji.
+    pub emoji: String,
+    /// Who reacted (defaults to `anonymous`).
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+/// Query of window endpoints.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowQuery {
+    /// Window label (`10s`, `1m`, `1m/10s`); the base window when absent.
+    pub window: Option<String>,
+    /// Earliest window start, epoch ms or RFC 3339 (inclusive).
+    pub from: Option<String>,
+    /// Latest window start, epoch ms or RFC 3339 (exclusive).
+    pub to: Option<String>,
+    /// At most this many windows, the latest ones (default 100, at most 10000).
+    pub limit: Option<usize>,
+}
+
+/// One connected live client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// Client number.
+    pub id: u64,
+    /// `websocket` or `sse`.
+    pub transport: String,
+    /// The stream it follows.
+    pub stream_id: String,
+    /// Connected since, epoch ms.
+    pub connected_at: Millis,
+    /// Messages sent.
+    pub messages: u64,
+    /// Times it fell behind and was moved on to a fresh snapshot.
+    pub resyncs: u64,
+}
+
+/// The JSON error body: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Code and message of an error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Machine-readable code (`bad_request`, `not_found`, ...).
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+}

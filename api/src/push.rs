@@ -1,0 +1,195 @@
+//! Live push per stream over WebSocket and Server-Sent Events: a snapshot on connect, then every
+//! change of the stream. A client that falls behind is moved on to a fresh snapshot (the per
+//! stream channel keeps a bounded backlog), and one that stops reading is disconnected.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crowdpulse_connectors::live_input::wall_clock_ms;
+use futures_util::{SinkExt, Stream, StreamExt};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
+use warp::filters::sse::Event;
+use warp::filters::ws::{Message, WebSocket};
+
+use crate::models::ClientInfo;
+use crate::store::ViewStore;
+
+/// A client that cannot take a message for this long is disconnected.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connected live clients.
+#[derive(Debug, Default)]
+pub struct Clients {
+    next_id: AtomicU64,
+    connected: Mutex<BTreeMap<u64, ClientInfo>>,
+}
+
+impl Clients {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, ClientInfo>> {
+        self.connected.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every connected client.
+    pub fn list(&self) -> Vec<ClientInfo> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// How many are connected.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn register(self: &Arc<Self>, transport: &str, stream_id: &str) -> ClientGuard {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(
+            id,
+            ClientInfo {
+                id,
+                transport: transport.to_owned(),
+                stream_id: stream_id.to_owned(),
+                connected_at: wall_clock_ms(),
+                messages: 0,
+                resyncs: 0,
+            },
+        );
+        ClientGuard {
+            clients: Arc::clone(self),
+            id,
+        }
+    }
+}
+
+/// Registration of one client; dropping it (disconnect) unregisters it.
+struct ClientGuard {
+    clients: Arc<Clients>,
+    id: u64,
+}
+
+impl ClientGuard {
+    /// Whether anything was sent yet (a later snapshot is a resync).
+    fn sent_before(&self) -> bool {
+        self.clients
+            .lock()
+            .get(&self.id)
+            .is_some_and(|info| info.messages > 0)
+    }
+
+    fn sent(&self, resync: bool) {
+        if let Some(info) = self.clients.lock().get_mut(&self.id) {
+            info.messages += 1;
+            info.resyncs += u64::from(resync);
+        }
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.clients.lock().remove(&self.id);
+    }
+}
+
+/// What a client is sent.
+enum Push {
+    /// The whole current state (on connect, and after falling behind).
+    Snapshot(String),
+    /// One flush's changes.
+    Update(Arc<str>),
+}
+
+impl Push {
+    fn kind(&self) -> &'static str {
+        match self {
+            Push::Snapshot(_) => "snapshot",
+            Push::Update(_) => "update",
+        }
+    }
+
+    fn into_text(self) -> String {
+        match self {
+            Push::Snapshot(text) => text,
+            Push::Update(text) => text.to_string(),
+        }
+    }
+}
+
+/// The next message for a subscriber: the next change, or a fresh snapshot after falling
+/// behind; None when the store is gone. Cancel-safe (a `select!` branch).
+async fn next_message(
+    receiver: &mut Receiver<Arc<str>>,
+    store: &ViewStore,
+    stream_id: &str,
+) -> Option<Push> {
+    match receiver.recv().await {
+        Ok(message) => Some(Push::Update(message)),
+        Err(RecvError::Lagged(_)) => {
+            // Skip everything missed: a snapshot is the latest state.
+            *receiver = receiver.resubscribe();
+            Some(Push::Snapshot(store.snapshot(stream_id)))
+        }
+        Err(RecvError::Closed) => None,
+    }
+}
+
+/// Serves one WebSocket client until it leaves, stops reading, or the server stops.
+pub async fn serve_websocket(
+    socket: WebSocket,
+    store: Arc<ViewStore>,
+    clients: Arc<Clients>,
+    stream_id: String,
+) {
+    let guard = clients.register("websocket", &stream_id);
+    let mut receiver = store.subscribe(&stream_id);
+    let (mut outgoing, mut incoming) = socket.split();
+    let mut pending = Some(Push::Snapshot(store.snapshot(&stream_id)));
+    loop {
+        if let Some(push) = pending.take() {
+            let resync = guard.sent_before();
+            let resynced = resync && push.kind() == "snapshot";
+            let send = outgoing.send(Message::text(push.into_text()));
+            match tokio::time::timeout(SEND_TIMEOUT, send).await {
+                Ok(Ok(())) => guard.sent(resynced),
+                _ => break,
+            }
+        }
+        tokio::select! {
+            next = next_message(&mut receiver, &store, &stream_id) => match next {
+                Some(push) => pending = Some(push),
+                None => break,
+            },
+            received = incoming.next() => match received {
+                // Client messages are not part of the protocol (pings are answered by warp).
+                Some(Ok(message)) if !message.is_close() => {}
+                _ => break,
+            },
+        }
+    }
+    let _ = outgoing.close().await;
+}
+
+/// The event stream of one SSE client: `snapshot` first, then `update` events.
+pub fn sse_events(
+    store: Arc<ViewStore>,
+    clients: Arc<Clients>,
+    stream_id: String,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let guard = clients.register("sse", &stream_id);
+    let receiver = store.subscribe(&stream_id);
+    let first = Some(Push::Snapshot(store.snapshot(&stream_id)));
+    futures_util::stream::unfold(
+        (receiver, first, store, stream_id, guard),
+        |(mut receiver, first, store, stream_id, guard)| async move {
+            let push = match first {
+                Some(push) => push,
+                None => next_message(&mut receiver, &store, &stream_id).await?,
+            };
+            let resynced = guard.sent_before() && push.kind() == "snapshot";
+            guard.sent(resynced);
+            let event = Event::default().event(push.kind()).data(push.into_text());
+            Some((Ok(event), (receiver, None, store, stream_id, guard)))
+        },
+    )
+}

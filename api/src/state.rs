@@ -1,0 +1,41 @@
+//! The state every handler shares, injected into routes by `filters::with_state`.
+
+use std::sync::Arc;
+
+use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::source::SourceCounters;
+
+use crate::ingest::Ingest;
+use crate::metrics::HttpCounters;
+use crate::push::Clients;
+use crate::store::ViewStore;
+
+/// Fixed settings of the server.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Largest accepted request body.
+    pub max_body_bytes: u64,
+    /// Window labels the dataflow computes.
+    pub windows: Vec<String>,
+    /// When the process started, epoch ms (the statistics' session).
+    pub started_at: Millis,
+    /// `/ready` answers 200 while wall clock minus the frontier stays within this.
+    pub ready_delay_ms: u64,
+}
+
+/// Everything handlers read or write; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Live results.
+    pub store: Arc<ViewStore>,
+    /// Entry of records.
+    pub ingest: Arc<Ingest>,
+    /// Connected live clients.
+    pub clients: Arc<Clients>,
+    /// Request counters.
+    pub http: Arc<HttpCounters>,
+    /// The dataflow source's counters.
+    pub source_counters: Arc<SourceCounters>,
+    /// Settings.
+    pub settings: Arc<ApiSettings>,
+}

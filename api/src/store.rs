@@ -1,0 +1,425 @@
+//! The live view store: the dataflow's output rows kept per stream and window (with retention),
+//! session totals, the latest reactions, and a push channel per stream that carries every change.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crowdpulse_dataflow::analytics::top_with_ties;
+use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::rows::{DeadLetter, Row};
+use crowdpulse_dataflow::rows_json::RowJson;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use crate::models::{RecentReaction, StreamSummary};
+
+/// How many reactions are remembered per stream and overall.
+pub const RECENT_REACTIONS: usize = 10;
+/// How many dead letters are remembered for inspection.
+const RECENT_DEAD_LETTERS: usize = 100;
+/// Messages a live client may fall behind before it is moved on to a fresh snapshot.
+const PUSH_BACKLOG: usize = 256;
+/// Windows of the base window sent in a snapshot (10 minutes of 10 s windows by default).
+const SNAPSHOT_WINDOWS: usize = 60;
+
+/// The rows of one window of one stream.
+#[derive(Debug, Default)]
+pub struct WindowView {
+    /// `window_metrics` row.
+    pub metrics: Option<Row>,
+    /// `window_top_emojis` row.
+    pub top: Option<Row>,
+    /// `window_emojis` rows by emoji.
+    pub emojis: BTreeMap<String, Row>,
+    /// `window_revenue` rows by (kind, currency).
+    pub revenue: BTreeMap<(String, String), Row>,
+}
+
+impl WindowView {
+    fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.metrics
+            .iter()
+            .chain(self.top.iter())
+            .chain(self.emojis.values())
+            .chain(self.revenue.values())
+    }
+}
+
+/// Everything kept about one stream.
+#[derive(Debug)]
+pub struct StreamView {
+    /// Windows by (label, start).
+    pub windows: BTreeMap<(Arc<str>, Millis), WindowView>,
+    /// Moments by (metric, start).
+    pub moments: BTreeMap<(String, Millis), Row>,
+    /// The `stream_totals` row.
+    pub totals: Option<Row>,
+    /// Reactions per emoji since this process started (from the base window's rows).
+    pub emoji_totals: BTreeMap<String, u64>,
+    /// The latest reactions, newest first.
+    pub recent_reactions: VecDeque<RecentReaction>,
+    push: broadcast::Sender<Arc<str>>,
+}
+
+impl StreamView {
+    fn new() -> Self {
+        Self {
+            windows: BTreeMap::new(),
+            moments: BTreeMap::new(),
+            totals: None,
+            emoji_totals: BTreeMap::new(),
+            recent_reactions: VecDeque::new(),
+            push: broadcast::channel(PUSH_BACKLOG).0,
+        }
+    }
+
+    /// Whether the dataflow has produced anything for the stream (a stream known only from a
+    /// subscription or an ingested reaction still counts as unknown).
+    pub fn has_results(&self) -> bool {
+        self.totals.is_some() || !self.windows.is_empty()
+    }
+
+    /// The latest `window_metrics` row of a window label.
+    pub fn latest_metrics(&self, label: &str) -> Option<&Row> {
+        self.windows
+            .iter()
+            .rev()
+            .filter(|((l, _), _)| &**l == label)
+            .find_map(|(_, view)| view.metrics.as_ref())
+    }
+}
+
+/// Store-wide state behind one lock.
+#[derive(Debug, Default)]
+pub struct StoreState {
+    /// Streams by id.
+    pub streams: BTreeMap<String, StreamView>,
+    /// Reactions per emoji over all streams since this process started.
+    pub emoji_totals: BTreeMap<String, u64>,
+    /// The latest reactions over all streams, newest first.
+    pub recent_reactions: VecDeque<RecentReaction>,
+    /// The dataflow's output frontier (None once the input ended).
+    pub frontier: Option<Millis>,
+    /// Dead letters seen.
+    pub dead_letters: u64,
+    /// The latest dead letters, newest first.
+    pub recent_dead_letters: VecDeque<DeadLetter>,
+    evicted_below: Millis,
+}
+
+/// Shape of the store: which window feeds session totals, retention, k of top-k.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Label of the smallest tumbling window: each event is in exactly one of its windows, so
+    /// its emoji rows add up to exact totals.
+    pub base_window: String,
+    /// Windows ending more than this before the frontier are dropped from memory.
+    pub retention: Millis,
+    /// k of the top-k lists.
+    pub top_k: usize,
+}
+
+/// The store shared by the dataflow sinks (writers) and the API (readers).
+#[derive(Debug)]
+pub struct ViewStore {
+    state: RwLock<StoreState>,
+    /// Its settings.
+    pub settings: StoreSettings,
+}
+
+/// One row change of a flush, as the push channel reports it.
+struct Change<'a> {
+    row: &'a Row,
+    diff: isize,
+}
+
+fn push_front_bounded<T>(ring: &mut VecDeque<T>, item: T, limit: usize) {
+    ring.push_front(item);
+    ring.truncate(limit);
+}
+
+impl ViewStore {
+    /// An empty store.
+    pub fn new(settings: StoreSettings) -> Self {
+        Self {
+            state: RwLock::new(StoreState::default()),
+            settings,
+        }
+    }
+
+    /// Reads the state. A poisoned lock is recovered: every writer leaves the maps consistent
+    /// between statements, and readers must keep serving.
+    pub fn read(&self) -> RwLockReadGuard<'_, StoreState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, StoreState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies one flush of consolidated changes `(row, time, diff)` that the `frontier` has
+    /// passed, then pushes each touched stream's changes to its live clients.
+    pub fn apply(&self, frontier: Option<Millis>, updates: &mut [(Row, Millis, isize)]) {
+        // Per time, retractions before insertions: a replaced row is -old +new at one time.
+        updates.sort_by(|a, b| a.1.cmp(&b.1).then(a.2.cmp(&b.2)));
+        let mut state = self.write();
+        let mut touched: BTreeMap<&str, Vec<Change<'_>>> = BTreeMap::new();
+        for (row, _, diff) in updates.iter() {
+            if let Row::DeadLetter(dead) = row {
+                state.dead_letters += (*diff).max(0) as u64;
+                push_front_bounded(
+                    &mut state.recent_dead_letters,
+                    dead.clone(),
+                    RECENT_DEAD_LETTERS,
+                );
+                continue;
+            }
+            let Some(stream_id) = row.stream_id() else {
+                continue;
+            };
+            self.apply_row(&mut state, stream_id, row, *diff);
+            touched
+                .entry(stream_id)
+                .or_default()
+                .push(Change { row, diff: *diff });
+        }
+        state.frontier = frontier;
+        self.evict(&mut state);
+        for (stream_id, changes) in touched {
+            if let Some(view) = state.streams.get(stream_id) {
+                if view.push.receiver_count() > 0 {
+                    let message = update_message(frontier, &changes);
+                    // No receiver left is not an error: the clients went away.
+                    let _ = view.push.send(Arc::from(message));
+                }
+            }
+        }
+    }
+
+    fn apply_row(&self, state: &mut StoreState, stream_id: &str, row: &Row, diff: isize) {
+        let base = self.settings.base_window.as_str();
+        let view = state
+            .streams
+            .entry(stream_id.to_owned())
+            .or_insert_with(StreamView::new);
+        let insert = diff > 0;
+        // Replace on insert; on retraction, remove only the row retracted (a newer one stays).
+        fn put<K: Ord>(map: &mut BTreeMap<K, Row>, key: K, row: &Row, insert: bool) {
+            if insert {
+                map.insert(key, row.clone());
+            } else if map.get(&key) == Some(row) {
+                map.remove(&key);
+            }
+        }
+        fn put_one(slot: &mut Option<Row>, row: &Row, insert: bool) {
+            if insert {
+                *slot = Some(row.clone());
+            } else if slot.as_ref() == Some(row) {
+                *slot = None;
+            }
+        }
+        match row {
+            Row::WindowMetrics { key, .. } => {
+                let window = view
+                    .windows
+                    .entry((key.window.clone(), key.start))
+                    .or_default();
+                put_one(&mut window.metrics, row, insert);
+            }
+            Row::WindowTopEmojis { key, .. } => {
+                let window = view
+                    .windows
+                    .entry((key.window.clone(), key.start))
+                    .or_default();
+                put_one(&mut window.top, row, insert);
+            }
+            Row::WindowEmoji {
+                key, emoji, count, ..
+            } => {
+                let window = view
+                    .windows
+                    .entry((key.window.clone(), key.start))
+                    .or_default();
+                put(&mut window.emojis, emoji.clone(), row, insert);
+                if &*key.window == base {
+                    let delta = *count as i128 * diff as i128;
+                    for totals in [&mut view.emoji_totals, &mut state.emoji_totals] {
+                        let entry = totals.entry(emoji.clone()).or_default();
+                        *entry = (*entry as i128 + delta).max(0) as u64;
+                    }
+                }
+            }
+            Row::WindowRevenue {
+                key,
+                kind,
+                currency,
+                ..
+            } => {
+                let window = view
+                    .windows
+                    .entry((key.window.clone(), key.start))
+                    .or_default();
+                put(
+                    &mut window.revenue,
+                    (kind.clone(), currency.clone()),
+                    row,
+                    insert,
+                );
+            }
+            Row::Moment { moment, .. } => {
+                put(
+                    &mut view.moments,
+                    (moment.metric.clone(), moment.start),
+                    row,
+                    insert,
+                );
+            }
+            Row::StreamTotals { .. } => put_one(&mut view.totals, row, insert),
+            Row::DeadLetter(_) => {}
+        }
+    }
+
+    /// Drops windows and moments that ended more than the retention before the frontier,
+    /// at most once per base-window-sized step of the frontier.
+    fn evict(&self, state: &mut StoreState) {
+        let Some(frontier) = state.frontier else {
+            return;
+        };
+        let cutoff = frontier.saturating_sub(self.settings.retention);
+        if cutoff < state.evicted_below + 1_000 {
+            return;
+        }
+        state.evicted_below = cutoff;
+        for view in state.streams.values_mut() {
+            view.windows.retain(|_, window| {
+                window
+                    .rows()
+                    .next()
+                    .and_then(window_end)
+                    .is_none_or(|end| end > cutoff)
+            });
+            view.moments.retain(|_, row| match row {
+                Row::Moment { moment, .. } => moment.end > cutoff,
+                _ => true,
+            });
+        }
+    }
+
+    /// Remembers a reaction as it was ingested (for "last reactions").
+    pub fn record_reaction(&self, reaction: RecentReaction) {
+        let mut state = self.write();
+        push_front_bounded(
+            &mut state.recent_reactions,
+            reaction.clone(),
+            RECENT_REACTIONS,
+        );
+        let view = state
+            .streams
+            .entry(reaction.stream_id.clone())
+            .or_insert_with(StreamView::new);
+        push_front_bounded(&mut view.recent_reactions, reaction, RECENT_REACTIONS);
+    }
+
+    /// Subscribes to a stream's changes (creating its entry, so a client may wait for a stream
+    /// that has not produced anything yet).
+    pub fn subscribe(&self, stream_id: &str) -> broadcast::Receiver<Arc<str>> {
+        let mut state = self.write();
+        state
+            .streams
+            .entry(stream_id.to_owned())
+            .or_insert_with(StreamView::new)
+            .push
+            .subscribe()
+    }
+
+    /// The summary of one stream.
+    pub fn summary(&self, stream_id: &str, view: &StreamView) -> StreamSummary {
+        let totals = match &view.totals {
+            Some(Row::StreamTotals { totals, .. }) => Some(totals),
+            _ => None,
+        };
+        let current_viewers = match view.latest_metrics(&self.settings.base_window) {
+            Some(Row::WindowMetrics { metrics, .. }) => metrics.viewers_end,
+            _ => 0,
+        };
+        StreamSummary {
+            stream_id: stream_id.to_owned(),
+            title: totals.and_then(|t| t.title.clone()),
+            category: totals.and_then(|t| t.category.clone()),
+            status: totals.and_then(|t| t.status.clone()),
+            live_since: totals.and_then(|t| t.live_since),
+            chat_messages: totals.map_or(0, |t| t.chat_messages),
+            reactions: totals.map_or(0, |t| t.reactions),
+            transactions: totals.map_or(0, |t| t.transactions),
+            peak_viewers: totals.map_or(0, |t| t.peak_viewers),
+            current_viewers,
+            top_emojis: top_with_ties(&view.emoji_totals, self.settings.top_k)
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            recent_reactions: view.recent_reactions.iter().cloned().collect(),
+        }
+    }
+
+    /// What a live client gets on connect: the stream's summary, its recent base windows, the
+    /// latest window of every other label, its moments.
+    pub fn snapshot(&self, stream_id: &str) -> String {
+        let state = self.read();
+        let Some(view) = state.streams.get(stream_id) else {
+            return json!({"type": "snapshot", "stream_id": stream_id, "frontier": state.frontier, "summary": null, "rows": []}).to_string();
+        };
+        let base = self.settings.base_window.as_str();
+        let mut rows: Vec<Value> = Vec::new();
+        let mut labels: BTreeMap<&str, usize> = BTreeMap::new();
+        for ((label, _), window) in view.windows.iter().rev() {
+            let seen = labels.entry(label).or_default();
+            let limit = if &**label == base {
+                SNAPSHOT_WINDOWS
+            } else {
+                1
+            };
+            if *seen < limit {
+                *seen += 1;
+                rows.extend(window.rows().map(row_value));
+            }
+        }
+        rows.extend(view.moments.values().map(row_value));
+        rows.extend(view.totals.iter().map(row_value));
+        json!({
+            "type": "snapshot",
+            "stream_id": stream_id,
+            "frontier": state.frontier,
+            "summary": self.summary(stream_id, view),
+            "rows": rows,
+        })
+        .to_string()
+    }
+}
+
+/// A row as its NDJSON object (with `table` and `final`).
+pub fn row_value(row: &Row) -> Value {
+    serde_json::to_value(RowJson(row)).unwrap_or(Value::Null)
+}
+
+fn window_end(row: &Row) -> Option<Millis> {
+    match row {
+        Row::WindowMetrics { key, .. }
+        | Row::WindowEmoji { key, .. }
+        | Row::WindowTopEmojis { key, .. }
+        | Row::WindowRevenue { key, .. } => Some(key.end),
+        _ => None,
+    }
+}
+
+/// The push message of one flush: rows that are now current, and rows withdrawn.
+fn update_message(frontier: Option<Millis>, changes: &[Change<'_>]) -> String {
+    let (upserts, removed): (Vec<&Change<'_>>, Vec<&Change<'_>>) =
+        changes.iter().partition(|c| c.diff > 0);
+    json!({
+        "type": "update",
+        "frontier": frontier,
+        "rows": upserts.iter().map(|c| row_value(c.row)).collect::<Vec<_>>(),
+        "removed": removed.iter().map(|c| row_value(c.row)).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
