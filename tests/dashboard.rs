@@ -1,0 +1,153 @@
+//! The dashboard in headless Chromium at phone width: it loads from the binary's embedded
+//! assets, follows a stream over its WebSocket, and a click on an emoji button posts a reaction
+//! whose count then changes on the page. Saves a screenshot.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+use support::{eventually, get_json, http, post_reaction, Demo};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+struct Browser {
+    child: Child,
+    socket: tungstenite::WebSocket<TcpStream>,
+    next_id: u64,
+}
+
+impl Browser {
+    /// Opens `url` in headless Chromium and attaches to the page over the DevTools protocol.
+    fn open(url: &str, profile: &Path) -> Self {
+        let mut child = Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                "--window-size=390,844",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chromium starts");
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let port = stderr
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.split("DevTools listening on ws://127.0.0.1:")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next().map(str::to_owned))
+            })
+            .expect("chromium announces its DevTools port");
+        let devtools = format!("127.0.0.1:{port}");
+        let mut page_socket = None;
+        eventually("the page target", || {
+            let (_, body) = http(&devtools, "GET", "/json/list", None);
+            let targets: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            page_socket = targets.as_array().and_then(|ts| {
+                ts.iter()
+                    .find(|t| t["type"] == "page")
+                    .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
+            });
+            page_socket.is_some()
+        });
+        let stream = TcpStream::connect(&devtools).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let (socket, _) = tungstenite::client(page_socket.unwrap(), stream).expect("devtools websocket");
+        Self { child, socket, next_id: 1 }
+    }
+
+    /// Calls a DevTools method and returns its result.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = json!({"id": id, "method": method, "params": params}).to_string();
+        self.socket.send(tungstenite::Message::text(request)).unwrap();
+        loop {
+            if let tungstenite::Message::Text(text) = self.socket.read().expect("devtools answers") {
+                let message: Value = serde_json::from_str(&text).unwrap();
+                if message["id"] == id {
+                    assert!(message.get("error").is_none(), "{method}: {message}");
+                    return message["result"].clone();
+                }
+            }
+        }
+    }
+
+    /// Evaluates a JavaScript expression in the page.
+    fn eval(&mut self, expression: &str) -> Value {
+        let result = self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true}));
+        result["result"]["value"].clone()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn clicking_an_emoji_button_changes_its_count_on_the_page() {
+    if !Path::new(CHROMIUM).exists() {
+        assert!(
+            std::env::var_os("CROWDPULSE_SKIP_BROWSER_TEST").is_some(),
+            "{CHROMIUM} is missing: install it with `bash scripts/setup.sh` (or set CROWDPULSE_SKIP_BROWSER_TEST=1)"
+        );
+        eprintln!("skipped: no chromium");
+        return;
+    }
+    let demo = Demo::start(&["--rate", "0", "--workers", "2"]);
+    let address = demo.address.clone();
+    post_reaction(&address, "browser", "🔥", "seed");
+    eventually("the stream", || get_json(&address, "/v1/streams/browser").0 == 200);
+
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let profile = scratch.join(format!("chromium-profile-{}", std::process::id()));
+    let mut browser = Browser::open(&format!("http://{address}/?stream=browser"), &profile);
+
+    let count = r#"document.querySelector('#buttons button[data-emoji="🎉"] .count')?.textContent"#;
+    let connected = "document.getElementById('s-connection').textContent";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(browser.eval(count) == json!("0") && browser.eval(connected) == json!("live")) {
+        assert!(Instant::now() < deadline, "dashboard did not load: count {}, connection {}", browser.eval(count), browser.eval(connected));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(browser.eval("document.getElementById('s-reactions').textContent"), json!("1"));
+
+    browser.eval(r#"document.querySelector('#buttons button[data-emoji="🎉"]').click()"#);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser.eval(count) != json!("1") {
+        assert!(Instant::now() < deadline, "the count did not change after the click: {}", browser.eval(count));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, top) = get_json(&address, "/v1/streams/browser/emojis/top");
+    assert!(top["top"].as_array().unwrap().iter().any(|e| e["emoji"] == "🎉"), "{top}");
+
+    let fits = browser.eval("document.documentElement.scrollWidth <= window.innerWidth");
+    assert_eq!(fits, json!(true), "the page scrolls sideways at phone width");
+
+    let shot = browser.call("Page.captureScreenshot", json!({"format": "png"}));
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap())
+        .unwrap();
+    let path = scratch.join("dashboard-phone.png");
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+    drop(browser);
+    let _ = std::fs::remove_dir_all(&profile);
+    demo.stop();
+}
