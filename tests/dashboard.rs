@@ -41,9 +41,9 @@ impl Browser {
             .stderr(Stdio::piped())
             .spawn()
             .expect("chromium starts");
-        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
         let port = stderr
-            .lines()
+            .by_ref()
             .map_while(Result::ok)
             .find_map(|line| {
                 line.split("DevTools listening on ws://127.0.0.1:")
@@ -51,6 +51,8 @@ impl Browser {
                     .and_then(|rest| rest.split('/').next().map(str::to_owned))
             })
             .expect("chromium announces its DevTools port");
+        // Keep draining its stderr: a closed pipe would fail Chromium's later log writes.
+        std::thread::spawn(move || stderr.for_each(drop));
         let devtools = format!("127.0.0.1:{port}");
         let mut page_socket = None;
         eventually("the page target", || {
@@ -64,9 +66,16 @@ impl Browser {
             page_socket.is_some()
         });
         let stream = TcpStream::connect(&devtools).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let (socket, _) = tungstenite::client(page_socket.unwrap(), stream).expect("devtools websocket");
-        Self { child, socket, next_id: 1 }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let (socket, _) =
+            tungstenite::client(page_socket.unwrap(), stream).expect("devtools websocket");
+        Self {
+            child,
+            socket,
+            next_id: 1,
+        }
     }
 
     /// Calls a DevTools method and returns its result.
@@ -74,9 +83,12 @@ impl Browser {
         let id = self.next_id;
         self.next_id += 1;
         let request = json!({"id": id, "method": method, "params": params}).to_string();
-        self.socket.send(tungstenite::Message::text(request)).unwrap();
+        self.socket
+            .send(tungstenite::Message::text(request))
+            .unwrap();
         loop {
-            if let tungstenite::Message::Text(text) = self.socket.read().expect("devtools answers") {
+            if let tungstenite::Message::Text(text) = self.socket.read().expect("devtools answers")
+            {
                 let message: Value = serde_json::from_str(&text).unwrap();
                 if message["id"] == id {
                     assert!(message.get("error").is_none(), "{method}: {message}");
@@ -88,7 +100,10 @@ impl Browser {
 
     /// Evaluates a JavaScript expression in the page.
     fn eval(&mut self, expression: &str) -> Value {
-        let result = self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true}));
+        let result = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true}),
+        );
         result["result"]["value"].clone()
     }
 }
@@ -113,7 +128,9 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
     let demo = Demo::start(&["--rate", "0", "--workers", "2"]);
     let address = demo.address.clone();
     post_reaction(&address, "browser", "🔥", "seed");
-    eventually("the stream", || get_json(&address, "/v1/streams/browser").0 == 200);
+    eventually("the stream", || {
+        get_json(&address, "/v1/streams/browser").0 == 200
+    });
 
     let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let profile = scratch.join(format!("chromium-profile-{}", std::process::id()));
@@ -123,22 +140,45 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
     let connected = "document.getElementById('s-connection').textContent";
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(browser.eval(count) == json!("0") && browser.eval(connected) == json!("live")) {
-        assert!(Instant::now() < deadline, "dashboard did not load: count {}, connection {}", browser.eval(count), browser.eval(connected));
+        assert!(
+            Instant::now() < deadline,
+            "dashboard did not load: count {}, connection {}",
+            browser.eval(count),
+            browser.eval(connected)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(browser.eval("document.getElementById('s-reactions').textContent"), json!("1"));
+    assert_eq!(
+        browser.eval("document.getElementById('s-reactions').textContent"),
+        json!("1")
+    );
 
     browser.eval(r#"document.querySelector('#buttons button[data-emoji="🎉"]').click()"#);
     let deadline = Instant::now() + Duration::from_secs(20);
     while browser.eval(count) != json!("1") {
-        assert!(Instant::now() < deadline, "the count did not change after the click: {}", browser.eval(count));
+        assert!(
+            Instant::now() < deadline,
+            "the count did not change after the click: {}",
+            browser.eval(count)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (_, top) = get_json(&address, "/v1/streams/browser/emojis/top");
-    assert!(top["top"].as_array().unwrap().iter().any(|e| e["emoji"] == "🎉"), "{top}");
+    assert!(
+        top["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["emoji"] == "🎉"),
+        "{top}"
+    );
 
     let fits = browser.eval("document.documentElement.scrollWidth <= window.innerWidth");
-    assert_eq!(fits, json!(true), "the page scrolls sideways at phone width");
+    assert_eq!(
+        fits,
+        json!(true),
+        "the page scrolls sideways at phone width"
+    );
 
     let shot = browser.call("Page.captureScreenshot", json!({"format": "png"}));
     let png = base64::engine::general_purpose::STANDARD

@@ -11,7 +11,10 @@ use serde_json::Value;
 use support::{eventually, get_json, http, post_reaction, Demo};
 
 /// Reads WebSocket text messages until one satisfies `wanted`.
-fn await_message(socket: &mut tungstenite::WebSocket<TcpStream>, wanted: impl Fn(&Value) -> bool) -> Value {
+fn await_message(
+    socket: &mut tungstenite::WebSocket<TcpStream>,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         match socket.read() {
@@ -22,7 +25,9 @@ fn await_message(socket: &mut tungstenite::WebSocket<TcpStream>, wanted: impl Fn
                 }
             }
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(tungstenite::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => panic!("websocket: {e}"),
         }
     }
@@ -31,7 +36,12 @@ fn await_message(socket: &mut tungstenite::WebSocket<TcpStream>, wanted: impl Fn
 
 fn carries_emoji(message: &Value, emoji: &str, count: u64) -> bool {
     message["rows"].as_array().is_some_and(|rows| {
-        rows.iter().any(|r| r["table"] == "window_emojis" && r["window"] == "10s" && r["emoji"] == emoji && r["count"] == count)
+        rows.iter().any(|r| {
+            r["table"] == "window_emojis"
+                && r["window"] == "10s"
+                && r["emoji"] == emoji
+                && r["count"] == count
+        })
     })
 }
 
@@ -41,34 +51,52 @@ fn reactions_posted_over_http_reach_rest_websocket_and_sse() {
     let address = demo.address.clone();
 
     let stream = TcpStream::connect(&address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let (mut socket, _) = tungstenite::client(format!("ws://{address}/v1/streams/e2e/live"), stream).expect("websocket handshake");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let (mut socket, _) =
+        tungstenite::client(format!("ws://{address}/v1/streams/e2e/live"), stream)
+            .expect("websocket handshake");
     let snapshot = await_message(&mut socket, |m| m["type"] == "snapshot");
     assert_eq!(snapshot["stream_id"], "e2e");
 
     let mut sse = TcpStream::connect(&address).unwrap();
     write!(sse, "GET /v1/streams/e2e/events HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
-    sse.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sse.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
 
     let (_, clients) = get_json(&address, "/v1/clients");
-    let transports: Vec<&str> = clients["clients"].as_array().unwrap().iter().map(|c| c["transport"].as_str().unwrap()).collect();
+    let transports: Vec<&str> = clients["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["transport"].as_str().unwrap())
+        .collect();
     assert!(transports.contains(&"websocket"), "{clients}");
 
     post_reaction(&address, "e2e", "🦄", "ann");
     post_reaction(&address, "e2e", "🦄", "bob");
     post_reaction(&address, "e2e", "🍕", "cy");
 
-    let update = await_message(&mut socket, |m| m["type"] == "update" && carries_emoji(m, "🦄", 2));
+    let update = await_message(&mut socket, |m| {
+        m["type"] == "update" && carries_emoji(m, "🦄", 2)
+    });
     assert!(update["frontier"].as_u64().is_some());
 
     eventually("the reactions in the top emojis", || {
         let (status, body) = get_json(&address, "/v1/streams/e2e/emojis/top?window=10s");
-        status == 200 && body["top"] == serde_json::json!([{"emoji": "🦄", "count": 2}, {"emoji": "🍕", "count": 1}])
+        status == 200
+            && body["top"]
+                == serde_json::json!([{"emoji": "🦄", "count": 2}, {"emoji": "🍕", "count": 1}])
     });
 
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !(seen.contains("event: snapshot") && seen.contains("event: update") && seen.contains("🦄")) {
+    // The SSE format allows a space after the colon or none (warp writes none).
+    let has_event = |seen: &str, name: &str| {
+        seen.contains(&format!("event:{name}")) || seen.contains(&format!("event: {name}"))
+    };
+    while !(has_event(&seen, "snapshot") && has_event(&seen, "update") && seen.contains("🦄")) {
         assert!(Instant::now() < deadline, "sse carried: {seen}");
         let mut buffer = [0u8; 8192];
         match sse.read(&mut buffer) {
@@ -78,7 +106,9 @@ fn reactions_posted_over_http_reach_rest_websocket_and_sse() {
         }
     }
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
-    assert!(seen.to_ascii_lowercase().contains("content-type: text/event-stream"));
+    assert!(seen
+        .to_ascii_lowercase()
+        .contains("content-type: text/event-stream"));
 
     let (status, body) = http(&address, "GET", "/v1/streams/e2e/nothing", None);
     assert_eq!(status, 404, "{body}");
