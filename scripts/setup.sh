@@ -1,10 +1,30 @@
 #!/usr/bin/env bash
 # Makes sure what crowdpulse's tests and demos need is installed and running. Idempotent.
-# Today the test suite needs only the Rust toolchain; PostgreSQL is prepared for the sink
-# (it is started, or installed from Debian's packages, when absent).
+# The dashboard test needs Debian's Chromium (and an emoji font so its screenshot shows the
+# buttons' glyphs); PostgreSQL is prepared for the sink. Each is installed from Debian's
+# packages, or started, only when absent.
 set -euo pipefail
 
 log() { echo "setup: $*" >&2; }
+
+apt_updated=false
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    if [ "$apt_updated" = false ]; then
+        apt-get update -qq
+        apt_updated=true
+    fi
+    apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_chromium() {
+    if [ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi "color emoji"; then
+        log "chromium is installed"
+        return
+    fi
+    log "installing chromium and an emoji font"
+    apt_install chromium fonts-noto-color-emoji
+}
 
 ensure_postgres() {
     if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
@@ -13,9 +33,7 @@ ensure_postgres() {
     fi
     if ! command -v pg_ctlcluster >/dev/null 2>&1; then
         log "installing postgresql"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq postgresql >/dev/null
+        apt_install postgresql
     fi
     local version
     version=$(ls /etc/postgresql | sort -V | tail -1)
@@ -28,4 +46,5 @@ ensure_postgres() {
     log "postgres did not become ready" && exit 1
 }
 
+ensure_chromium
 ensure_postgres
