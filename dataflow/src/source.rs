@@ -263,14 +263,15 @@ fn admit(
     let mut context = context;
     context.fallback_ts = context.fallback_ts.or(record.timestamp);
     let event = format.decode(record.payload, &context).map_err(rejection)?;
-    if event.ts.saturating_add(allowed_lateness) < capability {
-        return Err((DeadLetterReason::Late, late_message(event.ts, capability)));
-    }
+    // The partition's own clock judges first, so bounded runs name the partition's watermark.
     match clock.admit(event.ts) {
-        Admission::Accepted => Ok(event),
         Admission::Late { watermark } => {
             Err((DeadLetterReason::Late, late_message(event.ts, watermark)))
         }
+        Admission::Accepted if event.ts.saturating_add(allowed_lateness) < capability => {
+            Err((DeadLetterReason::Late, late_message(event.ts, capability)))
+        }
+        Admission::Accepted => Ok(event),
     }
 }
 

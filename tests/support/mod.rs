@@ -3,7 +3,11 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod http;
+
+pub use http::HttpConnection;
+
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,60 +71,9 @@ impl Drop for Demo {
     }
 }
 
-/// One HTTP/1.1 request; returns the status and the body. The body is read by its
-/// Content-Length when there is one, because some servers (Chromium's DevTools) keep the
-/// connection open despite `Connection: close`.
+/// One HTTP/1.1 request on a fresh connection; returns the status and the body.
 pub fn http(address: &str, method: &str, path: &str, body: Option<(&str, &[u8])>) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).expect("connects");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if let Some((content_type, bytes)) = body {
-        request.push_str(&format!(
-            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
-            bytes.len()
-        ));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    if let Some((_, bytes)) = body {
-        stream.write_all(bytes).unwrap();
-    }
-    let mut reader = BufReader::new(stream);
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).expect("status line");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut content_length = None;
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).expect("header line");
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                content_length = value.trim().parse::<usize>().ok();
-            }
-        }
-    }
-    let mut body = Vec::new();
-    match content_length {
-        Some(length) => {
-            body.resize(length, 0);
-            reader.read_exact(&mut body).expect("body");
-        }
-        None => {
-            reader.read_to_end(&mut body).expect("body");
-        }
-    }
-    (status, String::from_utf8_lossy(&body).into_owned())
+    HttpConnection::open(address).request(method, path, body)
 }
 
 /// GET returning JSON.
