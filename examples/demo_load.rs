@@ -110,7 +110,7 @@ fn batch_body(shared: &Shared, index: u64) -> String {
         let n = index * options.batch + i;
         let stream = n % options.streams;
         let user = n % 5_000;
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             let emoji = ["🔥", "😂", "❤️", "👏", "🎉"][(n / 3 % 5) as usize];
             body.push_str(&format!(
                 r#"{{"type":"reaction","stream_id":"load-{stream}","user_id":"u{user}","emoji":"{emoji}"}}"#

@@ -8,7 +8,6 @@ mod http;
 pub use http::HttpConnection;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
