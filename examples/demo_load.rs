@@ -47,6 +47,10 @@ struct Options {
     /// Seconds measured.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// Seconds to wait for the last probes after the load stops: more than the idle timeout
+    /// (5 s), after which wall-clock time moves the watermark past them.
+    #[arg(long, default_value_t = 7)]
+    drain: u64,
 }
 
 const PROBE_STREAM: &str = "probe";
@@ -283,7 +287,7 @@ fn main() {
     let events = shared.posted_events.load(Ordering::Relaxed) - events_before;
     // Let the last probes' pushes arrive before stopping the watcher; what is still in flight
     // then never arrived.
-    thread::sleep(Duration::from_secs(2));
+    thread::sleep(Duration::from_secs(shared.options.drain));
     let lost = shared.probes_in_flight.lock().unwrap().len();
     shared.done.store(true, Ordering::Relaxed);
     for thread in threads {

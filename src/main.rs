@@ -98,6 +98,11 @@ enum Command {
         /// generated or received, so a short bound keeps the dashboard close to real time.
         #[arg(long, default_value = "500ms")]
         max_out_of_orderness: String,
+        /// Granularity of event time. An event shows on the dashboard once the watermark has
+        /// passed its tick, so a fine tick keeps the push latency close to the watermark delay
+        /// (measured with scripts/bench-demo: 10 ms ticks cut the p99 from ~790 to ~540 ms).
+        #[arg(long, default_value = "10ms")]
+        tick: String,
         /// Configuration file (workers.toml format).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -181,6 +186,7 @@ fn main() -> anyhow::Result<()> {
             workers,
             seed,
             max_out_of_orderness,
+            tick,
             config,
         } => {
             anyhow::ensure!(
@@ -191,6 +197,7 @@ fn main() -> anyhow::Result<()> {
             let mut config = load_config(config.as_ref())?;
             config.pipeline.max_out_of_orderness =
                 Span::parse(&max_out_of_orderness).context("--max-out-of-orderness")?;
+            config.pipeline.tick = Span::parse(&tick).context("--tick")?;
             if let Some(bind) = bind {
                 config.api.bind = bind;
             }

@@ -2,7 +2,7 @@
 //! session totals, the latest reactions, and a push channel per stream that carries every change.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crowdpulse_dataflow::analytics::top_with_ties;
 use crowdpulse_dataflow::event::Millis;
@@ -123,6 +123,9 @@ pub struct StoreSettings {
 #[derive(Debug)]
 pub struct ViewStore {
     state: RwLock<StoreState>,
+    /// Held by a sink from applying a flush until its pushes are sent, so clients get the
+    /// workers' flushes in the order they were applied; readers never wait for it.
+    publishing: Mutex<()>,
     /// Its settings.
     pub settings: StoreSettings,
 }
@@ -143,6 +146,7 @@ impl ViewStore {
     pub fn new(settings: StoreSettings) -> Self {
         Self {
             state: RwLock::new(StoreState::default()),
+            publishing: Mutex::new(()),
             settings,
         }
     }
@@ -162,6 +166,7 @@ impl ViewStore {
     pub fn apply(&self, frontier: Option<Millis>, updates: &mut [(Row, Millis, isize)]) {
         // Per time, retractions before insertions: a replaced row is -old +new at one time.
         updates.sort_by(|a, b| a.1.cmp(&b.1).then(a.2.cmp(&b.2)));
+        let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self.write();
         let mut touched: BTreeMap<&str, Vec<Change<'_>>> = BTreeMap::new();
         for (row, _, diff) in updates.iter() {
@@ -185,14 +190,18 @@ impl ViewStore {
         }
         state.frontier = frontier;
         self.evict(&mut state);
-        for (stream_id, changes) in touched {
-            if let Some(view) = state.streams.get(stream_id) {
-                if view.push.receiver_count() > 0 {
-                    let message = update_message(frontier, &changes);
-                    // No receiver left is not an error: the clients went away.
-                    let _ = view.push.send(Arc::from(message));
-                }
-            }
+        let listened: Vec<_> = touched
+            .into_iter()
+            .filter_map(|(stream_id, changes)| {
+                let push = &state.streams.get(stream_id)?.push;
+                (push.receiver_count() > 0).then(|| (push.clone(), changes))
+            })
+            .collect();
+        // Messages are built after the readers are let back in.
+        drop(state);
+        for (push, changes) in listened {
+            // No receiver left is not an error: the clients went away.
+            let _ = push.send(Arc::from(update_message(frontier, &changes)));
         }
     }
 
