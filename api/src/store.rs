@@ -166,37 +166,50 @@ impl ViewStore {
     pub fn apply(&self, frontier: Option<Millis>, updates: &mut [(Row, Millis, isize)]) {
         // Per time, retractions before insertions: a replaced row is -old +new at one time.
         updates.sort_by(|a, b| a.1.cmp(&b.1).then(a.2.cmp(&b.2)));
-        let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
-        let mut state = self.write();
-        let mut touched: BTreeMap<&str, Vec<Change<'_>>> = BTreeMap::new();
+        let mut by_stream: BTreeMap<&str, Vec<Change<'_>>> = BTreeMap::new();
+        let mut dead_letters = Vec::new();
         for (row, _, diff) in updates.iter() {
-            if let Row::DeadLetter(dead) = row {
-                state.dead_letters += (*diff).max(0) as u64;
-                push_front_bounded(
-                    &mut state.recent_dead_letters,
-                    dead.clone(),
-                    RECENT_DEAD_LETTERS,
-                );
-                continue;
+            match (row, row.stream_id()) {
+                (Row::DeadLetter(dead), _) => dead_letters.push((dead, *diff)),
+                (_, Some(stream_id)) => by_stream
+                    .entry(stream_id)
+                    .or_default()
+                    .push(Change { row, diff: *diff }),
+                (_, None) => {}
             }
-            let Some(stream_id) = row.stream_id() else {
-                continue;
-            };
-            self.apply_row(&mut state, stream_id, row, *diff);
-            touched
-                .entry(stream_id)
-                .or_default()
-                .push(Change { row, diff: *diff });
+        }
+        let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut listened = Vec::new();
+        // One stream per write lock: a reader waits for at most one stream's changes, not for a
+        // whole flush (every live window of every stream changes at each tick).
+        for (stream_id, changes) in by_stream {
+            let mut state = self.write();
+            let StoreState {
+                streams,
+                emoji_totals,
+                ..
+            } = &mut *state;
+            let view = streams
+                .entry(stream_id.to_owned())
+                .or_insert_with(StreamView::new);
+            for change in &changes {
+                self.apply_row(view, emoji_totals, change.row, change.diff);
+            }
+            if view.push.receiver_count() > 0 {
+                listened.push((view.push.clone(), changes));
+            }
+        }
+        let mut state = self.write();
+        for (dead, diff) in dead_letters {
+            state.dead_letters += diff.max(0) as u64;
+            push_front_bounded(
+                &mut state.recent_dead_letters,
+                dead.clone(),
+                RECENT_DEAD_LETTERS,
+            );
         }
         state.frontier = frontier;
         self.evict(&mut state);
-        let listened: Vec<_> = touched
-            .into_iter()
-            .filter_map(|(stream_id, changes)| {
-                let push = &state.streams.get(stream_id)?.push;
-                (push.receiver_count() > 0).then(|| (push.clone(), changes))
-            })
-            .collect();
         // Messages are built after the readers are let back in.
         drop(state);
         for (push, changes) in listened {
@@ -205,12 +218,16 @@ impl ViewStore {
         }
     }
 
-    fn apply_row(&self, state: &mut StoreState, stream_id: &str, row: &Row, diff: isize) {
+    /// Applies one row change to its stream's view (and, for base-window emoji rows, to the
+    /// process-wide emoji totals).
+    fn apply_row(
+        &self,
+        view: &mut StreamView,
+        all_emoji_totals: &mut BTreeMap<String, u64>,
+        row: &Row,
+        diff: isize,
+    ) {
         let base = self.settings.base_window.as_str();
-        let view = state
-            .streams
-            .entry(stream_id.to_owned())
-            .or_insert_with(StreamView::new);
         let insert = diff > 0;
         // Replace on insert; on retraction, remove only the row retracted (a newer one stays).
         fn put<K: Ord>(map: &mut BTreeMap<K, Row>, key: K, row: &Row, insert: bool) {
@@ -252,7 +269,7 @@ impl ViewStore {
                 put(&mut window.emojis, emoji.clone(), row, insert);
                 if &*key.window == base {
                     let delta = *count as i128 * diff as i128;
-                    for totals in [&mut view.emoji_totals, &mut state.emoji_totals] {
+                    for totals in [&mut view.emoji_totals, all_emoji_totals] {
                         let entry = totals.entry(emoji.clone()).or_default();
                         *entry = (*entry as i128 + delta).max(0) as u64;
                     }
