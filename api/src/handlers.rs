@@ -193,16 +193,30 @@ fn series(rows: Vec<&Row>, fields: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// A stream's `window_metrics` series reduced to `fields`, with `extra` top-level fields.
+fn series_reply(
+    id: &str,
+    query: &WindowQuery,
+    state: &AppState,
+    fields: &[&str],
+    extra: impl FnOnce(&StreamView) -> Vec<(&'static str, Value)>,
+) -> Result<Response, Rejection> {
+    let store = state.store.read();
+    let view = stream(&store, id)?;
+    let (label, rows) = metric_rows(state, view, query)?;
+    let mut body = json!({"stream_id": id, "window": label, "series": series(rows, fields)});
+    for (name, value) in extra(view) {
+        body[name] = value;
+    }
+    Ok(json_reply(&body, StatusCode::OK))
+}
+
 /// `GET /v1/streams/{id}/viewers`.
 pub async fn stream_viewers(
     id: String,
     query: WindowQuery,
     state: AppState,
 ) -> Result<Response, Rejection> {
-    let store = state.store.read();
-    let view = stream(&store, &id)?;
-    let summary = state.store.summary(&id, view);
-    let (label, rows) = metric_rows(&state, view, &query)?;
     let fields = [
         "window_start",
         "window_end",
@@ -212,16 +226,13 @@ pub async fn stream_viewers(
         "viewer_leaves",
         "final",
     ];
-    Ok(json_reply(
-        &json!({
-            "stream_id": id,
-            "window": label,
-            "current": summary.current_viewers,
-            "peak": summary.peak_viewers,
-            "series": series(rows, &fields),
-        }),
-        StatusCode::OK,
-    ))
+    series_reply(&id, &query, &state, &fields, |view| {
+        let summary = state.store.summary(&id, view);
+        vec![
+            ("current", summary.current_viewers.into()),
+            ("peak", summary.peak_viewers.into()),
+        ]
+    })
 }
 
 /// `GET /v1/streams/{id}/sentiment`.
@@ -230,9 +241,6 @@ pub async fn stream_sentiment(
     query: WindowQuery,
     state: AppState,
 ) -> Result<Response, Rejection> {
-    let store = state.store.read();
-    let view = stream(&store, &id)?;
-    let (label, rows) = metric_rows(&state, view, &query)?;
     let fields = [
         "window_start",
         "window_end",
@@ -243,10 +251,7 @@ pub async fn stream_sentiment(
         "negative",
         "final",
     ];
-    Ok(json_reply(
-        &json!({"stream_id": id, "window": label, "series": series(rows, &fields)}),
-        StatusCode::OK,
-    ))
+    series_reply(&id, &query, &state, &fields, |_| Vec::new())
 }
 
 /// `GET /v1/streams/{id}/emojis/top`: the latest window's top-k of a label, or (without

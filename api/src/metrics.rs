@@ -88,136 +88,153 @@ pub struct MetricsSources<'a> {
     pub frontier: Option<u64>,
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+/// Writes one metric family: its HELP and TYPE lines, then one sample per (labels, value);
+/// labels are `""` or `{name="value",...}`.
+fn family(
+    out: &mut String,
+    (name, kind, help): (&str, &str, &str),
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+fn unlabelled(value: u64) -> [(String, u64); 1] {
+    [(String::new(), value)]
+}
+
+fn labelled<'a>(
+    label: &'a str,
+    values: impl IntoIterator<Item = (&'a str, u64)> + 'a,
+) -> impl Iterator<Item = (String, u64)> + 'a {
+    values
+        .into_iter()
+        .map(move |(value, count)| (format!("{{{label}=\"{value}\"}}"), count))
 }
 
 /// Renders the exposition text.
 pub fn render(sources: &MetricsSources<'_>) -> String {
     let mut out = String::new();
-    let source = sources.source;
+    let (source, ingest) = (sources.source, sources.ingest);
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     family(
         &mut out,
-        "crowdpulse_records_read_total",
-        "counter",
-        "Records read by the sources.",
-    );
-    let _ = writeln!(
-        out,
-        "crowdpulse_records_read_total {}",
-        source.records.load(Ordering::Relaxed)
-    );
-    family(
-        &mut out,
-        "crowdpulse_events_total",
-        "counter",
-        "Events accepted into the analytics, by type.",
-    );
-    for kind in EventKind::ALL {
-        let count = source.events_by_kind[kind.index()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "crowdpulse_events_total{{type=\"{}\"}} {count}",
-            kind.name()
-        );
-    }
-    family(
-        &mut out,
-        "crowdpulse_late_total",
-        "counter",
-        "Records dropped as late.",
-    );
-    let _ = writeln!(
-        out,
-        "crowdpulse_late_total {}",
-        source.late.load(Ordering::Relaxed)
+        (
+            "crowdpulse_records_read_total",
+            "counter",
+            "Records read by the sources.",
+        ),
+        unlabelled(load(&source.records)),
     );
     family(
         &mut out,
-        "crowdpulse_dead_letters_total",
-        "counter",
-        "Records sent to the dead-letter path, by reason.",
+        (
+            "crowdpulse_events_total",
+            "counter",
+            "Events accepted into the analytics, by type.",
+        ),
+        labelled(
+            "type",
+            EventKind::ALL.map(|kind| (kind.name(), load(&source.events_by_kind[kind.index()]))),
+        ),
     );
-    for (reason, counter) in [
-        ("decode", &source.decode_errors),
-        ("invalid", &source.invalid),
-        ("late", &source.late),
-    ] {
-        let _ = writeln!(
-            out,
-            "crowdpulse_dead_letters_total{{reason=\"{reason}\"}} {}",
-            counter.load(Ordering::Relaxed)
-        );
-    }
     family(
         &mut out,
-        "crowdpulse_frontier_delay_ms",
-        "gauge",
-        "Wall-clock time minus the output frontier.",
+        (
+            "crowdpulse_late_total",
+            "counter",
+            "Records dropped as late.",
+        ),
+        unlabelled(load(&source.late)),
+    );
+    family(
+        &mut out,
+        (
+            "crowdpulse_dead_letters_total",
+            "counter",
+            "Records sent to the dead-letter path, by reason.",
+        ),
+        labelled(
+            "reason",
+            [
+                ("decode", load(&source.decode_errors)),
+                ("invalid", load(&source.invalid)),
+                ("late", load(&source.late)),
+            ],
+        ),
     );
     let delay = sources
         .frontier
         .map_or(0, |f| wall_clock_ms().saturating_sub(f));
-    let _ = writeln!(out, "crowdpulse_frontier_delay_ms {delay}");
     family(
         &mut out,
-        "crowdpulse_ingest_records_total",
-        "counter",
-        "Records received over HTTP, by outcome.",
-    );
-    let ingest = sources.ingest;
-    let _ = writeln!(
-        out,
-        "crowdpulse_ingest_records_total{{outcome=\"accepted\"}} {}",
-        ingest.accepted.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "crowdpulse_ingest_records_total{{outcome=\"rejected\"}} {}",
-        ingest.rejected.load(Ordering::Relaxed)
+        (
+            "crowdpulse_frontier_delay_ms",
+            "gauge",
+            "Wall-clock time minus the output frontier.",
+        ),
+        unlabelled(delay),
     );
     family(
         &mut out,
-        "crowdpulse_ingest_busy_total",
-        "counter",
-        "Ingest requests refused with 503 because the input was full.",
-    );
-    let _ = writeln!(
-        out,
-        "crowdpulse_ingest_busy_total {}",
-        ingest.busy.load(Ordering::Relaxed)
+        (
+            "crowdpulse_ingest_records_total",
+            "counter",
+            "Records received over HTTP, by outcome.",
+        ),
+        labelled(
+            "outcome",
+            [
+                ("accepted", load(&ingest.accepted)),
+                ("rejected", load(&ingest.rejected)),
+            ],
+        ),
     );
     family(
         &mut out,
-        "crowdpulse_input_queued",
-        "gauge",
-        "Records waiting for the dataflow.",
+        (
+            "crowdpulse_ingest_busy_total",
+            "counter",
+            "Ingest requests refused with 503 because the input was full.",
+        ),
+        unlabelled(load(&ingest.busy)),
     );
-    let _ = writeln!(out, "crowdpulse_input_queued {}", sources.queued);
     family(
         &mut out,
-        "crowdpulse_live_clients",
-        "gauge",
-        "Connected WebSocket and SSE clients.",
+        (
+            "crowdpulse_input_queued",
+            "gauge",
+            "Records waiting for the dataflow.",
+        ),
+        unlabelled(sources.queued as u64),
     );
-    let _ = writeln!(out, "crowdpulse_live_clients {}", sources.live_clients);
     family(
         &mut out,
-        "crowdpulse_http_requests_total",
-        "counter",
-        "HTTP requests by route and status.",
+        (
+            "crowdpulse_live_clients",
+            "gauge",
+            "Connected WebSocket and SSE clients.",
+        ),
+        unlabelled(sources.live_clients as u64),
     );
     let requests = sources
         .http
         .requests
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    for ((route, status), count) in requests.iter() {
-        let _ = writeln!(
-            out,
-            "crowdpulse_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
-        );
-    }
+    family(
+        &mut out,
+        (
+            "crowdpulse_http_requests_total",
+            "counter",
+            "HTTP requests by route and status.",
+        ),
+        requests.iter().map(|((route, status), count)| {
+            (format!("{{route=\"{route}\",status=\"{status}\"}}"), *count)
+        }),
+    );
     out
 }
 

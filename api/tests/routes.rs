@@ -327,76 +327,36 @@ async fn every_error_is_a_json_body_with_its_status() {
         let (s, b) = get(&api, path).await;
         assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
     }
-    let (s, b, _) = call(&api, "GET", "/v1/events", None, b"").await;
-    assert_error(s, &b, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    let (s, b, _) = call(&api, "DELETE", "/v1/streams", None, b"").await;
-    assert_error(s, &b, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    let (s, b, _) = call(&api, "POST", "/v1/events", Some("text/plain"), b"[]").await;
-    assert_error(
-        s,
-        &b,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    );
-    let (s, b, _) = call(&api, "POST", "/v1/events", None, b"[]").await;
-    assert_error(
-        s,
-        &b,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    );
-    let (s, b, _) = call(
-        &api,
-        "POST",
-        "/v1/events",
-        Some("application/json"),
-        b"{\"type\":",
-    )
-    .await;
-    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
-    let (s, b, _) = call(&api, "POST", "/v1/events", Some("application/json"), b"[]").await;
-    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
-    let (s, b, _) = call(
-        &api,
-        "POST",
-        "/v1/events",
-        Some("application/json"),
-        &vec![b' '; 5_000],
-    )
-    .await;
-    assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    let (s, b, _) = call(
-        &api,
-        "POST",
-        "/v1/streams/s1/reactions",
-        Some("application/json"),
-        br#"{"user_id":"x"}"#,
-    )
-    .await;
-    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
-    let (s, b, _) = call(
-        &api,
-        "POST",
-        "/v1/streams/s1/reactions",
-        Some("application/json"),
-        br#"{"emoji":""}"#,
-    )
-    .await;
-    assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
-    let (s, b, _) = call(
-        &api,
-        "POST",
-        "/v1/streams/s1/reactions",
-        Some("text/plain"),
-        br#"{"emoji":"x"}"#,
-    )
-    .await;
-    assert_error(
-        s,
-        &b,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    );
+    let too_large = vec![b' '; 5_000];
+    let not_allowed = (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    let unsupported = (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let bad = (StatusCode::BAD_REQUEST, "bad_request");
+    let large = (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let json = Some("application/json");
+    let reactions = "/v1/streams/s1/reactions";
+    // (method, path, content type, body, expected status and code)
+    let cases: [(&str, &str, Option<&str>, &[u8], _); 10] = [
+        ("GET", "/v1/events", None, b"", not_allowed),
+        ("DELETE", "/v1/streams", None, b"", not_allowed),
+        ("POST", "/v1/events", Some("text/plain"), b"[]", unsupported),
+        ("POST", "/v1/events", None, b"[]", unsupported),
+        ("POST", "/v1/events", json, b"{\"type\":", bad),
+        ("POST", "/v1/events", json, b"[]", bad),
+        ("POST", "/v1/events", json, &too_large, large),
+        ("POST", reactions, json, br#"{"user_id":"x"}"#, bad),
+        ("POST", reactions, json, br#"{"emoji":""}"#, bad),
+        (
+            "POST",
+            reactions,
+            Some("text/plain"),
+            br#"{"emoji":"x"}"#,
+            unsupported,
+        ),
+    ];
+    for (method, path, content_type, body, (status, code)) in cases {
+        let (s, b, _) = call(&api, method, path, content_type, body).await;
+        assert_error(s, &b, status, code);
+    }
 
     // Query errors need a stream with results.
     let (s, _, _) = call(
