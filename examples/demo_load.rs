@@ -41,6 +41,9 @@ struct Options {
     /// Metric queries per second.
     #[arg(long, default_value_t = 100)]
     queries: u64,
+    /// What the queries ask for (a stream of the load).
+    #[arg(long, default_value = "/v1/streams/load-0/metrics?window=10s")]
+    query: String,
     /// Seconds of load before measuring.
     #[arg(long, default_value_t = 5)]
     warmup: u64,
@@ -240,8 +243,7 @@ fn query_metrics(shared: Arc<Shared>) {
             thread::sleep(wait);
         }
         let sent = Instant::now();
-        let (status, answer) =
-            connection.request("GET", "/v1/streams/load-0/metrics?window=10s", None);
+        let (status, answer) = connection.request("GET", &shared.options.query, None);
         // Until the first window of load-0 closes the stream may have no rows yet.
         assert!(status == 200 || status == 404, "{status}: {answer}");
         if status == 200 {
@@ -249,6 +251,73 @@ fn query_metrics(shared: Arc<Shared>) {
         }
         index += 1;
     }
+}
+
+/// Cumulative request-duration buckets by route, `(upper bound in seconds, count)`, scraped
+/// from the server's `/metrics`.
+fn duration_buckets(address: &str) -> HashMap<String, Vec<(f64, u64)>> {
+    let (_, text) = HttpConnection::open(address).request("GET", "/metrics", None);
+    let mut buckets: HashMap<String, Vec<(f64, u64)>> = HashMap::new();
+    for line in text.lines() {
+        let Some(rest) =
+            line.strip_prefix("crowdpulse_http_request_duration_seconds_bucket{route=\"")
+        else {
+            continue;
+        };
+        let Some((route, rest)) = rest.split_once("\",le=\"") else {
+            continue;
+        };
+        let Some((le, count)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::INFINITY)
+        };
+        buckets
+            .entry(route.to_owned())
+            .or_default()
+            .push((le, count.parse().unwrap_or(0)));
+    }
+    buckets
+}
+
+/// The server-side view of the measured interval: for `route`, the bucket bounds within which
+/// 50% and 99% of its requests were answered.
+fn report_server_side(
+    before: &HashMap<String, Vec<(f64, u64)>>,
+    after: &HashMap<String, Vec<(f64, u64)>>,
+    route: &str,
+) {
+    let Some(after) = after.get(route) else {
+        return;
+    };
+    let before = before.get(route);
+    let counts: Vec<(f64, u64)> = after
+        .iter()
+        .enumerate()
+        .map(|(i, (le, n))| {
+            (
+                *le,
+                n - before.and_then(|b| b.get(i)).map_or(0, |(_, m)| *m),
+            )
+        })
+        .collect();
+    let total = counts.last().map_or(0, |(_, n)| *n);
+    let within = |q: f64| {
+        let wanted = (total as f64 * q).ceil() as u64;
+        counts
+            .iter()
+            .find(|(_, n)| *n >= wanted)
+            .map_or(f64::INFINITY, |(le, _)| le * 1000.0)
+    };
+    println!(
+        "{:<34} n={total:<7} p50<={:>6} ms  p99<={:>6} ms  (server side, histogram buckets)",
+        format!("  {route}"),
+        within(0.50),
+        within(0.99)
+    );
 }
 
 fn main() {
@@ -278,10 +347,12 @@ fn main() {
     }
     thread::sleep(Duration::from_secs(warmup));
     let events_before = shared.posted_events.load(Ordering::Relaxed);
+    let buckets_before = duration_buckets(&shared.options.address);
     shared.measuring.store(true, Ordering::Relaxed);
     let measured_from = Instant::now();
     thread::sleep(Duration::from_secs(seconds));
     shared.measuring.store(false, Ordering::Relaxed);
+    let buckets_after = duration_buckets(&shared.options.address);
     shared.sending_stopped.store(true, Ordering::Relaxed);
     let measured = measured_from.elapsed().as_secs_f64();
     let events = shared.posted_events.load(Ordering::Relaxed) - events_before;
@@ -300,7 +371,11 @@ fn main() {
         shared.busy_answers.load(Ordering::Relaxed)
     );
     shared.ingest.report("POST /v1/events (from schedule)");
+    report_server_side(&buckets_before, &buckets_after, "/v1/events");
     shared.push.report("POST -> WebSocket push");
-    shared.query.report("GET /v1/streams/{id}/metrics");
+    shared
+        .query
+        .report(&format!("GET {}", shared.options.query));
+    report_server_side(&buckets_before, &buckets_after, "/v1/streams/{id}/metrics");
     println!("probes without a push: {lost}");
 }

@@ -220,7 +220,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .recover(recover)
         .unify()
         .with(warp::log::custom(move |info| {
-            http.record(info.path(), info.status().as_u16())
+            http.record(info.path(), info.status().as_u16(), info.elapsed())
         }))
 }
 

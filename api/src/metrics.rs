@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_dataflow::event::EventKind;
@@ -58,17 +59,51 @@ pub fn route_of(path: &str) -> String {
     "other".to_owned()
 }
 
-/// HTTP request counters.
+/// Upper bounds (seconds) of the request duration histogram's buckets: fine below 10 ms, where
+/// the API's answers are expected.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
+/// Request durations of one route, as a Prometheus histogram.
+#[derive(Debug, Default)]
+struct DurationHistogram {
+    /// Requests per bucket (not cumulative); the last slot is `+Inf`.
+    buckets: [u64; DURATION_BUCKETS.len() + 1],
+    sum_seconds: f64,
+}
+
+impl DurationHistogram {
+    fn observe(&mut self, seconds: f64) {
+        let slot = DURATION_BUCKETS.partition_point(|bound| *bound < seconds);
+        self.buckets[slot] += 1;
+        self.sum_seconds += seconds;
+    }
+}
+
+#[derive(Debug, Default)]
+struct HttpTotals {
+    requests: BTreeMap<(String, u16), u64>,
+    durations: BTreeMap<String, DurationHistogram>,
+}
+
+/// HTTP request counters and durations.
 #[derive(Debug, Default)]
 pub struct HttpCounters {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    totals: Mutex<HttpTotals>,
 }
 
 impl HttpCounters {
-    /// Counts one answered request.
-    pub fn record(&self, path: &str, status: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *requests.entry((route_of(path), status)).or_default() += 1;
+    /// Counts one answered request and how long the server took to produce its answer.
+    pub fn record(&self, path: &str, status: u16, elapsed: Duration) {
+        let route = route_of(path);
+        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals
+            .durations
+            .entry(route.clone())
+            .or_default()
+            .observe(elapsed.as_secs_f64());
+        *totals.requests.entry((route, status)).or_default() += 1;
     }
 }
 
@@ -219,9 +254,9 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
         ),
         unlabelled(sources.live_clients as u64),
     );
-    let requests = sources
+    let totals = sources
         .http
-        .requests
+        .totals
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     family(
@@ -231,10 +266,32 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
             "counter",
             "HTTP requests by route and status.",
         ),
-        requests.iter().map(|((route, status), count)| {
+        totals.requests.iter().map(|((route, status), count)| {
             (format!("{{route=\"{route}\",status=\"{status}\"}}"), *count)
         }),
     );
+    let name = "crowdpulse_http_request_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time to produce the answer, by route.\n# TYPE {name} histogram"
+    );
+    for (route, histogram) in &totals.durations {
+        let bounds = DURATION_BUCKETS.iter().map(|b| b.to_string());
+        let mut cumulative = 0;
+        for (le, count) in bounds.chain(["+Inf".to_owned()]).zip(histogram.buckets) {
+            cumulative += count;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{route=\"{route}\"}} {}",
+            histogram.sum_seconds
+        );
+        let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {cumulative}");
+    }
     out
 }
 
@@ -252,5 +309,40 @@ mod tests {
         assert_eq!(route_of("/v1/streams/abc/nope"), "other");
         assert_eq!(route_of("/v1/statistics"), "/v1/statistics");
         assert_eq!(route_of("/wp-admin"), "other");
+    }
+
+    #[test]
+    fn durations_fall_into_cumulative_buckets() {
+        let http = HttpCounters::default();
+        for micros in [50, 300, 300, 1_200, 2_000_000] {
+            http.record("/health", 200, Duration::from_micros(micros));
+        }
+        let counters = Arc::new(SourceCounters::default());
+        let text = render(&MetricsSources {
+            source: &counters,
+            ingest: &IngestCounters::default(),
+            queued: 0,
+            http: &http,
+            live_clients: 0,
+            frontier: None,
+        });
+        let bucket = |le: &str| {
+            let line = format!(
+                "crowdpulse_http_request_duration_seconds_bucket{{route=\"/health\",le=\"{le}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .unwrap_or_else(|| panic!("no bucket {le} in {text}"))
+                .to_owned()
+        };
+        assert_eq!(bucket("0.0001"), "1");
+        assert_eq!(bucket("0.00025"), "1");
+        assert_eq!(bucket("0.0005"), "3");
+        assert_eq!(bucket("0.0015"), "4");
+        assert_eq!(bucket("1"), "4");
+        assert_eq!(bucket("+Inf"), "5");
+        assert!(
+            text.contains("crowdpulse_http_request_duration_seconds_count{route=\"/health\"} 5")
+        );
     }
 }
