@@ -117,7 +117,10 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // warp logs every client that hangs up mid-answer (a closed SSE tab) as an error
+            // of its server; that is normal traffic, so it is off unless RUST_LOG asks for it.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,warp::server=off".into()),
         )
         .init();
     match Cli::parse().command {
