@@ -7,6 +7,7 @@ pub mod file_source;
 pub mod generator;
 pub mod live_input;
 pub mod partitioner;
+pub mod position;
 pub mod process;
 pub mod sentiment_lines;
 pub mod sorted_output;
