@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod file_source;
 pub mod generator;
+pub mod kafka_reader;
 pub mod live_input;
 pub mod partitioner;
 pub mod position;

@@ -1,0 +1,288 @@
+//! One Kafka partition as a [`PartitionReader`]: messages come from the partition's own
+//! librdkafka queue (split off the worker's consumer), which wakes the source operator when it
+//! becomes non-empty, so the source never busy-polls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crowdpulse_dataflow::codec::{DecodeContext, Format};
+use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::source::{PartitionReader, ReadStatus, RecordBatch};
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, DefaultConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use timely::scheduling::SyncActivator;
+use tracing::warn;
+
+use crate::live_input::wall_clock_ms;
+
+/// Where reading a partition stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBound {
+    /// Never (live): the partition can go idle and wall-clock time moves its watermark.
+    Unbounded,
+    /// At the partition's end as librdkafka's partition-EOF signal reports it, so every message
+    /// present at start is read even where the broker reports a stale latest offset.
+    EndOfPartition,
+    /// Before this offset (exclusive), or at the partition's end if that comes first.
+    BeforeOffset(i64),
+    /// At the partition's end, keeping only messages with a timestamp before this (epoch ms).
+    BeforeTimestamp(Millis),
+}
+
+/// A Kafka partition read in order.
+pub struct KafkaPartitionReader {
+    topic: String,
+    partition: i32,
+    format: (Format, DecodeContext),
+    consumer: Arc<BaseConsumer>,
+    queue: PartitionQueue<DefaultConsumerContext>,
+    /// Messages with a timestamp before this are skipped: brokers may answer an offset lookup by
+    /// time imprecisely (tansu answers offset 0), so the start time is enforced here.
+    skip_before: Option<Millis>,
+    bound: ReadBound,
+    done: bool,
+}
+
+impl KafkaPartitionReader {
+    /// A reader of `topic`/`partition`, which `consumer` must have assigned.
+    pub fn new(
+        consumer: &Arc<BaseConsumer>,
+        topic: &str,
+        partition: i32,
+        format: (Format, DecodeContext),
+        skip_before: Option<Millis>,
+        bound: ReadBound,
+    ) -> Option<Self> {
+        let queue = consumer.split_partition_queue(topic, partition)?;
+        Some(Self {
+            topic: topic.to_owned(),
+            partition,
+            format,
+            consumer: Arc::clone(consumer),
+            queue,
+            skip_before,
+            bound,
+            done: false,
+        })
+    }
+}
+
+/// Takes one message into `out` unless `bound` or the start time excludes it; returns whether
+/// the partition is finished.
+fn take(
+    (skip_before, bound): (Option<Millis>, ReadBound),
+    offset: i64,
+    timestamp: Option<Millis>,
+    payload: &[u8],
+    out: &mut RecordBatch,
+) -> bool {
+    if let ReadBound::BeforeOffset(end) = bound {
+        if offset >= end {
+            return true;
+        }
+    }
+    let before_start = matches!((skip_before, timestamp), (Some(start), Some(ts)) if ts < start);
+    let after_end =
+        matches!((bound, timestamp), (ReadBound::BeforeTimestamp(end), Some(ts)) if ts >= end);
+    if !before_start && !after_end {
+        out.push(offset as u64, payload, timestamp);
+    }
+    matches!(bound, ReadBound::BeforeOffset(end) if offset + 1 >= end)
+}
+
+impl PartitionReader for KafkaPartitionReader {
+    fn source_name(&self) -> &str {
+        &self.topic
+    }
+
+    fn partition(&self) -> u32 {
+        self.partition as u32
+    }
+
+    fn format(&self) -> (Format, DecodeContext) {
+        self.format
+    }
+
+    fn read(&mut self, max: usize, out: &mut RecordBatch) -> Result<ReadStatus, String> {
+        // The consumer's own queue carries errors and statistics; librdkafka wants it served.
+        if let Some(Err(error)) = self.consumer.poll(Duration::ZERO) {
+            warn!(topic = %self.topic, partition = self.partition, %error, "kafka consumer error");
+        }
+        let mut taken = 0;
+        while !self.done && taken < max {
+            match self.queue.poll(Duration::ZERO) {
+                None => return Ok(ReadStatus::Idle),
+                Some(Ok(message)) => {
+                    let timestamp = message
+                        .timestamp()
+                        .to_millis()
+                        .and_then(|ms| u64::try_from(ms).ok());
+                    let payload = message.payload().unwrap_or_default();
+                    self.done = take(
+                        (self.skip_before, self.bound),
+                        message.offset(),
+                        timestamp,
+                        payload,
+                        out,
+                    );
+                    taken += 1;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    self.done = self.bound != ReadBound::Unbounded
+                }
+                Some(Err(error)) => {
+                    // Fetch errors are retried by librdkafka; the partition stays open.
+                    warn!(topic = %self.topic, partition = self.partition, %error, "kafka fetch error");
+                }
+            }
+        }
+        Ok(if self.done {
+            ReadStatus::Done
+        } else {
+            ReadStatus::More
+        })
+    }
+
+    fn attach(&mut self, activator: SyncActivator) {
+        self.queue.set_nonempty_callback(move || {
+            // The source is gone only when the dataflow is; nothing to wake then.
+            let _ = activator.activate();
+        });
+    }
+
+    fn wall_clock(&self) -> Option<Millis> {
+        // Bounded reads never go idle, so their results do not depend on timing.
+        (self.bound == ReadBound::Unbounded).then(wall_clock_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::Consumer;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::*;
+
+    const TOPIC: &str = "chat";
+
+    /// A mock broker holding messages 0..10 in partition 0 with timestamps 1000, 1100, ...
+    fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic(TOPIC, 2, 1).unwrap();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        for i in 0..10i64 {
+            let payload = format!("m{i}");
+            let record = BaseRecord::<(), _>::to(TOPIC)
+                .partition(0)
+                .payload(&payload)
+                .timestamp(1_000 + 100 * i);
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        cluster
+    }
+
+    fn reader(
+        cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        skip_before: Option<Millis>,
+        bound: ReadBound,
+    ) -> KafkaPartitionReader {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "crowdpulse-test")
+            .set("enable.partition.eof", "true")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(TOPIC, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&assignment).unwrap();
+        let consumer = Arc::new(consumer);
+        KafkaPartitionReader::new(
+            &consumer,
+            TOPIC,
+            0,
+            (Format::Json, DecodeContext::default()),
+            skip_before,
+            bound,
+        )
+        .unwrap()
+    }
+
+    /// Reads until Done, or for unbounded reads until `wanted` records came and it is idle.
+    fn drain(reader: &mut KafkaPartitionReader, wanted: usize) -> (Vec<(u64, String)>, ReadStatus) {
+        let mut batch = RecordBatch::default();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            batch.clear();
+            let status = reader.read(3, &mut batch).unwrap();
+            got.extend(
+                batch
+                    .iter()
+                    .map(|r| (r.offset, String::from_utf8_lossy(r.payload).into_owned())),
+            );
+            if status == ReadStatus::Done
+                || (reader.wall_clock().is_some()
+                    && status == ReadStatus::Idle
+                    && got.len() >= wanted)
+            {
+                return (got, status);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "read {got:?}, last status {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn end_of_partition_reads_everything_present_then_finishes() {
+        let cluster = cluster();
+        let (got, status) = drain(&mut reader(&cluster, None, ReadBound::EndOfPartition), 10);
+        assert_eq!(status, ReadStatus::Done);
+        let expected: Vec<_> = (0..10u64).map(|i| (i, format!("m{i}"))).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn bounds_by_offset_and_time_and_the_start_time_skip() {
+        let cluster = cluster();
+        let (got, status) = drain(&mut reader(&cluster, None, ReadBound::BeforeOffset(4)), 4);
+        assert_eq!(status, ReadStatus::Done);
+        assert_eq!(
+            got.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+
+        // Timestamps 1000 + 100 i: from 1250 until 1600 keeps offsets 3, 4, 5.
+        let (got, status) = drain(
+            &mut reader(&cluster, Some(1_250), ReadBound::BeforeTimestamp(1_600)),
+            3,
+        );
+        assert_eq!(status, ReadStatus::Done);
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn unbounded_reads_go_idle_with_a_wall_clock() {
+        let cluster = cluster();
+        let mut reader = reader(&cluster, None, ReadBound::Unbounded);
+        assert!(reader.wall_clock().is_some());
+        let (got, status) = drain(&mut reader, 10);
+        assert_eq!((got.len(), status), (10, ReadStatus::Idle));
+    }
+}
