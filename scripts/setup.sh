@@ -2,7 +2,7 @@
 # Makes sure what crowdpulse's tests and demos need is installed and running. Idempotent.
 # The dashboard test needs Debian's Chromium (and an emoji font so its screenshot shows the
 # buttons' glyphs); PostgreSQL is prepared for the sink. Each is installed from Debian's
-# packages, or started, only when absent.
+# packages, or started, only when absent. The Kafka-protocol broker comes from scripts/kafka.sh.
 set -euo pipefail
 
 log() { echo "setup: $*" >&2; }
@@ -48,3 +48,5 @@ ensure_postgres() {
 
 ensure_chromium
 ensure_postgres
+# The Kafka integration tests need the broker on 127.0.0.1:9092.
+bash "$(dirname "$0")/kafka.sh"

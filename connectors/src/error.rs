@@ -19,6 +19,9 @@ pub enum ConnectorError {
     /// The configuration file or an override is unusable.
     #[error("config: {0}")]
     Config(String),
+    /// A Kafka client could not be created, or a lookup or assignment failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
     /// The dataflow rejected its settings or failed.
     #[error(transparent)]
     Dataflow(#[from] crowdpulse_dataflow::Error),

@@ -6,6 +6,7 @@ pub mod error;
 pub mod file_source;
 pub mod generator;
 pub mod kafka_reader;
+pub mod kafka_source;
 pub mod live_input;
 pub mod partitioner;
 pub mod position;

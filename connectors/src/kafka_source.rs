@@ -1,0 +1,150 @@
+//! The Kafka source's partition assignment: partition p of each topic is read by global worker
+//! `p % workers`, through one manually assigned consumer per worker (never group rebalancing,
+//! so the assignment, and with it every result, is deterministic).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crowdpulse_dataflow::codec::{DecodeContext, Format};
+use crowdpulse_dataflow::source::PartitionReader;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::error::{ConnectorError, Result};
+use crate::kafka_reader::{KafkaPartitionReader, ReadBound};
+use crate::position::Position;
+
+/// How long metadata and offset lookups may take before the start fails.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One topic to read.
+#[derive(Debug, Clone)]
+pub struct TopicSource {
+    /// Topic name.
+    pub name: String,
+    /// Record encoding and decode defaults (e.g. the kind of a single-kind topic).
+    pub format: (Format, DecodeContext),
+}
+
+/// What the Kafka source reads.
+#[derive(Debug, Clone)]
+pub struct KafkaSourceOptions {
+    /// `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Consumer group the offsets are mirrored to (advisory: nothing is committed automatically).
+    pub group_id: String,
+    /// The topics.
+    pub topics: Vec<TopicSource>,
+    /// Where reading starts.
+    pub start: Position,
+    /// Where a bounded read ends; None reads live.
+    pub end: Option<Position>,
+}
+
+fn kafka_error(what: &str, error: impl std::fmt::Display) -> ConnectorError {
+    ConnectorError::Kafka(format!("{what}: {error}"))
+}
+
+fn consumer(options: &KafkaSourceOptions) -> Result<BaseConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &options.brokers)
+        .set("group.id", &options.group_id)
+        // Offsets are crowdpulse's to manage (DESIGN §5); the group only mirrors them.
+        .set("enable.auto.commit", "false")
+        // The EOF signal is what makes `--until latest` exact on brokers whose reported latest
+        // offset is stale.
+        .set("enable.partition.eof", "true")
+        .create()
+        .map_err(|e| kafka_error("creating the consumer", e))
+}
+
+/// The readers of worker `index` of `workers`: its partitions of every topic, assigned to one
+/// consumer and positioned at `options.start`.
+pub fn worker_readers(
+    options: &KafkaSourceOptions,
+    index: usize,
+    workers: usize,
+) -> Result<Vec<Box<dyn PartitionReader>>> {
+    let consumer = consumer(options)?;
+    let mut mine = Vec::new();
+    for topic in &options.topics {
+        let metadata = consumer
+            .fetch_metadata(Some(&topic.name), LOOKUP_TIMEOUT)
+            .map_err(|e| kafka_error(&format!("metadata of {}", topic.name), e))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len() as i32);
+        if partitions == 0 {
+            return Err(ConnectorError::Kafka(format!(
+                "topic {} has no partitions",
+                topic.name
+            )));
+        }
+        mine.extend(
+            (0..partitions)
+                .filter(|p| *p as usize % workers.max(1) == index)
+                .map(|p| (topic, p)),
+        );
+    }
+    let mut assignment = TopicPartitionList::new();
+    for (topic, partition) in &mine {
+        let offset = match &options.start {
+            Position::Earliest | Position::Timestamp(_) => Offset::Beginning,
+            Position::Latest => Offset::End,
+            Position::Offsets(offsets) => offsets
+                .iter()
+                .find(|o| o.topic == topic.name && o.partition == *partition)
+                .map_or(Offset::Beginning, |o| Offset::Offset(o.offset)),
+        };
+        assignment
+            .add_partition_offset(&topic.name, *partition, offset)
+            .map_err(|e| kafka_error("assignment", e))?;
+    }
+    if let Position::Timestamp(start) = options.start {
+        // Seek by time; the readers also skip earlier messages, since some brokers answer this
+        // lookup imprecisely.
+        assignment
+            .set_all_offsets(Offset::Offset(start as i64))
+            .map_err(|e| kafka_error("assignment", e))?;
+        assignment = consumer
+            .offsets_for_times(assignment, LOOKUP_TIMEOUT)
+            .map_err(|e| kafka_error("offsets by time", e))?;
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| kafka_error("assign", e))?;
+    let consumer = Arc::new(consumer);
+    let skip_before = match options.start {
+        Position::Timestamp(start) => Some(start),
+        _ => None,
+    };
+    mine.into_iter()
+        .map(|(topic, partition)| {
+            let bound = match &options.end {
+                None => ReadBound::Unbounded,
+                Some(Position::Timestamp(end)) => ReadBound::BeforeTimestamp(*end),
+                Some(Position::Offsets(offsets)) => offsets
+                    .iter()
+                    .find(|o| o.topic == topic.name && o.partition == partition)
+                    .map_or(ReadBound::EndOfPartition, |o| {
+                        ReadBound::BeforeOffset(o.offset)
+                    }),
+                Some(Position::Latest | Position::Earliest) => ReadBound::EndOfPartition,
+            };
+            KafkaPartitionReader::new(
+                &consumer,
+                &topic.name,
+                partition,
+                topic.format,
+                skip_before,
+                bound,
+            )
+            .map(|reader| Box::new(reader) as Box<dyn PartitionReader>)
+            .ok_or_else(|| {
+                ConnectorError::Kafka(format!("no queue for {}:{partition}", topic.name))
+            })
+        })
+        .collect()
+}
