@@ -55,6 +55,9 @@ fn consumer(options: &KafkaSourceOptions) -> Result<BaseConsumer> {
         // The EOF signal is what makes `--until latest` exact on brokers whose reported latest
         // offset is stale.
         .set("enable.partition.eof", "true")
+        // A start offset out of range is reported (fetch errors are logged) instead of silently
+        // jumping to an end of the partition.
+        .set("auto.offset.reset", "error")
         .create()
         .map_err(|e| kafka_error("creating the consumer", e))
 }
@@ -66,6 +69,12 @@ pub fn worker_readers(
     index: usize,
     workers: usize,
 ) -> Result<Vec<Box<dyn PartitionReader>>> {
+    if options.start == Position::Latest && options.end == Some(Position::Latest) {
+        // Nothing present at start is after the start. (librdkafka signals no partition EOF
+        // for a partition started at its end until a message arrives, so this cannot be left
+        // to the readers.)
+        return Ok(Vec::new());
+    }
     let consumer = consumer(options)?;
     let mut mine = Vec::new();
     for topic in &options.topics {
