@@ -3,7 +3,6 @@
 //! that the same events give from 4 partition files, for 1 and 2 workers.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,35 +17,11 @@ use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_dataflow::source::{PartitionReader, SourceCounters};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use support::{fresh_topic, BROKER};
 
-const BROKER: &str = "127.0.0.1:9092";
+mod support;
+
 const PARTITIONS: usize = 4;
-
-/// A topic of its own for this run: the broker keeps earlier runs' messages.
-fn create_topic() -> String {
-    let topic = format!(
-        "bounded-{}-{}",
-        std::process::id(),
-        crowdpulse_connectors::live_input::wall_clock_ms()
-    );
-    let status = Command::new("tansu")
-        .args([
-            "topic",
-            "create",
-            "--broker",
-            &format!("tcp://{BROKER}"),
-            "--partitions",
-            &PARTITIONS.to_string(),
-            &topic,
-        ])
-        .status()
-        .expect("tansu is installed (bash scripts/kafka.sh)");
-    assert!(
-        status.success(),
-        "creating {topic}: is the broker up? (bash scripts/kafka.sh)"
-    );
-    topic
-}
 
 fn produce(topic: &str, files: &[PathBuf]) {
     let producer: BaseProducer = ClientConfig::new()
@@ -105,7 +80,7 @@ fn bounded_read_from_earliest_equals_the_same_events_from_files() {
         start: 1_795_000_000_000,
     };
     let files = write_files(config, &dir.join("events.ndjson"), PARTITIONS).unwrap();
-    let topic = create_topic();
+    let topic = fresh_topic("bounded", PARTITIONS);
     produce(&topic, &files);
 
     let pipeline = PipelineConfig {

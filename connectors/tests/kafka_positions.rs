@@ -2,7 +2,6 @@
 //! whose answers to offset lookups by time are imprecise (tansu answers offset 0) and whose
 //! reported latest offset can be stale: the source's semantics must hold anyway.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crowdpulse_connectors::kafka_source::{worker_readers, KafkaSourceOptions, TopicSource};
@@ -11,33 +10,14 @@ use crowdpulse_dataflow::codec::{DecodeContext, Format};
 use crowdpulse_dataflow::source::{ReadStatus, RecordBatch};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use support::{fresh_topic, BROKER};
 
-const BROKER: &str = "127.0.0.1:9092";
+mod support;
 
 /// A fresh 2-partition topic holding, in each partition p, messages "p-i" for i in 0..10 with
 /// timestamps 1,000,000 + 1,000 i.
 fn topic_with_messages() -> String {
-    let topic = format!(
-        "positions-{}-{}",
-        std::process::id(),
-        crowdpulse_connectors::live_input::wall_clock_ms()
-    );
-    let status = Command::new("tansu")
-        .args([
-            "topic",
-            "create",
-            "--broker",
-            &format!("tcp://{BROKER}"),
-            "--partitions",
-            "2",
-            &topic,
-        ])
-        .status()
-        .expect("tansu is installed (bash scripts/kafka.sh)");
-    assert!(
-        status.success(),
-        "creating {topic}: is the broker up? (bash scripts/kafka.sh)"
-    );
+    let topic = fresh_topic("positions", 2);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", BROKER)
         // One record per batch: tansu reports a partition's end as the start of its last batch

@@ -1,0 +1,33 @@
+//! The real broker the Kafka tests use (`scripts/kafka.sh` starts it).
+
+use std::process::Command;
+
+/// Where the broker listens.
+pub const BROKER: &str = "127.0.0.1:9092";
+
+/// Creates a topic of its own for this run (the broker keeps earlier runs' messages) and
+/// returns its name.
+pub fn fresh_topic(prefix: &str, partitions: usize) -> String {
+    let topic = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        crowdpulse_connectors::live_input::wall_clock_ms()
+    );
+    let status = Command::new("tansu")
+        .args([
+            "topic",
+            "create",
+            "--broker",
+            &format!("tcp://{BROKER}"),
+            "--partitions",
+        ])
+        .arg(partitions.to_string())
+        .arg(&topic)
+        .status()
+        .expect("tansu is installed (bash scripts/kafka.sh)");
+    assert!(
+        status.success(),
+        "creating {topic}: is the broker up? (bash scripts/kafka.sh)"
+    );
+    topic
+}
