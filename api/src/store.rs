@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crowdpulse_dataflow::analytics::top_with_ties;
 use crowdpulse_dataflow::event::Millis;
-use crowdpulse_dataflow::rows::{DeadLetter, Row};
+use crowdpulse_dataflow::rows::{DeadLetter, Row, WindowKey};
 use crowdpulse_dataflow::rows_json::RowJson;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -77,6 +77,13 @@ impl StreamView {
     /// subscription or an ingested reaction still counts as unknown).
     pub fn has_results(&self) -> bool {
         self.totals.is_some() || !self.windows.is_empty()
+    }
+
+    /// The view of one window, created empty on first use.
+    fn window_mut(&mut self, key: &WindowKey) -> &mut WindowView {
+        self.windows
+            .entry((key.window.clone(), key.start))
+            .or_default()
     }
 
     /// The latest `window_metrics` row of a window label.
@@ -246,26 +253,17 @@ impl ViewStore {
         }
         match row {
             Row::WindowMetrics { key, .. } => {
-                let window = view
-                    .windows
-                    .entry((key.window.clone(), key.start))
-                    .or_default();
+                let window = view.window_mut(key);
                 put_one(&mut window.metrics, row, insert);
             }
             Row::WindowTopEmojis { key, .. } => {
-                let window = view
-                    .windows
-                    .entry((key.window.clone(), key.start))
-                    .or_default();
+                let window = view.window_mut(key);
                 put_one(&mut window.top, row, insert);
             }
             Row::WindowEmoji {
                 key, emoji, count, ..
             } => {
-                let window = view
-                    .windows
-                    .entry((key.window.clone(), key.start))
-                    .or_default();
+                let window = view.window_mut(key);
                 put(&mut window.emojis, emoji.clone(), row, insert);
                 if &*key.window == base {
                     let delta = *count as i128 * diff as i128;
@@ -281,10 +279,7 @@ impl ViewStore {
                 currency,
                 ..
             } => {
-                let window = view
-                    .windows
-                    .entry((key.window.clone(), key.start))
-                    .or_default();
+                let window = view.window_mut(key);
                 put(
                     &mut window.revenue,
                     (kind.clone(), currency.clone()),
