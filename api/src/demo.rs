@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 
 use crowdpulse_connectors::config::ApiConfig;
 use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput};
+use crowdpulse_connectors::row_output::RowOutput;
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
@@ -78,13 +79,13 @@ impl LiveApp {
         let workers = options.workers.max(1);
         let input = LiveInput::new(workers, options.api.input_capacity);
         let counters = Arc::new(SourceCounters::default());
-        let runtime = LiveRuntime::start(
+        let runtime = LiveRuntime::over_input(
             workers,
             pipeline,
             Arc::clone(&options.analyzer),
             Arc::clone(&counters),
             input.clone(),
-            Arc::clone(&store),
+            vec![Arc::clone(&store) as Arc<dyn RowOutput>],
         )?;
         let ingest = Arc::new(Ingest::new(input, Arc::clone(&store)));
         let stop = Arc::new(AtomicBool::new(false));

@@ -1,6 +1,7 @@
-//! The live runtime: timely workers run the analytics dataflow over a [`LiveInput`] and a sink
-//! operator feeds the view store each time the output frontier moves; an optional generator
-//! thread feeds the input at a wall-clock rate (the demo).
+//! The live runtime: timely workers run the analytics dataflow over a [`LiveInput`] or Kafka,
+//! and a sink operator feeds the row outputs (view store, stdout, dead-letter topic) each time
+//! the output frontier moves; an optional generator thread feeds the input at a wall-clock rate
+//! (the demo).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crowdpulse_connectors::generator::{Generator, GeneratorConfig};
 use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
+use crowdpulse_connectors::row_output::RowOutput;
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::pipeline::analytics_dataflow;
@@ -22,35 +24,92 @@ use tracing::{info, warn};
 
 use crate::error::{ApiError, Result};
 use crate::ingest::Ingest;
-use crate::store::ViewStore;
 
-/// The running dataflow; [`LiveRuntime::shutdown`] closes the input and waits for the workers.
+/// Opens the partitions worker `index` of `peers` reads.
+pub type ReadersFor = Arc<dyn Fn(usize, usize) -> Vec<Box<dyn PartitionReader>> + Send + Sync>;
+
+/// How a live run ends.
+enum Ending {
+    /// Close the in-process input: the workers read what is queued, every window becomes final.
+    CloseInput(LiveInput),
+    /// Stop reading (Kafka): windows stay open, their data stays in Kafka for the next run.
+    Abandon(Arc<AtomicBool>),
+}
+
+/// The running dataflow; [`LiveRuntime::shutdown`] ends it.
 pub struct LiveRuntime {
-    input: LiveInput,
+    ending: Ending,
     workers: Option<JoinHandle<()>>,
 }
 
+/// How often a worker with nothing to do checks whether it should stop.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
 impl LiveRuntime {
-    /// Starts `workers` worker threads, worker w reading the input partitions p with
-    /// `p % workers == w`.
-    pub fn start(
+    /// Runs the dataflow over the in-process `input`, worker w reading the input partitions p
+    /// with `p % workers == w`.
+    pub fn over_input(
         workers: usize,
         config: &PipelineConfig,
         analyzer: Arc<Analyzer>,
         counters: Arc<SourceCounters>,
         input: LiveInput,
-        store: Arc<ViewStore>,
+        outputs: Vec<Arc<dyn RowOutput>>,
+    ) -> Result<Self> {
+        let worker_input = input.clone();
+        let readers: ReadersFor = Arc::new(move |index, peers| {
+            (index..worker_input.partitions())
+                .step_by(peers)
+                .map(|p| Box::new(worker_input.reader(p)) as Box<dyn PartitionReader>)
+                .collect()
+        });
+        Self::start(
+            workers,
+            config,
+            (analyzer, counters),
+            readers,
+            outputs,
+            Ending::CloseInput(input),
+        )
+    }
+
+    /// Runs the dataflow over partitions that never end (Kafka); shutdown abandons them.
+    pub fn over_readers(
+        workers: usize,
+        config: &PipelineConfig,
+        analyzer: Arc<Analyzer>,
+        counters: Arc<SourceCounters>,
+        readers: ReadersFor,
+        outputs: Vec<Arc<dyn RowOutput>>,
+    ) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        Self::start(
+            workers,
+            config,
+            (analyzer, counters),
+            readers,
+            outputs,
+            Ending::Abandon(stop),
+        )
+    }
+
+    fn start(
+        workers: usize,
+        config: &PipelineConfig,
+        (analyzer, counters): (Arc<Analyzer>, Arc<SourceCounters>),
+        readers_for: ReadersFor,
+        outputs: Vec<Arc<dyn RowOutput>>,
+        ending: Ending,
     ) -> Result<Self> {
         config.window_specs()?;
         let config = config.clone();
-        let worker_input = input.clone();
+        let stop = match &ending {
+            Ending::Abandon(stop) => Some(Arc::clone(stop)),
+            Ending::CloseInput(_) => None,
+        };
         let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
-            let (index, peers) = (worker.index(), worker.peers());
-            let readers: Vec<Box<dyn PartitionReader>> = (index..worker_input.partitions())
-                .step_by(peers)
-                .map(|p| Box::new(worker_input.reader(p)) as Box<dyn PartitionReader>)
-                .collect();
-            let store = Arc::clone(&store);
+            let readers = readers_for(worker.index(), worker.peers());
+            let outputs = outputs.clone();
             let built = worker.dataflow::<u64, _, _>(|scope| {
                 let rows = analytics_dataflow(
                     scope,
@@ -62,7 +121,7 @@ impl LiveRuntime {
                 let mut pending: Vec<(Row, Millis, isize)> = Vec::new();
                 let mut published: Option<Option<Millis>> = None;
                 rows.inner
-                    .sink(Pipeline, "ViewStoreSink", move |(input, frontier)| {
+                    .sink(Pipeline, "RowOutputsSink", move |(input, frontier)| {
                         input.for_each(|_, data| pending.append(data));
                         let now = frontier.frontier().first().copied();
                         if published == Some(now) {
@@ -75,7 +134,9 @@ impl LiveRuntime {
                             .partition(|(_, time, _)| now.is_none_or(|f| *time < f));
                         pending = later;
                         consolidate_updates(&mut ready);
-                        store.apply(now, &mut ready);
+                        for output in &outputs {
+                            output.publish(now, &mut ready);
+                        }
                     });
                 Ok::<(), crowdpulse_dataflow::Error>(())
             });
@@ -84,7 +145,13 @@ impl LiveRuntime {
                 return;
             }
             while worker.has_dataflows() {
-                worker.step_or_park(None);
+                if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    for id in worker.installed_dataflows() {
+                        worker.drop_dataflow(id);
+                    }
+                    break;
+                }
+                worker.step_or_park(Some(STOP_CHECK));
             }
         })
         .map_err(ApiError::Server)?;
@@ -93,14 +160,18 @@ impl LiveRuntime {
             .spawn(move || drop(guards.join()))
             .map_err(|e| ApiError::Server(e.to_string()))?;
         Ok(Self {
-            input,
+            ending,
             workers: Some(handle),
         })
     }
 
-    /// Closes the input; the workers read what is queued, make every window final, and stop.
+    /// Ends the run: an in-process input is closed and drained (every window becomes final);
+    /// Kafka partitions are abandoned where they are.
     pub fn shutdown(mut self) {
-        self.input.close();
+        match &self.ending {
+            Ending::CloseInput(input) => input.close(),
+            Ending::Abandon(stop) => stop.store(true, Ordering::Relaxed),
+        }
         if let Some(handle) = self.workers.take() {
             let _ = handle.join();
         }

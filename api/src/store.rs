@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crowdpulse_connectors::row_output::RowOutput;
 use crowdpulse_dataflow::analytics::top_with_ties;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::rows::{DeadLetter, Row, WindowKey};
@@ -146,6 +147,12 @@ struct Change<'a> {
 fn push_front_bounded<T>(ring: &mut VecDeque<T>, item: T, limit: usize) {
     ring.push_front(item);
     ring.truncate(limit);
+}
+
+impl RowOutput for ViewStore {
+    fn publish(&self, frontier: Option<Millis>, updates: &mut [(Row, Millis, isize)]) {
+        self.apply(frontier, updates);
+    }
 }
 
 impl ViewStore {

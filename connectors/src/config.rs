@@ -9,6 +9,7 @@ use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConnectorError, Result};
+use crate::kafka_config::KafkaConfig;
 
 /// Prefix of configuration environment variables; `__` separates the levels.
 pub const ENV_PREFIX: &str = "CROWDPULSE__";
@@ -99,6 +100,8 @@ pub struct Config {
     pub sentiment: SentimentConfig,
     /// HTTP API.
     pub api: ApiConfig,
+    /// Kafka source, dead-letter topic and producer.
+    pub kafka: KafkaConfig,
 }
 
 /// Parses an override value as TOML (numbers, booleans, arrays) or, failing that, as a string.
@@ -159,6 +162,7 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| ConnectorError::Config(e.to_string()))?;
         config.pipeline.window_specs()?;
+        config.kafka.validate()?;
         if config.cluster.workers == 0 {
             return Err(ConnectorError::Config(
                 "cluster.workers must be >= 1".into(),

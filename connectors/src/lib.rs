@@ -2,15 +2,18 @@
 //! the bounded `process` run, the line-oriented sentiment tool and the event generator.
 
 pub mod config;
+pub mod dead_letter_topic;
 pub mod error;
 pub mod file_source;
 pub mod generator;
+pub mod kafka_config;
 pub mod kafka_reader;
 pub mod kafka_source;
 pub mod live_input;
 pub mod partitioner;
 pub mod position;
 pub mod process;
+pub mod row_output;
 pub mod sentiment_lines;
 pub mod sorted_output;
 

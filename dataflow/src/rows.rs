@@ -183,8 +183,9 @@ pub struct DeadLetter {
     pub reason: DeadLetterReason,
     /// Human-readable cause.
     pub error: String,
-    /// The raw bytes (lossy UTF-8, capped at [`DEAD_LETTER_PAYLOAD_LIMIT`] bytes).
-    pub payload: String,
+    /// The raw bytes, capped at [`DEAD_LETTER_PAYLOAD_LIMIT`] bytes (text outputs render them as
+    /// lossy UTF-8; the dead-letter topic gets them as they were).
+    pub payload: Vec<u8>,
 }
 
 /// Dead letters keep at most this many bytes of the record, so one huge bad record cannot blow up
@@ -208,7 +209,7 @@ impl DeadLetter {
             offset,
             reason,
             error,
-            payload: String::from_utf8_lossy(cut).into_owned(),
+            payload: cut.to_vec(),
         }
     }
 }

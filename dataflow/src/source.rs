@@ -2,8 +2,9 @@
 //! per-partition watermarks and lateness, event-time timestamps and the dead-letter stream.
 //! I/O stays behind [`PartitionReader`]; this module only decides what each record means.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
@@ -174,6 +175,19 @@ pub struct SourceCounters {
     pub invalid: AtomicU64,
     /// Records beyond the allowed lateness.
     pub late: AtomicU64,
+    /// Where each partition is, by (source name, partition); updated once per read.
+    pub partitions: Mutex<BTreeMap<(String, u32), PartitionProgress>>,
+}
+
+/// How far one partition has been read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionProgress {
+    /// The offset after the last record read (None before the first).
+    pub next_offset: Option<u64>,
+    /// The partition's event-time watermark (None before the first valid event).
+    pub watermark: Option<Millis>,
+    /// Whether the partition is exhausted (bounded input).
+    pub done: bool,
 }
 
 impl SourceCounters {
@@ -190,6 +204,21 @@ impl SourceCounters {
         self.decode_errors.load(Ordering::Relaxed)
             + self.invalid.load(Ordering::Relaxed)
             + self.late.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of every partition's progress.
+    pub fn partition_progress(&self) -> BTreeMap<(String, u32), PartitionProgress> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn report(&self, source: &str, partition: u32, progress: PartitionProgress) {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert((source.to_owned(), partition), progress);
     }
 
     fn count(&self, reason: DeadLetterReason) {
@@ -212,6 +241,8 @@ struct Partition {
     done: bool,
     /// Wall-clock time of the last record (or of the first read), for live readers.
     last_active: Option<Millis>,
+    /// The offset after the last record read.
+    next_offset: Option<u64>,
 }
 
 impl Partition {
@@ -306,6 +337,7 @@ pub fn partitioned_source<'scope>(
             reader,
             clock: PartitionClock::new(out_of_orderness, lateness),
             done: false,
+            next_offset: None,
         })
         .collect();
     let records = source(scope, "PartitionedSource", move |capability, info| {
@@ -355,8 +387,9 @@ pub fn partitioned_source<'scope>(
                         }
                     }
                 }
-                if !batch.is_empty() {
+                if let Some(last) = batch.iter().last() {
                     partition.last_active = partition.reader.wall_clock();
+                    partition.next_offset = Some(last.offset + 1);
                 }
                 match status {
                     Ok(ReadStatus::More) => more = true,
@@ -368,6 +401,12 @@ pub fn partitioned_source<'scope>(
                         partition.done = true;
                     }
                 }
+                let progress = PartitionProgress {
+                    next_offset: partition.next_offset,
+                    watermark: partition.clock.watermark(),
+                    done: partition.done,
+                };
+                counters.report(&source_name, index, progress);
             }
             for (time, delta) in aggregator.drain() {
                 output.session(&capability.delayed(&time)).give(Ok(delta));

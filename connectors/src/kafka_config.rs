@@ -1,0 +1,192 @@
+//! The `[kafka]` section of `workers.toml`: brokers, consumer group, the topics read (one per
+//! event kind, or one mixed topic) with their formats, the dead-letter topic and the producer's
+//! limits.
+
+use crowdpulse_dataflow::codec::{DecodeContext, Format};
+use crowdpulse_dataflow::event::EventKind;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ConnectorError, Result};
+use crate::kafka_source::{KafkaSourceOptions, TopicSource};
+use crate::position::Position;
+
+/// One topic crowdpulse reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTopicConfig {
+    /// Topic name.
+    pub name: String,
+    /// Record encoding.
+    #[serde(default)]
+    pub format: Format,
+    /// The kind every record of a single-kind topic has, so `type` may be omitted; absent for a
+    /// mixed topic. HTTP ingest produces each event to the topic of its kind, or to the first
+    /// mixed topic when no topic names the kind.
+    #[serde(default)]
+    pub kind: Option<EventKind>,
+}
+
+impl KafkaTopicConfig {
+    fn of_kind(name: &str, kind: EventKind) -> Self {
+        Self {
+            name: name.into(),
+            format: Format::Json,
+            kind: Some(kind),
+        }
+    }
+}
+
+/// Kafka in and out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`; empty means no Kafka (HTTP ingest feeds the dataflow directly).
+    pub brokers: String,
+    /// Consumer group the read offsets are mirrored to (advisory, for lag tools).
+    pub group_id: String,
+    /// Topics read; by default the five per-kind topics of DESIGN §2.
+    pub topics: Vec<KafkaTopicConfig>,
+    /// Where malformed and late records are produced (raw bytes plus headers); empty: none.
+    pub dead_letter_topic: String,
+    /// Where `crowdpulse run` starts reading (`earliest`, `latest`, offsets, a timestamp).
+    pub start: String,
+    /// Messages the producer may hold unconfirmed before HTTP ingest answers 503.
+    pub producer_queue_messages: u32,
+    /// How often read offsets are committed to the group and lag is measured.
+    pub progress_interval: crowdpulse_dataflow::config::Span,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            group_id: "crowdpulse".into(),
+            topics: vec![
+                KafkaTopicConfig::of_kind("chat", EventKind::Chat),
+                KafkaTopicConfig::of_kind("reactions", EventKind::Reaction),
+                KafkaTopicConfig::of_kind("viewers", EventKind::Viewer),
+                KafkaTopicConfig::of_kind("transactions", EventKind::Transaction),
+                KafkaTopicConfig::of_kind("stream_meta", EventKind::StreamMeta),
+            ],
+            dead_letter_topic: "dead_letters".into(),
+            start: "earliest".into(),
+            producer_queue_messages: 100_000,
+            progress_interval: crowdpulse_dataflow::config::Span(1_000),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Whether a broker is configured.
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+
+    /// Checks what serde cannot: names present and unique.
+    pub fn validate(&self) -> Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.topics.is_empty() {
+            return Err(ConnectorError::Config(
+                "kafka.topics is empty: name at least one topic".into(),
+            ));
+        }
+        for (i, topic) in self.topics.iter().enumerate() {
+            if topic.name.trim().is_empty() {
+                return Err(ConnectorError::Config(format!(
+                    "kafka.topics[{i}].name is empty"
+                )));
+            }
+            if self.topics[..i].iter().any(|t| t.name == topic.name) {
+                return Err(ConnectorError::Config(format!(
+                    "kafka.topics names {} twice",
+                    topic.name
+                )));
+            }
+        }
+        if self.producer_queue_messages == 0 {
+            return Err(ConnectorError::Config(
+                "kafka.producer_queue_messages must be >= 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The topic HTTP ingest produces an event of `kind` to: the topic of that kind, else the
+    /// first mixed topic.
+    pub fn topic_for(&self, kind: EventKind) -> Option<&KafkaTopicConfig> {
+        self.topics
+            .iter()
+            .find(|t| t.kind == Some(kind))
+            .or_else(|| self.topics.iter().find(|t| t.kind.is_none()))
+    }
+
+    /// The source settings for reading from `start` to `end`.
+    pub fn source_options(&self, start: Position, end: Option<Position>) -> KafkaSourceOptions {
+        KafkaSourceOptions {
+            brokers: self.brokers.clone(),
+            group_id: self.group_id.clone(),
+            topics: self
+                .topics
+                .iter()
+                .map(|t| TopicSource {
+                    name: t.name.clone(),
+                    format: (
+                        t.format,
+                        DecodeContext {
+                            default_kind: t.kind,
+                            fallback_ts: None,
+                        },
+                    ),
+                })
+                .collect(),
+            start,
+            end,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_routes_by_kind_then_to_the_mixed_topic() {
+        let mut config = KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            ..KafkaConfig::default()
+        };
+        assert_eq!(config.topic_for(EventKind::Viewer).unwrap().name, "viewers");
+        config.topics.retain(|t| t.kind != Some(EventKind::Viewer));
+        assert!(config.topic_for(EventKind::Viewer).is_none());
+        config.topics.push(KafkaTopicConfig {
+            name: "events".into(),
+            format: Format::Bincode,
+            kind: None,
+        });
+        assert_eq!(config.topic_for(EventKind::Viewer).unwrap().name, "events");
+        assert_eq!(config.topic_for(EventKind::Chat).unwrap().name, "chat");
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn empty_and_repeated_topic_names_are_refused() {
+        let mut config = KafkaConfig {
+            brokers: "b:9092".into(),
+            ..KafkaConfig::default()
+        };
+        config.topics[1].name = "chat".into();
+        assert!(config.validate().unwrap_err().to_string().contains("twice"));
+        config.topics[1].name = " ".into();
+        assert!(config.validate().unwrap_err().to_string().contains("empty"));
+        config.topics.clear();
+        assert!(config.validate().is_err());
+        assert!(KafkaConfig {
+            topics: Vec::new(),
+            ..KafkaConfig::default()
+        }
+        .validate()
+        .is_ok());
+    }
+}
