@@ -5,11 +5,19 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use crowdpulse_api::demo::{run_until_ctrl_c, LiveOptions};
+use std::sync::Arc;
+
+use crowdpulse_api::demo::{run_until_ctrl_c, Feed, LiveOptions};
 use crowdpulse_connectors::config::Config;
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
+use crowdpulse_connectors::kafka_generate::{produce_generated, Destination};
+use crowdpulse_connectors::live_input::wall_clock_ms;
+use crowdpulse_connectors::position::Position;
 use crowdpulse_connectors::process::{process_files, ProcessOptions};
+use crowdpulse_connectors::replay::{replay, ReplayOptions};
+use crowdpulse_connectors::row_output::FinalRowsNdjson;
 use crowdpulse_connectors::sentiment_lines::score_lines;
+use crowdpulse_dataflow::codec::Format;
 use crowdpulse_dataflow::config::Span;
 use crowdpulse_dataflow::timestamp::parse_rfc3339;
 
@@ -54,15 +62,29 @@ enum Command {
     },
     /// Writes deterministic synthetic events as NDJSON.
     Generate {
-        /// Number of records.
-        #[arg(long)]
-        events: u64,
+        /// Number of records (with --duration: rate x duration).
+        #[arg(long, required_unless_present = "duration")]
+        events: Option<u64>,
         /// Random seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Output file (with --partitions P > 1: FILE-0..FILE-(P-1), split by stream).
+        #[arg(long, required_unless_present = "kafka", conflicts_with = "kafka")]
+        output: Option<PathBuf>,
+        /// Produce to these Kafka brokers instead of writing files (keyed by stream_id).
         #[arg(long)]
-        output: PathBuf,
+        kafka: Option<String>,
+        /// With --kafka: every event to this topic (default: each kind to its topic per the
+        /// config's [kafka] topics).
+        #[arg(long, requires = "kafka")]
+        topic: Option<String>,
+        /// With --kafka: produce for this long at --rate events per wall-clock second, event
+        /// times starting now (e.g. 30s); without it, --events are produced as fast as possible.
+        #[arg(long, requires = "kafka")]
+        duration: Option<String>,
+        /// Configuration file (for --kafka's topics).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Number of streams.
         #[arg(long, default_value_t = 20)]
         streams: usize,
@@ -75,6 +97,53 @@ enum Command {
         /// Event time of the first record (RFC 3339); default 2026-01-01T00:00:00Z.
         #[arg(long)]
         start: Option<String>,
+    },
+    /// Live run over Kafka (`[kafka]` in the config): final rows to stdout as NDJSON, the HTTP
+    /// API, live push and dashboard on api.bind, dead letters to the dead-letter topic; runs
+    /// until Ctrl-C.
+    Run {
+        /// Configuration file (workers.toml format).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Kafka brokers (default: kafka.brokers from the config).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Where to start: earliest, latest, topic:partition:offset[,...], RFC 3339, now-15m
+        /// (default: kafka.start from the config).
+        #[arg(long)]
+        from: Option<String>,
+        /// Address of the API (default: api.bind from the config).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Worker threads (default: cluster.workers from the config).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Bounded run over Kafka from --from to --until; writes every table's final rows as sorted
+    /// NDJSON and shows progress on stderr.
+    Replay {
+        /// Where to start: earliest, latest, topic:partition:offset[,...], RFC 3339, now-15m.
+        #[arg(long)]
+        from: String,
+        /// Where to stop: latest (everything present at start), topic:partition:offset[,...]
+        /// (exclusive), RFC 3339 or now-1m (messages before it).
+        #[arg(long, default_value = "latest")]
+        until: String,
+        /// Output NDJSON file (default: stdout).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Kafka brokers (default: kafka.brokers from the config).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Worker threads (default: cluster.workers from the config).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// No progress line.
+        #[arg(long)]
+        quiet: bool,
+        /// Configuration file (workers.toml format).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Live demo: generated traffic plus HTTP ingest, REST, live push and the dashboard, in
     /// one process; runs until Ctrl-C.
@@ -158,6 +227,10 @@ fn main() -> anyhow::Result<()> {
             events,
             seed,
             output,
+            kafka,
+            topic,
+            duration,
+            config,
             streams,
             rate,
             partitions,
@@ -168,19 +241,116 @@ fn main() -> anyhow::Result<()> {
                 "--rate must be a positive number"
             );
             anyhow::ensure!(streams > 0, "--streams must be >= 1");
-            let mut config = GeneratorConfig {
-                events,
+            let mut generator = GeneratorConfig {
+                events: events.unwrap_or(0),
                 seed,
                 streams,
                 rate,
                 ..GeneratorConfig::default()
             };
             if let Some(start) = start {
-                config.start = parse_rfc3339(&start).context("--start")?;
+                generator.start = parse_rfc3339(&start).context("--start")?;
             }
-            for path in write_files(config, &output, partitions)? {
-                eprintln!("wrote {}", path.display());
+            match (kafka, output) {
+                (Some(brokers), _) => {
+                    let paced = duration.is_some();
+                    if let Some(duration) = duration {
+                        let span = Span::parse(&duration).context("--duration")?;
+                        generator.events = (rate * span.0 as f64 / 1000.0).ceil() as u64;
+                        generator.start = wall_clock_ms();
+                    }
+                    let destination = match topic {
+                        Some(topic) => Destination::Topic(topic, Format::Json),
+                        None => Destination::ByKind(load_config(config.as_ref())?.kafka),
+                    };
+                    let summary = produce_generated(&brokers, &destination, generator, paced)?;
+                    eprintln!(
+                        "produced {} events to {brokers} in {:.3} s",
+                        summary.delivered,
+                        summary.elapsed.as_secs_f64()
+                    );
+                }
+                (None, Some(output)) => {
+                    for path in write_files(generator, &output, partitions)? {
+                        eprintln!("wrote {}", path.display());
+                    }
+                }
+                (None, None) => anyhow::bail!("--output or --kafka is required"),
             }
+        }
+        Command::Run {
+            config,
+            brokers,
+            from,
+            bind,
+            workers,
+        } => {
+            let mut config = load_config(config.as_ref())?;
+            if let Some(brokers) = brokers {
+                config.kafka.brokers = brokers;
+            }
+            anyhow::ensure!(
+                config.kafka.enabled(),
+                "no Kafka brokers configured: set kafka.brokers, CROWDPULSE__KAFKA__BROKERS or --brokers"
+            );
+            if let Some(bind) = bind {
+                config.api.bind = bind;
+            }
+            let start = Position::parse_start(
+                from.as_deref().unwrap_or(&config.kafka.start),
+                wall_clock_ms(),
+            )
+            .context("--from")?;
+            let options = LiveOptions {
+                workers: workers.unwrap_or(config.cluster.workers),
+                feed: Feed::Kafka {
+                    config: config.kafka.clone(),
+                    start,
+                },
+                outputs: vec![Arc::new(FinalRowsNdjson::new(stdout()))],
+                analyzer: config.sentiment.analyzer()?,
+                pipeline: config.pipeline,
+                api: config.api,
+            };
+            run_until_ctrl_c(&options, |address| {
+                // stdout carries the rows; scripts and tests read the address here.
+                eprintln!("crowdpulse run: api at http://{address}/");
+            })?;
+        }
+        Command::Replay {
+            from,
+            until,
+            output,
+            brokers,
+            workers,
+            quiet,
+            config,
+        } => {
+            let mut config = load_config(config.as_ref())?;
+            if let Some(brokers) = brokers {
+                config.kafka.brokers = brokers;
+            }
+            let now = wall_clock_ms();
+            let options = ReplayOptions {
+                workers: workers.unwrap_or(config.cluster.workers),
+                from: Position::parse_start(&from, now).context("--from")?,
+                until: Position::parse_end(&until, now).context("--until")?,
+                output,
+                progress: !quiet,
+                config,
+            };
+            let summary = replay(&options)?;
+            eprintln!(
+                "replayed {} records with {} workers: {} valid, {} late, {} dead-lettered; {} rows written; {:.3} s, {:.0} records/s",
+                summary.records,
+                options.workers,
+                summary.events,
+                summary.late,
+                summary.dead_lettered,
+                summary.rows,
+                summary.elapsed.as_secs_f64(),
+                summary.records_per_second()
+            );
         }
         Command::Demo {
             bind,
@@ -206,9 +376,12 @@ fn main() -> anyhow::Result<()> {
             }
             let options = LiveOptions {
                 workers: workers.unwrap_or(config.cluster.workers),
-                rate,
-                streams,
-                seed,
+                feed: Feed::Generated {
+                    rate,
+                    streams,
+                    seed,
+                },
+                outputs: Vec::new(),
                 analyzer: config.sentiment.analyzer()?,
                 pipeline: config.pipeline,
                 api: config.api,

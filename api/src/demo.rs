@@ -6,35 +6,62 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use std::time::Duration;
+
 use crowdpulse_connectors::config::ApiConfig;
+use crowdpulse_connectors::dead_letter_topic::DeadLetterTopic;
+use crowdpulse_connectors::ingest_producer::IngestProducer;
+use crowdpulse_connectors::kafka_config::KafkaConfig;
+use crowdpulse_connectors::kafka_progress::{mirror_progress, ProgressMirror};
+use crowdpulse_connectors::kafka_source::{check_topics, worker_readers};
 use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput};
+use crowdpulse_connectors::position::Position;
 use crowdpulse_connectors::row_output::RowOutput;
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{error, info, warn};
 
 use crate::error::{ApiError, Result};
 use crate::filters::routes;
-use crate::ingest::Ingest;
-use crate::live::{spawn_generator, LiveRuntime};
+use crate::ingest::{Ingest, IngestTarget};
+use crate::live::{spawn_generator, LiveRuntime, ReadersFor};
 use crate::metrics::HttpCounters;
 use crate::push::Clients;
 use crate::state::{ApiSettings, AppState};
 use crate::store::{StoreSettings, ViewStore};
 
-/// What to run.
+/// Where a live server's events come from.
 #[derive(Debug, Clone)]
+pub enum Feed {
+    /// The in-process input: HTTP ingest plus generated traffic (the demo).
+    Generated {
+        /// Generated records per second (0: only HTTP ingest).
+        rate: f64,
+        /// Generated streams.
+        streams: usize,
+        /// Generator seed.
+        seed: u64,
+    },
+    /// Kafka per the `[kafka]` section, from `start`; HTTP ingest produces to it.
+    Kafka {
+        /// Brokers, topics, dead-letter topic, producer limits.
+        config: KafkaConfig,
+        /// Where reading starts.
+        start: Position,
+    },
+}
+
+/// What to run.
+#[derive(Clone)]
 pub struct LiveOptions {
-    /// Worker threads (and input partitions).
+    /// Worker threads (with the in-process input, also its partitions).
     pub workers: usize,
-    /// Generated records per second (0: only HTTP ingest).
-    pub rate: f64,
-    /// Generated streams.
-    pub streams: usize,
-    /// Generator seed.
-    pub seed: u64,
+    /// Where events come from.
+    pub feed: Feed,
+    /// Outputs besides the view store (e.g. final rows to stdout).
+    pub outputs: Vec<Arc<dyn RowOutput>>,
     /// Windows, lateness, moments.
     pub pipeline: PipelineConfig,
     /// Server settings.
@@ -50,6 +77,91 @@ pub struct LiveApp {
     runtime: LiveRuntime,
     generator: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// Kafka only: commits read offsets to the group and measures lag; stops when dropped.
+    progress: Option<ProgressMirror>,
+    /// Kafka only: flushed at shutdown.
+    dead_letters: Option<Arc<DeadLetterTopic>>,
+}
+
+/// The parts that differ between the in-process and the Kafka feed.
+struct Wiring {
+    runtime: LiveRuntime,
+    ingest: IngestTarget,
+    progress: Option<ProgressMirror>,
+    dead_letters: Option<Arc<DeadLetterTopic>>,
+}
+
+/// How long shutdown waits for dead letters to be confirmed.
+const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(10);
+
+fn wire(
+    options: &LiveOptions,
+    counters: &Arc<SourceCounters>,
+    mut outputs: Vec<Arc<dyn RowOutput>>,
+) -> Result<Wiring> {
+    let (workers, pipeline, analyzer) = (
+        options.workers.max(1),
+        &options.pipeline,
+        Arc::clone(&options.analyzer),
+    );
+    match &options.feed {
+        Feed::Generated { .. } => {
+            let input = LiveInput::new(workers, options.api.input_capacity);
+            let runtime = LiveRuntime::over_input(
+                workers,
+                pipeline,
+                analyzer,
+                Arc::clone(counters),
+                input.clone(),
+                outputs,
+            )?;
+            Ok(Wiring {
+                runtime,
+                ingest: IngestTarget::Input(input),
+                progress: None,
+                dead_letters: None,
+            })
+        }
+        Feed::Kafka { config, start } => {
+            let source = config.source_options(start.clone(), None);
+            check_topics(&source)?;
+            let dead_letters = match config.dead_letter_topic.trim() {
+                "" => None,
+                topic => Some(Arc::new(DeadLetterTopic::new(&config.brokers, topic)?)),
+            };
+            if let Some(topic) = &dead_letters {
+                outputs.push(Arc::clone(topic) as Arc<dyn RowOutput>);
+            }
+            let progress = mirror_progress(
+                &source,
+                Arc::clone(counters),
+                Duration::from_millis(config.progress_interval.0.max(1)),
+            )?;
+            let readers: ReadersFor = Arc::new(move |index, peers| {
+                worker_readers(&source, index, peers).unwrap_or_else(|error| {
+                    error!(%error, worker = index, "opening the kafka partitions failed");
+                    Vec::new()
+                })
+            });
+            let runtime = LiveRuntime::over_readers(
+                workers,
+                pipeline,
+                analyzer,
+                Arc::clone(counters),
+                readers,
+                outputs,
+            )?;
+            Ok(Wiring {
+                runtime,
+                ingest: IngestTarget::Kafka {
+                    producer: IngestProducer::new(config)?,
+                    dead_letters: dead_letters.clone(),
+                },
+                progress: Some(progress),
+                dead_letters,
+            })
+        }
+    }
 }
 
 /// The smallest tumbling window: session totals are summed from it.
@@ -76,31 +188,24 @@ impl LiveApp {
             retention: options.api.retention.0,
             top_k: pipeline.top_k,
         }));
-        let workers = options.workers.max(1);
-        let input = LiveInput::new(workers, options.api.input_capacity);
         let counters = Arc::new(SourceCounters::default());
-        let runtime = LiveRuntime::over_input(
-            workers,
-            pipeline,
-            Arc::clone(&options.analyzer),
-            Arc::clone(&counters),
-            input.clone(),
-            vec![Arc::clone(&store) as Arc<dyn RowOutput>],
-        )?;
-        let ingest = Arc::new(Ingest::new(input, Arc::clone(&store)));
+        let mut outputs = vec![Arc::clone(&store) as Arc<dyn RowOutput>];
+        outputs.extend(options.outputs.iter().cloned());
+        let wiring = wire(options, &counters, outputs)?;
+        let ingest = Arc::new(Ingest::new(wiring.ingest, Arc::clone(&store)));
         let stop = Arc::new(AtomicBool::new(false));
-        let generator = if options.rate > 0.0 {
-            let handle = spawn_generator(
-                Arc::clone(&ingest),
-                options.streams,
-                options.rate,
-                options.seed,
-                Arc::clone(&stop),
-            )
-            .map_err(|e| ApiError::Server(format!("starting the generator: {e}")))?;
-            Some(handle)
-        } else {
-            None
+        let generator = match options.feed {
+            Feed::Generated {
+                rate,
+                streams,
+                seed,
+            } if rate > 0.0 => {
+                let handle =
+                    spawn_generator(Arc::clone(&ingest), streams, rate, seed, Arc::clone(&stop))
+                        .map_err(|e| ApiError::Server(format!("starting the generator: {e}")))?;
+                Some(handle)
+            }
+            _ => None,
         };
         let settings = ApiSettings {
             max_body_bytes: options.api.max_body_bytes,
@@ -118,23 +223,33 @@ impl LiveApp {
             clients: Arc::new(Clients::default()),
             http: Arc::new(HttpCounters::default()),
             source_counters: counters,
+            kafka_lag: wiring.progress.as_ref().map(|p| Arc::clone(&p.lag)),
             settings: Arc::new(settings),
         };
         Ok(Self {
             state,
-            runtime,
+            runtime: wiring.runtime,
             generator,
             stop,
+            progress: wiring.progress,
+            dead_letters: wiring.dead_letters,
         })
     }
 
-    /// Stops the generator, closes the input and waits for the dataflow to finish.
+    /// Stops the generator and the dataflow (the in-process input is drained; Kafka partitions
+    /// are left where they are) and waits for pending dead letters.
     pub fn shutdown(self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(generator) = self.generator {
             let _ = generator.join();
         }
         self.runtime.shutdown();
+        drop(self.progress);
+        if let Some(topic) = self.dead_letters {
+            if let Err(error) = topic.flush(DEAD_LETTER_FLUSH) {
+                warn!(%error, "dead letters not all confirmed at shutdown");
+            }
+        }
     }
 }
 

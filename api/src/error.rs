@@ -27,6 +27,9 @@ pub enum ApiError {
         /// Seconds for the Retry-After header.
         retry_after: u64,
     },
+    /// Kafka did not confirm produced events (503).
+    #[error("kafka did not confirm the events: {0}")]
+    Produce(String),
     /// The server is shutting down (503).
     #[error("shutting down")]
     ShuttingDown,
@@ -36,6 +39,9 @@ pub enum ApiError {
     /// The dataflow could not be built or run.
     #[error(transparent)]
     Dataflow(#[from] crowdpulse_dataflow::Error),
+    /// A connector (Kafka, configuration) could not start.
+    #[error(transparent)]
+    Connector(#[from] crowdpulse_connectors::ConnectorError),
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -49,8 +55,12 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Busy { .. } | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Server(_) | ApiError::Dataflow(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Busy { .. } | ApiError::Produce(_) | ApiError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Server(_) | ApiError::Dataflow(_) | ApiError::Connector(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -63,8 +73,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Busy { .. } => "busy",
+            ApiError::Produce(_) => "kafka_unavailable",
             ApiError::ShuttingDown => "shutting_down",
-            ApiError::Server(_) | ApiError::Dataflow(_) => "internal",
+            ApiError::Server(_) | ApiError::Dataflow(_) | ApiError::Connector(_) => "internal",
         }
     }
 }

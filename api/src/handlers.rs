@@ -58,6 +58,7 @@ pub async fn metrics(state: AppState) -> Result<Response, Rejection> {
         http: &state.http,
         live_clients: state.clients.count(),
         frontier,
+        kafka_lag: state.kafka_lag.as_deref(),
     });
     Ok(reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response())
 }
@@ -391,7 +392,7 @@ pub async fn ingest_events(
     if records.is_empty() {
         return Err(reject(ApiError::BadRequest("no events in the body".into())));
     }
-    let result = state.ingest.submit(&records).map_err(reject)?;
+    let result = state.ingest.submit(&records).await.map_err(reject)?;
     Ok(accepted(&result))
 }
 
@@ -408,7 +409,11 @@ pub async fn post_reaction(
         "emoji": request.emoji,
     })
     .to_string();
-    let result = state.ingest.submit(&[event.as_bytes()]).map_err(reject)?;
+    let result = state
+        .ingest
+        .submit(&[event.as_bytes()])
+        .await
+        .map_err(reject)?;
     if let Some(refused) = result.rejected.first() {
         return Err(reject(ApiError::BadRequest(refused.error.clone())));
     }

@@ -1,15 +1,21 @@
 //! HTTP ingest and the generator's feed: records are validated (the same decoder the dataflow
-//! uses, arrival time standing in for a missing `ts`), reactions are remembered for "last
-//! reactions", and everything, refused records included, enters the live input, so refused
-//! records also reach the dead-letter path and its counters.
+//! uses, arrival time standing in for a missing `ts`) and reactions are remembered for "last
+//! reactions". In the demo everything, refused records included, enters the live input, so
+//! refused records also reach the dead-letter path and its counters. With Kafka, accepted events
+//! are produced to their topics (answered only once the broker confirmed them) and refused
+//! records go to the dead-letter topic.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crowdpulse_connectors::dead_letter_topic::DeadLetterTopic;
 use crowdpulse_connectors::generator::Generated;
+use crowdpulse_connectors::ingest_producer::{EnqueueError, IngestProducer};
 use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
 use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
 use crowdpulse_dataflow::event::{Event, EventBody, Millis};
+use crowdpulse_dataflow::rows::{DeadLetter, DeadLetterReason};
+use futures_util::future::join_all;
 
 use crate::error::ApiError;
 use crate::models::{IngestResult, RecentReaction, Rejected};
@@ -29,10 +35,26 @@ pub struct IngestCounters {
     pub busy: AtomicU64,
 }
 
+/// Where accepted records go.
+pub enum IngestTarget {
+    /// The in-process input of the dataflow (the demo).
+    Input(LiveInput),
+    /// Kafka topics; refused records go to the dead-letter topic when one is configured.
+    Kafka {
+        /// Producer of accepted events.
+        producer: IngestProducer,
+        /// Producer of refused records.
+        dead_letters: Option<Arc<DeadLetterTopic>>,
+    },
+}
+
+/// The dead-letter `source` of records refused at HTTP ingest (their `offset` is the record's
+/// index in its request).
+pub const HTTP_SOURCE: &str = "http";
+
 /// Entry point of records into the live dataflow.
-#[derive(Debug)]
 pub struct Ingest {
-    input: LiveInput,
+    target: IngestTarget,
     store: Arc<ViewStore>,
     /// Counters for `/metrics`.
     pub counters: IngestCounters,
@@ -51,10 +73,10 @@ fn reaction_of(event: &Event) -> Option<RecentReaction> {
 }
 
 impl Ingest {
-    /// Ingest into `input`, remembering reactions in `store`.
-    pub fn new(input: LiveInput, store: Arc<ViewStore>) -> Self {
+    /// Ingest into `target`, remembering reactions in `store`.
+    pub fn new(target: IngestTarget, store: Arc<ViewStore>) -> Self {
         Self {
-            input,
+            target,
             store,
             counters: IngestCounters::default(),
         }
@@ -67,7 +89,7 @@ impl Ingest {
     }
 
     /// Validates and queues records received over HTTP; answers what was accepted and refused.
-    pub fn submit(&self, records: &[&[u8]]) -> Result<IngestResult, ApiError> {
+    pub async fn submit(&self, records: &[&[u8]]) -> Result<IngestResult, ApiError> {
         let arrival: Millis = wall_clock_ms();
         let context = DecodeContext {
             fallback_ts: Some(arrival),
@@ -77,15 +99,65 @@ impl Ingest {
         let mut rejected = Vec::new();
         for (index, record) in records.iter().enumerate() {
             match decode_json(record, &context) {
-                Ok(event) => accepted.push(event),
+                Ok(event) => accepted.push((index, event)),
                 Err(error) => rejected.push(Rejected {
                     index,
                     error: error.to_string(),
                 }),
             }
         }
-        // Every record is queued with the stream key it decoded to (refused ones with an empty
-        // key), in request order per stream.
+        match &self.target {
+            IngestTarget::Input(input) => {
+                self.queue_input(input, records, &accepted, &rejected, arrival)?
+            }
+            IngestTarget::Kafka {
+                producer,
+                dead_letters,
+            } => {
+                produce(producer, records, &mut accepted, &mut rejected, arrival)
+                    .await
+                    .inspect_err(|error| {
+                        if let ApiError::Busy { .. } = error {
+                            self.counters.busy.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })?;
+                if let Some(topic) = dead_letters {
+                    for refused in &rejected {
+                        topic.send(&DeadLetter::new(
+                            HTTP_SOURCE,
+                            0,
+                            refused.index as u64,
+                            DeadLetterReason::Invalid,
+                            refused.error.clone(),
+                            records[refused.index],
+                        ));
+                    }
+                }
+            }
+        }
+        let events: Vec<Event> = accepted.into_iter().map(|(_, event)| event).collect();
+        self.remember(&events);
+        self.counters
+            .accepted
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.counters
+            .rejected
+            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+        Ok(IngestResult {
+            accepted: events.len(),
+            rejected,
+        })
+    }
+
+    /// Queues every record, refused ones too (with an empty key), in request order per stream.
+    fn queue_input(
+        &self,
+        input: &LiveInput,
+        records: &[&[u8]],
+        accepted: &[(usize, Event)],
+        rejected: &[Rejected],
+        arrival: Millis,
+    ) -> Result<(), ApiError> {
         let keys: Vec<&[u8]> = {
             let mut valid = accepted.iter();
             let mut refused = rejected.iter().peekable();
@@ -95,41 +167,35 @@ impl Ingest {
                         refused.next();
                         &b""[..]
                     }
-                    _ => valid.next().map_or(&b""[..], |e| e.stream_id.as_bytes()),
+                    _ => valid
+                        .next()
+                        .map_or(&b""[..], |(_, e)| e.stream_id.as_bytes()),
                 })
                 .collect()
         };
         let queued = keys.into_iter().zip(records.iter().map(|r| r.to_vec()));
-        match self.input.push(queued, arrival) {
-            Ok(()) => {}
+        match input.push(queued, arrival) {
+            Ok(()) => Ok(()),
             Err(PushError::Full) => {
                 self.counters.busy.fetch_add(1, Ordering::Relaxed);
-                return Err(ApiError::Busy {
+                Err(ApiError::Busy {
                     retry_after: RETRY_AFTER_SECONDS,
-                });
+                })
             }
-            Err(PushError::Closed) => return Err(ApiError::ShuttingDown),
+            Err(PushError::Closed) => Err(ApiError::ShuttingDown),
         }
-        self.remember(&accepted);
-        self.counters
-            .accepted
-            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
-        self.counters
-            .rejected
-            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-        Ok(IngestResult {
-            accepted: accepted.len(),
-            rejected,
-        })
     }
 
-    /// Queues generated records (the demo's traffic).
+    /// Queues generated records (the demo's traffic); only the in-process input takes them.
     pub fn submit_generated(&self, records: &[Generated]) -> Result<(), PushError> {
+        let IngestTarget::Input(input) = &self.target else {
+            return Err(PushError::Closed);
+        };
         if records.is_empty() {
             return Ok(());
         }
         let arrival = wall_clock_ms();
-        self.input.push(
+        input.push(
             records
                 .iter()
                 .map(|r| (r.stream_id.as_bytes(), r.line.clone().into_bytes())),
@@ -145,8 +211,60 @@ impl Ingest {
         Ok(())
     }
 
-    /// Records waiting for the dataflow.
+    /// Records waiting for the dataflow (in-process input) or for the broker (Kafka).
     pub fn queued(&self) -> usize {
-        self.input.queued()
+        match &self.target {
+            IngestTarget::Input(input) => input.queued(),
+            IngestTarget::Kafka { producer, .. } => producer.in_flight(),
+        }
     }
+}
+
+/// Produces the accepted events and waits for the broker: 503 (Retry-After) when the producer
+/// queue has no room for the whole request, 503 when a delivery fails (the client retries; a
+/// retry may duplicate the events that did get through). An event whose kind has no topic is
+/// moved to the refused ones.
+async fn produce(
+    producer: &IngestProducer,
+    records: &[&[u8]],
+    accepted: &mut Vec<(usize, Event)>,
+    rejected: &mut Vec<Rejected>,
+    arrival: Millis,
+) -> Result<(), ApiError> {
+    // Checked up front so that a full queue refuses the request whole, not half-produced.
+    if !producer.has_room(accepted.len()) {
+        return Err(ApiError::Busy {
+            retry_after: RETRY_AFTER_SECONDS,
+        });
+    }
+    let mut deliveries = Vec::with_capacity(accepted.len());
+    let mut routed = Vec::with_capacity(accepted.len());
+    for (index, event) in accepted.drain(..) {
+        match producer.enqueue(&event, records[index], arrival) {
+            Ok(delivery) => {
+                deliveries.push(delivery);
+                routed.push((index, event));
+            }
+            Err(EnqueueError::NoTopic(kind)) => rejected.push(Rejected {
+                index,
+                error: format!("no Kafka topic takes {} events", kind.name()),
+            }),
+            Err(EnqueueError::Full) => {
+                return Err(ApiError::Busy {
+                    retry_after: RETRY_AFTER_SECONDS,
+                })
+            }
+            Err(EnqueueError::Kafka(error)) => return Err(ApiError::Produce(error)),
+        }
+    }
+    rejected.sort_by_key(|r| r.index);
+    *accepted = routed;
+    for delivery in join_all(deliveries).await {
+        match delivery {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => return Err(ApiError::Produce(error.to_string())),
+            Err(_) => return Err(ApiError::Produce("producer closed".into())),
+        }
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crowdpulse_connectors::kafka_progress::KafkaLag;
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_dataflow::event::EventKind;
 use crowdpulse_dataflow::source::SourceCounters;
@@ -121,6 +122,12 @@ pub struct MetricsSources<'a> {
     pub live_clients: usize,
     /// Output frontier (None once the input ended).
     pub frontier: Option<u64>,
+    /// Kafka partitions' lag, when reading Kafka.
+    pub kafka_lag: Option<&'a KafkaLag>,
+}
+
+fn partition_labels(label: &str, (source, partition): &(String, u32)) -> String {
+    format!("{{{label}=\"{source}\",partition=\"{partition}\"}}")
 }
 
 /// Writes one metric family: its HELP and TYPE lines, then one sample per (labels, value);
@@ -212,6 +219,42 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
         ),
         unlabelled(delay),
     );
+    let partitions = source.partition_progress();
+    family(
+        &mut out,
+        (
+            "crowdpulse_partition_watermark_ms",
+            "gauge",
+            "Event-time watermark of each source partition (epoch ms).",
+        ),
+        partitions
+            .iter()
+            .filter_map(|(key, p)| p.watermark.map(|w| (partition_labels("source", key), w))),
+    );
+    family(
+        &mut out,
+        (
+            "crowdpulse_partition_next_offset",
+            "gauge",
+            "Offset after the last record read from each source partition.",
+        ),
+        partitions
+            .iter()
+            .filter_map(|(key, p)| p.next_offset.map(|o| (partition_labels("source", key), o))),
+    );
+    if let Some(lag) = sources.kafka_lag {
+        family(
+            &mut out,
+            (
+                "crowdpulse_kafka_partition_lag",
+                "gauge",
+                "Messages between the offset read and the partition's high watermark.",
+            ),
+            lag.snapshot()
+                .iter()
+                .map(|(key, l)| (partition_labels("topic", key), l.lag as u64)),
+        );
+    }
     family(
         &mut out,
         (
@@ -325,6 +368,7 @@ mod tests {
             http: &http,
             live_clients: 0,
             frontier: None,
+            kafka_lag: None,
         });
         let bucket = |le: &str| {
             let line = format!(

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crowdpulse_connectors::kafka_progress::KafkaLag;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::source::SourceCounters;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub http: Arc<HttpCounters>,
     /// The dataflow source's counters.
     pub source_counters: Arc<SourceCounters>,
+    /// Kafka partitions' lag (None without Kafka).
+    pub kafka_lag: Option<Arc<KafkaLag>>,
     /// Settings.
     pub settings: Arc<ApiSettings>,
 }

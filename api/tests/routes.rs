@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crowdpulse_api::demo::{LiveApp, LiveOptions};
+use crowdpulse_api::demo::{Feed, LiveApp, LiveOptions};
 use crowdpulse_api::filters::routes;
 use crowdpulse_connectors::config::ApiConfig;
 use crowdpulse_connectors::live_input::wall_clock_ms;
@@ -19,9 +19,12 @@ use warp::Filter;
 fn start(api: ApiConfig) -> LiveApp {
     LiveApp::start(&LiveOptions {
         workers: 2,
-        rate: 0.0,
-        streams: 1,
-        seed: 1,
+        feed: Feed::Generated {
+            rate: 0.0,
+            streams: 1,
+            seed: 1,
+        },
+        outputs: Vec::new(),
         pipeline: PipelineConfig {
             max_out_of_orderness: Span(0),
             idle_timeout: Span(300),

@@ -4,7 +4,7 @@
 
 use crowdpulse_dataflow::codec::encode_json;
 use crowdpulse_dataflow::event::{
-    Event, EventBody, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE,
+    Event, EventBody, EventKind, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE,
 };
 use crowdpulse_dataflow::timestamp::format_rfc3339;
 
@@ -355,6 +355,8 @@ pub struct Generated {
     pub stream_id: String,
     /// The NDJSON line (without newline).
     pub line: String,
+    /// The event's kind (None for the deliberately malformed lines).
+    pub kind: Option<EventKind>,
 }
 
 impl Iterator for Generator {
@@ -371,7 +373,11 @@ impl Iterator for Generator {
         let stream_id = format!("stream-{index}");
         if self.rng.below(1_000) == 0 {
             let line = (*self.rng.pick(MALFORMED)).to_owned();
-            return Some(Generated { stream_id, line });
+            return Some(Generated {
+                stream_id,
+                line,
+                kind: None,
+            });
         }
         let body = self.body(index, now);
         let ts = self.disorder(now);
@@ -389,7 +395,11 @@ impl Iterator for Generator {
                 1,
             );
         }
-        Some(Generated { stream_id, line })
+        Some(Generated {
+            stream_id,
+            line,
+            kind: Some(event.kind()),
+        })
     }
 }
 

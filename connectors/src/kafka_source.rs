@@ -62,6 +62,33 @@ fn consumer(options: &KafkaSourceOptions) -> Result<BaseConsumer> {
         .map_err(|e| kafka_error("creating the consumer", e))
 }
 
+/// The number of partitions of `topic`; an error when it has none (or does not exist).
+fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), LOOKUP_TIMEOUT)
+        .map_err(|e| kafka_error(&format!("metadata of {topic}"), e))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32);
+    if partitions == 0 {
+        return Err(ConnectorError::Kafka(format!(
+            "topic {topic} has no partitions (does it exist?)"
+        )));
+    }
+    Ok(partitions)
+}
+
+/// Checks that the brokers answer and every topic exists; returns each topic's partition count.
+pub fn check_topics(options: &KafkaSourceOptions) -> Result<Vec<(String, i32)>> {
+    let consumer = consumer(options)?;
+    options
+        .topics
+        .iter()
+        .map(|t| partition_count(&consumer, &t.name).map(|n| (t.name.clone(), n)))
+        .collect()
+}
+
 /// The readers of worker `index` of `workers`: its partitions of every topic, assigned to one
 /// consumer and positioned at `options.start`.
 pub fn worker_readers(
@@ -78,19 +105,7 @@ pub fn worker_readers(
     let consumer = consumer(options)?;
     let mut mine = Vec::new();
     for topic in &options.topics {
-        let metadata = consumer
-            .fetch_metadata(Some(&topic.name), LOOKUP_TIMEOUT)
-            .map_err(|e| kafka_error(&format!("metadata of {}", topic.name), e))?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len() as i32);
-        if partitions == 0 {
-            return Err(ConnectorError::Kafka(format!(
-                "topic {} has no partitions",
-                topic.name
-            )));
-        }
+        let partitions = partition_count(&consumer, &topic.name)?;
         mine.extend(
             (0..partitions)
                 .filter(|p| *p as usize % workers.max(1) == index)

@@ -55,7 +55,6 @@ impl ProcessSummary {
 
 /// Runs the dataflow over the files and writes the rows.
 pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
-    let started = Instant::now();
     if options.inputs.is_empty() {
         return Err(ConnectorError::Config(
             "at least one --input is required".into(),
@@ -64,19 +63,14 @@ pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
     for (partition, path) in options.inputs.iter().enumerate() {
         FileReader::open(path, partition as u32)?;
     }
-    let analyzer = options.config.sentiment.analyzer()?;
-    // Only final rows are written, so live rows (early results) would be built for nothing.
-    let pipeline = PipelineConfig {
-        live_rows: false,
-        ..options.config.pipeline.clone()
-    };
-    let counters = Arc::new(SourceCounters::default());
     let inputs = options.inputs.clone();
-    let rows = run_bounded(
+    let counters = Arc::new(SourceCounters::default());
+    let out = std::fs::File::create(&options.output)
+        .map_err(|e| ConnectorError::io(&options.output, e))?;
+    run_to_ndjson(
+        &options.config,
         options.workers,
-        &pipeline,
-        analyzer,
-        Arc::clone(&counters),
+        counters,
         move |index, peers| {
             inputs
                 .iter()
@@ -93,12 +87,39 @@ pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
                 )
                 .collect()
         },
+        (out, &options.output),
+    )
+}
+
+/// Runs the dataflow over bounded partitions (`readers_for(worker, workers)`) and writes every
+/// table's final rows to `out` as sorted NDJSON (`path` names it in errors).
+pub fn run_to_ndjson<F>(
+    config: &Config,
+    workers: usize,
+    counters: Arc<SourceCounters>,
+    readers_for: F,
+    (out, path): (impl std::io::Write, &std::path::Path),
+) -> Result<ProcessSummary>
+where
+    F: Fn(usize, usize) -> Vec<Box<dyn PartitionReader>> + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let analyzer = config.sentiment.analyzer()?;
+    // Only final rows are written, so live rows (early results) would be built for nothing.
+    let pipeline = PipelineConfig {
+        live_rows: false,
+        ..config.pipeline.clone()
+    };
+    let rows = run_bounded(
+        workers,
+        &pipeline,
+        analyzer,
+        Arc::clone(&counters),
+        readers_for,
     )?;
-    let file = std::fs::File::create(&options.output)
-        .map_err(|e| ConnectorError::io(&options.output, e))?;
-    let out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let written = write_sorted_ndjson(&rows, options.workers.max(1), out)
-        .map_err(|e| ConnectorError::io(&options.output, e))?;
+    let out = std::io::BufWriter::with_capacity(1 << 20, out);
+    let written =
+        write_sorted_ndjson(&rows, workers.max(1), out).map_err(|e| ConnectorError::io(path, e))?;
     Ok(ProcessSummary {
         records: counters.records.load(Ordering::Relaxed),
         events: counters.events(),
