@@ -20,6 +20,15 @@ pub struct Demo {
     pub address: String,
 }
 
+/// The address in a "... http://ADDR/" line.
+fn address_in(line: &str) -> String {
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned()
+}
+
 impl Demo {
     /// Starts the demo on a free port with `extra` arguments and waits for its address line.
     pub fn start(extra: &[&str]) -> Self {
@@ -35,13 +44,48 @@ impl Demo {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .expect("demo prints its address");
-        let address = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
+        let address = address_in(&line);
         Self { child, address }
+    }
+
+    /// Starts `crowdpulse run` on a free port with `extra` arguments and environment `env`;
+    /// returns it and its stdout lines (the rows), read by a thread.
+    pub fn run(extra: &[&str], env: &[(&str, &str)]) -> (Self, std::sync::mpsc::Receiver<String>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crowdpulse"))
+            .args(["run", "--bind", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn,crowdpulse=info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run starts");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let address = loop {
+            let mut line = String::new();
+            let read = stderr.read_line(&mut line).expect("run's stderr");
+            assert!(read > 0, "run exited before listening");
+            eprint!("{line}");
+            if line.starts_with("crowdpulse run: api at") {
+                break address_in(&line);
+            }
+        };
+        // Keep draining stderr (a full pipe would block the child) into the test's log.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("{line}");
+            }
+        });
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (sender, rows) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        (Self { child, address }, rows)
     }
 
     /// Sends Ctrl-C and waits for a clean exit.

@@ -1,0 +1,231 @@
+//! `crowdpulse run` against the real broker (`scripts/kafka.sh`): HTTP ingest is produced to
+//! Kafka and comes back as results; empty (idle) partitions do not stall the others; read
+//! offsets are mirrored to the consumer group and lag is exported; malformed and late records
+//! reach the dead-letter topic with their origin in headers.
+
+mod support;
+#[path = "../connectors/tests/support/mod.rs"]
+mod kafka_support;
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use crowdpulse_connectors::live_input::wall_clock_ms;
+use kafka_support::{fresh_topic, BROKER};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use support::{eventually, get_json, http, Demo};
+
+/// Environment for a run reading the mixed `topic`, dead letters to `dead`, with 1 s windows,
+/// 1 s idleness and a 1 s lateness allowance so the test is quick.
+fn run_env<'a>(topic: &'a str, dead: &'a str, group: &'a str) -> Vec<(&'a str, String)> {
+    vec![
+        ("CROWDPULSE__KAFKA__BROKERS", BROKER.to_owned()),
+        ("CROWDPULSE__KAFKA__TOPICS", format!("[{{name = \"{topic}\"}}]")),
+        ("CROWDPULSE__KAFKA__DEAD_LETTER_TOPIC", dead.to_owned()),
+        ("CROWDPULSE__KAFKA__GROUP_ID", group.to_owned()),
+        ("CROWDPULSE__KAFKA__PROGRESS_INTERVAL", "200ms".to_owned()),
+        ("CROWDPULSE__PIPELINE__WINDOWS", "[{size = \"1s\"}]".to_owned()),
+        ("CROWDPULSE__PIPELINE__MOMENTS__WINDOW", "1s".to_owned()),
+        ("CROWDPULSE__PIPELINE__TICK", "10ms".to_owned()),
+        ("CROWDPULSE__PIPELINE__MAX_OUT_OF_ORDERNESS", "100ms".to_owned()),
+        ("CROWDPULSE__PIPELINE__ALLOWED_LATENESS", "1s".to_owned()),
+        ("CROWDPULSE__PIPELINE__IDLE_TIMEOUT", "1s".to_owned()),
+    ]
+}
+
+fn start_run(topic: &str, dead: &str, group: &str) -> (Demo, Receiver<String>) {
+    let env = run_env(topic, dead, group);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Demo::run(&["--from", "earliest", "--workers", "2"], &env)
+}
+
+/// Waits up to `within` for a stdout row satisfying `wanted`.
+fn await_row(rows: &Receiver<String>, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Ok(line) = rows.recv_timeout(left) else {
+            break;
+        };
+        let row: Value = serde_json::from_str(&line).expect("stdout carries NDJSON rows");
+        if wanted(&row) {
+            return row;
+        }
+    }
+    panic!("no matching row on stdout within {within:?}");
+}
+
+fn post(address: &str, body: &str) -> (u16, Value) {
+    let (status, answer) = http(
+        address,
+        "POST",
+        "/v1/events",
+        Some(("application/x-ndjson", body.as_bytes())),
+    );
+    (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
+}
+
+#[test]
+fn http_ingest_goes_through_kafka_and_idle_partitions_do_not_stall() {
+    let topic = fresh_topic("run-ingest", 4);
+    let dead = fresh_topic("run-ingest-dlq", 1);
+    let group = format!("{topic}-group");
+    let (run, rows) = start_run(&topic, &dead, &group);
+    let address = run.address.clone();
+
+    // One stream, so one partition gets everything and the other three stay empty. Without
+    // idleness they would hold the watermark at zero and no window would ever become final.
+    let started = Instant::now();
+    let mut posted = 0;
+    let mut final_row = None;
+    while started.elapsed() < Duration::from_secs(20) && final_row.is_none() {
+        let body = "{\"type\":\"reaction\",\"stream_id\":\"kafka-e2e\",\"user_id\":\"u1\",\"emoji\":\"🔥\"}\n"
+            .repeat(2);
+        let (status, answer) = post(&address, &body);
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["accepted"], 2, "{answer}");
+        posted += 2;
+        // Posting goes on while waiting: the busy partition's watermark keeps moving.
+        final_row = rows
+            .recv_timeout(Duration::from_millis(100))
+            .ok()
+            .map(|line| serde_json::from_str::<Value>(&line).unwrap())
+            .filter(|row| {
+                row["table"] == "window_emojis" && row["stream_id"] == "kafka-e2e" && row["final"] == true
+            });
+    }
+    let row = final_row.expect("a final window while three partitions stay empty");
+    assert_eq!(row["emoji"], "🔥");
+    assert!(row["count"].as_u64().unwrap() >= 1, "{row}");
+
+    // The same events, through Kafka, in the live API.
+    eventually("the posted reactions in the REST totals", || {
+        let (status, body) = get_json(&address, "/v1/streams/kafka-e2e/emojis/top");
+        status == 200 && body.to_string().contains("🔥")
+    });
+
+    // Offsets mirrored to the group, lag and watermarks exported.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let mut asked = TopicPartitionList::new();
+    for partition in 0..4 {
+        asked.add_partition(&topic, partition);
+    }
+    eventually("offsets committed to the group", || {
+        let committed = consumer
+            .committed_offsets(asked.clone(), Duration::from_secs(5))
+            .unwrap();
+        let total: i64 = committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .sum();
+        total > 0 && total <= posted
+    });
+    let (status, metrics) = http(&address, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let lag_line = format!("crowdpulse_kafka_partition_lag{{topic=\"{topic}\",partition=");
+    assert!(metrics.contains(&lag_line), "{metrics}");
+    let watermark_line = format!("crowdpulse_partition_watermark_ms{{source=\"{topic}\",partition=");
+    assert!(metrics.contains(&watermark_line), "{metrics}");
+    run.stop();
+}
+
+/// Every message of `topic` with its headers, by offset order per partition.
+fn read_all(topic: &str, at_least: usize) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .set("group.id", format!("{topic}-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while messages.len() < at_least && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| {
+                            let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                            (h.key.to_owned(), value.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            messages.push((message.payload().unwrap_or_default().to_vec(), headers));
+        }
+    }
+    messages
+}
+
+#[test]
+fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
+    let topic = fresh_topic("run-dlq", 2);
+    let dead = fresh_topic("run-dlq-dead", 1);
+    let group = format!("{topic}-group");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .create()
+        .unwrap();
+    let now = wall_clock_ms();
+    let event = |ts: u64| {
+        format!("{{\"type\":\"chat\",\"stream_id\":\"s\",\"user_id\":\"u\",\"text\":\"hi\",\"ts\":{ts}}}")
+    };
+    // Partition 0: a valid event, then one ten minutes older (late: the allowance is 1 s),
+    // then bytes that are not JSON.
+    let (fresh, old) = (event(now), event(now - 600_000));
+    for payload in [fresh.as_bytes(), old.as_bytes(), b"\xff{not json"] {
+        let record = BaseRecord::<(), [u8]>::to(&topic).partition(0).payload(payload);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let (run, rows) = start_run(&topic, &dead, &group);
+    // A record refused at HTTP ingest goes to the dead-letter topic too.
+    let (status, answer) = post(&run.address, "{\"type\":\"chat\",\"stream_id\":\"\"}\n");
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["rejected"][0]["index"], 0, "{answer}");
+    // The source's dead letters are also rows on stdout.
+    let row = await_row(&rows, Duration::from_secs(20), |row| {
+        row["table"] == "dead_letters" && row["reason"] == "decode"
+    });
+    assert_eq!(row["source"], topic.as_str());
+
+    let mut messages = read_all(&dead, 3);
+    messages.sort_by(|a, b| a.1.get("reason").cmp(&b.1.get("reason")));
+    let summary: Vec<(String, String, String, String)> = messages
+        .iter()
+        .map(|(_, h)| {
+            let get = |key: &str| h.get(key).cloned().unwrap_or_default();
+            (get("reason"), get("source_topic"), get("source_partition"), get("source_offset"))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("decode".into(), topic.clone(), "0".into(), "2".into()),
+            ("invalid".into(), "http".into(), "0".into(), "0".into()),
+            ("late".into(), topic.clone(), "0".into(), "1".into()),
+        ]
+    );
+    // Raw bytes, as they were produced (not valid UTF-8 here), and a readable cause.
+    assert_eq!(messages[0].0, b"\xff{not json");
+    assert_eq!(messages[2].0, old.as_bytes());
+    assert!(messages[2].1["error"].contains("watermark"), "{:?}", messages[2].1);
+    run.stop();
+}
