@@ -201,6 +201,8 @@ mod tests {
         assert_eq!(config.pipeline.moments.min_zscore, 2.5);
         assert_eq!(config.cluster.workers, 4);
         assert_eq!(config.pipeline.windows.len(), 3);
+        assert!(config.kafka.enabled());
+        assert_eq!(config.kafka.topics, KafkaConfig::default().topics);
     }
 
     #[test]
