@@ -23,6 +23,8 @@ fn count(brokers: &str, topic: &str, partitions: Vec<i32>) -> u64 {
         .set("group.id", "crowdpulse-ceiling")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        // The same as crowdpulse's source (kafka.fetch_wait_max), so the two compare fairly.
+        .set("fetch.wait.max.ms", "10")
         .create()
         .expect("consumer");
     let mut assignment = TopicPartitionList::new();

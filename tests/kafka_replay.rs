@@ -33,17 +33,38 @@ fn run_ok(cmd: &mut Command) -> String {
 }
 
 fn generate_args(cmd: &mut Command) -> &mut Command {
-    cmd.args(["generate", "--events", EVENTS, "--seed", "11", "--rate", "400", "--streams", "7"])
+    cmd.args([
+        "generate",
+        "--events",
+        EVENTS,
+        "--seed",
+        "11",
+        "--rate",
+        "400",
+        "--streams",
+        "7",
+    ])
 }
 
 fn replay(topic: &str, output: &Path, workers: usize, until: &str) -> String {
     run_ok(
         bin()
-            .args(["replay", "--from", "earliest", "--until", until, "--brokers", BROKER])
+            .args([
+                "replay",
+                "--from",
+                "earliest",
+                "--until",
+                until,
+                "--brokers",
+                BROKER,
+            ])
             .args(["--workers", &workers.to_string()])
             .arg("--output")
             .arg(output)
-            .env("CROWDPULSE__KAFKA__TOPICS", format!("[{{name = \"{topic}\"}}]")),
+            .env(
+                "CROWDPULSE__KAFKA__TOPICS",
+                format!("[{{name = \"{topic}\"}}]"),
+            ),
     )
 }
 
@@ -68,7 +89,10 @@ fn replay_from_kafka_equals_process_on_the_same_split_and_until_bounds_it() {
     let dir = scratch();
     let topic = fresh_topic("replay", 4);
     let produced = run_ok(generate_args(&mut bin()).args(["--kafka", BROKER, "--topic", &topic]));
-    assert!(produced.contains(&format!("produced {EVENTS} events")), "{produced}");
+    assert!(
+        produced.contains(&format!("produced {EVENTS} events")),
+        "{produced}"
+    );
     run_ok(
         generate_args(&mut bin())
             .arg("--output")
@@ -78,7 +102,9 @@ fn replay_from_kafka_equals_process_on_the_same_split_and_until_bounds_it() {
     let mut process = bin();
     process.arg("process");
     for p in 0..4 {
-        process.arg("--input").arg(dir.join(format!("events-{p}.ndjson")));
+        process
+            .arg("--input")
+            .arg(dir.join(format!("events-{p}.ndjson")));
     }
     run_ok(process.arg("--output").arg(dir.join("process.ndjson")));
     let expected = rows(&dir.join("process.ndjson"));
@@ -86,9 +112,16 @@ fn replay_from_kafka_equals_process_on_the_same_split_and_until_bounds_it() {
 
     let one = dir.join("replay-1.ndjson");
     let progress = replay(&topic, &one, 1, "latest");
-    assert!(progress.contains(&format!("replayed {EVENTS} records")), "{progress}");
+    assert!(
+        progress.contains(&format!("replayed {EVENTS} records")),
+        "{progress}"
+    );
     assert!(progress.contains("offsets (100.0%)"), "{progress}");
-    assert_eq!(rows(&one), expected, "replay from Kafka differs from process");
+    assert_eq!(
+        rows(&one),
+        expected,
+        "replay from Kafka differs from process"
+    );
     let two = dir.join("replay-2.ndjson");
     replay(&topic, &two, 2, "latest");
     assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());

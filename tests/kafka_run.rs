@@ -3,9 +3,9 @@
 //! offsets are mirrored to the consumer group and lag is exported; malformed and late records
 //! reach the dead-letter topic with their origin in headers.
 
-mod support;
 #[path = "../connectors/tests/support/mod.rs"]
 mod kafka_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
@@ -26,14 +26,23 @@ use support::{eventually, get_json, http, Demo};
 fn run_env<'a>(topic: &'a str, dead: &'a str, group: &'a str) -> Vec<(&'a str, String)> {
     vec![
         ("CROWDPULSE__KAFKA__BROKERS", BROKER.to_owned()),
-        ("CROWDPULSE__KAFKA__TOPICS", format!("[{{name = \"{topic}\"}}]")),
+        (
+            "CROWDPULSE__KAFKA__TOPICS",
+            format!("[{{name = \"{topic}\"}}]"),
+        ),
         ("CROWDPULSE__KAFKA__DEAD_LETTER_TOPIC", dead.to_owned()),
         ("CROWDPULSE__KAFKA__GROUP_ID", group.to_owned()),
         ("CROWDPULSE__KAFKA__PROGRESS_INTERVAL", "200ms".to_owned()),
-        ("CROWDPULSE__PIPELINE__WINDOWS", "[{size = \"1s\"}]".to_owned()),
+        (
+            "CROWDPULSE__PIPELINE__WINDOWS",
+            "[{size = \"1s\"}]".to_owned(),
+        ),
         ("CROWDPULSE__PIPELINE__MOMENTS__WINDOW", "1s".to_owned()),
         ("CROWDPULSE__PIPELINE__TICK", "10ms".to_owned()),
-        ("CROWDPULSE__PIPELINE__MAX_OUT_OF_ORDERNESS", "100ms".to_owned()),
+        (
+            "CROWDPULSE__PIPELINE__MAX_OUT_OF_ORDERNESS",
+            "100ms".to_owned(),
+        ),
         ("CROWDPULSE__PIPELINE__ALLOWED_LATENESS", "1s".to_owned()),
         ("CROWDPULSE__PIPELINE__IDLE_TIMEOUT", "1s".to_owned()),
     ]
@@ -96,7 +105,9 @@ fn http_ingest_goes_through_kafka_and_idle_partitions_do_not_stall() {
             .ok()
             .map(|line| serde_json::from_str::<Value>(&line).unwrap())
             .filter(|row| {
-                row["table"] == "window_emojis" && row["stream_id"] == "kafka-e2e" && row["final"] == true
+                row["table"] == "window_emojis"
+                    && row["stream_id"] == "kafka-e2e"
+                    && row["final"] == true
             });
     }
     let row = final_row.expect("a final window while three partitions stay empty");
@@ -137,7 +148,8 @@ fn http_ingest_goes_through_kafka_and_idle_partitions_do_not_stall() {
     assert_eq!(status, 200);
     let lag_line = format!("crowdpulse_kafka_partition_lag{{topic=\"{topic}\",partition=");
     assert!(metrics.contains(&lag_line), "{metrics}");
-    let watermark_line = format!("crowdpulse_partition_watermark_ms{{source=\"{topic}\",partition=");
+    let watermark_line =
+        format!("crowdpulse_partition_watermark_ms{{source=\"{topic}\",partition=");
     assert!(metrics.contains(&watermark_line), "{metrics}");
     run.stop();
 }
@@ -190,7 +202,9 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
     // then bytes that are not JSON.
     let (fresh, old) = (event(now), event(now - 600_000));
     for payload in [fresh.as_bytes(), old.as_bytes(), b"\xff{not json"] {
-        let record = BaseRecord::<(), [u8]>::to(&topic).partition(0).payload(payload);
+        let record = BaseRecord::<(), [u8]>::to(&topic)
+            .partition(0)
+            .payload(payload);
         producer.send(record).map_err(|(e, _)| e).unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
@@ -212,7 +226,12 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
         .iter()
         .map(|(_, h)| {
             let get = |key: &str| h.get(key).cloned().unwrap_or_default();
-            (get("reason"), get("source_topic"), get("source_partition"), get("source_offset"))
+            (
+                get("reason"),
+                get("source_topic"),
+                get("source_partition"),
+                get("source_offset"),
+            )
         })
         .collect();
     assert_eq!(
@@ -226,6 +245,10 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
     // Raw bytes, as they were produced (not valid UTF-8 here), and a readable cause.
     assert_eq!(messages[0].0, b"\xff{not json");
     assert_eq!(messages[2].0, old.as_bytes());
-    assert!(messages[2].1["error"].contains("watermark"), "{:?}", messages[2].1);
+    assert!(
+        messages[2].1["error"].contains("watermark"),
+        "{:?}",
+        messages[2].1
+    );
     run.stop();
 }

@@ -3,6 +3,7 @@
 //! limits.
 
 use crowdpulse_dataflow::codec::{DecodeContext, Format};
+use crowdpulse_dataflow::config::Span;
 use crowdpulse_dataflow::event::EventKind;
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +54,9 @@ pub struct KafkaConfig {
     /// Messages the producer may hold unconfirmed before HTTP ingest answers 503.
     pub producer_queue_messages: u32,
     /// How often read offsets are committed to the group and lag is measured.
-    pub progress_interval: crowdpulse_dataflow::config::Span,
+    pub progress_interval: Span,
+    /// How long the broker may hold a fetch for more data (librdkafka `fetch.wait.max.ms`).
+    pub fetch_wait_max: Span,
 }
 
 impl Default for KafkaConfig {
@@ -71,7 +74,8 @@ impl Default for KafkaConfig {
             dead_letter_topic: "dead_letters".into(),
             start: "earliest".into(),
             producer_queue_messages: 100_000,
-            progress_interval: crowdpulse_dataflow::config::Span(1_000),
+            progress_interval: Span(1_000),
+            fetch_wait_max: Span(10),
         }
     }
 }
@@ -143,6 +147,7 @@ impl KafkaConfig {
                 .collect(),
             start,
             end,
+            fetch_wait_max_ms: self.fetch_wait_max.0,
         }
     }
 }

@@ -64,8 +64,12 @@ pub fn produce_generated(
             // The Java client's key hash, so partitions match `generate --partitions` files and
             // every other Kafka producer's choice for the same stream.
             ("partitioner", "murmur2_random"),
-            // Bulk: bigger batches, fewer requests.
-            ("linger.ms", "5"),
+            // Live: events leave within 5 ms. Bulk: large record batches, which is also how
+            // the data is read back (some brokers, tansu among them, answer a fetch with about
+            // one batch, so small batches cap every later consumer).
+            ("linger.ms", if paced { "5" } else { "100" }),
+            ("batch.num.messages", "100000"),
+            ("batch.size", "8000000"),
             ("queue.buffering.max.messages", "500000"),
         ],
     )?;

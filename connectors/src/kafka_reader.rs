@@ -9,11 +9,12 @@ use crowdpulse_dataflow::codec::{DecodeContext, Format};
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::source::{PartitionReader, ReadStatus, RecordBatch};
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::ClientContext;
 use timely::scheduling::SyncActivator;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::live_input::wall_clock_ms;
 
@@ -31,13 +32,35 @@ pub enum ReadBound {
     BeforeTimestamp(Millis),
 }
 
+/// The source consumers' client context. librdkafka also reports a partition's EOF, which the
+/// readers expect and act on, as a global client error; rdkafka's default context would log it
+/// at `error` level, so here it is debug and only real errors warn.
+pub struct SourceContext;
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_)
+            | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {
+                debug!(%reason, "partition end reached")
+            }
+            error => warn!(%error, %reason, "kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
+/// A consumer of the Kafka source.
+pub type SourceConsumer = BaseConsumer<SourceContext>;
+
 /// A Kafka partition read in order.
 pub struct KafkaPartitionReader {
     topic: String,
     partition: i32,
     format: (Format, DecodeContext),
-    consumer: Arc<BaseConsumer>,
-    queue: PartitionQueue<DefaultConsumerContext>,
+    consumer: Arc<SourceConsumer>,
+    queue: PartitionQueue<SourceContext>,
     /// Messages with a timestamp before this are skipped: brokers may answer an offset lookup by
     /// time imprecisely (tansu answers offset 0), so the start time is enforced here.
     skip_before: Option<Millis>,
@@ -48,7 +71,7 @@ pub struct KafkaPartitionReader {
 impl KafkaPartitionReader {
     /// A reader of `topic`/`partition`, which `consumer` must have assigned.
     pub fn new(
-        consumer: &Arc<BaseConsumer>,
+        consumer: &Arc<SourceConsumer>,
         topic: &str,
         partition: i32,
         format: (Format, DecodeContext),
@@ -197,12 +220,12 @@ mod tests {
         skip_before: Option<Millis>,
         bound: ReadBound,
     ) -> KafkaPartitionReader {
-        let consumer: BaseConsumer = ClientConfig::new()
+        let consumer: SourceConsumer = ClientConfig::new()
             .set("bootstrap.servers", cluster.bootstrap_servers())
             .set("group.id", "crowdpulse-test")
             .set("enable.partition.eof", "true")
             .set("enable.auto.commit", "false")
-            .create()
+            .create_with_context(SourceContext)
             .unwrap();
         let mut assignment = TopicPartitionList::new();
         assignment
