@@ -46,13 +46,13 @@ fn generate_args(cmd: &mut Command) -> &mut Command {
     ])
 }
 
-fn replay(topic: &str, output: &Path, workers: usize, until: &str) -> String {
+fn replay(topic: &str, output: &Path, workers: usize, (from, until): (&str, &str)) -> String {
     run_ok(
         bin()
             .args([
                 "replay",
                 "--from",
-                "earliest",
+                from,
                 "--until",
                 until,
                 "--brokers",
@@ -111,7 +111,7 @@ fn replay_from_kafka_equals_process_on_the_same_split_and_until_bounds_it() {
     assert!(expected.iter().any(|r| r["table"] == "dead_letters"));
 
     let one = dir.join("replay-1.ndjson");
-    let progress = replay(&topic, &one, 1, "latest");
+    let progress = replay(&topic, &one, 1, ("earliest", "latest"));
     assert!(
         progress.contains(&format!("replayed {EVENTS} records")),
         "{progress}"
@@ -123,13 +123,29 @@ fn replay_from_kafka_equals_process_on_the_same_split_and_until_bounds_it() {
         "replay from Kafka differs from process"
     );
     let two = dir.join("replay-2.ndjson");
-    replay(&topic, &two, 2, "latest");
+    replay(&topic, &two, 2, ("earliest", "latest"));
     assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());
 
     // --until offsets: the first 100 messages of every partition, nothing after.
     let until: Vec<String> = (0..4).map(|p| format!("{topic}:{p}:100")).collect();
     let bounded = dir.join("replay-until.ndjson");
-    let summary = replay(&topic, &bounded, 2, &until.join(","));
+    let summary = replay(&topic, &bounded, 2, ("earliest", &until.join(",")));
     assert!(summary.contains("replayed 400 records"), "{summary}");
+
+    // --from offsets inside record batches (the generator produces large ones), past the end
+    // of a partition, and unlisted partitions from earliest: exactly the messages from there.
+    let lines = |p: usize| {
+        std::fs::read_to_string(dir.join(format!("events-{p}.ndjson")))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let from = format!("{topic}:0:150,{topic}:1:{}", lines(1) - 7);
+    let summary = replay(&topic, &bounded, 2, (&from, "latest"));
+    let expected = lines(0) - 150 + 7 + lines(2) + lines(3);
+    assert!(
+        summary.contains(&format!("replayed {expected} records")),
+        "{summary}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

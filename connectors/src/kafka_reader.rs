@@ -54,6 +54,21 @@ impl ConsumerContext for SourceContext {}
 /// A consumer of the Kafka source.
 pub type SourceConsumer = BaseConsumer<SourceContext>;
 
+/// Messages at the start of a partition that are fetched but not wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipBefore {
+    /// None.
+    Nothing,
+    /// Messages with a timestamp before this (epoch ms): brokers may answer an offset lookup by
+    /// time imprecisely (tansu answers offset 0), so the start time is enforced here.
+    Time(Millis),
+    /// Messages before this offset: some brokers (tansu) answer a fetch from inside a record
+    /// batch with the next batch, losing the rest of the first one, or with nothing at all
+    /// when it is the last; so an explicit start offset is fetched from the partition's start
+    /// and enforced here.
+    Offset(i64),
+}
+
 /// A Kafka partition read in order.
 pub struct KafkaPartitionReader {
     topic: String,
@@ -61,9 +76,7 @@ pub struct KafkaPartitionReader {
     format: (Format, DecodeContext),
     consumer: Arc<SourceConsumer>,
     queue: PartitionQueue<SourceContext>,
-    /// Messages with a timestamp before this are skipped: brokers may answer an offset lookup by
-    /// time imprecisely (tansu answers offset 0), so the start time is enforced here.
-    skip_before: Option<Millis>,
+    skip_before: SkipBefore,
     bound: ReadBound,
     done: bool,
 }
@@ -75,7 +88,7 @@ impl KafkaPartitionReader {
         topic: &str,
         partition: i32,
         format: (Format, DecodeContext),
-        skip_before: Option<Millis>,
+        skip_before: SkipBefore,
         bound: ReadBound,
     ) -> Option<Self> {
         let queue = consumer.split_partition_queue(topic, partition)?;
@@ -92,10 +105,10 @@ impl KafkaPartitionReader {
     }
 }
 
-/// Takes one message into `out` unless `bound` or the start time excludes it; returns whether
-/// the partition is finished.
+/// Takes one message into `out` unless `bound` or the start excludes it; returns whether the
+/// partition is finished.
 fn take(
-    (skip_before, bound): (Option<Millis>, ReadBound),
+    (skip_before, bound): (SkipBefore, ReadBound),
     offset: i64,
     timestamp: Option<Millis>,
     payload: &[u8],
@@ -106,7 +119,11 @@ fn take(
             return true;
         }
     }
-    let before_start = matches!((skip_before, timestamp), (Some(start), Some(ts)) if ts < start);
+    let before_start = match (skip_before, timestamp) {
+        (SkipBefore::Time(start), Some(ts)) => ts < start,
+        (SkipBefore::Offset(start), _) => offset < start,
+        _ => false,
+    };
     let after_end =
         matches!((bound, timestamp), (ReadBound::BeforeTimestamp(end), Some(ts)) if ts >= end);
     if !before_start && !after_end {
@@ -217,7 +234,7 @@ mod tests {
 
     fn reader(
         cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-        skip_before: Option<Millis>,
+        skip_before: SkipBefore,
         bound: ReadBound,
     ) -> KafkaPartitionReader {
         let consumer: SourceConsumer = ClientConfig::new()
@@ -275,7 +292,10 @@ mod tests {
     #[test]
     fn end_of_partition_reads_everything_present_then_finishes() {
         let cluster = cluster();
-        let (got, status) = drain(&mut reader(&cluster, None, ReadBound::EndOfPartition), 10);
+        let (got, status) = drain(
+            &mut reader(&cluster, SkipBefore::Nothing, ReadBound::EndOfPartition),
+            10,
+        );
         assert_eq!(status, ReadStatus::Done);
         let expected: Vec<_> = (0..10u64).map(|i| (i, format!("m{i}"))).collect();
         assert_eq!(got, expected);
@@ -284,7 +304,10 @@ mod tests {
     #[test]
     fn bounds_by_offset_and_time_and_the_start_time_skip() {
         let cluster = cluster();
-        let (got, status) = drain(&mut reader(&cluster, None, ReadBound::BeforeOffset(4)), 4);
+        let (got, status) = drain(
+            &mut reader(&cluster, SkipBefore::Nothing, ReadBound::BeforeOffset(4)),
+            4,
+        );
         assert_eq!(status, ReadStatus::Done);
         assert_eq!(
             got.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -293,17 +316,29 @@ mod tests {
 
         // Timestamps 1000 + 100 i: from 1250 until 1600 keeps offsets 3, 4, 5.
         let (got, status) = drain(
-            &mut reader(&cluster, Some(1_250), ReadBound::BeforeTimestamp(1_600)),
+            &mut reader(
+                &cluster,
+                SkipBefore::Time(1_250),
+                ReadBound::BeforeTimestamp(1_600),
+            ),
             3,
         );
         assert_eq!(status, ReadStatus::Done);
         assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3, 4, 5]);
+
+        // An explicit start offset, enforced by the reader.
+        let (got, status) = drain(
+            &mut reader(&cluster, SkipBefore::Offset(7), ReadBound::EndOfPartition),
+            3,
+        );
+        assert_eq!(status, ReadStatus::Done);
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![7, 8, 9]);
     }
 
     #[test]
     fn unbounded_reads_go_idle_with_a_wall_clock() {
         let cluster = cluster();
-        let mut reader = reader(&cluster, None, ReadBound::Unbounded);
+        let mut reader = reader(&cluster, SkipBefore::Nothing, ReadBound::Unbounded);
         assert!(reader.wall_clock().is_some());
         let (got, status) = drain(&mut reader, 10);
         assert_eq!((got.len(), status), (10, ReadStatus::Idle));

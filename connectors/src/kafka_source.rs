@@ -12,7 +12,9 @@ use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{ConnectorError, Result};
-use crate::kafka_reader::{KafkaPartitionReader, ReadBound, SourceConsumer, SourceContext};
+use crate::kafka_reader::{
+    KafkaPartitionReader, ReadBound, SkipBefore, SourceConsumer, SourceContext,
+};
 use crate::position::Position;
 
 /// How long metadata and offset lookups may take before the start fails.
@@ -129,10 +131,8 @@ pub fn worker_readers(
         let offset = match &options.start {
             Position::Earliest | Position::Timestamp(_) => Offset::Beginning,
             Position::Latest => Offset::End,
-            Position::Offsets(offsets) => offsets
-                .iter()
-                .find(|o| o.topic == topic.name && o.partition == *partition)
-                .map_or(Offset::Beginning, |o| Offset::Offset(o.offset)),
+            // Explicit offsets are enforced by the readers (SkipBefore::Offset).
+            Position::Offsets(_) => Offset::Beginning,
         };
         assignment
             .add_partition_offset(&topic.name, *partition, offset)
@@ -152,12 +152,16 @@ pub fn worker_readers(
         .assign(&assignment)
         .map_err(|e| kafka_error("assign", e))?;
     let consumer = Arc::new(consumer);
-    let skip_before = match options.start {
-        Position::Timestamp(start) => Some(start),
-        _ => None,
-    };
     mine.into_iter()
         .map(|(topic, partition)| {
+            let skip_before = match &options.start {
+                Position::Timestamp(start) => SkipBefore::Time(*start),
+                Position::Offsets(offsets) => offsets
+                    .iter()
+                    .find(|o| o.topic == topic.name && o.partition == partition)
+                    .map_or(SkipBefore::Nothing, |o| SkipBefore::Offset(o.offset)),
+                Position::Earliest | Position::Latest => SkipBefore::Nothing,
+            };
             let bound = match &options.end {
                 None => ReadBound::Unbounded,
                 Some(Position::Timestamp(end)) => ReadBound::BeforeTimestamp(*end),
