@@ -15,7 +15,7 @@ use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::position::Position;
 use crowdpulse_connectors::process::{process_files, ProcessOptions};
 use crowdpulse_connectors::replay::{replay, ReplayOptions};
-use crowdpulse_connectors::row_output::FinalRowsNdjson;
+use crowdpulse_connectors::row_output::{FinalRowsNdjson, RowOutput};
 use crowdpulse_connectors::sentiment_lines::score_lines;
 use crowdpulse_dataflow::codec::Format;
 use crowdpulse_dataflow::config::Span;
@@ -182,6 +182,34 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     Config::load(path.map(PathBuf::as_path), std::env::vars()).context("loading configuration")
 }
 
+/// The configuration with `--brokers` (when given) replacing `kafka.brokers`.
+fn load_kafka_config(path: Option<&PathBuf>, brokers: Option<String>) -> anyhow::Result<Config> {
+    let mut config = load_config(path)?;
+    if let Some(brokers) = brokers {
+        config.kafka.brokers = brokers;
+    }
+    Ok(config)
+}
+
+/// Runs a live server over `feed` until Ctrl-C; `announce` learns its address.
+fn serve_live(
+    config: Config,
+    workers: Option<usize>,
+    (feed, outputs): (Feed, Vec<Arc<dyn RowOutput>>),
+    announce: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    let options = LiveOptions {
+        workers: workers.unwrap_or(config.cluster.workers),
+        feed,
+        outputs,
+        analyzer: config.sentiment.analyzer()?,
+        pipeline: config.pipeline,
+        api: config.api,
+    };
+    run_until_ctrl_c(&options, announce)?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -285,10 +313,7 @@ fn main() -> anyhow::Result<()> {
             bind,
             workers,
         } => {
-            let mut config = load_config(config.as_ref())?;
-            if let Some(brokers) = brokers {
-                config.kafka.brokers = brokers;
-            }
+            let mut config = load_kafka_config(config.as_ref(), brokers)?;
             anyhow::ensure!(
                 config.kafka.enabled(),
                 "no Kafka brokers configured: set kafka.brokers, CROWDPULSE__KAFKA__BROKERS or --brokers"
@@ -301,18 +326,12 @@ fn main() -> anyhow::Result<()> {
                 wall_clock_ms(),
             )
             .context("--from")?;
-            let options = LiveOptions {
-                workers: workers.unwrap_or(config.cluster.workers),
-                feed: Feed::Kafka {
-                    config: config.kafka.clone(),
-                    start,
-                },
-                outputs: vec![Arc::new(FinalRowsNdjson::new(stdout()))],
-                analyzer: config.sentiment.analyzer()?,
-                pipeline: config.pipeline,
-                api: config.api,
+            let feed = Feed::Kafka {
+                config: config.kafka.clone(),
+                start,
             };
-            run_until_ctrl_c(&options, |address| {
+            let outputs: Vec<Arc<dyn RowOutput>> = vec![Arc::new(FinalRowsNdjson::new(stdout()))];
+            serve_live(config, workers, (feed, outputs), |address| {
                 // stdout carries the rows; scripts and tests read the address here.
                 eprintln!("crowdpulse run: api at http://{address}/");
             })?;
@@ -326,10 +345,7 @@ fn main() -> anyhow::Result<()> {
             quiet,
             config,
         } => {
-            let mut config = load_config(config.as_ref())?;
-            if let Some(brokers) = brokers {
-                config.kafka.brokers = brokers;
-            }
+            let config = load_kafka_config(config.as_ref(), brokers)?;
             let now = wall_clock_ms();
             let options = ReplayOptions {
                 workers: workers.unwrap_or(config.cluster.workers),
@@ -374,19 +390,12 @@ fn main() -> anyhow::Result<()> {
             if let Some(bind) = bind {
                 config.api.bind = bind;
             }
-            let options = LiveOptions {
-                workers: workers.unwrap_or(config.cluster.workers),
-                feed: Feed::Generated {
-                    rate,
-                    streams,
-                    seed,
-                },
-                outputs: Vec::new(),
-                analyzer: config.sentiment.analyzer()?,
-                pipeline: config.pipeline,
-                api: config.api,
+            let feed = Feed::Generated {
+                rate,
+                streams,
+                seed,
             };
-            run_until_ctrl_c(&options, |address| {
+            serve_live(config, workers, (feed, Vec::new()), |address| {
                 // Scripts and tests wait for this line to learn the port.
                 println!("crowdpulse demo: dashboard at http://{address}/");
             })?;

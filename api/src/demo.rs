@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 use crate::error::{ApiError, Result};
 use crate::filters::routes;
 use crate::ingest::{Ingest, IngestTarget};
-use crate::live::{spawn_generator, LiveRuntime, ReadersFor};
+use crate::live::{spawn_generator, LiveRuntime, LiveSource, ReadersFor};
 use crate::metrics::HttpCounters;
 use crate::push::Clients;
 use crate::state::{ApiSettings, AppState};
@@ -107,12 +107,11 @@ fn wire(
     match &options.feed {
         Feed::Generated { .. } => {
             let input = LiveInput::new(workers, options.api.input_capacity);
-            let runtime = LiveRuntime::over_input(
+            let runtime = LiveRuntime::start(
                 workers,
                 pipeline,
-                analyzer,
-                Arc::clone(counters),
-                input.clone(),
+                (analyzer, Arc::clone(counters)),
+                LiveSource::Input(input.clone()),
                 outputs,
             )?;
             Ok(Wiring {
@@ -143,12 +142,11 @@ fn wire(
                     Vec::new()
                 })
             });
-            let runtime = LiveRuntime::over_readers(
+            let runtime = LiveRuntime::start(
                 workers,
                 pipeline,
-                analyzer,
-                Arc::clone(counters),
-                readers,
+                (analyzer, Arc::clone(counters)),
+                LiveSource::Readers(readers),
                 outputs,
             )?;
             Ok(Wiring {

@@ -28,11 +28,19 @@ use crate::ingest::Ingest;
 /// Opens the partitions worker `index` of `peers` reads.
 pub type ReadersFor = Arc<dyn Fn(usize, usize) -> Vec<Box<dyn PartitionReader>> + Send + Sync>;
 
+/// What the live dataflow reads.
+pub enum LiveSource {
+    /// The in-process input, worker w reading its partitions p with `p % workers == w`.
+    /// Shutdown closes it: the workers read what is queued and every window becomes final.
+    Input(LiveInput),
+    /// Partitions that never end (Kafka). Shutdown abandons them: windows stay open, their
+    /// data stays in Kafka for the next run.
+    Readers(ReadersFor),
+}
+
 /// How a live run ends.
 enum Ending {
-    /// Close the in-process input: the workers read what is queued, every window becomes final.
     CloseInput(LiveInput),
-    /// Stop reading (Kafka): windows stay open, their data stays in Kafka for the next run.
     Abandon(Arc<AtomicBool>),
 }
 
@@ -46,61 +54,30 @@ pub struct LiveRuntime {
 const STOP_CHECK: Duration = Duration::from_millis(100);
 
 impl LiveRuntime {
-    /// Runs the dataflow over the in-process `input`, worker w reading the input partitions p
-    /// with `p % workers == w`.
-    pub fn over_input(
-        workers: usize,
-        config: &PipelineConfig,
-        analyzer: Arc<Analyzer>,
-        counters: Arc<SourceCounters>,
-        input: LiveInput,
-        outputs: Vec<Arc<dyn RowOutput>>,
-    ) -> Result<Self> {
-        let worker_input = input.clone();
-        let readers: ReadersFor = Arc::new(move |index, peers| {
-            (index..worker_input.partitions())
-                .step_by(peers)
-                .map(|p| Box::new(worker_input.reader(p)) as Box<dyn PartitionReader>)
-                .collect()
-        });
-        Self::start(
-            workers,
-            config,
-            (analyzer, counters),
-            readers,
-            outputs,
-            Ending::CloseInput(input),
-        )
-    }
-
-    /// Runs the dataflow over partitions that never end (Kafka); shutdown abandons them.
-    pub fn over_readers(
-        workers: usize,
-        config: &PipelineConfig,
-        analyzer: Arc<Analyzer>,
-        counters: Arc<SourceCounters>,
-        readers: ReadersFor,
-        outputs: Vec<Arc<dyn RowOutput>>,
-    ) -> Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        Self::start(
-            workers,
-            config,
-            (analyzer, counters),
-            readers,
-            outputs,
-            Ending::Abandon(stop),
-        )
-    }
-
-    fn start(
+    /// Starts `workers` worker threads running the analytics over `source`; every flush of
+    /// complete changes goes to each of `outputs`.
+    pub fn start(
         workers: usize,
         config: &PipelineConfig,
         (analyzer, counters): (Arc<Analyzer>, Arc<SourceCounters>),
-        readers_for: ReadersFor,
+        source: LiveSource,
         outputs: Vec<Arc<dyn RowOutput>>,
-        ending: Ending,
     ) -> Result<Self> {
+        let (readers_for, ending): (ReadersFor, Ending) = match source {
+            LiveSource::Input(input) => {
+                let worker_input = input.clone();
+                let readers: ReadersFor = Arc::new(move |index, peers| {
+                    (index..worker_input.partitions())
+                        .step_by(peers)
+                        .map(|p| Box::new(worker_input.reader(p)) as Box<dyn PartitionReader>)
+                        .collect()
+                });
+                (readers, Ending::CloseInput(input))
+            }
+            LiveSource::Readers(readers) => {
+                (readers, Ending::Abandon(Arc::new(AtomicBool::new(false))))
+            }
+        };
         config.window_specs()?;
         let config = config.clone();
         let stop = match &ending {
