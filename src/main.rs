@@ -235,16 +235,7 @@ fn main() -> anyhow::Result<()> {
                 workers,
                 config,
             })?;
-            eprintln!(
-                "read {} events with {workers} workers: {} valid, {} late, {} dead-lettered; {} rows written; {:.3} s, {:.0} events/s",
-                summary.records,
-                summary.events,
-                summary.late,
-                summary.dead_lettered,
-                summary.rows,
-                summary.elapsed.as_secs_f64(),
-                summary.records_per_second()
-            );
+            eprintln!("read {}", summary.report(workers));
         }
         Command::Sentiment { config } => {
             let analyzer = load_config(config.as_ref())?.sentiment.analyzer()?;
@@ -356,17 +347,7 @@ fn main() -> anyhow::Result<()> {
                 config,
             };
             let summary = replay(&options)?;
-            eprintln!(
-                "replayed {} records with {} workers: {} valid, {} late, {} dead-lettered; {} rows written; {:.3} s, {:.0} records/s",
-                summary.records,
-                options.workers,
-                summary.events,
-                summary.late,
-                summary.dead_lettered,
-                summary.rows,
-                summary.elapsed.as_secs_f64(),
-                summary.records_per_second()
-            );
+            eprintln!("replayed {}", summary.report(options.workers));
         }
         Command::Demo {
             bind,

@@ -114,7 +114,7 @@ fn replay_from_kafka_equals_process_on_the_same_split_and_until_bounds_it() {
     let one = dir.join("replay-1.ndjson");
     let progress = replay(&topic, &one, 1, ("earliest", "latest"));
     assert!(
-        progress.contains(&format!("replayed {EVENTS} records")),
+        progress.contains(&format!("replayed {EVENTS} events")),
         "{progress}"
     );
     assert!(progress.contains("offsets (100.0%)"), "{progress}");
@@ -131,7 +131,7 @@ fn replay_from_kafka_equals_process_on_the_same_split_and_until_bounds_it() {
     let until: Vec<String> = (0..4).map(|p| format!("{topic}:{p}:100")).collect();
     let bounded = dir.join("replay-until.ndjson");
     let summary = replay(&topic, &bounded, 2, ("earliest", &until.join(",")));
-    assert!(summary.contains("replayed 400 records"), "{summary}");
+    assert!(summary.contains("replayed 400 events"), "{summary}");
 
     // --from offsets inside record batches (the generator produces large ones), past the end
     // of a partition, and unlisted partitions from earliest: exactly the messages from there.
@@ -145,7 +145,7 @@ fn replay_from_kafka_equals_process_on_the_same_split_and_until_bounds_it() {
     let summary = replay(&topic, &bounded, 2, (&from, "latest"));
     let expected = lines(0) - 150 + 7 + lines(2) + lines(3);
     assert!(
-        summary.contains(&format!("replayed {expected} records")),
+        summary.contains(&format!("replayed {expected} events")),
         "{summary}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

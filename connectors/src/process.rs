@@ -51,6 +51,20 @@ impl ProcessSummary {
     pub fn records_per_second(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// The one-line report commands print: "{records} events with {workers} workers: ...".
+    pub fn report(&self, workers: usize) -> String {
+        format!(
+            "{} events with {workers} workers: {} valid, {} late, {} dead-lettered; {} rows written; {:.3} s, {:.0} events/s",
+            self.records,
+            self.events,
+            self.late,
+            self.dead_lettered,
+            self.rows,
+            self.elapsed.as_secs_f64(),
+            self.records_per_second()
+        )
+    }
 }
 
 /// Runs the dataflow over the files and writes the rows.
