@@ -70,7 +70,7 @@ fn consumer(options: &KafkaSourceOptions) -> Result<SourceConsumer> {
         // A partition whose local queue is full (queued.min.messages) is not fetched again for
         // this long; librdkafka's 1 s default left the workers idle most of a backfill, since the
         // dataflow drains a full queue in a fraction of that (scripts/bench-kafka, 1M events,
-        // 2 workers: 355-375k -> 750-950k records/s).
+        // 2 workers: 354-537k -> 860-950k events/s).
         .set("fetch.queue.backoff.ms", "10")
         .create_with_context(SourceContext)
         .map_err(|e| kafka_error("creating the consumer", e))
