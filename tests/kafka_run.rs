@@ -144,6 +144,9 @@ fn http_ingest_goes_through_kafka_and_idle_partitions_do_not_stall() {
             .sum();
         total > 0 && total <= posted
     });
+    let (status, ready) = get_json(&address, "/ready");
+    assert_eq!(ready["kafka_reachable"], true, "{ready}");
+    assert_eq!(status, 200, "{ready}");
     let (status, metrics) = http(&address, "GET", "/metrics", None);
     assert_eq!(status, 200);
     let lag_line = format!("crowdpulse_kafka_partition_lag{{topic=\"{topic}\",partition=");

@@ -34,17 +34,31 @@ pub async fn health() -> Result<Response, Rejection> {
     Ok(json_reply(&json!({"status": "ok"}), StatusCode::OK))
 }
 
-/// `GET /ready`: the dataflow's frontier is moving (within the expected delay of wall clock).
+/// How long the Kafka broker may leave the progress lookups unanswered before `/ready` fails.
+const KAFKA_SILENCE_MS: u64 = 10_000;
+
+/// `GET /ready`: the dataflow's frontier is moving (within the expected delay of wall clock)
+/// and, when reading Kafka, the broker answered recently.
 pub async fn ready(state: AppState) -> Result<Response, Rejection> {
+    let now = wall_clock_ms();
     let frontier = state.store.read().frontier;
-    let delay = frontier.map(|f| wall_clock_ms().saturating_sub(f));
-    let ready = delay.is_some_and(|d| d <= state.settings.ready_delay_ms);
+    let delay = frontier.map(|f| now.saturating_sub(f));
+    let kafka = state.kafka_lag.as_ref().map(|lag| {
+        lag.answered_at()
+            .is_some_and(|at| now.saturating_sub(at) <= KAFKA_SILENCE_MS)
+    });
+    let ready = delay.is_some_and(|d| d <= state.settings.ready_delay_ms) && kafka != Some(false);
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({"ready": ready, "frontier": frontier, "frontier_delay_ms": delay});
+    let body = json!({
+        "ready": ready,
+        "frontier": frontier,
+        "frontier_delay_ms": delay,
+        "kafka_reachable": kafka,
+    });
     Ok(json_reply(&body, status))
 }
 

@@ -4,11 +4,12 @@
 //! partition's lag behind its high watermark is measured for `/metrics`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::source::SourceCounters;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -17,6 +18,7 @@ use tracing::{debug, warn};
 
 use crate::error::{ConnectorError, Result};
 use crate::kafka_source::KafkaSourceOptions;
+use crate::live_input::wall_clock_ms;
 
 /// One partition's position against the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,9 +33,16 @@ pub struct PartitionLag {
 #[derive(Debug, Default)]
 pub struct KafkaLag {
     partitions: Mutex<BTreeMap<(String, u32), PartitionLag>>,
+    /// Wall-clock time (epoch ms) the broker last answered every watermark lookup of a round.
+    answered_at: AtomicU64,
 }
 
 impl KafkaLag {
+    /// When the broker last answered a whole round of lookups (None: not yet).
+    pub fn answered_at(&self) -> Option<Millis> {
+        Some(self.answered_at.load(Ordering::Relaxed)).filter(|at| *at > 0)
+    }
+
     /// A snapshot.
     pub fn snapshot(&self) -> BTreeMap<(String, u32), PartitionLag> {
         self.partitions
@@ -112,6 +121,7 @@ fn mirror_once(
 ) {
     let mut commits = TopicPartitionList::new();
     let mut measured = BTreeMap::new();
+    let mut answered = true;
     for ((topic, partition), progress) in counters.partition_progress() {
         if !topics.contains(&topic) {
             continue;
@@ -129,13 +139,19 @@ fn mirror_once(
                 };
                 measured.insert((topic, partition), lag);
             }
-            Err(error) => warn!(%topic, partition, %error, "watermark lookup failed"),
+            Err(error) => {
+                answered = false;
+                warn!(%topic, partition, %error, "watermark lookup failed");
+            }
         }
     }
     lag.partitions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .extend(measured);
+    if answered {
+        lag.answered_at.store(wall_clock_ms(), Ordering::Relaxed);
+    }
     if commits.count() > 0 {
         if let Err(error) = consumer.commit(&commits, CommitMode::Async) {
             warn!(%error, "committing offsets to the group failed");
