@@ -48,9 +48,15 @@ fn run_env<'a>(topic: &'a str, dead: &'a str, group: &'a str) -> Vec<(&'a str, S
     ]
 }
 
-fn start_run(topic: &str, dead: &str, group: &str) -> (Demo, Receiver<String>) {
+fn start_run(
+    topic: &str,
+    dead: &str,
+    group: &str,
+    extra: &[(&str, &str)],
+) -> (Demo, Receiver<String>) {
     let env = run_env(topic, dead, group);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend_from_slice(extra);
     Demo::run(&["--from", "earliest", "--workers", "2"], &env)
 }
 
@@ -84,7 +90,7 @@ fn http_ingest_goes_through_kafka_and_idle_partitions_do_not_stall() {
     let topic = fresh_topic("run-ingest", 4);
     let dead = fresh_topic("run-ingest-dlq", 1);
     let group = format!("{topic}-group");
-    let (run, rows) = start_run(&topic, &dead, &group);
+    let (run, rows) = start_run(&topic, &dead, &group, &[]);
     let address = run.address.clone();
 
     // One stream, so one partition gets everything and the other three stay empty. Without
@@ -212,7 +218,19 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
     }
     producer.flush(Duration::from_secs(10)).unwrap();
 
-    let (run, rows) = start_run(&topic, &dead, &group);
+    // A producer that may hold 2 unconfirmed messages.
+    let tiny_queue = [("CROWDPULSE__KAFKA__PRODUCER_QUEUE_MESSAGES", "2")];
+    let (run, rows) = start_run(&topic, &dead, &group, &tiny_queue);
+    // More events than the producer queue holds: the request is refused with 503 busy
+    // (Retry-After, as for the in-process input).
+    let three =
+        "{\"type\":\"chat\",\"stream_id\":\"s\",\"user_id\":\"u\",\"text\":\"x\"}\n".repeat(3);
+    let (status, answer) = post(&run.address, &three);
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (503, Some("busy")),
+        "{answer}"
+    );
     // A record refused at HTTP ingest goes to the dead-letter topic too.
     let (status, answer) = post(&run.address, "{\"type\":\"chat\",\"stream_id\":\"\"}\n");
     assert_eq!(status, 202, "{answer}");
