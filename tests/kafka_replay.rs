@@ -228,3 +228,38 @@ fn per_kind_topics_in_json_and_bincode_give_the_same_results() {
     assert_eq!(json_dead.len(), bincode_dead.len());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn live_generation_paces_events_stamped_with_the_current_time() {
+    let dir = scratch("live");
+    let topic = fresh_topic("generate-live", 2);
+    let before = crowdpulse_connectors::live_input::wall_clock_ms();
+    let produced = run_ok(bin().args([
+        "generate",
+        "--kafka",
+        BROKER,
+        "--topic",
+        &topic,
+        "--rate",
+        "300",
+        "--duration",
+        "1s",
+    ]));
+    let after = crowdpulse_connectors::live_input::wall_clock_ms();
+    assert!(produced.contains("produced 300 events"), "{produced}");
+    // Paced: 300 events at 300/s take about a second, not the milliseconds of a bulk run.
+    assert!(after - before >= 900, "took {} ms", after - before);
+    let output = dir.join("rows.ndjson");
+    replay(&topic, &output, 1, ("earliest", "latest"));
+    let starts: Vec<u64> = rows(&output)
+        .iter()
+        .filter_map(|r| r["window_start"].as_u64())
+        .collect();
+    assert!(!starts.is_empty());
+    // Event times start now (windows of the last minute), not at the bulk default 2026-01-01.
+    assert!(
+        starts.iter().all(|s| *s + 70_000 >= before && *s <= after),
+        "{starts:?} outside [{before}, {after}]"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
