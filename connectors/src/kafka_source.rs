@@ -70,7 +70,7 @@ fn consumer(options: &KafkaSourceOptions) -> Result<SourceConsumer> {
         // A partition whose local queue is full (queued.min.messages) is not fetched again for
         // this long; librdkafka's 1 s default left the workers idle most of a backfill, since the
         // dataflow drains a full queue in a fraction of that (scripts/bench-kafka, 1M events,
-        // 2 workers: 354-537k -> 860-950k events/s).
+        // 2 workers: 354-537k -> about 900k events/s).
         .set("fetch.queue.backoff.ms", "10")
         // librdkafka prefetches this many messages per partition (default 100,000); 20,000
         // keeps the dataflow fed with less memory (bench-kafka: peak RSS 270-300 -> 220-230
