@@ -1,11 +1,12 @@
-//! Assembly of a live server: view store, live input, dataflow workers, optional generator,
-//! warp server. `crowdpulse demo` runs it until Ctrl-C; tests run it on a free port.
+//! Assembly of a live server: view store, dataflow workers over the in-process input (with an
+//! optional generator) or over Kafka (with the dead-letter topic, the ingest producer and the
+//! offset mirror), warp server. `crowdpulse demo` and `crowdpulse run` run it until Ctrl-C;
+//! tests run it on a free port.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-
 use std::time::Duration;
 
 use crowdpulse_connectors::config::ApiConfig;
