@@ -263,6 +263,11 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
             ("late".into(), topic.clone(), "0".into(), "1".into()),
         ]
     );
+    let (_, metrics) = http(&run.address, "GET", "/metrics", None);
+    assert!(
+        metrics.contains("crowdpulse_dead_letter_topic_messages_total{outcome=\"delivered\"} 3"),
+        "{metrics}"
+    );
     // Raw bytes, as they were produced (not valid UTF-8 here), and a readable cause.
     assert_eq!(messages[0].0, b"\xff{not json");
     assert_eq!(messages[2].0, old.as_bytes());

@@ -223,6 +223,10 @@ impl LiveApp {
             http: Arc::new(HttpCounters::default()),
             source_counters: counters,
             kafka_lag: wiring.progress.as_ref().map(|p| Arc::clone(&p.lag)),
+            dead_letter_topic: wiring
+                .dead_letters
+                .as_ref()
+                .map(|topic| Arc::clone(&topic.counters)),
             settings: Arc::new(settings),
         };
         Ok(Self {

@@ -73,6 +73,7 @@ pub async fn metrics(state: AppState) -> Result<Response, Rejection> {
         live_clients: state.clients.count(),
         frontier,
         kafka_lag: state.kafka_lag.as_deref(),
+        dead_letter_topic: state.dead_letter_topic.as_deref(),
     });
     Ok(reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response())
 }

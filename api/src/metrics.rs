@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crowdpulse_connectors::kafka_delivery::DeliveryCounters;
 use crowdpulse_connectors::kafka_progress::KafkaLag;
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_dataflow::event::EventKind;
@@ -124,6 +125,8 @@ pub struct MetricsSources<'a> {
     pub frontier: Option<u64>,
     /// Kafka partitions' lag, when reading Kafka.
     pub kafka_lag: Option<&'a KafkaLag>,
+    /// Deliveries to the dead-letter topic, when there is one.
+    pub dead_letter_topic: Option<&'a DeliveryCounters>,
 }
 
 fn partition_labels(label: &str, (source, partition): &(String, u32)) -> String {
@@ -242,6 +245,23 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
             .iter()
             .filter_map(|(key, p)| p.next_offset.map(|o| (partition_labels("source", key), o))),
     );
+    if let Some(topic) = sources.dead_letter_topic {
+        family(
+            &mut out,
+            (
+                "crowdpulse_dead_letter_topic_messages_total",
+                "counter",
+                "Dead letters produced to the dead-letter topic, by outcome.",
+            ),
+            labelled(
+                "outcome",
+                [
+                    ("delivered", load(&topic.delivered)),
+                    ("failed", load(&topic.failed)),
+                ],
+            ),
+        );
+    }
     if let Some(lag) = sources.kafka_lag {
         family(
             &mut out,
@@ -369,6 +389,7 @@ mod tests {
             live_clients: 0,
             frontier: None,
             kafka_lag: None,
+            dead_letter_topic: None,
         });
         let bucket = |le: &str| {
             let line = format!(

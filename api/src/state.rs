@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crowdpulse_connectors::kafka_delivery::DeliveryCounters;
 use crowdpulse_connectors::kafka_progress::KafkaLag;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::source::SourceCounters;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub source_counters: Arc<SourceCounters>,
     /// Kafka partitions' lag (None without Kafka).
     pub kafka_lag: Option<Arc<KafkaLag>>,
+    /// Deliveries to the dead-letter topic (None without one).
+    pub dead_letter_topic: Option<Arc<DeliveryCounters>>,
     /// Settings.
     pub settings: Arc<ApiSettings>,
 }
