@@ -38,7 +38,7 @@ pub struct ReplayOptions {
 
 /// The offsets a replay covers in one partition: `[start, end)`, as far as the broker tells
 /// (start times resolve to the low watermark, since lookups by time may be imprecise; a stale
-/// high watermark makes `end` short, so done is capped at total until the end).
+/// high watermark makes `end` short, see [`offsets_done`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct OffsetRange {
     start: u64,
@@ -88,7 +88,9 @@ fn offset_ranges(
     Ok(ranges)
 }
 
-/// Offsets done and in total.
+/// Offsets done and in total. A partition read past the end the broker reported (a stale high
+/// watermark) has its end moved up to what was read, so the total grows as the truth is learnt
+/// instead of showing 100% early.
 fn offsets_done(
     ranges: &BTreeMap<(String, u32), OffsetRange>,
     progress: &BTreeMap<(String, u32), PartitionProgress>,
@@ -96,14 +98,13 @@ fn offsets_done(
     let mut done = 0;
     let mut total = 0;
     for (key, range) in ranges {
-        let span = range.end - range.start;
+        let progress = progress.get(key);
+        let read_to = progress.and_then(|p| p.next_offset).unwrap_or(range.start);
+        let span = range.end.max(read_to) - range.start;
         total += span;
-        done += match progress.get(key) {
+        done += match progress {
             Some(p) if p.done => span,
-            Some(p) => p
-                .next_offset
-                .map_or(0, |next| next.saturating_sub(range.start).min(span)),
-            None => 0,
+            _ => read_to.saturating_sub(range.start).min(span),
         };
     }
     (done, total)
@@ -237,7 +238,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn done_counts_offsets_read_within_each_range() {
+    fn done_counts_offsets_read_and_totals_grow_past_stale_ends() {
         let key = |p: u32| ("t".to_owned(), p);
         let ranges = BTreeMap::from([
             (
@@ -266,8 +267,9 @@ mod tests {
                 },
             ),
         ]);
-        // 50 of partition 0, partition 1 capped at its span, nothing of partition 2.
-        assert_eq!(offsets_done(&ranges, &progress), (100, 190));
+        // 50 of partition 0; partition 1 read past its reported end of 50, so its end moves to
+        // 70; nothing of partition 2.
+        assert_eq!(offsets_done(&ranges, &progress), (120, 210));
         let line = progress_line(100, 190, 1_000, Duration::from_secs(2));
         assert_eq!(
             line,
