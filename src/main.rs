@@ -316,7 +316,7 @@ fn main() -> anyhow::Result<()> {
                 from.as_deref().unwrap_or(&config.kafka.start),
                 wall_clock_ms(),
             )
-            .context("--from")?;
+            .context("--from (or kafka.start)")?;
             let feed = Feed::Kafka {
                 config: config.kafka.clone(),
                 start,
