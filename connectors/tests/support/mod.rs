@@ -13,7 +13,13 @@ pub fn fresh_topic(prefix: &str, partitions: usize) -> String {
         std::process::id(),
         crowdpulse_connectors::live_input::wall_clock_ms()
     );
-    let status = Command::new("tansu")
+    // scripts/kafka.sh installs tansu with cargo; its bin directory may not be on PATH.
+    let tansu = std::env::var("HOME")
+        .map(|home| std::path::PathBuf::from(home).join(".cargo/bin/tansu"))
+        .ok()
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| "tansu".into());
+    let status = Command::new(tansu)
         .args([
             "topic",
             "create",
