@@ -1,5 +1,5 @@
-//! Helpers for tests that drive a running `crowdpulse demo`: start it on a free port, speak
-//! HTTP/1.1 and WebSocket to it, stop it with Ctrl-C.
+//! Helpers for tests that drive a running `crowdpulse demo` or `crowdpulse run`: start it on a
+//! free port, speak HTTP/1.1 and WebSocket to it, stop it with Ctrl-C.
 
 #![allow(dead_code)] // each test file uses its own subset
 
