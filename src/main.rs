@@ -2,11 +2,10 @@
 
 use std::io::{stdin, stdout, BufWriter};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::sync::Arc;
-
 use crowdpulse_api::demo::{run_until_ctrl_c, Feed, LiveOptions};
 use crowdpulse_connectors::config::Config;
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};

@@ -106,22 +106,17 @@ impl Ingest {
                 }),
             }
         }
-        match &self.target {
+        let queued = match &self.target {
             IngestTarget::Input(input) => {
-                self.queue_input(input, records, &accepted, &rejected, arrival)?
+                queue_input(input, records, &accepted, &rejected, arrival)
             }
             IngestTarget::Kafka {
                 producer,
                 dead_letters,
             } => {
-                produce(producer, records, &mut accepted, &mut rejected, arrival)
-                    .await
-                    .inspect_err(|error| {
-                        if let ApiError::Busy { .. } = error {
-                            self.counters.busy.fetch_add(1, Ordering::Relaxed);
-                        }
-                    })?;
-                if let Some(topic) = dead_letters {
+                let produced =
+                    produce(producer, records, &mut accepted, &mut rejected, arrival).await;
+                if let (Ok(()), Some(topic)) = (&produced, dead_letters) {
                     for refused in &rejected {
                         topic.send(&DeadLetter::new(
                             HTTP_SOURCE,
@@ -133,8 +128,13 @@ impl Ingest {
                         ));
                     }
                 }
+                produced
             }
+        };
+        if let Err(ApiError::Busy { .. }) = &queued {
+            self.counters.busy.fetch_add(1, Ordering::Relaxed);
         }
+        queued?;
         let events: Vec<Event> = accepted.into_iter().map(|(_, event)| event).collect();
         self.remember(&events);
         self.counters
@@ -147,43 +147,6 @@ impl Ingest {
             accepted: events.len(),
             rejected,
         })
-    }
-
-    /// Queues every record, refused ones too (with an empty key), in request order per stream.
-    fn queue_input(
-        &self,
-        input: &LiveInput,
-        records: &[&[u8]],
-        accepted: &[(usize, Event)],
-        rejected: &[Rejected],
-        arrival: Millis,
-    ) -> Result<(), ApiError> {
-        let keys: Vec<&[u8]> = {
-            let mut valid = accepted.iter();
-            let mut refused = rejected.iter().peekable();
-            (0..records.len())
-                .map(|index| match refused.peek() {
-                    Some(r) if r.index == index => {
-                        refused.next();
-                        &b""[..]
-                    }
-                    _ => valid
-                        .next()
-                        .map_or(&b""[..], |(_, e)| e.stream_id.as_bytes()),
-                })
-                .collect()
-        };
-        let queued = keys.into_iter().zip(records.iter().map(|r| r.to_vec()));
-        match input.push(queued, arrival) {
-            Ok(()) => Ok(()),
-            Err(PushError::Full) => {
-                self.counters.busy.fetch_add(1, Ordering::Relaxed);
-                Err(ApiError::Busy {
-                    retry_after: RETRY_AFTER_SECONDS,
-                })
-            }
-            Err(PushError::Closed) => Err(ApiError::ShuttingDown),
-        }
     }
 
     /// Queues generated records (the demo's traffic); only the in-process input takes them.
@@ -220,6 +183,44 @@ impl Ingest {
     }
 }
 
+/// Queues every record, refused ones too (with an empty key), in request order per stream.
+fn queue_input(
+    input: &LiveInput,
+    records: &[&[u8]],
+    accepted: &[(usize, Event)],
+    rejected: &[Rejected],
+    arrival: Millis,
+) -> Result<(), ApiError> {
+    let keys: Vec<&[u8]> = {
+        let mut valid = accepted.iter();
+        let mut refused = rejected.iter().peekable();
+        (0..records.len())
+            .map(|index| match refused.peek() {
+                Some(r) if r.index == index => {
+                    refused.next();
+                    &b""[..]
+                }
+                _ => valid
+                    .next()
+                    .map_or(&b""[..], |(_, e)| e.stream_id.as_bytes()),
+            })
+            .collect()
+    };
+    let queued = keys.into_iter().zip(records.iter().map(|r| r.to_vec()));
+    match input.push(queued, arrival) {
+        Ok(()) => Ok(()),
+        Err(PushError::Full) => Err(busy()),
+        Err(PushError::Closed) => Err(ApiError::ShuttingDown),
+    }
+}
+
+/// A full queue: 503 with Retry-After.
+fn busy() -> ApiError {
+    ApiError::Busy {
+        retry_after: RETRY_AFTER_SECONDS,
+    }
+}
+
 /// Produces the accepted events and waits for the broker: 503 (Retry-After) when the producer
 /// queue has no room for the whole request, 503 when a delivery fails (the client retries; a
 /// retry may duplicate the events that did get through). An event whose kind has no topic is
@@ -233,9 +234,7 @@ async fn produce(
 ) -> Result<(), ApiError> {
     // Checked up front so that a full queue refuses the request whole, not half-produced.
     if !producer.has_room(accepted.len()) {
-        return Err(ApiError::Busy {
-            retry_after: RETRY_AFTER_SECONDS,
-        });
+        return Err(busy());
     }
     let mut deliveries = Vec::with_capacity(accepted.len());
     let mut routed = Vec::with_capacity(accepted.len());
@@ -249,11 +248,7 @@ async fn produce(
                 index,
                 error: format!("no Kafka topic takes {} events", kind.name()),
             }),
-            Err(EnqueueError::Full) => {
-                return Err(ApiError::Busy {
-                    retry_after: RETRY_AFTER_SECONDS,
-                })
-            }
+            Err(EnqueueError::Full) => return Err(busy()),
             Err(EnqueueError::Kafka(error)) => return Err(ApiError::Produce(error)),
         }
     }

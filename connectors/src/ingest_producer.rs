@@ -4,12 +4,12 @@
 
 use crowdpulse_dataflow::codec::{encode_bincode, Format};
 use crowdpulse_dataflow::event::{Event, EventKind, Millis};
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::error::{ConnectorError, Result};
 use crate::kafka_config::KafkaConfig;
+use crate::kafka_delivery::producer_config;
 
 /// Why an event was not queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +32,7 @@ impl IngestProducer {
     /// A producer for the `[kafka]` section's brokers and topics.
     pub fn new(kafka: &KafkaConfig) -> Result<Self> {
         let capacity = kafka.producer_queue_messages.to_string();
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            // The Java client's key hash: a stream lands where every other producer puts it.
-            .set("partitioner", "murmur2_random")
-            // Retries must not reorder or duplicate a stream's events.
-            .set("enable.idempotence", "true")
+        let producer = producer_config(&kafka.brokers)
             // The bound behind 503: a full queue refuses instead of growing.
             .set("queue.buffering.max.messages", &capacity)
             .create()

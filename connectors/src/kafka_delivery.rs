@@ -45,17 +45,26 @@ impl ProducerContext for DeliveryCounter {
 /// A producer whose deliveries are counted.
 pub type CountedProducer = ThreadedProducer<DeliveryCounter>;
 
-/// A counted producer for `brokers` with crowdpulse's producer settings plus `extra`.
+/// crowdpulse's producer settings for `brokers`, shared by every producer it runs.
+pub fn producer_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        // Retries must not reorder or duplicate a partition's messages.
+        .set("enable.idempotence", "true")
+        // The Java client's key hash: a keyed message lands where every other Kafka producer
+        // puts that key, and a stream in the same partition as `generate --partitions` files.
+        .set("partitioner", "murmur2_random");
+    config
+}
+
+/// A counted producer for `brokers` with [`producer_config`] plus `extra`.
 pub fn counted_producer(
     brokers: &str,
     extra: &[(&str, &str)],
 ) -> Result<(CountedProducer, Arc<DeliveryCounters>)> {
     let counters = Arc::new(DeliveryCounters::default());
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        // Retries must not reorder or duplicate a partition's messages.
-        .set("enable.idempotence", "true");
+    let mut config = producer_config(brokers);
     for (key, value) in extra {
         config.set(*key, *value);
     }

@@ -61,9 +61,6 @@ pub fn produce_generated(
     let (producer, counters) = counted_producer(
         brokers,
         &[
-            // The Java client's key hash, so partitions match `generate --partitions` files and
-            // every other Kafka producer's choice for the same stream.
-            ("partitioner", "murmur2_random"),
             // Live: events leave within 5 ms. Bulk: large record batches, which is also how
             // the data is read back (some brokers, tansu among them, answer a fetch with about
             // one batch, so small batches cap every later consumer).

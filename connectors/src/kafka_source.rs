@@ -132,11 +132,11 @@ pub fn worker_readers(
     }
     let mut assignment = TopicPartitionList::new();
     for (topic, partition) in &mine {
+        // Explicit offsets are enforced by the readers (SkipBefore::Offset); times are looked
+        // up below.
         let offset = match &options.start {
-            Position::Earliest | Position::Timestamp(_) => Offset::Beginning,
             Position::Latest => Offset::End,
-            // Explicit offsets are enforced by the readers (SkipBefore::Offset).
-            Position::Offsets(_) => Offset::Beginning,
+            Position::Earliest | Position::Timestamp(_) | Position::Offsets(_) => Offset::Beginning,
         };
         assignment
             .add_partition_offset(&topic.name, *partition, offset)
@@ -158,24 +158,20 @@ pub fn worker_readers(
     let consumer = Arc::new(consumer);
     mine.into_iter()
         .map(|(topic, partition)| {
-            let skip_before = match &options.start {
-                Position::Timestamp(start) => SkipBefore::Time(*start),
-                Position::Offsets(offsets) => offsets
-                    .iter()
-                    .find(|o| o.topic == topic.name && o.partition == partition)
-                    .map_or(SkipBefore::Nothing, |o| SkipBefore::Offset(o.offset)),
-                Position::Earliest | Position::Latest => SkipBefore::Nothing,
+            let skip_before = match (
+                &options.start,
+                options.start.offset_of(&topic.name, partition),
+            ) {
+                (Position::Timestamp(start), _) => SkipBefore::Time(*start),
+                (_, Some(offset)) => SkipBefore::Offset(offset),
+                _ => SkipBefore::Nothing,
             };
             let bound = match &options.end {
                 None => ReadBound::Unbounded,
                 Some(Position::Timestamp(end)) => ReadBound::BeforeTimestamp(*end),
-                Some(Position::Offsets(offsets)) => offsets
-                    .iter()
-                    .find(|o| o.topic == topic.name && o.partition == partition)
-                    .map_or(ReadBound::EndOfPartition, |o| {
-                        ReadBound::BeforeOffset(o.offset)
-                    }),
-                Some(Position::Latest | Position::Earliest) => ReadBound::EndOfPartition,
+                Some(end) => end
+                    .offset_of(&topic.name, partition)
+                    .map_or(ReadBound::EndOfPartition, ReadBound::BeforeOffset),
             };
             KafkaPartitionReader::new(
                 &consumer,

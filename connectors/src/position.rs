@@ -52,6 +52,18 @@ impl Position {
             position => Ok(position),
         }
     }
+
+    /// The explicit offset this position names for `topic`/`partition` (None for other kinds of
+    /// position and for partitions an offset list leaves out).
+    pub fn offset_of(&self, topic: &str, partition: i32) -> Option<i64> {
+        match self {
+            Position::Offsets(offsets) => offsets
+                .iter()
+                .find(|o| o.topic == topic && o.partition == partition)
+                .map(|o| o.offset),
+            _ => None,
+        }
+    }
 }
 
 fn invalid(text: &str, why: &str) -> ConnectorError {

@@ -66,6 +66,11 @@ impl RecordBatch {
         self.records.len()
     }
 
+    /// Offset of the last record.
+    pub fn last_offset(&self) -> Option<u64> {
+        self.records.last().map(|r| r.offset)
+    }
+
     /// Whether the batch holds no record.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
@@ -214,11 +219,18 @@ impl SourceCounters {
             .clone()
     }
 
-    fn report(&self, source: &str, partition: u32, progress: PartitionProgress) {
-        self.partitions
+    fn report(&self, key: &(String, u32), progress: PartitionProgress) {
+        let mut partitions = self
+            .partitions
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert((source.to_owned(), partition), progress);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Called once per partition per activation: the key is cloned only the first time.
+        match partitions.get_mut(key) {
+            Some(known) => *known = progress,
+            None => {
+                partitions.insert(key.clone(), progress);
+            }
+        }
     }
 
     fn count(&self, reason: DeadLetterReason) {
@@ -237,6 +249,8 @@ pub const READ_BATCH: usize = 8192;
 
 struct Partition {
     reader: Box<dyn PartitionReader>,
+    /// (source name, partition), for dead letters and progress reports.
+    key: (String, u32),
     clock: PartitionClock,
     done: bool,
     /// Wall-clock time of the last record (or of the first read), for live readers.
@@ -334,6 +348,7 @@ pub fn partitioned_source<'scope>(
         .into_iter()
         .map(|reader| Partition {
             last_active: reader.wall_clock(),
+            key: (reader.source_name().to_owned(), reader.partition()),
             reader,
             clock: PartitionClock::new(out_of_orderness, lateness),
             done: false,
@@ -360,10 +375,7 @@ pub fn partitioned_source<'scope>(
                 batch.clear();
                 let status = partition.reader.read(READ_BATCH, &mut batch);
                 let decoding = partition.reader.format();
-                let (source_name, index) = (
-                    partition.reader.source_name().to_owned(),
-                    partition.reader.partition(),
-                );
+                let (source_name, index) = (&partition.key.0, partition.key.1);
                 for record in batch.iter() {
                     counters.records.fetch_add(1, Ordering::Relaxed);
                     match admit(&record, decoding, &mut partition.clock, now, lateness) {
@@ -376,7 +388,7 @@ pub fn partitioned_source<'scope>(
                         Err((reason, error)) => {
                             counters.count(reason);
                             let dead = DeadLetter::new(
-                                &source_name,
+                                source_name,
                                 index,
                                 record.offset,
                                 reason,
@@ -387,9 +399,9 @@ pub fn partitioned_source<'scope>(
                         }
                     }
                 }
-                if let Some(last) = batch.iter().last() {
+                if let Some(last) = batch.last_offset() {
                     partition.last_active = partition.reader.wall_clock();
-                    partition.next_offset = Some(last.offset + 1);
+                    partition.next_offset = Some(last + 1);
                 }
                 match status {
                     Ok(ReadStatus::More) => more = true,
@@ -406,7 +418,7 @@ pub fn partitioned_source<'scope>(
                     watermark: partition.clock.watermark(),
                     done: partition.done,
                 };
-                counters.report(&source_name, index, progress);
+                counters.report(&partition.key, progress);
             }
             for (time, delta) in aggregator.drain() {
                 output.session(&capability.delayed(&time)).give(Ok(delta));
