@@ -22,7 +22,7 @@ use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
 use tokio::net::TcpListener;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::error::{ApiError, Result};
 use crate::filters::routes;
@@ -138,10 +138,7 @@ fn wire(
                 Duration::from_millis(config.progress_interval.0.max(1)),
             )?;
             let readers: ReadersFor = Arc::new(move |index, peers| {
-                worker_readers(&source, index, peers).unwrap_or_else(|error| {
-                    error!(%error, worker = index, "opening the kafka partitions failed");
-                    Vec::new()
-                })
+                worker_readers(&source, index, peers).map_err(|error| error.to_string())
             });
             let runtime = LiveRuntime::start(
                 workers,

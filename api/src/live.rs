@@ -20,13 +20,17 @@ use crowdpulse_dataflow::source::{PartitionReader, SourceCounters};
 use differential_dataflow::consolidation::consolidate_updates;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::error::{ApiError, Result};
 use crate::ingest::Ingest;
 
 /// Opens the partitions worker `index` of `peers` reads.
-pub type ReadersFor = Arc<dyn Fn(usize, usize) -> Vec<Box<dyn PartitionReader>> + Send + Sync>;
+pub type ReadersFor = Arc<
+    dyn Fn(usize, usize) -> std::result::Result<Vec<Box<dyn PartitionReader>>, String>
+        + Send
+        + Sync,
+>;
 
 /// What the live dataflow reads.
 pub enum LiveSource {
@@ -67,10 +71,10 @@ impl LiveRuntime {
             LiveSource::Input(input) => {
                 let worker_input = input.clone();
                 let readers: ReadersFor = Arc::new(move |index, peers| {
-                    (index..worker_input.partitions())
+                    Ok((index..worker_input.partitions())
                         .step_by(peers)
                         .map(|p| Box::new(worker_input.reader(p)) as Box<dyn PartitionReader>)
-                        .collect()
+                        .collect())
                 });
                 (readers, Ending::CloseInput(input))
             }
@@ -85,7 +89,12 @@ impl LiveRuntime {
             Ending::CloseInput(_) => None,
         };
         let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
-            let readers = readers_for(worker.index(), worker.peers());
+            // A worker that cannot open its partitions still joins the dataflow (the others would
+            // stall without it) and says so loudly; its partitions stay unread.
+            let readers = readers_for(worker.index(), worker.peers()).unwrap_or_else(|error| {
+                error!(%error, worker = worker.index(), "opening the partitions failed");
+                Vec::new()
+            });
             let outputs = outputs.clone();
             let built = worker.dataflow::<u64, _, _>(|scope| {
                 let rows = analytics_dataflow(

@@ -86,7 +86,7 @@ pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
         options.workers,
         counters,
         move |index, peers| {
-            inputs
+            Ok(inputs
                 .iter()
                 .enumerate()
                 .filter(|(partition, _)| partition % peers == index)
@@ -99,7 +99,7 @@ pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
                         }
                     },
                 )
-                .collect()
+                .collect())
         },
         (out, &options.output),
     )
@@ -115,7 +115,10 @@ pub fn run_to_ndjson<F>(
     (out, path): (impl std::io::Write, &std::path::Path),
 ) -> Result<ProcessSummary>
 where
-    F: Fn(usize, usize) -> Vec<Box<dyn PartitionReader>> + Send + Sync + 'static,
+    F: Fn(usize, usize) -> std::result::Result<Vec<Box<dyn PartitionReader>>, String>
+        + Send
+        + Sync
+        + 'static,
 {
     let started = Instant::now();
     let analyzer = config.sentiment.analyzer()?;

@@ -55,12 +55,10 @@ fn offset_ranges(
         .set("bootstrap.servers", &options.brokers)
         .create()
         .map_err(|e| ConnectorError::Kafka(format!("creating a consumer: {e}")))?;
-    let explicit = |position: &Position, topic: &str, partition: i32| match position {
-        Position::Offsets(offsets) => offsets
-            .iter()
-            .find(|o| o.topic == topic && o.partition == partition)
-            .map(|o| o.offset.max(0) as u64),
-        _ => None,
+    let explicit = |position: &Position, topic: &str, partition: i32| {
+        position
+            .offset_of(topic, partition)
+            .map(|offset| offset.max(0) as u64)
     };
     let mut ranges = BTreeMap::new();
     for (topic, count) in partitions {
@@ -202,10 +200,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ProcessSummary> {
     };
     let readers_source = source.clone();
     let readers_for = move |index, peers| {
-        worker_readers(&readers_source, index, peers).unwrap_or_else(|error| {
-            tracing::error!(%error, worker = index, "opening the kafka partitions failed");
-            Vec::new()
-        })
+        worker_readers(&readers_source, index, peers).map_err(|error| error.to_string())
     };
     let result = match &options.output {
         Some(path) => {

@@ -95,14 +95,14 @@ fn bounded_read_from_earliest_equals_the_same_events_from_files() {
         Arc::clone(&analyzer),
         Arc::default(),
         move |index, peers| {
-            file_list
+            Ok(file_list
                 .iter()
                 .enumerate()
                 .filter(|(p, _)| p % peers == index)
                 .map(|(p, path)| {
                     Box::new(FileReader::open(path, p as u32).unwrap()) as Box<dyn PartitionReader>
                 })
-                .collect()
+                .collect())
         },
     )
     .unwrap();
@@ -136,7 +136,7 @@ fn bounded_read_from_earliest_equals_the_same_events_from_files() {
             &pipeline,
             Arc::clone(&analyzer),
             Arc::clone(&counters),
-            move |index, peers| worker_readers(&options, index, peers).expect("kafka readers"),
+            move |index, peers| worker_readers(&options, index, peers).map_err(|e| e.to_string()),
         )
         .unwrap();
         assert_eq!(

@@ -54,7 +54,9 @@ pub fn analytics_dataflow<'scope>(
 type Collected = (Vec<(Row, isize)>, isize);
 
 /// Runs the dataflow over bounded partitions with `workers` threads and returns the final rows,
-/// in no particular order. `readers_for(worker, workers)` opens the partitions a worker reads.
+/// in no particular order. `readers_for(worker, workers)` opens the partitions a worker reads;
+/// when it fails for a worker, the run fails (after the other workers finish: a worker leaving
+/// the dataflow out would stall them), so no partition is silently left out.
 pub fn run_bounded<F>(
     workers: usize,
     config: &PipelineConfig,
@@ -63,7 +65,10 @@ pub fn run_bounded<F>(
     readers_for: F,
 ) -> Result<Vec<Row>>
 where
-    F: Fn(usize, usize) -> Vec<Box<dyn PartitionReader>> + Send + Sync + 'static,
+    F: Fn(usize, usize) -> std::result::Result<Vec<Box<dyn PartitionReader>>, String>
+        + Send
+        + Sync
+        + 'static,
 {
     config.window_specs()?;
     let config = config.clone();
@@ -73,8 +78,11 @@ where
         // out by the end of the input, which the net count checks without storing them.
         let collected: Rc<RefCell<Collected>> = Rc::default();
         let sink = Rc::clone(&collected);
+        let (readers, unopened) = match readers_for(index, peers) {
+            Ok(readers) => (readers, None),
+            Err(error) => (Vec::new(), Some(error)),
+        };
         let built = worker.dataflow::<u64, _, _>(|scope| {
-            let readers = readers_for(index, peers);
             analytics_dataflow(
                 scope,
                 readers,
@@ -100,7 +108,12 @@ where
                 worker.step_or_park(None);
             }
         }
-        built.map(|()| collected.take())
+        match unopened {
+            Some(error) => Err(Error::Runtime(format!(
+                "worker {index} could not open its partitions: {error}"
+            ))),
+            None => built.map(|()| collected.take()),
+        }
     })
     .map_err(Error::Runtime)?;
     let mut rows = Vec::new();

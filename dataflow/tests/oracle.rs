@@ -43,7 +43,7 @@ fn run(
         analyzer,
         Arc::new(SourceCounters::default()),
         move |index, peers| {
-            parts
+            Ok(parts
                 .iter()
                 .enumerate()
                 .filter(|(p, _)| p % peers == index)
@@ -53,7 +53,7 @@ fn run(
                             .with_batches(batches.get(p).cloned().unwrap_or_default());
                     Box::new(reader) as Box<dyn PartitionReader>
                 })
-                .collect()
+                .collect())
         },
     )
     .map(|mut rows| {
@@ -253,4 +253,28 @@ fn spike_becomes_a_moment_and_every_table_has_rows() {
         })
         .collect();
     assert_eq!(reasons, ["decode", "late"]);
+}
+
+#[test]
+fn a_worker_that_cannot_open_its_partitions_fails_the_run() {
+    let result = run_bounded(
+        2,
+        &PipelineConfig::default(),
+        Arc::new(Analyzer::new(Lexicons::builtin())),
+        Arc::new(SourceCounters::default()),
+        |index, _| match index {
+            0 => Ok(vec![Box::new(MemoryReader::new(
+                "p",
+                0,
+                vec![event(
+                    T0,
+                    json!({"type": "chat", "user_id": "u", "text": "hi"}),
+                )],
+            )) as Box<dyn PartitionReader>]),
+            _ => Err("broker unreachable".to_owned()),
+        },
+    );
+    let error = result.expect_err("a partition left unread must not pass for a complete run");
+    assert!(error.to_string().contains("worker 1"), "{error}");
+    assert!(error.to_string().contains("broker unreachable"), "{error}");
 }
