@@ -6,19 +6,21 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use crowdpulse_api::demo::{run_until_ctrl_c, Feed, LiveOptions};
 use crowdpulse_connectors::config::Config;
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
 use crowdpulse_connectors::kafka_generate::{produce_generated, Destination};
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::position::Position;
-use crowdpulse_connectors::process::{process_files, ProcessOptions};
-use crowdpulse_connectors::replay::{replay, ReplayOptions};
-use crowdpulse_connectors::row_output::{FinalRowsNdjson, RowOutput};
 use crowdpulse_connectors::sentiment_lines::score_lines;
+use crowdpulse_connectors::sink::{FinalRowsNdjson, Sink};
 use crowdpulse_dataflow::codec::Format;
 use crowdpulse_dataflow::config::Span;
+use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::timestamp::parse_rfc3339;
+use crowdpulse_runtime::cluster::Cluster;
+use crowdpulse_runtime::live::{run_until_ctrl_c, Feed, LiveOptions};
+use crowdpulse_runtime::process::{process_files, ProcessOptions};
+use crowdpulse_runtime::replay::{replay, ReplayOptions};
 
 /// Records, deltas and rows are many small allocations; mimalloc's thread-local free lists
 /// handle them markedly faster than glibc malloc (measured with scripts/bench-process).
@@ -190,19 +192,24 @@ fn load_kafka_config(path: Option<&PathBuf>, brokers: Option<String>) -> anyhow:
     Ok(config)
 }
 
+/// The pipeline plan, resolved once from the configuration (after command-line overrides).
+fn plan(config: &Config) -> anyhow::Result<Plan> {
+    Plan::new(config.pipeline.clone()).context("pipeline settings")
+}
+
 /// Runs a live server over `feed` until Ctrl-C; `announce` learns its address.
 fn serve_live(
     config: Config,
     workers: Option<usize>,
-    (feed, outputs): (Feed, Vec<Arc<dyn RowOutput>>),
+    (feed, sinks): (Feed, Vec<Arc<dyn Sink>>),
     announce: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
     let options = LiveOptions {
-        workers: workers.unwrap_or(config.cluster.workers),
+        cluster: Cluster::new(&config.cluster, workers),
         feed,
-        outputs,
+        sinks,
         analyzer: config.sentiment.analyzer()?,
-        pipeline: config.pipeline,
+        plan: plan(&config)?,
         api: config.api,
     };
     run_until_ctrl_c(&options, announce)?;
@@ -227,14 +234,15 @@ fn main() -> anyhow::Result<()> {
             config,
         } => {
             let config = load_config(config.as_ref())?;
-            let workers = workers.unwrap_or(config.cluster.workers);
+            let cluster = Cluster::new(&config.cluster, workers);
             let summary = process_files(&ProcessOptions {
                 inputs,
                 output,
-                workers,
+                cluster: cluster.clone(),
+                plan: plan(&config)?,
                 config,
             })?;
-            eprintln!("read {}", summary.report(workers));
+            eprintln!("read {}", summary.report(cluster.total_workers()));
         }
         Command::Sentiment { config } => {
             let analyzer = load_config(config.as_ref())?.sentiment.analyzer()?;
@@ -320,8 +328,8 @@ fn main() -> anyhow::Result<()> {
                 config: config.kafka.clone(),
                 start,
             };
-            let outputs: Vec<Arc<dyn RowOutput>> = vec![Arc::new(FinalRowsNdjson::new(stdout()))];
-            serve_live(config, workers, (feed, outputs), |address| {
+            let sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(FinalRowsNdjson::new(stdout()))];
+            serve_live(config, workers, (feed, sinks), |address| {
                 // stdout carries the rows; scripts and tests read the address here.
                 eprintln!("crowdpulse run: api at http://{address}/");
             })?;
@@ -338,7 +346,8 @@ fn main() -> anyhow::Result<()> {
             let config = load_kafka_config(config.as_ref(), brokers)?;
             let now = wall_clock_ms();
             let options = ReplayOptions {
-                workers: workers.unwrap_or(config.cluster.workers),
+                cluster: Cluster::new(&config.cluster, workers),
+                plan: plan(&config)?,
                 from: Position::parse_start(&from, now).context("--from")?,
                 until: Position::parse_end(&until, now).context("--until")?,
                 output,
@@ -346,7 +355,10 @@ fn main() -> anyhow::Result<()> {
                 config,
             };
             let summary = replay(&options)?;
-            eprintln!("replayed {}", summary.report(options.workers));
+            eprintln!(
+                "replayed {}",
+                summary.report(options.cluster.total_workers())
+            );
         }
         Command::Demo {
             bind,

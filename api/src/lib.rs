@@ -3,12 +3,10 @@
 //! the in-process demo that runs it all on a laptop.
 
 pub mod dashboard;
-pub mod demo;
 pub mod error;
 pub mod filters;
 pub mod handlers;
 pub mod ingest;
-pub mod live;
 pub mod metrics;
 pub mod models;
 pub mod push;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crowdpulse_connectors::row_output::RowOutput;
+use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_dataflow::analytics::top_with_ties;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::rows::{DeadLetter, Row, WindowKey};
@@ -149,9 +149,9 @@ fn push_front_bounded<T>(ring: &mut VecDeque<T>, item: T, limit: usize) {
     ring.truncate(limit);
 }
 
-impl RowOutput for ViewStore {
-    fn publish(&self, frontier: Option<Millis>, updates: &mut [(Row, Millis, isize)]) {
-        self.apply(frontier, updates);
+impl Sink for ViewStore {
+    fn flush(&self, flush: &mut Flush) {
+        self.apply(flush.frontier, &mut flush.updates);
     }
 }
 

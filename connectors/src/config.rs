@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crowdpulse_dataflow::config::{PipelineConfig, Span};
+use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use serde::{Deserialize, Serialize};
 
@@ -161,7 +162,7 @@ impl Config {
         let config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConnectorError::Config(e.to_string()))?;
-        config.pipeline.window_specs()?;
+        Plan::new(config.pipeline.clone())?;
         config.kafka.validate()?;
         if config.cluster.workers == 0 {
             return Err(ConnectorError::Config(

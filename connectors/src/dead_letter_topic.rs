@@ -5,14 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::rows::{DeadLetter, Row};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 
 use crate::error::{ConnectorError, Result};
 use crate::kafka_delivery::{counted_producer, send_waiting, CountedProducer, DeliveryCounters};
-use crate::row_output::RowOutput;
+use crate::sink::{Flush, Sink};
 
 /// Produces dead letters to one topic.
 pub struct DeadLetterTopic {
@@ -75,9 +74,9 @@ impl DeadLetterTopic {
     }
 }
 
-impl RowOutput for DeadLetterTopic {
-    fn publish(&self, _frontier: Option<Millis>, updates: &mut [(Row, Millis, isize)]) {
-        for (row, _, diff) in updates.iter() {
+impl Sink for DeadLetterTopic {
+    fn flush(&self, flush: &mut Flush) {
+        for (row, _, diff) in &flush.updates {
             if let (Row::DeadLetter(dead), 1..) = (row, diff) {
                 self.send(dead);
             }

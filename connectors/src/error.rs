@@ -22,6 +22,9 @@ pub enum ConnectorError {
     /// A Kafka client could not be created, or a lookup or assignment failed.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// A run's output broke an invariant of DESIGN §3 (a bug, never bad input).
+    #[error("inconsistent output: {0}")]
+    Inconsistent(String),
     /// The dataflow rejected its settings or failed.
     #[error(transparent)]
     Dataflow(#[from] crowdpulse_dataflow::Error),

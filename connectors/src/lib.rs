@@ -16,10 +16,8 @@ pub mod kafka_source;
 pub mod live_input;
 pub mod partitioner;
 pub mod position;
-pub mod process;
-pub mod replay;
-pub mod row_output;
 pub mod sentiment_lines;
+pub mod sink;
 pub mod sorted_output;
 
 pub use error::{ConnectorError, Result};

@@ -1,14 +1,69 @@
-//! Rows as NDJSON in byte order, so a bounded run's output is identical whatever the worker count:
-//! rendered and sorted in parallel chunks (one buffer per chunk, no string per line), then
-//! merged while writing.
+//! The output of bounded runs: a sink that gathers the final rows, and their NDJSON in byte order,
+//! so a bounded run's output is identical whatever the worker count: rendered and sorted in
+//! parallel chunks (one buffer per chunk, no string per line), then merged while writing.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::Write;
 use std::ops::Range;
+use std::sync::Mutex;
 
 use crowdpulse_dataflow::rows::Row;
 use crowdpulse_dataflow::rows_json::RowJson;
+
+use crate::error::{ConnectorError, Result};
+use crate::sink::{Flush, Sink};
+
+/// What [`FinalRows`] has gathered.
+#[derive(Debug, Default)]
+struct Gathered {
+    finals: Vec<Row>,
+    /// Net count of live rows: they must cancel out by the end of a bounded input.
+    live: isize,
+    /// The first final row that changed after it was final.
+    changed_final: Option<String>,
+}
+
+/// Gathers a bounded run's final rows. Final rows are never retracted, so they are simply kept;
+/// live rows are only counted.
+#[derive(Debug, Default)]
+pub struct FinalRows(Mutex<Gathered>);
+
+impl Sink for FinalRows {
+    fn flush(&self, flush: &mut Flush) {
+        let mut gathered = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (row, _, diff) in flush.updates.drain(..) {
+            match (row.is_final(), diff) {
+                (true, 1) => gathered.finals.push(row),
+                (true, _) => {
+                    if gathered.changed_final.is_none() {
+                        gathered.changed_final = Some(format!("{row:?} x{diff}"));
+                    }
+                }
+                (false, _) => gathered.live += diff,
+            }
+        }
+    }
+}
+
+impl FinalRows {
+    /// The final rows in no particular order, or why the run's output is inconsistent.
+    pub fn take(&self) -> Result<Vec<Row>> {
+        let gathered = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(row) = gathered.changed_final {
+            return Err(ConnectorError::Inconsistent(format!(
+                "final row changed after it was final: {row}"
+            )));
+        }
+        if gathered.live != 0 {
+            return Err(ConnectorError::Inconsistent(format!(
+                "{} live rows left at the end of the input",
+                gathered.live
+            )));
+        }
+        Ok(gathered.finals)
+    }
+}
 
 /// One chunk of rows rendered back to back, with its lines in sorted order.
 struct RenderedChunk {

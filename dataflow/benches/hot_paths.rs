@@ -9,6 +9,7 @@ use crowdpulse_dataflow::analytics::{Engine, PaneAggregator};
 use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::event::Event;
+use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 
 const T0: u64 = 1_767_225_600_000;
@@ -73,7 +74,7 @@ fn hot_paths(c: &mut Criterion) {
     group.bench_function("aggregate_apply_and_advance", |b| {
         b.iter(|| {
             let mut aggregator = PaneAggregator::new(10_000, Arc::clone(&analyzer));
-            let mut engine = Engine::new(&PipelineConfig::default()).unwrap();
+            let mut engine = Engine::new(&Plan::new(PipelineConfig::default()).unwrap());
             let mut out = Vec::new();
             for (i, chunk) in events.chunks(1_000).enumerate() {
                 for event in chunk {

@@ -6,7 +6,6 @@ use std::fmt;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::windows::WindowSpec;
 
 /// A duration in milliseconds, written `250ms`, `10s`, `1m`, `2h`, `1d` or as a bare number of ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -97,7 +96,7 @@ pub struct WindowConfig {
 }
 
 impl WindowConfig {
-    fn new(size: u64, slide: Option<u64>) -> Self {
+    pub(crate) fn new(size: u64, slide: Option<u64>) -> Self {
         Self {
             label: None,
             size: Span(size),
@@ -182,69 +181,6 @@ impl Default for PipelineConfig {
     }
 }
 
-impl PipelineConfig {
-    /// Checks the settings and resolves the windows; the dataflow only runs on a validated plan.
-    pub fn window_specs(&self) -> Result<Vec<WindowSpec>> {
-        if self.tick.0 == 0 {
-            return Err(Error::Config("tick must be > 0".into()));
-        }
-        if self.windows.is_empty() {
-            return Err(Error::Config("at least one window is required".into()));
-        }
-        if self.top_k == 0 {
-            return Err(Error::Config("top_k must be >= 1".into()));
-        }
-        let mut specs: Vec<WindowSpec> = Vec::new();
-        for w in &self.windows {
-            let spec = WindowSpec::new(w, self.tick.0)?;
-            if specs.iter().any(|s| s.label == spec.label) {
-                return Err(Error::Config(format!(
-                    "window label {:?} is used twice",
-                    spec.label
-                )));
-            }
-            specs.push(spec);
-        }
-        if !specs.iter().any(|s| s.label == self.moments.window) {
-            return Err(Error::Config(format!(
-                "moments.window {:?} names no configured window",
-                self.moments.window
-            )));
-        }
-        if self.moments.baseline_windows < 2 {
-            return Err(Error::Config(
-                "moments.baseline_windows must be >= 2".into(),
-            ));
-        }
-        if self.moments.min_revenue.is_nan()
-            || self.moments.min_revenue <= 0.0
-            || self.moments.min_zscore.is_nan()
-        {
-            return Err(Error::Config(
-                "moments.min_revenue must be > 0 and min_zscore a number".into(),
-            ));
-        }
-        if [
-            self.moments.min_chat_messages,
-            self.moments.min_reactions,
-            self.moments.min_viewer_joins,
-        ]
-        .contains(&0)
-        {
-            // A zero minimum would let an empty window fire, and the detector's pause over silent
-            // stretches relies on empty windows never being anomalous.
-            return Err(Error::Config("moments minimum volumes must be >= 1".into()));
-        }
-        Ok(specs)
-    }
-
-    /// The frontier a window ending at `end` must reach to be final: every record accepted for it
-    /// carries a timely time below `end + max(allowed_lateness, 1)` (see the source's invariant).
-    pub fn final_time(&self, end: u64) -> u64 {
-        end.saturating_add(self.allowed_lateness.0.max(1))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,31 +195,5 @@ mod tests {
         assert!(Span::parse("5w").is_err());
         assert_eq!(Span(60_000).to_string(), "1m");
         assert_eq!(Span(1_500).to_string(), "1500ms");
-    }
-
-    #[test]
-    fn default_plan_has_the_three_documented_windows() {
-        let labels: Vec<_> = PipelineConfig::default()
-            .window_specs()
-            .unwrap()
-            .into_iter()
-            .map(|s| s.label)
-            .collect();
-        assert_eq!(labels, ["10s", "1m", "1m/10s"]);
-    }
-
-    #[test]
-    fn rejects_unusable_settings() {
-        let mut c = PipelineConfig::default();
-        c.moments.window = "5m".into();
-        assert!(c.window_specs().is_err());
-        let mut c = PipelineConfig::default();
-        c.windows.push(WindowConfig::new(10_000, None));
-        assert!(c.window_specs().is_err());
-        let c = PipelineConfig {
-            windows: vec![WindowConfig::new(10_050, None)],
-            ..PipelineConfig::default()
-        };
-        assert!(c.window_specs().is_err());
     }
 }

@@ -14,6 +14,8 @@ pub mod clock;
 pub mod config;
 pub mod memory_reader;
 pub mod pipeline;
+pub mod plan;
+pub mod progress;
 pub mod reference;
 pub mod rows;
 pub mod rows_json;

@@ -8,6 +8,7 @@ use crate::codec::{decode_json, DecodeContext};
 use crate::config::PipelineConfig;
 use crate::error::Result;
 use crate::event::{Event, EventBody, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE};
+use crate::plan::Plan;
 use crate::rows::{
     DeadLetter, DeadLetterReason, Moment, Row, Score, StreamTotals, WindowKey, WindowMetrics,
 };
@@ -341,7 +342,7 @@ pub fn reference_rows(
     config: &PipelineConfig,
     analyzer: &Analyzer,
 ) -> Result<Vec<Row>> {
-    let specs = config.window_specs()?;
+    let specs = Plan::new(config.clone())?.windows().to_vec();
     let mut rows = Vec::new();
     let mut by_stream: BTreeMap<String, Vec<Event>> = BTreeMap::new();
     for p in partitions {

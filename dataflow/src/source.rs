@@ -18,12 +18,12 @@ use tracing::warn;
 use crate::analytics::{PaneAggregator, PaneDelta};
 use crate::clock::{Admission, PartitionClock};
 use crate::codec::{DecodeContext, Format};
-use crate::config::PipelineConfig;
 use crate::error::Error;
 use crate::event::{Event, EventKind, Millis};
+use crate::plan::Plan;
+use crate::progress::SourcePosition;
 use crate::rows::{DeadLetter, DeadLetterReason};
 use crate::sentiment::Analyzer;
-use crate::windows::pane_size;
 
 /// One record as read from a partition, borrowed from its [`RecordBatch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +251,8 @@ struct Partition {
     reader: Box<dyn PartitionReader>,
     /// (source name, partition), for dead letters and progress reports.
     key: (String, u32),
+    /// The source name shared by the partition's positions.
+    source: Arc<str>,
     clock: PartitionClock,
     done: bool,
     /// Wall-clock time of the last record (or of the first read), for live readers.
@@ -320,14 +322,20 @@ fn admit(
     }
 }
 
-/// The source's two outputs.
-pub type DeltaAndDeadStreams<'scope> = (
-    Stream<'scope, u64, Vec<PaneDelta>>,
-    Stream<'scope, u64, Vec<DeadLetter>>,
-);
+/// The source's three outputs.
+pub struct SourceStreams<'scope> {
+    /// Accepted events, pre-aggregated per (stream, pane) where they are read.
+    pub deltas: Stream<'scope, u64, Vec<PaneDelta>>,
+    /// Records that did not enter the analytics.
+    pub dead_letters: Stream<'scope, u64, Vec<DeadLetter>>,
+    /// Each partition's position after every read that moved it (see [`SourcePosition`]).
+    pub positions: Stream<'scope, u64, Vec<SourcePosition>>,
+}
 
-/// Builds the source: `readers` are this worker's partitions. Returns (pane deltas, dead letters):
-/// each activation's accepted events are pre-aggregated per (stream, pane) where they are read.
+/// What the source operator emits before it is split into [`SourceStreams`].
+type SourceItem = Result<PaneDelta, Result<DeadLetter, SourcePosition>>;
+
+/// Builds the source: `readers` are this worker's partitions.
 ///
 /// Invariant (what makes final results deterministic): a record's timely time is
 /// `max(ceil_to_tick(ts), capability)` and the capability never passes the least watermark of the
@@ -336,11 +344,12 @@ pub type DeltaAndDeadStreams<'scope> = (
 pub fn partitioned_source<'scope>(
     scope: Scope<'scope, u64>,
     readers: Vec<Box<dyn PartitionReader>>,
-    config: &PipelineConfig,
+    plan: &Plan,
     analyzer: Arc<Analyzer>,
     counters: Arc<SourceCounters>,
-) -> Result<DeltaAndDeadStreams<'scope>, Error> {
-    let mut aggregator = PaneAggregator::new(pane_size(&config.window_specs()?), analyzer);
+) -> SourceStreams<'scope> {
+    let config = plan.config();
+    let mut aggregator = PaneAggregator::new(plan.pane(), analyzer);
     let tick = config.tick.0.max(1);
     let (out_of_orderness, lateness) = (config.max_out_of_orderness.0, config.allowed_lateness.0);
     let idle_timeout = config.idle_timeout.0;
@@ -349,6 +358,7 @@ pub fn partitioned_source<'scope>(
         .map(|reader| Partition {
             last_active: reader.wall_clock(),
             key: (reader.source_name().to_owned(), reader.partition()),
+            source: Arc::from(reader.source_name()),
             reader,
             clock: PartitionClock::new(out_of_orderness, lateness),
             done: false,
@@ -365,6 +375,7 @@ pub fn partitioned_source<'scope>(
         let mut held = Some(capability);
         let mut batch = RecordBatch::default();
         let mut dead_letters: Vec<DeadLetter> = Vec::new();
+        let mut positions: Vec<SourcePosition> = Vec::new();
         move |output| {
             let Some(capability) = held.as_mut() else {
                 return;
@@ -402,6 +413,12 @@ pub fn partitioned_source<'scope>(
                 if let Some(last) = batch.last_offset() {
                     partition.last_active = partition.reader.wall_clock();
                     partition.next_offset = Some(last + 1);
+                    positions.push(SourcePosition {
+                        source: Arc::clone(&partition.source),
+                        partition: index,
+                        next_offset: last + 1,
+                        watermark: partition.clock.watermark(),
+                    });
                 }
                 match status {
                     Ok(ReadStatus::More) => more = true,
@@ -423,10 +440,12 @@ pub fn partitioned_source<'scope>(
             for (time, delta) in aggregator.drain() {
                 output.session(&capability.delayed(&time)).give(Ok(delta));
             }
-            if !dead_letters.is_empty() {
+            if !dead_letters.is_empty() || !positions.is_empty() {
+                let dead = dead_letters.drain(..).map(|dead| Err(Ok(dead)));
+                let moved = positions.drain(..).map(|position| Err(Err(position)));
                 output
                     .session(&*capability)
-                    .give_iterator(dead_letters.drain(..).map(Err));
+                    .give_iterator(dead.chain(moved));
             }
             let open = partitions.iter().filter(|p| !p.done);
             if open.clone().next().is_none() {
@@ -461,7 +480,14 @@ pub fn partitioned_source<'scope>(
             }
         }
     });
-    Ok(records
-        .container::<Vec<Result<PaneDelta, DeadLetter>>>()
-        .ok_err(|item| item))
+    let (deltas, other): (
+        _,
+        Stream<'scope, u64, Vec<Result<DeadLetter, SourcePosition>>>,
+    ) = records.container::<Vec<SourceItem>>().ok_err(|item| item);
+    let (dead_letters, positions) = other.ok_err(|item| item);
+    SourceStreams {
+        deltas,
+        dead_letters,
+        positions,
+    }
 }

@@ -75,10 +75,12 @@ pub fn pane_size(specs: &[WindowSpec]) -> u64 {
 mod tests {
     use super::*;
     use crate::config::PipelineConfig;
+    use crate::plan::Plan;
 
     #[test]
     fn windows_containing_a_timestamp() {
-        let specs = PipelineConfig::default().window_specs().unwrap();
+        let plan = Plan::new(PipelineConfig::default()).unwrap();
+        let specs = plan.windows();
         let starts = |i: usize, ts| specs[i].starts_containing(ts).collect::<Vec<_>>();
         assert_eq!(starts(0, 125_000), [120_000]);
         assert_eq!(starts(1, 125_000), [120_000]);
@@ -92,7 +94,8 @@ mod tests {
 
     #[test]
     fn first_open_window_start() {
-        let specs = PipelineConfig::default().window_specs().unwrap();
+        let plan = Plan::new(PipelineConfig::default()).unwrap();
+        let specs = plan.windows();
         assert_eq!(specs[0].first_start_ending_after(5_000), 0);
         assert_eq!(specs[0].first_start_ending_after(10_000), 10_000);
         assert_eq!(specs[2].first_start_ending_after(60_000), 10_000);

@@ -13,6 +13,7 @@ use crowdpulse_dataflow::codec::{DecodeContext, Format};
 use crowdpulse_dataflow::config::{PipelineConfig, Span};
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::pipeline::analytics_dataflow;
+use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::rows::{DeadLetterReason, Row};
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_dataflow::source::{PartitionReader, ReadStatus, RecordBatch, SourceCounters};
@@ -87,10 +88,11 @@ fn idle_partitions_release_the_watermark_and_late_arrivals_are_dead_lettered() {
                 closed: Arc::default(),
             })
             .collect();
-        let config = PipelineConfig {
+        let plan = Plan::new(PipelineConfig {
             idle_timeout: Span(5_000),
             ..PipelineConfig::default()
-        };
+        })
+        .unwrap();
         let probe = ProbeHandle::new();
         let dead: Rc<RefCell<Vec<(u32, DeadLetterReason)>>> = Rc::default();
         let sink = Rc::clone(&dead);
@@ -100,20 +102,21 @@ fn idle_partitions_release_the_watermark_and_late_arrivals_are_dead_lettered() {
                 .map(|p| Box::new(p.clone()) as Box<dyn PartitionReader>)
                 .collect();
             let analyzer = Arc::new(Analyzer::new(Lexicons::builtin()));
-            let rows = analytics_dataflow(
+            let output = analytics_dataflow(
                 scope,
                 readers,
-                &config,
+                &plan,
                 analyzer,
                 Arc::new(SourceCounters::default()),
-            )
-            .unwrap();
-            rows.inspect(move |(row, _, _)| {
-                if let Row::DeadLetter(letter) = row {
-                    sink.borrow_mut().push((letter.partition, letter.reason));
-                }
-            })
-            .probe_with(&probe);
+            );
+            output
+                .rows
+                .inspect(move |(row, _, _)| {
+                    if let Row::DeadLetter(letter) = row {
+                        sink.borrow_mut().push((letter.partition, letter.reason));
+                    }
+                })
+                .probe_with(&probe);
         });
         // Steps until the frontier reaches `time`, for at most `wait` (timers need real time).
         let settle_within = |worker: &mut timely::worker::Worker, time: u64, wait: u64| -> bool {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crowdpulse_dataflow::analytics::{Engine, PaneAggregator};
 use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
 use crowdpulse_dataflow::config::PipelineConfig;
+use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::reference::{reference_rows, ReferencePartition};
 use crowdpulse_dataflow::rows::Row;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
@@ -61,7 +62,7 @@ proptest! {
         let config = PipelineConfig::default();
         let analyzer = Arc::new(Analyzer::new(Lexicons::builtin()));
         let mut aggregator = PaneAggregator::new(10_000, Arc::clone(&analyzer));
-        let mut engine = Engine::new(&config).unwrap();
+        let mut engine = Engine::new(&Plan::new(config.clone()).unwrap());
         let mut net: BTreeMap<Row, isize> = BTreeMap::new();
         let mut payloads = Vec::new();
         let mut cursor = T0;

@@ -4,11 +4,9 @@
 use tracing::debug;
 
 use super::delta::PaneDelta;
-use super::plan::Plan;
 use super::stream_state::{RowChanges, StreamState};
-use crate::config::PipelineConfig;
-use crate::error::Result;
 use crate::hashing::FastMap;
+use crate::plan::Plan;
 
 /// Window analytics over the streams of one worker.
 pub struct Engine {
@@ -17,12 +15,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// An engine for a validated configuration.
-    pub fn new(config: &PipelineConfig) -> Result<Self> {
-        Ok(Self {
-            plan: Plan::new(config)?,
+    /// An engine for a plan.
+    pub fn new(plan: &Plan) -> Self {
+        Self {
+            plan: plan.clone(),
             streams: FastMap::default(),
-        })
+        }
     }
 
     /// Adds one pane delta.

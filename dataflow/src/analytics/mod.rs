@@ -6,7 +6,6 @@ mod engine;
 mod moments;
 mod operator;
 mod pane;
-mod plan;
 mod stream_state;
 mod totals;
 mod viewers;

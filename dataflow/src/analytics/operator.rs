@@ -10,8 +10,7 @@ use timely::dataflow::Stream;
 
 use super::delta::PaneDelta;
 use super::engine::Engine;
-use crate::config::PipelineConfig;
-use crate::error::Result;
+use crate::plan::Plan;
 use crate::rows::Row;
 
 /// FNV-1a of the stream id: a fixed hash, so a stream lands on the same worker in every run.
@@ -25,18 +24,12 @@ pub fn stream_hash(stream_id: &str) -> u64 {
 pub trait WindowAnalytics<'scope> {
     /// Every output table's rows (except dead letters) as a collection: live rows replaced as
     /// their windows change, final rows never retracted, retired state never shown as deletions.
-    fn window_analytics(
-        self,
-        config: &PipelineConfig,
-    ) -> Result<VecCollection<'scope, u64, Row, isize>>;
+    fn window_analytics(self, plan: &Plan) -> VecCollection<'scope, u64, Row, isize>;
 }
 
 impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
-    fn window_analytics(
-        self,
-        config: &PipelineConfig,
-    ) -> Result<VecCollection<'scope, u64, Row, isize>> {
-        let mut engine = Engine::new(config)?;
+    fn window_analytics(self, plan: &Plan) -> VecCollection<'scope, u64, Row, isize> {
+        let mut engine = Engine::new(plan);
         let by_stream = Exchange::new(|delta: &PaneDelta| stream_hash(&delta.stream_id));
         let changes =
             self.unary_frontier(by_stream, "WindowAnalytics", move |capability, _info| {
@@ -81,6 +74,6 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
                     }
                 }
             });
-        Ok(changes.as_collection())
+        changes.as_collection()
     }
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use super::delta::PaneDelta;
 use super::moments::{MetricSeries, MomentChange, MomentInputs, METRICS};
 use super::pane::{top_with_ties, Pane};
-use super::plan::Plan;
 use super::totals::TotalsState;
 use super::viewers::{Timeline, Viewers};
 use crate::event::{Millis, AMOUNT_SCALE};
 use crate::hashing::FastMap;
+use crate::plan::Plan;
 use crate::rows::{Moment, Row, WindowKey};
 
 /// Row changes produced by an advance, with +1/-1 multiplicities.
@@ -499,7 +499,7 @@ mod tests {
     /// stay proportional to the open windows, not to the hour.
     #[test]
     fn state_is_retired_behind_the_frontier() {
-        let plan = Plan::new(&PipelineConfig::default()).unwrap();
+        let plan = Plan::new(PipelineConfig::default()).unwrap();
         let mut state = StreamState::new("s".into(), &plan);
         let mut out = Vec::new();
         for pane in 0..360u64 {

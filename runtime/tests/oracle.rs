@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::memory_reader::MemoryReader;
-use crowdpulse_dataflow::pipeline::run_bounded;
 use crowdpulse_dataflow::reference::{reference_rows, ReferencePartition};
 use crowdpulse_dataflow::rows::Row;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_dataflow::source::{PartitionReader, SourceCounters};
 use proptest::prelude::*;
 use serde_json::json;
+use support::run_bounded;
+
+mod support;
 
 const T0: u64 = 1_795_341_600_000;
 

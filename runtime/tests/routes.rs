@@ -5,31 +5,34 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crowdpulse_api::demo::{Feed, LiveApp, LiveOptions};
 use crowdpulse_api::filters::routes;
 use crowdpulse_connectors::config::ApiConfig;
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_dataflow::config::{PipelineConfig, Span};
+use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::rows::{Moment, Row, Score};
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
+use crowdpulse_runtime::cluster::Cluster;
+use crowdpulse_runtime::live::{Feed, LiveApp, LiveOptions};
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::Filter;
 
 fn start(api: ApiConfig) -> LiveApp {
     LiveApp::start(&LiveOptions {
-        workers: 2,
+        cluster: Cluster::local(2),
         feed: Feed::Generated {
             rate: 0.0,
             streams: 1,
             seed: 1,
         },
-        outputs: Vec::new(),
-        pipeline: PipelineConfig {
+        sinks: Vec::new(),
+        plan: Plan::new(PipelineConfig {
             max_out_of_orderness: Span(0),
             idle_timeout: Span(300),
             ..PipelineConfig::default()
-        },
+        })
+        .unwrap(),
         api,
         analyzer: Arc::new(Analyzer::new(Lexicons::builtin())),
     })

@@ -12,12 +12,11 @@ use crowdpulse_connectors::kafka_source::{worker_readers, KafkaSourceOptions, To
 use crowdpulse_connectors::position::Position;
 use crowdpulse_dataflow::codec::{DecodeContext, Format};
 use crowdpulse_dataflow::config::PipelineConfig;
-use crowdpulse_dataflow::pipeline::run_bounded;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_dataflow::source::{PartitionReader, SourceCounters};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use support::{fresh_topic, BROKER};
+use support::{fresh_topic, run_bounded, BROKER};
 
 mod support;
 

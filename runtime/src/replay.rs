@@ -9,23 +9,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crowdpulse_connectors::config::Config;
+use crowdpulse_connectors::error::ConnectorError;
+use crowdpulse_connectors::kafka_source::{check_topics, KafkaSourceOptions};
+use crowdpulse_connectors::position::Position;
+use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::source::{PartitionProgress, SourceCounters};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::config::Config;
-use crate::error::{ConnectorError, Result};
-use crate::kafka_source::{check_topics, worker_readers, KafkaSourceOptions};
-use crate::position::Position;
-use crate::process::{run_to_ndjson, ProcessSummary};
+use crate::cluster::Cluster;
+use crate::error::Result;
+use crate::process::{run_to_ndjson, BoundedRun, ProcessSummary};
+use crate::sources::Sources;
 
 /// What to replay.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
-    /// `[kafka]` (brokers, topics) and the pipeline settings.
+    /// `[kafka]` (brokers, topics) and the lexicons.
     pub config: Config,
-    /// Worker threads.
-    pub workers: usize,
+    /// The resolved pipeline.
+    pub plan: Plan,
+    /// Where the workers run.
+    pub cluster: Cluster,
     /// Where reading starts.
     pub from: Position,
     /// Where it ends.
@@ -174,15 +180,14 @@ fn spawn_progress(
 /// Replays and writes the rows; returns what the run did.
 pub fn replay(options: &ReplayOptions) -> Result<ProcessSummary> {
     if options.until == Position::Earliest {
-        return Err(ConnectorError::Config(
-            "--until earliest would read nothing".into(),
-        ));
+        return Err(ConnectorError::Config("--until earliest would read nothing".into()).into());
     }
     let kafka = &options.config.kafka;
     if !kafka.enabled() {
         return Err(ConnectorError::Config(
             "no Kafka brokers configured (kafka.brokers or --brokers)".into(),
-        ));
+        )
+        .into());
     }
     let source = kafka.source_options(options.from.clone(), Some(options.until.clone()));
     let partitions = check_topics(&source)?;
@@ -198,26 +203,20 @@ pub fn replay(options: &ReplayOptions) -> Result<ProcessSummary> {
     } else {
         None
     };
-    let readers_source = source.clone();
-    let readers_for = move |index, peers| {
-        worker_readers(&readers_source, index, peers).map_err(|error| error.to_string())
+    let run = BoundedRun {
+        analyzer: options.config.sentiment.analyzer()?,
+        plan: options.plan.clone(),
+        cluster: options.cluster.clone(),
+        counters: Arc::clone(&counters),
+        sources: Sources::kafka(source),
     };
     let result = match &options.output {
         Some(path) => {
             let file = std::fs::File::create(path).map_err(|e| ConnectorError::io(path, e))?;
-            run_to_ndjson(
-                &options.config,
-                options.workers,
-                Arc::clone(&counters),
-                readers_for,
-                (file, path),
-            )
+            run_to_ndjson(run, (file, path))
         }
         None => run_to_ndjson(
-            &options.config,
-            options.workers,
-            Arc::clone(&counters),
-            readers_for,
+            run,
             (std::io::stdout().lock(), std::path::Path::new("stdout")),
         ),
     };

@@ -1,19 +1,39 @@
-//! Where a live run's rows go once the frontier has passed them: the view store, stdout as
-//! NDJSON, the dead-letter topic. Every output sees the same consolidated changes.
+//! Where rows go once the frontier has passed them: the sink interface every output implements
+//! (view store, NDJSON, dead-letter topic, Postgres), and the final-row NDJSON writer of `run`.
 
 use std::io::Write;
 use std::sync::Mutex;
 
 use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::progress::Positions;
 use crowdpulse_dataflow::rows::Row;
 use crowdpulse_dataflow::rows_json::RowJson;
-use tracing::warn;
 
-/// A consumer of complete changes `(row, time, diff)`: every change at a time before `frontier`
-/// (None: the dataflow has ended), consolidated. Called from the dataflow's worker threads.
-pub trait RowOutput: Send + Sync {
-    /// Takes one flush of changes.
-    fn publish(&self, frontier: Option<Millis>, updates: &mut [(Row, Millis, isize)]);
+use crate::error::{ConnectorError, Result};
+
+/// One flush of the runtime's sink stage: everything complete below `frontier`.
+#[derive(Debug, Default)]
+pub struct Flush {
+    /// Every change at a time before this is included (None: the input is exhausted).
+    pub frontier: Option<Millis>,
+    /// The changes `(row, time, diff)` whose times the frontier has passed since the previous
+    /// flush, consolidated, in time order.
+    pub updates: Vec<(Row, Millis, isize)>,
+    /// Every partition's latest position emitted below `frontier`: the input the changes up to
+    /// now reflect.
+    pub positions: Positions,
+}
+
+/// A consumer of the runtime's flushes. Flushes arrive in frontier order from one worker thread.
+pub trait Sink: Send + Sync {
+    /// Takes one flush (a sink may reorder `updates`).
+    fn flush(&self, flush: &mut Flush);
+
+    /// Called once after the last flush, when the run ends; returns when what the sink took is
+    /// durable, or why it is not.
+    fn finish(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Final rows (each exactly once, when its window can no longer change) and dead letters as
@@ -31,10 +51,10 @@ impl<W: Write + Send> FinalRowsNdjson<W> {
     }
 }
 
-impl<W: Write + Send> RowOutput for FinalRowsNdjson<W> {
-    fn publish(&self, _frontier: Option<Millis>, updates: &mut [(Row, Millis, isize)]) {
+impl<W: Write + Send> Sink for FinalRowsNdjson<W> {
+    fn flush(&self, flush: &mut Flush) {
         let mut lines = Vec::new();
-        for (row, _, diff) in updates.iter() {
+        for (row, _, diff) in &flush.updates {
             // A final row appears once and is never retracted (DESIGN §3).
             if row.is_final() && *diff > 0 {
                 serde_json::to_writer(&mut lines, &RowJson(row)).expect("rows serialize to memory");
@@ -46,8 +66,14 @@ impl<W: Write + Send> RowOutput for FinalRowsNdjson<W> {
         }
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(error) = out.write_all(&lines).and_then(|()| out.flush()) {
-            warn!(%error, "writing rows failed");
+            tracing::warn!(%error, "writing rows failed");
         }
+    }
+
+    fn finish(&self) -> Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        out.flush()
+            .map_err(|e| ConnectorError::io("final rows output", e))
     }
 }
 
@@ -70,7 +96,11 @@ mod tests {
             ))
         };
         let output = FinalRowsNdjson::new(Vec::new());
-        output.publish(Some(10), &mut [(dead(1), 5, 1), (dead(2), 5, -1)]);
+        output.flush(&mut Flush {
+            frontier: Some(10),
+            updates: vec![(dead(1), 5, 1), (dead(2), 5, -1)],
+            ..Flush::default()
+        });
         let written = String::from_utf8(output.out.into_inner().unwrap()).unwrap();
         assert_eq!(written.lines().count(), 1, "{written}");
         assert!(written.contains("\"offset\":1"), "{written}");

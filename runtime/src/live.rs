@@ -1,37 +1,41 @@
-//! Assembly of a live server: view store, dataflow workers over the in-process input (with an
-//! optional generator) or over Kafka (with the dead-letter topic, the ingest producer and the
-//! offset mirror), warp server. `crowdpulse demo` and `crowdpulse run` run it until Ctrl-C;
+//! Live runs: the runtime over the in-process input (with an optional generator) or over Kafka
+//! (with the dead-letter topic, the ingest producer and the offset mirror), the view store among
+//! the sinks, and the warp server. `crowdpulse demo` and `crowdpulse run` run it until Ctrl-C;
 //! tests run it on a free port.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crowdpulse_api::filters::routes;
+use crowdpulse_api::ingest::{Ingest, IngestTarget};
+use crowdpulse_api::metrics::HttpCounters;
+use crowdpulse_api::push::Clients;
+use crowdpulse_api::state::{ApiSettings, AppState};
+use crowdpulse_api::store::{StoreSettings, ViewStore};
+use crowdpulse_api::ApiError;
 use crowdpulse_connectors::config::ApiConfig;
 use crowdpulse_connectors::dead_letter_topic::DeadLetterTopic;
+use crowdpulse_connectors::generator::{Generator, GeneratorConfig};
 use crowdpulse_connectors::ingest_producer::IngestProducer;
 use crowdpulse_connectors::kafka_config::KafkaConfig;
 use crowdpulse_connectors::kafka_progress::{mirror_progress, ProgressMirror};
-use crowdpulse_connectors::kafka_source::{check_topics, worker_readers};
-use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput};
+use crowdpulse_connectors::kafka_source::check_topics;
+use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
 use crowdpulse_connectors::position::Position;
-use crowdpulse_connectors::row_output::RowOutput;
-use crowdpulse_dataflow::config::PipelineConfig;
+use crowdpulse_connectors::sink::Sink;
+use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::error::{ApiError, Result};
-use crate::filters::routes;
-use crate::ingest::{Ingest, IngestTarget};
-use crate::live::{spawn_generator, LiveRuntime, LiveSource, ReadersFor};
-use crate::metrics::HttpCounters;
-use crate::push::Clients;
-use crate::state::{ApiSettings, AppState};
-use crate::store::{StoreSettings, ViewStore};
+use crate::cluster::Cluster;
+use crate::error::{Result, RuntimeError};
+use crate::execute::{start, Job, Running};
+use crate::sources::Sources;
 
 /// Where a live server's events come from.
 #[derive(Debug, Clone)]
@@ -57,14 +61,14 @@ pub enum Feed {
 /// What to run.
 #[derive(Clone)]
 pub struct LiveOptions {
-    /// Worker threads (with the in-process input, also its partitions).
-    pub workers: usize,
+    /// Where the workers run (with the in-process input, its workers are also its partitions).
+    pub cluster: Cluster,
     /// Where events come from.
     pub feed: Feed,
-    /// Outputs besides the view store (e.g. final rows to stdout).
-    pub outputs: Vec<Arc<dyn RowOutput>>,
-    /// Windows, lateness, moments.
-    pub pipeline: PipelineConfig,
+    /// Sinks besides the view store (e.g. final rows to stdout).
+    pub sinks: Vec<Arc<dyn Sink>>,
+    /// The resolved pipeline.
+    pub plan: Plan,
     /// Server settings.
     pub api: ApiConfig,
     /// Sentiment scorer.
@@ -75,7 +79,7 @@ pub struct LiveOptions {
 pub struct LiveApp {
     /// State shared with the handlers.
     pub state: AppState,
-    runtime: LiveRuntime,
+    running: Running,
     generator: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     /// Kafka only: commits read offsets to the group and measures lag; stops when dropped.
@@ -86,7 +90,7 @@ pub struct LiveApp {
 
 /// The parts that differ between the in-process and the Kafka feed.
 struct Wiring {
-    runtime: LiveRuntime,
+    running: Running,
     ingest: IngestTarget,
     progress: Option<ProgressMirror>,
     dead_letters: Option<Arc<DeadLetterTopic>>,
@@ -98,57 +102,48 @@ const DEAD_LETTER_FLUSH: Duration = Duration::from_secs(10);
 fn wire(
     options: &LiveOptions,
     counters: &Arc<SourceCounters>,
-    mut outputs: Vec<Arc<dyn RowOutput>>,
+    mut sinks: Vec<Arc<dyn Sink>>,
 ) -> Result<Wiring> {
-    let (workers, pipeline, analyzer) = (
-        options.workers.max(1),
-        &options.pipeline,
-        Arc::clone(&options.analyzer),
-    );
+    let job = |sources, sinks| Job {
+        cluster: options.cluster.clone(),
+        plan: options.plan.clone(),
+        analyzer: Arc::clone(&options.analyzer),
+        counters: Arc::clone(counters),
+        sources,
+        sinks,
+    };
     match &options.feed {
         Feed::Generated { .. } => {
-            let input = LiveInput::new(workers, options.api.input_capacity);
-            let runtime = LiveRuntime::start(
-                workers,
-                pipeline,
-                (analyzer, Arc::clone(counters)),
-                LiveSource::Input(input.clone()),
-                outputs,
-            )?;
+            let input = LiveInput::new(options.cluster.total_workers(), options.api.input_capacity);
+            let running = start(job(Sources::Input(input.clone()), sinks))?;
             Ok(Wiring {
-                runtime,
+                running,
                 ingest: IngestTarget::Input(input),
                 progress: None,
                 dead_letters: None,
             })
         }
-        Feed::Kafka { config, start } => {
-            let source = config.source_options(start.clone(), None);
+        Feed::Kafka {
+            config,
+            start: from,
+        } => {
+            let source = config.source_options(from.clone(), None);
             check_topics(&source)?;
             let dead_letters = match config.dead_letter_topic.trim() {
                 "" => None,
                 topic => Some(Arc::new(DeadLetterTopic::new(&config.brokers, topic)?)),
             };
             if let Some(topic) = &dead_letters {
-                outputs.push(Arc::clone(topic) as Arc<dyn RowOutput>);
+                sinks.push(Arc::clone(topic) as Arc<dyn Sink>);
             }
             let progress = mirror_progress(
                 &source,
                 Arc::clone(counters),
                 Duration::from_millis(config.progress_interval.0.max(1)),
             )?;
-            let readers: ReadersFor = Arc::new(move |index, peers| {
-                worker_readers(&source, index, peers).map_err(|error| error.to_string())
-            });
-            let runtime = LiveRuntime::start(
-                workers,
-                pipeline,
-                (analyzer, Arc::clone(counters)),
-                LiveSource::Readers(readers),
-                outputs,
-            )?;
+            let running = start(job(Sources::kafka(source), sinks))?;
             Ok(Wiring {
-                runtime,
+                running,
                 ingest: IngestTarget::Kafka {
                     producer: IngestProducer::new(config)?,
                     dead_letters: dead_letters.clone(),
@@ -160,34 +155,24 @@ fn wire(
     }
 }
 
-/// The smallest tumbling window: session totals are summed from it.
-fn base_window(pipeline: &PipelineConfig) -> Result<String> {
-    pipeline
-        .window_specs()?
-        .into_iter()
-        .filter(|spec| spec.size == spec.slide)
-        .min_by_key(|spec| spec.size)
-        .map(|spec| spec.label)
-        .ok_or_else(|| {
-            ApiError::Dataflow(crowdpulse_dataflow::Error::Config(
-                "the live API needs at least one tumbling window".into(),
-            ))
-        })
-}
-
 impl LiveApp {
     /// Starts the dataflow (and the generator when `rate > 0`).
     pub fn start(options: &LiveOptions) -> Result<Self> {
-        let pipeline = &options.pipeline;
+        let plan = &options.plan;
+        let base_window = plan.base_window().ok_or_else(|| {
+            crowdpulse_dataflow::Error::Config(
+                "the live API needs at least one tumbling window".into(),
+            )
+        })?;
         let store = Arc::new(ViewStore::new(StoreSettings {
-            base_window: base_window(pipeline)?,
+            base_window: base_window.label.clone(),
             retention: options.api.retention.0,
-            top_k: pipeline.top_k,
+            top_k: plan.config().top_k,
         }));
         let counters = Arc::new(SourceCounters::default());
-        let mut outputs = vec![Arc::clone(&store) as Arc<dyn RowOutput>];
-        outputs.extend(options.outputs.iter().cloned());
-        let wiring = wire(options, &counters, outputs)?;
+        let mut sinks = vec![Arc::clone(&store) as Arc<dyn Sink>];
+        sinks.extend(options.sinks.iter().cloned());
+        let wiring = wire(options, &counters, sinks)?;
         let ingest = Arc::new(Ingest::new(wiring.ingest, Arc::clone(&store)));
         let stop = Arc::new(AtomicBool::new(false));
         let generator = match options.feed {
@@ -205,13 +190,15 @@ impl LiveApp {
         };
         let settings = ApiSettings {
             max_body_bytes: options.api.max_body_bytes,
-            windows: pipeline
-                .window_specs()?
-                .into_iter()
-                .map(|spec| spec.label)
+            windows: plan
+                .windows()
+                .iter()
+                .map(|spec| spec.label.clone())
                 .collect(),
             started_at: wall_clock_ms(),
-            ready_delay_ms: pipeline.max_out_of_orderness.0 + pipeline.idle_timeout.0 + 5_000,
+            ready_delay_ms: plan.config().max_out_of_orderness.0
+                + plan.config().idle_timeout.0
+                + 5_000,
         };
         let state = AppState {
             store,
@@ -228,7 +215,7 @@ impl LiveApp {
         };
         Ok(Self {
             state,
-            runtime: wiring.runtime,
+            running: wiring.running,
             generator,
             stop,
             progress: wiring.progress,
@@ -237,13 +224,15 @@ impl LiveApp {
     }
 
     /// Stops the generator and the dataflow (the in-process input is drained; Kafka partitions
-    /// are left where they are) and waits for pending dead letters.
+    /// are left where they are) and waits for the sinks and pending dead letters.
     pub fn shutdown(self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(generator) = self.generator {
             let _ = generator.join();
         }
-        self.runtime.shutdown();
+        if let Err(error) = self.running.stop() {
+            warn!(%error, "the dataflow ended with an error");
+        }
         drop(self.progress);
         if let Some(topic) = self.dead_letters {
             if let Err(error) = topic.flush(DEAD_LETTER_FLUSH) {
@@ -295,10 +284,56 @@ pub fn run_until_ctrl_c(
         })
         .await;
         info!("shutting down");
-        Ok::<(), ApiError>(())
+        Ok::<(), RuntimeError>(())
     });
     // Open WebSocket/SSE connections would keep the runtime's tasks alive; they end here.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     app.shutdown();
     served
+}
+
+/// A generator feeding the live input at `rate` records per wall-clock second, event times
+/// starting now; stops when `stop` is set.
+pub fn spawn_generator(
+    ingest: Arc<Ingest>,
+    streams: usize,
+    rate: f64,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("generator".into())
+        .spawn(move || {
+            if rate <= 0.0 {
+                return;
+            }
+            let start = wall_clock_ms();
+            let mut generator = Generator::new(GeneratorConfig {
+                events: u64::MAX,
+                seed,
+                streams,
+                rate,
+                start,
+            });
+            let began = Instant::now();
+            let mut emitted: u64 = 0;
+            let mut pending = Vec::new();
+            info!(rate, streams, "generator started");
+            while !stop.load(Ordering::Relaxed) {
+                let due = (began.elapsed().as_secs_f64() * rate) as u64;
+                pending.extend(
+                    generator
+                        .by_ref()
+                        .take(due.saturating_sub(emitted) as usize),
+                );
+                emitted = due.max(emitted);
+                match ingest.submit_generated(&pending) {
+                    Ok(()) => pending.clear(),
+                    // Back-pressure: keep the records and retry; the generator falls behind.
+                    Err(PushError::Full) => {}
+                    Err(PushError::Closed) => return,
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
 }

@@ -1,0 +1,183 @@
+//! The pipeline plan: the validated, resolved form of [`PipelineConfig`], built once when a
+//! command starts and handed to every part of the dataflow (source, analytics, sinks).
+
+use std::sync::Arc;
+
+use crate::config::{MomentsConfig, PipelineConfig};
+use crate::error::{Error, Result};
+use crate::windows::{pane_size, WindowSpec};
+
+/// Settings resolved once; the dataflow only runs on a plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    config: PipelineConfig,
+    pub(crate) specs: Vec<WindowSpec>,
+    /// The specs' labels, shared by every row.
+    pub(crate) labels: Vec<Arc<str>>,
+    pub(crate) pane: u64,
+    /// Frontier distance past a window's end at which it becomes final: max(allowed lateness, 1).
+    pub(crate) final_delay: u64,
+    pub(crate) top_k: usize,
+    pub(crate) live_rows: bool,
+    pub(crate) moments: MomentsConfig,
+    /// Index in `specs` of the window scored for moments.
+    pub(crate) moment_spec: usize,
+}
+
+impl Plan {
+    /// Checks the settings and resolves the windows.
+    pub fn new(config: PipelineConfig) -> Result<Self> {
+        let specs = resolve_windows(&config)?;
+        let moment_spec = specs
+            .iter()
+            .position(|s| s.label == config.moments.window)
+            .expect("resolve_windows checked the moments window");
+        Ok(Self {
+            pane: pane_size(&specs),
+            final_delay: config.allowed_lateness.0.max(1),
+            top_k: config.top_k,
+            live_rows: config.live_rows,
+            moments: config.moments.clone(),
+            moment_spec,
+            labels: specs.iter().map(|s| Arc::from(s.label.as_str())).collect(),
+            specs,
+            config,
+        })
+    }
+
+    /// The same plan emitting live rows (early results replaced as windows change) or not.
+    /// Bounded runs that keep only final rows turn them off; final rows are identical either way.
+    pub fn with_live_rows(mut self, live_rows: bool) -> Self {
+        self.live_rows = live_rows;
+        self.config.live_rows = live_rows;
+        self
+    }
+
+    /// The settings the plan was resolved from.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// The windows, in configuration order.
+    pub fn windows(&self) -> &[WindowSpec] {
+        &self.specs
+    }
+
+    /// Pane length (ms) every window is built from.
+    pub fn pane(&self) -> u64 {
+        self.pane
+    }
+
+    /// The smallest tumbling window, if any (per-stream session totals are summed from it).
+    pub fn base_window(&self) -> Option<&WindowSpec> {
+        self.specs
+            .iter()
+            .filter(|spec| spec.size == spec.slide)
+            .min_by_key(|spec| spec.size)
+    }
+
+    /// The frontier a window ending at `end` must reach to be final: every record accepted for it
+    /// carries a timely time below `end + max(allowed_lateness, 1)` (see the source's invariant).
+    pub fn final_time(&self, end: u64) -> u64 {
+        end.saturating_add(self.final_delay)
+    }
+
+    /// Per spec, the first window start that is not final at `frontier` (None: input exhausted,
+    /// everything is final).
+    pub(crate) fn open_from(&self, frontier: Option<u64>) -> Vec<u64> {
+        self.specs
+            .iter()
+            .map(|spec| match frontier {
+                None => u64::MAX,
+                Some(f) => spec.first_start_ending_after(f.saturating_sub(self.final_delay)),
+            })
+            .collect()
+    }
+}
+
+/// Checks the settings and resolves the windows.
+fn resolve_windows(config: &PipelineConfig) -> Result<Vec<WindowSpec>> {
+    if config.tick.0 == 0 {
+        return Err(Error::Config("tick must be > 0".into()));
+    }
+    if config.windows.is_empty() {
+        return Err(Error::Config("at least one window is required".into()));
+    }
+    if config.top_k == 0 {
+        return Err(Error::Config("top_k must be >= 1".into()));
+    }
+    let mut specs: Vec<WindowSpec> = Vec::new();
+    for w in &config.windows {
+        let spec = WindowSpec::new(w, config.tick.0)?;
+        if specs.iter().any(|s| s.label == spec.label) {
+            return Err(Error::Config(format!(
+                "window label {:?} is used twice",
+                spec.label
+            )));
+        }
+        specs.push(spec);
+    }
+    if !specs.iter().any(|s| s.label == config.moments.window) {
+        return Err(Error::Config(format!(
+            "moments.window {:?} names no configured window",
+            config.moments.window
+        )));
+    }
+    if config.moments.baseline_windows < 2 {
+        return Err(Error::Config(
+            "moments.baseline_windows must be >= 2".into(),
+        ));
+    }
+    if config.moments.min_revenue.is_nan()
+        || config.moments.min_revenue <= 0.0
+        || config.moments.min_zscore.is_nan()
+    {
+        return Err(Error::Config(
+            "moments.min_revenue must be > 0 and min_zscore a number".into(),
+        ));
+    }
+    if [
+        config.moments.min_chat_messages,
+        config.moments.min_reactions,
+        config.moments.min_viewer_joins,
+    ]
+    .contains(&0)
+    {
+        // A zero minimum would let an empty window fire, and the detector's pause over silent
+        // stretches relies on empty windows never being anomalous.
+        return Err(Error::Config("moments minimum volumes must be >= 1".into()));
+    }
+    Ok(specs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WindowConfig;
+
+    #[test]
+    fn default_plan_has_the_three_documented_windows() {
+        let labels: Vec<_> = Plan::new(PipelineConfig::default())
+            .unwrap()
+            .windows()
+            .iter()
+            .map(|s| s.label.clone())
+            .collect();
+        assert_eq!(labels, ["10s", "1m", "1m/10s"]);
+    }
+
+    #[test]
+    fn rejects_unusable_settings() {
+        let mut c = PipelineConfig::default();
+        c.moments.window = "5m".into();
+        assert!(Plan::new(c).is_err());
+        let mut c = PipelineConfig::default();
+        c.windows.push(WindowConfig::new(10_000, None));
+        assert!(Plan::new(c).is_err());
+        let c = PipelineConfig {
+            windows: vec![WindowConfig::new(10_050, None)],
+            ..PipelineConfig::default()
+        };
+        assert!(Plan::new(c).is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! The runtime crate's error type.
+
+use thiserror::Error;
+
+/// What starting or running a dataflow can fail with.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// The cluster layout cannot be run.
+    #[error("cluster: {0}")]
+    Cluster(String),
+    /// timely could not start its workers.
+    #[error("starting the workers: {0}")]
+    Start(String),
+    /// A worker could not open the partitions it reads.
+    #[error("worker {worker} could not open its partitions: {error}")]
+    Unopened {
+        /// Global worker index.
+        worker: usize,
+        /// Why.
+        error: String,
+    },
+    /// A worker thread panicked.
+    #[error("a worker failed: {0}")]
+    WorkerPanicked(String),
+    /// The dataflow rejected its settings.
+    #[error(transparent)]
+    Dataflow(#[from] crowdpulse_dataflow::Error),
+    /// A source or sink failed.
+    #[error(transparent)]
+    Connector(#[from] crowdpulse_connectors::ConnectorError),
+    /// The API server failed.
+    #[error(transparent)]
+    Api(#[from] crowdpulse_api::ApiError),
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, RuntimeError>;

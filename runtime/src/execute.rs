@@ -1,0 +1,167 @@
+//! The one place a dataflow runs: timely workers per [`Cluster`], each building the analytics
+//! over its partitions and the sink stage, until the input ends or the run is stopped.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crowdpulse_connectors::sink::Sink;
+use crowdpulse_dataflow::pipeline::analytics_dataflow;
+use crowdpulse_dataflow::plan::Plan;
+use crowdpulse_dataflow::sentiment::Analyzer;
+use crowdpulse_dataflow::source::SourceCounters;
+use tracing::error;
+
+use crate::cluster::Cluster;
+use crate::error::{Result, RuntimeError};
+use crate::sink_stage::SinkStage;
+use crate::sources::Sources;
+
+/// Everything a run needs.
+pub struct Job {
+    /// Where the workers run.
+    pub cluster: Cluster,
+    /// The resolved pipeline.
+    pub plan: Plan,
+    /// Sentiment scorer.
+    pub analyzer: Arc<Analyzer>,
+    /// Counters the sources keep (for /metrics and progress lines).
+    pub counters: Arc<SourceCounters>,
+    /// What is read.
+    pub sources: Sources,
+    /// Where the rows go.
+    pub sinks: Vec<Arc<dyn Sink>>,
+}
+
+/// How often a worker with nothing to do checks whether the run was stopped.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// A started run. Dropping it stops it.
+pub struct Running {
+    sources: Sources,
+    stop: Arc<AtomicBool>,
+    guards: Option<timely::communication::WorkerGuards<std::result::Result<(), RuntimeError>>>,
+    sinks: Vec<Arc<dyn Sink>>,
+}
+
+/// Starts the job's workers.
+pub fn start(job: Job) -> Result<Running> {
+    let Job {
+        cluster,
+        plan,
+        analyzer,
+        counters,
+        sources,
+        sinks,
+    } = job;
+    let config = cluster.timely_config()?;
+    let readers_for = sources.readers_for();
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker_stop = Arc::clone(&stop);
+    let worker_sinks = sinks.clone();
+    // A bounded run parks until there is work; a live one also wakes to notice a stop.
+    let park = match sources {
+        Sources::Bounded(_) => None,
+        Sources::Unbounded(_) | Sources::Input(_) => Some(STOP_CHECK),
+    };
+    let guards = timely::execute(config, move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        // A worker that cannot open its partitions still joins the dataflow (the others would
+        // wait for it forever otherwise), then fails the run.
+        let (readers, unopened) = match readers_for(index, peers) {
+            Ok(readers) => (readers, None),
+            Err(error) => {
+                error!(%error, worker = index, "opening the partitions failed");
+                (Vec::new(), Some(error))
+            }
+        };
+        worker.dataflow::<u64, _, _>(|scope| {
+            let output = analytics_dataflow(
+                scope,
+                readers,
+                &plan,
+                Arc::clone(&analyzer),
+                Arc::clone(&counters),
+            );
+            output
+                .rows
+                .sink_stage(output.positions, worker_sinks.clone());
+        });
+        while worker.has_dataflows() {
+            if worker_stop.load(Ordering::Relaxed) {
+                for id in worker.installed_dataflows() {
+                    worker.drop_dataflow(id);
+                }
+                break;
+            }
+            worker.step_or_park(park);
+        }
+        match unopened {
+            Some(error) => Err(RuntimeError::Unopened {
+                worker: index,
+                error,
+            }),
+            None => Ok(()),
+        }
+    })
+    .map_err(RuntimeError::Start)?;
+    Ok(Running {
+        sources,
+        stop,
+        guards: Some(guards),
+        sinks,
+    })
+}
+
+impl Running {
+    /// Waits until the input ends (bounded sources), then until the sinks are done; returns the
+    /// first failure.
+    pub fn join(mut self) -> Result<()> {
+        self.wait()
+    }
+
+    /// Stops the run: the in-process input is closed and drained (every window becomes final);
+    /// other partitions are abandoned where they are. Then waits for the sinks.
+    pub fn stop(mut self) -> Result<()> {
+        self.signal_stop();
+        self.wait()
+    }
+
+    fn signal_stop(&self) {
+        match &self.sources {
+            Sources::Input(input) => input.close(),
+            Sources::Bounded(_) | Sources::Unbounded(_) => self.stop.store(true, Ordering::Relaxed),
+        }
+    }
+
+    fn wait(&mut self) -> Result<()> {
+        let Some(guards) = self.guards.take() else {
+            return Ok(());
+        };
+        let mut outcome = Ok(());
+        for result in guards.join() {
+            let result = result.map_err(RuntimeError::WorkerPanicked).and_then(|r| r);
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
+        for sink in &self.sinks {
+            let finished = sink.finish().map_err(RuntimeError::from);
+            if outcome.is_ok() {
+                outcome = finished;
+            }
+        }
+        outcome
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.guards.is_some() {
+            self.signal_stop();
+            if let Err(error) = self.wait() {
+                error!(%error, "the run ended with an error");
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The one frontier-gated sink stage: gathers every worker's row changes and source positions on
+//! worker 0 and, each time the frontier moves, hands the sinks one [`Flush`] of everything
+//! complete below it, with the positions those changes reflect.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crowdpulse_connectors::sink::{Flush, Sink};
+use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::progress::{Positions, SourcePosition};
+use crowdpulse_dataflow::rows::Row;
+use differential_dataflow::consolidation::consolidate_updates;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Concat;
+use timely::dataflow::Stream;
+
+/// One item reaching the sink stage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Gathered {
+    Change(Row, isize),
+    Position(SourcePosition),
+}
+
+/// Output of the analytics into sinks.
+pub trait SinkStage<'scope> {
+    /// Feeds `sinks` from worker 0 (the other workers' copies stay unused). Changes are
+    /// held until the frontier passes their time, then consolidated and flushed together with
+    /// every position emitted below that frontier.
+    fn sink_stage(
+        self,
+        positions: Stream<'scope, u64, Vec<SourcePosition>>,
+        sinks: Vec<Arc<dyn Sink>>,
+    );
+}
+
+impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
+    fn sink_stage(
+        self,
+        positions: Stream<'scope, u64, Vec<SourcePosition>>,
+        sinks: Vec<Arc<dyn Sink>>,
+    ) {
+        let sinks = if self.inner.scope().index() == 0 {
+            sinks
+        } else {
+            Vec::new()
+        };
+        let changes = self
+            .inner
+            .map(|(row, _time, diff)| Gathered::Change(row, diff));
+        let positions = positions.map(Gathered::Position);
+        // One place sees everything, so one flush can be one transaction with its positions.
+        let to_first_worker = Exchange::new(|_: &Gathered| 0);
+        let mut pending: BTreeMap<Millis, Vec<(Row, Millis, isize)>> = BTreeMap::new();
+        let mut pending_positions: BTreeMap<Millis, Vec<SourcePosition>> = BTreeMap::new();
+        let mut flushed = Positions::default();
+        let mut published: Option<Option<Millis>> = None;
+        changes
+            .concat(positions)
+            .sink(to_first_worker, "SinkStage", move |(input, frontier)| {
+                input.for_each(|capability, data| {
+                    let Some(&time) = capability.least() else {
+                        return;
+                    };
+                    for item in data.drain(..) {
+                        match item {
+                            Gathered::Change(row, diff) => {
+                                pending.entry(time).or_default().push((row, time, diff))
+                            }
+                            Gathered::Position(position) => {
+                                pending_positions.entry(time).or_default().push(position)
+                            }
+                        }
+                    }
+                });
+                let now = frontier.frontier().first().copied();
+                if published == Some(now) {
+                    return;
+                }
+                published = Some(now);
+                let (ready, ready_positions) = match now {
+                    Some(f) => {
+                        let later = pending.split_off(&f);
+                        let later_positions = pending_positions.split_off(&f);
+                        (
+                            std::mem::replace(&mut pending, later),
+                            std::mem::replace(&mut pending_positions, later_positions),
+                        )
+                    }
+                    None => (
+                        std::mem::take(&mut pending),
+                        std::mem::take(&mut pending_positions),
+                    ),
+                };
+                for position in ready_positions.values().flatten() {
+                    flushed.advance(position);
+                }
+                let mut updates: Vec<_> = ready.into_values().flatten().collect();
+                consolidate_updates(&mut updates);
+                updates.sort_by_key(|(_, time, _)| *time);
+                let mut flush = Flush {
+                    frontier: now,
+                    updates,
+                    positions: flushed.clone(),
+                };
+                for sink in &sinks {
+                    sink.flush(&mut flush);
+                }
+            });
+    }
+}

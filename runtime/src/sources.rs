@@ -1,0 +1,78 @@
+//! What a run reads: the partitions each worker opens, and how the run ends.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crowdpulse_connectors::file_source::FileReader;
+use crowdpulse_connectors::kafka_source::{worker_readers, KafkaSourceOptions};
+use crowdpulse_connectors::live_input::LiveInput;
+use crowdpulse_dataflow::source::PartitionReader;
+
+/// Opens the partitions global worker `index` of `workers` reads.
+pub type ReadersFor = Arc<
+    dyn Fn(usize, usize) -> std::result::Result<Vec<Box<dyn PartitionReader>>, String>
+        + Send
+        + Sync,
+>;
+
+/// A run's input.
+#[derive(Clone)]
+pub enum Sources {
+    /// Partitions that end (files, a bounded Kafka range, memory): the run ends when every
+    /// partition is read, and every window is then final.
+    Bounded(ReadersFor),
+    /// Partitions that never end (live Kafka). Stopping abandons them where they are: open
+    /// windows stay open, their data stays in Kafka for the next run.
+    Unbounded(ReadersFor),
+    /// The in-process input (demo, HTTP ingest), partition p read by worker p % workers.
+    /// Stopping closes it: what is queued is read and every window becomes final.
+    Input(LiveInput),
+}
+
+impl Sources {
+    /// NDJSON files, file i being partition i.
+    pub fn files(paths: Vec<PathBuf>) -> Self {
+        Self::Bounded(Arc::new(move |index, workers| {
+            paths
+                .iter()
+                .enumerate()
+                .filter(|(partition, _)| partition % workers == index)
+                .map(|(partition, path)| {
+                    FileReader::open(path, partition as u32)
+                        .map(|reader| Box::new(reader) as Box<dyn PartitionReader>)
+                        .map_err(|error| error.to_string())
+                })
+                .collect()
+        }))
+    }
+
+    /// Kafka partitions, partition p of each topic read by worker p % workers; bounded when
+    /// `options.end` is set.
+    pub fn kafka(options: KafkaSourceOptions) -> Self {
+        let bounded = options.end.is_some();
+        let readers: ReadersFor = Arc::new(move |index, workers| {
+            worker_readers(&options, index, workers).map_err(|error| error.to_string())
+        });
+        if bounded {
+            Self::Bounded(readers)
+        } else {
+            Self::Unbounded(readers)
+        }
+    }
+
+    /// The partitions worker `index` of `workers` reads.
+    pub(crate) fn readers_for(&self) -> ReadersFor {
+        match self {
+            Self::Bounded(readers) | Self::Unbounded(readers) => Arc::clone(readers),
+            Self::Input(input) => {
+                let input = input.clone();
+                Arc::new(move |index, workers| {
+                    Ok((index..input.partitions())
+                        .step_by(workers)
+                        .map(|p| Box::new(input.reader(p)) as Box<dyn PartitionReader>)
+                        .collect())
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Shared by the runtime's tests: a bounded run over arbitrary readers, and the real broker.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::sync::Arc;
+
+use crowdpulse_dataflow::config::PipelineConfig;
+use crowdpulse_dataflow::plan::Plan;
+use crowdpulse_dataflow::rows::Row;
+use crowdpulse_dataflow::sentiment::Analyzer;
+use crowdpulse_dataflow::source::{PartitionReader, SourceCounters};
+use crowdpulse_runtime::cluster::Cluster;
+use crowdpulse_runtime::process::{run_to_final_rows, BoundedRun};
+use crowdpulse_runtime::sources::Sources;
+use crowdpulse_runtime::Result;
+
+#[path = "../../../connectors/tests/support/mod.rs"]
+mod kafka;
+#[allow(unused_imports)] // the broker is only for the Kafka tests
+pub use kafka::{fresh_topic, BROKER};
+
+/// Runs the dataflow with `workers` threads over the partitions `readers_for(worker, workers)`
+/// opens, to the end of the input; returns the final rows in no particular order.
+pub fn run_bounded(
+    workers: usize,
+    config: &PipelineConfig,
+    analyzer: Arc<Analyzer>,
+    counters: Arc<SourceCounters>,
+    readers_for: impl Fn(usize, usize) -> std::result::Result<Vec<Box<dyn PartitionReader>>, String>
+        + Send
+        + Sync
+        + 'static,
+) -> Result<Vec<Row>> {
+    run_to_final_rows(BoundedRun {
+        analyzer,
+        plan: Plan::new(config.clone())?,
+        cluster: Cluster::local(workers),
+        counters,
+        sources: Sources::Bounded(Arc::new(readers_for)),
+    })
+}
