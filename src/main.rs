@@ -11,8 +11,9 @@ use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
 use crowdpulse_connectors::kafka_generate::{produce_generated, Destination};
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::position::Position;
+use crowdpulse_connectors::postgres::apply_migrations;
 use crowdpulse_connectors::sentiment_lines::score_lines;
-use crowdpulse_connectors::sink::{FinalRowsNdjson, Sink};
+use crowdpulse_connectors::sink::Sink;
 use crowdpulse_dataflow::codec::Format;
 use crowdpulse_dataflow::config::Span;
 use crowdpulse_dataflow::plan::Plan;
@@ -21,6 +22,7 @@ use crowdpulse_runtime::cluster::Cluster;
 use crowdpulse_runtime::live::{run_until_ctrl_c, Feed, LiveOptions};
 use crowdpulse_runtime::process::{process_files, ProcessOptions};
 use crowdpulse_runtime::replay::{replay, ReplayOptions};
+use crowdpulse_runtime::run::{self, backfill, RowsOutput, RunOptions};
 
 /// Records, deltas and rows are many small allocations; mimalloc's thread-local free lists
 /// handle them markedly faster than glibc malloc (measured with scripts/bench-process).
@@ -119,6 +121,20 @@ enum Command {
         /// Worker threads (default: cluster.workers from the config).
         #[arg(long)]
         workers: Option<usize>,
+        /// Stop at this position (latest, topic:partition:offset[,...], RFC 3339, now-1m): a
+        /// bounded backfill that exits when done, without the API.
+        #[arg(long)]
+        until: Option<String>,
+        /// Final rows as NDJSON to this file ("-": stdout). Default: stdout, or nothing when
+        /// [postgres] is configured.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Applies the Postgres schema migrations ([postgres] in the config) and exits.
+    Migrate {
+        /// Configuration file (workers.toml format).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Bounded run over Kafka from --from to --until; writes every table's final rows as sorted
     /// NDJSON and shows progress on stderr.
@@ -208,6 +224,7 @@ fn serve_live(
         cluster: Cluster::new(&config.cluster, workers),
         feed,
         sinks,
+        throttle: None,
         analyzer: config.sentiment.analyzer()?,
         plan: plan(&config)?,
         api: config.api,
@@ -304,12 +321,27 @@ fn main() -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("--output or --kafka is required"),
             }
         }
+        Command::Migrate { config } => {
+            let config = load_config(config.as_ref())?;
+            anyhow::ensure!(
+                config.postgres.enabled(),
+                "no Postgres configured: set postgres.url or CROWDPULSE__POSTGRES__URL"
+            );
+            let applied = apply_migrations(&config.postgres)?;
+            eprintln!(
+                "schema {} is up to date ({} migrations applied now: {applied:?})",
+                config.postgres.schema,
+                applied.len()
+            );
+        }
         Command::Run {
             config,
             brokers,
             from,
             bind,
             workers,
+            until,
+            output,
         } => {
             let mut config = load_kafka_config(config.as_ref(), brokers)?;
             anyhow::ensure!(
@@ -319,20 +351,32 @@ fn main() -> anyhow::Result<()> {
             if let Some(bind) = bind {
                 config.api.bind = bind;
             }
-            let start = Position::parse_start(
-                from.as_deref().unwrap_or(&config.kafka.start),
-                wall_clock_ms(),
-            )
-            .context("--from (or kafka.start)")?;
-            let feed = Feed::Kafka {
-                config: config.kafka.clone(),
-                start,
+            let now = wall_clock_ms();
+            let start = Position::parse_start(from.as_deref().unwrap_or(&config.kafka.start), now)
+                .context("--from (or kafka.start)")?;
+            let options = RunOptions {
+                cluster: Cluster::new(&config.cluster, workers),
+                plan: plan(&config)?,
+                from: start,
+                until: until
+                    .map(|until| Position::parse_end(&until, now))
+                    .transpose()
+                    .context("--until")?,
+                output: RowsOutput::choose(output, config.postgres.enabled()),
+                config,
             };
-            let sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(FinalRowsNdjson::new(stdout()))];
-            serve_live(config, workers, (feed, sinks), |address| {
-                // stdout carries the rows; scripts and tests read the address here.
-                eprintln!("crowdpulse run: api at http://{address}/");
-            })?;
+            if options.until.is_some() {
+                let summary = backfill(&options)?;
+                eprintln!(
+                    "backfilled {}",
+                    summary.report(options.cluster.total_workers())
+                );
+            } else {
+                run::live(options, |address| {
+                    // stdout may carry the rows; scripts and tests read the address here.
+                    eprintln!("crowdpulse run: api at http://{address}/");
+                })?;
+            }
         }
         Command::Replay {
             from,

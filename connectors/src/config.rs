@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ConnectorError, Result};
 use crate::kafka_config::KafkaConfig;
+use crate::postgres::PostgresConfig;
 
 /// Prefix of configuration environment variables; `__` separates the levels.
 pub const ENV_PREFIX: &str = "CROWDPULSE__";
@@ -103,6 +104,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Kafka source, dead-letter topic and producer.
     pub kafka: KafkaConfig,
+    /// The database the tables are kept in.
+    pub postgres: PostgresConfig,
 }
 
 /// Parses an override value as TOML (numbers, booleans, arrays) or, failing that, as a string.
@@ -164,6 +167,7 @@ impl Config {
             .map_err(|e: toml::de::Error| ConnectorError::Config(e.to_string()))?;
         Plan::new(config.pipeline.clone())?;
         config.kafka.validate()?;
+        config.postgres.validate()?;
         if config.cluster.workers == 0 {
             return Err(ConnectorError::Config(
                 "cluster.workers must be >= 1".into(),

@@ -22,12 +22,24 @@ pub enum ConnectorError {
     /// A Kafka client could not be created, or a lookup or assignment failed.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// A Postgres statement or connection failed.
+    #[error("postgres: {}", postgres_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
     /// A run's output broke an invariant of DESIGN §3 (a bug, never bad input).
     #[error("inconsistent output: {0}")]
     Inconsistent(String),
     /// The dataflow rejected its settings or failed.
     #[error(transparent)]
     Dataflow(#[from] crowdpulse_dataflow::Error),
+}
+
+/// A Postgres error with its cause (tokio-postgres shows "db error" and keeps the server's
+/// message in the source).
+fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
 }
 
 impl ConnectorError {

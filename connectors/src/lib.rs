@@ -16,6 +16,7 @@ pub mod kafka_source;
 pub mod live_input;
 pub mod partitioner;
 pub mod position;
+pub mod postgres;
 pub mod sentiment_lines;
 pub mod sink;
 pub mod sorted_output;

@@ -11,7 +11,7 @@ use timely::dataflow::{Scope, Stream};
 
 use crate::analytics::WindowAnalytics;
 use crate::plan::Plan;
-use crate::progress::SourcePosition;
+use crate::progress::{SourcePosition, Throttle};
 use crate::rows::{DeadLetter, Row};
 use crate::sentiment::Analyzer;
 use crate::source::{partitioned_source, PartitionReader, SourceCounters};
@@ -42,15 +42,17 @@ pub struct AnalyticsOutput<'scope> {
     pub positions: Stream<'scope, u64, Vec<SourcePosition>>,
 }
 
-/// Builds the analytics over this worker's partitions.
+/// Builds the analytics over this worker's partitions; `throttle` holds the source back while a
+/// sink lags.
 pub fn analytics_dataflow<'scope>(
     scope: Scope<'scope, u64>,
     readers: Vec<Box<dyn PartitionReader>>,
     plan: &Plan,
     analyzer: Arc<Analyzer>,
     counters: Arc<SourceCounters>,
+    throttle: Option<Arc<Throttle>>,
 ) -> AnalyticsOutput<'scope> {
-    let source = partitioned_source(scope, readers, plan, analyzer, counters);
+    let source = partitioned_source(scope, readers, plan, analyzer, counters, throttle);
     let rows = source.deltas.window_analytics(plan);
     AnalyticsOutput {
         rows: rows.concat(dead_letter_rows(source.dead_letters)),

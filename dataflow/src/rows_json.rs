@@ -6,7 +6,8 @@ use serde::{Serialize, Serializer};
 use crate::event::AMOUNT_SCALE;
 use crate::rows::{Row, Score, WindowKey};
 
-fn score(value: Score) -> f64 {
+/// A score as every output shows it: rounded to 4 decimals.
+pub fn score(value: Score) -> f64 {
     (value.0 * 10_000.0).round() / 10_000.0
 }
 

@@ -21,7 +21,7 @@ use crate::codec::{DecodeContext, Format};
 use crate::error::Error;
 use crate::event::{Event, EventKind, Millis};
 use crate::plan::Plan;
-use crate::progress::SourcePosition;
+use crate::progress::{SourcePosition, Throttle};
 use crate::rows::{DeadLetter, DeadLetterReason};
 use crate::sentiment::Analyzer;
 
@@ -347,6 +347,7 @@ pub fn partitioned_source<'scope>(
     plan: &Plan,
     analyzer: Arc<Analyzer>,
     counters: Arc<SourceCounters>,
+    throttle: Option<Arc<Throttle>>,
 ) -> SourceStreams<'scope> {
     let config = plan.config();
     let mut aggregator = PaneAggregator::new(plan.pane(), analyzer);
@@ -381,6 +382,11 @@ pub fn partitioned_source<'scope>(
                 return;
             };
             let now = *capability.time();
+            if throttle.as_ref().is_some_and(|t| !t.allows(now)) {
+                // A sink is behind: read again once it has caught up a little.
+                activator.activate_after(Duration::from_millis(tick.clamp(10, 100)));
+                return;
+            }
             let mut more = false;
             for partition in partitions.iter_mut().filter(|p| !p.done) {
                 batch.clear();

@@ -108,6 +108,7 @@ fn idle_partitions_release_the_watermark_and_late_arrivals_are_dead_lettered() {
                 &plan,
                 analyzer,
                 Arc::new(SourceCounters::default()),
+                None,
             );
             output
                 .rows

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crowdpulse_connectors::sink::Sink;
 use crowdpulse_dataflow::pipeline::analytics_dataflow;
 use crowdpulse_dataflow::plan::Plan;
+use crowdpulse_dataflow::progress::Throttle;
 use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
 use tracing::error;
@@ -31,6 +32,8 @@ pub struct Job {
     pub sources: Sources,
     /// Where the rows go.
     pub sinks: Vec<Arc<dyn Sink>>,
+    /// Set when a sink makes results durable at its own pace (Postgres): the sources wait for it.
+    pub throttle: Option<Arc<Throttle>>,
 }
 
 /// How often a worker with nothing to do checks whether the run was stopped.
@@ -53,6 +56,7 @@ pub fn start(job: Job) -> Result<Running> {
         counters,
         sources,
         sinks,
+        throttle,
     } = job;
     let config = cluster.timely_config()?;
     let readers_for = sources.readers_for();
@@ -82,6 +86,7 @@ pub fn start(job: Job) -> Result<Running> {
                 &plan,
                 Arc::clone(&analyzer),
                 Arc::clone(&counters),
+                throttle.clone(),
             );
             output
                 .rows

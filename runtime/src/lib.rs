@@ -9,6 +9,7 @@ pub mod execute;
 pub mod live;
 pub mod process;
 pub mod replay;
+pub mod run;
 pub mod sink_stage;
 pub mod sources;
 

@@ -27,6 +27,7 @@ use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
 use crowdpulse_connectors::position::Position;
 use crowdpulse_connectors::sink::Sink;
 use crowdpulse_dataflow::plan::Plan;
+use crowdpulse_dataflow::progress::Throttle;
 use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
 use tokio::net::TcpListener;
@@ -65,8 +66,10 @@ pub struct LiveOptions {
     pub cluster: Cluster,
     /// Where events come from.
     pub feed: Feed,
-    /// Sinks besides the view store (e.g. final rows to stdout).
+    /// Sinks besides the view store (e.g. final rows to stdout, Postgres).
     pub sinks: Vec<Arc<dyn Sink>>,
+    /// Set when one of `sinks` paces the sources (Postgres).
+    pub throttle: Option<Arc<Throttle>>,
     /// The resolved pipeline.
     pub plan: Plan,
     /// Server settings.
@@ -111,6 +114,7 @@ fn wire(
         counters: Arc::clone(counters),
         sources,
         sinks,
+        throttle: options.throttle.clone(),
     };
     match &options.feed {
         Feed::Generated { .. } => {

@@ -12,6 +12,7 @@ use crowdpulse_connectors::file_source::FileReader;
 use crowdpulse_connectors::sink::Sink;
 use crowdpulse_connectors::sorted_output::{write_sorted_ndjson, FinalRows};
 use crowdpulse_dataflow::plan::Plan;
+use crowdpulse_dataflow::progress::Throttle;
 use crowdpulse_dataflow::rows::Row;
 use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
@@ -54,6 +55,18 @@ pub struct ProcessSummary {
 }
 
 impl ProcessSummary {
+    /// The summary of a run whose sources kept `counters` and that wrote `rows` rows.
+    pub fn of(counters: &SourceCounters, rows: usize, elapsed: Duration) -> Self {
+        Self {
+            records: counters.records.load(Ordering::Relaxed),
+            events: counters.events(),
+            late: counters.late.load(Ordering::Relaxed),
+            dead_lettered: counters.dead_lettered(),
+            rows,
+            elapsed,
+        }
+    }
+
     /// Records per second of wall time.
     pub fn records_per_second(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -125,28 +138,32 @@ pub fn run_to_ndjson(
     let out = std::io::BufWriter::with_capacity(1 << 20, out);
     let written =
         write_sorted_ndjson(&rows, threads, out).map_err(|e| ConnectorError::io(path, e))?;
-    Ok(ProcessSummary {
-        records: counters.records.load(Ordering::Relaxed),
-        events: counters.events(),
-        late: counters.late.load(Ordering::Relaxed),
-        dead_lettered: counters.dead_lettered(),
-        rows: written,
-        elapsed: started.elapsed(),
-    })
+    Ok(ProcessSummary::of(&counters, written, started.elapsed()))
 }
 
 /// Runs the dataflow over bounded partitions and returns every table's final rows, in no
 /// particular order.
 pub fn run_to_final_rows(run: BoundedRun) -> Result<Vec<Row>> {
     let final_rows = Arc::new(FinalRows::default());
+    run_into(run, vec![Arc::clone(&final_rows) as Arc<dyn Sink>], None)?;
+    Ok(final_rows.take()?)
+}
+
+/// Runs the dataflow over bounded partitions into `sinks` (paced by `throttle`, when a sink sets
+/// one) and returns once the sinks are done.
+pub fn run_into(
+    run: BoundedRun,
+    sinks: Vec<Arc<dyn Sink>>,
+    throttle: Option<Arc<Throttle>>,
+) -> Result<()> {
     start(Job {
         cluster: run.cluster,
         plan: run.plan,
         analyzer: run.analyzer,
         counters: run.counters,
         sources: run.sources,
-        sinks: vec![Arc::clone(&final_rows) as Arc<dyn Sink>],
+        sinks,
+        throttle,
     })?
-    .join()?;
-    Ok(final_rows.take()?)
+    .join()
 }

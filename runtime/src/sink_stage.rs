@@ -100,7 +100,8 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
                 }
                 let mut updates: Vec<_> = ready.into_values().flatten().collect();
                 consolidate_updates(&mut updates);
-                updates.sort_by_key(|(_, time, _)| *time);
+                // Time order, and within a time retractions first: a replaced row is -old +new.
+                updates.sort_by_key(|(_, time, diff)| (*time, *diff));
                 let mut flush = Flush {
                     frontier: now,
                     updates,

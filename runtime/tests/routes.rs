@@ -27,6 +27,7 @@ fn start(api: ApiConfig) -> LiveApp {
             seed: 1,
         },
         sinks: Vec::new(),
+        throttle: None,
         plan: Plan::new(PipelineConfig {
             max_out_of_orderness: Span(0),
             idle_timeout: Span(300),

@@ -14,6 +14,8 @@ use crowdpulse_runtime::process::{run_to_final_rows, BoundedRun};
 use crowdpulse_runtime::sources::Sources;
 use crowdpulse_runtime::Result;
 
+pub mod postgres;
+
 #[path = "../../../connectors/tests/support/mod.rs"]
 mod kafka;
 #[allow(unused_imports)] // the broker is only for the Kafka tests

@@ -1,0 +1,184 @@
+//! `[postgres]`: where the tables live and how the sink writes them. The password comes from
+//! `password` (e.g. `CROWDPULSE__POSTGRES__PASSWORD`) or `password_file`, and is never printed.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crowdpulse_dataflow::config::Span;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ConnectorError, Result};
+
+/// Postgres settings.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// `postgresql://user@host:port/database` (or `host=... dbname=...`); empty: no Postgres.
+    pub url: String,
+    /// Password, overriding one in `url`.
+    pub password: Option<String>,
+    /// File whose first line is the password (Docker/Kubernetes secrets).
+    pub password_file: Option<PathBuf>,
+    /// Schema holding crowdpulse's tables (created by the migrations).
+    pub schema: String,
+    /// Connections of the API's query pool.
+    pub pool_size: usize,
+    /// How often a live run commits what it has computed.
+    pub flush_interval: Span,
+    /// How far (in event time) the sources may run ahead of what Postgres has committed. While
+    /// Postgres is slow or down, reading pauses at this lead, which bounds memory.
+    pub max_lead: Span,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            password: None,
+            password_file: None,
+            schema: "crowdpulse".into(),
+            pool_size: 4,
+            flush_interval: Span(1_000),
+            max_lead: Span(300_000),
+        }
+    }
+}
+
+/// The settings without secrets: a password in `url` or `password` shows as `***`.
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_file", &self.password_file)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("flush_interval", &self.flush_interval)
+            .field("max_lead", &self.max_lead)
+            .finish()
+    }
+}
+
+/// `url` with the password of a `scheme://user:password@host` form replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // The key=value form: drop the password pair's value.
+        return url
+            .split_whitespace()
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => "password=***".into(),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+impl PostgresConfig {
+    /// Whether a database is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    /// Checks the settings (called at load).
+    pub fn validate(&self) -> Result<()> {
+        let valid_schema = !self.schema.is_empty()
+            && self.schema.len() <= 63
+            && self
+                .schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !self.schema.starts_with(|c: char| c.is_ascii_digit());
+        if !valid_schema {
+            return Err(ConnectorError::Config(format!(
+                "postgres.schema {:?} must be a lowercase identifier ([a-z_][a-z0-9_]*)",
+                self.schema
+            )));
+        }
+        if self.pool_size == 0 || self.flush_interval.0 == 0 || self.max_lead.0 == 0 {
+            return Err(ConnectorError::Config(
+                "postgres.pool_size, flush_interval and max_lead must be > 0".into(),
+            ));
+        }
+        if self.enabled() {
+            self.client_config()?;
+        }
+        Ok(())
+    }
+
+    /// The connection settings, with the password from `password` or `password_file`.
+    pub fn client_config(&self) -> Result<tokio_postgres::Config> {
+        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
+            // The parser's message never contains the password; the url is shown redacted.
+            ConnectorError::Config(format!("postgres.url {}: {e}", redact_url(&self.url)))
+        })?;
+        if let Some(password) = &self.password {
+            config.password(password);
+        } else if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConnectorError::io(path, e))?;
+            config.password(text.lines().next().unwrap_or_default());
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("crowdpulse");
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let config = PostgresConfig {
+            url: "postgresql://ann:hunter2@db:5432/crowdpulse".into(),
+            password: Some("s3cret".into()),
+            ..PostgresConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(shown.contains("ann:***@db:5432"), "{shown}");
+        assert_eq!(
+            redact_url("host=db user=ann password=hunter2"),
+            "host=db user=ann password=***"
+        );
+    }
+
+    #[test]
+    fn schema_names_are_identifiers() {
+        for bad in ["", "Crowd", "a-b", "1x", "x;drop"] {
+            let config = PostgresConfig {
+                schema: bad.into(),
+                ..PostgresConfig::default()
+            };
+            assert!(config.validate().is_err(), "{bad:?}");
+        }
+        assert!(PostgresConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn password_file_overrides_the_url() {
+        let path = std::env::temp_dir().join(format!("crowdpulse-pw-{}", std::process::id()));
+        std::fs::write(&path, "from-file\n").unwrap();
+        let config = PostgresConfig {
+            url: "postgresql://ann:in-url@localhost/db".into(),
+            password_file: Some(path.clone()),
+            ..PostgresConfig::default()
+        };
+        let client = config.client_config().unwrap();
+        assert_eq!(client.get_password(), Some(&b"from-file"[..]));
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -1,0 +1,75 @@
+//! Versioned schema migrations, embedded in the binary and applied in order under an advisory
+//! lock, each in the transaction that records it in `schema_migrations`.
+//!
+//! Written here rather than taken from refinery: crowdpulse needs its tables in a configurable
+//! schema and concurrent starts (`run` on several hosts, `migrate` in a deploy job) serialized by
+//! a Postgres advisory lock, which refinery's tokio-postgres runner does not take; the runner is
+//! one transaction and a table of versions.
+
+use tokio_postgres::Client;
+use tracing::info;
+
+use crate::error::Result;
+
+/// One migration: version, name, SQL.
+pub struct Migration {
+    /// Applied in ascending order; never reused.
+    pub version: i32,
+    /// What it does.
+    pub name: &'static str,
+    /// The statements.
+    pub sql: &'static str,
+}
+
+/// Every migration, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "tables",
+    sql: include_str!("../../migrations/V1__tables.sql"),
+}];
+
+/// Key of the advisory lock serializing migrations ("crowdpulse" in ASCII, truncated).
+const MIGRATION_LOCK: i64 = 0x6372_6f77_6470_756c;
+
+/// Applies the migrations `schema` lacks; returns the versions applied now (empty when the
+/// schema was up to date).
+pub async fn migrate(client: &mut Client, schema: &str) -> Result<Vec<i32>> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL client_min_messages = warning;
+         CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+         SET LOCAL search_path TO \"{schema}\";
+         CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .await?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut now_applied = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        tx.batch_execute(migration.sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&migration.version, &migration.name],
+        )
+        .await?;
+        info!(
+            version = migration.version,
+            name = migration.name,
+            schema,
+            "migration applied"
+        );
+        now_applied.push(migration.version);
+    }
+    tx.commit().await?;
+    Ok(now_applied)
+}

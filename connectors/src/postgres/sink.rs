@@ -1,0 +1,329 @@
+//! The Postgres sink: every flush's consolidated changes, merged by key, are committed by a
+//! writer thread in ONE transaction together with the source positions they reflect and the
+//! frontier they are complete below. Live runs commit every `flush_interval`; when the sources
+//! are about to wait for it (a backfill), at once. While Postgres is down the writer retries
+//! with backoff, keeps merging new flushes into the batch it could not write, and the
+//! [`Throttle`] pauses the sources so memory stays bounded.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::progress::{Positions, Throttle};
+use tokio_postgres::{Client, NoTls};
+use tracing::{debug, info, warn};
+
+use super::config::PostgresConfig;
+use super::migrate::migrate;
+use super::tables::{create_stages, write_changes, Changes};
+use crate::error::{ConnectorError, Result};
+use crate::sink::{Flush, Sink};
+
+/// What the sink did, for /metrics.
+#[derive(Debug, Default)]
+pub struct PostgresSinkMetrics {
+    /// Committed transactions.
+    pub commits: AtomicU64,
+    /// Table rows inserted, updated or deleted.
+    pub rows_written: AtomicU64,
+    /// Failed attempts (connection lost, statement failed).
+    pub failures: AtomicU64,
+    /// Duration of the last commit, µs.
+    pub last_commit_micros: AtomicU64,
+    /// Total time spent committing, µs.
+    pub commit_micros_total: AtomicU64,
+    /// Frontier of the last flush handed to the sink (computed), epoch ms; u64::MAX when done.
+    pub computed_frontier: AtomicU64,
+    /// Frontier of the last commit (written), epoch ms; u64::MAX when done.
+    pub written_frontier: AtomicU64,
+    /// 1 while the last attempt to reach the database succeeded.
+    pub connected: AtomicU64,
+}
+
+/// A batch waiting for the writer.
+#[derive(Debug, Default)]
+struct Batch {
+    changes: Changes,
+    positions: Positions,
+    /// The frontier of the latest flush merged in (None inside: the input ended).
+    frontier: Option<Option<Millis>>,
+}
+
+impl Batch {
+    fn merge_later(&mut self, later: Batch) {
+        self.changes.merge_later(later.changes);
+        if later.frontier.is_some() {
+            self.positions = later.positions;
+            self.frontier = later.frontier;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: Batch,
+    /// No flush follows: write what is pending and stop.
+    finished: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    throttle: Arc<Throttle>,
+    metrics: Arc<PostgresSinkMetrics>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Name of this sink in `sink_frontier`.
+const SINK_NAME: &str = "postgres";
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Writes the tables of DESIGN §4a (see the module doc).
+pub struct PostgresSink {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn frontier_value(frontier: Option<Millis>) -> u64 {
+    frontier.unwrap_or(u64::MAX)
+}
+
+/// Connects and prepares the session (staging tables).
+async fn connect(config: &tokio_postgres::Config, schema: &str) -> Result<Client> {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            debug!(%error, "postgres connection closed");
+        }
+    });
+    create_stages(&client, schema).await?;
+    Ok(client)
+}
+
+/// Applies the migrations (under their advisory lock); returns the versions applied now.
+pub fn apply_migrations(config: &PostgresConfig) -> Result<Vec<i32>> {
+    let client_config = config.client_config()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ConnectorError::io("tokio runtime", e))?;
+    runtime.block_on(async {
+        let (mut client, connection) = client_config.connect(NoTls).await?;
+        let connection = tokio::spawn(connection);
+        let applied = migrate(&mut client, &config.schema).await;
+        drop(client);
+        let _ = connection.await;
+        applied
+    })
+}
+
+impl PostgresSink {
+    /// Starts the writer; the schema must be migrated. Fails when the settings are unusable
+    /// (connection failures are retried by the writer, never fatal).
+    pub fn start(config: &PostgresConfig) -> Result<Self> {
+        let client_config = config.client_config()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            throttle: Arc::new(Throttle::new(config.max_lead.0)),
+            metrics: Arc::default(),
+        });
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            client_config,
+            schema: config.schema.clone(),
+            interval: Duration::from_millis(config.flush_interval.0),
+        };
+        let handle = std::thread::Builder::new()
+            .name("postgres-sink".into())
+            .spawn(move || writer.run())
+            .map_err(|e| ConnectorError::io("postgres sink thread", e))?;
+        Ok(Self {
+            shared,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The throttle the sources must honour.
+    pub fn throttle(&self) -> Arc<Throttle> {
+        Arc::clone(&self.shared.throttle)
+    }
+
+    /// Counters for /metrics.
+    pub fn metrics(&self) -> Arc<PostgresSinkMetrics> {
+        Arc::clone(&self.shared.metrics)
+    }
+}
+
+impl Sink for PostgresSink {
+    fn flush(&self, flush: &mut Flush) {
+        let mut changes = Changes::default();
+        for (row, _, diff) in flush.updates.drain(..) {
+            changes.apply(row, diff);
+        }
+        let later = Batch {
+            changes,
+            positions: flush.positions.clone(),
+            frontier: Some(flush.frontier),
+        };
+        self.shared
+            .metrics
+            .computed_frontier
+            .store(frontier_value(flush.frontier), Ordering::Relaxed);
+        self.shared.state().pending.merge_later(later);
+        self.shared.wake.notify_one();
+    }
+
+    fn finish(&self) -> Result<()> {
+        self.shared.state().finished = true;
+        self.shared.wake.notify_one();
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            handle
+                .join()
+                .map_err(|_| ConnectorError::Inconsistent("the postgres writer panicked".into()))?;
+        }
+        Ok(())
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    client_config: tokio_postgres::Config,
+    schema: String,
+    interval: Duration,
+}
+
+impl Writer {
+    /// Takes the next batch: after `interval`, at once when the sources are about to wait for
+    /// it or no flush follows; None when finished and everything is written.
+    fn next_batch(&self, last_commit: Instant) -> Option<Batch> {
+        let mut state = self.shared.state();
+        loop {
+            let pending = &state.pending;
+            if let Some(frontier) = pending.frontier {
+                let throttle = &self.shared.throttle;
+                let sources_waiting = frontier_value(frontier)
+                    >= throttle.durable().saturating_add(throttle.lead() / 2);
+                if state.finished || sources_waiting || last_commit.elapsed() >= self.interval {
+                    return Some(std::mem::take(&mut state.pending));
+                }
+            } else if state.finished {
+                return None;
+            }
+            let wait = self.interval.saturating_sub(last_commit.elapsed());
+            state = self
+                .shared
+                .wake
+                .wait_timeout(state, wait.max(Duration::from_millis(1)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn run(self) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                warn!(%error, "postgres sink cannot start its runtime");
+                return;
+            }
+        };
+        let metrics = Arc::clone(&self.shared.metrics);
+        let mut client: Option<Client> = None;
+        let mut last_commit = Instant::now();
+        while let Some(mut batch) = self.next_batch(last_commit) {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let started = Instant::now();
+                let attempt = runtime.block_on(async {
+                    if client.as_ref().is_none_or(Client::is_closed) {
+                        client = Some(connect(&self.client_config, &self.schema).await?);
+                    }
+                    let client = client.as_mut().expect("connected above");
+                    self.commit(client, &batch).await
+                });
+                match attempt {
+                    Ok(rows) => {
+                        let micros = started.elapsed().as_micros() as u64;
+                        metrics.connected.store(1, Ordering::Relaxed);
+                        metrics.commits.fetch_add(1, Ordering::Relaxed);
+                        metrics.rows_written.fetch_add(rows, Ordering::Relaxed);
+                        metrics.last_commit_micros.store(micros, Ordering::Relaxed);
+                        metrics
+                            .commit_micros_total
+                            .fetch_add(micros, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(error) => {
+                        metrics.connected.store(0, Ordering::Relaxed);
+                        metrics.failures.fetch_add(1, Ordering::Relaxed);
+                        warn!(%error, retry_in = ?backoff, "postgres write failed; retrying");
+                        client = None;
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        // What arrived meanwhile goes into the same transaction.
+                        let later = std::mem::take(&mut self.shared.state().pending);
+                        batch.merge_later(later);
+                    }
+                }
+            }
+            let frontier = batch.frontier.flatten();
+            metrics
+                .written_frontier
+                .store(frontier_value(frontier), Ordering::Relaxed);
+            self.shared.throttle.made_durable(frontier);
+            last_commit = Instant::now();
+        }
+        info!("postgres sink finished");
+    }
+
+    /// One transaction: the changes, the positions they reflect and the frontier.
+    async fn commit(&self, client: &mut Client, batch: &Batch) -> Result<u64> {
+        let schema = &self.schema;
+        let tx = client.transaction().await?;
+        let written = write_changes(&tx, schema, &batch.changes).await?;
+        if !batch.positions.is_empty() {
+            let (mut sources, mut partitions, mut offsets, mut watermarks) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for position in batch.positions.iter() {
+                sources.push(&*position.source);
+                partitions.push(i32::try_from(position.partition).unwrap_or(i32::MAX));
+                offsets.push(i64::try_from(position.next_offset).unwrap_or(i64::MAX));
+                watermarks.push(position.watermark.map(|w| w as i64));
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO \"{schema}\".source_progress (source, partition, next_offset, watermark) \
+                     SELECT * FROM unnest($1::text[], $2::int4[], $3::int8[], $4::int8[]) \
+                     ON CONFLICT (source, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, \
+                     watermark = EXCLUDED.watermark, updated_at = now()"
+                ),
+                &[&sources, &partitions, &offsets, &watermarks],
+            )
+            .await?;
+        }
+        let frontier = batch.frontier.flatten().map(|f| f as i64);
+        tx.execute(
+            &format!(
+                "INSERT INTO \"{schema}\".sink_frontier (sink, frontier) VALUES ($1, $2) \
+                 ON CONFLICT (sink) DO UPDATE SET frontier = EXCLUDED.frontier, updated_at = now()"
+            ),
+            &[&SINK_NAME, &frontier],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+}

@@ -1,0 +1,578 @@
+//! How rows map onto the Postgres tables: each table's columns, key and statements, and the
+//! staging of one batch of changes through binary COPY.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crowdpulse_dataflow::rows::{Row, Score};
+use crowdpulse_dataflow::rows_json::score;
+use futures_util::pin_mut;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Transaction;
+
+use crate::error::Result;
+
+/// One output table.
+pub struct Table {
+    /// Its name.
+    pub name: &'static str,
+    /// The natural key.
+    key: &'static [&'static str],
+    /// Every column the sink writes, key first, in COPY order.
+    columns: &'static [(&'static str, Type)],
+    /// Whether rows carry `final` (every table but dead letters).
+    has_final: bool,
+}
+
+/// The tables in `Row::table` order of [`table_index`].
+pub const TABLES: [Table; 7] = [
+    Table {
+        name: "window_metrics",
+        key: &["stream_id", "window", "window_start"],
+        columns: &[
+            ("stream_id", Type::TEXT),
+            ("window", Type::TEXT),
+            ("window_start", Type::INT8),
+            ("window_end", Type::INT8),
+            ("chat_messages", Type::INT8),
+            ("unique_chatters", Type::INT8),
+            ("sentiment_mean", Type::FLOAT8),
+            ("positive", Type::INT8),
+            ("neutral", Type::INT8),
+            ("negative", Type::INT8),
+            ("reactions", Type::INT8),
+            ("viewer_joins", Type::INT8),
+            ("viewer_leaves", Type::INT8),
+            ("viewers_peak", Type::INT8),
+            ("viewers_end", Type::INT8),
+            ("transactions", Type::INT8),
+            ("final", Type::BOOL),
+        ],
+        has_final: true,
+    },
+    Table {
+        name: "window_emojis",
+        key: &["stream_id", "window", "window_start", "emoji"],
+        columns: &[
+            ("stream_id", Type::TEXT),
+            ("window", Type::TEXT),
+            ("window_start", Type::INT8),
+            ("emoji", Type::TEXT),
+            ("window_end", Type::INT8),
+            ("count", Type::INT8),
+            ("final", Type::BOOL),
+        ],
+        has_final: true,
+    },
+    Table {
+        name: "window_top_emojis",
+        key: &["stream_id", "window", "window_start"],
+        columns: &[
+            ("stream_id", Type::TEXT),
+            ("window", Type::TEXT),
+            ("window_start", Type::INT8),
+            ("window_end", Type::INT8),
+            ("top", Type::JSONB),
+            ("final", Type::BOOL),
+        ],
+        has_final: true,
+    },
+    Table {
+        name: "window_revenue",
+        key: &["stream_id", "window", "window_start", "kind", "currency"],
+        columns: &[
+            ("stream_id", Type::TEXT),
+            ("window", Type::TEXT),
+            ("window_start", Type::INT8),
+            ("kind", Type::TEXT),
+            ("currency", Type::TEXT),
+            ("window_end", Type::INT8),
+            ("transactions", Type::INT8),
+            ("amount_units", Type::INT8),
+            ("final", Type::BOOL),
+        ],
+        has_final: true,
+    },
+    Table {
+        name: "moments",
+        key: &["stream_id", "metric", "start"],
+        columns: &[
+            ("stream_id", Type::TEXT),
+            ("metric", Type::TEXT),
+            ("start", Type::INT8),
+            ("end", Type::INT8),
+            ("peak_window_start", Type::INT8),
+            ("peak_value", Type::FLOAT8),
+            ("baseline_mean", Type::FLOAT8),
+            ("baseline_std", Type::FLOAT8),
+            ("zscore", Type::FLOAT8),
+            ("final", Type::BOOL),
+        ],
+        has_final: true,
+    },
+    Table {
+        name: "stream_totals",
+        key: &["stream_id"],
+        columns: &[
+            ("stream_id", Type::TEXT),
+            ("title", Type::TEXT),
+            ("category", Type::TEXT),
+            ("status", Type::TEXT),
+            ("live_since", Type::INT8),
+            ("chat_messages", Type::INT8),
+            ("reactions", Type::INT8),
+            ("transactions", Type::INT8),
+            ("peak_viewers", Type::INT8),
+            ("final", Type::BOOL),
+        ],
+        has_final: true,
+    },
+    Table {
+        name: "dead_letters",
+        key: &["source", "partition", "offset"],
+        columns: &[
+            ("source", Type::TEXT),
+            ("partition", Type::INT4),
+            ("offset", Type::INT8),
+            ("reason", Type::TEXT),
+            ("error", Type::TEXT),
+            ("payload", Type::BYTEA),
+        ],
+        has_final: false,
+    },
+];
+
+/// Index in [`TABLES`] of a row's table.
+pub fn table_index(row: &Row) -> usize {
+    match row {
+        Row::WindowMetrics { .. } => 0,
+        Row::WindowEmoji { .. } => 1,
+        Row::WindowTopEmojis { .. } => 2,
+        Row::WindowRevenue { .. } => 3,
+        Row::Moment { .. } => 4,
+        Row::StreamTotals { .. } => 5,
+        Row::DeadLetter(_) => 6,
+    }
+}
+
+/// A row's natural key: rows with equal keys are versions of one table row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RowKey {
+    /// window_metrics (0) and window_top_emojis (2).
+    Window(usize, Arc<str>, Arc<str>, u64),
+    /// window_emojis.
+    Emoji(Arc<str>, Arc<str>, u64, String),
+    /// window_revenue.
+    Revenue(Arc<str>, Arc<str>, u64, String, String),
+    /// moments.
+    Moment(String, String, u64),
+    /// stream_totals.
+    Totals(String),
+    /// dead_letters.
+    Dead(String, u32, u64),
+}
+
+impl RowKey {
+    /// The key of `row`.
+    pub fn of(row: &Row) -> Self {
+        match row {
+            Row::WindowMetrics { key, .. } | Row::WindowTopEmojis { key, .. } => Self::Window(
+                table_index(row),
+                Arc::clone(&key.stream_id),
+                Arc::clone(&key.window),
+                key.start,
+            ),
+            Row::WindowEmoji { key, emoji, .. } => Self::Emoji(
+                Arc::clone(&key.stream_id),
+                Arc::clone(&key.window),
+                key.start,
+                emoji.clone(),
+            ),
+            Row::WindowRevenue {
+                key,
+                kind,
+                currency,
+                ..
+            } => Self::Revenue(
+                Arc::clone(&key.stream_id),
+                Arc::clone(&key.window),
+                key.start,
+                kind.clone(),
+                currency.clone(),
+            ),
+            Row::Moment { moment, .. } => Self::Moment(
+                moment.stream_id.clone(),
+                moment.metric.clone(),
+                moment.start,
+            ),
+            Row::StreamTotals { totals, .. } => Self::Totals(totals.stream_id.clone()),
+            Row::DeadLetter(dead) => Self::Dead(dead.source.clone(), dead.partition, dead.offset),
+        }
+    }
+}
+
+/// What a batch does to one table row: write this version, or delete it (the row is the
+/// retracted version, carrying the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// The version written, or the one whose key is deleted.
+    pub row: Row,
+    /// Whether the key is deleted.
+    pub deleted: bool,
+}
+
+/// Net changes by key. Applying changes in time order, a time's retractions before its
+/// insertions, leaves each key's last state: a row replaced within a batch is written once.
+#[derive(Debug, Default)]
+pub struct Changes(HashMap<RowKey, Staged>);
+
+impl Changes {
+    /// Applies one change; `changes` must come in (time, diff) order.
+    pub fn apply(&mut self, row: Row, diff: isize) {
+        let key = RowKey::of(&row);
+        let staged = Staged {
+            row,
+            deleted: diff < 0,
+        };
+        self.0.insert(key, staged);
+    }
+
+    /// Applies a later batch on top of this one.
+    pub fn merge_later(&mut self, later: Changes) {
+        self.0.extend(later.0);
+    }
+
+    /// Number of table rows touched.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The staged rows grouped by table index.
+    fn by_table(&self) -> [Vec<&Staged>; 7] {
+        let mut tables: [Vec<&Staged>; 7] = Default::default();
+        for staged in self.0.values() {
+            tables[table_index(&staged.row)].push(staged);
+        }
+        tables
+    }
+}
+
+fn quoted(columns: impl Iterator<Item = &'static str>) -> String {
+    columns
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Table {
+    fn stage(&self) -> String {
+        format!("stage_{}", self.name)
+    }
+
+    fn column_list(&self) -> String {
+        quoted(self.columns.iter().map(|(name, _)| *name))
+    }
+
+    /// Creates this session's staging table, emptied by every commit.
+    fn create_stage(&self, schema: &str) -> String {
+        format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS \
+             SELECT {columns}, false AS deleted FROM \"{schema}\".{name} WITH NO DATA",
+            stage = self.stage(),
+            columns = self.column_list(),
+            name = self.name,
+        )
+    }
+
+    /// Moves the staged versions into the table. A final row is never replaced by a live one:
+    /// after a restart the recomputed live rows of already final windows leave them as they are.
+    fn upsert(&self, schema: &str) -> String {
+        let columns = self.column_list();
+        let conflict = if self.has_final {
+            let set = self
+                .columns
+                .iter()
+                .filter(|(name, _)| !self.key.contains(name))
+                .map(|(name, _)| format!("\"{name}\" = EXCLUDED.\"{name}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "DO UPDATE SET {set}, updated_at = now() WHERE NOT {name}.final OR EXCLUDED.final",
+                name = self.name
+            )
+        } else {
+            // Dead letters never change: a replay finds them present.
+            "DO NOTHING".to_owned()
+        };
+        format!(
+            "INSERT INTO \"{schema}\".{name} AS {name} ({columns}) \
+             SELECT {columns} FROM {stage} WHERE NOT deleted \
+             ON CONFLICT ({key}) {conflict}",
+            name = self.name,
+            stage = self.stage(),
+            key = quoted(self.key.iter().copied()),
+        )
+    }
+
+    /// Deletes the keys whose rows disappeared, unless final.
+    fn delete(&self, schema: &str) -> String {
+        let matches = self
+            .key
+            .iter()
+            .map(|k| format!("t.\"{k}\" = d.\"{k}\""))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(
+            "DELETE FROM \"{schema}\".{name} t USING {stage} d \
+             WHERE d.deleted AND {matches} AND NOT t.final",
+            name = self.name,
+            stage = self.stage(),
+        )
+    }
+}
+
+/// Creates the session's staging tables (once per connection).
+pub async fn create_stages(client: &tokio_postgres::Client, schema: &str) -> Result<()> {
+    let statements: Vec<String> = TABLES.iter().map(|t| t.create_stage(schema)).collect();
+    client.batch_execute(&statements.join(";\n")).await?;
+    Ok(())
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn rounded(value: Score) -> f64 {
+    score(value)
+}
+
+/// Writes one staged row to its table's COPY.
+async fn copy_row(
+    writer: std::pin::Pin<&mut BinaryCopyInWriter>,
+    staged: &Staged,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let deleted = staged.deleted;
+    match &staged.row {
+        Row::WindowMetrics {
+            key,
+            metrics: m,
+            is_final,
+        } => {
+            let values: [&(dyn ToSql + Sync); 18] = [
+                &&*key.stream_id,
+                &&*key.window,
+                &to_i64(key.start),
+                &to_i64(key.end),
+                &to_i64(m.chat_messages),
+                &to_i64(m.unique_chatters),
+                &m.sentiment_mean(),
+                &to_i64(m.positive),
+                &to_i64(m.neutral),
+                &to_i64(m.negative),
+                &to_i64(m.reactions),
+                &to_i64(m.viewer_joins),
+                &to_i64(m.viewer_leaves),
+                &to_i64(m.viewers_peak),
+                &to_i64(m.viewers_end),
+                &to_i64(m.transactions),
+                is_final,
+                &deleted,
+            ];
+            writer.write(&values).await
+        }
+        Row::WindowEmoji {
+            key,
+            emoji,
+            count,
+            is_final,
+        } => {
+            writer
+                .write(&[
+                    &&*key.stream_id,
+                    &&*key.window,
+                    &to_i64(key.start),
+                    emoji,
+                    &to_i64(key.end),
+                    &to_i64(*count),
+                    is_final,
+                    &deleted,
+                ])
+                .await
+        }
+        Row::WindowTopEmojis { key, top, is_final } => {
+            let top: serde_json::Value = top
+                .iter()
+                .map(|(emoji, count)| serde_json::json!({"count": count, "emoji": emoji}))
+                .collect();
+            writer
+                .write(&[
+                    &&*key.stream_id,
+                    &&*key.window,
+                    &to_i64(key.start),
+                    &to_i64(key.end),
+                    &top,
+                    is_final,
+                    &deleted,
+                ])
+                .await
+        }
+        Row::WindowRevenue {
+            key,
+            kind,
+            currency,
+            transactions,
+            amount,
+            is_final,
+        } => {
+            writer
+                .write(&[
+                    &&*key.stream_id,
+                    &&*key.window,
+                    &to_i64(key.start),
+                    kind,
+                    currency,
+                    &to_i64(key.end),
+                    &to_i64(*transactions),
+                    amount,
+                    is_final,
+                    &deleted,
+                ])
+                .await
+        }
+        Row::Moment { moment, is_final } => {
+            writer
+                .write(&[
+                    &moment.stream_id,
+                    &moment.metric,
+                    &to_i64(moment.start),
+                    &to_i64(moment.end),
+                    &to_i64(moment.peak_window_start),
+                    &rounded(moment.peak_value),
+                    &rounded(moment.baseline_mean),
+                    &rounded(moment.baseline_std),
+                    &rounded(moment.zscore),
+                    is_final,
+                    &deleted,
+                ])
+                .await
+        }
+        Row::StreamTotals { totals, is_final } => {
+            writer
+                .write(&[
+                    &totals.stream_id,
+                    &totals.title,
+                    &totals.category,
+                    &totals.status,
+                    &totals.live_since.map(to_i64),
+                    &to_i64(totals.chat_messages),
+                    &to_i64(totals.reactions),
+                    &to_i64(totals.transactions),
+                    &to_i64(totals.peak_viewers),
+                    is_final,
+                    &deleted,
+                ])
+                .await
+        }
+        Row::DeadLetter(dead) => {
+            writer
+                .write(&[
+                    &dead.source,
+                    &i32::try_from(dead.partition).unwrap_or(i32::MAX),
+                    &to_i64(dead.offset),
+                    &dead.reason.name(),
+                    &dead.error,
+                    &dead.payload,
+                    &deleted,
+                ])
+                .await
+        }
+    }
+}
+
+/// Stages `changes` through binary COPY and applies them to the tables in `tx`; returns the
+/// number of table rows written or deleted.
+pub async fn write_changes(tx: &Transaction<'_>, schema: &str, changes: &Changes) -> Result<u64> {
+    let mut written = 0;
+    for (table, staged) in TABLES.iter().zip(changes.by_table()) {
+        if staged.is_empty() {
+            continue;
+        }
+        let mut types: Vec<Type> = table.columns.iter().map(|(_, t)| t.clone()).collect();
+        types.push(Type::BOOL);
+        let sink = tx
+            .copy_in(&format!(
+                "COPY {} ({}, deleted) FROM STDIN BINARY",
+                table.stage(),
+                table.column_list()
+            ))
+            .await?;
+        let writer = BinaryCopyInWriter::new(sink, &types);
+        pin_mut!(writer);
+        for row in &staged {
+            copy_row(writer.as_mut(), row).await?;
+        }
+        writer.finish().await?;
+        written += tx.execute(&table.upsert(schema), &[]).await?;
+        if table.has_final && staged.iter().any(|s| s.deleted) {
+            written += tx.execute(&table.delete(schema), &[]).await?;
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crowdpulse_dataflow::rows::{DeadLetter, DeadLetterReason};
+
+    #[test]
+    fn the_last_change_of_a_key_wins_and_retractions_come_first() {
+        let totals = |n: u64, is_final| Row::StreamTotals {
+            totals: crowdpulse_dataflow::rows::StreamTotals {
+                stream_id: "s".into(),
+                chat_messages: n,
+                ..Default::default()
+            },
+            is_final,
+        };
+        let mut changes = Changes::default();
+        changes.apply(totals(1, false), -1);
+        changes.apply(totals(2, false), 1);
+        assert_eq!(changes.len(), 1);
+        let staged = changes.0.values().next().unwrap();
+        assert_eq!(
+            (staged.row.clone(), staged.deleted),
+            (totals(2, false), false)
+        );
+        let mut later = Changes::default();
+        later.apply(totals(2, false), -1);
+        changes.merge_later(later);
+        assert!(changes.0.values().next().unwrap().deleted);
+        let dead = Row::DeadLetter(DeadLetter::new(
+            "t",
+            1,
+            7,
+            DeadLetterReason::Late,
+            "x".into(),
+            b"{}",
+        ));
+        assert_eq!(RowKey::of(&dead), RowKey::Dead("t".into(), 1, 7));
+    }
+
+    #[test]
+    fn statements_keep_final_rows() {
+        let upsert = TABLES[0].upsert("crowdpulse");
+        assert!(
+            upsert.contains("WHERE NOT window_metrics.final OR EXCLUDED.final"),
+            "{upsert}"
+        );
+        assert!(TABLES[6].upsert("crowdpulse").ends_with("DO NOTHING"));
+        assert!(TABLES[0].delete("crowdpulse").ends_with("AND NOT t.final"));
+    }
+}
