@@ -4,10 +4,14 @@
 //! never replaced by live ones or deleted; migrations are idempotent.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
-use crowdpulse_connectors::postgres::{apply_migrations, PostgresSink};
+use crowdpulse_connectors::postgres::{
+    apply_migrations, PostgresConfig, PostgresSink, PostgresSinkMetrics,
+};
 use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::plan::Plan;
@@ -56,10 +60,10 @@ fn ndjson(rows: &[Row]) -> Vec<String> {
 fn into_postgres(
     files: &[PathBuf],
     workers: usize,
-    config: &crowdpulse_connectors::postgres::PostgresConfig,
-) {
-    apply_migrations(config).unwrap();
+    config: &PostgresConfig,
+) -> Arc<PostgresSinkMetrics> {
     let sink = Arc::new(PostgresSink::start(config).unwrap());
+    let metrics = sink.metrics();
     // Live rows on, as `run` writes them: early results are replaced as windows change.
     run_into(
         bounded(files, workers, true),
@@ -67,6 +71,7 @@ fn into_postgres(
         Some(sink.throttle()),
     )
     .unwrap();
+    metrics
 }
 
 #[test]
@@ -78,6 +83,7 @@ fn bounded_runs_write_exactly_the_ndjson_rows_and_a_rerun_changes_nothing() {
     let db = Db::connect();
     for workers in [1, 2] {
         let config = fresh_config(&format!("backfill{workers}"));
+        apply_migrations(&config).unwrap();
         into_postgres(&files, workers, &config);
         let differences = db.differences(&config.schema, &expected);
         assert!(
@@ -114,6 +120,57 @@ fn bounded_runs_write_exactly_the_ndjson_rows_and_a_rerun_changes_nothing() {
         }
         db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
     }
+}
+
+#[test]
+fn connections_killed_during_a_run_lose_nothing_and_write_nothing_twice() {
+    let files = events("outage", 150_000);
+    let expected = ndjson(&run_to_final_rows(bounded(&files, 2, false)).unwrap());
+    let mut config = fresh_config("outage");
+    // Its own application name, so that only this test's connections are killed.
+    config
+        .url
+        .push_str("?application_name=crowdpulse_outage_test");
+    apply_migrations(&config).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let db = Db::connect();
+            let mut killed = 0;
+            // Six outages, each ending when the sink reconnects (its backoff starts at 100 ms).
+            for _ in 0..6 {
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                killed += db
+                    .column(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE application_name = 'crowdpulse_outage_test'",
+                    )
+                    .len();
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            killed
+        })
+    };
+    let metrics = into_postgres(&files, 2, &config);
+    done.store(true, Ordering::Relaxed);
+    let killed = killer.join().unwrap();
+    let failures = metrics.failures.load(Ordering::Relaxed);
+    assert!(
+        killed > 0 && failures > 0,
+        "killed {killed}, failures {failures}"
+    );
+    let db = Db::connect();
+    let differences = db.differences(&config.schema, &expected);
+    assert!(
+        differences.is_empty(),
+        "{} differences after {failures} failed writes, e.g. {:#?}",
+        differences.len(),
+        &differences[..differences.len().min(6)]
+    );
+    db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
 }
 
 fn totals(chat_messages: u64, is_final: bool) -> Row {
