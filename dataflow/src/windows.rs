@@ -89,7 +89,7 @@ mod tests {
             [70_000, 80_000, 90_000, 100_000, 110_000, 120_000]
         );
         assert_eq!(starts(2, 15_000), [0, 10_000]);
-        assert_eq!(pane_size(&specs), 10_000);
+        assert_eq!(pane_size(specs), 10_000);
     }
 
     #[test]
