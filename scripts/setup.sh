@@ -27,7 +27,17 @@ ensure_chromium() {
     apt_install chromium fonts-noto-color-emoji
 }
 
+ensure_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        log "promtool is installed"
+        return
+    fi
+    log "installing prometheus (for promtool check metrics)"
+    apt_install --no-install-recommends prometheus
+}
+
 ensure_chromium
+ensure_promtool
 bash "$(dirname "$0")/postgres.sh"
 # The Kafka integration tests need the broker on 127.0.0.1:9092.
 bash "$(dirname "$0")/kafka.sh"

@@ -225,6 +225,7 @@ fn serve_live(
         feed,
         sinks,
         throttle: None,
+        postgres: None,
         analyzer: config.sentiment.analyzer()?,
         plan: plan(&config)?,
         api: config.api,

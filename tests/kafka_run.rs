@@ -158,7 +158,7 @@ fn http_ingest_goes_through_kafka_and_idle_partitions_do_not_stall() {
     let lag_line = format!("crowdpulse_kafka_partition_lag{{topic=\"{topic}\",partition=");
     assert!(metrics.contains(&lag_line), "{metrics}");
     let watermark_line =
-        format!("crowdpulse_partition_watermark_ms{{source=\"{topic}\",partition=");
+        format!("crowdpulse_partition_watermark_timestamp_seconds{{source=\"{topic}\",partition=");
     assert!(metrics.contains(&watermark_line), "{metrics}");
     run.stop();
 }

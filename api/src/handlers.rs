@@ -37,8 +37,9 @@ pub async fn health() -> Result<Response, Rejection> {
 /// How long the Kafka broker may leave the progress lookups unanswered before `/ready` fails.
 const KAFKA_SILENCE_MS: u64 = 10_000;
 
-/// `GET /ready`: the dataflow's frontier is moving (within the expected delay of wall clock)
-/// and, when reading Kafka, the broker answered recently.
+/// `GET /ready`: the dataflow's frontier is moving (within the expected delay of wall clock),
+/// when reading Kafka the broker answered recently, and when writing Postgres its last write
+/// succeeded.
 pub async fn ready(state: AppState) -> Result<Response, Rejection> {
     let now = wall_clock_ms();
     let frontier = state.store.read().frontier;
@@ -47,7 +48,13 @@ pub async fn ready(state: AppState) -> Result<Response, Rejection> {
         lag.answered_at()
             .is_some_and(|at| now.saturating_sub(at) <= KAFKA_SILENCE_MS)
     });
-    let ready = delay.is_some_and(|d| d <= state.settings.ready_delay_ms) && kafka != Some(false);
+    let postgres = state
+        .postgres
+        .as_ref()
+        .map(|sink| sink.connected.load(std::sync::atomic::Ordering::Relaxed) == 1);
+    let ready = delay.is_some_and(|d| d <= state.settings.ready_delay_ms)
+        && kafka != Some(false)
+        && postgres != Some(false);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -58,6 +65,7 @@ pub async fn ready(state: AppState) -> Result<Response, Rejection> {
         "frontier": frontier,
         "frontier_delay_ms": delay,
         "kafka_reachable": kafka,
+        "postgres_reachable": postgres,
     });
     Ok(json_reply(&body, status))
 }
@@ -74,6 +82,7 @@ pub async fn metrics(state: AppState) -> Result<Response, Rejection> {
         frontier,
         kafka_lag: state.kafka_lag.as_deref(),
         dead_letter_topic: state.dead_letter_topic.as_deref(),
+        postgres: state.postgres.as_deref(),
     });
     Ok(reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response())
 }

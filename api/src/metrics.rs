@@ -10,6 +10,7 @@ use std::time::Duration;
 use crowdpulse_connectors::kafka_delivery::DeliveryCounters;
 use crowdpulse_connectors::kafka_progress::KafkaLag;
 use crowdpulse_connectors::live_input::wall_clock_ms;
+use crowdpulse_connectors::postgres::PostgresSinkMetrics;
 use crowdpulse_dataflow::event::EventKind;
 use crowdpulse_dataflow::source::SourceCounters;
 
@@ -127,6 +128,8 @@ pub struct MetricsSources<'a> {
     pub kafka_lag: Option<&'a KafkaLag>,
     /// Deliveries to the dead-letter topic, when there is one.
     pub dead_letter_topic: Option<&'a DeliveryCounters>,
+    /// The Postgres sink, when there is one.
+    pub postgres: Option<&'a PostgresSinkMetrics>,
 }
 
 fn partition_labels(label: &str, (source, partition): &(String, u32)) -> String {
@@ -135,10 +138,10 @@ fn partition_labels(label: &str, (source, partition): &(String, u32)) -> String 
 
 /// Writes one metric family: its HELP and TYPE lines, then one sample per (labels, value);
 /// labels are `""` or `{name="value",...}`.
-fn family(
+fn family<V: std::fmt::Display>(
     out: &mut String,
     (name, kind, help): (&str, &str, &str),
-    samples: impl IntoIterator<Item = (String, u64)>,
+    samples: impl IntoIterator<Item = (String, V)>,
 ) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, value) in samples {
@@ -146,7 +149,7 @@ fn family(
     }
 }
 
-fn unlabelled(value: u64) -> [(String, u64); 1] {
+fn unlabelled<V>(value: V) -> [(String, V); 1] {
     [(String::new(), value)]
 }
 
@@ -157,6 +160,74 @@ fn labelled<'a>(
     values
         .into_iter()
         .map(move |(value, count)| (format!("{{{label}=\"{value}\"}}"), count))
+}
+
+/// Milliseconds as seconds.
+fn seconds(ms: u64) -> f64 {
+    ms as f64 / 1_000.0
+}
+
+fn postgres_families(out: &mut String, postgres: &PostgresSinkMetrics) {
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let commits = load(&postgres.commits);
+    family(
+        out,
+        (
+            "crowdpulse_postgres_commits_total",
+            "counter",
+            "Transactions the Postgres sink committed.",
+        ),
+        unlabelled(commits),
+    );
+    family(
+        out,
+        (
+            "crowdpulse_postgres_rows_written_total",
+            "counter",
+            "Table rows the Postgres sink inserted, updated or deleted.",
+        ),
+        unlabelled(load(&postgres.rows_written)),
+    );
+    family(
+        out,
+        (
+            "crowdpulse_postgres_write_failures_total",
+            "counter",
+            "Failed Postgres writes (each retried).",
+        ),
+        unlabelled(load(&postgres.failures)),
+    );
+    let name = "crowdpulse_postgres_commit_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time to write and commit one flush.
+# TYPE {name} summary
+{name}_sum {}
+{name}_count {commits}",
+        load(&postgres.commit_micros_total) as f64 / 1e6
+    );
+    family(
+        out,
+        (
+            "crowdpulse_postgres_up",
+            "gauge",
+            "1 when the last attempt to write to Postgres succeeded.",
+        ),
+        unlabelled(load(&postgres.connected)),
+    );
+    let (computed, written) = (
+        load(&postgres.computed_frontier),
+        load(&postgres.written_frontier),
+    );
+    family(
+        out,
+        (
+            "crowdpulse_postgres_sink_lag_seconds",
+            "gauge",
+            "Event time between the frontier computed and the frontier committed to Postgres.",
+        ),
+        unlabelled(seconds(computed.saturating_sub(written))),
+    );
 }
 
 /// Renders the exposition text.
@@ -216,23 +287,24 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
     family(
         &mut out,
         (
-            "crowdpulse_frontier_delay_ms",
+            "crowdpulse_frontier_delay_seconds",
             "gauge",
             "Wall-clock time minus the output frontier.",
         ),
-        unlabelled(delay),
+        unlabelled(seconds(delay)),
     );
     let partitions = source.partition_progress();
     family(
         &mut out,
         (
-            "crowdpulse_partition_watermark_ms",
+            "crowdpulse_partition_watermark_timestamp_seconds",
             "gauge",
-            "Event-time watermark of each source partition (epoch ms).",
+            "Event-time watermark of each source partition (Unix time).",
         ),
-        partitions
-            .iter()
-            .filter_map(|(key, p)| p.watermark.map(|w| (partition_labels("source", key), w))),
+        partitions.iter().filter_map(|(key, p)| {
+            p.watermark
+                .map(|w| (partition_labels("source", key), seconds(w)))
+        }),
     );
     family(
         &mut out,
@@ -261,6 +333,9 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
                 ],
             ),
         );
+    }
+    if let Some(postgres) = sources.postgres {
+        postgres_families(&mut out, postgres);
     }
     if let Some(lag) = sources.kafka_lag {
         family(
@@ -390,6 +465,7 @@ mod tests {
             frontier: None,
             kafka_lag: None,
             dead_letter_topic: None,
+            postgres: None,
         });
         let bucket = |le: &str| {
             let line = format!(
@@ -409,5 +485,39 @@ mod tests {
         assert!(
             text.contains("crowdpulse_http_request_duration_seconds_count{route=\"/health\"} 5")
         );
+    }
+
+    #[test]
+    fn the_postgres_sink_reports_commits_and_its_lag_in_seconds() {
+        let postgres = PostgresSinkMetrics::default();
+        postgres.commits.store(4, Ordering::Relaxed);
+        postgres
+            .commit_micros_total
+            .store(2_500_000, Ordering::Relaxed);
+        postgres.computed_frontier.store(90_000, Ordering::Relaxed);
+        postgres.written_frontier.store(87_500, Ordering::Relaxed);
+        let text = render(&MetricsSources {
+            source: &Arc::new(SourceCounters::default()),
+            ingest: &IngestCounters::default(),
+            queued: 0,
+            http: &HttpCounters::default(),
+            live_clients: 0,
+            frontier: None,
+            kafka_lag: None,
+            dead_letter_topic: None,
+            postgres: Some(&postgres),
+        });
+        for line in [
+            "crowdpulse_postgres_commits_total 4",
+            "crowdpulse_postgres_commit_duration_seconds_sum 2.5",
+            "crowdpulse_postgres_commit_duration_seconds_count 4",
+            "crowdpulse_postgres_sink_lag_seconds 2.5",
+            "crowdpulse_postgres_up 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from {text}"
+            );
+        }
     }
 }

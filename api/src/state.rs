@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crowdpulse_connectors::kafka_delivery::DeliveryCounters;
 use crowdpulse_connectors::kafka_progress::KafkaLag;
+use crowdpulse_connectors::postgres::PostgresSinkMetrics;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::source::SourceCounters;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub kafka_lag: Option<Arc<KafkaLag>>,
     /// Deliveries to the dead-letter topic (None without one).
     pub dead_letter_topic: Option<Arc<DeliveryCounters>>,
+    /// The Postgres sink (None without a database).
+    pub postgres: Option<Arc<PostgresSinkMetrics>>,
     /// Settings.
     pub settings: Arc<ApiSettings>,
 }

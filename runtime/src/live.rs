@@ -25,6 +25,7 @@ use crowdpulse_connectors::kafka_progress::{mirror_progress, ProgressMirror};
 use crowdpulse_connectors::kafka_source::check_topics;
 use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
 use crowdpulse_connectors::position::Position;
+use crowdpulse_connectors::postgres::PostgresSinkMetrics;
 use crowdpulse_connectors::sink::Sink;
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::progress::Throttle;
@@ -70,6 +71,8 @@ pub struct LiveOptions {
     pub sinks: Vec<Arc<dyn Sink>>,
     /// Set when one of `sinks` paces the sources (Postgres).
     pub throttle: Option<Arc<Throttle>>,
+    /// The Postgres sink's counters, for /metrics and /ready.
+    pub postgres: Option<Arc<PostgresSinkMetrics>>,
     /// The resolved pipeline.
     pub plan: Plan,
     /// Server settings.
@@ -211,6 +214,7 @@ impl LiveApp {
             http: Arc::new(HttpCounters::default()),
             source_counters: counters,
             kafka_lag: wiring.progress.as_ref().map(|p| Arc::clone(&p.lag)),
+            postgres: options.postgres.clone(),
             dead_letter_topic: wiring
                 .dead_letters
                 .as_ref()

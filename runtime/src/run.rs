@@ -136,7 +136,9 @@ pub fn backfill(options: &RunOptions) -> Result<ProcessSummary> {
 /// A live run until Ctrl-C; `announce` learns the API's address.
 pub fn live(options: RunOptions, announce: impl FnOnce(SocketAddr)) -> Result<()> {
     let RunSinks {
-        sinks, throttle, ..
+        sinks,
+        throttle,
+        postgres,
     } = sinks(&options)?;
     let live = LiveOptions {
         cluster: options.cluster,
@@ -146,6 +148,7 @@ pub fn live(options: RunOptions, announce: impl FnOnce(SocketAddr)) -> Result<()
         },
         sinks,
         throttle,
+        postgres,
         analyzer: options.config.sentiment.analyzer()?,
         plan: options.plan,
         api: options.config.api,

@@ -28,6 +28,7 @@ fn start(api: ApiConfig) -> LiveApp {
         },
         sinks: Vec::new(),
         throttle: None,
+        postgres: None,
         plan: Plan::new(PipelineConfig {
             max_out_of_orderness: Span(0),
             idle_timeout: Span(300),
@@ -38,6 +39,32 @@ fn start(api: ApiConfig) -> LiveApp {
         analyzer: Arc::new(Analyzer::new(Lexicons::builtin())),
     })
     .expect("live app starts")
+}
+
+/// `promtool check metrics` (Debian's prometheus package, installed by scripts/setup.sh) finds
+/// nothing to complain about.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (bash scripts/setup.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && report.trim().is_empty(), "{report}");
 }
 
 fn small_body_limit() -> ApiConfig {
@@ -312,8 +339,12 @@ async fn ingest_results_and_read_endpoints() {
         text.contains("crowdpulse_http_requests_total{route=\"/v1/events\",status=\"202\"} 2"),
         "{text}"
     );
-    assert!(text.contains("crowdpulse_frontier_delay_ms "), "{text}");
+    assert!(
+        text.contains("crowdpulse_frontier_delay_seconds "),
+        "{text}"
+    );
     assert!(text.contains("crowdpulse_live_clients 0"), "{text}");
+    promtool_accepts(&text);
     app.shutdown();
 }
 
