@@ -226,6 +226,7 @@ fn serve_live(
         sinks,
         throttle: None,
         postgres: None,
+        history: None,
         analyzer: config.sentiment.analyzer()?,
         plan: plan(&config)?,
         api: config.api,

@@ -33,6 +33,9 @@ pub enum ApiError {
     /// The server is shutting down (503).
     #[error("shutting down")]
     ShuttingDown,
+    /// History older than the view store could not be read from Postgres (503).
+    #[error("history unavailable: {0}")]
+    HistoryUnavailable(String),
     /// Binding or serving failed.
     #[error("server: {0}")]
     Server(String),
@@ -55,9 +58,10 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Busy { .. } | ApiError::Produce(_) | ApiError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Busy { .. }
+            | ApiError::Produce(_)
+            | ApiError::ShuttingDown
+            | ApiError::HistoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Server(_) | ApiError::Dataflow(_) | ApiError::Connector(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -75,6 +79,7 @@ impl ApiError {
             ApiError::Busy { .. } => "busy",
             ApiError::Produce(_) => "kafka_unavailable",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::HistoryUnavailable(_) => "history_unavailable",
             ApiError::Server(_) | ApiError::Dataflow(_) | ApiError::Connector(_) => "internal",
         }
     }

@@ -1,10 +1,11 @@
 //! Request handlers: each reads the shared state and answers JSON, or rejects with an
 //! [`ApiError`] that `recover` turns into the JSON error body.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_dataflow::event::Millis;
-use crowdpulse_dataflow::rows::Row;
 use crowdpulse_dataflow::timestamp::parse_rfc3339;
 use serde_json::{json, Value};
 use warp::http::StatusCode;
@@ -147,40 +148,84 @@ fn window_label(state: &AppState, query: &WindowQuery) -> Result<String, Rejecti
     }
 }
 
-/// The `window_metrics` rows of one label selected by the query, oldest first.
-fn metric_rows<'a>(
-    state: &AppState,
-    view: &'a StreamView,
-    query: &WindowQuery,
-) -> Result<(String, Vec<&'a Row>), Rejection> {
+/// What a series query selects.
+struct SeriesQuery {
+    label: String,
+    from: Millis,
+    to: Millis,
+    limit: usize,
+}
+
+fn series_query(state: &AppState, query: &WindowQuery) -> Result<SeriesQuery, Rejection> {
     let label = window_label(state, query)?;
-    let from = query
-        .from
-        .as_deref()
-        .map(|t| parse_time("from", t))
-        .transpose()?;
-    let to = query
-        .to
-        .as_deref()
-        .map(|t| parse_time("to", t))
-        .transpose()?;
+    let bound =
+        |name, text: &Option<String>| text.as_deref().map(|t| parse_time(name, t)).transpose();
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(reject(ApiError::BadRequest(format!(
             "limit must be between 1 and {MAX_LIMIT}"
         ))));
     }
-    let mut rows: Vec<&Row> = view
-        .windows
-        .iter()
-        .filter(|((l, start), _)| {
-            **l == *label && from.is_none_or(|f| *start >= f) && to.is_none_or(|t| *start < t)
-        })
-        .filter_map(|(_, window)| window.metrics.as_ref())
-        .collect();
-    let skip = rows.len().saturating_sub(limit);
-    rows.drain(..skip);
-    Ok((label, rows))
+    Ok(SeriesQuery {
+        label,
+        from: bound("from", &query.from)?.unwrap_or(0),
+        to: bound("to", &query.to)?.unwrap_or(Millis::MAX),
+        limit,
+    })
+}
+
+/// The latest `limit` `window_metrics` rows of the query's label and range, oldest first, as
+/// JSON: from the view store, and from Postgres for the earlier ones the store no longer (or
+/// never) held. `extra` reads the stream's view while the store is locked (None: the store does
+/// not know the stream). 404 when neither knows the stream.
+async fn metric_values<T>(
+    state: &AppState,
+    id: &str,
+    query: &WindowQuery,
+    extra: impl FnOnce(&StreamView) -> T,
+) -> Result<(String, Vec<Value>, Option<T>), Rejection> {
+    let query = series_query(state, query)?;
+    let (mut rows, earliest, extra) = {
+        let store = state.store.read();
+        match stream(&store, id) {
+            Ok(view) => {
+                let mut rows: Vec<(Millis, Value)> = view
+                    .windows
+                    .iter()
+                    .filter(|((l, start), _)| {
+                        **l == *query.label && *start >= query.from && *start < query.to
+                    })
+                    .filter_map(|((_, start), window)| {
+                        window.metrics.as_ref().map(|row| (*start, row_value(row)))
+                    })
+                    .collect();
+                let skip = rows.len().saturating_sub(query.limit);
+                rows.drain(..skip);
+                let earliest = rows.first().map(|(start, _)| *start);
+                let rows = rows.into_iter().map(|(_, value)| value).collect();
+                (rows, earliest, Some(extra(view)))
+            }
+            Err(rejection) if state.history.is_none() => return Err(rejection),
+            Err(_) => (Vec::new(), None, None),
+        }
+    };
+    if let (Some(history), true) = (&state.history, rows.len() < query.limit) {
+        let before = earliest.unwrap_or(query.to).min(query.to);
+        let older = history
+            .window_metrics(
+                id,
+                &query.label,
+                (query.from, before),
+                query.limit - rows.len(),
+            )
+            .await
+            .map_err(reject)?;
+        if older.is_empty() && extra.is_none() {
+            return Err(reject(ApiError::NotFound(format!("unknown stream {id:?}"))));
+        }
+        rows.splice(0..0, older);
+    }
+    Ok((query.label, rows, extra))
 }
 
 /// `GET /v1/streams/{id}/metrics`.
@@ -189,10 +234,7 @@ pub async fn stream_metrics(
     query: WindowQuery,
     state: AppState,
 ) -> Result<Response, Rejection> {
-    let store = state.store.read();
-    let view = stream(&store, &id)?;
-    let (label, rows) = metric_rows(&state, view, &query)?;
-    let rows: Vec<Value> = rows.into_iter().map(row_value).collect();
+    let (label, rows, _) = metric_values(&state, &id, &query, |_| ()).await?;
     Ok(json_reply(
         &json!({"stream_id": id, "window": label, "rows": rows}),
         StatusCode::OK,
@@ -200,10 +242,9 @@ pub async fn stream_metrics(
 }
 
 /// Picks some fields of each metrics row.
-fn series(rows: Vec<&Row>, fields: &[&str]) -> Vec<Value> {
+fn series(rows: Vec<Value>, fields: &[&str]) -> Vec<Value> {
     rows.into_iter()
-        .map(|row| {
-            let full = row_value(row);
+        .map(|full| {
             let picked = fields
                 .iter()
                 .map(|f| {
@@ -218,19 +259,18 @@ fn series(rows: Vec<&Row>, fields: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-/// A stream's `window_metrics` series reduced to `fields`, with `extra` top-level fields.
-fn series_reply(
+/// A stream's `window_metrics` series reduced to `fields`, with `extra` top-level fields (null
+/// when only Postgres knows the stream).
+async fn series_reply(
     id: &str,
     query: &WindowQuery,
     state: &AppState,
     fields: &[&str],
     extra: impl FnOnce(&StreamView) -> Vec<(&'static str, Value)>,
 ) -> Result<Response, Rejection> {
-    let store = state.store.read();
-    let view = stream(&store, id)?;
-    let (label, rows) = metric_rows(state, view, query)?;
+    let (label, rows, extra) = metric_values(state, id, query, extra).await?;
     let mut body = json!({"stream_id": id, "window": label, "series": series(rows, fields)});
-    for (name, value) in extra(view) {
+    for (name, value) in extra.unwrap_or_default() {
         body[name] = value;
     }
     Ok(json_reply(&body, StatusCode::OK))
@@ -251,13 +291,15 @@ pub async fn stream_viewers(
         "viewer_leaves",
         "final",
     ];
+    let store = Arc::clone(&state.store);
     series_reply(&id, &query, &state, &fields, |view| {
-        let summary = state.store.summary(&id, view);
+        let summary = store.summary(&id, view);
         vec![
             ("current", summary.current_viewers.into()),
             ("peak", summary.peak_viewers.into()),
         ]
     })
+    .await
 }
 
 /// `GET /v1/streams/{id}/sentiment`.
@@ -276,7 +318,7 @@ pub async fn stream_sentiment(
         "negative",
         "final",
     ];
-    series_reply(&id, &query, &state, &fields, |_| Vec::new())
+    series_reply(&id, &query, &state, &fields, |_| Vec::new()).await
 }
 
 /// `GET /v1/streams/{id}/emojis/top`: the latest window's top-k of a label, or (without
@@ -313,11 +355,31 @@ pub async fn stream_top_emojis(
     Ok(json_reply(&body, StatusCode::OK))
 }
 
-/// `GET /v1/streams/{id}/moments`.
+/// `GET /v1/streams/{id}/moments`: the store's moments, preceded by the earlier ones Postgres
+/// holds.
 pub async fn stream_moments(id: String, state: AppState) -> Result<Response, Rejection> {
-    let store = state.store.read();
-    let view = stream(&store, &id)?;
-    let moments: Vec<Value> = view.moments.values().map(row_value).collect();
+    let (mut moments, earliest, known): (Vec<Value>, _, _) = {
+        let store = state.store.read();
+        match stream(&store, &id) {
+            Ok(view) => {
+                let earliest = view.moments.keys().map(|(_, start)| *start).min();
+                let moments = view.moments.values().map(row_value).collect();
+                (moments, earliest, true)
+            }
+            Err(rejection) if state.history.is_none() => return Err(rejection),
+            Err(_) => (Vec::new(), None, false),
+        }
+    };
+    if let Some(history) = &state.history {
+        let older = history
+            .moments(&id, earliest.unwrap_or(Millis::MAX))
+            .await
+            .map_err(reject)?;
+        if older.is_empty() && !known {
+            return Err(reject(ApiError::NotFound(format!("unknown stream {id:?}"))));
+        }
+        moments.splice(0..0, older);
+    }
     Ok(json_reply(
         &json!({"stream_id": id, "moments": moments}),
         StatusCode::OK,

@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod error;
 pub mod filters;
 pub mod handlers;
+pub mod history;
 pub mod ingest;
 pub mod metrics;
 pub mod models;

@@ -8,6 +8,7 @@ use crowdpulse_connectors::postgres::PostgresSinkMetrics;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::source::SourceCounters;
 
+use crate::history::History;
 use crate::ingest::Ingest;
 use crate::metrics::HttpCounters;
 use crate::push::Clients;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub dead_letter_topic: Option<Arc<DeliveryCounters>>,
     /// The Postgres sink (None without a database).
     pub postgres: Option<Arc<PostgresSinkMetrics>>,
+    /// History past the store's retention (None without a database).
+    pub history: Option<History>,
     /// Settings.
     pub settings: Arc<ApiSettings>,
 }

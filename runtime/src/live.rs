@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crowdpulse_api::filters::routes;
+use crowdpulse_api::history::History;
 use crowdpulse_api::ingest::{Ingest, IngestTarget};
 use crowdpulse_api::metrics::HttpCounters;
 use crowdpulse_api::push::Clients;
@@ -73,6 +74,8 @@ pub struct LiveOptions {
     pub throttle: Option<Arc<Throttle>>,
     /// The Postgres sink's counters, for /metrics and /ready.
     pub postgres: Option<Arc<PostgresSinkMetrics>>,
+    /// Where history past the store's retention is read.
+    pub history: Option<History>,
     /// The resolved pipeline.
     pub plan: Plan,
     /// Server settings.
@@ -215,6 +218,7 @@ impl LiveApp {
             source_counters: counters,
             kafka_lag: wiring.progress.as_ref().map(|p| Arc::clone(&p.lag)),
             postgres: options.postgres.clone(),
+            history: options.history.clone(),
             dead_letter_topic: wiring
                 .dead_letters
                 .as_ref()

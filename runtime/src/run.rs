@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crowdpulse_api::history::History;
 use crowdpulse_connectors::config::Config;
 use crowdpulse_connectors::error::ConnectorError;
 use crowdpulse_connectors::position::Position;
@@ -149,6 +150,12 @@ pub fn live(options: RunOptions, announce: impl FnOnce(SocketAddr)) -> Result<()
         sinks,
         throttle,
         postgres,
+        history: options
+            .config
+            .postgres
+            .enabled()
+            .then(|| History::new(&options.config.postgres))
+            .transpose()?,
         analyzer: options.config.sentiment.analyzer()?,
         plan: options.plan,
         api: options.config.api,

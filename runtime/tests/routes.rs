@@ -29,6 +29,7 @@ fn start(api: ApiConfig) -> LiveApp {
         sinks: Vec::new(),
         throttle: None,
         postgres: None,
+        history: None,
         plan: Plan::new(PipelineConfig {
             max_out_of_orderness: Span(0),
             idle_timeout: Span(300),
@@ -344,7 +345,7 @@ async fn ingest_results_and_read_endpoints() {
         "{text}"
     );
     assert!(text.contains("crowdpulse_live_clients 0"), "{text}");
-    promtool_accepts(&text);
+    promtool_accepts(text);
     app.shutdown();
 }
 
