@@ -70,6 +70,24 @@ impl Db {
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
     }
 
+    /// The first column of every row as text, or the database's error.
+    pub fn try_column(&self, sql: &str) -> Result<Vec<String>, String> {
+        self.runtime
+            .block_on(
+                self.client
+                    .query(&format!("SELECT q::text FROM ({sql}) AS s(q)"), &[]),
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+                    .collect()
+            })
+            .map_err(|e| {
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |db| db.message().to_owned())
+            })
+    }
+
     /// One value as text.
     pub fn value(&self, sql: &str) -> String {
         self.column(sql).into_iter().next().unwrap_or_default()
