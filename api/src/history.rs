@@ -65,7 +65,7 @@ impl History {
         limit: usize,
     ) -> Result<Vec<Value>> {
         let sql = format!(
-            "SELECT to_jsonb(t) - 'updated_at' - 'window_start_at' \
+            "SELECT to_jsonb(t) - 'updated_at' \
                     || jsonb_build_object('table', 'window_metrics') \
              FROM \"{}\".window_metrics t \
              WHERE stream_id = $1 AND \"window\" = $2 AND window_start >= $3 AND window_start < $4 \
@@ -92,7 +92,7 @@ impl History {
     /// latest).
     pub async fn moments(&self, stream_id: &str, before: Millis) -> Result<Vec<Value>> {
         let sql = format!(
-            "SELECT to_jsonb(t) - 'updated_at' - 'start_at' || jsonb_build_object('table', 'moments') \
+            "SELECT to_jsonb(t) - 'updated_at' || jsonb_build_object('table', 'moments') \
              FROM \"{}\".moments t WHERE stream_id = $1 AND start < $2 \
              ORDER BY start DESC, metric LIMIT $3",
             self.schema

@@ -1,5 +1,6 @@
 -- DESIGN §4a tables, keyed by their natural keys. Times are epoch milliseconds as in every other
--- output; the *_at columns are the same instants as timestamptz for Grafana and psql.
+-- output (to_timestamp(window_start / 1000.0) shows one as a timestamptz). Each table has only
+-- the indexes its queries need: every index costs the sink's writes.
 -- `final` = the row can no longer change; `updated_at` = when crowdpulse last wrote it.
 
 CREATE TABLE window_metrics (
@@ -21,7 +22,6 @@ CREATE TABLE window_metrics (
     transactions     bigint  NOT NULL,
     final            boolean NOT NULL,
     updated_at       timestamptz NOT NULL DEFAULT now(),
-    window_start_at  timestamptz GENERATED ALWAYS AS (to_timestamp(window_start / 1000.0)) STORED,
     PRIMARY KEY (stream_id, "window", window_start)
 );
 -- Dashboards across streams ("every stream's 10s windows of the last hour").
@@ -36,10 +36,8 @@ CREATE TABLE window_emojis (
     count         bigint  NOT NULL,
     final         boolean NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
-    window_start_at timestamptz GENERATED ALWAYS AS (to_timestamp(window_start / 1000.0)) STORED,
     PRIMARY KEY (stream_id, "window", window_start, emoji)
 );
-CREATE INDEX window_emojis_by_time ON window_emojis ("window", window_start);
 
 CREATE TABLE window_top_emojis (
     stream_id     text    NOT NULL,
@@ -50,7 +48,6 @@ CREATE TABLE window_top_emojis (
     top           jsonb   NOT NULL,
     final         boolean NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
-    window_start_at timestamptz GENERATED ALWAYS AS (to_timestamp(window_start / 1000.0)) STORED,
     PRIMARY KEY (stream_id, "window", window_start)
 );
 
@@ -67,10 +64,8 @@ CREATE TABLE window_revenue (
     amount        numeric GENERATED ALWAYS AS (amount_units::numeric / 10000) STORED,
     final         boolean NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
-    window_start_at timestamptz GENERATED ALWAYS AS (to_timestamp(window_start / 1000.0)) STORED,
     PRIMARY KEY (stream_id, "window", window_start, kind, currency)
 );
-CREATE INDEX window_revenue_by_time ON window_revenue ("window", window_start);
 
 CREATE TABLE moments (
     stream_id          text    NOT NULL,
@@ -84,7 +79,6 @@ CREATE TABLE moments (
     zscore             double precision NOT NULL,
     final              boolean NOT NULL,
     updated_at         timestamptz NOT NULL DEFAULT now(),
-    start_at           timestamptz GENERATED ALWAYS AS (to_timestamp(start / 1000.0)) STORED,
     PRIMARY KEY (stream_id, metric, start)
 );
 CREATE INDEX moments_by_time ON moments (start);

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crowdpulse_api::history::History;
 use crowdpulse_connectors::config::Config;
@@ -60,6 +60,10 @@ impl RowsOutput {
     }
 }
 
+/// How often a backfill commits: often enough that writing overlaps computing, seldom enough
+/// that each transaction's fixed cost is spread over many rows (scripts/bench-postgres).
+const BACKFILL_COMMIT_INTERVAL: Duration = Duration::from_millis(250);
+
 /// What to run.
 pub struct RunOptions {
     /// The whole configuration (`[kafka]`, `[postgres]`, `[api]`, lexicons).
@@ -93,7 +97,12 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
     if options.config.postgres.enabled() {
         let applied = apply_migrations(&options.config.postgres)?;
         info!(?applied, schema = %options.config.postgres.schema, "postgres schema ready");
-        let postgres = PostgresSink::start(&options.config.postgres)?;
+        // A live run commits every flush interval, a backfill as it goes.
+        let interval = match options.until {
+            Some(_) => BACKFILL_COMMIT_INTERVAL,
+            None => Duration::from_millis(options.config.postgres.flush_interval.0),
+        };
+        let postgres = PostgresSink::start(&options.config.postgres, interval)?;
         run.throttle = Some(postgres.throttle());
         run.postgres = Some(postgres.metrics());
         run.sinks.push(Arc::new(postgres));
@@ -104,9 +113,33 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
     Ok(run)
 }
 
-/// A bounded backfill from `from` to `until` into the sinks; returns what it did (rows: the
-/// Postgres table rows written).
-pub fn backfill(options: &RunOptions) -> Result<ProcessSummary> {
+/// What a backfill did.
+pub struct BackfillSummary {
+    /// Records, events, dead letters, time; rows: the Postgres table rows written.
+    pub summary: ProcessSummary,
+    /// The Postgres sink's counters, when it wrote.
+    pub postgres: Option<Arc<PostgresSinkMetrics>>,
+}
+
+impl BackfillSummary {
+    /// The lines commands print.
+    pub fn report(&self, workers: usize) -> String {
+        let mut report = self.summary.report(workers);
+        if let Some(postgres) = &self.postgres {
+            let rows = postgres.rows_written.load(Ordering::Relaxed);
+            let seconds = postgres.commit_micros_total.load(Ordering::Relaxed) as f64 / 1e6;
+            report.push_str(&format!(
+                "\npostgres: {rows} rows upserted in {} transactions, {seconds:.3} s writing ({:.0} rows/s)",
+                postgres.commits.load(Ordering::Relaxed),
+                rows as f64 / seconds.max(1e-9)
+            ));
+        }
+        report
+    }
+}
+
+/// A bounded backfill from `from` to `until` into the sinks; returns what it did.
+pub fn backfill(options: &RunOptions) -> Result<BackfillSummary> {
     let started = Instant::now();
     let RunSinks {
         sinks,
@@ -122,7 +155,8 @@ pub fn backfill(options: &RunOptions) -> Result<ProcessSummary> {
     run_into(
         BoundedRun {
             analyzer: options.config.sentiment.analyzer()?,
-            plan: options.plan.clone(),
+            // The range is declared complete: only final rows are written, each once.
+            plan: options.plan.clone().with_live_rows(false),
             cluster: options.cluster.clone(),
             counters: Arc::clone(&counters),
             sources: Sources::kafka(source),
@@ -130,8 +164,13 @@ pub fn backfill(options: &RunOptions) -> Result<ProcessSummary> {
         sinks,
         throttle,
     )?;
-    let rows = postgres.map_or(0, |m| m.rows_written.load(Ordering::Relaxed) as usize);
-    Ok(ProcessSummary::of(&counters, rows, started.elapsed()))
+    let rows = postgres
+        .as_ref()
+        .map_or(0, |m| m.rows_written.load(Ordering::Relaxed) as usize);
+    Ok(BackfillSummary {
+        summary: ProcessSummary::of(&counters, rows, started.elapsed()),
+        postgres,
+    })
 }
 
 /// A live run until Ctrl-C; `announce` learns the API's address.

@@ -20,6 +20,9 @@ use support::postgres::{fresh_config, Db};
 
 mod support;
 
+/// How often the sinks under test commit.
+const INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
@@ -78,7 +81,9 @@ fn expand(sql: &str, schema: &str, stream: &str) -> String {
             &rest[close + 1..]
         );
     }
-    sql.replace("crowdpulse.", &format!("\"{schema}\"."))
+    sql.replace("$__unixEpochFrom()", "0")
+        .replace("$__unixEpochTo()", "4102444800")
+        .replace("crowdpulse.", &format!("\"{schema}\"."))
         .replace("$stream", stream)
         .replace("$window", "10s")
 }
@@ -101,7 +106,7 @@ fn fill(schema_test: &str) -> (String, Db) {
     .unwrap();
     let config = fresh_config(schema_test);
     apply_migrations(&config).unwrap();
-    let sink = Arc::new(PostgresSink::start(&config).unwrap());
+    let sink = Arc::new(PostgresSink::start(&config, INTERVAL).unwrap());
     run_into(
         BoundedRun {
             analyzer: Arc::new(Analyzer::new(Lexicons::builtin())),

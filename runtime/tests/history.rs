@@ -21,13 +21,16 @@ use support::postgres::{fresh_config, Db};
 
 mod support;
 
+/// How often the sinks under test commit.
+const INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_past_the_retention_are_answered_from_postgres() {
     // Setting up and tearing down block; the test's runtime lets them.
     use tokio::task::block_in_place as blocking;
     let config = fresh_config("history");
     blocking(|| apply_migrations(&config)).unwrap();
-    let sink = Arc::new(PostgresSink::start(&config).unwrap());
+    let sink = Arc::new(PostgresSink::start(&config, INTERVAL).unwrap());
     let mut plan = PipelineConfig {
         max_out_of_orderness: Span(0),
         idle_timeout: Span(200),

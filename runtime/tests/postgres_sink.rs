@@ -25,6 +25,9 @@ use support::postgres::{fresh_config, Db};
 
 mod support;
 
+/// How often the sinks under test commit.
+const INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
 fn events(name: &str, events: u64) -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("postgres-{name}-{}", std::process::id()));
@@ -62,7 +65,7 @@ fn into_postgres(
     workers: usize,
     config: &PostgresConfig,
 ) -> Arc<PostgresSinkMetrics> {
-    let sink = Arc::new(PostgresSink::start(config).unwrap());
+    let sink = Arc::new(PostgresSink::start(config, INTERVAL).unwrap());
     let metrics = sink.metrics();
     // Live rows on, as `run` writes them: early results are replaced as windows change.
     run_into(
@@ -196,7 +199,7 @@ fn final_rows_are_never_replaced_by_live_rows_nor_deleted() {
         ))
     };
     let write = |updates: Vec<(Row, u64, isize)>, frontier| {
-        let sink = PostgresSink::start(&config).unwrap();
+        let sink = PostgresSink::start(&config, INTERVAL).unwrap();
         sink.flush(&mut Flush {
             frontier,
             updates,

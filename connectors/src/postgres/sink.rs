@@ -126,9 +126,10 @@ pub fn apply_migrations(config: &PostgresConfig) -> Result<Vec<i32>> {
 }
 
 impl PostgresSink {
-    /// Starts the writer; the schema must be migrated. Fails when the settings are unusable
-    /// (connection failures are retried by the writer, never fatal).
-    pub fn start(config: &PostgresConfig) -> Result<Self> {
+    /// Starts the writer, committing every `flush_interval` (zero: as soon as the previous
+    /// commit is done, as a backfill wants); the schema must be migrated. Fails when the
+    /// settings are unusable (connection failures are retried by the writer, never fatal).
+    pub fn start(config: &PostgresConfig, flush_interval: Duration) -> Result<Self> {
         let client_config = config.client_config()?;
         let shared = Arc::new(Shared {
             state: Mutex::default(),
@@ -140,7 +141,7 @@ impl PostgresSink {
             shared: Arc::clone(&shared),
             client_config,
             schema: config.schema.clone(),
-            interval: Duration::from_millis(config.flush_interval.0),
+            interval: flush_interval,
         };
         let handle = std::thread::Builder::new()
             .name("postgres-sink".into())
@@ -208,22 +209,29 @@ impl Writer {
     fn next_batch(&self, last_commit: Instant) -> Option<Batch> {
         let mut state = self.shared.state();
         loop {
-            let pending = &state.pending;
-            if let Some(frontier) = pending.frontier {
-                let throttle = &self.shared.throttle;
-                let sources_waiting = frontier_value(frontier)
-                    >= throttle.durable().saturating_add(throttle.lead() / 2);
-                if state.finished || sources_waiting || last_commit.elapsed() >= self.interval {
-                    return Some(std::mem::take(&mut state.pending));
+            let Some(frontier) = state.pending.frontier else {
+                if state.finished {
+                    return None;
                 }
-            } else if state.finished {
-                return None;
+                // Flushes and the end notify.
+                state = self
+                    .shared
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            let throttle = &self.shared.throttle;
+            let sources_waiting =
+                frontier_value(frontier) >= throttle.durable().saturating_add(throttle.lead() / 2);
+            let due = self.interval.saturating_sub(last_commit.elapsed());
+            if state.finished || sources_waiting || due.is_zero() {
+                return Some(std::mem::take(&mut state.pending));
             }
-            let wait = self.interval.saturating_sub(last_commit.elapsed());
             state = self
                 .shared
                 .wake
-                .wait_timeout(state, wait.max(Duration::from_millis(1)))
+                .wait_timeout(state, due)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }

@@ -119,11 +119,11 @@ impl Db {
         // The dead letters' payload is compared as bytes separately; generated columns and
         // write times are not part of the row contract.
         let actual = format!(
-            "SELECT to_jsonb(t) - 'updated_at' - 'window_start_at' || jsonb_build_object('table', 'window_metrics') FROM \"{schema}\".window_metrics t
-             UNION ALL SELECT to_jsonb(t) - 'updated_at' - 'window_start_at' || jsonb_build_object('table', 'window_emojis') FROM \"{schema}\".window_emojis t
-             UNION ALL SELECT to_jsonb(t) - 'updated_at' - 'window_start_at' || jsonb_build_object('table', 'window_top_emojis') FROM \"{schema}\".window_top_emojis t
-             UNION ALL SELECT to_jsonb(t) - 'updated_at' - 'window_start_at' - 'amount_units' || jsonb_build_object('table', 'window_revenue') FROM \"{schema}\".window_revenue t
-             UNION ALL SELECT to_jsonb(t) - 'updated_at' - 'start_at' || jsonb_build_object('table', 'moments') FROM \"{schema}\".moments t
+            "SELECT to_jsonb(t) - 'updated_at' || jsonb_build_object('table', 'window_metrics') FROM \"{schema}\".window_metrics t
+             UNION ALL SELECT to_jsonb(t) - 'updated_at' || jsonb_build_object('table', 'window_emojis') FROM \"{schema}\".window_emojis t
+             UNION ALL SELECT to_jsonb(t) - 'updated_at' || jsonb_build_object('table', 'window_top_emojis') FROM \"{schema}\".window_top_emojis t
+             UNION ALL SELECT to_jsonb(t) - 'updated_at' - 'amount_units' || jsonb_build_object('table', 'window_revenue') FROM \"{schema}\".window_revenue t
+             UNION ALL SELECT to_jsonb(t) - 'updated_at' || jsonb_build_object('table', 'moments') FROM \"{schema}\".moments t
              UNION ALL SELECT to_jsonb(t) - 'updated_at' || jsonb_build_object('table', 'stream_totals') FROM \"{schema}\".stream_totals t
              UNION ALL SELECT to_jsonb(t) - 'created_at' - 'payload' || jsonb_build_object('table', 'dead_letters', 'final', true) FROM \"{schema}\".dead_letters t"
         );
