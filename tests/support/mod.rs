@@ -88,6 +88,11 @@ impl Demo {
         (Self { child, address }, rows)
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends Ctrl-C and waits for a clean exit.
     pub fn stop(mut self) {
         let status = Command::new("kill")

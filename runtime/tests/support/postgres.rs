@@ -1,6 +1,8 @@
 //! The real PostgreSQL the tests use (`scripts/postgres.sh` prepares it): a fresh schema per
 //! test, and the comparison of its tables with NDJSON rows, done in SQL.
 
+#![allow(dead_code)] // each test file uses its own subset
+
 use crowdpulse_connectors::postgres::PostgresConfig;
 use tokio_postgres::{Client, NoTls};
 
