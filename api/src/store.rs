@@ -150,8 +150,8 @@ fn push_front_bounded<T>(ring: &mut VecDeque<T>, item: T, limit: usize) {
 }
 
 impl Sink for ViewStore {
-    fn flush(&self, flush: &mut Flush) {
-        self.apply(flush.frontier, &mut flush.updates);
+    fn flush(&self, flush: &Flush) {
+        self.apply(flush.frontier, &flush.updates);
     }
 }
 
@@ -177,9 +177,8 @@ impl ViewStore {
 
     /// Applies one flush of consolidated changes `(row, time, diff)` that the `frontier` has
     /// passed, then pushes each touched stream's changes to its live clients.
-    pub fn apply(&self, frontier: Option<Millis>, updates: &mut [(Row, Millis, isize)]) {
-        // Per time, retractions before insertions: a replaced row is -old +new at one time.
-        updates.sort_by(|a, b| a.1.cmp(&b.1).then(a.2.cmp(&b.2)));
+    /// `updates` come in time order, a time's retractions first (a replaced row is -old +new).
+    pub fn apply(&self, frontier: Option<Millis>, updates: &[(Row, Millis, isize)]) {
         let mut by_stream: BTreeMap<&str, Vec<Change<'_>>> = BTreeMap::new();
         let mut dead_letters = Vec::new();
         for (row, _, diff) in updates.iter() {

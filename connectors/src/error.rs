@@ -25,6 +25,10 @@ pub enum ConnectorError {
     /// A Postgres statement or connection failed.
     #[error("postgres: {}", postgres_message(.0))]
     Postgres(#[from] tokio_postgres::Error),
+    /// The Postgres sink gave up (a write the server refuses, or no database at shutdown): the
+    /// tables lack what it had not committed.
+    #[error("postgres sink: {0}")]
+    PostgresWriter(String),
     /// A run's output broke an invariant of DESIGN §3 (a bug, never bad input).
     #[error("inconsistent output: {0}")]
     Inconsistent(String),

@@ -17,7 +17,8 @@ pub struct Flush {
     /// Every change at a time before this is included (None: the input is exhausted).
     pub frontier: Option<Millis>,
     /// The changes `(row, time, diff)` whose times the frontier has passed since the previous
-    /// flush, consolidated, in time order.
+    /// flush, consolidated, in time order and within a time retractions first (a replaced row
+    /// is -old then +new).
     pub updates: Vec<(Row, Millis, isize)>,
     /// Every partition's latest position emitted below `frontier`: the input the changes up to
     /// now reflect.
@@ -26,8 +27,8 @@ pub struct Flush {
 
 /// A consumer of the runtime's flushes. Flushes arrive in frontier order from one worker thread.
 pub trait Sink: Send + Sync {
-    /// Takes one flush (a sink may reorder `updates`).
-    fn flush(&self, flush: &mut Flush);
+    /// Takes one flush; every sink sees the same one.
+    fn flush(&self, flush: &Flush);
 
     /// Called once after the last flush, when the run ends; returns when what the sink took is
     /// durable, or why it is not.
@@ -52,7 +53,7 @@ impl<W: Write + Send> FinalRowsNdjson<W> {
 }
 
 impl<W: Write + Send> Sink for FinalRowsNdjson<W> {
-    fn flush(&self, flush: &mut Flush) {
+    fn flush(&self, flush: &Flush) {
         let mut lines = Vec::new();
         for (row, _, diff) in &flush.updates {
             // A final row appears once and is never retracted (DESIGN §3).
@@ -96,7 +97,7 @@ mod tests {
             ))
         };
         let output = FinalRowsNdjson::new(Vec::new());
-        output.flush(&mut Flush {
+        output.flush(&Flush {
             frontier: Some(10),
             updates: vec![(dead(1), 5, 1), (dead(2), 5, -1)],
             ..Flush::default()

@@ -30,11 +30,11 @@ struct Gathered {
 pub struct FinalRows(Mutex<Gathered>);
 
 impl Sink for FinalRows {
-    fn flush(&self, flush: &mut Flush) {
+    fn flush(&self, flush: &Flush) {
         let mut gathered = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for (row, _, diff) in flush.updates.drain(..) {
-            match (row.is_final(), diff) {
-                (true, 1) => gathered.finals.push(row),
+        for (row, _, diff) in &flush.updates {
+            match (row.is_final(), *diff) {
+                (true, 1) => gathered.finals.push(row.clone()),
                 (true, _) => {
                     if gathered.changed_final.is_none() {
                         gathered.changed_final = Some(format!("{row:?} x{diff}"));

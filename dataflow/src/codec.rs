@@ -461,6 +461,22 @@ mod tests {
         assert!(decode(""));
         assert!(decode(r#"{"type":"chat"} trailing"#));
         assert!(invalid(r#"{"type":"poll","stream_id":"s","ts":1}"#));
+        // U+0000 cannot be stored in a database's text: refused in every text field.
+        assert!(invalid(
+            r#"{"type":"chat","stream_id":"a\u0000","user_id":"u","ts":1,"text":"x"}"#
+        ));
+        assert!(invalid(
+            r#"{"type":"stream_meta","stream_id":"s","ts":1,"title":"x\u0000y"}"#
+        ));
+        let bincode = encode_bincode(&Event {
+            stream_id: "s".into(),
+            ts: 1,
+            body: EventBody::Reaction {
+                user_id: "u".into(),
+                emoji: "\0".into(),
+            },
+        });
+        assert!(matches!(decode_bincode(&bincode), Err(Error::Invalid(_))));
         assert!(invalid(
             r#"{"type":"chat","stream_id":"","user_id":"u","ts":1,"text":"x"}"#
         ));

@@ -211,6 +211,48 @@ impl Event {
         }
     }
 
+    /// The name of the first text field holding U+0000, if any (no allocation: every record
+    /// passes here).
+    fn field_with_nul(&self) -> Option<&'static str> {
+        let none = ("", None);
+        let fields: [(&'static str, Option<&str>); 4] = match &self.body {
+            EventBody::Chat { user_id, text } => {
+                [("user_id", Some(user_id)), ("text", Some(text)), none, none]
+            }
+            EventBody::Reaction { user_id, emoji } => [
+                ("user_id", Some(user_id)),
+                ("emoji", Some(emoji)),
+                none,
+                none,
+            ],
+            EventBody::Presence { user_id, .. } => [("user_id", Some(user_id)), none, none, none],
+            EventBody::ViewerCount { .. } => [none; 4],
+            EventBody::Transaction {
+                user_id,
+                kind,
+                currency,
+                ..
+            } => [
+                ("user_id", Some(user_id)),
+                ("kind", Some(kind)),
+                ("currency", Some(currency)),
+                none,
+            ],
+            EventBody::StreamMeta {
+                title, category, ..
+            } => [
+                ("title", title.as_deref()),
+                ("category", category.as_deref()),
+                none,
+                none,
+            ],
+        };
+        std::iter::once(("stream_id", Some(self.stream_id.as_str())))
+            .chain(fields)
+            .find(|(_, text)| text.is_some_and(|t| t.contains('\0')))
+            .map(|(name, _)| name)
+    }
+
     /// Checks the rules of DESIGN §2 that the type system does not already enforce. Used after
     /// every decoder, so JSON and bincode accept exactly the same events.
     pub fn validate(&self) -> Result<()> {
@@ -221,6 +263,12 @@ impl Event {
             return Err(Error::Invalid(
                 "stream_id must be a non-empty string".into(),
             ));
+        }
+        // Text columns of databases (PostgreSQL's text and jsonb) cannot hold U+0000, so a row
+        // carrying one could never be written: such a record is refused here, where it is a
+        // counted dead letter, instead of stalling a sink.
+        if let Some(name) = self.field_with_nul() {
+            return Err(Error::Invalid(format!("{name} contains a NUL character")));
         }
         match &self.body {
             EventBody::Reaction { emoji, .. } if emoji.is_empty() => {

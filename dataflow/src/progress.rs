@@ -15,6 +15,8 @@ use crate::event::Millis;
 /// (its capability then); every record before `next_offset` was emitted at that time or later.
 /// So once a sink's frontier has passed the position's time, the changes it has seen below that
 /// frontier include every effect, below the frontier, of the records before `next_offset`.
+/// Effects at later times (open windows) are not covered: resuming from a position also needs
+/// the operators' state as of that frontier (a checkpoint).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SourcePosition {
     /// Topic or file.
@@ -53,11 +55,6 @@ impl Positions {
     /// Whether no position is known.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-
-    /// Number of partitions with a position.
-    pub fn len(&self) -> usize {
-        self.0.len()
     }
 }
 

@@ -102,13 +102,13 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
                 consolidate_updates(&mut updates);
                 // Time order, and within a time retractions first: a replaced row is -old +new.
                 updates.sort_by_key(|(_, time, diff)| (*time, *diff));
-                let mut flush = Flush {
+                let flush = Flush {
                     frontier: now,
                     updates,
                     positions: flushed.clone(),
                 };
                 for sink in &sinks {
-                    sink.flush(&mut flush);
+                    sink.flush(&flush);
                 }
             });
     }

@@ -200,7 +200,7 @@ fn final_rows_are_never_replaced_by_live_rows_nor_deleted() {
     };
     let write = |updates: Vec<(Row, u64, isize)>, frontier| {
         let sink = PostgresSink::start(&config, INTERVAL).unwrap();
-        sink.flush(&mut Flush {
+        sink.flush(&Flush {
             frontier,
             updates,
             ..Flush::default()
@@ -225,8 +225,30 @@ fn final_rows_are_never_replaced_by_live_rows_nor_deleted() {
     assert_eq!(read(), "9 true", "a live row never replaces a final one");
     write(vec![(totals(1, false), 3, -1)], Some(4));
     assert_eq!(read(), "9 true", "a retraction never deletes a final row");
-    write(vec![(totals(2, false), 3, -1)], Some(4));
+    // A restart from a later position computes the window from less input.
+    write(vec![(totals(4, true), 5, 1)], None);
+    assert_eq!(read(), "9 true", "a final row is never replaced");
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
+}
+
+#[test]
+fn a_write_the_server_refuses_ends_the_sink_loudly_instead_of_stalling_the_run() {
+    // Never migrated: every write fails with "relation does not exist", which no retry mends.
+    let config = fresh_config("refused");
+    let sink = PostgresSink::start(&config, INTERVAL).unwrap();
+    let throttle = sink.throttle();
+    sink.flush(&Flush {
+        frontier: Some(10),
+        updates: vec![(totals(1, false), 5, 1)],
+        ..Flush::default()
+    });
+    let error = sink.finish().unwrap_err().to_string();
+    assert!(error.contains("does not exist"), "{error}");
+    assert!(
+        throttle.allows(u64::MAX - 1),
+        "the sources are no longer held back"
+    );
+    assert_eq!(sink.metrics().commits.load(Ordering::Relaxed), 0);
 }
 
 #[test]

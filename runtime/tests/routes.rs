@@ -285,7 +285,7 @@ async fn ingest_results_and_read_endpoints() {
     };
     app.state.store.apply(
         Some(now),
-        &mut [(
+        &[(
             Row::Moment {
                 moment,
                 is_final: true,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::progress::{Positions, Throttle};
 use tokio_postgres::{Client, NoTls};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::config::PostgresConfig;
 use super::migrate::migrate;
@@ -64,8 +64,10 @@ impl Batch {
 #[derive(Debug, Default)]
 struct State {
     pending: Batch,
-    /// No flush follows: write what is pending and stop.
-    finished: bool,
+    /// No flush follows (since when): write what is pending and stop.
+    finished: Option<Instant>,
+    /// Why the writer gave up; later flushes are dropped and `finish` reports it.
+    failed: Option<String>,
 }
 
 struct Shared {
@@ -79,12 +81,38 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Gives up: what is pending is dropped, later flushes too, and the sources are no longer
+    /// held back (the run goes on without the database and reports the failure when it ends).
+    fn fail(&self, reason: String) {
+        error!(%reason, "postgres sink stopped; the tables are behind until a run replays the input");
+        let mut state = self.state();
+        state.pending = Batch::default();
+        state.failed.get_or_insert(reason);
+        self.metrics.connected.store(0, Ordering::Relaxed);
+        self.throttle.made_durable(None);
+    }
 }
 
 /// Name of this sink in `sink_frontier`.
 const SINK_NAME: &str = "postgres";
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a stopping run waits for an unreachable database before giving up on what it has
+/// not written (a replay from Kafka restores it).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Whether a failed write may succeed when tried again: the connection or the server's state
+/// (lost connection, shutdown, lack of resources, a serialization conflict), as opposed to the
+/// statement or its data, which would fail the same way forever.
+fn retryable(error: &ConnectorError) -> bool {
+    match error {
+        ConnectorError::Postgres(error) => error
+            .as_db_error()
+            .is_none_or(|db| matches!(&db.code().code()[..2], "08" | "40" | "53" | "57" | "58")),
+        _ => false,
+    }
+}
 
 /// Writes the tables of DESIGN §4a (see the module doc).
 pub struct PostgresSink {
@@ -165,10 +193,10 @@ impl PostgresSink {
 }
 
 impl Sink for PostgresSink {
-    fn flush(&self, flush: &mut Flush) {
+    fn flush(&self, flush: &Flush) {
         let mut changes = Changes::default();
-        for (row, _, diff) in flush.updates.drain(..) {
-            changes.apply(row, diff);
+        for (row, _, diff) in &flush.updates {
+            changes.apply(row.clone(), *diff);
         }
         let later = Batch {
             changes,
@@ -179,20 +207,26 @@ impl Sink for PostgresSink {
             .metrics
             .computed_frontier
             .store(frontier_value(flush.frontier), Ordering::Relaxed);
-        self.shared.state().pending.merge_later(later);
-        self.shared.wake.notify_one();
+        let mut state = self.shared.state();
+        if state.failed.is_none() {
+            state.pending.merge_later(later);
+            self.shared.wake.notify_one();
+        }
     }
 
     fn finish(&self) -> Result<()> {
-        self.shared.state().finished = true;
+        self.shared.state().finished = Some(Instant::now());
         self.shared.wake.notify_one();
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
-            handle
-                .join()
-                .map_err(|_| ConnectorError::Inconsistent("the postgres writer panicked".into()))?;
+            if handle.join().is_err() {
+                self.shared.fail("the writer thread panicked".into());
+            }
         }
-        Ok(())
+        match self.shared.state().failed.clone() {
+            Some(reason) => Err(ConnectorError::PostgresWriter(reason)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -210,7 +244,7 @@ impl Writer {
         let mut state = self.shared.state();
         loop {
             let Some(frontier) = state.pending.frontier else {
-                if state.finished {
+                if state.finished.is_some() || state.failed.is_some() {
                     return None;
                 }
                 // Flushes and the end notify.
@@ -225,7 +259,7 @@ impl Writer {
             let sources_waiting =
                 frontier_value(frontier) >= throttle.durable().saturating_add(throttle.lead() / 2);
             let due = self.interval.saturating_sub(last_commit.elapsed());
-            if state.finished || sources_waiting || due.is_zero() {
+            if state.finished.is_some() || sources_waiting || due.is_zero() {
                 return Some(std::mem::take(&mut state.pending));
             }
             state = self
@@ -244,7 +278,8 @@ impl Writer {
         {
             Ok(runtime) => runtime,
             Err(error) => {
-                warn!(%error, "postgres sink cannot start its runtime");
+                self.shared
+                    .fail(format!("cannot start the writer's runtime: {error}"));
                 return;
             }
         };
@@ -277,8 +312,20 @@ impl Writer {
                     Err(error) => {
                         metrics.connected.store(0, Ordering::Relaxed);
                         metrics.failures.fetch_add(1, Ordering::Relaxed);
-                        warn!(%error, retry_in = ?backoff, "postgres write failed; retrying");
                         client = None;
+                        let stopping = self.shared.state().finished;
+                        if !retryable(&error) {
+                            self.shared
+                                .fail(format!("postgres refused a write: {error}"));
+                            return;
+                        }
+                        if stopping.is_some_and(|at| at.elapsed() >= SHUTDOWN_GRACE) {
+                            self.shared.fail(format!(
+                                "postgres still unreachable {SHUTDOWN_GRACE:?} after the run ended: {error}"
+                            ));
+                            return;
+                        }
+                        warn!(%error, retry_in = ?backoff, "postgres write failed; retrying");
                         std::thread::sleep(backoff);
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                         // What arrived meanwhile goes into the same transaction.
