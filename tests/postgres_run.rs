@@ -107,17 +107,26 @@ fn a_backfill_into_postgres_equals_replay() {
     let db = Db::connect();
     for workers in ["1", "2"] {
         let schema = fresh_config(&format!("backfill{workers}")).schema;
-        let summary = run_ok(command(&topic, &schema).args([
-            "run",
-            "--from",
-            "earliest",
-            "--until",
-            "latest",
-            "--workers",
-            workers,
-        ]));
+        // NDJSON too: every sink gets every row, whichever comes first.
+        let output = dir.join(format!("run-{workers}.ndjson"));
+        let summary = run_ok(
+            command(&topic, &schema)
+                .args(["run", "--from", "earliest", "--until", "latest"])
+                .args(["--workers", workers, "--output"])
+                .arg(&output),
+        );
         assert!(summary.contains("backfilled 20000 events"), "{summary}");
         assert_same(&db, &schema, &expected, &format!("{workers} workers"));
+        let mut written: Vec<String> = std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        written.sort();
+        assert!(
+            written == expected,
+            "{workers} workers: NDJSON differs from replay"
+        );
         db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
     }
 }

@@ -33,9 +33,12 @@ pub enum ApiError {
     /// The server is shutting down (503).
     #[error("shutting down")]
     ShuttingDown,
-    /// History older than the view store could not be read from Postgres (503).
+    /// No connection to read history from Postgres (503).
     #[error("history unavailable: {0}")]
-    HistoryUnavailable(String),
+    HistoryPool(#[from] deadpool_postgres::PoolError),
+    /// A history query failed (503).
+    #[error("history unavailable: {0}")]
+    HistoryQuery(#[from] tokio_postgres::Error),
     /// Binding or serving failed.
     #[error("server: {0}")]
     Server(String),
@@ -61,7 +64,8 @@ impl ApiError {
             ApiError::Busy { .. }
             | ApiError::Produce(_)
             | ApiError::ShuttingDown
-            | ApiError::HistoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::HistoryPool(_)
+            | ApiError::HistoryQuery(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Server(_) | ApiError::Dataflow(_) | ApiError::Connector(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -79,7 +83,7 @@ impl ApiError {
             ApiError::Busy { .. } => "busy",
             ApiError::Produce(_) => "kafka_unavailable",
             ApiError::ShuttingDown => "shutting_down",
-            ApiError::HistoryUnavailable(_) => "history_unavailable",
+            ApiError::HistoryPool(_) | ApiError::HistoryQuery(_) => "history_unavailable",
             ApiError::Server(_) | ApiError::Dataflow(_) | ApiError::Connector(_) => "internal",
         }
     }

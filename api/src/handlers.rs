@@ -8,6 +8,7 @@ use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::timestamp::parse_rfc3339;
 use serde_json::{json, Value};
+use tracing::warn;
 use warp::http::StatusCode;
 use warp::reply::{self, Reply, Response};
 use warp::Rejection;
@@ -148,6 +149,22 @@ fn window_label(state: &AppState, query: &WindowQuery) -> Result<String, Rejecti
     }
 }
 
+/// History rows, or none when Postgres cannot be read but the store knows the stream: live
+/// results stay available through a database outage (logged); 503 when nothing is known.
+fn or_store_only(
+    history: crate::error::Result<Vec<Value>>,
+    store_knows: bool,
+) -> Result<Vec<Value>, Rejection> {
+    match history {
+        Ok(rows) => Ok(rows),
+        Err(error) if store_knows => {
+            warn!(%error, "history unavailable; answering from the view store only");
+            Ok(Vec::new())
+        }
+        Err(error) => Err(reject(error)),
+    }
+}
+
 /// What a series query selects.
 struct SeriesQuery {
     label: String,
@@ -218,8 +235,8 @@ async fn metric_values<T>(
                 (query.from, before),
                 query.limit - rows.len(),
             )
-            .await
-            .map_err(reject)?;
+            .await;
+        let older = or_store_only(older, extra.is_some())?;
         if older.is_empty() && extra.is_none() {
             return Err(reject(ApiError::NotFound(format!("unknown stream {id:?}"))));
         }
@@ -371,10 +388,8 @@ pub async fn stream_moments(id: String, state: AppState) -> Result<Response, Rej
         }
     };
     if let Some(history) = &state.history {
-        let older = history
-            .moments(&id, earliest.unwrap_or(Millis::MAX))
-            .await
-            .map_err(reject)?;
+        let older = history.moments(&id, earliest.unwrap_or(Millis::MAX)).await;
+        let older = or_store_only(older, known)?;
         if older.is_empty() && !known {
             return Err(reject(ApiError::NotFound(format!("unknown stream {id:?}"))));
         }

@@ -2,7 +2,9 @@
 //! before this process started) is read from the tables the Postgres sink writes, through a
 //! connection pool, in the same JSON shape as the store's rows.
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::Value;
 use tokio_postgres::NoTls;
 
@@ -13,6 +15,9 @@ use crate::error::{ApiError, Result};
 
 /// The most moments one answer carries from Postgres.
 const MAX_MOMENTS: i64 = 1_000;
+/// How long a history query may take, waiting for a connection included: a database that does
+/// not answer must not hold requests.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Read access to the Postgres tables.
 #[derive(Clone)]
@@ -21,15 +26,18 @@ pub struct History {
     schema: String,
 }
 
-fn unavailable(error: impl std::fmt::Display) -> ApiError {
-    ApiError::HistoryUnavailable(error.to_string())
-}
-
 impl History {
     /// A pool of `pool_size` connections, opened on demand.
     pub fn new(config: &PostgresConfig) -> Result<Self> {
+        let mut client_config = config.client_config()?;
+        client_config
+            .connect_timeout(QUERY_TIMEOUT)
+            .options(format!(
+                "-c statement_timeout={}",
+                QUERY_TIMEOUT.as_millis()
+            ));
         let manager = Manager::from_config(
-            config.client_config()?,
+            client_config,
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -37,6 +45,9 @@ impl History {
         );
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(QUERY_TIMEOUT))
+            .create_timeout(Some(QUERY_TIMEOUT))
             .build()
             .map_err(|e| ApiError::Server(format!("postgres pool: {e}")))?;
         Ok(Self {
@@ -50,8 +61,8 @@ impl History {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Value>> {
-        let client = self.pool.get().await.map_err(unavailable)?;
-        let rows = client.query(sql, params).await.map_err(unavailable)?;
+        let client = self.pool.get().await?;
+        let rows = client.query(sql, params).await?;
         Ok(rows.iter().map(|row| row.get::<_, Value>(0)).collect())
     }
 

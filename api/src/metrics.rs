@@ -219,6 +219,8 @@ fn postgres_families(out: &mut String, postgres: &PostgresSinkMetrics) {
         load(&postgres.computed_frontier),
         load(&postgres.written_frontier),
     );
+    // Before the first commit there is no committed frontier to measure from.
+    let lag = (commits > 0).then(|| (String::new(), seconds(computed.saturating_sub(written))));
     family(
         out,
         (
@@ -226,7 +228,7 @@ fn postgres_families(out: &mut String, postgres: &PostgresSinkMetrics) {
             "gauge",
             "Event time between the frontier computed and the frontier committed to Postgres.",
         ),
-        unlabelled(seconds(computed.saturating_sub(written))),
+        lag,
     );
 }
 

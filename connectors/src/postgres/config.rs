@@ -49,7 +49,10 @@ impl Default for PostgresConfig {
 impl fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresConfig")
-            .field("url", &redact_url(&self.url))
+            .field(
+                "url",
+                &redact_url(&self.url).unwrap_or_else(|| "<unparsable>".into()),
+            )
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("password_file", &self.password_file)
             .field("schema", &self.schema)
@@ -60,26 +63,32 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
-/// `url` with the password of a `scheme://user:password@host` form replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // The key=value form: drop the password pair's value.
-        return url
-            .split_whitespace()
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => "password=***".into(),
-                _ => pair.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-    };
-    match rest.split_once('@') {
-        Some((credentials, host)) => match credentials.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
+/// `url` as it may be shown: the parsed connection settings without any password (None when it
+/// does not parse; then nothing of it is shown).
+pub fn redact_url(url: &str) -> Option<String> {
+    let config = tokio_postgres::Config::from_str(url).ok()?;
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            // A raw '@' in a url's password makes the parser take the rest for the host.
+            tokio_postgres::config::Host::Tcp(name) if name.contains('@') => "***".into(),
+            tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    Some(format!(
+        "postgresql://{}@{}/{}{}",
+        config.get_user().unwrap_or_default(),
+        hosts.join(","),
+        config.get_dbname().unwrap_or_default(),
+        if config.get_password().is_some() {
+            " (password ***)"
+        } else {
+            ""
+        }
+    ))
 }
 
 impl PostgresConfig {
@@ -116,9 +125,13 @@ impl PostgresConfig {
 
     /// The connection settings, with the password from `password` or `password_file`.
     pub fn client_config(&self) -> Result<tokio_postgres::Config> {
-        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
-            // The parser's message never contains the password; the url is shown redacted.
-            ConnectorError::Config(format!("postgres.url {}: {e}", redact_url(&self.url)))
+        // The url may hold a password: errors never echo it.
+        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|_| {
+            ConnectorError::Config(
+                "postgres.url is not a connection string (postgresql://user@host:port/database \
+                 or host=... dbname=...)"
+                    .into(),
+            )
         })?;
         if let Some(password) = &self.password {
             config.password(password);
@@ -149,11 +162,27 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("s3cret"),
             "{shown}"
         );
-        assert!(shown.contains("ann:***@db:5432"), "{shown}");
-        assert_eq!(
-            redact_url("host=db user=ann password=hunter2"),
-            "host=db user=ann password=***"
+        assert!(
+            shown.contains("ann@db:5432/crowdpulse (password ***)"),
+            "{shown}"
         );
+        for url in [
+            "host=db user=ann password=hunter2",
+            "postgresql://ann:hun@ter2@db/x",
+            "postgresql://ann@db/x?password=hunter2",
+        ] {
+            let shown = redact_url(url).unwrap_or_default();
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("ter2"),
+                "{shown}"
+            );
+        }
+        let broken = PostgresConfig {
+            url: "postgresql://ann:hunter2@db:notaport/x".into(),
+            ..PostgresConfig::default()
+        };
+        let error = broken.validate().unwrap_err().to_string();
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]

@@ -243,11 +243,6 @@ impl Changes {
         self.0.extend(later.0);
     }
 
-    /// Number of table rows touched.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     /// The staged rows grouped by table index.
     fn by_table(&self) -> [Vec<&Staged>; 7] {
         let mut tables: [Vec<&Staged>; 7] = Default::default();
@@ -540,7 +535,7 @@ mod tests {
         let mut changes = Changes::default();
         changes.apply(totals(1, false), -1);
         changes.apply(totals(2, false), 1);
-        assert_eq!(changes.len(), 1);
+        assert_eq!(changes.0.len(), 1);
         let staged = changes.0.values().next().unwrap();
         assert_eq!(
             (staged.row.clone(), staged.deleted),
