@@ -116,3 +116,38 @@ fn reactions_posted_over_http_reach_rest_websocket_and_sse() {
     drop(sse);
     demo.stop();
 }
+
+/// With no other traffic, a posted reaction reaches a WebSocket client within the watermark
+/// delay plus 200 ms: the in-process input knows it is caught up, so it holds the watermark back
+/// no longer than `max_out_of_orderness` (500 ms in the demo), not `idle_timeout` (5 s).
+#[test]
+fn a_lone_posted_reaction_is_pushed_within_the_watermark_delay() {
+    let demo = Demo::start(&["--rate", "0", "--workers", "2"]);
+    let address = demo.address.clone();
+    let stream = TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let (mut socket, _) =
+        tungstenite::client(format!("ws://{address}/v1/streams/lone/live"), stream)
+            .expect("websocket handshake");
+    await_message(&mut socket, |m| m["type"] == "snapshot");
+    let mut latencies = Vec::new();
+    for (i, emoji) in ["🦄", "🍕", "🎉"].iter().enumerate() {
+        // Apart by more than the delay, so each reaction is alone.
+        std::thread::sleep(Duration::from_millis(700));
+        let posted = Instant::now();
+        post_reaction(&address, "lone", emoji, &format!("u{i}"));
+        await_message(&mut socket, |m| {
+            m["type"] == "update" && carries_emoji(m, emoji, 1)
+        });
+        latencies.push(posted.elapsed());
+    }
+    let worst = latencies.iter().max().unwrap();
+    assert!(
+        *worst < Duration::from_millis(700),
+        "pushed after {latencies:?}"
+    );
+    drop(socket);
+    demo.stop();
+}

@@ -79,6 +79,8 @@ pub struct KafkaPartitionReader {
     skip_before: SkipBefore,
     bound: ReadBound,
     done: bool,
+    /// librdkafka reported the broker's end of the partition and no message came since.
+    at_end: bool,
 }
 
 impl KafkaPartitionReader {
@@ -101,6 +103,7 @@ impl KafkaPartitionReader {
             skip_before,
             bound,
             done: false,
+            at_end: false,
         })
     }
 }
@@ -153,8 +156,10 @@ impl PartitionReader for KafkaPartitionReader {
         let mut taken = 0;
         while !self.done && taken < max {
             match self.queue.poll(Duration::ZERO) {
-                None => return Ok(ReadStatus::Idle),
+                None if self.at_end => return Ok(ReadStatus::CaughtUp),
+                None => return Ok(ReadStatus::Behind),
                 Some(Ok(message)) => {
+                    self.at_end = false;
                     let timestamp = message
                         .timestamp()
                         .to_millis()
@@ -170,6 +175,8 @@ impl PartitionReader for KafkaPartitionReader {
                     taken += 1;
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {
+                    // Read to the broker's end of the partition, until the next message.
+                    self.at_end = true;
                     self.done = self.bound != ReadBound::Unbounded
                 }
                 Some(Err(error)) => {
@@ -276,7 +283,7 @@ mod tests {
             );
             if status == ReadStatus::Done
                 || (reader.wall_clock().is_some()
-                    && status == ReadStatus::Idle
+                    && status == ReadStatus::CaughtUp
                     && got.len() >= wanted)
             {
                 return (got, status);
@@ -341,6 +348,6 @@ mod tests {
         let mut reader = reader(&cluster, SkipBefore::Nothing, ReadBound::Unbounded);
         assert!(reader.wall_clock().is_some());
         let (got, status) = drain(&mut reader, 10);
-        assert_eq!((got.len(), status), (10, ReadStatus::Idle));
+        assert_eq!((got.len(), status), (10, ReadStatus::CaughtUp));
     }
 }

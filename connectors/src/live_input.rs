@@ -184,7 +184,7 @@ impl PartitionReader for LiveReader {
         } else if queue.closed {
             ReadStatus::Done
         } else {
-            ReadStatus::Idle
+            ReadStatus::CaughtUp
         })
     }
 
@@ -194,6 +194,11 @@ impl PartitionReader for LiveReader {
 
     fn wall_clock(&self) -> Option<Millis> {
         Some(wall_clock_ms())
+    }
+
+    fn idle_timeout(&self, _configured: Millis) -> Millis {
+        // Pushes are in the queue before the source is woken: empty means nothing in flight.
+        0
     }
 }
 
@@ -217,7 +222,7 @@ mod tests {
         let mut reader = input.reader(p);
         let mut batch = RecordBatch::default();
         assert_eq!(reader.read(1, &mut batch), Ok(ReadStatus::More));
-        assert_eq!(reader.read(10, &mut batch), Ok(ReadStatus::Idle));
+        assert_eq!(reader.read(10, &mut batch), Ok(ReadStatus::CaughtUp));
         let got: Vec<_> = batch
             .iter()
             .map(|r| (r.offset, r.payload.to_vec(), r.timestamp))

@@ -134,9 +134,15 @@ impl RecordBatch {
 pub enum ReadStatus {
     /// More records may be available now.
     More,
-    /// Nothing more for now (live input): the reader wakes the source through the activator it
-    /// was given by [`PartitionReader::attach`] when records arrive.
-    Idle,
+    /// Nothing to give now, and not known to be at the end (live input): a fetch is in flight,
+    /// the broker is slow or unreachable. Such a partition never goes idle: its records may be
+    /// on their way. The reader wakes the source through the activator it was given by
+    /// [`PartitionReader::attach`] when records arrive.
+    Behind,
+    /// Read to the end the input reports (the broker's end of the partition, an empty in-process
+    /// queue); wakes the source like [`ReadStatus::Behind`]. Only a partition that stays caught
+    /// up for its idle timeout goes idle.
+    CaughtUp,
     /// The partition is exhausted (bounded input).
     Done,
 }
@@ -156,14 +162,20 @@ pub trait PartitionReader {
         out: &mut RecordBatch,
     ) -> std::result::Result<ReadStatus, String>;
     /// Receives the source's activator; a live reader keeps it to wake the source when records
-    /// arrive after it answered [`ReadStatus::Idle`].
+    /// arrive after it answered [`ReadStatus::Behind`] or [`ReadStatus::CaughtUp`].
     fn attach(&mut self, _activator: SyncActivator) {}
-    /// Wall-clock time, epoch ms, for live readers. Only then can a partition go idle (silent for
-    /// `idle_timeout`, it stops holding the watermark back) and, when every partition is idle,
+    /// Wall-clock time, epoch ms, for live readers. Only then can a partition go idle (caught up
+    /// for `idle_timeout`, it stops holding the watermark back) and, when every partition is idle,
     /// wall-clock time advance the watermark (DESIGN §3). Bounded readers answer None, so their
     /// results never depend on timing.
     fn wall_clock(&self) -> Option<Millis> {
         None
+    }
+    /// How long the partition must stay caught up to go idle, given the configured
+    /// `idle_timeout`. An in-process queue answers zero: when it is empty nothing can be in
+    /// flight.
+    fn idle_timeout(&self, configured: Millis) -> Millis {
+        configured
     }
 }
 
@@ -255,19 +267,34 @@ struct Partition {
     source: Arc<str>,
     clock: PartitionClock,
     done: bool,
-    /// Wall-clock time of the last record (or of the first read), for live readers.
-    last_active: Option<Millis>,
+    /// Wall-clock time since when the partition has been caught up with nothing read (live
+    /// readers only).
+    caught_up_since: Option<Millis>,
+    /// How long it must stay caught up to go idle.
+    idle_timeout: Millis,
     /// The offset after the last record read.
     next_offset: Option<u64>,
 }
 
 impl Partition {
-    /// Whether the partition has been silent for `idle_timeout` of wall-clock time.
-    fn is_idle(&self, idle_timeout: Millis) -> bool {
-        match (self.reader.wall_clock(), self.last_active) {
-            (Some(now), Some(last)) => now.saturating_sub(last) >= idle_timeout,
+    /// Whether the partition has been caught up, reading nothing, for its idle timeout of
+    /// wall-clock time (DESIGN §3). Behind or unreachable is never idle.
+    fn is_idle(&self) -> bool {
+        match (self.reader.wall_clock(), self.caught_up_since) {
+            (Some(now), Some(since)) => now.saturating_sub(since) >= self.idle_timeout,
             _ => false,
         }
+    }
+
+    /// Notes what a read found.
+    fn observe(&mut self, read_records: bool, status: ReadStatus) {
+        self.caught_up_since = match status {
+            ReadStatus::CaughtUp if !read_records => {
+                self.caught_up_since.or_else(|| self.reader.wall_clock())
+            }
+            ReadStatus::CaughtUp => self.reader.wall_clock(),
+            ReadStatus::More | ReadStatus::Behind | ReadStatus::Done => None,
+        };
     }
 }
 
@@ -353,11 +380,11 @@ pub fn partitioned_source<'scope>(
     let mut aggregator = PaneAggregator::new(plan.pane(), analyzer);
     let tick = config.tick.0.max(1);
     let (out_of_orderness, lateness) = (config.max_out_of_orderness.0, config.allowed_lateness.0);
-    let idle_timeout = config.idle_timeout.0;
     let mut partitions: Vec<Partition> = readers
         .into_iter()
         .map(|reader| Partition {
-            last_active: reader.wall_clock(),
+            caught_up_since: None,
+            idle_timeout: reader.idle_timeout(config.idle_timeout.0),
             key: (reader.source_name().to_owned(), reader.partition()),
             source: Arc::from(reader.source_name()),
             reader,
@@ -417,7 +444,6 @@ pub fn partitioned_source<'scope>(
                     }
                 }
                 if let Some(last) = batch.last_offset() {
-                    partition.last_active = partition.reader.wall_clock();
                     partition.next_offset = Some(last + 1);
                     positions.push(SourcePosition {
                         source: Arc::clone(&partition.source),
@@ -426,10 +452,13 @@ pub fn partitioned_source<'scope>(
                         watermark: partition.clock.watermark(),
                     });
                 }
+                let read_records = !batch.is_empty();
                 match status {
-                    Ok(ReadStatus::More) => more = true,
-                    Ok(ReadStatus::Idle) => {}
-                    Ok(ReadStatus::Done) => partition.done = true,
+                    Ok(status) => {
+                        more |= status == ReadStatus::More;
+                        partition.done = status == ReadStatus::Done;
+                        partition.observe(read_records, status);
+                    }
                     Err(error) => {
                         // An unreadable partition ends; its records so far stay valid.
                         warn!(source = %source_name, partition = index, %error, "partition unreadable, closing it");
@@ -464,7 +493,7 @@ pub fn partitioned_source<'scope>(
             // for their watermark.
             let active_low = open
                 .clone()
-                .filter(|p| !p.is_idle(idle_timeout))
+                .filter(|p| !p.is_idle())
                 .map(|p| p.clock.watermark().map_or(now, |w| w - w % tick))
                 .min();
             let low = active_low.unwrap_or_else(|| {

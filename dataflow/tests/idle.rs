@@ -1,6 +1,8 @@
-//! Live sources: a silent partition stops holding the watermark back after `idle_timeout`, wall
-//! clock moves it when every partition is silent, and a record that arrives behind the advanced
-//! capability is dead-lettered as late instead of touching a final window.
+//! Live sources: a partition that is behind (nothing to read, but not at its end: a stalled fetch,
+//! an unreachable broker) holds the watermark back however long it stays so; a caught-up
+//! partition stops holding it back after `idle_timeout`; wall clock moves it when every
+//! partition is idle; a record that arrives behind the advanced capability is dead-lettered as
+//! late instead of touching a final window.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -28,6 +30,8 @@ struct ScriptedPartition {
     activator: Arc<Mutex<Option<SyncActivator>>>,
     wall: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
+    /// Answers that it is behind rather than caught up.
+    behind: Arc<AtomicBool>,
 }
 
 impl ScriptedPartition {
@@ -63,8 +67,10 @@ impl PartitionReader for ScriptedPartition {
         }
         Ok(if self.closed.load(Ordering::SeqCst) {
             ReadStatus::Done
+        } else if self.behind.load(Ordering::SeqCst) {
+            ReadStatus::Behind
         } else {
-            ReadStatus::Idle
+            ReadStatus::CaughtUp
         })
     }
     fn attach(&mut self, activator: SyncActivator) {
@@ -86,6 +92,7 @@ fn idle_partitions_release_the_watermark_and_late_arrivals_are_dead_lettered() {
                 activator: Arc::default(),
                 wall: Arc::clone(&wall),
                 closed: Arc::default(),
+                behind: Arc::default(),
             })
             .collect();
         let plan = Plan::new(PipelineConfig {
@@ -132,6 +139,7 @@ fn idle_partitions_release_the_watermark_and_late_arrivals_are_dead_lettered() {
         };
         let (a, b) = (&partitions[0], &partitions[1]);
 
+        b.behind.store(true, Ordering::SeqCst);
         a.push(1_000_000);
         a.push(1_004_000);
         let settle =
@@ -140,8 +148,20 @@ fn idle_partitions_release_the_watermark_and_late_arrivals_are_dead_lettered() {
             !settle_within(worker, 1, 500),
             "b has seen nothing and is not idle yet: it holds the frontier"
         );
+        // Far past the idle timeout, but b's records may be on their way: never idle.
+        wall.store(1_020_000, Ordering::SeqCst);
+        a.wake();
+        b.wake();
+        assert!(
+            !settle_within(worker, 1, 500),
+            "b is behind, not caught up: it still holds the frontier"
+        );
+        // b catches up now; idle only once it has stayed so for the idle timeout.
+        b.behind.store(false, Ordering::SeqCst);
+        b.wake();
+        assert!(!settle_within(worker, 1, 300), "b has just caught up");
 
-        wall.store(1_005_500, Ordering::SeqCst);
+        wall.store(1_025_500, Ordering::SeqCst);
         a.push(1_005_500);
         assert!(
             settle(worker, 1_003_500),
