@@ -151,3 +151,35 @@ fn a_lone_posted_reaction_is_pushed_within_the_watermark_delay() {
     drop(socket);
     demo.stop();
 }
+
+/// One event dated in year 9999 is a `future` dead letter and moves no watermark: honest events
+/// posted after it keep counting.
+#[test]
+fn a_far_future_event_is_a_dead_letter_and_honest_events_keep_counting() {
+    let demo = Demo::start(&["--rate", "0", "--workers", "2"]);
+    let address = demo.address.clone();
+    let far = r#"{"type":"reaction","stream_id":"fut","user_id":"x","emoji":"🚀","ts":"9999-01-01T00:00:00Z"}"#;
+    let (status, body) = http(
+        &address,
+        "POST",
+        "/v1/events",
+        Some(("application/x-ndjson", far.as_bytes())),
+    );
+    assert_eq!(status, 202, "{body}");
+    eventually("the future dead letter", || {
+        let (_, metrics) = http(&address, "GET", "/metrics", None);
+        metrics.contains("crowdpulse_dead_letters_total{reason=\"future\"} 1")
+    });
+    post_reaction(&address, "fut", "🦄", "ann");
+    post_reaction(&address, "fut", "🦄", "bob");
+    eventually("the honest reactions counted", || {
+        let (status, body) = get_json(&address, "/v1/streams/fut/emojis/top?window=10s");
+        status == 200 && body["top"] == serde_json::json!([{"emoji": "🦄", "count": 2}])
+    });
+    let (_, metrics) = http(&address, "GET", "/metrics", None);
+    assert!(
+        metrics.contains("crowdpulse_dead_letters_total{reason=\"late\"} 0"),
+        "{metrics}"
+    );
+    demo.stop();
+}

@@ -263,3 +263,58 @@ fn live_generation_paces_events_stamped_with_the_current_time() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A message dated far beyond its broker timestamp is a `future` dead letter in a replay, the
+/// same for 1 and 2 workers, and the honest messages after it keep counting.
+#[test]
+fn a_far_future_message_is_a_future_dead_letter_in_every_replay() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = scratch("future");
+    let topic = fresh_topic("replay-future", 1);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .create()
+        .unwrap();
+    let now = crowdpulse_connectors::live_input::wall_clock_ms() as i64;
+    let reaction = |ts: &str| {
+        format!(r#"{{"type":"reaction","stream_id":"s","user_id":"u","emoji":"🦄","ts":{ts}}}"#)
+    };
+    let payloads = [
+        reaction(&(now - 2_000).to_string()),
+        reaction("\"9999-01-01T00:00:00Z\""),
+        reaction(&(now - 1_000).to_string()),
+    ];
+    for payload in &payloads {
+        let record = BaseRecord::<(), str>::to(&topic)
+            .partition(0)
+            .timestamp(now)
+            .payload(payload.as_str());
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(std::time::Duration::from_secs(10)).unwrap();
+    let outputs: Vec<Vec<Value>> = [1, 2]
+        .iter()
+        .map(|workers| {
+            let out = dir.join(format!("future-{workers}.ndjson"));
+            replay(&topic, &out, *workers, ("earliest", "latest"));
+            rows(&out)
+        })
+        .collect();
+    assert_eq!(outputs[0], outputs[1]);
+    let dead: Vec<&Value> = outputs[0]
+        .iter()
+        .filter(|r| r["table"] == "dead_letters")
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (dead[0]["reason"].as_str(), dead[0]["offset"].as_u64()),
+        (Some("future"), Some(1))
+    );
+    let counted: u64 = outputs[0]
+        .iter()
+        .filter(|r| r["table"] == "window_emojis" && r["window"] == "10s")
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 2, "the honest reactions count");
+}

@@ -280,6 +280,7 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
                 ("decode", load(&source.decode_errors)),
                 ("invalid", load(&source.invalid)),
                 ("late", load(&source.late)),
+                ("future", load(&source.future)),
             ],
         ),
     );

@@ -149,8 +149,11 @@ pub struct PipelineConfig {
     pub max_out_of_orderness: Span,
     /// Records older than watermark minus this are dropped as late.
     pub allowed_lateness: Span,
-    /// A partition silent this long stops holding the watermark back (live sources only).
+    /// A partition caught up this long stops holding the watermark back (live sources only).
     pub idle_timeout: Span,
+    /// Records whose event time is more than this ahead of their reference time (broker
+    /// timestamp, arrival time) are dead-lettered as `future`.
+    pub max_future: Span,
     /// Window definitions.
     pub windows: Vec<WindowConfig>,
     /// k of the top emojis (ties at the k-th count are included).
@@ -169,6 +172,7 @@ impl Default for PipelineConfig {
             max_out_of_orderness: Span(2_000),
             allowed_lateness: Span(60_000),
             idle_timeout: Span(5_000),
+            max_future: Span(300_000),
             windows: vec![
                 WindowConfig::new(10_000, None),
                 WindowConfig::new(60_000, None),

@@ -157,6 +157,8 @@ pub enum DeadLetterReason {
     Invalid,
     /// Beyond the allowed lateness.
     Late,
+    /// Too far ahead of its reference time (`max_future`).
+    Future,
 }
 
 impl DeadLetterReason {
@@ -166,6 +168,7 @@ impl DeadLetterReason {
             Self::Decode => "decode",
             Self::Invalid => "invalid",
             Self::Late => "late",
+            Self::Future => "future",
         }
     }
 }

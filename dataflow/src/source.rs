@@ -192,6 +192,8 @@ pub struct SourceCounters {
     pub invalid: AtomicU64,
     /// Records beyond the allowed lateness.
     pub late: AtomicU64,
+    /// Records too far ahead of their reference time.
+    pub future: AtomicU64,
     /// Where each partition is, by (source name, partition); updated once per read.
     pub partitions: Mutex<BTreeMap<(String, u32), PartitionProgress>>,
 }
@@ -221,6 +223,7 @@ impl SourceCounters {
         self.decode_errors.load(Ordering::Relaxed)
             + self.invalid.load(Ordering::Relaxed)
             + self.late.load(Ordering::Relaxed)
+            + self.future.load(Ordering::Relaxed)
     }
 
     /// A snapshot of every partition's progress.
@@ -250,6 +253,7 @@ impl SourceCounters {
             DeadLetterReason::Decode => &self.decode_errors,
             DeadLetterReason::Invalid => &self.invalid,
             DeadLetterReason::Late => &self.late,
+            DeadLetterReason::Future => &self.future,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -316,7 +320,19 @@ pub fn late_message(ts: Millis, watermark: Millis) -> String {
     format!("ts {ts} is older than watermark {watermark} minus the allowed lateness")
 }
 
-/// Judges one raw record of a partition. `capability` is the source's current time: a record
+/// How a partition judges time: its clock, the source's current time, and the bounds.
+struct Judge<'a> {
+    clock: &'a mut PartitionClock,
+    capability: Millis,
+    allowed_lateness: Millis,
+    max_future: Millis,
+}
+
+/// Judges one raw record of a partition. A record more than `max_future` ahead of its reference
+/// time (the broker timestamp, or the arrival time of in-process input; files have none) is
+/// refused before it can move the watermark, so one absurd timestamp cannot make every later
+/// honest record late; the reference travels with the record, so a replay decides the same.
+/// `capability` is the source's current time: a record
 /// that is more than the allowed lateness behind it is late even when its own partition's clock
 /// would accept it, because its windows may already be final. That only happens after an idle
 /// partition stopped holding the watermark back (live input); with bounded input the capability
@@ -324,9 +340,7 @@ pub fn late_message(ts: Millis, watermark: Millis) -> String {
 fn admit(
     record: &RawRecord<'_>,
     (format, context): (Format, DecodeContext),
-    clock: &mut PartitionClock,
-    capability: Millis,
-    allowed_lateness: Millis,
+    judge: Judge<'_>,
 ) -> Result<Event, (DeadLetterReason, String)> {
     if let Some(size) = record.oversized {
         return Err((
@@ -337,13 +351,29 @@ fn admit(
     let mut context = context;
     context.fallback_ts = context.fallback_ts.or(record.timestamp);
     let event = format.decode(record.payload, &context).map_err(rejection)?;
+    if let Some(reference) = record.timestamp {
+        if event.ts > reference.saturating_add(judge.max_future) {
+            return Err((
+                DeadLetterReason::Future,
+                format!(
+                    "ts {} is more than {} ms ahead of its reference time {reference}",
+                    event.ts, judge.max_future
+                ),
+            ));
+        }
+    }
     // The partition's own clock judges first, so bounded runs name the partition's watermark.
-    match clock.admit(event.ts) {
+    match judge.clock.admit(event.ts) {
         Admission::Late { watermark } => {
             Err((DeadLetterReason::Late, late_message(event.ts, watermark)))
         }
-        Admission::Accepted if event.ts.saturating_add(allowed_lateness) < capability => {
-            Err((DeadLetterReason::Late, late_message(event.ts, capability)))
+        Admission::Accepted
+            if event.ts.saturating_add(judge.allowed_lateness) < judge.capability =>
+        {
+            Err((
+                DeadLetterReason::Late,
+                late_message(event.ts, judge.capability),
+            ))
         }
         Admission::Accepted => Ok(event),
     }
@@ -380,6 +410,7 @@ pub fn partitioned_source<'scope>(
     let mut aggregator = PaneAggregator::new(plan.pane(), analyzer);
     let tick = config.tick.0.max(1);
     let (out_of_orderness, lateness) = (config.max_out_of_orderness.0, config.allowed_lateness.0);
+    let max_future = config.max_future.0;
     let mut partitions: Vec<Partition> = readers
         .into_iter()
         .map(|reader| Partition {
@@ -422,7 +453,13 @@ pub fn partitioned_source<'scope>(
                 let (source_name, index) = (&partition.key.0, partition.key.1);
                 for record in batch.iter() {
                     counters.records.fetch_add(1, Ordering::Relaxed);
-                    match admit(&record, decoding, &mut partition.clock, now, lateness) {
+                    let judge = Judge {
+                        clock: &mut partition.clock,
+                        capability: now,
+                        allowed_lateness: lateness,
+                        max_future,
+                    };
+                    match admit(&record, decoding, judge) {
                         Ok(event) => {
                             counters.events_by_kind[event.kind().index()]
                                 .fetch_add(1, Ordering::Relaxed);
