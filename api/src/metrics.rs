@@ -284,6 +284,15 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
             ],
         ),
     );
+    family(
+        &mut out,
+        (
+            "crowdpulse_partition_read_errors_total",
+            "counter",
+            "Failed partition reads (e.g. offsets removed by retention); the partition waits.",
+        ),
+        unlabelled(load(&source.read_errors)),
+    );
     let delay = sources
         .frontier
         .map_or(0, |f| wall_clock_ms().saturating_sub(f));

@@ -12,6 +12,7 @@ use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use timely::scheduling::SyncActivator;
 use tracing::{debug, warn};
@@ -179,6 +180,16 @@ impl PartitionReader for KafkaPartitionReader {
                     self.at_end = true;
                     self.done = self.bound != ReadBound::Unbounded
                 }
+                Some(Err(KafkaError::MessageConsumption(
+                    code @ (RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset),
+                ))) => {
+                    // Retention removed offsets not read yet (auto.offset.reset=error): never a
+                    // silent jump; the source reports it and the partition waits.
+                    return Err(format!(
+                        "offset out of range ({code}): retention removed messages not read yet; \
+                         restart from a position that exists (e.g. --from earliest)"
+                    ));
+                }
                 Some(Err(error)) => {
                     // Fetch errors are retried by librdkafka; the partition stays open.
                     warn!(topic = %self.topic, partition = self.partition, %error, "kafka fetch error");
@@ -244,17 +255,26 @@ mod tests {
         skip_before: SkipBefore,
         bound: ReadBound,
     ) -> KafkaPartitionReader {
+        reader_from(cluster, Offset::Beginning, skip_before, bound)
+    }
+
+    fn reader_from(
+        cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        start: Offset,
+        skip_before: SkipBefore,
+        bound: ReadBound,
+    ) -> KafkaPartitionReader {
         let consumer: SourceConsumer = ClientConfig::new()
             .set("bootstrap.servers", cluster.bootstrap_servers())
             .set("group.id", "crowdpulse-test")
             .set("enable.partition.eof", "true")
             .set("enable.auto.commit", "false")
+            // As the source's consumers (kafka_source.rs).
+            .set("auto.offset.reset", "error")
             .create_with_context(SourceContext)
             .unwrap();
         let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(TOPIC, 0, Offset::Beginning)
-            .unwrap();
+        assignment.add_partition_offset(TOPIC, 0, start).unwrap();
         consumer.assign(&assignment).unwrap();
         let consumer = Arc::new(consumer);
         KafkaPartitionReader::new(
@@ -340,6 +360,29 @@ mod tests {
         );
         assert_eq!(status, ReadStatus::Done);
         assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn an_offset_retention_removed_is_an_error_not_a_silent_jump() {
+        let cluster = cluster();
+        let mut reader = reader_from(
+            &cluster,
+            Offset::Offset(1_000),
+            SkipBefore::Nothing,
+            ReadBound::Unbounded,
+        );
+        let mut batch = RecordBatch::default();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let error = loop {
+            match reader.read(10, &mut batch) {
+                Err(error) => break error,
+                Ok(status) => assert_ne!(status, ReadStatus::CaughtUp, "never caught up"),
+            }
+            assert!(Instant::now() < deadline, "no out-of-range error");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(error.contains("offset out of range"), "{error}");
+        assert!(batch.is_empty());
     }
 
     #[test]

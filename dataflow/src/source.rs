@@ -13,7 +13,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, Stream};
 use timely::scheduling::SyncActivator;
 
-use tracing::warn;
+use tracing::error;
 
 use crate::analytics::{PaneAggregator, PaneDelta};
 use crate::clock::{Admission, PartitionClock};
@@ -194,6 +194,9 @@ pub struct SourceCounters {
     pub late: AtomicU64,
     /// Records too far ahead of their reference time.
     pub future: AtomicU64,
+    /// Reads that failed (e.g. an offset retention has removed): a bounded run that saw one is
+    /// incomplete; a live one waits for the partition.
+    pub read_errors: AtomicU64,
     /// Where each partition is, by (source name, partition); updated once per read.
     pub partitions: Mutex<BTreeMap<(String, u32), PartitionProgress>>,
 }
@@ -276,6 +279,8 @@ struct Partition {
     caught_up_since: Option<Millis>,
     /// How long it must stay caught up to go idle.
     idle_timeout: Millis,
+    /// The read error the partition is stuck on (logged once).
+    failing: Option<String>,
     /// The offset after the last record read.
     next_offset: Option<u64>,
 }
@@ -415,6 +420,7 @@ pub fn partitioned_source<'scope>(
         .into_iter()
         .map(|reader| Partition {
             caught_up_since: None,
+            failing: None,
             idle_timeout: reader.idle_timeout(config.idle_timeout.0),
             key: (reader.source_name().to_owned(), reader.partition()),
             source: Arc::from(reader.source_name()),
@@ -492,14 +498,26 @@ pub fn partitioned_source<'scope>(
                 let read_records = !batch.is_empty();
                 match status {
                     Ok(status) => {
+                        partition.failing = None;
                         more |= status == ReadStatus::More;
                         partition.done = status == ReadStatus::Done;
                         partition.observe(read_records, status);
                     }
                     Err(error) => {
-                        // An unreadable partition ends; its records so far stay valid.
-                        warn!(source = %source_name, partition = index, %error, "partition unreadable, closing it");
-                        partition.done = true;
+                        counters.read_errors.fetch_add(1, Ordering::Relaxed);
+                        if partition.reader.wall_clock().is_some() {
+                            // Live: the partition keeps holding the watermark (its records are
+                            // missing, so nothing after them may become final) and says so.
+                            if partition.failing.as_ref() != Some(&error) {
+                                error!(source = %source_name, partition = index, %error, "partition unreadable; results wait for it");
+                            }
+                            partition.failing = Some(error);
+                            partition.observe(false, ReadStatus::Behind);
+                        } else {
+                            // Bounded: the partition ends and the run reports the failure.
+                            error!(source = %source_name, partition = index, %error, "partition unreadable, closing it");
+                            partition.done = true;
+                        }
                     }
                 }
                 let progress = PartitionProgress {

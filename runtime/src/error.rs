@@ -19,6 +19,14 @@ pub enum RuntimeError {
         /// Why.
         error: String,
     },
+    /// Partitions of a bounded run could not be read to their end (see the log).
+    #[error(
+        "{errors} failed reads: the output lacks the records of the partitions named in the log"
+    )]
+    Incomplete {
+        /// Failed reads.
+        errors: u64,
+    },
     /// A worker thread panicked.
     #[error("a worker failed: {0}")]
     WorkerPanicked(String),

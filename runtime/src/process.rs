@@ -18,7 +18,7 @@ use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
 
 use crate::cluster::Cluster;
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
 use crate::execute::{start, Job};
 use crate::sources::Sources;
 
@@ -156,6 +156,7 @@ pub fn run_into(
     sinks: Vec<Arc<dyn Sink>>,
     throttle: Option<Arc<Throttle>>,
 ) -> Result<()> {
+    let counters = Arc::clone(&run.counters);
     start(Job {
         cluster: run.cluster,
         plan: run.plan,
@@ -165,5 +166,10 @@ pub fn run_into(
         sinks,
         throttle,
     })?
-    .join()
+    .join()?;
+    // A partition that could not be read to its end leaves the output incomplete.
+    match counters.read_errors.load(Ordering::Relaxed) {
+        0 => Ok(()),
+        errors => Err(RuntimeError::Incomplete { errors }),
+    }
 }

@@ -1,7 +1,9 @@
-//! History past the view store's retention comes from Postgres (`scripts/postgres.sh`): a live
-//! app writing to Postgres with one minute of retention answers a query over ten minutes of
-//! windows with every window, the same JSON the store gives, moments included.
+//! History past the view store comes from Postgres (`scripts/postgres.sh`): ten minutes of
+//! windows written earlier (by a bounded run, as a previous process would have) and a fresh
+//! window the live app computes now come back as one series, in the store's JSON, moments
+//! included; an unknown stream is still 404.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,13 +18,21 @@ use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_runtime::cluster::Cluster;
 use crowdpulse_runtime::live::{Feed, LiveApp, LiveOptions};
+use crowdpulse_runtime::process::{run_into, BoundedRun};
+use crowdpulse_runtime::sources::Sources;
 use serde_json::Value;
 use support::postgres::{fresh_config, Db};
 
 mod support;
 
 /// How often the sinks under test commit.
-const INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+const INTERVAL: Duration = Duration::from_millis(50);
+
+fn chat(ts: u64, user: u64) -> String {
+    format!(
+        "{{\"type\":\"chat\",\"stream_id\":\"old\",\"user_id\":\"u{user}\",\"ts\":{ts},\"text\":\"great play\"}}\n"
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_past_the_retention_are_answered_from_postgres() {
@@ -30,15 +40,48 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
     use tokio::task::block_in_place as blocking;
     let config = fresh_config("history");
     blocking(|| apply_migrations(&config)).unwrap();
-    let sink = Arc::new(PostgresSink::start(&config, INTERVAL).unwrap());
-    let mut plan = PipelineConfig {
+    let mut pipeline = PipelineConfig {
         max_out_of_orderness: Span(0),
         idle_timeout: Span(200),
         ..PipelineConfig::default()
     };
-    plan.moments.baseline_windows = 3;
-    plan.moments.min_chat_messages = 2;
-    plan.moments.min_zscore = 1.5;
+    pipeline.moments.baseline_windows = 3;
+    pipeline.moments.min_chat_messages = 2;
+    pipeline.moments.min_zscore = 1.5;
+    let plan = Plan::new(pipeline).unwrap();
+    let analyzer = Arc::new(Analyzer::new(Lexicons::builtin()));
+
+    // Earlier: ten minutes of chat ending 20 minutes ago, two messages per 10 s window and a
+    // burst of 20 in the window starting 8 minutes in (a moment).
+    let t0 = (wall_clock_ms() - 30 * 60_000) / 10_000 * 10_000;
+    let mut earlier = String::new();
+    for i in 0..120u64 {
+        let copies = if i == 96 { 20 } else { 1 };
+        for c in 0..copies {
+            earlier.push_str(&chat(t0 + i * 5_000, c));
+        }
+    }
+    let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("history-{}.ndjson", std::process::id()));
+    std::fs::write(&file, earlier).unwrap();
+    blocking(|| {
+        let sink = Arc::new(PostgresSink::start(&config, INTERVAL).unwrap());
+        run_into(
+            BoundedRun {
+                analyzer: Arc::clone(&analyzer),
+                plan: plan.clone(),
+                cluster: Cluster::local(2),
+                counters: Arc::default(),
+                sources: Sources::files(vec![file.clone()]),
+            },
+            vec![Arc::clone(&sink) as Arc<dyn Sink>],
+            Some(sink.throttle()),
+        )
+    })
+    .unwrap();
+
+    // Now: a live app with one minute of retention writing to the same tables.
+    let sink = Arc::new(PostgresSink::start(&config, INTERVAL).unwrap());
     let app = blocking(|| {
         LiveApp::start(&LiveOptions {
             cluster: Cluster::local(2),
@@ -51,37 +94,16 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
             throttle: Some(sink.throttle()),
             postgres: Some(sink.metrics()),
             history: Some(History::new(&config).unwrap()),
-            plan: Plan::new(plan).unwrap(),
+            plan: plan.clone(),
             api: ApiConfig {
                 retention: Span(60_000),
                 ..ApiConfig::default()
             },
-            analyzer: Arc::new(Analyzer::new(Lexicons::builtin())),
+            analyzer,
         })
     })
     .unwrap();
     let filter = routes(app.state.clone());
-    // Ten minutes of chat ending 20 minutes ago: two messages per 10 s window, and a burst of
-    // 20 in the window starting 8 minutes in (a moment).
-    let t0 = (wall_clock_ms() - 30 * 60_000) / 10_000 * 10_000;
-    let mut body = String::new();
-    for i in 0..120u64 {
-        let ts = t0 + i * 5_000;
-        let copies = if i == 96 { 20 } else { 1 };
-        for c in 0..copies {
-            body.push_str(&format!(
-                "{{\"type\":\"chat\",\"stream_id\":\"old\",\"user_id\":\"u{c}\",\"ts\":{ts},\"text\":\"great play\"}}\n"
-            ));
-        }
-    }
-    let response = warp::test::request()
-        .method("POST")
-        .path("/v1/events")
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .reply(&filter)
-        .await;
-    assert_eq!(response.status(), 202);
     let get = |path: String| {
         let filter = filter.clone();
         async move {
@@ -91,19 +113,31 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
             (status, value)
         }
     };
-    // Everything becomes final once the input is idle and wall-clock time passes it; the store
-    // then keeps nothing older than a minute, Postgres keeps it all.
+    // Before the live app has seen the stream, its history is there.
+    let (status, body) = get("/v1/streams/old/metrics?window=10s&limit=3".to_owned()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"].as_array().unwrap().len(), 3, "{body}");
+
+    let now = wall_clock_ms();
+    let fresh: String = (0..3).map(|u| chat(now - 1_000, 100 + u)).collect();
+    let response = warp::test::request()
+        .method("POST")
+        .path("/v1/events")
+        .header("content-type", "application/x-ndjson")
+        .body(fresh)
+        .reply(&filter)
+        .await;
+    assert_eq!(response.status(), 202);
     let path = format!("/v1/streams/old/metrics?window=10s&from={t0}&limit=1000");
     let deadline = Instant::now() + Duration::from_secs(30);
     let rows = loop {
         let (status, body) = get(path.clone()).await;
         let rows = body["rows"].as_array().cloned().unwrap_or_default();
-        let all_final = rows.iter().all(|r| r["final"] == true);
-        if status == 200 && rows.len() == 60 && all_final {
+        if status == 200 && rows.len() == 61 {
             break rows;
         }
         assert!(Instant::now() < deadline, "{status} {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let in_memory = app
         .state
@@ -112,24 +146,28 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
         .streams
         .get("old")
         .map_or(0, |view| view.windows.len());
-    assert!(in_memory < 60, "the store still holds {in_memory} windows");
+    assert!(in_memory < 10, "the store holds {in_memory} windows");
     let starts: Vec<u64> = rows
         .iter()
         .map(|r| r["window_start"].as_u64().unwrap())
         .collect();
-    assert_eq!(starts, (0..60).map(|i| t0 + i * 10_000).collect::<Vec<_>>());
-    let chats: u64 = rows
+    let mut expected: Vec<u64> = (0..60).map(|i| t0 + i * 10_000).collect();
+    expected.push((now - 1_000) / 10_000 * 10_000);
+    assert_eq!(starts, expected);
+    let chats: u64 = rows[..60]
         .iter()
         .map(|r| r["chat_messages"].as_u64().unwrap())
         .sum();
     assert_eq!(chats, 139);
+    assert!(rows[..60].iter().all(|r| r["final"] == true));
+    assert_eq!(rows[60]["chat_messages"], 3);
     assert_eq!(rows[0]["table"], "window_metrics");
     assert_eq!(rows[0]["stream_id"], "old");
     // The latest 5, oldest first, as without a database.
     let (_, latest) = get("/v1/streams/old/sentiment?window=10s&limit=5".to_owned()).await;
     let series = latest["series"].as_array().unwrap();
     assert_eq!(series.len(), 5);
-    assert_eq!(series[0]["window_start"].as_u64(), Some(t0 + 55 * 10_000));
+    assert_eq!(series[0]["window_start"].as_u64(), Some(t0 + 56 * 10_000));
     assert!(series[0]["sentiment_mean"].as_f64().unwrap() > 0.0);
     let (_, moments) = get("/v1/streams/old/moments".to_owned()).await;
     let moments = moments["moments"].as_array().unwrap();
