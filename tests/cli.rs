@@ -174,7 +174,10 @@ fn bad_records_become_dead_letters_and_the_run_completes() {
     let out = dir.join("out.ndjson");
     let summary = process(std::slice::from_ref(&input), &out, 2);
     assert!(summary.contains("read 9 events"), "{summary}");
-    assert!(summary.contains("1 late, 7 dead-lettered"), "{summary}");
+    assert!(
+        summary.contains("1 late, 0 future, 7 dead-lettered"),
+        "{summary}"
+    );
     let all = rows(&out);
     let dead: Vec<&Value> = all
         .iter()

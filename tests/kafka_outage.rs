@@ -153,8 +153,28 @@ fn a_broker_paused_during_catch_up_makes_nothing_late() {
         ],
         &env,
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Paused while catching up: some records read, far from all.
+    let read = || {
+        let (_, text) = support::http(&run.address, "GET", "/metrics", None);
+        text.lines()
+            .filter(|l| l.starts_with("crowdpulse_partition_next_offset{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let started = Instant::now();
+    while read() < 10_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "run does not read"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     broker.signal("-STOP");
+    let at_stop = read();
+    assert!(
+        at_stop < 250_000,
+        "caught up already ({at_stop}): nothing was tested"
+    );
     // Longer than the lateness plus the out-of-orderness, and than the idle timeout.
     std::thread::sleep(Duration::from_secs(6));
     broker.signal("-CONT");

@@ -271,7 +271,7 @@ fn a_far_future_message_is_a_future_dead_letter_in_every_replay() {
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let dir = scratch("future");
-    let topic = fresh_topic("replay-future", 1);
+    let topic = fresh_topic("replay-future", 2);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", BROKER)
         .create()
@@ -285,12 +285,15 @@ fn a_far_future_message_is_a_future_dead_letter_in_every_replay() {
         reaction("\"9999-01-01T00:00:00Z\""),
         reaction(&(now - 1_000).to_string()),
     ];
-    for payload in &payloads {
-        let record = BaseRecord::<(), str>::to(&topic)
-            .partition(0)
-            .timestamp(now)
-            .payload(payload.as_str());
-        producer.send(record).map_err(|(e, _)| e).unwrap();
+    // The same three messages in each partition: one worker per partition with 2 workers.
+    for partition in [0, 1] {
+        for payload in &payloads {
+            let record = BaseRecord::<(), str>::to(&topic)
+                .partition(partition)
+                .timestamp(now)
+                .payload(payload.as_str());
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
     }
     producer.flush(std::time::Duration::from_secs(10)).unwrap();
     let outputs: Vec<Vec<Value>> = [1, 2]
@@ -306,15 +309,21 @@ fn a_far_future_message_is_a_future_dead_letter_in_every_replay() {
         .iter()
         .filter(|r| r["table"] == "dead_letters")
         .collect();
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(
-        (dead[0]["reason"].as_str(), dead[0]["offset"].as_u64()),
-        (Some("future"), Some(1))
-    );
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for (dead, partition) in dead.iter().zip([0, 1]) {
+        assert_eq!(
+            (
+                dead["reason"].as_str(),
+                dead["partition"].as_u64(),
+                dead["offset"].as_u64()
+            ),
+            (Some("future"), Some(partition), Some(1))
+        );
+    }
     let counted: u64 = outputs[0]
         .iter()
         .filter(|r| r["table"] == "window_emojis" && r["window"] == "10s")
         .map(|r| r["count"].as_u64().unwrap())
         .sum();
-    assert_eq!(counted, 2, "the honest reactions count");
+    assert_eq!(counted, 4, "the honest reactions count");
 }

@@ -148,6 +148,7 @@ impl KafkaConfig {
             start,
             end,
             fetch_wait_max_ms: self.fetch_wait_max.0,
+            liveness: None,
         }
     }
 }

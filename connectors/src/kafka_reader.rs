@@ -17,6 +17,7 @@ use rdkafka::ClientContext;
 use timely::scheduling::SyncActivator;
 use tracing::{debug, warn};
 
+use crate::kafka_progress::KafkaLag;
 use crate::live_input::wall_clock_ms;
 
 /// Where reading a partition stops.
@@ -80,8 +81,31 @@ pub struct KafkaPartitionReader {
     skip_before: SkipBefore,
     bound: ReadBound,
     done: bool,
-    /// librdkafka reported the broker's end of the partition and no message came since.
+    /// librdkafka reported the broker's end of the partition and no message came since (or the
+    /// read started at the end).
     at_end: bool,
+    /// When set, caught up also needs the broker to have answered recently: after the end was
+    /// reached, an unreachable broker says nothing, and its held-back messages must not be late.
+    liveness: Option<Liveness>,
+    /// The error the partition is stuck on: librdkafka reports it once and stops fetching.
+    failed: Option<String>,
+}
+
+/// Whether the brokers answer: the lag lookups' last complete round, and how old it may be.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    /// Lag lookups (`crowdpulse run`'s offset mirror).
+    pub lag: Arc<KafkaLag>,
+    /// How long without an answer still counts as reachable, ms.
+    pub silence: Millis,
+}
+
+impl Liveness {
+    fn reachable(&self) -> bool {
+        self.lag
+            .answered_at()
+            .is_some_and(|at| wall_clock_ms().saturating_sub(at) <= self.silence)
+    }
 }
 
 impl KafkaPartitionReader {
@@ -92,7 +116,7 @@ impl KafkaPartitionReader {
         partition: i32,
         format: (Format, DecodeContext),
         skip_before: SkipBefore,
-        bound: ReadBound,
+        (bound, at_end, liveness): (ReadBound, bool, Option<Liveness>),
     ) -> Option<Self> {
         let queue = consumer.split_partition_queue(topic, partition)?;
         Some(Self {
@@ -104,7 +128,9 @@ impl KafkaPartitionReader {
             skip_before,
             bound,
             done: false,
-            at_end: false,
+            at_end,
+            liveness,
+            failed: None,
         })
     }
 }
@@ -154,10 +180,15 @@ impl PartitionReader for KafkaPartitionReader {
         if let Some(Err(error)) = self.consumer.poll(Duration::ZERO) {
             warn!(topic = %self.topic, partition = self.partition, %error, "kafka consumer error");
         }
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
         let mut taken = 0;
         while !self.done && taken < max {
             match self.queue.poll(Duration::ZERO) {
-                None if self.at_end => return Ok(ReadStatus::CaughtUp),
+                None if self.at_end && self.liveness.as_ref().is_none_or(Liveness::reachable) => {
+                    return Ok(ReadStatus::CaughtUp)
+                }
                 None => return Ok(ReadStatus::Behind),
                 Some(Ok(message)) => {
                     self.at_end = false;
@@ -185,10 +216,12 @@ impl PartitionReader for KafkaPartitionReader {
                 ))) => {
                     // Retention removed offsets not read yet (auto.offset.reset=error): never a
                     // silent jump; the source reports it and the partition waits.
-                    return Err(format!(
+                    let error = format!(
                         "offset out of range ({code}): retention removed messages not read yet; \
                          restart from a position that exists (e.g. --from earliest)"
-                    ));
+                    );
+                    self.failed = Some(error.clone());
+                    return Err(error);
                 }
                 Some(Err(error)) => {
                     // Fetch errors are retried by librdkafka; the partition stays open.
@@ -283,7 +316,7 @@ mod tests {
             0,
             (Format::Json, DecodeContext::default()),
             skip_before,
-            bound,
+            (bound, false, None),
         )
         .unwrap()
     }

@@ -13,7 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{ConnectorError, Result};
 use crate::kafka_reader::{
-    KafkaPartitionReader, ReadBound, SkipBefore, SourceConsumer, SourceContext,
+    KafkaPartitionReader, Liveness, ReadBound, SkipBefore, SourceConsumer, SourceContext,
 };
 use crate::position::Position;
 
@@ -44,6 +44,9 @@ pub struct KafkaSourceOptions {
     pub end: Option<Position>,
     /// librdkafka's `fetch.wait.max.ms`: how long the broker may hold a fetch.
     pub fetch_wait_max_ms: u64,
+    /// Live reads: whether the brokers answer (a caught-up partition of an unreachable broker
+    /// is not idle).
+    pub liveness: Option<Liveness>,
 }
 
 fn kafka_error(what: &str, error: impl std::fmt::Display) -> ConnectorError {
@@ -57,10 +60,10 @@ fn consumer(options: &KafkaSourceOptions) -> Result<SourceConsumer> {
         // Offsets are crowdpulse's to manage (DESIGN §5); the group only mirrors them.
         .set("enable.auto.commit", "false")
         // The EOF signal is what makes `--until latest` exact on brokers whose reported latest
-        // offset is stale.
+        // offset is stale, and what tells a live partition is caught up.
         .set("enable.partition.eof", "true")
-        // A start offset out of range is reported (fetch errors are logged) instead of silently
-        // jumping to an end of the partition.
+        // An offset out of range (retention overtook the reader) is an error the readers
+        // report, never a silent jump to an end of the partition.
         .set("auto.offset.reset", "error")
         // Some brokers (tansu) hold every fetch this long even when data is there; Kafka returns
         // at once when data is there. Short, so backfills are not throttled (measured with
@@ -173,13 +176,16 @@ pub fn worker_readers(
                     .offset_of(&topic.name, partition)
                     .map_or(ReadBound::EndOfPartition, ReadBound::BeforeOffset),
             };
+            // Started at the end: caught up until a message comes (librdkafka signals no EOF
+            // for a partition started there).
+            let at_end = options.start == Position::Latest;
             KafkaPartitionReader::new(
                 &consumer,
                 &topic.name,
                 partition,
                 topic.format,
                 skip_before,
-                bound,
+                (bound, at_end, options.liveness.clone()),
             )
             .map(|reader| Box::new(reader) as Box<dyn PartitionReader>)
             .ok_or_else(|| {

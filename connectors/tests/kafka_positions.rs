@@ -51,6 +51,7 @@ fn read(topic: &str, start: Position, end: Position) -> Vec<String> {
         start,
         end: Some(end),
         fetch_wait_max_ms: 10,
+        liveness: None,
     };
     let mut readers = worker_readers(&options, 0, 1).unwrap();
     let mut payloads = Vec::new();

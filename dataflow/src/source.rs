@@ -504,20 +504,15 @@ pub fn partitioned_source<'scope>(
                         partition.observe(read_records, status);
                     }
                     Err(error) => {
+                        // The partition keeps holding the watermark: its records are missing,
+                        // so nothing after them may become final. A live run waits for it; a
+                        // bounded run is stopped by the runtime, which sees the count.
                         counters.read_errors.fetch_add(1, Ordering::Relaxed);
-                        if partition.reader.wall_clock().is_some() {
-                            // Live: the partition keeps holding the watermark (its records are
-                            // missing, so nothing after them may become final) and says so.
-                            if partition.failing.as_ref() != Some(&error) {
-                                error!(source = %source_name, partition = index, %error, "partition unreadable; results wait for it");
-                            }
-                            partition.failing = Some(error);
-                            partition.observe(false, ReadStatus::Behind);
-                        } else {
-                            // Bounded: the partition ends and the run reports the failure.
-                            error!(source = %source_name, partition = index, %error, "partition unreadable, closing it");
-                            partition.done = true;
+                        if partition.failing.as_ref() != Some(&error) {
+                            error!(source = %source_name, partition = index, %error, "partition unreadable; results wait for it");
                         }
+                        partition.failing = Some(error);
+                        partition.observe(false, ReadStatus::Behind);
                     }
                 }
                 let progress = PartitionProgress {
@@ -543,7 +538,8 @@ pub fn partitioned_source<'scope>(
                 return;
             }
             // The least watermark (rounded down to a tick) of the open partitions that are not
-            // idle; a partition that has seen nothing yet holds the capability where it is. When
+            // idle; a partition that has seen nothing yet and is not idle (behind, or caught up
+            // for less than its idle timeout) holds the capability where it is. When
             // every partition is idle, wall-clock time minus the out-of-orderness bound stands in
             // for their watermark.
             let active_low = open

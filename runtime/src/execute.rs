@@ -36,7 +36,7 @@ pub struct Job {
     pub throttle: Option<Arc<Throttle>>,
 }
 
-/// How often a worker with nothing to do checks whether the run was stopped.
+/// How often a worker with nothing to do checks whether the run was stopped or cannot finish.
 const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// A started run. Dropping it stops it.
@@ -63,11 +63,7 @@ pub fn start(job: Job) -> Result<Running> {
     let stop = Arc::new(AtomicBool::new(false));
     let worker_stop = Arc::clone(&stop);
     let worker_sinks = sinks.clone();
-    // A bounded run parks until there is work; a live one also wakes to notice a stop.
-    let park = match sources {
-        Sources::Bounded(_) => None,
-        Sources::Unbounded(_) | Sources::Input(_) => Some(STOP_CHECK),
-    };
+    let bounded = matches!(sources, Sources::Bounded(_));
     let guards = timely::execute(config, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         // A worker that cannot open its partitions still joins the dataflow (the others would
@@ -93,13 +89,17 @@ pub fn start(job: Job) -> Result<Running> {
                 .sink_stage(output.positions, worker_sinks.clone());
         });
         while worker.has_dataflows() {
-            if worker_stop.load(Ordering::Relaxed) {
+            // A bounded run that cannot read a partition to its end stops before the end of
+            // input would make its windows final without that partition's records.
+            let unreadable = bounded && counters.read_errors.load(Ordering::Relaxed) > 0;
+            if worker_stop.load(Ordering::Relaxed) || unreadable {
                 for id in worker.installed_dataflows() {
                     worker.drop_dataflow(id);
                 }
                 break;
             }
-            worker.step_or_park(park);
+            // Idle workers wake now and then to notice a stop or a failed read on another worker.
+            worker.step_or_park(Some(STOP_CHECK));
         }
         match unopened {
             Some(error) => Err(RuntimeError::Unopened {

@@ -23,7 +23,8 @@ use crowdpulse_connectors::generator::{Generator, GeneratorConfig};
 use crowdpulse_connectors::ingest_producer::IngestProducer;
 use crowdpulse_connectors::kafka_config::KafkaConfig;
 use crowdpulse_connectors::kafka_progress::{mirror_progress, ProgressMirror};
-use crowdpulse_connectors::kafka_source::check_topics;
+use crowdpulse_connectors::kafka_reader::Liveness;
+use crowdpulse_connectors::kafka_source::{check_topics, KafkaSourceOptions};
 use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
 use crowdpulse_connectors::position::Position;
 use crowdpulse_connectors::postgres::PostgresSinkMetrics;
@@ -146,11 +147,20 @@ fn wire(
             if let Some(topic) = &dead_letters {
                 sinks.push(Arc::clone(topic) as Arc<dyn Sink>);
             }
+            let interval = config.progress_interval.0.max(1);
             let progress = mirror_progress(
                 &source,
                 Arc::clone(counters),
-                Duration::from_millis(config.progress_interval.0.max(1)),
+                Duration::from_millis(interval),
             )?;
+            // A round of lag lookups every interval: three missed rounds mean unreachable.
+            let source = KafkaSourceOptions {
+                liveness: Some(Liveness {
+                    lag: Arc::clone(&progress.lag),
+                    silence: 3 * interval + 1_000,
+                }),
+                ..source
+            };
             let running = start(job(Sources::kafka(source), sinks))?;
             Ok(Wiring {
                 running,

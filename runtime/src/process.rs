@@ -46,7 +46,11 @@ pub struct ProcessSummary {
     pub events: u64,
     /// Records dropped as late.
     pub late: u64,
-    /// All dead-lettered records (decode, invalid, late).
+    /// Records dated too far ahead of their reference time.
+    pub future: u64,
+    /// Failed partition reads.
+    pub read_errors: u64,
+    /// All dead-lettered records (decode, invalid, late, future).
     pub dead_lettered: u64,
     /// Rows written.
     pub rows: usize,
@@ -61,6 +65,8 @@ impl ProcessSummary {
             records: counters.records.load(Ordering::Relaxed),
             events: counters.events(),
             late: counters.late.load(Ordering::Relaxed),
+            future: counters.future.load(Ordering::Relaxed),
+            read_errors: counters.read_errors.load(Ordering::Relaxed),
             dead_lettered: counters.dead_lettered(),
             rows,
             elapsed,
@@ -75,14 +81,19 @@ impl ProcessSummary {
     /// The one-line report commands print: "{records} events with {workers} workers: ...".
     pub fn report(&self, workers: usize) -> String {
         format!(
-            "{} events with {workers} workers: {} valid, {} late, {} dead-lettered; {} rows written; {:.3} s, {:.0} events/s",
+            "{} events with {workers} workers: {} valid, {} late, {} future, {} dead-lettered; {} rows written; {:.3} s, {:.0} events/s{}",
             self.records,
             self.events,
             self.late,
+            self.future,
             self.dead_lettered,
             self.rows,
             self.elapsed.as_secs_f64(),
-            self.records_per_second()
+            self.records_per_second(),
+            match self.read_errors {
+                0 => String::new(),
+                n => format!("; {n} failed reads"),
+            }
         )
     }
 }

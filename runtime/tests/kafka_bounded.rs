@@ -126,6 +126,7 @@ fn bounded_read_from_earliest_equals_the_same_events_from_files() {
         start: Position::Earliest,
         end: Some(Position::Latest),
         fetch_wait_max_ms: 10,
+        liveness: None,
     };
     for workers in [1, 2] {
         let counters = Arc::new(SourceCounters::default());

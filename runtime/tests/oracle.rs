@@ -280,3 +280,72 @@ fn a_worker_that_cannot_open_its_partitions_fails_the_run() {
     assert!(error.to_string().contains("worker 1"), "{error}");
     assert!(error.to_string().contains("broker unreachable"), "{error}");
 }
+
+/// A partition that fails midway (a file cut, offsets removed by retention).
+struct FailingReader {
+    served: bool,
+}
+
+impl PartitionReader for FailingReader {
+    fn source_name(&self) -> &str {
+        "failing"
+    }
+    fn partition(&self) -> u32 {
+        1
+    }
+    fn format(
+        &self,
+    ) -> (
+        crowdpulse_dataflow::codec::Format,
+        crowdpulse_dataflow::codec::DecodeContext,
+    ) {
+        (
+            crowdpulse_dataflow::codec::Format::Json,
+            crowdpulse_dataflow::codec::DecodeContext::default(),
+        )
+    }
+    fn read(
+        &mut self,
+        _max: usize,
+        out: &mut crowdpulse_dataflow::source::RecordBatch,
+    ) -> Result<crowdpulse_dataflow::source::ReadStatus, String> {
+        if std::mem::replace(&mut self.served, true) {
+            return Err("the rest is gone".into());
+        }
+        out.push(
+            0,
+            &event(T0, json!({"type": "chat", "user_id": "u", "text": "hi"})),
+            None,
+        );
+        Ok(crowdpulse_dataflow::source::ReadStatus::More)
+    }
+}
+
+#[test]
+fn a_partition_that_cannot_be_read_to_its_end_fails_the_run() {
+    let result = run_bounded(
+        2,
+        &PipelineConfig::default(),
+        Arc::new(Analyzer::new(Lexicons::builtin())),
+        Arc::new(SourceCounters::default()),
+        |index, _| {
+            Ok(match index {
+                0 => vec![Box::new(MemoryReader::new(
+                    "p",
+                    0,
+                    (0..50)
+                        .map(|i| {
+                            event(
+                                T0 + i * 1_000,
+                                json!({"type": "chat", "user_id": "u", "text": "hi"}),
+                            )
+                        })
+                        .collect(),
+                )) as Box<dyn PartitionReader>],
+                _ => vec![Box::new(FailingReader { served: false }) as Box<dyn PartitionReader>],
+            })
+        },
+    );
+    let error = result.expect_err("an incomplete input must not pass for a complete run");
+    assert!(error.to_string().contains("failed reads"), "{error}");
+}
