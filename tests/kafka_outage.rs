@@ -1,8 +1,9 @@
 //! Live results equal a replay however the broker behaves: a broker of the test's own (tansu on a
 //! free port, `scripts/kafka.sh` installs it) is paused with SIGSTOP for longer than the allowed
-//! lateness plus the out-of-orderness while `crowdpulse run` catches up on a backlog. Partitions
-//! that are behind never go idle, so the outage makes no record late: the final rows `run`
-//! writes equal `replay`'s. Alone in its test binary: it pauses a broker for seconds.
+//! lateness plus the out-of-orderness, once while `crowdpulse run` catches up on a backlog and
+//! once after it caught up while a producer keeps producing. Partitions that are behind, or
+//! whose broker does not answer, never go idle, so the outage makes no record late: the final
+//! rows `run` writes equal `replay`'s. Alone in its test binary: it pauses brokers for seconds.
 
 mod support;
 
@@ -28,6 +29,23 @@ struct Broker {
 }
 
 impl Broker {
+    /// A broker with a 4-partition topic `topic`.
+    fn with_topic(topic: &str) -> Self {
+        let broker = Self::start();
+        let created = Command::new(tansu())
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &format!("tcp://{}", broker.address),
+            ])
+            .args(["--partitions", "4", topic])
+            .status()
+            .unwrap();
+        assert!(created.success());
+        broker
+    }
+
     fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -83,19 +101,8 @@ const PIPELINE: [(&str, &str); 3] = [
 
 #[test]
 fn a_broker_paused_during_catch_up_makes_nothing_late() {
-    let broker = Broker::start();
     let topic = "outage";
-    let created = Command::new(tansu())
-        .args([
-            "topic",
-            "create",
-            "--broker",
-            &format!("tcp://{}", broker.address),
-        ])
-        .args(["--partitions", "4", topic])
-        .status()
-        .unwrap();
-    assert!(created.success());
+    let broker = Broker::with_topic(topic);
     let produced = Command::new(env!("CARGO_BIN_EXE_crowdpulse"))
         .args([
             "generate", "--events", "300000", "--seed", "3", "--rate", "1000",
@@ -214,4 +221,130 @@ fn a_broker_paused_during_catch_up_makes_nothing_late() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(parsed.iter().all(|r| r["final"] == true));
+}
+
+/// `replay`'s final rows of the whole topic, but the stream totals (a live run never ends its
+/// input, so its totals stay live and are not printed), sorted.
+fn replay_rows(broker: &Broker, env: &[(&str, &str)]) -> Vec<String> {
+    let replayed = Command::new(env!("CARGO_BIN_EXE_crowdpulse"))
+        .args([
+            "replay",
+            "--from",
+            "earliest",
+            "--quiet",
+            "--brokers",
+            &broker.address,
+        ])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(replayed.status.success());
+    let mut rows: Vec<String> = String::from_utf8(replayed.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("\"table\":\"stream_totals\""))
+        .map(str::to_owned)
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_broker_paused_after_catch_up_while_producers_wait_makes_nothing_late() {
+    let topic = "paused-live";
+    let broker = Broker::with_topic(topic);
+    let topics = format!("[{{name = \"{topic}\"}}]");
+    let mut env: Vec<(&str, &str)> = PIPELINE.to_vec();
+    env.push(("CROWDPULSE__KAFKA__TOPICS", &topics));
+    env.push(("CROWDPULSE__KAFKA__DEAD_LETTER_TOPIC", ""));
+    // Lag lookups every 250 ms: a silent broker is noticed within about 1.75 s.
+    env.push(("CROWDPULSE__KAFKA__PROGRESS_INTERVAL", "250ms"));
+    env.push(("CROWDPULSE__PIPELINE__ALLOWED_LATENESS", "4s"));
+    // 10 s windows only: the last ones are final seconds after the producer stops (a live run
+    // makes a window final when wall-clock time passes it, a replay at the end of its input).
+    env.push(("CROWDPULSE__PIPELINE__WINDOWS", "[{size = \"10s\"}]"));
+    let (run, rows) = Demo::run(
+        &[
+            "--from",
+            "earliest",
+            "--brokers",
+            &broker.address,
+            "--workers",
+            "2",
+        ],
+        &env,
+    );
+    // 8 reactions per second for 14 s, stamped with the time they are made; the client queues
+    // what it cannot deliver while the broker is paused, as a real producer does. Sparse, so
+    // that every partition has been read to its end when the broker stops answering.
+    let address = broker.address.clone();
+    let producer = std::thread::spawn(move || {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &address)
+            .set("message.timeout.ms", "60000")
+            .create()
+            .unwrap();
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < Duration::from_secs(14) {
+            let now = crowdpulse_connectors::live_input::wall_clock_ms();
+            let payload = format!(
+                r#"{{"type":"reaction","stream_id":"s{}","user_id":"u{sent}","emoji":"🔥","ts":{now}}}"#,
+                sent % 6
+            );
+            let key = format!("s{}", sent % 6);
+            let record = BaseRecord::to("paused-live").key(&key).payload(&payload);
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+            producer.poll(Duration::ZERO);
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(125));
+        }
+        producer.flush(Duration::from_secs(60)).unwrap();
+        sent
+    });
+    // Caught up by now (the run follows the producer), then six seconds without a broker.
+    std::thread::sleep(Duration::from_secs(4));
+    broker.signal("-STOP");
+    std::thread::sleep(Duration::from_secs(6));
+    broker.signal("-CONT");
+    let sent = producer.join().unwrap();
+    assert!(sent > 100, "{sent} sent");
+    let expected = replay_rows(&broker, &env);
+    let mut got: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < expected.len() && Instant::now() < deadline {
+        if let Ok(line) = rows.recv_timeout(Duration::from_millis(200)) {
+            got.push(line);
+        }
+    }
+    drop(run);
+    got.sort();
+    // The generator makes a few records late on purpose; the outage must add none.
+    let late = |rows: &[String]| {
+        rows.iter()
+            .filter(|l| l.contains("\"reason\":\"late\""))
+            .count()
+    };
+    eprintln!("late: run {}, replay {}", late(&got), late(&expected));
+    assert_eq!(late(&got), late(&expected), "the outage made records late");
+    assert!(got.len() > 20, "{} rows", got.len());
+    if got != expected {
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|l| !got.contains(l))
+            .take(3)
+            .collect();
+        let extra: Vec<_> = got
+            .iter()
+            .filter(|l| !expected.contains(l))
+            .take(3)
+            .collect();
+        panic!(
+            "{} rows from run, {} from replay\nmissing: {missing:#?}\nextra: {extra:#?}",
+            got.len(),
+            expected.len()
+        );
+    }
 }
