@@ -1,6 +1,6 @@
-//! crowdpulse's serving layer: the live view store fed by the dataflow, REST under `/v1`,
-//! WebSocket/SSE push, HTTP ingest, `/metrics`, `/openapi.json` and the embedded dashboard, plus
-//! the in-process demo that runs it all on a laptop.
+//! crowdpulse's serving layer: the live view store (a sink of the runtime), REST under `/v1` with
+//! history from Postgres, WebSocket/SSE push, HTTP ingest, `/metrics`, `/openapi.json` and the
+//! embedded dashboard. It serves and ingests; the runtime assembles the pipelines.
 
 pub mod dashboard;
 pub mod error;

@@ -1,5 +1,6 @@
-//! crowdpulse's I/O around the pure dataflow: configuration loading, the NDJSON file source and
-//! the bounded `process` run, the line-oriented sentiment tool and the event generator.
+//! crowdpulse's I/O around the pure dataflow: configuration loading, the NDJSON file source, the
+//! Kafka source and producers, the sink interface with its NDJSON and Postgres sinks, the
+//! in-process live input, the line-oriented sentiment tool and the event generator.
 
 pub mod config;
 pub mod dead_letter_topic;
