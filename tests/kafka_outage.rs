@@ -9,6 +9,7 @@ mod support;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -123,31 +124,7 @@ fn a_broker_paused_during_catch_up_makes_nothing_late() {
     env.push(("CROWDPULSE__KAFKA__TOPICS", &topics));
     env.push(("CROWDPULSE__KAFKA__DEAD_LETTER_TOPIC", ""));
 
-    let replayed = Command::new(env!("CARGO_BIN_EXE_crowdpulse"))
-        .args([
-            "replay",
-            "--from",
-            "earliest",
-            "--quiet",
-            "--brokers",
-            &broker.address,
-        ])
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(replayed.status.success());
-    // A live run never ends its input: its stream totals stay live and are not printed.
-    let mut expected: Vec<String> = String::from_utf8(replayed.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.contains("\"table\":\"stream_totals\""))
-        .map(str::to_owned)
-        .collect();
-    expected.sort();
-    let late_in_replay = expected
-        .iter()
-        .filter(|l| l.contains("\"reason\":\"late\""))
-        .count();
+    let expected = replay_rows(&broker, &env);
 
     let (run, rows) = Demo::run(
         &[
@@ -161,13 +138,7 @@ fn a_broker_paused_during_catch_up_makes_nothing_late() {
         &env,
     );
     // Paused while catching up: some records read, far from all.
-    let read = || {
-        let (_, text) = support::http(&run.address, "GET", "/metrics", None);
-        text.lines()
-            .filter(|l| l.starts_with("crowdpulse_partition_next_offset{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum::<u64>()
-    };
+    let read = || support::offsets_read(&run.address);
     let started = Instant::now();
     while read() < 10_000 {
         assert!(
@@ -185,37 +156,8 @@ fn a_broker_paused_during_catch_up_makes_nothing_late() {
     // Longer than the lateness plus the out-of-orderness, and than the idle timeout.
     std::thread::sleep(Duration::from_secs(6));
     broker.signal("-CONT");
-    let mut got: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while got.len() < expected.len() && Instant::now() < deadline {
-        if let Ok(line) = rows.recv_timeout(Duration::from_millis(200)) {
-            got.push(line);
-        }
-    }
-    drop(run);
-    got.sort();
-    let late = got
-        .iter()
-        .filter(|l| l.contains("\"reason\":\"late\""))
-        .count();
-    assert_eq!(late, late_in_replay, "the outage made records late");
-    if got != expected {
-        let missing: Vec<_> = expected
-            .iter()
-            .filter(|l| !got.contains(l))
-            .take(3)
-            .collect();
-        let extra: Vec<_> = got
-            .iter()
-            .filter(|l| !expected.contains(l))
-            .take(3)
-            .collect();
-        panic!(
-            "{} rows from run, {} from replay\nmissing: {missing:#?}\nextra: {extra:#?}",
-            got.len(),
-            expected.len()
-        );
-    }
+    let got = run_rows(run, rows, expected.len(), Duration::from_secs(120));
+    assert_same_rows(&got, &expected);
     let parsed: Vec<Value> = got
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -312,24 +254,34 @@ fn a_broker_paused_after_catch_up_while_producers_wait_makes_nothing_late() {
     let sent = producer.join().unwrap();
     assert!(sent > 100, "{sent} sent");
     let expected = replay_rows(&broker, &env);
+    let got = run_rows(run, rows, expected.len(), Duration::from_secs(60));
+    assert!(got.len() > 20, "{} rows", got.len());
+    assert_same_rows(&got, &expected);
+}
+
+/// The rows `run` prints until `wanted` came or `wait` passed, sorted; stops the run.
+fn run_rows(run: Demo, rows: Receiver<String>, wanted: usize, wait: Duration) -> Vec<String> {
     let mut got: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got.len() < expected.len() && Instant::now() < deadline {
+    let deadline = Instant::now() + wait;
+    while got.len() < wanted && Instant::now() < deadline {
         if let Ok(line) = rows.recv_timeout(Duration::from_millis(200)) {
             got.push(line);
         }
     }
     drop(run);
     got.sort();
-    // The generator makes a few records late on purpose; the outage must add none.
+    got
+}
+
+/// The live run's final rows equal the replay's, late dead letters first (the generator makes a
+/// few records late on purpose; an outage must add none).
+fn assert_same_rows(got: &[String], expected: &[String]) {
     let late = |rows: &[String]| {
         rows.iter()
             .filter(|l| l.contains("\"reason\":\"late\""))
             .count()
     };
-    eprintln!("late: run {}, replay {}", late(&got), late(&expected));
-    assert_eq!(late(&got), late(&expected), "the outage made records late");
-    assert!(got.len() > 20, "{} rows", got.len());
+    assert_eq!(late(got), late(expected), "the outage made records late");
     if got != expected {
         let missing: Vec<_> = expected
             .iter()

@@ -71,15 +71,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Records read so far, from /metrics.
-fn offsets_read(address: &str) -> u64 {
-    let (_, text) = http(address, "GET", "/metrics", None);
-    text.lines()
-        .filter(|l| l.starts_with("crowdpulse_partition_next_offset{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[test]
 fn a_database_outage_pauses_reading_and_loses_nothing() {
     let Some(version) = cluster_version() else {
@@ -149,7 +140,7 @@ fn a_database_outage_pauses_reading_and_loses_nothing() {
     );
     let address = run.address.clone();
     let started = Instant::now();
-    while offsets_read(&address) < 20_000 {
+    while support::offsets_read(&address) < 20_000 {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "run does not read"
@@ -160,14 +151,14 @@ fn a_database_outage_pauses_reading_and_loses_nothing() {
     pg_ctl(&version, "stop");
     let rss_at_stop = rss_kib(run.pid());
     std::thread::sleep(Duration::from_millis(1_500));
-    let read_early = offsets_read(&address);
+    let read_early = support::offsets_read(&address);
     let mut rss_peak = rss_at_stop;
     let outage = Instant::now();
     while outage.elapsed() < Duration::from_secs(5) {
         rss_peak = rss_peak.max(rss_kib(run.pid()));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let read_late = offsets_read(&address);
+    let read_late = support::offsets_read(&address);
     let (ready_status, ready) = get_json(&address, "/ready");
     let (_, metrics) = http(&address, "GET", "/metrics", None);
     drop(restart);

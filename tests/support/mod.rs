@@ -124,6 +124,15 @@ pub fn http(address: &str, method: &str, path: &str, body: Option<(&str, &[u8])>
     HttpConnection::open(address).request(method, path, body)
 }
 
+/// Records the running `crowdpulse run` at `address` has read so far, from `/metrics`.
+pub fn offsets_read(address: &str) -> u64 {
+    let (_, text) = http(address, "GET", "/metrics", None);
+    text.lines()
+        .filter(|l| l.starts_with("crowdpulse_partition_next_offset{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// GET returning JSON.
 pub fn get_json(address: &str, path: &str) -> (u16, Value) {
     let (status, body) = http(address, "GET", path, None);

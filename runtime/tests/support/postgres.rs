@@ -59,17 +59,8 @@ impl Db {
 
     /// The first column of every row, as text.
     pub fn column(&self, sql: &str) -> Vec<String> {
-        self.runtime
-            .block_on(
-                self.client
-                    .query(&format!("SELECT q::text FROM ({sql}) AS s(q)"), &[]),
-            )
-            .map(|rows| {
-                rows.iter()
-                    .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
-                    .collect()
-            })
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        self.try_column(sql)
+            .unwrap_or_else(|error| panic!("{sql}: {error}"))
     }
 
     /// The first column of every row as text, or the database's error.
