@@ -112,7 +112,8 @@ enum Command {
         #[arg(long)]
         brokers: Option<String>,
         /// Where to start: earliest, latest, topic:partition:offset[,...], RFC 3339, now-15m
-        /// (default: kafka.start from the config).
+        /// (default: with [postgres], the latest checkpoint when there is one; else kafka.start
+        /// from the config). Given explicitly, any checkpoint is ignored and later replaced.
         #[arg(long)]
         from: Option<String>,
         /// Address of the API (default: api.bind from the config).
@@ -225,6 +226,7 @@ fn serve_live(
         feed,
         sinks,
         throttle: None,
+        checkpoints: None,
         postgres: None,
         history: None,
         analyzer: config.sentiment.analyzer()?,
@@ -360,6 +362,7 @@ fn main() -> anyhow::Result<()> {
                 cluster: Cluster::new(&config.cluster, workers),
                 plan: plan(&config)?,
                 from: start,
+                resume: from.is_none(),
                 until: until
                     .map(|until| Position::parse_end(&until, now))
                     .transpose()

@@ -32,6 +32,9 @@ pub enum ConnectorError {
     /// A run's output broke an invariant of DESIGN §3 (a bug, never bad input).
     #[error("inconsistent output: {0}")]
     Inconsistent(String),
+    /// A stored checkpoint cannot be used.
+    #[error("{0}")]
+    Checkpoint(#[from] crowdpulse_dataflow::checkpoint::CheckpointError),
     /// The dataflow rejected its settings or failed.
     #[error(transparent)]
     Dataflow(#[from] crowdpulse_dataflow::Error),

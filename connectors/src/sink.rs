@@ -2,7 +2,9 @@
 //! (view store, NDJSON, dead-letter topic, Postgres), and the final-row NDJSON writer of `run`.
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crowdpulse_dataflow::checkpoint::Checkpoint;
 
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::progress::Positions;
@@ -23,6 +25,9 @@ pub struct Flush {
     /// Every partition's latest position emitted below `frontier`: the input the changes up to
     /// now reflect.
     pub positions: Positions,
+    /// The latest checkpoint completed below `frontier`: a sink that keeps it must make it
+    /// durable together with these changes, never before them.
+    pub checkpoint: Option<Arc<Checkpoint>>,
 }
 
 /// A consumer of the runtime's flushes. Flushes arrive in frontier order from one worker thread.

@@ -32,6 +32,16 @@ impl PartitionClock {
         }
     }
 
+    /// A clock resuming from a checkpoint, having seen events up to `max_seen`.
+    pub fn restored(self, max_seen: Option<Millis>) -> Self {
+        Self { max_seen, ..self }
+    }
+
+    /// The largest event time accepted so far.
+    pub fn max_seen(&self) -> Option<Millis> {
+        self.max_seen
+    }
+
     /// The watermark: largest event time seen minus the out-of-orderness bound (None before any
     /// record, or while that would be negative).
     pub fn watermark(&self) -> Option<Millis> {

@@ -34,6 +34,12 @@ impl MemoryReader {
         }
     }
 
+    /// Reads on from `offset` (a run resuming from a checkpoint).
+    pub fn starting_at(mut self, offset: u64) -> Self {
+        self.records.retain(|(o, _)| *o >= offset);
+        self
+    }
+
     /// Reads at most these many records at a time, cycling through the list.
     pub fn with_batches(mut self, sizes: Vec<usize>) -> Self {
         self.batch_sizes = sizes.into_iter().map(|s| s.max(1)).collect();

@@ -7,9 +7,12 @@ use std::sync::Arc;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Concat;
 use timely::dataflow::{Scope, Stream};
 
 use crate::analytics::WindowAnalytics;
+use crate::checkpoint::{CheckpointPart, Checkpointing};
 use crate::plan::Plan;
 use crate::progress::{SourcePosition, Throttle};
 use crate::rows::{DeadLetter, Row};
@@ -40,10 +43,12 @@ pub struct AnalyticsOutput<'scope> {
     pub rows: VecCollection<'scope, u64, Row, isize>,
     /// This worker's partitions' positions, as data next to the rows.
     pub positions: Stream<'scope, u64, Vec<SourcePosition>>,
+    /// This worker's parts of each checkpoint, at the checkpoint's time.
+    pub checkpoints: Stream<'scope, u64, Vec<CheckpointPart>>,
 }
 
 /// Builds the analytics over this worker's partitions; `throttle` holds the source back while a
-/// sink lags.
+/// sink lags; `checkpointing` takes checkpoints and, maybe, resumes from one.
 pub fn analytics_dataflow<'scope>(
     scope: Scope<'scope, u64>,
     readers: Vec<Box<dyn PartitionReader>>,
@@ -51,11 +56,23 @@ pub fn analytics_dataflow<'scope>(
     analyzer: Arc<Analyzer>,
     counters: Arc<SourceCounters>,
     throttle: Option<Arc<Throttle>>,
+    checkpointing: Option<&Checkpointing>,
 ) -> AnalyticsOutput<'scope> {
-    let source = partitioned_source(scope, readers, plan, analyzer, counters, throttle);
-    let rows = source.deltas.window_analytics(plan);
+    let source = partitioned_source(
+        scope,
+        readers,
+        plan,
+        analyzer,
+        counters,
+        throttle,
+        checkpointing,
+    );
+    let times = source.parts.clone().map(|part| part.time);
+    let restore = checkpointing.and_then(|c| c.restore.clone());
+    let (rows, parts) = source.deltas.window_analytics(plan, times, restore);
     AnalyticsOutput {
         rows: rows.concat(dead_letter_rows(source.dead_letters)),
         positions: source.positions,
+        checkpoints: source.parts.concat(parts),
     }
 }

@@ -16,6 +16,7 @@ use timely::scheduling::SyncActivator;
 use tracing::error;
 
 use crate::analytics::{PaneAggregator, PaneDelta};
+use crate::checkpoint::{self, CheckpointPart, Checkpointing, PartitionState, Role, SourceState};
 use crate::clock::{Admission, PartitionClock};
 use crate::codec::{DecodeContext, Format};
 use crate::error::Error;
@@ -392,10 +393,64 @@ pub struct SourceStreams<'scope> {
     pub dead_letters: Stream<'scope, u64, Vec<DeadLetter>>,
     /// Each partition's position after every read that moved it (see [`SourcePosition`]).
     pub positions: Stream<'scope, u64, Vec<SourcePosition>>,
+    /// This worker's source state at each checkpoint time.
+    pub parts: Stream<'scope, u64, Vec<CheckpointPart>>,
 }
 
 /// What the source operator emits before it is split into [`SourceStreams`].
-type SourceItem = Result<PaneDelta, Result<DeadLetter, SourcePosition>>;
+type SourceItem = Result<PaneDelta, Result<DeadLetter, Result<SourcePosition, CheckpointPart>>>;
+
+/// Deltas read but held back until the source's capability passes their time, by time.
+type Held = BTreeMap<Millis, Vec<PaneDelta>>;
+
+/// Takes the held deltas before `time`.
+fn held_before(held: &mut Held, time: Millis) -> Held {
+    let later = held.split_off(&time);
+    std::mem::replace(held, later)
+}
+
+/// The source's state at checkpoint time `time`, once every delta before it has been emitted.
+fn source_part(
+    partitions: &[Partition],
+    held: &Held,
+    time: Millis,
+    (worker, workers): (usize, usize),
+) -> CheckpointPart {
+    let state = SourceState {
+        partitions: partitions
+            .iter()
+            .map(|p| PartitionState {
+                source: p.key.0.clone(),
+                partition: p.key.1,
+                next_offset: p.next_offset,
+                max_seen: p.clock.max_seen(),
+            })
+            .collect(),
+        pending: held
+            .iter()
+            .flat_map(|(time, deltas)| deltas.iter().map(|d| (*time, d.clone())))
+            .collect(),
+    };
+    let positions = partitions
+        .iter()
+        .filter_map(|p| {
+            Some(SourcePosition {
+                source: Arc::clone(&p.source),
+                partition: p.key.1,
+                next_offset: p.next_offset?,
+                watermark: p.clock.watermark(),
+            })
+        })
+        .collect();
+    CheckpointPart {
+        time,
+        worker,
+        workers,
+        role: Role::Source,
+        positions,
+        state: checkpoint::encode(&state),
+    }
+}
 
 /// Builds the source: `readers` are this worker's partitions.
 ///
@@ -403,6 +458,10 @@ type SourceItem = Result<PaneDelta, Result<DeadLetter, SourcePosition>>;
 /// `max(ceil_to_tick(ts), capability)` and the capability never passes the least watermark of the
 /// worker's open partitions, so a record accepted for a window ending at `end` always carries a
 /// time below `end + allowed_lateness`, before the window can be final.
+///
+/// Deltas are held until the capability passes their time (which is when the analytics could
+/// first use them anyway), so that at a checkpoint time the source knows exactly which of what
+/// it read is already downstream (see [`crate::checkpoint`]).
 pub fn partitioned_source<'scope>(
     scope: Scope<'scope, u64>,
     readers: Vec<Box<dyn PartitionReader>>,
@@ -410,7 +469,11 @@ pub fn partitioned_source<'scope>(
     analyzer: Arc<Analyzer>,
     counters: Arc<SourceCounters>,
     throttle: Option<Arc<Throttle>>,
+    checkpointing: Option<&Checkpointing>,
 ) -> SourceStreams<'scope> {
+    let (worker, workers) = (scope.index(), scope.peers());
+    let control = checkpointing.map(|c| Arc::clone(&c.control));
+    let restore = checkpointing.and_then(|c| c.restore.clone());
     let config = plan.config();
     let mut aggregator = PaneAggregator::new(plan.pane(), analyzer);
     let tick = config.tick.0.max(1);
@@ -418,18 +481,28 @@ pub fn partitioned_source<'scope>(
     let max_future = config.max_future.0;
     let mut partitions: Vec<Partition> = readers
         .into_iter()
-        .map(|reader| Partition {
-            caught_up_since: None,
-            failing: None,
-            idle_timeout: reader.idle_timeout(config.idle_timeout.0),
-            key: (reader.source_name().to_owned(), reader.partition()),
-            source: Arc::from(reader.source_name()),
-            reader,
-            clock: PartitionClock::new(out_of_orderness, lateness),
-            done: false,
-            next_offset: None,
+        .map(|reader| {
+            let key = (reader.source_name().to_owned(), reader.partition());
+            let resumed = restore.as_ref().and_then(|r| r.partitions.get(&key));
+            Partition {
+                caught_up_since: None,
+                failing: None,
+                idle_timeout: reader.idle_timeout(config.idle_timeout.0),
+                source: Arc::from(reader.source_name()),
+                reader,
+                clock: PartitionClock::new(out_of_orderness, lateness)
+                    .restored(resumed.and_then(|r| r.max_seen)),
+                done: false,
+                next_offset: resumed.and_then(|r| r.next_offset),
+                key,
+            }
         })
         .collect();
+    let mut held: Held = BTreeMap::new();
+    for (time, delta) in restore.iter().flat_map(|r| r.take_pending(worker, workers)) {
+        held.entry(time).or_default().push(delta);
+    }
+    let start = restore.as_ref().map(|r| r.time);
     let records = source(scope, "PartitionedSource", move |capability, info| {
         for partition in &mut partitions {
             partition
@@ -437,12 +510,16 @@ pub fn partitioned_source<'scope>(
                 .attach(scope.worker().sync_activator_for(info.address.to_vec()));
         }
         let activator = scope.activator_for(info.address);
-        let mut held = Some(capability);
+        let mut capability = capability;
+        if let Some(start) = start {
+            capability.downgrade(&start);
+        }
+        let mut held_capability = Some(capability);
         let mut batch = RecordBatch::default();
         let mut dead_letters: Vec<DeadLetter> = Vec::new();
         let mut positions: Vec<SourcePosition> = Vec::new();
         move |output| {
-            let Some(capability) = held.as_mut() else {
+            let Some(capability) = held_capability.as_mut() else {
                 return;
             };
             let now = *capability.time();
@@ -523,18 +600,32 @@ pub fn partitioned_source<'scope>(
                 counters.report(&partition.key, progress);
             }
             for (time, delta) in aggregator.drain() {
-                output.session(&capability.delayed(&time)).give(Ok(delta));
+                held.entry(time).or_default().push(delta);
             }
             if !dead_letters.is_empty() || !positions.is_empty() {
                 let dead = dead_letters.drain(..).map(|dead| Err(Ok(dead)));
-                let moved = positions.drain(..).map(|position| Err(Err(position)));
+                let moved = positions.drain(..).map(|position| Err(Err(Ok(position))));
                 output
                     .session(&*capability)
                     .give_iterator(dead.chain(moved));
             }
+            // Emits held deltas, each at its own time.
+            macro_rules! emit {
+                ($held:expr) => {
+                    for (time, deltas) in $held {
+                        output
+                            .session(&capability.delayed(&time))
+                            .give_iterator(deltas.into_iter().map(Ok));
+                    }
+                };
+            }
             let open = partitions.iter().filter(|p| !p.done);
             if open.clone().next().is_none() {
-                held = None;
+                emit!(std::mem::take(&mut held));
+                if let Some(control) = &control {
+                    control.finished(worker);
+                }
+                held_capability = None;
                 return;
             }
             // The least watermark (rounded down to a tick) of the open partitions that are not
@@ -555,6 +646,15 @@ pub fn partitioned_source<'scope>(
                     .unwrap_or(now)
             });
             if low > now {
+                let checkpoint = control.as_ref().and_then(|c| c.crossing(worker, now, low));
+                if let Some(time) = checkpoint {
+                    emit!(held_before(&mut held, time));
+                    let part = source_part(&partitions, &held, time, (worker, workers));
+                    output
+                        .session(&capability.delayed(&time))
+                        .give(Err(Err(Err(part))));
+                }
+                emit!(held_before(&mut held, low));
                 capability.downgrade(&low);
             }
             if more {
@@ -566,14 +666,18 @@ pub fn partitioned_source<'scope>(
             }
         }
     });
-    let (deltas, other): (
+    type Other = Result<DeadLetter, Result<SourcePosition, CheckpointPart>>;
+    let (deltas, other): (_, Stream<'scope, u64, Vec<Other>>) =
+        records.container::<Vec<SourceItem>>().ok_err(|item| item);
+    let (dead_letters, progress): (
         _,
-        Stream<'scope, u64, Vec<Result<DeadLetter, SourcePosition>>>,
-    ) = records.container::<Vec<SourceItem>>().ok_err(|item| item);
-    let (dead_letters, positions) = other.ok_err(|item| item);
+        Stream<'scope, u64, Vec<Result<SourcePosition, CheckpointPart>>>,
+    ) = other.ok_err(|item| item);
+    let (positions, parts) = progress.ok_err(|item| item);
     SourceStreams {
         deltas,
         dead_letters,
         positions,
+        parts,
     }
 }

@@ -116,6 +116,7 @@ fn idle_partitions_release_the_watermark_and_late_arrivals_are_dead_lettered() {
                 analyzer,
                 Arc::new(SourceCounters::default()),
                 None,
+                None,
             );
             output
                 .rows

@@ -27,6 +27,13 @@ pub enum RuntimeError {
         /// Failed reads.
         errors: u64,
     },
+    /// The latest checkpoint cannot be resumed from.
+    #[error(
+        "{0}; nothing was started. Either run the build that wrote it, or recompute with an \
+         explicit --from (e.g. --from earliest), which ignores the checkpoint and replaces it \
+         with the run's first"
+    )]
+    Checkpoint(crowdpulse_dataflow::checkpoint::CheckpointError),
     /// A worker thread panicked.
     #[error("a worker failed: {0}")]
     WorkerPanicked(String),

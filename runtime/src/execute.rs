@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crowdpulse_connectors::sink::Sink;
+use crowdpulse_dataflow::checkpoint::{CheckpointControl, Checkpointing, Restore};
 use crowdpulse_dataflow::pipeline::analytics_dataflow;
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::progress::Throttle;
@@ -34,6 +35,17 @@ pub struct Job {
     pub sinks: Vec<Arc<dyn Sink>>,
     /// Set when a sink makes results durable at its own pace (Postgres): the sources wait for it.
     pub throttle: Option<Arc<Throttle>>,
+    /// Set when a sink keeps checkpoints (Postgres).
+    pub checkpoints: Option<Checkpoints>,
+}
+
+/// Checkpoints of a run.
+#[derive(Debug, Clone)]
+pub struct Checkpoints {
+    /// How often one is taken.
+    pub interval: Duration,
+    /// The checkpoint the run resumes from.
+    pub restore: Option<Arc<Restore>>,
 }
 
 /// How often a worker with nothing to do checks whether the run was stopped or cannot finish.
@@ -57,7 +69,16 @@ pub fn start(job: Job) -> Result<Running> {
         sources,
         sinks,
         throttle,
+        checkpoints,
     } = job;
+    let checkpointing = checkpoints.map(|c| Checkpointing {
+        control: CheckpointControl::new(
+            c.interval,
+            cluster.total_workers(),
+            c.restore.as_ref().map_or(0, |r| r.time),
+        ),
+        restore: c.restore,
+    });
     let config = cluster.timely_config()?;
     let readers_for = sources.readers_for();
     let stop = Arc::new(AtomicBool::new(false));
@@ -83,10 +104,11 @@ pub fn start(job: Job) -> Result<Running> {
                 Arc::clone(&analyzer),
                 Arc::clone(&counters),
                 throttle.clone(),
+                checkpointing.as_ref(),
             );
             output
                 .rows
-                .sink_stage(output.positions, worker_sinks.clone());
+                .sink_stage(output.positions, output.checkpoints, worker_sinks.clone());
         });
         while worker.has_dataflows() {
             // A bounded run that cannot read a partition to its end stops before the end of

@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 use crate::cluster::Cluster;
 use crate::error::{Result, RuntimeError};
-use crate::execute::{start, Job, Running};
+use crate::execute::{start, Checkpoints, Job, Running};
 use crate::sources::Sources;
 
 /// Where a live server's events come from.
@@ -73,6 +73,8 @@ pub struct LiveOptions {
     pub sinks: Vec<Arc<dyn Sink>>,
     /// Set when one of `sinks` paces the sources (Postgres).
     pub throttle: Option<Arc<Throttle>>,
+    /// Set when one of `sinks` keeps checkpoints (Postgres).
+    pub checkpoints: Option<Checkpoints>,
     /// The Postgres sink's counters, for /metrics and /ready.
     pub postgres: Option<Arc<PostgresSinkMetrics>>,
     /// Where history past the store's retention is read.
@@ -122,6 +124,7 @@ fn wire(
         sources,
         sinks,
         throttle: options.throttle.clone(),
+        checkpoints: options.checkpoints.clone(),
     };
     match &options.feed {
         Feed::Generated { .. } => {

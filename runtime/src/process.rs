@@ -19,7 +19,7 @@ use crowdpulse_dataflow::source::SourceCounters;
 
 use crate::cluster::Cluster;
 use crate::error::{Result, RuntimeError};
-use crate::execute::{start, Job};
+use crate::execute::{start, Checkpoints, Job};
 use crate::sources::Sources;
 
 /// What to process.
@@ -156,16 +156,22 @@ pub fn run_to_ndjson(
 /// particular order.
 pub fn run_to_final_rows(run: BoundedRun) -> Result<Vec<Row>> {
     let final_rows = Arc::new(FinalRows::default());
-    run_into(run, vec![Arc::clone(&final_rows) as Arc<dyn Sink>], None)?;
+    run_into(
+        run,
+        vec![Arc::clone(&final_rows) as Arc<dyn Sink>],
+        None,
+        None,
+    )?;
     Ok(final_rows.take()?)
 }
 
 /// Runs the dataflow over bounded partitions into `sinks` (paced by `throttle`, when a sink sets
-/// one) and returns once the sinks are done.
+/// one; checkpointed when a sink keeps `checkpoints`) and returns once the sinks are done.
 pub fn run_into(
     run: BoundedRun,
     sinks: Vec<Arc<dyn Sink>>,
     throttle: Option<Arc<Throttle>>,
+    checkpoints: Option<Checkpoints>,
 ) -> Result<()> {
     let counters = Arc::clone(&run.counters);
     start(Job {
@@ -176,6 +182,7 @@ pub fn run_into(
         sources: run.sources,
         sinks,
         throttle,
+        checkpoints,
     })?
     .join()?;
     // A partition that could not be read to its end leaves the output incomplete.

@@ -11,16 +11,19 @@ use std::time::{Duration, Instant};
 use crowdpulse_api::history::History;
 use crowdpulse_connectors::config::Config;
 use crowdpulse_connectors::error::ConnectorError;
-use crowdpulse_connectors::position::Position;
+use crowdpulse_connectors::position::{PartitionOffset, Position};
+use crowdpulse_connectors::postgres::checkpoints::resume as resume_from_latest;
 use crowdpulse_connectors::postgres::{apply_migrations, PostgresSink, PostgresSinkMetrics};
 use crowdpulse_connectors::sink::{FinalRowsNdjson, Sink};
+use crowdpulse_dataflow::checkpoint::Restore;
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::progress::Throttle;
 use crowdpulse_dataflow::source::SourceCounters;
 use tracing::info;
 
 use crate::cluster::Cluster;
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
+use crate::execute::Checkpoints;
 use crate::live::{run_until_ctrl_c, Feed, LiveOptions};
 use crate::process::{run_into, BoundedRun, ProcessSummary};
 use crate::sources::Sources;
@@ -72,20 +75,64 @@ pub struct RunOptions {
     pub plan: Plan,
     /// Where the workers run.
     pub cluster: Cluster,
-    /// Where reading starts.
+    /// Where reading starts, unless the run resumes from a checkpoint.
     pub from: Position,
+    /// Whether to resume from the latest checkpoint, when there is one (no explicit `--from`).
+    pub resume: bool,
     /// Where it ends: a bounded backfill (no API).
     pub until: Option<Position>,
     /// Final rows as NDJSON.
     pub output: RowsOutput,
 }
 
-/// The sinks of a run: Postgres (migrated first) and NDJSON.
+/// The sinks of a run: Postgres (migrated first) and NDJSON, and where reading starts.
 struct RunSinks {
     sinks: Vec<Arc<dyn Sink>>,
     /// Set by Postgres.
     throttle: Option<Arc<Throttle>>,
     postgres: Option<Arc<PostgresSinkMetrics>>,
+    /// Set by Postgres unless its checkpoint interval is zero.
+    checkpoints: Option<Checkpoints>,
+    /// `--from`, or the checkpoint's offsets.
+    from: Position,
+}
+
+/// The checkpoint a run resumes from: decoded (refused loudly when unusable), positions to seek
+/// to, and the live rows written after it removed.
+fn resume(options: &RunOptions) -> Result<Option<Arc<Restore>>> {
+    let resumed = resume_from_latest(&options.config.postgres, |checkpoint| {
+        Restore::decode(checkpoint, &options.plan)
+    })
+    .map_err(|error| match error {
+        ConnectorError::Checkpoint(error) => RuntimeError::Checkpoint(error),
+        other => other.into(),
+    })?;
+    Ok(resumed.map(|(time, restore)| {
+        info!(
+            time,
+            partitions = restore.partitions.len(),
+            "resuming from the latest checkpoint"
+        );
+        Arc::new(restore)
+    }))
+}
+
+/// Where a resumed run reads on: each partition from its offset at the checkpoint; the others
+/// (none read by then, or added since) from the earliest.
+fn resume_position(restore: &Restore) -> Position {
+    Position::Offsets(
+        restore
+            .partitions
+            .values()
+            .filter_map(|p| {
+                Some(PartitionOffset {
+                    topic: p.source.clone(),
+                    partition: i32::try_from(p.partition).ok()?,
+                    offset: i64::try_from(p.next_offset?).ok()?,
+                })
+            })
+            .collect(),
+    )
 }
 
 fn sinks(options: &RunOptions) -> Result<RunSinks> {
@@ -93,10 +140,26 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
         sinks: Vec::new(),
         throttle: None,
         postgres: None,
+        checkpoints: None,
+        from: options.from.clone(),
     };
     if options.config.postgres.enabled() {
         let applied = apply_migrations(&options.config.postgres)?;
         info!(?applied, schema = %options.config.postgres.schema, "postgres schema ready");
+        let interval = options.config.postgres.checkpoint_interval.0;
+        if interval > 0 {
+            let restore = match options.resume {
+                true => resume(options)?,
+                false => None,
+            };
+            if let Some(restore) = &restore {
+                run.from = resume_position(restore);
+            }
+            run.checkpoints = Some(Checkpoints {
+                interval: Duration::from_millis(interval),
+                restore,
+            });
+        }
         // A live run commits every flush interval, a backfill as it goes.
         let interval = match options.until {
             Some(_) => BACKFILL_COMMIT_INTERVAL,
@@ -145,11 +208,13 @@ pub fn backfill(options: &RunOptions) -> Result<BackfillSummary> {
         sinks,
         throttle,
         postgres,
+        checkpoints,
+        from,
     } = sinks(options)?;
     let source = options
         .config
         .kafka
-        .source_options(options.from.clone(), options.until.clone());
+        .source_options(from, options.until.clone());
     crowdpulse_connectors::kafka_source::check_topics(&source)?;
     let counters = Arc::new(SourceCounters::default());
     run_into(
@@ -163,6 +228,7 @@ pub fn backfill(options: &RunOptions) -> Result<BackfillSummary> {
         },
         sinks,
         throttle,
+        checkpoints,
     )?;
     let rows = postgres
         .as_ref()
@@ -179,15 +245,18 @@ pub fn live(options: RunOptions, announce: impl FnOnce(SocketAddr)) -> Result<()
         sinks,
         throttle,
         postgres,
+        checkpoints,
+        from,
     } = sinks(&options)?;
     let live = LiveOptions {
         cluster: options.cluster,
         feed: Feed::Kafka {
             config: options.config.kafka.clone(),
-            start: options.from,
+            start: from,
         },
         sinks,
         throttle,
+        checkpoints,
         postgres,
         history: options
             .config

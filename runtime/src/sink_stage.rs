@@ -1,11 +1,13 @@
-//! The one frontier-gated sink stage: gathers every worker's row changes and source positions on
-//! worker 0 and, each time the frontier moves, hands the sinks one [`Flush`] of everything
-//! complete below it, with the positions those changes reflect.
+//! The one frontier-gated sink stage: gathers every worker's row changes, source positions and
+//! checkpoint parts on worker 0 and, each time the frontier moves, hands the sinks one [`Flush`]
+//! of everything complete below it, with the positions those changes reflect and the latest
+//! checkpoint completed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crowdpulse_connectors::sink::{Flush, Sink};
+use crowdpulse_dataflow::checkpoint::{Checkpoint, CheckpointPart};
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::progress::{Positions, SourcePosition};
 use crowdpulse_dataflow::rows::Row;
@@ -17,22 +19,40 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
+use tracing::debug;
 
 /// One item reaching the sink stage.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Gathered {
     Change(Row, isize),
     Position(SourcePosition),
+    Part(CheckpointPart),
+}
+
+/// Takes the entries of `pending` before `frontier` (all of them when None).
+fn split_below<T>(
+    pending: &mut BTreeMap<Millis, Vec<T>>,
+    frontier: Option<Millis>,
+) -> BTreeMap<Millis, Vec<T>> {
+    match frontier {
+        Some(f) => {
+            let later = pending.split_off(&f);
+            std::mem::replace(pending, later)
+        }
+        None => std::mem::take(pending),
+    }
 }
 
 /// Output of the analytics into sinks.
 pub trait SinkStage<'scope> {
     /// Feeds `sinks` from worker 0 (the other workers' copies stay unused). Changes are
     /// held until the frontier passes their time, then consolidated and flushed together with
-    /// every position emitted below that frontier.
+    /// every position emitted below that frontier. A checkpoint is complete once the frontier
+    /// has passed its time: every worker's parts are in by then, or never.
     fn sink_stage(
         self,
         positions: Stream<'scope, u64, Vec<SourcePosition>>,
+        checkpoints: Stream<'scope, u64, Vec<CheckpointPart>>,
         sinks: Vec<Arc<dyn Sink>>,
     );
 }
@@ -41,6 +61,7 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
     fn sink_stage(
         self,
         positions: Stream<'scope, u64, Vec<SourcePosition>>,
+        checkpoints: Stream<'scope, u64, Vec<CheckpointPart>>,
         sinks: Vec<Arc<dyn Sink>>,
     ) {
         let sinks = if self.inner.scope().index() == 0 {
@@ -52,15 +73,18 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
             .inner
             .map(|(row, _time, diff)| Gathered::Change(row, diff));
         let positions = positions.map(Gathered::Position);
+        let parts = checkpoints.map(Gathered::Part);
         // One place sees everything, so one flush can be one transaction with its positions.
         let to_first_worker = Exchange::new(|_: &Gathered| 0);
         let mut pending: BTreeMap<Millis, Vec<(Row, Millis, isize)>> = BTreeMap::new();
         let mut pending_positions: BTreeMap<Millis, Vec<SourcePosition>> = BTreeMap::new();
+        let mut pending_parts: BTreeMap<Millis, Vec<CheckpointPart>> = BTreeMap::new();
         let mut flushed = Positions::default();
         let mut published: Option<Option<Millis>> = None;
-        changes
-            .concat(positions)
-            .sink(to_first_worker, "SinkStage", move |(input, frontier)| {
+        changes.concat(positions).concat(parts).sink(
+            to_first_worker,
+            "SinkStage",
+            move |(input, frontier)| {
                 input.for_each(|capability, data| {
                     let Some(&time) = capability.least() else {
                         return;
@@ -73,6 +97,9 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
                             Gathered::Position(position) => {
                                 pending_positions.entry(time).or_default().push(position)
                             }
+                            Gathered::Part(part) => {
+                                pending_parts.entry(part.time).or_default().push(part)
+                            }
                         }
                     }
                 });
@@ -81,20 +108,22 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
                     return;
                 }
                 published = Some(now);
-                let (ready, ready_positions) = match now {
-                    Some(f) => {
-                        let later = pending.split_off(&f);
-                        let later_positions = pending_positions.split_off(&f);
-                        (
-                            std::mem::replace(&mut pending, later),
-                            std::mem::replace(&mut pending_positions, later_positions),
-                        )
-                    }
-                    None => (
-                        std::mem::take(&mut pending),
-                        std::mem::take(&mut pending_positions),
-                    ),
-                };
+                let ready = split_below(&mut pending, now);
+                let ready_positions = split_below(&mut pending_positions, now);
+                let checkpoint = split_below(&mut pending_parts, now)
+                    .into_iter()
+                    .filter_map(|(time, parts)| {
+                        let complete = Checkpoint::assemble(time, parts);
+                        if complete.is_none() {
+                            debug!(
+                                time,
+                                "checkpoint incomplete (an input ended first); skipped"
+                            );
+                        }
+                        complete
+                    })
+                    .next_back()
+                    .map(Arc::new);
                 for position in ready_positions.values().flatten() {
                     flushed.advance(position);
                 }
@@ -106,10 +135,12 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
                     frontier: now,
                     updates,
                     positions: flushed.clone(),
+                    checkpoint,
                 };
                 for sink in &sinks {
                     sink.flush(&flush);
                 }
-            });
+            },
+        );
     }
 }

@@ -117,6 +117,7 @@ fn fill(schema_test: &str) -> (String, Db) {
         },
         vec![Arc::clone(&sink) as Arc<dyn Sink>],
         Some(sink.throttle()),
+        None,
     )
     .unwrap();
     (config.schema, Db::connect())

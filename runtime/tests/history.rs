@@ -76,6 +76,7 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
             },
             vec![Arc::clone(&sink) as Arc<dyn Sink>],
             Some(sink.throttle()),
+            None,
         )
     })
     .unwrap();
@@ -92,6 +93,7 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
             },
             sinks: vec![Arc::clone(&sink) as Arc<dyn Sink>],
             throttle: Some(sink.throttle()),
+            checkpoints: None,
             postgres: Some(sink.metrics()),
             history: Some(History::new(&config).unwrap()),
             plan: plan.clone(),

@@ -72,6 +72,7 @@ fn into_postgres(
         bounded(files, workers, true),
         vec![Arc::clone(&sink) as Arc<dyn Sink>],
         Some(sink.throttle()),
+        None,
     )
     .unwrap();
     metrics
@@ -254,7 +255,7 @@ fn a_write_the_server_refuses_ends_the_sink_loudly_instead_of_stalling_the_run()
 #[test]
 fn migrations_apply_once() {
     let config = fresh_config("migrate");
-    assert_eq!(apply_migrations(&config).unwrap(), [1]);
+    assert_eq!(apply_migrations(&config).unwrap(), [1, 2]);
     assert!(apply_migrations(&config).unwrap().is_empty());
     let db = Db::connect();
     assert_eq!(

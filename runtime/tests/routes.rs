@@ -28,6 +28,7 @@ fn start(api: ApiConfig) -> LiveApp {
         },
         sinks: Vec::new(),
         throttle: None,
+        checkpoints: None,
         postgres: None,
         history: None,
         plan: Plan::new(PipelineConfig {

@@ -29,6 +29,9 @@ pub struct PostgresConfig {
     /// How far (in event time) the sources may run ahead of what Postgres has committed. While
     /// Postgres is slow or down, reading pauses at this lead, which bounds memory.
     pub max_lead: Span,
+    /// How often `run` takes a checkpoint (committed with the output it reflects); a restart
+    /// resumes from the latest. 0: none, and a restart reads from `--from`/`kafka.start`.
+    pub checkpoint_interval: Span,
 }
 
 impl Default for PostgresConfig {
@@ -41,6 +44,7 @@ impl Default for PostgresConfig {
             pool_size: 4,
             flush_interval: Span(1_000),
             max_lead: Span(300_000),
+            checkpoint_interval: Span(10_000),
         }
     }
 }
@@ -59,6 +63,7 @@ impl fmt::Debug for PostgresConfig {
             .field("pool_size", &self.pool_size)
             .field("flush_interval", &self.flush_interval)
             .field("max_lead", &self.max_lead)
+            .field("checkpoint_interval", &self.checkpoint_interval)
             .finish()
     }
 }

@@ -22,11 +22,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tables",
-    sql: include_str!("../../migrations/V1__tables.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tables",
+        sql: include_str!("../../migrations/V1__tables.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "checkpoints",
+        sql: include_str!("../../migrations/V2__checkpoints.sql"),
+    },
+];
 
 /// Key of the advisory lock serializing migrations ("crowdpulse" in ASCII, truncated).
 const MIGRATION_LOCK: i64 = 0x6372_6f77_6470_756c;

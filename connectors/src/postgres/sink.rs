@@ -10,11 +10,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crowdpulse_dataflow::checkpoint::Checkpoint;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::progress::{Positions, Throttle};
 use tokio_postgres::{Client, NoTls};
 use tracing::{debug, error, info, warn};
 
+use super::checkpoints::write_checkpoint;
 use super::config::PostgresConfig;
 use super::migrate::migrate;
 use super::tables::{create_stages, write_changes, Changes};
@@ -40,6 +42,22 @@ pub struct PostgresSinkMetrics {
     pub written_frontier: AtomicU64,
     /// 1 while the last attempt to reach the database succeeded.
     pub connected: AtomicU64,
+    /// Checkpoints committed.
+    pub checkpoints: AtomicU64,
+    /// Time of the last checkpoint written, epoch ms.
+    pub checkpoint_time: AtomicU64,
+    /// Encoded size of the last checkpoint written, bytes.
+    pub checkpoint_bytes: AtomicU64,
+}
+
+impl PostgresSinkMetrics {
+    fn note_checkpoint(&self, checkpoint: &Checkpoint) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.checkpoint_time
+            .store(checkpoint.time, Ordering::Relaxed);
+        self.checkpoint_bytes
+            .store(checkpoint.bytes() as u64, Ordering::Relaxed);
+    }
 }
 
 /// A batch waiting for the writer.
@@ -47,6 +65,8 @@ pub struct PostgresSinkMetrics {
 struct Batch {
     changes: Changes,
     positions: Positions,
+    /// The latest checkpoint merged in.
+    checkpoint: Option<Arc<Checkpoint>>,
     /// The frontier of the latest flush merged in (None inside: the input ended).
     frontier: Option<Option<Millis>>,
 }
@@ -54,6 +74,9 @@ struct Batch {
 impl Batch {
     fn merge_later(&mut self, later: Batch) {
         self.changes.merge_later(later.changes);
+        if later.checkpoint.is_some() {
+            self.checkpoint = later.checkpoint;
+        }
         if later.frontier.is_some() {
             self.positions = later.positions;
             self.frontier = later.frontier;
@@ -136,14 +159,19 @@ async fn connect(config: &tokio_postgres::Config, schema: &str) -> Result<Client
     Ok(client)
 }
 
+/// Runs `work` to completion on a runtime of its own, for the steps before a run starts.
+pub(crate) fn block_on<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ConnectorError::io("tokio runtime", e))?
+        .block_on(work)
+}
+
 /// Applies the migrations (under their advisory lock); returns the versions applied now.
 pub fn apply_migrations(config: &PostgresConfig) -> Result<Vec<i32>> {
     let client_config = config.client_config()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ConnectorError::io("tokio runtime", e))?;
-    runtime.block_on(async {
+    block_on(async {
         let (mut client, connection) = client_config.connect(NoTls).await?;
         let connection = tokio::spawn(connection);
         let applied = migrate(&mut client, &config.schema).await;
@@ -201,6 +229,7 @@ impl Sink for PostgresSink {
         let later = Batch {
             changes,
             positions: flush.positions.clone(),
+            checkpoint: flush.checkpoint.clone(),
             frontier: Some(flush.frontier),
         };
         self.shared
@@ -307,6 +336,9 @@ impl Writer {
                         metrics
                             .commit_micros_total
                             .fetch_add(micros, Ordering::Relaxed);
+                        if let Some(checkpoint) = &batch.checkpoint {
+                            metrics.note_checkpoint(checkpoint);
+                        }
                         break;
                     }
                     Err(error) => {
@@ -368,6 +400,9 @@ impl Writer {
                 &[&sources, &partitions, &offsets, &watermarks],
             )
             .await?;
+        }
+        if let Some(checkpoint) = &batch.checkpoint {
+            write_checkpoint(&tx, schema, checkpoint).await?;
         }
         let frontier = batch.frontier.flatten().map(|f| f as i64);
         tx.execute(

@@ -22,7 +22,7 @@ pub struct Table {
     /// Every column the sink writes, key first, in COPY order.
     columns: &'static [(&'static str, Type)],
     /// Whether rows carry `final` (every table but dead letters).
-    has_final: bool,
+    pub has_final: bool,
 }
 
 /// The tables in `Row::table` order of [`table_index`].

@@ -23,6 +23,28 @@ impl Engine {
         }
     }
 
+    /// An engine resuming with the streams of a checkpoint.
+    pub(crate) fn restored(plan: &Plan, streams: FastMap<String, StreamState>) -> Self {
+        Self {
+            plan: plan.clone(),
+            streams,
+        }
+    }
+
+    /// The state of every stream, encoded for a checkpoint with the settings it is valid under.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let pipeline = crate::checkpoint::pipeline_identity(&self.plan);
+        crate::checkpoint::encode(&(pipeline, &self.streams))
+    }
+
+    /// Emits every live row the streams hold as an insertion: after a restore, the sinks and the
+    /// API learn the live rows of the checkpoint again.
+    pub fn live_rows(&self, out: &mut RowChanges) {
+        for state in self.streams.values() {
+            state.live_rows(&self.plan, out);
+        }
+    }
+
     /// Adds one pane delta.
     pub fn apply(&mut self, delta: &PaneDelta) {
         let state = match self.streams.get_mut(&delta.stream_id) {

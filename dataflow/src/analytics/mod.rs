@@ -16,3 +16,4 @@ pub use moments::METRICS;
 pub use operator::{stream_hash, WindowAnalytics};
 pub use pane::top_with_ties;
 pub use stream_state::RowChanges;
+pub(crate) use stream_state::StreamState;

@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::MomentsConfig;
 use crate::event::Millis;
 use crate::rows::{Moment, Score, WindowMetrics};
@@ -87,7 +89,7 @@ pub enum MomentChange {
 }
 
 /// The history of one metric of one stream.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct MetricSeries {
     history: VecDeque<f64>,
     open: Option<Moment>,
@@ -159,6 +161,11 @@ impl MetricSeries {
             (None, Some(open)) => Some(MomentChange::Closed(open)),
             (None, None) => None,
         }
+    }
+
+    /// The moment in progress, if any.
+    pub fn open(&self) -> Option<&Moment> {
+        self.open.as_ref()
     }
 
     /// Ends the series (input exhausted): an open moment becomes final.

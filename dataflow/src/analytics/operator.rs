@@ -1,15 +1,21 @@
 //! The `WindowAnalytics` timely operator: exchanges events by stream, applies them once the
-//! frontier passes their time, and emits row changes as a differential collection.
+//! frontier passes their time, emits row changes as a differential collection, and records its
+//! state at every checkpoint time the sources announce.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::Stream;
 
 use super::delta::PaneDelta;
 use super::engine::Engine;
+use crate::checkpoint::{CheckpointPart, Restore, Role};
+use crate::event::Millis;
 use crate::plan::Plan;
 use crate::rows::Row;
 
@@ -20,60 +26,134 @@ pub fn stream_hash(stream_id: &str) -> u64 {
     })
 }
 
+/// What the analytics emit before the split into rows and checkpoint parts.
+type AnalyticsItem = Result<(Row, Millis, isize), CheckpointPart>;
+
 /// Window analytics over a stream of pane deltas.
 pub trait WindowAnalytics<'scope> {
     /// Every output table's rows (except dead letters) as a collection: live rows replaced as
     /// their windows change, final rows never retracted, retired state never shown as deletions.
-    fn window_analytics(self, plan: &Plan) -> VecCollection<'scope, u64, Row, isize>;
+    /// `checkpoints` carries the checkpoint times (from the sources' parts); at each the operator
+    /// records its state, returned as the second stream. With `restore`, it resumes from a
+    /// checkpoint and first re-emits the live rows it held there.
+    fn window_analytics(
+        self,
+        plan: &Plan,
+        checkpoints: Stream<'scope, u64, Vec<Millis>>,
+        restore: Option<Arc<Restore>>,
+    ) -> (
+        VecCollection<'scope, u64, Row, isize>,
+        Stream<'scope, u64, Vec<CheckpointPart>>,
+    );
 }
 
 impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
-    fn window_analytics(self, plan: &Plan) -> VecCollection<'scope, u64, Row, isize> {
-        let mut engine = Engine::new(plan);
+    fn window_analytics(
+        self,
+        plan: &Plan,
+        checkpoints: Stream<'scope, u64, Vec<Millis>>,
+        restore: Option<Arc<Restore>>,
+    ) -> (
+        VecCollection<'scope, u64, Row, isize>,
+        Stream<'scope, u64, Vec<CheckpointPart>>,
+    ) {
+        let (index, peers) = (self.scope().index(), self.scope().peers());
+        let mut engine = match &restore {
+            Some(restore) => Engine::restored(plan, restore.take_streams(index, peers)),
+            None => Engine::new(plan),
+        };
+        let mut changes = Vec::new();
+        if restore.is_some() {
+            engine.live_rows(&mut changes);
+        }
+        let start = restore.as_ref().map(|r| r.time);
         let by_stream = Exchange::new(|delta: &PaneDelta| stream_hash(&delta.stream_id));
-        let changes =
-            self.unary_frontier(by_stream, "WindowAnalytics", move |capability, _info| {
+        let items: Stream<'scope, u64, Vec<AnalyticsItem>> = self.binary_frontier(
+            checkpoints.broadcast(),
+            by_stream,
+            Pipeline,
+            "WindowAnalytics",
+            move |mut capability, _info| {
                 // Invariant: the held capability tracks the input frontier, so row changes can be
                 // emitted as soon as the frontier moves and downstream frontiers follow the input's.
+                // A restored engine has advanced to its checkpoint time already.
+                if let Some(start) = start {
+                    capability.downgrade(&start);
+                }
                 let mut held = Some(capability);
                 let mut stash: BTreeMap<u64, Vec<PaneDelta>> = BTreeMap::new();
-                let mut changes = Vec::new();
-                move |(input, frontier), output| {
-                    input.for_each(|time, data| {
+                let mut due: BTreeSet<Millis> = BTreeSet::new();
+                move |(deltas, deltas_frontier), (times, times_frontier), output| {
+                    deltas.for_each(|time, data| {
                         if let Some(time) = time.least() {
                             stash.entry(*time).or_default().append(data);
                         }
                     });
+                    times.for_each(|_, data| due.extend(data.drain(..)));
                     let Some(capability) = held.as_mut() else {
                         return;
                     };
-                    let now = frontier.frontier().iter().min().copied();
-                    if now == Some(*capability.time()) {
+                    // Never behind the capability: a restored run starts at its checkpoint time.
+                    let now = deltas_frontier
+                        .frontier()
+                        .iter()
+                        .chain(times_frontier.frontier().iter())
+                        .min()
+                        .map(|f| (*f).max(*capability.time()));
+                    if now == Some(*capability.time()) && changes.is_empty() {
                         return;
                     }
-                    let ready = match now {
-                        Some(f) => {
-                            let later = stash.split_off(&f);
-                            std::mem::replace(&mut stash, later)
+                    // Each checkpoint time the frontier passed is a stop: the state recorded
+                    // there reflects exactly the deltas before it.
+                    let stops = due
+                        .iter()
+                        .copied()
+                        .filter(|t| now.is_none_or(|f| *t < f))
+                        .map(Some)
+                        .chain([now]);
+                    let mut recorded = Vec::new();
+                    for stop in stops.collect::<Vec<_>>() {
+                        let ready = match stop {
+                            Some(f) => {
+                                let later = stash.split_off(&f);
+                                std::mem::replace(&mut stash, later)
+                            }
+                            None => std::mem::take(&mut stash),
+                        };
+                        for delta in ready.values().flatten() {
+                            engine.apply(delta);
                         }
-                        None => std::mem::take(&mut stash),
-                    };
-                    for delta in ready.values().flatten() {
-                        engine.apply(delta);
+                        engine.advance(stop, &mut changes);
+                        if let Some(f) = stop {
+                            capability.downgrade(&f);
+                        }
+                        let time = *capability.time();
+                        let rows = changes
+                            .drain(..)
+                            .map(|(row, diff)| AnalyticsItem::Ok((row, time, diff)));
+                        output.session(&*capability).give_iterator(rows);
+                        if stop != now {
+                            due.remove(&time);
+                            recorded.push(Err(CheckpointPart {
+                                time,
+                                worker: index,
+                                workers: peers,
+                                role: Role::Analytics,
+                                positions: Vec::new(),
+                                state: engine.snapshot(),
+                            }));
+                            output
+                                .session(&*capability)
+                                .give_iterator(recorded.drain(..));
+                        }
                     }
-                    engine.advance(now, &mut changes);
-                    if let Some(f) = now {
-                        capability.downgrade(&f);
-                    }
-                    let time = *capability.time();
-                    output
-                        .session(&*capability)
-                        .give_iterator(changes.drain(..).map(|(row, diff)| (row, time, diff)));
                     if now.is_none() {
                         held = None;
                     }
                 }
-            });
-        changes.as_collection()
+            },
+        );
+        let (rows, parts) = items.ok_err(|item: AnalyticsItem| item);
+        (rows.as_collection(), parts)
     }
 }

@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::delta::PaneDelta;
 use super::moments::{MetricSeries, MomentChange, MomentInputs, METRICS};
 use super::pane::{top_with_ties, Pane};
@@ -17,7 +19,7 @@ use crate::rows::{Moment, Row, WindowKey};
 pub type RowChanges = Vec<(Row, isize)>;
 
 /// Moment detection progress over the moment window's series.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct MomentCursor {
     /// Next window start to score; None before the stream's first active window.
     next: Option<Millis>,
@@ -27,7 +29,7 @@ struct MomentCursor {
 }
 
 /// State of one stream on the worker that owns it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct StreamState {
     id: Arc<str>,
     panes: BTreeMap<Millis, Pane>,
@@ -121,6 +123,23 @@ impl StreamState {
             open_from: vec![0; plan.specs.len()],
             ..Self::default()
         }
+    }
+
+    /// Emits the live rows last emitted (window rows, totals, open moments) as insertions.
+    pub(crate) fn live_rows(&self, plan: &Plan, out: &mut RowChanges) {
+        let windows = self.live.values().flatten().cloned();
+        let totals = self.live_totals.iter().cloned();
+        let moments = self
+            .moments
+            .series
+            .iter()
+            .filter(|_| plan.live_rows)
+            .filter_map(MetricSeries::open)
+            .map(|moment| Row::Moment {
+                moment: moment.clone(),
+                is_final: false,
+            });
+        out.extend(windows.chain(totals).chain(moments).map(|row| (row, 1)));
     }
 
     /// Earliest event time that can still change a window; older state is retired.

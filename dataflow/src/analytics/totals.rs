@@ -2,12 +2,14 @@
 
 use std::collections::BTreeSet;
 
+use serde::{Deserialize, Serialize};
+
 use super::delta::MetaUpdate;
 use crate::event::{Millis, StreamStatus};
 use crate::rows::StreamTotals;
 
 /// Running totals of one stream.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct TotalsState {
     id: String,
     /// Latest (ts, value); ties go to the larger value so the result is order-independent.

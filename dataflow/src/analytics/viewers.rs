@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::{Millis, PresenceAction};
 use crate::hashing::FastMap;
 
@@ -22,7 +24,7 @@ pub(crate) fn action_rank(action: PresenceAction) -> u8 {
 /// Invariant: `base + sum(deltas <= t)` is the number of users present at `t` for every `t` at or
 /// after the last compaction horizon; records older than that horizon never arrive (they would
 /// be late), so compaction loses nothing observable.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Viewers {
     /// Per user: (ts, rank) -> present after that action. Below the horizon only the latest entry
     /// is kept, as the state carried into the horizon.

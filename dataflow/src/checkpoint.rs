@@ -1,0 +1,392 @@
+//! Consistent checkpoints (DESIGN §5): what each worker's source and analytics hold at a
+//! checkpoint time T, how the sources agree on T, and how a run restores from them.
+//!
+//! Why the cut is consistent: a source keeps every pane delta whose time its capability has not
+//! yet passed, and emits one only when its capability moves past the delta's time. A source
+//! whose capability passes T therefore emits every delta before T, records its state (each
+//! partition's next offset and clock, and the deltas at T or later it still holds), and only
+//! then emits deltas at T or later. The analytics, once their frontier reaches T, have applied
+//! exactly the deltas before T: their state at T plus the sources' states at T is the state of
+//! the dataflow after reading exactly the recorded offsets.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::analytics::{stream_hash, PaneDelta, StreamState};
+use crate::event::Millis;
+use crate::hashing::FastMap;
+use crate::plan::Plan;
+use crate::progress::SourcePosition;
+
+/// Bumped whenever the encoding of any checkpointed state changes: a checkpoint written by
+/// another format is refused, never half-read.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Which operator a part of a checkpoint comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// A worker's partitioned source.
+    Source,
+    /// A worker's window analytics.
+    Analytics,
+}
+
+impl Role {
+    /// The name stored with the part.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Source => "source",
+            Role::Analytics => "analytics",
+        }
+    }
+
+    /// The role a stored name denotes.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "source" => Some(Role::Source),
+            "analytics" => Some(Role::Analytics),
+            _ => None,
+        }
+    }
+}
+
+/// One worker's share of the checkpoint at `time`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointPart {
+    /// The checkpoint time T.
+    pub time: Millis,
+    /// Index of the worker that wrote it.
+    pub worker: usize,
+    /// Number of workers of the run.
+    pub workers: usize,
+    /// The operator.
+    pub role: Role,
+    /// The partitions' positions at T (source parts only), readable without decoding `state`.
+    pub positions: Vec<SourcePosition>,
+    /// The state, bincode with [`FORMAT_VERSION`] first.
+    pub state: Vec<u8>,
+}
+
+/// A source's state at a checkpoint time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SourceState {
+    /// Per partition: (source, partition, next offset, largest event time seen).
+    pub partitions: Vec<PartitionState>,
+    /// Deltas read before T whose times are at T or later: not yet in the analytics' state.
+    pub pending: Vec<(Millis, PaneDelta)>,
+}
+
+/// One partition at a checkpoint time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Topic or file.
+    pub source: String,
+    /// Partition number.
+    pub partition: u32,
+    /// The offset to read next (None: nothing read yet).
+    pub next_offset: Option<u64>,
+    /// The largest event time accepted so far (the partition clock).
+    pub max_seen: Option<Millis>,
+}
+
+/// Why a stored checkpoint cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    /// Written by a build with another state format.
+    #[error(
+        "checkpoint state format {found} cannot be read by this build (format {FORMAT_VERSION})"
+    )]
+    Format {
+        /// The version found.
+        found: u32,
+    },
+    /// The bytes do not decode.
+    #[error("checkpoint state does not decode: {0}")]
+    Corrupt(String),
+    /// Taken with other `[pipeline]` settings (windows, lateness, ...): its state means
+    /// something else under the current ones.
+    #[error("checkpoint was taken with other [pipeline] settings: {taken}")]
+    Pipeline {
+        /// The settings it was taken with.
+        taken: String,
+    },
+    /// Parts are missing.
+    #[error("checkpoint at {time} is incomplete: {found} parts for {workers} workers")]
+    Incomplete {
+        /// Checkpoint time.
+        time: Millis,
+        /// Parts found.
+        found: usize,
+        /// Workers the checkpoint was written by.
+        workers: usize,
+    },
+}
+
+/// The pipeline settings a checkpoint's analytics state is only valid under, as text (live rows
+/// aside: they change what is emitted, not what is kept).
+pub(crate) fn pipeline_identity(plan: &Plan) -> String {
+    let config = plan.clone().with_live_rows(true);
+    serde_json::to_string(config.config()).expect("settings serialize")
+}
+
+/// Encodes a state with the format version first.
+pub fn encode<T: Serialize + ?Sized>(state: &T) -> Vec<u8> {
+    bincode::serialize(&(FORMAT_VERSION, state)).expect("state serializes to memory")
+}
+
+/// Decodes a state written by [`encode`], refusing other format versions.
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CheckpointError> {
+    let version: u32 =
+        bincode::deserialize(bytes).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
+    if version != FORMAT_VERSION {
+        return Err(CheckpointError::Format { found: version });
+    }
+    let (_, state): (u32, T) =
+        bincode::deserialize(bytes).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
+    Ok(state)
+}
+
+/// A complete checkpoint: every worker's source and analytics parts at one time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The checkpoint time T.
+    pub time: Millis,
+    /// Number of workers that wrote it.
+    pub workers: usize,
+    /// Two parts per worker, ordered by (role, worker).
+    pub parts: Vec<CheckpointPart>,
+}
+
+impl Checkpoint {
+    /// Assembles the parts of time `time`; None unless every worker's two parts are there
+    /// (a worker whose input ended before T wrote none).
+    pub fn assemble(time: Millis, mut parts: Vec<CheckpointPart>) -> Option<Self> {
+        let workers = parts.first()?.workers;
+        parts.sort_by_key(|p| (p.role, p.worker));
+        parts.dedup_by_key(|p| (p.role, p.worker));
+        let complete = parts.len() == 2 * workers
+            && parts
+                .iter()
+                .all(|p| p.time == time && p.workers == workers && p.worker < workers);
+        complete.then_some(Self {
+            time,
+            workers,
+            parts,
+        })
+    }
+
+    /// Every partition's position at T.
+    pub fn positions(&self) -> impl Iterator<Item = &SourcePosition> {
+        self.parts.iter().flat_map(|p| &p.positions)
+    }
+
+    /// Total size of the encoded state.
+    pub fn bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.state.len()).sum()
+    }
+}
+
+/// A decoded checkpoint, ready to resume from: what each worker's source and analytics start
+/// with. Works for any number of workers: partitions and streams go to the workers that own them
+/// in the new run.
+#[derive(Debug, Default)]
+pub struct Restore {
+    /// The checkpoint time: sources start there.
+    pub time: Millis,
+    /// Every partition's state at T.
+    pub partitions: BTreeMap<(String, u32), PartitionState>,
+    /// Deltas at T or later that were read before T, per writing worker.
+    pending: Mutex<Vec<Vec<(Millis, PaneDelta)>>>,
+    /// Every stream's analytics state, taken by the worker that owns the stream.
+    streams: Mutex<FastMap<String, StreamState>>,
+}
+
+impl Restore {
+    /// Decodes every part, so a bad checkpoint fails before any worker starts; refuses one taken
+    /// under other pipeline settings than `plan`'s.
+    pub fn decode(checkpoint: &Checkpoint, plan: &Plan) -> Result<Self, CheckpointError> {
+        let mut partitions = BTreeMap::new();
+        let mut pending = Vec::new();
+        let mut streams = FastMap::default();
+        for part in &checkpoint.parts {
+            match part.role {
+                Role::Source => {
+                    let state: SourceState = decode(&part.state)?;
+                    for partition in state.partitions {
+                        let key = (partition.source.clone(), partition.partition);
+                        partitions.insert(key, partition);
+                    }
+                    pending.push(state.pending);
+                }
+                Role::Analytics => {
+                    let (taken, part): (String, FastMap<String, StreamState>) =
+                        decode(&part.state)?;
+                    if taken != pipeline_identity(plan) {
+                        return Err(CheckpointError::Pipeline { taken });
+                    }
+                    streams.extend(part);
+                }
+            }
+        }
+        Ok(Restore {
+            time: checkpoint.time,
+            partitions,
+            pending: Mutex::new(pending),
+            streams: Mutex::new(streams),
+        })
+    }
+
+    /// Takes the held-back deltas worker `index` of `peers` re-emits.
+    pub fn take_pending(&self, index: usize, peers: usize) -> Vec<(Millis, PaneDelta)> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending
+            .iter_mut()
+            .enumerate()
+            .filter(|(writer, _)| writer % peers == index)
+            .flat_map(|(_, deltas)| std::mem::take(deltas))
+            .collect()
+    }
+
+    /// Takes the streams worker `index` of `peers` owns.
+    pub(crate) fn take_streams(&self, index: usize, peers: usize) -> FastMap<String, StreamState> {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let owned: Vec<String> = streams
+            .keys()
+            .filter(|id| stream_hash(id) as usize % peers == index)
+            .cloned()
+            .collect();
+        owned
+            .into_iter()
+            .filter_map(|id| streams.remove_entry(&id))
+            .collect()
+    }
+}
+
+/// What a run with checkpoints hands its dataflow.
+#[derive(Debug, Clone)]
+pub struct Checkpointing {
+    /// Where the sources agree on checkpoint times.
+    pub control: Arc<CheckpointControl>,
+    /// The checkpoint the run resumes from.
+    pub restore: Option<Arc<Restore>>,
+}
+
+#[derive(Debug)]
+struct Agreement {
+    /// When the last checkpoint was started.
+    started: Instant,
+    /// The checkpoint time the sources are working towards.
+    next: Option<Millis>,
+    /// Per source worker: its capability (None before it reported, or after its input ended).
+    capabilities: Vec<Option<Millis>>,
+    /// Per source worker: whether it has recorded its state at `next` (or will never).
+    recorded: Vec<bool>,
+}
+
+/// Where a process's sources agree on checkpoint times: every `interval`, the first source
+/// to move picks T = the largest capability of any source, so no source has emitted anything at
+/// T or later yet; each then records its state when its capability passes T.
+///
+/// Process-local, like the throttle: a cluster of processes needs the agreement carried by the
+/// dataflow instead (issue #12).
+#[derive(Debug)]
+pub struct CheckpointControl {
+    interval: Duration,
+    agreement: Mutex<Agreement>,
+}
+
+impl CheckpointControl {
+    /// Checkpoints every `interval`, for `workers` source workers starting at `start`.
+    pub fn new(interval: Duration, workers: usize, start: Millis) -> Arc<Self> {
+        Arc::new(Self {
+            interval,
+            agreement: Mutex::new(Agreement {
+                started: Instant::now(),
+                next: None,
+                capabilities: vec![Some(start); workers],
+                recorded: vec![false; workers],
+            }),
+        })
+    }
+
+    /// Called by source `worker` about to move its capability from `from` to `to`: returns the
+    /// checkpoint time it must record its state at first, if any (`from <= T < to`).
+    pub fn crossing(&self, worker: usize, from: Millis, to: Millis) -> Option<Millis> {
+        let mut agreement = self.agreement.lock().unwrap_or_else(|p| p.into_inner());
+        if agreement.next.is_none() && agreement.started.elapsed() >= self.interval {
+            let highest = agreement.capabilities.iter().flatten().copied().max();
+            agreement.next = Some(highest.unwrap_or(from).max(from));
+            agreement.started = Instant::now();
+            // A source whose input ended records nothing.
+            agreement.recorded = agreement.capabilities.iter().map(Option::is_none).collect();
+        }
+        agreement.capabilities[worker] = Some(to);
+        let time = agreement.next.filter(|t| (from..to).contains(t))?;
+        if agreement.recorded[worker] {
+            return None;
+        }
+        agreement.recorded[worker] = true;
+        if agreement.recorded.iter().all(|r| *r) {
+            agreement.next = None;
+        }
+        Some(time)
+    }
+
+    /// Source `worker`'s input ended: it records nothing more.
+    pub fn finished(&self, worker: usize) {
+        let mut agreement = self.agreement.lock().unwrap_or_else(|p| p.into_inner());
+        agreement.capabilities[worker] = None;
+        agreement.recorded[worker] = true;
+        if agreement.recorded.iter().all(|r| *r) {
+            agreement.next = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_agree_on_a_time_none_of_them_has_passed() {
+        // Before the interval is up, nothing; then worker 1 is ahead at 5_000 and worker 0
+        // moves first, from 1_000 to 2_000: T = 5_000, which neither has passed.
+        let control = CheckpointControl::new(Duration::from_millis(50), 2, 0);
+        assert_eq!(control.crossing(1, 0, 5_000), None);
+        assert_eq!(control.crossing(0, 0, 1_000), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(control.crossing(0, 1_000, 2_000), None);
+        // T = 5_000: worker 0 records when it passes it, worker 1 when it moves on.
+        assert_eq!(control.crossing(0, 2_000, 6_000), Some(5_000));
+        assert_eq!(control.crossing(0, 6_000, 7_000), None);
+        assert_eq!(control.crossing(1, 5_000, 5_100), Some(5_000));
+    }
+
+    #[test]
+    fn a_finished_source_does_not_hold_the_next_checkpoint() {
+        let control = CheckpointControl::new(Duration::ZERO, 2, 0);
+        assert_eq!(control.crossing(0, 0, 100), Some(0));
+        control.finished(1);
+        // The checkpoint at 0 is settled; the next one can start.
+        assert_eq!(control.crossing(0, 100, 200), Some(100));
+    }
+
+    #[test]
+    fn states_of_another_format_are_refused() {
+        let bytes = bincode::serialize(&(FORMAT_VERSION + 1, 7u64)).unwrap();
+        assert_eq!(
+            decode::<u64>(&bytes),
+            Err(CheckpointError::Format {
+                found: FORMAT_VERSION + 1
+            })
+        );
+        assert_eq!(decode::<u64>(&encode(&7u64)), Ok(7));
+        assert!(matches!(
+            decode::<u64>(&[1]),
+            Err(CheckpointError::Corrupt(_))
+        ));
+    }
+}

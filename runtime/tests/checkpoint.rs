@@ -1,0 +1,218 @@
+//! Checkpoints in process, over generated input in memory (no services): a run that takes a
+//! checkpoint at every chance gives the same final rows as one that takes none, and resuming
+//! from any of its checkpoints, with 1, 2 or 3 workers, emits exactly the final rows the
+//! uninterrupted run emitted after that checkpoint: together with the rows before it, every
+//! final row once.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
+use crowdpulse_connectors::sink::{Flush, Sink};
+use crowdpulse_dataflow::checkpoint::{Checkpoint, CheckpointError, Restore};
+use crowdpulse_dataflow::config::PipelineConfig;
+use crowdpulse_dataflow::memory_reader::MemoryReader;
+use crowdpulse_dataflow::plan::Plan;
+use crowdpulse_dataflow::rows_json::RowJson;
+use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
+use crowdpulse_dataflow::source::PartitionReader;
+use crowdpulse_runtime::cluster::Cluster;
+use crowdpulse_runtime::execute::{start, Checkpoints, Job};
+use crowdpulse_runtime::sources::Sources;
+
+/// Final rows with the time they were emitted at, and every checkpoint, as handed to sinks.
+#[derive(Default)]
+struct Capture {
+    rows: Mutex<Vec<(String, u64)>>,
+    checkpoints: Mutex<Vec<Arc<Checkpoint>>>,
+}
+
+impl Sink for Capture {
+    fn flush(&self, flush: &Flush) {
+        let mut rows = self.rows.lock().unwrap();
+        for (row, time, diff) in &flush.updates {
+            if row.is_final() && *diff > 0 {
+                rows.push((serde_json::to_string(&RowJson(row)).unwrap(), *time));
+            }
+        }
+        self.checkpoints
+            .lock()
+            .unwrap()
+            .extend(flush.checkpoint.clone());
+    }
+}
+
+/// Four partitions of generated events (with malformed and late records), one payload per line.
+fn partitions() -> &'static [Vec<Vec<u8>>] {
+    static PARTITIONS: OnceLock<Vec<Vec<Vec<u8>>>> = OnceLock::new();
+    PARTITIONS.get_or_init(generate)
+}
+
+fn generate() -> Vec<Vec<Vec<u8>>> {
+    let dir = std::env::temp_dir().join(format!("crowdpulse-checkpoint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = GeneratorConfig {
+        events: 30_000,
+        seed: 5,
+        streams: 7,
+        rate: 500.0,
+        ..GeneratorConfig::default()
+    };
+    let paths = write_files(config, &dir.join("events.ndjson"), 4).unwrap();
+    let parts = paths
+        .iter()
+        .map(|path| {
+            std::fs::read(path)
+                .unwrap()
+                .split(|b| *b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect()
+        })
+        .collect();
+    std::fs::remove_dir_all(&dir).unwrap();
+    parts
+}
+
+fn plan() -> Plan {
+    Plan::new(PipelineConfig::default()).unwrap()
+}
+
+/// Runs over `parts` with `workers` threads, each partition from the checkpoint's offset when
+/// resuming; checkpoints every `interval` (None: none).
+fn run(
+    parts: &[Vec<Vec<u8>>],
+    workers: usize,
+    interval: Option<Duration>,
+    restore: Option<Arc<Restore>>,
+) -> Arc<Capture> {
+    let capture = Arc::new(Capture::default());
+    let parts = parts.to_vec();
+    let offsets = restore.as_ref().map(|r| {
+        r.partitions
+            .iter()
+            .map(|((_, p), state)| (*p, state.next_offset.unwrap_or(0)))
+            .collect::<BTreeMap<u32, u64>>()
+    });
+    let readers = move |index: usize, peers: usize| {
+        Ok(parts
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| p % peers == index)
+            .map(|(p, payloads)| {
+                let partition = p as u32;
+                let from = offsets
+                    .as_ref()
+                    .and_then(|o| o.get(&partition).copied())
+                    .unwrap_or(0);
+                // Small reads, so that the capability moves (and checkpoints come) often.
+                let reader = MemoryReader::new("events", partition, payloads.clone())
+                    .starting_at(from)
+                    .with_batches(vec![97, 13, 256]);
+                Box::new(reader) as Box<dyn PartitionReader>
+            })
+            .collect())
+    };
+    let checkpoints = interval.map(|interval| Checkpoints { interval, restore });
+    start(Job {
+        cluster: Cluster::local(workers),
+        plan: plan(),
+        analyzer: Arc::new(Analyzer::new(Lexicons::builtin())),
+        counters: Arc::default(),
+        sources: Sources::Bounded(Arc::new(readers)),
+        sinks: vec![Arc::clone(&capture) as Arc<dyn Sink>],
+        throttle: None,
+        checkpoints,
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    capture
+}
+
+fn sorted(rows: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut rows: Vec<String> = rows.into_iter().collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn resuming_from_any_checkpoint_with_any_worker_count_completes_the_uninterrupted_rows() {
+    let parts = partitions();
+    let plain = run(parts, 2, None, None);
+    let expected = sorted(plain.rows.lock().unwrap().iter().map(|(r, _)| r.clone()));
+    assert!(expected.len() > 1_000, "{} rows", expected.len());
+    assert!(expected
+        .iter()
+        .any(|r| r.contains("\"table\":\"dead_letters\"")));
+
+    let checkpointed = run(parts, 2, Some(Duration::ZERO), None);
+    let rows = checkpointed.rows.lock().unwrap().clone();
+    assert_eq!(
+        sorted(rows.iter().map(|(r, _)| r.clone())),
+        expected,
+        "taking checkpoints changed the rows"
+    );
+    let checkpoints = checkpointed.checkpoints.lock().unwrap().clone();
+    assert!(checkpoints.len() >= 5, "{} checkpoints", checkpoints.len());
+    let step = checkpoints.len() / 4;
+    for (n, checkpoint) in checkpoints.iter().step_by(step).enumerate() {
+        assert_eq!(checkpoint.workers, 2);
+        let restore = Arc::new(Restore::decode(checkpoint, &plan()).unwrap());
+        let before: Vec<String> = rows
+            .iter()
+            .filter(|(_, time)| *time <= checkpoint.time)
+            .map(|(r, _)| r.clone())
+            .collect();
+        let workers = 1 + n % 3;
+        let resumed = run(
+            parts,
+            workers,
+            Some(Duration::from_secs(3600)),
+            Some(restore),
+        );
+        let after: Vec<String> = resumed
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(r, _)| r.clone())
+            .collect();
+        let mut together = before.clone();
+        together.extend(after.iter().cloned());
+        assert_eq!(
+            together.len(),
+            expected.len(),
+            "checkpoint at {} resumed with {workers} workers: {} rows before, {} after",
+            checkpoint.time,
+            before.len(),
+            after.len()
+        );
+        assert!(
+            sorted(together) == expected,
+            "checkpoint at {} resumed with {workers} workers: rows differ",
+            checkpoint.time
+        );
+    }
+}
+
+#[test]
+fn a_checkpoint_of_other_pipeline_settings_is_refused() {
+    let parts = partitions();
+    let checkpointed = run(&parts[..1], 1, Some(Duration::ZERO), None);
+    let checkpoint = checkpointed.checkpoints.lock().unwrap()[0].clone();
+    let mut config = PipelineConfig::default();
+    config.allowed_lateness = crowdpulse_dataflow::config::Span(1_000);
+    let other = Plan::new(config).unwrap();
+    assert!(matches!(
+        Restore::decode(&checkpoint, &other),
+        Err(CheckpointError::Pipeline { .. })
+    ));
+    let mut corrupt = (*checkpoint).clone();
+    corrupt.parts[0].state[0] ^= 0xff;
+    assert!(matches!(
+        Restore::decode(&corrupt, &plan()),
+        Err(CheckpointError::Format { .. })
+    ));
+}
