@@ -230,6 +230,50 @@ fn postgres_families(out: &mut String, postgres: &PostgresSinkMetrics) {
         ),
         lag,
     );
+    checkpoint_families(out, postgres, computed);
+}
+
+fn checkpoint_families(out: &mut String, postgres: &PostgresSinkMetrics, computed: u64) {
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let checkpoints = load(&postgres.checkpoints);
+    family(
+        out,
+        (
+            "crowdpulse_checkpoints_total",
+            "counter",
+            "Checkpoints committed to Postgres.",
+        ),
+        unlabelled(checkpoints),
+    );
+    // The rest describes the latest checkpoint, so only once there is one.
+    let latest = |value: f64| (checkpoints > 0).then(|| (String::new(), value));
+    family(
+        out,
+        (
+            "crowdpulse_checkpoint_size_bytes",
+            "gauge",
+            "Encoded operator state of the latest checkpoint.",
+        ),
+        latest(load(&postgres.checkpoint_bytes) as f64),
+    );
+    family(
+        out,
+        (
+            "crowdpulse_checkpoint_write_seconds",
+            "gauge",
+            "Time the latest checkpoint took to write, inside its flush's transaction.",
+        ),
+        latest(load(&postgres.checkpoint_write_micros) as f64 / 1e6),
+    );
+    family(
+        out,
+        (
+            "crowdpulse_checkpoint_lag_seconds",
+            "gauge",
+            "Event time between the frontier computed and the latest checkpoint: what a restart recomputes.",
+        ),
+        latest(seconds(computed.saturating_sub(load(&postgres.checkpoint_time)))),
+    );
 }
 
 /// Renders the exposition text.
@@ -525,6 +569,7 @@ mod tests {
             "crowdpulse_postgres_commit_duration_seconds_count 4",
             "crowdpulse_postgres_sink_lag_seconds 2.5",
             "crowdpulse_postgres_up 0",
+            "crowdpulse_checkpoints_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -9,7 +9,7 @@ use crowdpulse_dataflow::codec::{DecodeContext, Format};
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::source::{PartitionReader, ReadStatus, RecordBatch};
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
@@ -25,8 +25,9 @@ use crate::live_input::wall_clock_ms;
 pub enum ReadBound {
     /// Never (live): the partition can go idle and wall-clock time moves its watermark.
     Unbounded,
-    /// At the partition's end as librdkafka's partition-EOF signal reports it, so every message
-    /// present at start is read even where the broker reports a stale latest offset.
+    /// At the partition's end when reading began: the high watermark of the first fetch answer
+    /// (exact, where some brokers' offset lookups are stale), or the partition-EOF signal if the
+    /// partition is empty. Messages produced later are not read.
     EndOfPartition,
     /// Before this offset (exclusive), or at the partition's end if that comes first.
     BeforeOffset(i64),
@@ -162,6 +163,33 @@ fn take(
     matches!(bound, ReadBound::BeforeOffset(end) if offset + 1 >= end)
 }
 
+impl KafkaPartitionReader {
+    /// Turns "the end" into the offset it was when the first fetch answered: librdkafka keeps the
+    /// high watermark each fetch answer carries. A ListOffsets request (`fetch_watermarks`)
+    /// would be the usual way, but some brokers answer it with a stale offset (tansu: the start
+    /// of the last batch), and rdkafka does not wrap librdkafka's cached lookup, hence the call.
+    fn fix_end(&mut self) {
+        let Ok(topic) = std::ffi::CString::new(self.topic.as_str()) else {
+            return;
+        };
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer is valid while `self.consumer` lives; librdkafka only reads
+        // the NUL-terminated topic and writes the two offsets, without making a request.
+        let code = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                self.partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        if code == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 {
+            self.bound = ReadBound::BeforeOffset(high);
+        }
+    }
+}
+
 impl PartitionReader for KafkaPartitionReader {
     fn source_name(&self) -> &str {
         &self.topic
@@ -182,6 +210,10 @@ impl PartitionReader for KafkaPartitionReader {
         }
         if let Some(error) = &self.failed {
             return Err(error.clone());
+        }
+        if self.bound == ReadBound::EndOfPartition {
+            // Known once the first fetch has answered, before its messages are read.
+            self.fix_end();
         }
         let mut taken = 0;
         while !self.done && taken < max {
@@ -302,6 +334,10 @@ mod tests {
             .set("group.id", "crowdpulse-test")
             .set("enable.partition.eof", "true")
             .set("enable.auto.commit", "false")
+            // Small fetches and no prefetching ahead of the reader: reading a partition to its
+            // end takes many fetches.
+            .set("max.partition.fetch.bytes", "1000")
+            .set("queued.min.messages", "1")
             // As the source's consumers (kafka_source.rs).
             .set("auto.offset.reset", "error")
             .create_with_context(SourceContext)
@@ -359,6 +395,41 @@ mod tests {
         assert_eq!(status, ReadStatus::Done);
         let expected: Vec<_> = (0..10u64).map(|i| (i, format!("m{i}"))).collect();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn end_of_partition_is_the_end_present_when_reading_began() {
+        let cluster = cluster();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        let produce = |offsets: std::ops::Range<i64>| {
+            for i in offsets {
+                let payload = format!("m{i}");
+                let record = BaseRecord::<(), _>::to(TOPIC)
+                    .partition(0)
+                    .payload(&payload);
+                producer.send(record).map_err(|(e, _)| e).unwrap();
+            }
+            producer.flush(Duration::from_secs(10)).unwrap();
+        };
+        produce(10..300);
+        let mut reader = reader(&cluster, SkipBefore::Nothing, ReadBound::EndOfPartition);
+        let mut batch = RecordBatch::default();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while batch.is_empty() {
+            reader.read(3, &mut batch).unwrap();
+            assert!(Instant::now() < deadline, "nothing read");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Produced while the reader is still far from the end (small fetches): not present
+        // when reading began, so not read.
+        produce(300..400);
+        let (got, status) = drain(&mut reader, 0);
+        assert_eq!(status, ReadStatus::Done);
+        assert_eq!(batch.len() + got.len(), 300);
+        assert_eq!(got.last().map(|r| r.0), Some(299));
     }
 
     #[test]

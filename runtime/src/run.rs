@@ -196,6 +196,14 @@ impl BackfillSummary {
                 postgres.commits.load(Ordering::Relaxed),
                 rows as f64 / seconds.max(1e-9)
             ));
+            let checkpoints = postgres.checkpoints.load(Ordering::Relaxed);
+            if checkpoints > 0 {
+                report.push_str(&format!(
+                    "\ncheckpoints: {checkpoints} taken, the last {} bytes written in {:.1} ms",
+                    postgres.checkpoint_bytes.load(Ordering::Relaxed),
+                    postgres.checkpoint_write_micros.load(Ordering::Relaxed) as f64 / 1e3
+                ));
+            }
         }
         report
     }

@@ -48,6 +48,8 @@ pub struct PostgresSinkMetrics {
     pub checkpoint_time: AtomicU64,
     /// Encoded size of the last checkpoint written, bytes.
     pub checkpoint_bytes: AtomicU64,
+    /// Time the last checkpoint took to write (within its flush's transaction), µs.
+    pub checkpoint_write_micros: AtomicU64,
 }
 
 impl PostgresSinkMetrics {
@@ -402,7 +404,12 @@ impl Writer {
             .await?;
         }
         if let Some(checkpoint) = &batch.checkpoint {
+            let started = Instant::now();
             write_checkpoint(&tx, schema, checkpoint).await?;
+            self.shared
+                .metrics
+                .checkpoint_write_micros
+                .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
         let frontier = batch.frontier.flatten().map(|f| f as i64);
         tx.execute(
