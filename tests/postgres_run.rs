@@ -59,22 +59,29 @@ fn topic_with(name: &str, events: u64) -> String {
     topic
 }
 
+/// The environment of a crowdpulse command reading `topic` and writing to `schema`.
+fn environment(topic: &str, schema: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "CROWDPULSE__KAFKA__TOPICS",
+            format!("[{{name = \"{topic}\"}}]"),
+        ),
+        ("CROWDPULSE__KAFKA__BROKERS", BROKER.to_owned()),
+        ("CROWDPULSE__KAFKA__DEAD_LETTER_TOPIC", String::new()),
+        ("CROWDPULSE__POSTGRES__URL", postgres_support::url()),
+        ("CROWDPULSE__POSTGRES__SCHEMA", schema.to_owned()),
+        ("CROWDPULSE__POSTGRES__FLUSH_INTERVAL", "100ms".into()),
+        ("CROWDPULSE__POSTGRES__CHECKPOINT_INTERVAL", "1s".into()),
+        ("CROWDPULSE__PIPELINE__IDLE_TIMEOUT", "500ms".into()),
+        // Windows of a live run become final sooner.
+        ("CROWDPULSE__PIPELINE__ALLOWED_LATENESS", "5s".into()),
+    ]
+}
+
 /// A crowdpulse command reading `topic` and writing to `schema`.
 fn command(topic: &str, schema: &str) -> Command {
     let mut cmd = bin();
-    cmd.env(
-        "CROWDPULSE__KAFKA__TOPICS",
-        format!("[{{name = \"{topic}\"}}]"),
-    )
-    .env("CROWDPULSE__KAFKA__BROKERS", BROKER)
-    .env("CROWDPULSE__KAFKA__DEAD_LETTER_TOPIC", "")
-    .env("CROWDPULSE__POSTGRES__URL", postgres_support::url())
-    .env("CROWDPULSE__POSTGRES__SCHEMA", schema)
-    .env("CROWDPULSE__POSTGRES__FLUSH_INTERVAL", "100ms")
-    .env("CROWDPULSE__PIPELINE__IDLE_TIMEOUT", "500ms")
-    // Windows of a live run become final sooner.
-    .env("CROWDPULSE__PIPELINE__ALLOWED_LATENESS", "5s")
-    .env("RUST_LOG", "warn");
+    cmd.envs(environment(topic, schema)).env("RUST_LOG", "warn");
     cmd
 }
 
@@ -194,20 +201,7 @@ fn a_live_run_killed_at_any_point_resumes_from_its_checkpoint_and_ends_with_the_
     let topic = fresh_topic("pg-kill", 4);
     let schema = fresh_config("kill").schema;
     let db = Db::connect();
-    let env = [
-        (
-            "CROWDPULSE__KAFKA__TOPICS",
-            format!("[{{name = \"{topic}\"}}]"),
-        ),
-        ("CROWDPULSE__KAFKA__BROKERS", BROKER.to_owned()),
-        ("CROWDPULSE__KAFKA__DEAD_LETTER_TOPIC", String::new()),
-        ("CROWDPULSE__POSTGRES__URL", postgres_support::url()),
-        ("CROWDPULSE__POSTGRES__SCHEMA", schema.clone()),
-        ("CROWDPULSE__POSTGRES__FLUSH_INTERVAL", "100ms".into()),
-        ("CROWDPULSE__POSTGRES__CHECKPOINT_INTERVAL", "1s".into()),
-        ("CROWDPULSE__PIPELINE__IDLE_TIMEOUT", "500ms".into()),
-        ("CROWDPULSE__PIPELINE__ALLOWED_LATENESS", "5s".into()),
-    ];
+    let env = environment(&topic, &schema);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // Events keep arriving at a steady rate, event times from now, while the run is killed.
     const RATE: u64 = 2_000;

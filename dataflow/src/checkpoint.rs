@@ -68,6 +68,10 @@ pub struct CheckpointPart {
     pub positions: Vec<SourcePosition>,
     /// The state, bincode with [`FORMAT_VERSION`] first.
     pub state: Vec<u8>,
+    /// A source part written when the source's input ended, at its last time: the state of that
+    /// worker's source at every later checkpoint time (its held deltas then all emitted, the
+    /// restore keeps those at the checkpoint's time or later).
+    pub finished: bool,
 }
 
 /// A source's state at a checkpoint time.
@@ -126,10 +130,11 @@ pub enum CheckpointError {
 }
 
 /// The pipeline settings a checkpoint's analytics state is only valid under, as text (live rows
-/// aside: they change what is emitted, not what is kept).
+/// and the idle timeout aside: they change what is emitted and when, not what is kept).
 pub(crate) fn pipeline_identity(plan: &Plan) -> String {
-    let config = plan.clone().with_live_rows(true);
-    serde_json::to_string(config.config()).expect("settings serialize")
+    let mut config = plan.clone().with_live_rows(true).config().clone();
+    config.idle_timeout = crate::config::PipelineConfig::default().idle_timeout;
+    serde_json::to_string(&config).expect("settings serialize")
 }
 
 /// Encodes a state with the format version first.
@@ -161,10 +166,25 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Assembles the parts of time `time`; None unless every worker's two parts are there
-    /// (a worker whose input ended before T wrote none).
-    pub fn assemble(time: Millis, mut parts: Vec<CheckpointPart>) -> Option<Self> {
+    /// Assembles the parts of time `time`, a worker's source part standing in from `finished`
+    /// when its input ended before T; None unless every worker's two parts are there.
+    pub fn assemble(
+        time: Millis,
+        mut parts: Vec<CheckpointPart>,
+        finished: &BTreeMap<usize, CheckpointPart>,
+    ) -> Option<Self> {
         let workers = parts.first()?.workers;
+        for (worker, part) in finished {
+            let missing = !parts
+                .iter()
+                .any(|p| p.role == Role::Source && p.worker == *worker);
+            if missing && part.time <= time {
+                parts.push(CheckpointPart {
+                    time,
+                    ..part.clone()
+                });
+            }
+        }
         parts.sort_by_key(|p| (p.role, p.worker));
         parts.dedup_by_key(|p| (p.role, p.worker));
         let complete = parts.len() == 2 * workers
@@ -219,7 +239,10 @@ impl Restore {
                         let key = (partition.source.clone(), partition.partition);
                         partitions.insert(key, partition);
                     }
-                    pending.push(state.pending);
+                    // A finished source's part also lists what it emitted before T.
+                    let mut held = state.pending;
+                    held.retain(|(time, _)| *time >= checkpoint.time);
+                    pending.push(held);
                 }
                 Role::Analytics => {
                     let (taken, part): (String, FastMap<String, StreamState>) =

@@ -67,7 +67,10 @@ pub fn analytics_dataflow<'scope>(
         throttle,
         checkpointing,
     );
-    let times = source.parts.clone().map(|part| part.time);
+    let times = source
+        .parts
+        .clone()
+        .flat_map(|part| (!part.finished).then_some(part.time));
     let restore = checkpointing.and_then(|c| c.restore.clone());
     let (rows, parts) = source.deltas.window_analytics(plan, times, restore);
     AnalyticsOutput {

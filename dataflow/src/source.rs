@@ -449,6 +449,7 @@ fn source_part(
         role: Role::Source,
         positions,
         state: checkpoint::encode(&state),
+        finished: false,
     }
 }
 
@@ -621,10 +622,14 @@ pub fn partitioned_source<'scope>(
             }
             let open = partitions.iter().filter(|p| !p.done);
             if open.clone().next().is_none() {
-                emit!(std::mem::take(&mut held));
                 if let Some(control) = &control {
+                    // Later checkpoints still need this worker's source state: its last one.
                     control.finished(worker);
+                    let mut part = source_part(&partitions, &held, now, (worker, workers));
+                    part.finished = true;
+                    output.session(&*capability).give(Err(Err(Err(part))));
                 }
+                emit!(std::mem::take(&mut held));
                 held_capability = None;
                 return;
             }

@@ -12,7 +12,9 @@ use crowdpulse_api::history::History;
 use crowdpulse_connectors::config::Config;
 use crowdpulse_connectors::error::ConnectorError;
 use crowdpulse_connectors::position::{PartitionOffset, Position};
-use crowdpulse_connectors::postgres::checkpoints::resume as resume_from_latest;
+use crowdpulse_connectors::postgres::checkpoints::{
+    forget as forget_checkpoints, resume as resume_from_latest,
+};
 use crowdpulse_connectors::postgres::{apply_migrations, PostgresSink, PostgresSinkMetrics};
 use crowdpulse_connectors::sink::{FinalRowsNdjson, Sink};
 use crowdpulse_dataflow::checkpoint::Restore;
@@ -150,7 +152,13 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
         if interval > 0 {
             let restore = match options.resume {
                 true => resume(options)?,
-                false => None,
+                false => {
+                    let removed = forget_checkpoints(&options.config.postgres)?;
+                    if removed > 0 {
+                        info!("explicit --from: the stored checkpoint is dropped");
+                    }
+                    None
+                }
             };
             if let Some(restore) = &restore {
                 run.from = resume_position(restore);

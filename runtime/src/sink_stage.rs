@@ -19,7 +19,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
-use tracing::debug;
+use tracing::warn;
 
 /// One item reaching the sink stage.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +79,8 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
         let mut pending: BTreeMap<Millis, Vec<(Row, Millis, isize)>> = BTreeMap::new();
         let mut pending_positions: BTreeMap<Millis, Vec<SourcePosition>> = BTreeMap::new();
         let mut pending_parts: BTreeMap<Millis, Vec<CheckpointPart>> = BTreeMap::new();
+        // The last source part of each worker whose input ended, by worker.
+        let mut finished: BTreeMap<usize, CheckpointPart> = BTreeMap::new();
         let mut flushed = Positions::default();
         let mut published: Option<Option<Millis>> = None;
         changes.concat(positions).concat(parts).sink(
@@ -97,6 +99,9 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
                             Gathered::Position(position) => {
                                 pending_positions.entry(time).or_default().push(position)
                             }
+                            Gathered::Part(part) if part.finished => {
+                                finished.insert(part.worker, part);
+                            }
                             Gathered::Part(part) => {
                                 pending_parts.entry(part.time).or_default().push(part)
                             }
@@ -113,11 +118,11 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
                 let checkpoint = split_below(&mut pending_parts, now)
                     .into_iter()
                     .filter_map(|(time, parts)| {
-                        let complete = Checkpoint::assemble(time, parts);
+                        let complete = Checkpoint::assemble(time, parts, &finished);
                         if complete.is_none() {
-                            debug!(
+                            warn!(
                                 time,
-                                "checkpoint incomplete (an input ended first); skipped"
+                                "checkpoint incomplete (a worker's part is missing); skipped"
                             );
                         }
                         complete

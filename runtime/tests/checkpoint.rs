@@ -139,15 +139,29 @@ fn sorted(rows: impl IntoIterator<Item = String>) -> Vec<String> {
 
 #[test]
 fn resuming_from_any_checkpoint_with_any_worker_count_completes_the_uninterrupted_rows() {
+    resume_everywhere(partitions(), 2);
+}
+
+/// One worker without partitions, another whose only partition ends early: checkpoints still
+/// complete (the finished source's last state stands in for it) and resume exactly.
+#[test]
+fn workers_without_input_do_not_hold_checkpoints_back() {
     let parts = partitions();
-    let plain = run(parts, 2, None, None);
+    let short: Vec<Vec<u8>> = parts[0][..parts[0].len() / 10].to_vec();
+    resume_everywhere(&[short, parts[1].clone()], 3);
+}
+
+/// Runs `parts` with `workers` workers, checkpointing at every chance, and resumes from several
+/// of the checkpoints with 1, 2 and 3 workers: each resumed run completes the rows exactly.
+fn resume_everywhere(parts: &[Vec<Vec<u8>>], workers: usize) {
+    let plain = run(parts, workers, None, None);
     let expected = sorted(plain.rows.lock().unwrap().iter().map(|(r, _)| r.clone()));
-    assert!(expected.len() > 1_000, "{} rows", expected.len());
+    assert!(expected.len() > 500, "{} rows", expected.len());
     assert!(expected
         .iter()
         .any(|r| r.contains("\"table\":\"dead_letters\"")));
 
-    let checkpointed = run(parts, 2, Some(Duration::ZERO), None);
+    let checkpointed = run(parts, workers, Some(Duration::ZERO), None);
     let rows = checkpointed.rows.lock().unwrap().clone();
     assert_eq!(
         sorted(rows.iter().map(|(r, _)| r.clone())),
@@ -155,10 +169,10 @@ fn resuming_from_any_checkpoint_with_any_worker_count_completes_the_uninterrupte
         "taking checkpoints changed the rows"
     );
     let checkpoints = checkpointed.checkpoints.lock().unwrap().clone();
-    assert!(checkpoints.len() >= 5, "{} checkpoints", checkpoints.len());
-    let step = checkpoints.len() / 4;
+    assert!(checkpoints.len() >= 3, "{} checkpoints", checkpoints.len());
+    let step = checkpoints.len().div_ceil(4);
     for (n, checkpoint) in checkpoints.iter().step_by(step).enumerate() {
-        assert_eq!(checkpoint.workers, 2);
+        assert_eq!(checkpoint.workers, workers);
         let restore = Arc::new(Restore::decode(checkpoint, &plan()).unwrap());
         let before: Vec<String> = rows
             .iter()
@@ -179,6 +193,21 @@ fn resuming_from_any_checkpoint_with_any_worker_count_completes_the_uninterrupte
             .iter()
             .map(|(r, _)| r.clone())
             .collect();
+        if std::env::var("DEBUG_CP").is_ok() {
+            let mut tables = std::collections::BTreeMap::<String, usize>::new();
+            for r in &after {
+                *tables.entry(r[..40.min(r.len())].to_string()).or_default() += 1;
+            }
+            eprintln!(
+                "T={} after tables {:?}",
+                checkpoint.time,
+                tables.iter().take(5).collect::<Vec<_>>()
+            );
+            eprintln!(
+                "partitions {:?}",
+                checkpoint.positions().collect::<Vec<_>>()
+            );
+        }
         let mut together = before.clone();
         together.extend(after.iter().cloned());
         assert_eq!(

@@ -9,7 +9,7 @@ use tokio_postgres::{Client, NoTls, Transaction};
 
 use super::config::PostgresConfig;
 use super::sink::block_on;
-use super::tables::TABLES;
+use super::tables::{position_columns, TABLES};
 use crate::error::{ConnectorError, Result};
 
 fn int(value: usize) -> i32 {
@@ -23,10 +23,14 @@ pub async fn write_checkpoint(
     checkpoint: &Checkpoint,
 ) -> Result<()> {
     let time = checkpoint.time as i64;
+    // Only the latest is kept; one at the same time (a restart that has not moved yet, maybe
+    // with another number of workers) is replaced whole, never merged.
+    tx.execute(&format!("DELETE FROM \"{schema}\".checkpoints"), &[])
+        .await?;
     tx.execute(
         &format!(
             "INSERT INTO \"{schema}\".checkpoints (time, workers, format_version, state_bytes) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (time) DO NOTHING"
+             VALUES ($1, $2, $3, $4)"
         ),
         &[
             &time,
@@ -49,30 +53,18 @@ pub async fn write_checkpoint(
     tx.execute(
         &format!(
             "INSERT INTO \"{schema}\".checkpoint_parts (time, worker, role, state) \
-             SELECT $1, * FROM unnest($2::int4[], $3::text[], $4::bytea[]) ON CONFLICT DO NOTHING"
+             SELECT $1, * FROM unnest($2::int4[], $3::text[], $4::bytea[])"
         ),
         &[&time, &workers, &roles, &states],
     )
     .await?;
-    let (mut sources, mut partitions, mut offsets, mut watermarks) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for position in checkpoint.positions() {
-        sources.push(&*position.source);
-        partitions.push(i32::try_from(position.partition).unwrap_or(i32::MAX));
-        offsets.push(i64::try_from(position.next_offset).unwrap_or(i64::MAX));
-        watermarks.push(position.watermark.map(|w| w as i64));
-    }
+    let (sources, partitions, offsets, watermarks) = position_columns(checkpoint.positions());
     tx.execute(
         &format!(
             "INSERT INTO \"{schema}\".checkpoint_positions (time, source, partition, next_offset, watermark) \
-             SELECT $1, * FROM unnest($2::text[], $3::int4[], $4::int8[], $5::int8[]) ON CONFLICT DO NOTHING"
+             SELECT $1, * FROM unnest($2::text[], $3::int4[], $4::int8[], $5::int8[])"
         ),
         &[&time, &sources, &partitions, &offsets, &watermarks],
-    )
-    .await?;
-    tx.execute(
-        &format!("DELETE FROM \"{schema}\".checkpoints WHERE time < $1"),
-        &[&time],
     )
     .await?;
     Ok(())
@@ -99,6 +91,25 @@ pub fn resume<T>(
         drop(client);
         let _ = connection.await;
         Ok(resumed)
+    })
+}
+
+/// Removes the stored checkpoint: a run started from an explicit position must never be resumed
+/// from an earlier run's. Returns how many were removed.
+pub fn forget(config: &PostgresConfig) -> Result<u64> {
+    let client_config = config.client_config()?;
+    block_on(async {
+        let (client, connection) = client_config.connect(NoTls).await?;
+        let connection = tokio::spawn(connection);
+        let removed = client
+            .execute(
+                &format!("DELETE FROM \"{}\".checkpoints", config.schema),
+                &[],
+            )
+            .await;
+        drop(client);
+        let _ = connection.await;
+        Ok(removed?)
     })
 }
 
@@ -137,10 +148,11 @@ pub async fn latest_checkpoint(client: &Client, schema: &str) -> Result<Option<C
             role,
             positions: Vec::new(),
             state: row.get(2),
+            finished: false,
         });
     }
     let found = parts.len();
-    Checkpoint::assemble(time as Millis, parts)
+    Checkpoint::assemble(time as Millis, parts, &Default::default())
         .map(Some)
         .ok_or_else(|| {
             ConnectorError::Checkpoint(CheckpointError::Incomplete {

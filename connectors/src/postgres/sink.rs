@@ -19,7 +19,7 @@ use tracing::{debug, error, info, warn};
 use super::checkpoints::write_checkpoint;
 use super::config::PostgresConfig;
 use super::migrate::migrate;
-use super::tables::{create_stages, write_changes, Changes};
+use super::tables::{create_stages, position_columns, write_changes, Changes};
 use crate::error::{ConnectorError, Result};
 use crate::sink::{Flush, Sink};
 
@@ -384,14 +384,8 @@ impl Writer {
         let tx = client.transaction().await?;
         let written = write_changes(&tx, schema, &batch.changes).await?;
         if !batch.positions.is_empty() {
-            let (mut sources, mut partitions, mut offsets, mut watermarks) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for position in batch.positions.iter() {
-                sources.push(&*position.source);
-                partitions.push(i32::try_from(position.partition).unwrap_or(i32::MAX));
-                offsets.push(i64::try_from(position.next_offset).unwrap_or(i64::MAX));
-                watermarks.push(position.watermark.map(|w| w as i64));
-            }
+            let (sources, partitions, offsets, watermarks) =
+                position_columns(batch.positions.iter());
             tx.execute(
                 &format!(
                     "INSERT INTO \"{schema}\".source_progress (source, partition, next_offset, watermark) \

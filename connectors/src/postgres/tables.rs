@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crowdpulse_dataflow::progress::SourcePosition;
 use crowdpulse_dataflow::rows::{Row, Score};
 use crowdpulse_dataflow::rows_json::score;
 use futures_util::pin_mut;
@@ -333,6 +334,26 @@ pub async fn create_stages(client: &tokio_postgres::Client, schema: &str) -> Res
     let statements: Vec<String> = TABLES.iter().map(|t| t.create_stage(schema)).collect();
     client.batch_execute(&statements.join(";\n")).await?;
     Ok(())
+}
+
+/// Partition positions as the columns of an `unnest($1::text[], $2::int4[], $3::int8[],
+/// $4::int8[])` (source, partition, next offset, watermark).
+pub type PositionColumns<'a> = (Vec<&'a str>, Vec<i32>, Vec<i64>, Vec<Option<i64>>);
+
+/// The columns of `positions`.
+pub fn position_columns<'a>(
+    positions: impl Iterator<Item = &'a SourcePosition>,
+) -> PositionColumns<'a> {
+    let mut columns = PositionColumns::default();
+    for position in positions {
+        columns.0.push(&position.source);
+        columns
+            .1
+            .push(i32::try_from(position.partition).unwrap_or(i32::MAX));
+        columns.2.push(to_i64(position.next_offset));
+        columns.3.push(position.watermark.map(to_i64));
+    }
+    columns
 }
 
 fn to_i64(value: u64) -> i64 {

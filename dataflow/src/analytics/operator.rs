@@ -83,6 +83,8 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
                 let mut held = Some(capability);
                 let mut stash: BTreeMap<u64, Vec<PaneDelta>> = BTreeMap::new();
                 let mut due: BTreeSet<Millis> = BTreeSet::new();
+                // The time of the last checkpoint recorded.
+                let mut recorded_at: Option<Millis> = None;
                 move |(deltas, deltas_frontier), (times, times_frontier), output| {
                     deltas.for_each(|time, data| {
                         if let Some(time) = time.least() {
@@ -124,8 +126,15 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
                             engine.apply(delta);
                         }
                         engine.advance(stop, &mut changes);
-                        if let Some(f) = stop {
-                            capability.downgrade(&f);
+                        match stop {
+                            Some(f) => capability.downgrade(&f),
+                            // The input ended right after a checkpoint at this time: what
+                            // follows is not part of its state, so it goes out just after it.
+                            None if recorded_at == Some(*capability.time()) => {
+                                let after = *capability.time() + 1;
+                                capability.downgrade(&after);
+                            }
+                            None => {}
                         }
                         let time = *capability.time();
                         let rows = changes
@@ -134,6 +143,7 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
                         output.session(&*capability).give_iterator(rows);
                         if stop != now {
                             due.remove(&time);
+                            recorded_at = Some(time);
                             recorded.push(Err(CheckpointPart {
                                 time,
                                 worker: index,
@@ -141,6 +151,7 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
                                 role: Role::Analytics,
                                 positions: Vec::new(),
                                 state: engine.snapshot(),
+                                finished: false,
                             }));
                             output
                                 .session(&*capability)
