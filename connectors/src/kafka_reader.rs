@@ -90,6 +90,8 @@ pub struct KafkaPartitionReader {
     liveness: Option<Liveness>,
     /// The error the partition is stuck on: librdkafka reports it once and stops fetching.
     failed: Option<String>,
+    /// Reading began at the partition's end (`latest`).
+    from_end: bool,
 }
 
 /// Whether the brokers answer: the lag lookups' last complete round, and how old it may be.
@@ -132,6 +134,7 @@ impl KafkaPartitionReader {
             at_end,
             liveness,
             failed: None,
+            from_end: at_end,
         })
     }
 }
@@ -169,9 +172,15 @@ impl KafkaPartitionReader {
     /// would be the usual way, but some brokers answer it with a stale offset (tansu: the start
     /// of the last batch), and rdkafka does not wrap librdkafka's cached lookup, hence the call.
     fn fix_end(&mut self) {
-        let Ok(topic) = std::ffi::CString::new(self.topic.as_str()) else {
-            return;
-        };
+        if let Some((_, high)) = self.cached_watermarks() {
+            self.bound = ReadBound::BeforeOffset(high);
+        }
+    }
+
+    /// The partition's low and high watermarks as the last fetch answer gave them (None before
+    /// the first answer).
+    fn cached_watermarks(&self) -> Option<(i64, i64)> {
+        let topic = std::ffi::CString::new(self.topic.as_str()).ok()?;
         let (mut low, mut high) = (-1i64, -1i64);
         // SAFETY: the client pointer is valid while `self.consumer` lives; librdkafka only reads
         // the NUL-terminated topic and writes the two offsets, without making a request.
@@ -184,9 +193,8 @@ impl KafkaPartitionReader {
                 &mut high,
             )
         };
-        if code == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 {
-            self.bound = ReadBound::BeforeOffset(high);
-        }
+        let answered = code == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+        (answered && low >= 0 && high >= 0).then_some((low, high))
     }
 }
 
@@ -266,6 +274,18 @@ impl PartitionReader for KafkaPartitionReader {
         } else {
             ReadStatus::More
         })
+    }
+
+    fn start_offset(&self) -> Option<u64> {
+        match self.skip_before {
+            SkipBefore::Offset(offset) => u64::try_from(offset).ok(),
+            // Resuming at an offset would drop the skip by time: the start position must apply.
+            SkipBefore::Time(_) => None,
+            SkipBefore::Nothing => {
+                let (low, high) = self.cached_watermarks()?;
+                u64::try_from(if self.from_end { high } else { low }).ok()
+            }
+        }
     }
 
     fn attach(&mut self, activator: SyncActivator) {
@@ -487,6 +507,29 @@ mod tests {
         };
         assert!(error.contains("offset out of range"), "{error}");
         assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn a_reader_knows_where_it_began_before_reading_anything() {
+        let cluster = cluster();
+        let explicit = reader(&cluster, SkipBefore::Offset(7), ReadBound::Unbounded);
+        assert_eq!(explicit.start_offset(), Some(7));
+        let mut latest = reader_from(
+            &cluster,
+            Offset::End,
+            SkipBefore::Nothing,
+            ReadBound::Unbounded,
+        );
+        latest.from_end = true;
+        let mut batch = RecordBatch::default();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while latest.start_offset().is_none() {
+            latest.read(10, &mut batch).unwrap();
+            assert!(Instant::now() < deadline, "no fetch answer");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(batch.is_empty());
+        assert_eq!(latest.start_offset(), Some(10));
     }
 
     #[test]

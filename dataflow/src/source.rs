@@ -172,6 +172,11 @@ pub trait PartitionReader {
     fn wall_clock(&self) -> Option<Millis> {
         None
     }
+    /// Where reading began, once known, for a partition that has read nothing yet: a checkpoint
+    /// records it, so that a restart resumes there rather than at the earliest offset.
+    fn start_offset(&self) -> Option<u64> {
+        None
+    }
     /// How long the partition must stay caught up to go idle, given the configured
     /// `idle_timeout`. An in-process queue answers zero: when it is empty nothing can be in
     /// flight.
@@ -422,7 +427,7 @@ fn source_part(
             .map(|p| PartitionState {
                 source: p.key.0.clone(),
                 partition: p.key.1,
-                next_offset: p.next_offset,
+                next_offset: p.next_offset.or_else(|| p.reader.start_offset()),
                 max_seen: p.clock.max_seen(),
             })
             .collect(),
@@ -437,7 +442,7 @@ fn source_part(
             Some(SourcePosition {
                 source: Arc::clone(&p.source),
                 partition: p.key.1,
-                next_offset: p.next_offset?,
+                next_offset: p.next_offset.or_else(|| p.reader.start_offset())?,
                 watermark: p.clock.watermark(),
             })
         })
