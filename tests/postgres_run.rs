@@ -167,14 +167,16 @@ impl TableLock {
         Self(db)
     }
 
-    /// Waits until a statement writing `table` is blocked on the lock, as `observer` (another
-    /// session: inside the lock's transaction the activity view stays as it first was) sees.
-    fn wait_for_writer(&self, observer: &Db, table: &str) {
+    /// Waits until a statement of the run is blocked on the lock (only the run writes `schema`;
+    /// a checkpoint write first deletes the previous checkpoint, which cascades to its parts), as
+    /// `observer` (another session: inside the lock's transaction the activity view stays as it
+    /// first was) sees.
+    fn wait_for_writer(&self, observer: &Db, schema: &str, table: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let waiting = observer.value(&format!(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                 AND query LIKE '%{table}%'"
+                 AND query LIKE '%{schema}%'"
             ));
             if waiting != "0" {
                 return;
@@ -246,7 +248,7 @@ fn a_live_run_killed_at_any_point_resumes_from_its_checkpoint_and_ends_with_the_
         let run = start();
         std::thread::sleep(Duration::from_millis(1_500));
         let lock = TableLock::take(&schema, table);
-        lock.wait_for_writer(&db, table);
+        lock.wait_for_writer(&db, &schema, table);
         kill(run, &format!("inside a transaction writing {table}"));
         drop(lock);
     }
