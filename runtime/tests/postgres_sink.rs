@@ -263,7 +263,7 @@ fn migrations_apply_once() {
             "SELECT count(*) FROM \"{}\".schema_migrations",
             config.schema
         )),
-        "1"
+        "2"
     );
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
 }
