@@ -259,6 +259,33 @@ fn unusable_arguments_and_unreadable_files_fail() {
     );
 }
 
+/// A run that cannot finish (here: an input that turns out unreadable) fails without touching
+/// the previous output; a run that finishes replaces it whole.
+#[test]
+fn a_failed_run_leaves_the_previous_output_as_it_was() {
+    let dir = scratch("aside");
+    let output = dir.join("rows.ndjson");
+    std::fs::write(&output, "previous rows\n").unwrap();
+    let unreadable = dir.join("a-directory");
+    std::fs::create_dir_all(&unreadable).unwrap();
+    let out = bin()
+        .args(["process", "--input"])
+        .arg(&unreadable)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "previous rows\n");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(leftovers.len(), 2, "nothing but the output and the input: {leftovers:?}");
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, "{broken\n").unwrap();
+    process(&[input], &output, 1);
+    let written = std::fs::read_to_string(&output).unwrap();
+    assert!(written.contains("dead_letters") && !written.contains("previous"), "{written}");
+}
+
 #[test]
 fn sentiment_scores_stdin_lines() {
     let mut child = bin()

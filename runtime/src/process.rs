@@ -106,9 +106,7 @@ pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
     for (partition, path) in options.inputs.iter().enumerate() {
         FileReader::open(path, partition as u32)?;
     }
-    let out = std::fs::File::create(&options.output)
-        .map_err(|e| ConnectorError::io(&options.output, e))?;
-    run_to_ndjson(
+    run_to_file(
         BoundedRun {
             analyzer: options.config.sentiment.analyzer()?,
             plan: options.plan.clone(),
@@ -116,7 +114,7 @@ pub fn process_files(options: &ProcessOptions) -> Result<ProcessSummary> {
             counters: Arc::default(),
             sources: Sources::files(options.inputs.clone()),
         },
-        (out, &options.output),
+        &options.output,
     )
 }
 
@@ -132,6 +130,30 @@ pub struct BoundedRun {
     pub counters: Arc<SourceCounters>,
     /// Bounded partitions.
     pub sources: Sources,
+}
+
+/// Runs the dataflow over bounded partitions and writes every table's final rows to the file
+/// `path` as sorted NDJSON. The rows are written aside (a temporary file in the same directory)
+/// and renamed over `path` only when the run has finished: a run that fails leaves a previous
+/// output as it was, and a reader never sees half of one.
+pub fn run_to_file(run: BoundedRun, path: &std::path::Path) -> Result<ProcessSummary> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let mut aside = tempfile::Builder::new();
+    aside.prefix(".crowdpulse-").suffix(".partial");
+    // A temporary file is private (0600); the output is an ordinary file.
+    #[cfg(unix)]
+    aside.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let aside = aside
+        .tempfile_in(directory)
+        .map_err(|e| ConnectorError::io(path, e))?;
+    let summary = run_to_ndjson(run, (aside.as_file(), path))?;
+    aside
+        .persist(path)
+        .map_err(|e| ConnectorError::io(path, e.error))?;
+    Ok(summary)
 }
 
 /// Runs the dataflow over bounded partitions and writes every table's final rows to `out` as

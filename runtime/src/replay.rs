@@ -20,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::cluster::Cluster;
 use crate::error::Result;
-use crate::process::{run_to_ndjson, BoundedRun, ProcessSummary};
+use crate::process::{run_to_file, run_to_ndjson, BoundedRun, ProcessSummary};
 use crate::sources::Sources;
 
 /// What to replay.
@@ -211,10 +211,7 @@ pub fn replay(options: &ReplayOptions) -> Result<ProcessSummary> {
         sources: Sources::kafka(source),
     };
     let result = match &options.output {
-        Some(path) => {
-            let file = std::fs::File::create(path).map_err(|e| ConnectorError::io(path, e))?;
-            run_to_ndjson(run, (file, path))
-        }
+        Some(path) => run_to_file(run, path),
         None => run_to_ndjson(
             run,
             (std::io::stdout().lock(), std::path::Path::new("stdout")),
