@@ -278,12 +278,19 @@ fn a_failed_run_leaves_the_previous_output_as_it_was() {
     assert!(!out.status.success());
     assert_eq!(std::fs::read_to_string(&output).unwrap(), "previous rows\n");
     let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-    assert_eq!(leftovers.len(), 2, "nothing but the output and the input: {leftovers:?}");
+    assert_eq!(
+        leftovers.len(),
+        2,
+        "nothing but the output and the input: {leftovers:?}"
+    );
     let input = dir.join("in.ndjson");
     std::fs::write(&input, "{broken\n").unwrap();
     process(&[input], &output, 1);
     let written = std::fs::read_to_string(&output).unwrap();
-    assert!(written.contains("dead_letters") && !written.contains("previous"), "{written}");
+    assert!(
+        written.contains("dead_letters") && !written.contains("previous"),
+        "{written}"
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ use warp::{Filter, Rejection};
 
 use crate::error::ApiError;
 use crate::handlers;
-use crate::models::{ErrorBody, ErrorDetail, ReactionRequest, WindowQuery};
+use crate::models::{ErrorBody, ErrorDetail, ReactionRequest, StreamId, WindowQuery};
 use crate::push::{serve_websocket, sse_events};
 use crate::state::AppState;
 
@@ -107,31 +107,37 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(warp::get())
         .and(state.clone())
         .and_then(handlers::list_streams);
-    let stream = warp::path!("v1" / "streams" / String)
+    let stream = warp::path!("v1" / "streams" / StreamId)
+        .map(String::from)
         .and(warp::get())
         .and(state.clone())
         .and_then(handlers::get_stream);
-    let metrics_rows = warp::path!("v1" / "streams" / String / "metrics")
+    let metrics_rows = warp::path!("v1" / "streams" / StreamId / "metrics")
+        .map(String::from)
         .and(warp::get())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_metrics);
-    let top = warp::path!("v1" / "streams" / String / "emojis" / "top")
+    let top = warp::path!("v1" / "streams" / StreamId / "emojis" / "top")
+        .map(String::from)
         .and(warp::get())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_top_emojis);
-    let viewers = warp::path!("v1" / "streams" / String / "viewers")
+    let viewers = warp::path!("v1" / "streams" / StreamId / "viewers")
+        .map(String::from)
         .and(warp::get())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_viewers);
-    let sentiment = warp::path!("v1" / "streams" / String / "sentiment")
+    let sentiment = warp::path!("v1" / "streams" / StreamId / "sentiment")
+        .map(String::from)
         .and(warp::get())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_sentiment);
-    let moments = warp::path!("v1" / "streams" / String / "moments")
+    let moments = warp::path!("v1" / "streams" / StreamId / "moments")
+        .map(String::from)
         .and(warp::get())
         .and(state.clone())
         .and_then(handlers::stream_moments);
@@ -168,7 +174,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(limited_body(limit))
         .and(state.clone())
         .and_then(handlers::ingest_events);
-    let reaction = warp::path!("v1" / "streams" / String / "reactions")
+    let reaction = warp::path!("v1" / "streams" / StreamId / "reactions")
+        .map(String::from)
         .and(warp::post())
         .and(warp::header::optional::<String>("content-type"))
         .and(limited_body(limit))
@@ -192,7 +199,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         );
     let writes = ingest.or(reaction).unify().boxed();
 
-    let websocket = warp::path!("v1" / "streams" / String / "live")
+    let websocket = warp::path!("v1" / "streams" / StreamId / "live")
+        .map(String::from)
         .and(warp::get())
         .and(warp::ws())
         .and(state.clone())
@@ -200,7 +208,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
             ws.on_upgrade(move |socket| serve_websocket(socket, state.store, state.clients, id))
                 .into_response()
         });
-    let sse = warp::path!("v1" / "streams" / String / "events")
+    let sse = warp::path!("v1" / "streams" / StreamId / "events")
+        .map(String::from)
         .and(warp::get())
         .and(state.clone())
         .map(|id: String, state: AppState| {

@@ -156,3 +156,24 @@ pub struct ErrorDetail {
     /// What went wrong.
     pub message: String,
 }
+
+/// A stream id taken from a URL path segment, percent-decoded (`caf%C3%A9%20live` is the stream
+/// `café live`, the id events carry in their body). A segment that does not decode to UTF-8
+/// matches no route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamId(pub String);
+
+impl std::str::FromStr for StreamId {
+    type Err = std::str::Utf8Error;
+
+    fn from_str(segment: &str) -> Result<Self, Self::Err> {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8()?;
+        Ok(Self(decoded.into_owned()))
+    }
+}
+
+impl From<StreamId> for String {
+    fn from(id: StreamId) -> Self {
+        id.0
+    }
+}

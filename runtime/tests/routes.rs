@@ -350,6 +350,55 @@ async fn ingest_results_and_read_endpoints() {
     app.shutdown();
 }
 
+/// Stream ids in paths are percent-decoded: a reaction posted to `/v1/streams/caf%C3%A9%20live/`
+/// lands in the stream `café live` (the one events name in their body), readable by the same
+/// encoded path; an encoding that is not UTF-8 is a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_ids_in_paths_are_percent_decoded() {
+    let app = start(small_body_limit());
+    let api = routes(app.state.clone());
+    let now = wall_clock_ms();
+    let event = json!([{"type": "reaction", "stream_id": "café live", "user_id": "ann", "emoji": "🔥", "ts": now}]);
+    let (status, body, _) = call(
+        &api,
+        "POST",
+        "/v1/events",
+        Some("application/json"),
+        event.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, body, _) = call(
+        &api,
+        "POST",
+        "/v1/streams/caf%C3%A9%20live/reactions",
+        Some("application/json"),
+        json!({"emoji": "🔥", "user_id": "bob"})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    eventually("both reactions in one stream", || {
+        let api = api.clone();
+        async move {
+            let (status, body) =
+                get(&api, "/v1/streams/caf%C3%A9%20live/emojis/top?window=10s").await;
+            status == StatusCode::OK && body.to_string().contains("\"count\":2")
+        }
+    })
+    .await;
+    let (status, body) = get(&api, "/v1/streams").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !body.to_string().contains("%C3"),
+        "no stream named by its encoding: {body}"
+    );
+    let (status, body) = get(&api, "/v1/streams/caf%FF/emojis/top?window=10s").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    app.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_is_a_json_body_with_its_status() {
     let app = start(small_body_limit());
