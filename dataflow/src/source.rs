@@ -21,6 +21,7 @@ use crate::clock::{Admission, PartitionClock};
 use crate::codec::{DecodeContext, Format};
 use crate::error::Error;
 use crate::event::{Event, EventKind, Millis};
+use crate::pending::take_below;
 use crate::plan::Plan;
 use crate::progress::{SourcePosition, Throttle};
 use crate::rows::{DeadLetter, DeadLetterReason};
@@ -408,12 +409,6 @@ type SourceItem = Result<PaneDelta, Result<DeadLetter, Result<SourcePosition, Ch
 /// Deltas read but held back until the source's capability passes their time, by time.
 type Held = BTreeMap<Millis, Vec<PaneDelta>>;
 
-/// Takes the held deltas before `time`.
-fn held_before(held: &mut Held, time: Millis) -> Held {
-    let later = held.split_off(&time);
-    std::mem::replace(held, later)
-}
-
 /// The source's state at checkpoint time `time`, once every delta before it has been emitted.
 fn source_part(
     partitions: &[Partition],
@@ -658,13 +653,13 @@ pub fn partitioned_source<'scope>(
             if low > now {
                 let checkpoint = control.as_ref().and_then(|c| c.crossing(worker, now, low));
                 if let Some(time) = checkpoint {
-                    emit!(held_before(&mut held, time));
+                    emit!(take_below(&mut held, Some(time)));
                     let part = source_part(&partitions, &held, time, (worker, workers));
                     output
                         .session(&capability.delayed(&time))
                         .give(Err(Err(Err(part))));
                 }
-                emit!(held_before(&mut held, low));
+                emit!(take_below(&mut held, Some(low)));
                 capability.downgrade(&low);
             }
             if more {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_dataflow::checkpoint::{Checkpoint, CheckpointPart};
 use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::pending::take_below;
 use crowdpulse_dataflow::progress::{Positions, SourcePosition};
 use crowdpulse_dataflow::rows::Row;
 use differential_dataflow::consolidation::consolidate_updates;
@@ -27,20 +28,6 @@ enum Gathered {
     Change(Row, isize),
     Position(SourcePosition),
     Part(CheckpointPart),
-}
-
-/// Takes the entries of `pending` before `frontier` (all of them when None).
-fn split_below<T>(
-    pending: &mut BTreeMap<Millis, Vec<T>>,
-    frontier: Option<Millis>,
-) -> BTreeMap<Millis, Vec<T>> {
-    match frontier {
-        Some(f) => {
-            let later = pending.split_off(&f);
-            std::mem::replace(pending, later)
-        }
-        None => std::mem::take(pending),
-    }
 }
 
 /// Output of the analytics into sinks.
@@ -113,9 +100,9 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
                     return;
                 }
                 published = Some(now);
-                let ready = split_below(&mut pending, now);
-                let ready_positions = split_below(&mut pending_positions, now);
-                let checkpoint = split_below(&mut pending_parts, now)
+                let ready = take_below(&mut pending, now);
+                let ready_positions = take_below(&mut pending_positions, now);
+                let checkpoint = take_below(&mut pending_parts, now)
                     .into_iter()
                     .filter_map(|(time, parts)| {
                         let complete = Checkpoint::assemble(time, parts, &finished);

@@ -16,6 +16,7 @@ use super::delta::PaneDelta;
 use super::engine::Engine;
 use crate::checkpoint::{CheckpointPart, Restore, Role};
 use crate::event::Millis;
+use crate::pending::take_below;
 use crate::plan::Plan;
 use crate::rows::Row;
 
@@ -115,13 +116,7 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
                         .chain([now]);
                     let mut recorded = Vec::new();
                     for stop in stops.collect::<Vec<_>>() {
-                        let ready = match stop {
-                            Some(f) => {
-                                let later = stash.split_off(&f);
-                                std::mem::replace(&mut stash, later)
-                            }
-                            None => std::mem::take(&mut stash),
-                        };
+                        let ready = take_below(&mut stash, stop);
                         for delta in ready.values().flatten() {
                             engine.apply(delta);
                         }
