@@ -278,3 +278,53 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
     );
     run.stop();
 }
+
+/// Where final rows cannot be written (stdout closed by its reader), `run` fails instead of
+/// dropping them: a backfill exits non-zero, a live run stops promptly and exits non-zero.
+#[test]
+fn rows_that_cannot_be_written_stop_the_run() {
+    let topic = fresh_topic("run-broken-stdout", 2);
+    let generated = std::process::Command::new(env!("CARGO_BIN_EXE_crowdpulse"))
+        .args([
+            "generate", "--events", "2000", "--seed", "3", "--kafka", BROKER,
+        ])
+        .args(["--topic", &topic])
+        .output()
+        .unwrap();
+    assert!(generated.status.success());
+    let env = run_env(&topic, "", "broken-stdout");
+    for bounded in [true, false] {
+        let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_crowdpulse"));
+        run.args(["run", "--from", "earliest", "--bind", "127.0.0.1:0"])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if bounded {
+            run.args(["--until", "latest"]);
+        }
+        let mut child = run.spawn().unwrap();
+        drop(child.stdout.take()); // the reader goes away
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("bounded {bounded}: still running 30 s after its output broke");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(
+            !status.success(),
+            "bounded {bounded}: exited with {status}: {stderr}"
+        );
+        assert!(
+            stderr.contains("final rows output"),
+            "bounded {bounded}: {stderr}"
+        );
+    }
+}

@@ -40,19 +40,27 @@ pub trait Sink: Send + Sync {
     fn finish(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Why the sink can take nothing more, once that is so: a live run then stops instead of
+    /// computing results that go nowhere.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Final rows (each exactly once, when its window can no longer change) and dead letters as
 /// NDJSON lines, the same lines `crowdpulse process` writes; live rows are left to the API.
 pub struct FinalRowsNdjson<W: Write + Send> {
-    out: Mutex<W>,
+    /// The output, and the write error that ended it (nothing is written after one: the rows
+    /// would have a gap).
+    out: Mutex<(W, Option<std::io::Error>)>,
 }
 
 impl<W: Write + Send> FinalRowsNdjson<W> {
     /// Writes to `out` (flushed after every flush of changes, so a reader sees rows promptly).
     pub fn new(out: W) -> Self {
         Self {
-            out: Mutex::new(out),
+            out: Mutex::new((out, None)),
         }
     }
 }
@@ -70,18 +78,38 @@ impl<W: Write + Send> Sink for FinalRowsNdjson<W> {
         if lines.is_empty() {
             return;
         }
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let (out, failed) = &mut *guard;
+        if failed.is_some() {
+            return;
+        }
         if let Err(error) = out.write_all(&lines).and_then(|()| out.flush()) {
-            tracing::warn!(%error, "writing rows failed");
+            tracing::error!(%error, "writing final rows failed; the run stops");
+            *failed = Some(error);
         }
     }
 
     fn finish(&self) -> Result<()> {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        out.flush()
-            .map_err(|e| ConnectorError::io("final rows output", e))
+        let mut guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let (out, failed) = &mut *guard;
+        match failed.take() {
+            Some(error) => Err(error),
+            None => out.flush(),
+        }
+        .map_err(|e| ConnectorError::io(FINAL_ROWS_OUTPUT, e))
+    }
+
+    fn failure(&self) -> Option<String> {
+        let guard = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .1
+            .as_ref()
+            .map(|error| format!("{FINAL_ROWS_OUTPUT}: {error}"))
     }
 }
+
+/// How errors name the final-row output.
+const FINAL_ROWS_OUTPUT: &str = "final rows output";
 
 #[cfg(test)]
 mod tests {
@@ -107,7 +135,7 @@ mod tests {
             updates: vec![(dead(1), 5, 1), (dead(2), 5, -1)],
             ..Flush::default()
         });
-        let written = String::from_utf8(output.out.into_inner().unwrap()).unwrap();
+        let written = String::from_utf8(output.out.into_inner().unwrap().0).unwrap();
         assert_eq!(written.lines().count(), 1, "{written}");
         assert!(written.contains("\"offset\":1"), "{written}");
     }

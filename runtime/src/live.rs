@@ -34,7 +34,7 @@ use crowdpulse_dataflow::progress::Throttle;
 use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cluster::Cluster;
 use crate::error::{Result, RuntimeError};
@@ -280,7 +280,18 @@ pub async fn serve(
         .await;
 }
 
-/// Runs the live server on `options.api.bind` until Ctrl-C; `on_listening` learns the address.
+/// Resolves with the reason once one of `sinks` can take nothing more.
+async fn sink_failure(sinks: &[Arc<dyn Sink>]) -> String {
+    loop {
+        if let Some(reason) = sinks.iter().find_map(|sink| sink.failure()) {
+            return reason;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs the live server on `options.api.bind` until Ctrl-C, or until a sink fails (then an
+/// error); `on_listening` learns the address.
 pub fn run_until_ctrl_c(
     options: &LiveOptions,
     on_listening: impl FnOnce(SocketAddr),
@@ -293,6 +304,7 @@ pub fn run_until_ctrl_c(
         .map_err(|e| ApiError::Server(e.to_string()))?;
     let state = app.state.clone();
     let bind = options.api.bind.clone();
+    let sinks = options.sinks.clone();
     let served = runtime.block_on(async move {
         let listener = TcpListener::bind(&bind)
             .await
@@ -301,15 +313,28 @@ pub fn run_until_ctrl_c(
             .local_addr()
             .map_err(|e| ApiError::Server(e.to_string()))?;
         on_listening(address);
-        serve(state, listener, async {
-            // An error here means no signal handler could be installed: then run until killed.
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
+        let (stopped, failure) = tokio::sync::oneshot::channel();
+        serve(state, listener, async move {
+            let ctrl_c = async {
+                // An error means no signal handler could be installed: then run until killed.
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = ctrl_c => {}
+                reason = sink_failure(&sinks) => {
+                    error!(%reason, "a sink failed; stopping");
+                    let _ = stopped.send(reason);
+                }
             }
         })
         .await;
         info!("shutting down");
-        Ok::<(), RuntimeError>(())
+        match failure.await {
+            Ok(reason) => Err(RuntimeError::SinkFailed(reason)),
+            Err(_) => Ok(()),
+        }
     });
     // Open WebSocket/SSE connections would keep the runtime's tasks alive; they end here.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

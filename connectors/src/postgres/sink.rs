@@ -259,6 +259,14 @@ impl Sink for PostgresSink {
             None => Ok(()),
         }
     }
+
+    fn failure(&self) -> Option<String> {
+        self.shared
+            .state()
+            .failed
+            .as_ref()
+            .map(|reason| format!("postgres sink: {reason}"))
+    }
 }
 
 struct Writer {
