@@ -47,6 +47,10 @@ pub struct PaneDelta {
 /// most expensive step per message. Cleared when full, which keeps results identical.
 const SENTIMENT_CACHE_LIMIT: usize = 100_000;
 
+/// The cached texts' bytes are bounded too: distinct long messages would otherwise grow the
+/// cache by their size, not their number.
+const SENTIMENT_CACHE_BYTES: usize = 4 << 20;
+
 /// Groups a batch of events into pane deltas, each timed at the latest time of its members.
 ///
 /// Why that time is safe: all members lie in the same pane, so the latest member time is at most
@@ -56,6 +60,8 @@ pub struct PaneAggregator {
     pane: u64,
     analyzer: Arc<Analyzer>,
     sentiment_cache: FastMap<String, i64>,
+    /// Bytes of the texts in `sentiment_cache`.
+    sentiment_cache_bytes: usize,
     groups: FastMap<(String, Millis), (Millis, PaneDelta)>,
 }
 
@@ -66,6 +72,7 @@ impl PaneAggregator {
             pane,
             analyzer,
             sentiment_cache: FastMap::default(),
+            sentiment_cache_bytes: 0,
             groups: FastMap::default(),
         }
     }
@@ -74,12 +81,19 @@ impl PaneAggregator {
         if let Some(score) = self.sentiment_cache.get(text) {
             return *score;
         }
-        if self.sentiment_cache.len() >= SENTIMENT_CACHE_LIMIT {
-            self.sentiment_cache.clear();
-        }
         let compound = self.analyzer.polarity_scores(text).compound;
         let scaled = (compound * COMPOUND_SCALE as f64).round() as i64;
-        self.sentiment_cache.insert(text.to_owned(), scaled);
+        if self.sentiment_cache.len() >= SENTIMENT_CACHE_LIMIT
+            || self.sentiment_cache_bytes + text.len() > SENTIMENT_CACHE_BYTES
+        {
+            self.sentiment_cache.clear();
+            self.sentiment_cache_bytes = 0;
+        }
+        // A text larger than the whole budget is scored every time rather than cached.
+        if text.len() <= SENTIMENT_CACHE_BYTES {
+            self.sentiment_cache_bytes += text.len();
+            self.sentiment_cache.insert(text.to_owned(), scaled);
+        }
         scaled
     }
 
@@ -164,5 +178,37 @@ impl PaneAggregator {
             delta.chatters.dedup();
             (time, delta)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sentiment::{Analyzer, Lexicons};
+
+    /// Long distinct chat texts (a flood of unique 10 kB messages) cannot grow the sentiment
+    /// cache past its byte budget, however many there are.
+    #[test]
+    fn the_sentiment_cache_is_bounded_in_bytes() {
+        let mut aggregator =
+            PaneAggregator::new(1_000, Arc::new(Analyzer::new(Lexicons::builtin())));
+        let filler = "word ".repeat(2_000);
+        for i in 0..600u64 {
+            let event = Event {
+                stream_id: "s".into(),
+                ts: i,
+                body: EventBody::Chat {
+                    user_id: "u".into(),
+                    text: format!("{i} {filler}"),
+                },
+            };
+            aggregator.add(event, i);
+            let cached: usize = aggregator.sentiment_cache.keys().map(String::len).sum();
+            assert!(
+                cached <= SENTIMENT_CACHE_BYTES,
+                "{cached} bytes of cached text after {i} messages"
+            );
+        }
+        assert_eq!(aggregator.drain().count(), 1);
     }
 }
