@@ -30,6 +30,21 @@ struct Broker {
 }
 
 impl Broker {
+    /// `crowdpulse run` with 2 workers from the earliest offsets of this broker, with `env`.
+    fn run(&self, env: &[(&str, &str)]) -> (Demo, Receiver<String>) {
+        Demo::run(
+            &[
+                "--from",
+                "earliest",
+                "--brokers",
+                &self.address,
+                "--workers",
+                "2",
+            ],
+            env,
+        )
+    }
+
     /// A broker with a 4-partition topic `topic`.
     fn with_topic(topic: &str) -> Self {
         let broker = Self::start();
@@ -126,17 +141,7 @@ fn a_broker_paused_during_catch_up_makes_nothing_late() {
 
     let expected = replay_rows(&broker, &env);
 
-    let (run, rows) = Demo::run(
-        &[
-            "--from",
-            "earliest",
-            "--brokers",
-            &broker.address,
-            "--workers",
-            "2",
-        ],
-        &env,
-    );
+    let (run, rows) = broker.run(&env);
     // Paused while catching up: some records read, far from all.
     let read = || support::offsets_read(&run.address);
     let started = Instant::now();
@@ -205,17 +210,7 @@ fn a_broker_paused_after_catch_up_while_producers_wait_makes_nothing_late() {
     // 10 s windows only: the last ones are final seconds after the producer stops (a live run
     // makes a window final when wall-clock time passes it, a replay at the end of its input).
     env.push(("CROWDPULSE__PIPELINE__WINDOWS", "[{size = \"10s\"}]"));
-    let (run, rows) = Demo::run(
-        &[
-            "--from",
-            "earliest",
-            "--brokers",
-            &broker.address,
-            "--workers",
-            "2",
-        ],
-        &env,
-    );
+    let (run, rows) = broker.run(&env);
     // 8 reactions per second for 14 s, stamped with the time they are made; the client queues
     // what it cannot deliver while the broker is paused, as a real producer does. Sparse, so
     // that every partition has been read to its end when the broker stops answering.

@@ -416,32 +416,32 @@ fn source_part(
     time: Millis,
     (worker, workers): (usize, usize),
 ) -> CheckpointPart {
-    let state = SourceState {
-        partitions: partitions
-            .iter()
-            .map(|p| PartitionState {
-                source: p.key.0.clone(),
+    let mut positions = Vec::new();
+    let mut states = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        let next_offset = p.next_offset.or_else(|| p.reader.start_offset());
+        if let Some(next_offset) = next_offset {
+            positions.push(SourcePosition {
+                source: Arc::clone(&p.source),
                 partition: p.key.1,
-                next_offset: p.next_offset.or_else(|| p.reader.start_offset()),
-                max_seen: p.clock.max_seen(),
-            })
-            .collect(),
+                next_offset,
+                watermark: p.clock.watermark(),
+            });
+        }
+        states.push(PartitionState {
+            source: p.key.0.clone(),
+            partition: p.key.1,
+            next_offset,
+            max_seen: p.clock.max_seen(),
+        });
+    }
+    let state = SourceState {
+        partitions: states,
         pending: held
             .iter()
             .flat_map(|(time, deltas)| deltas.iter().map(|d| (*time, d.clone())))
             .collect(),
     };
-    let positions = partitions
-        .iter()
-        .filter_map(|p| {
-            Some(SourcePosition {
-                source: Arc::clone(&p.source),
-                partition: p.key.1,
-                next_offset: p.next_offset.or_else(|| p.reader.start_offset())?,
-                watermark: p.clock.watermark(),
-            })
-        })
-        .collect();
     CheckpointPart {
         time,
         worker,
