@@ -259,6 +259,43 @@ fn unusable_arguments_and_unreadable_files_fail() {
     );
 }
 
+/// Money sums stay exact however many of the largest accepted amount land in one window (they
+/// used to wrap to a negative amount in a final row), and one unit above the cap is refused.
+#[test]
+fn money_sums_are_exact_at_the_largest_amount() {
+    let dir = scratch("money");
+    let input = dir.join("money.ndjson");
+    let mut f = std::fs::File::create(&input).unwrap();
+    for i in 0..1000 {
+        writeln!(
+            f,
+            r#"{{"type":"transaction","stream_id":"s","user_id":"u{i}","ts":1767225600000,"kind":"donation","amount":1000000000000,"currency":"USD"}}"#
+        )
+        .unwrap();
+    }
+    writeln!(
+        f,
+        r#"{{"type":"transaction","stream_id":"s","user_id":"u","ts":1767225600000,"kind":"donation","amount":1000000000000.01,"currency":"USD"}}"#
+    )
+    .unwrap();
+    drop(f);
+    let out = dir.join("out.ndjson");
+    let summary = process(std::slice::from_ref(&input), &out, 2);
+    assert!(summary.contains("1 dead-lettered"), "{summary}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let revenue: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(r#""table":"window_revenue""#) && l.contains(r#""window":"10s""#))
+        .collect();
+    assert_eq!(revenue.len(), 1, "{revenue:?}");
+    assert!(
+        revenue[0].contains(r#""amount":1000000000000000.0,"#)
+            && revenue[0].contains(r#""transactions":1000,"#),
+        "{}",
+        revenue[0]
+    );
+}
+
 /// A run that cannot finish (here: an input that turns out unreadable) fails without touching
 /// the previous output; a run that finishes replaces it whole.
 #[test]

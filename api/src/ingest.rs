@@ -13,7 +13,7 @@ use crowdpulse_connectors::generator::Generated;
 use crowdpulse_connectors::ingest_producer::{EnqueueError, IngestProducer};
 use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
 use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
-use crowdpulse_dataflow::event::{Event, EventBody, Millis};
+use crowdpulse_dataflow::event::{Event, EventBody, FieldLimits, Millis};
 use crowdpulse_dataflow::rows::{DeadLetter, DeadLetterReason};
 use futures_util::future::join_all;
 
@@ -56,6 +56,8 @@ pub const HTTP_SOURCE: &str = "http";
 pub struct Ingest {
     target: IngestTarget,
     store: Arc<ViewStore>,
+    /// The pipeline's field limits: a record the dataflow would refuse is refused at the door.
+    limits: FieldLimits,
     /// Counters for `/metrics`.
     pub counters: IngestCounters,
 }
@@ -74,10 +76,11 @@ fn reaction_of(event: &Event) -> Option<RecentReaction> {
 
 impl Ingest {
     /// Ingest into `target`, remembering reactions in `store`.
-    pub fn new(target: IngestTarget, store: Arc<ViewStore>) -> Self {
+    pub fn new(target: IngestTarget, store: Arc<ViewStore>, limits: FieldLimits) -> Self {
         Self {
             target,
             store,
+            limits,
             counters: IngestCounters::default(),
         }
     }
@@ -93,6 +96,7 @@ impl Ingest {
         let arrival: Millis = wall_clock_ms();
         let context = DecodeContext {
             fallback_ts: Some(arrival),
+            limits: self.limits,
             ..DecodeContext::default()
         };
         let mut accepted = Vec::new();

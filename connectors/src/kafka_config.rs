@@ -140,7 +140,8 @@ impl KafkaConfig {
                         t.format,
                         DecodeContext {
                             default_kind: t.kind,
-                            fallback_ts: None,
+                            // The source sets the pipeline's limits.
+                            ..DecodeContext::default()
                         },
                     ),
                 })

@@ -8,14 +8,11 @@ use bincode::Options;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{excerpt, Error, Result};
 use crate::event::{
-    Event, EventBody, EventKind, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE,
+    Event, EventBody, EventKind, FieldLimits, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE,
 };
 use crate::timestamp::{millis_from_number, parse_rfc3339};
-
-/// Largest accepted money amount; keeps fixed-point sums far from overflow.
-const MAX_AMOUNT: f64 = 1.0e12;
 
 /// Per-source facts a decoder needs besides the bytes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,6 +21,8 @@ pub struct DecodeContext {
     pub default_kind: Option<EventKind>,
     /// Event time to use when `ts` is absent (the Kafka message timestamp); files have none.
     pub fallback_ts: Option<Millis>,
+    /// The longest accepted fields.
+    pub limits: FieldLimits,
 }
 
 /// Record encoding on a source or sink.
@@ -42,7 +41,7 @@ impl Format {
     pub fn decode(self, bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
         match self {
             Format::Json => decode_json(bytes, ctx),
-            Format::Bincode => decode_bincode(bytes),
+            Format::Bincode => decode_bincode(bytes, ctx),
         }
     }
 }
@@ -208,11 +207,8 @@ fn amount(field: Option<Loose<'_>>) -> Result<i64> {
         }
         None => return Err(Error::Invalid("missing field amount".into())),
     };
-    if !(0.0..=MAX_AMOUNT).contains(&value) {
-        return Err(Error::Invalid(format!(
-            "amount {value} must be a number between 0 and {MAX_AMOUNT}"
-        )));
-    }
+    // Out-of-range values saturate, and [`Event::validate`] refuses them with the same rule as
+    // bincode's units.
     Ok((value * AMOUNT_SCALE as f64).round() as i64)
 }
 
@@ -239,7 +235,8 @@ fn viewer_body<'a>(
     let action = string(action, "action")?;
     let action = PresenceAction::parse(&action).ok_or_else(|| {
         Error::Invalid(format!(
-            "action {action:?} must be join, leave or heartbeat"
+            "action {} must be join, leave or heartbeat",
+            excerpt(&action)
         ))
     })?;
     Ok(EventBody::Presence { user_id, action })
@@ -264,7 +261,7 @@ pub fn decode_json(bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
     })?;
     let kind = match present(raw.kind) {
         Some(Loose::Str(name)) => EventKind::parse(&name)
-            .ok_or_else(|| Error::Invalid(format!("unknown type {name:?}")))?,
+            .ok_or_else(|| Error::Invalid(format!("unknown type {}", excerpt(&name))))?,
         Some(other) => {
             return Err(Error::Invalid(format!(
                 "type must be a string, got {}",
@@ -297,7 +294,7 @@ pub fn decode_json(bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
             let status = optional_string(raw.status, "status")?
                 .map(|s| {
                     StreamStatus::parse(&s).ok_or_else(|| {
-                        Error::Invalid(format!("status {s:?} must be live or offline"))
+                        Error::Invalid(format!("status {} must be live or offline", excerpt(&s)))
                     })
                 })
                 .transpose()?;
@@ -313,7 +310,7 @@ pub fn decode_json(bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
         ts,
         body,
     };
-    event.validate()?;
+    event.validate(&ctx.limits)?;
     Ok(event)
 }
 
@@ -389,11 +386,11 @@ pub fn encode_bincode(event: &Event) -> Vec<u8> {
 }
 
 /// Decodes and validates one bincode record.
-pub fn decode_bincode(bytes: &[u8]) -> Result<Event> {
+pub fn decode_bincode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
     let event: Event = bincode_options(bytes.len() as u64 * 2 + 64)
         .deserialize(bytes)
         .map_err(|e| Error::Decode(format!("bincode: {e}")))?;
-    event.validate()?;
+    event.validate(&ctx.limits)?;
     Ok(event)
 }
 
@@ -403,6 +400,10 @@ mod tests {
 
     fn json(text: &str) -> Result<Event> {
         decode_json(text.as_bytes(), &DecodeContext::default())
+    }
+
+    fn bincode(bytes: &[u8]) -> Result<Event> {
+        decode_bincode(bytes, &DecodeContext::default())
     }
 
     #[test]
@@ -446,6 +447,7 @@ mod tests {
         let ctx = DecodeContext {
             default_kind: Some(EventKind::Reaction),
             fallback_ts: Some(42),
+            ..DecodeContext::default()
         };
         let event = decode_json(br#"{"stream_id":"s","user_id":"u","emoji":"x"}"#, &ctx).unwrap();
         assert_eq!((event.kind(), event.ts), (EventKind::Reaction, 42));
@@ -476,7 +478,10 @@ mod tests {
                 emoji: "\0".into(),
             },
         });
-        assert!(matches!(decode_bincode(&bincode), Err(Error::Invalid(_))));
+        assert!(matches!(
+            decode_bincode(&bincode, &DecodeContext::default()),
+            Err(Error::Invalid(_))
+        ));
         assert!(invalid(
             r#"{"type":"chat","stream_id":"","user_id":"u","ts":1,"text":"x"}"#
         ));
@@ -538,14 +543,83 @@ mod tests {
         for text in events {
             let event = json(text).unwrap();
             assert_eq!(json(&encode_json(&event)).unwrap(), event);
-            assert_eq!(decode_bincode(&encode_bincode(&event)).unwrap(), event);
+            assert_eq!(bincode(&encode_bincode(&event)).unwrap(), event);
         }
-        assert!(matches!(decode_bincode(&[0xff; 3]), Err(Error::Decode(_))));
+        assert!(matches!(bincode(&[0xff; 3]), Err(Error::Decode(_))));
         let mut empty_stream = json(events[0]).unwrap();
         empty_stream.stream_id.clear();
         assert!(matches!(
-            decode_bincode(&encode_bincode(&empty_stream)),
+            bincode(&encode_bincode(&empty_stream)),
             Err(Error::Invalid(_))
         ));
+    }
+
+    /// JSON refuses amounts above the cap; bincode, which carries the units directly, must too.
+    #[test]
+    fn bincode_refuses_what_json_refuses() {
+        let at_cap = r#"{"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"bits","amount":1000000000000,"currency":"USD"}"#;
+        let mut event = json(at_cap).unwrap();
+        assert!(bincode(&encode_bincode(&event)).is_ok());
+        let EventBody::Transaction { amount, .. } = &mut event.body else {
+            unreachable!()
+        };
+        *amount += 1;
+        assert!(matches!(
+            bincode(&encode_bincode(&event)),
+            Err(Error::Invalid(_))
+        ));
+        let mut long_id = json(at_cap).unwrap();
+        long_id.stream_id = "s".repeat(129);
+        assert!(matches!(
+            bincode(&encode_bincode(&long_id)),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    /// DESIGN §6's default field limits, in bytes, and error messages that do not echo them.
+    #[test]
+    fn fields_beyond_their_limits_are_refused_with_short_messages() {
+        let event = |field: &str, value: &str| {
+            let mut record = serde_json::json!({"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"bits","amount":1,"currency":"USD"});
+            record[field] = value.into();
+            json(&record.to_string())
+        };
+        for (field, limit) in [
+            ("stream_id", 128),
+            ("user_id", 128),
+            ("kind", 32),
+            ("currency", 32),
+        ] {
+            assert!(event(field, &"é".repeat(limit / 2)).is_ok(), "{field}");
+            let refused = event(field, &"é".repeat(limit / 2 + 1))
+                .unwrap_err()
+                .to_string();
+            assert!(refused.contains(field) && refused.len() < 200, "{refused}");
+        }
+        let chat = |text: &str| {
+            json(&serde_json::json!({"type":"chat","stream_id":"s","user_id":"u","ts":1,"text":text}).to_string())
+        };
+        assert!(chat(&"x".repeat(4096)).is_ok());
+        assert!(chat(&"x".repeat(4097)).is_err());
+        let reaction = |emoji: &str| {
+            json(&serde_json::json!({"type":"reaction","stream_id":"s","user_id":"u","ts":1,"emoji":emoji}).to_string())
+        };
+        assert!(reaction(&"x".repeat(64)).is_ok());
+        assert!(reaction(&"x".repeat(65)).is_err());
+        let huge = "y".repeat(100_000);
+        for record in [
+            serde_json::json!({"type": huge, "stream_id": "s", "ts": 1}),
+            serde_json::json!({"type": "stream_meta", "stream_id": "s", "ts": 1, "status": huge}),
+            serde_json::json!({"type": "chat", "stream_id": "s", "user_id": "u", "ts": huge, "text": "x"}),
+            serde_json::json!({"type": "chat", "stream_id": huge, "user_id": "u", "ts": 1, "text": "x"}),
+        ] {
+            let message = json(&record.to_string()).unwrap_err().to_string();
+            assert!(
+                message.len() < 300,
+                "{} bytes: {}",
+                message.len(),
+                &message[..300]
+            );
+        }
     }
 }

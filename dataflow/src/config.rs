@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+use crate::event::FieldLimits;
 
 /// A duration in milliseconds, written `250ms`, `10s`, `1m`, `2h`, `1d` or as a bare number of ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,6 +164,8 @@ pub struct PipelineConfig {
     pub live_rows: bool,
     /// Moment detection.
     pub moments: MomentsConfig,
+    /// The longest accepted fields of an event (`[pipeline.limits]`).
+    pub limits: FieldLimits,
 }
 
 impl Default for PipelineConfig {
@@ -181,6 +184,7 @@ impl Default for PipelineConfig {
             top_k: 3,
             live_rows: true,
             moments: MomentsConfig::default(),
+            limits: FieldLimits::default(),
         }
     }
 }

@@ -31,3 +31,16 @@ pub enum Error {
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Longest part of a record's own text that an error message quotes, in bytes.
+const EXCERPT_BYTES: usize = 48;
+
+/// `text` quoted for an error message, cut to a few dozen bytes: messages travel into dead
+/// letters, logs and HTTP answers, and must not grow with what a client sent.
+pub fn excerpt(text: &str) -> String {
+    if text.len() <= EXCERPT_BYTES {
+        return format!("{text:?}");
+    }
+    let cut = text.floor_char_boundary(EXCERPT_BYTES);
+    format!("{:?}… ({} bytes)", &text[..cut], text.len())
+}

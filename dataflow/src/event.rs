@@ -15,6 +15,37 @@ pub const MAX_EVENT_TIME: Millis = 253_402_300_799_999;
 /// and independent of summation order.
 pub const AMOUNT_SCALE: i64 = 10_000;
 
+/// Largest accepted amount of one event, in units: 10^12 of the currency. Window sums are 128-bit,
+/// so no count of such events can overflow them.
+pub const MAX_AMOUNT_UNITS: i64 = 1_000_000_000_000 * AMOUNT_SCALE;
+
+/// Longest accepted text fields, in bytes (DESIGN §6, `[pipeline.limits]`). Every decoder checks
+/// them through [`Event::validate`], so no encoding can smuggle a longer field into state, rows or
+/// tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FieldLimits {
+    /// `stream_id` and `user_id`.
+    pub id_bytes: usize,
+    /// `emoji`.
+    pub emoji_bytes: usize,
+    /// A transaction's `kind` and `currency`.
+    pub label_bytes: usize,
+    /// Chat `text` and a stream's `title` and `category`.
+    pub text_bytes: usize,
+}
+
+impl Default for FieldLimits {
+    fn default() -> Self {
+        Self {
+            id_bytes: 128,
+            emoji_bytes: 64,
+            label_bytes: 32,
+            text_bytes: 4096,
+        }
+    }
+}
+
 /// The five kinds of events, as named by the `type` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -211,21 +242,29 @@ impl Event {
         }
     }
 
-    /// The name of the first text field holding U+0000, if any (no allocation: every record
-    /// passes here).
-    fn field_with_nul(&self) -> Option<&'static str> {
-        let none = ("", None);
-        let fields: [(&'static str, Option<&str>); 4] = match &self.body {
-            EventBody::Chat { user_id, text } => {
-                [("user_id", Some(user_id)), ("text", Some(text)), none, none]
-            }
-            EventBody::Reaction { user_id, emoji } => [
-                ("user_id", Some(user_id)),
-                ("emoji", Some(emoji)),
+    /// Every text field with its name and byte limit (no allocation: every record passes here).
+    fn text_fields<'a>(
+        &'a self,
+        limits: &FieldLimits,
+    ) -> [(&'static str, Option<&'a str>, usize); 4] {
+        let none = ("", None, 0);
+        let id = limits.id_bytes;
+        match &self.body {
+            EventBody::Chat { user_id, text } => [
+                ("user_id", Some(user_id), id),
+                ("text", Some(text), limits.text_bytes),
                 none,
                 none,
             ],
-            EventBody::Presence { user_id, .. } => [("user_id", Some(user_id)), none, none, none],
+            EventBody::Reaction { user_id, emoji } => [
+                ("user_id", Some(user_id), id),
+                ("emoji", Some(emoji), limits.emoji_bytes),
+                none,
+                none,
+            ],
+            EventBody::Presence { user_id, .. } => {
+                [("user_id", Some(user_id), id), none, none, none]
+            }
             EventBody::ViewerCount { .. } => [none; 4],
             EventBody::Transaction {
                 user_id,
@@ -233,29 +272,26 @@ impl Event {
                 currency,
                 ..
             } => [
-                ("user_id", Some(user_id)),
-                ("kind", Some(kind)),
-                ("currency", Some(currency)),
+                ("user_id", Some(user_id), id),
+                ("kind", Some(kind), limits.label_bytes),
+                ("currency", Some(currency), limits.label_bytes),
                 none,
             ],
             EventBody::StreamMeta {
                 title, category, ..
             } => [
-                ("title", title.as_deref()),
-                ("category", category.as_deref()),
+                ("title", title.as_deref(), limits.text_bytes),
+                ("category", category.as_deref(), limits.text_bytes),
                 none,
                 none,
             ],
-        };
-        std::iter::once(("stream_id", Some(self.stream_id.as_str())))
-            .chain(fields)
-            .find(|(_, text)| text.is_some_and(|t| t.contains('\0')))
-            .map(|(name, _)| name)
+        }
     }
 
-    /// Checks the rules of DESIGN §2 that the type system does not already enforce. Used after
-    /// every decoder, so JSON and bincode accept exactly the same events.
-    pub fn validate(&self) -> Result<()> {
+    /// Checks the rules of DESIGN §2 and the field limits of §6 that the type system does not
+    /// already enforce. Used after every decoder, so JSON and bincode accept exactly the same
+    /// events.
+    pub fn validate(&self, limits: &FieldLimits) -> Result<()> {
         if self.ts > MAX_EVENT_TIME {
             return Err(Error::Invalid(format!("ts {} is after year 9999", self.ts)));
         }
@@ -264,11 +300,22 @@ impl Event {
                 "stream_id must be a non-empty string".into(),
             ));
         }
-        // Text columns of databases (PostgreSQL's text and jsonb) cannot hold U+0000, so a row
-        // carrying one could never be written: such a record is refused here, where it is a
-        // counted dead letter, instead of stalling a sink.
-        if let Some(name) = self.field_with_nul() {
-            return Err(Error::Invalid(format!("{name} contains a NUL character")));
+        let fields = std::iter::once(("stream_id", Some(self.stream_id.as_str()), limits.id_bytes))
+            .chain(self.text_fields(limits));
+        for (name, text, limit) in fields {
+            let Some(text) = text else { continue };
+            if text.len() > limit {
+                return Err(Error::Invalid(format!(
+                    "{name} has {} bytes, more than the limit of {limit}",
+                    text.len()
+                )));
+            }
+            // Text columns of databases (PostgreSQL's text and jsonb) cannot hold U+0000, so a
+            // row carrying one could never be written: such a record is refused here, where it
+            // is a counted dead letter, instead of stalling a sink.
+            if text.contains('\0') {
+                return Err(Error::Invalid(format!("{name} contains a NUL character")));
+            }
         }
         match &self.body {
             EventBody::Reaction { emoji, .. } if emoji.is_empty() => {
@@ -277,8 +324,11 @@ impl Event {
             EventBody::Transaction { kind, .. } if kind.is_empty() => {
                 Err(Error::Invalid("kind must be a non-empty string".into()))
             }
-            EventBody::Transaction { amount, .. } if *amount < 0 => {
-                Err(Error::Invalid("amount must be >= 0".into()))
+            EventBody::Transaction { amount, .. } if !(0..=MAX_AMOUNT_UNITS).contains(amount) => {
+                Err(Error::Invalid(format!(
+                    "amount must be between 0 and {}",
+                    MAX_AMOUNT_UNITS / AMOUNT_SCALE
+                )))
             }
             _ => Ok(()),
         }

@@ -65,7 +65,7 @@ fn viewers_at(events: &[&Event], t: Millis) -> u64 {
 /// Per-window values the moments need, besides the row.
 struct WindowFacts {
     metrics: WindowMetrics,
-    revenue: i64,
+    revenue: i128,
 }
 
 fn window(
@@ -84,7 +84,7 @@ fn window(
     let mut m = WindowMetrics::default();
     let mut chatters = BTreeSet::new();
     let mut emojis: BTreeMap<String, u64> = BTreeMap::new();
-    let mut revenue: BTreeMap<(String, String), (u64, i64)> = BTreeMap::new();
+    let mut revenue: BTreeMap<(String, String), (u64, i128)> = BTreeMap::new();
     for e in &inside {
         match &e.body {
             EventBody::Chat { user_id, text } => {
@@ -119,7 +119,7 @@ fn window(
                 m.transactions += 1;
                 let slot = revenue.entry((kind.clone(), currency.clone())).or_default();
                 slot.0 += 1;
-                slot.1 += amount;
+                slot.1 += i128::from(*amount);
             }
             _ => {}
         }

@@ -259,8 +259,9 @@ pub enum Row {
         currency: String,
         /// Count.
         transactions: u64,
-        /// Sum in 1/[`crate::event::AMOUNT_SCALE`] units.
-        amount: i64,
+        /// Sum in 1/[`crate::event::AMOUNT_SCALE`] units (128 bits: no count of events at the
+        /// largest amount overflows it).
+        amount: i128,
         /// Whether the window can no longer change.
         is_final: bool,
     },

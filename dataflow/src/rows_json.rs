@@ -11,6 +11,32 @@ pub fn score(value: Score) -> f64 {
     (value.0 * 10_000.0).round() / 10_000.0
 }
 
+/// An amount in 1/[`AMOUNT_SCALE`] units, written as its exact decimal: a JSON number like the
+/// one `f64` printed for every amount it can hold, without its rounding for larger sums.
+struct ExactAmount(i128);
+
+impl ExactAmount {
+    fn decimal(&self) -> String {
+        let scale = i128::from(AMOUNT_SCALE);
+        let (whole, fraction) = (self.0 / scale, (self.0 % scale).unsigned_abs());
+        let sign = if self.0 < 0 && whole == 0 { "-" } else { "" };
+        let digits = format!("{fraction:04}");
+        let digits = digits.trim_end_matches('0');
+        format!(
+            "{sign}{whole}.{}",
+            if digits.is_empty() { "0" } else { digits }
+        )
+    }
+}
+
+impl Serialize for ExactAmount {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serde_json::value::RawValue::from_string(self.decimal())
+            .expect("a decimal is a JSON number")
+            .serialize(serializer)
+    }
+}
+
 #[derive(Serialize)]
 struct TopEntry<'a> {
     count: u64,
@@ -63,7 +89,7 @@ enum View<'a> {
         window_start: u64,
     },
     WindowRevenue {
-        amount: f64,
+        amount: ExactAmount,
         currency: &'a str,
         #[serde(rename = "final")]
         is_final: bool,
@@ -193,7 +219,7 @@ impl<'a> View<'a> {
             } => {
                 let (stream_id, window, window_start, window_end) = window(key);
                 View::WindowRevenue {
-                    amount: *amount as f64 / AMOUNT_SCALE as f64,
+                    amount: ExactAmount(*amount),
                     currency,
                     is_final,
                     kind,
@@ -258,5 +284,33 @@ impl Row {
     /// The row as one NDJSON line (without newline).
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(&RowJson(self)).expect("rows serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_amounts_read_like_the_float_they_replace_and_stay_exact_beyond_it() {
+        for units in [
+            0_i128,
+            1,
+            10,
+            9_999,
+            10_000,
+            12_345,
+            99_800,
+            4_990_000,
+            123_456_789_012,
+        ] {
+            let float = serde_json::to_string(&(units as f64 / AMOUNT_SCALE as f64)).unwrap();
+            assert_eq!(serde_json::to_string(&ExactAmount(units)).unwrap(), float);
+        }
+        let thousand_largest = 1000 * i128::from(crate::event::MAX_AMOUNT_UNITS) + 7;
+        assert_eq!(
+            serde_json::to_string(&ExactAmount(thousand_largest)).unwrap(),
+            "1000000000000000.0007"
+        );
     }
 }

@@ -480,6 +480,7 @@ pub fn partitioned_source<'scope>(
     let tick = config.tick.0.max(1);
     let (out_of_orderness, lateness) = (config.max_out_of_orderness.0, config.allowed_lateness.0);
     let max_future = config.max_future.0;
+    let limits = config.limits;
     let mut partitions: Vec<Partition> = readers
         .into_iter()
         .map(|reader| {
@@ -533,7 +534,9 @@ pub fn partitioned_source<'scope>(
             for partition in partitions.iter_mut().filter(|p| !p.done) {
                 batch.clear();
                 let status = partition.reader.read(READ_BATCH, &mut batch);
-                let decoding = partition.reader.format();
+                let (format, mut context) = partition.reader.format();
+                context.limits = limits;
+                let decoding = (format, context);
                 let (source_name, index) = (&partition.key.0, partition.key.1);
                 for record in batch.iter() {
                     counters.records.fetch_add(1, Ordering::Relaxed);

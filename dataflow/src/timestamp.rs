@@ -3,16 +3,17 @@
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::error::{Error, Result};
+use crate::error::{excerpt, Error, Result};
 use crate::event::Millis;
 
 /// Parses an RFC 3339 timestamp (`2026-11-22T10:00:00.250Z`, any offset) into epoch milliseconds.
 /// Sub-millisecond digits are truncated; times before 1970 are rejected.
 pub fn parse_rfc3339(text: &str) -> Result<Millis> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|e| Error::Invalid(format!("ts {text:?} is not RFC 3339: {e}")))?;
+        .map_err(|e| Error::Invalid(format!("ts {} is not RFC 3339: {e}", excerpt(text))))?;
     let millis = parsed.unix_timestamp_nanos().div_euclid(1_000_000);
-    u64::try_from(millis).map_err(|_| Error::Invalid(format!("ts {text:?} is before 1970")))
+    u64::try_from(millis)
+        .map_err(|_| Error::Invalid(format!("ts {} is before 1970", excerpt(text))))
 }
 
 /// Checks a numeric timestamp: epoch milliseconds, a non-negative integer.

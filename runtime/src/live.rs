@@ -196,7 +196,11 @@ impl LiveApp {
         let mut sinks = vec![Arc::clone(&store) as Arc<dyn Sink>];
         sinks.extend(options.sinks.iter().cloned());
         let wiring = wire(options, &counters, sinks)?;
-        let ingest = Arc::new(Ingest::new(wiring.ingest, Arc::clone(&store)));
+        let ingest = Arc::new(Ingest::new(
+            wiring.ingest,
+            Arc::clone(&store),
+            plan.config().limits,
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         let generator = match options.feed {
             Feed::Generated {

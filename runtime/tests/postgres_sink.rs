@@ -14,8 +14,9 @@ use crowdpulse_connectors::postgres::{
 };
 use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_dataflow::config::PipelineConfig;
+use crowdpulse_dataflow::event::MAX_AMOUNT_UNITS;
 use crowdpulse_dataflow::plan::Plan;
-use crowdpulse_dataflow::rows::{Row, StreamTotals};
+use crowdpulse_dataflow::rows::{Row, StreamTotals, WindowKey};
 use crowdpulse_dataflow::rows_json::RowJson;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_runtime::cluster::Cluster;
@@ -232,6 +233,43 @@ fn final_rows_are_never_replaced_by_live_rows_nor_deleted() {
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
 }
 
+/// A window sum beyond 64 bits (a thousand of the largest accepted amount and a little) is stored
+/// to the last unit.
+#[test]
+fn money_sums_beyond_64_bits_are_stored_exactly() {
+    let config = fresh_config("money");
+    apply_migrations(&config).unwrap();
+    let sink = PostgresSink::start(&config, INTERVAL).unwrap();
+    let revenue = Row::WindowRevenue {
+        key: WindowKey {
+            stream_id: "s".into(),
+            window: "10s".into(),
+            start: 0,
+            end: 10_000,
+        },
+        kind: "donation".into(),
+        currency: "USD".into(),
+        transactions: 1000,
+        amount: 1000 * i128::from(MAX_AMOUNT_UNITS) + 7,
+        is_final: true,
+    };
+    sink.flush(&Flush {
+        frontier: None,
+        updates: vec![(revenue, 1, 1)],
+        ..Flush::default()
+    });
+    sink.finish().unwrap();
+    let db = Db::connect();
+    assert_eq!(
+        db.value(&format!(
+            "SELECT amount_units || ' ' || amount::numeric(30, 4) FROM \"{}\".window_revenue",
+            config.schema
+        )),
+        "10000000000000000007 1000000000000000.0007"
+    );
+    db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
+}
+
 #[test]
 fn a_write_the_server_refuses_ends_the_sink_loudly_instead_of_stalling_the_run() {
     // Never migrated: every write fails with "relation does not exist", which no retry mends.
@@ -255,7 +293,7 @@ fn a_write_the_server_refuses_ends_the_sink_loudly_instead_of_stalling_the_run()
 #[test]
 fn migrations_apply_once() {
     let config = fresh_config("migrate");
-    assert_eq!(apply_migrations(&config).unwrap(), [1, 2]);
+    assert_eq!(apply_migrations(&config).unwrap(), [1, 2, 3]);
     assert!(apply_migrations(&config).unwrap().is_empty());
     let db = Db::connect();
     assert_eq!(
@@ -263,7 +301,7 @@ fn migrations_apply_once() {
             "SELECT count(*) FROM \"{}\".schema_migrations",
             config.schema
         )),
-        "2"
+        "3"
     );
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
 }

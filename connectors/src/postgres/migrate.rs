@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "checkpoints",
         sql: include_str!("../../migrations/V2__checkpoints.sql"),
     },
+    Migration {
+        version: 3,
+        name: "exact_revenue",
+        sql: include_str!("../../migrations/V3__exact_revenue.sql"),
+    },
 ];
 
 /// Key of the advisory lock serializing migrations ("crowdpulse" in ASCII, truncated).

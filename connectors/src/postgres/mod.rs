@@ -4,6 +4,7 @@
 pub mod checkpoints;
 pub mod config;
 pub mod migrate;
+pub mod numeric;
 pub mod sink;
 pub mod tables;
 

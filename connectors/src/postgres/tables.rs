@@ -13,6 +13,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Transaction;
 
 use crate::error::Result;
+use crate::postgres::numeric::Numeric;
 
 /// One output table.
 pub struct Table {
@@ -90,7 +91,7 @@ pub const TABLES: [Table; 7] = [
             ("currency", Type::TEXT),
             ("window_end", Type::INT8),
             ("transactions", Type::INT8),
-            ("amount_units", Type::INT8),
+            ("amount_units", Type::NUMERIC),
             ("final", Type::BOOL),
         ],
         has_final: true,
@@ -451,7 +452,7 @@ async fn copy_row(
                     currency,
                     &to_i64(key.end),
                     &to_i64(*transactions),
-                    amount,
+                    &Numeric(*amount),
                     is_final,
                     &deleted,
                 ])

@@ -154,7 +154,7 @@ impl PaneAggregator {
                 m.transactions += 1;
                 let entry = additive.revenue.entry((kind, currency)).or_default();
                 entry.0 += 1;
-                entry.1 += amount;
+                entry.1 += i128::from(amount);
             }
             EventBody::StreamMeta {
                 title,

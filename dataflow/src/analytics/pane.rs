@@ -16,7 +16,7 @@ pub(crate) struct Pane {
     /// Reactions per emoji.
     pub(crate) emojis: BTreeMap<String, u64>,
     /// (kind, currency) -> (transactions, amount).
-    pub(crate) revenue: BTreeMap<(String, String), (u64, i64)>,
+    pub(crate) revenue: BTreeMap<(String, String), (u64, i128)>,
 }
 
 impl Pane {

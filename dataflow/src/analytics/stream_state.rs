@@ -406,7 +406,7 @@ impl StreamState {
             let inputs = match self.window_pane(next, spec.size) {
                 Some(pane) => {
                     self.moments.quiet_run = 0;
-                    let revenue: i64 = pane.revenue.values().map(|(_, a)| a).sum();
+                    let revenue: i128 = pane.revenue.values().map(|(_, a)| a).sum();
                     MomentInputs::new(&pane.metrics, revenue as f64 / AMOUNT_SCALE as f64)
                 }
                 None => {

@@ -26,7 +26,7 @@ use crate::progress::SourcePosition;
 
 /// Bumped whenever the encoding of any checkpointed state changes: a checkpoint written by
 /// another format is refused, never half-read.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Which operator a part of a checkpoint comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -132,11 +132,14 @@ pub enum CheckpointError {
     },
 }
 
-/// The pipeline settings a checkpoint's analytics state is only valid under, as text (live rows
-/// and the idle timeout aside: they change what is emitted and when, not what is kept).
+/// The pipeline settings a checkpoint's analytics state is only valid under, as text (live rows,
+/// the idle timeout and the field limits aside: they change what is emitted and when, or what is
+/// admitted from now on, not the meaning of what is kept).
 pub(crate) fn pipeline_identity(plan: &Plan) -> String {
+    let defaults = crate::config::PipelineConfig::default();
     let mut config = plan.clone().with_live_rows(true).config().clone();
-    config.idle_timeout = crate::config::PipelineConfig::default().idle_timeout;
+    config.idle_timeout = defaults.idle_timeout;
+    config.limits = defaults.limits;
     serde_json::to_string(&config).expect("settings serialize")
 }
 

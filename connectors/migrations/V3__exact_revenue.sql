@@ -1,0 +1,6 @@
+-- Window sums of money are 128-bit in the dataflow (a window can hold any number of the largest
+-- accepted amount), so the stored sum is an exact numeric rather than a bigint.
+ALTER TABLE window_revenue DROP COLUMN amount;
+ALTER TABLE window_revenue ALTER COLUMN amount_units TYPE numeric;
+ALTER TABLE window_revenue
+    ADD COLUMN amount numeric GENERATED ALWAYS AS (amount_units / 10000) STORED;
