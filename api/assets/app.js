@@ -24,8 +24,20 @@ function rowKey(r) {
   }
 }
 
+// A token given as /#token=... (a fragment never reaches the server or its logs) is kept for the
+// tab's session and sent with every request; without tokens configured none is needed.
+const token = (() => {
+  const given = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (given) {
+    sessionStorage.setItem("crowdpulse-token", given);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem("crowdpulse-token");
+})();
+const authorization = token ? { authorization: `Bearer ${token}` } : {};
+
 async function getJson(path) {
-  const response = await fetch(path, { cache: "no-store" });
+  const response = await fetch(path, { cache: "no-store", headers: authorization });
   if (!response.ok) throw new Error(`${path}: ${response.status}`);
   return response.json();
 }
@@ -79,7 +91,8 @@ function select(streamId) {
 function connect() {
   if (socket) socket.close();
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${scheme}://${location.host}/v1/streams/${encodeURIComponent(selected)}/live`);
+  const query = token ? `?access_token=${encodeURIComponent(token)}` : "";
+  const ws = new WebSocket(`${scheme}://${location.host}/v1/streams/${encodeURIComponent(selected)}/live${query}`);
   socket = ws;
   ws.onopen = () => { $("s-connection").textContent = "live"; $("s-connection").className = "connection open"; };
   ws.onclose = () => {
@@ -104,7 +117,7 @@ async function react(emoji) {
   if (!selected) return;
   const response = await fetch(`/v1/streams/${encodeURIComponent(selected)}/reactions`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...authorization },
     body: JSON.stringify({ emoji, user_id: "dashboard" }),
   });
   if (!response.ok) console.warn("reaction refused", await response.text());

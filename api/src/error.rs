@@ -15,9 +15,27 @@ pub enum ApiError {
     /// The method is not allowed on the route (405).
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// No token, or one that is not configured (401).
+    #[error("{}", if *invalid_token { "the bearer token is not valid" } else { "a bearer token is required" })]
+    Unauthorized {
+        /// A token was presented but matched none.
+        invalid_token: bool,
+    },
+    /// The token lacks the route's scope (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A browser origin that is neither the server's own nor in `api.cors_origins` (403).
+    #[error("origin {0} is not allowed")]
+    ForbiddenOrigin(String),
+    /// `api.tokens`, `api.tokens_file` or `api.cors_origins` is unusable (at start).
+    #[error("api access: {0}")]
+    AccessConfig(String),
     /// The body exceeds the limit (413).
     #[error("body larger than {0} bytes")]
     PayloadTooLarge(u64),
+    /// More records in one request than `api.limits.max_events_per_request` (413).
+    #[error("more than {0} events in one request")]
+    TooManyEvents(usize),
     /// The body's content type is not accepted (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -59,16 +77,21 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge(_) | ApiError::TooManyEvents(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Busy { .. }
             | ApiError::Produce(_)
             | ApiError::ShuttingDown
             | ApiError::HistoryPool(_)
             | ApiError::HistoryQuery(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Server(_) | ApiError::Dataflow(_) | ApiError::Connector(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ApiError::Server(_)
+            | ApiError::AccessConfig(_)
+            | ApiError::Dataflow(_)
+            | ApiError::Connector(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -78,13 +101,20 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::ForbiddenOrigin(_) => "forbidden_origin",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::TooManyEvents(_) => "too_many_events",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Busy { .. } => "busy",
             ApiError::Produce(_) => "kafka_unavailable",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::HistoryPool(_) | ApiError::HistoryQuery(_) => "history_unavailable",
-            ApiError::Server(_) | ApiError::Dataflow(_) | ApiError::Connector(_) => "internal",
+            ApiError::Server(_)
+            | ApiError::AccessConfig(_)
+            | ApiError::Dataflow(_)
+            | ApiError::Connector(_) => "internal",
         }
     }
 }

@@ -3,11 +3,13 @@
 //! path answers 404 and a known path with the wrong method 405.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
 use warp::filters::body::BodyDeserializeError;
-use warp::http::StatusCode;
+use warp::http::header::{HeaderMap, HeaderValue};
+use warp::http::{Method, StatusCode};
 use warp::reject::{
     InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, MissingHeader, PayloadTooLarge,
     UnsupportedMediaType,
@@ -15,9 +17,11 @@ use warp::reject::{
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
+use crate::access::{bearer, Access, Scope};
 use crate::error::ApiError;
 use crate::handlers;
-use crate::models::{ErrorBody, ErrorDetail, ReactionRequest, StreamId, WindowQuery};
+use crate::models::{ErrorBody, ErrorDetail, ReactionRequest, StreamId, TokenQuery, WindowQuery};
+use crate::origin::{Origins, ALLOWED_HEADERS, ALLOWED_METHODS};
 use crate::push::{serve_websocket, sse_events};
 use crate::state::AppState;
 
@@ -69,6 +73,102 @@ where
     Ok(collected.freeze())
 }
 
+/// Passes requests whose `Authorization: Bearer` token grants `scope`.
+fn authorized(
+    access: &Arc<Access>,
+    scope: Scope,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let access = Arc::clone(access);
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let access = Arc::clone(&access);
+            async move {
+                access
+                    .check(bearer(header.as_deref()), scope)
+                    .map_err(warp::reject::custom)
+            }
+        })
+        .untuple_one()
+}
+
+/// [`authorized`] for live push, which also takes the token as `?access_token=`: browsers
+/// cannot set headers on WebSocket and EventSource requests.
+fn authorized_push(access: &Arc<Access>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let access = Arc::clone(access);
+    warp::header::optional::<String>("authorization")
+        .and(warp::query::<TokenQuery>())
+        .and_then(move |header: Option<String>, query: TokenQuery| {
+            let access = Arc::clone(&access);
+            async move {
+                let token = bearer(header.as_deref()).or(query.access_token.as_deref());
+                access
+                    .check(token, Scope::Read)
+                    .map_err(warp::reject::custom)
+            }
+        })
+        .untuple_one()
+}
+
+/// Refuses requests from browser origins that are neither the server's own nor listed.
+fn same_or_listed_origin(
+    origins: &Arc<Origins>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let origins = Arc::clone(origins);
+    warp::header::headers_cloned()
+        .and_then(move |headers: HeaderMap| {
+            let origins = Arc::clone(&origins);
+            async move { origins.check(&headers).map_err(warp::reject::custom) }
+        })
+        .untuple_one()
+}
+
+/// CORS preflight (`OPTIONS` on any path): allowed for listed origins only.
+fn preflight(
+    origins: &Arc<Origins>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let origins = Arc::clone(origins);
+    // Not `warp::options()`: its 405 for every other method would outrank the 404 of unknown
+    // paths.
+    warp::method()
+        .and_then(|method: Method| async move {
+            if method == Method::OPTIONS {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(warp::header::headers_cloned())
+        .and_then(move |headers: HeaderMap| {
+            let origins = Arc::clone(&origins);
+            async move {
+                let allow = origins.allow_header(&headers).ok_or_else(|| {
+                    let origin = headers
+                        .get("origin")
+                        .and_then(|o| o.to_str().ok())
+                        .unwrap_or("(none)");
+                    warp::reject::custom(ApiError::ForbiddenOrigin(
+                        crowdpulse_dataflow::error::excerpt(origin),
+                    ))
+                })?;
+                let mut response = StatusCode::NO_CONTENT.into_response();
+                let headers = response.headers_mut();
+                headers.insert("access-control-allow-origin", allow);
+                headers.insert(
+                    "access-control-allow-methods",
+                    HeaderValue::from_static(ALLOWED_METHODS),
+                );
+                headers.insert(
+                    "access-control-allow-headers",
+                    HeaderValue::from_static(ALLOWED_HEADERS),
+                );
+                headers.insert("access-control-max-age", HeaderValue::from_static("600"));
+                headers.insert("vary", HeaderValue::from_static("origin"));
+                Ok::<_, Rejection>(response)
+            }
+        })
+}
+
 /// Window query parameters.
 fn window_query() -> impl Filter<Extract = (WindowQuery,), Error = Rejection> + Clone {
     warp::query::<WindowQuery>()
@@ -78,7 +178,11 @@ fn window_query() -> impl Filter<Extract = (WindowQuery,), Error = Rejection> + 
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let limit = state.settings.max_body_bytes;
     let http = state.http.clone();
+    let access = Arc::clone(&state.access);
+    let origins = Arc::clone(&state.origins);
     let state = with_state(state);
+    let read = || authorized(&access, Scope::Read);
+    let admin = || authorized(&access, Scope::Admin);
 
     let health = warp::path!("health")
         .and(warp::get())
@@ -89,6 +193,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and_then(handlers::ready);
     let metrics = warp::path!("metrics")
         .and(warp::get())
+        .and(admin())
         .and(state.clone())
         .and_then(handlers::metrics);
     let openapi = warp::path!("openapi.json")
@@ -105,48 +210,57 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
 
     let streams = warp::path!("v1" / "streams")
         .and(warp::get())
+        .and(read())
         .and(state.clone())
         .and_then(handlers::list_streams);
     let stream = warp::path!("v1" / "streams" / StreamId)
         .map(String::from)
         .and(warp::get())
+        .and(read())
         .and(state.clone())
         .and_then(handlers::get_stream);
     let metrics_rows = warp::path!("v1" / "streams" / StreamId / "metrics")
         .map(String::from)
         .and(warp::get())
+        .and(read())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_metrics);
     let top = warp::path!("v1" / "streams" / StreamId / "emojis" / "top")
         .map(String::from)
         .and(warp::get())
+        .and(read())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_top_emojis);
     let viewers = warp::path!("v1" / "streams" / StreamId / "viewers")
         .map(String::from)
         .and(warp::get())
+        .and(read())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_viewers);
     let sentiment = warp::path!("v1" / "streams" / StreamId / "sentiment")
         .map(String::from)
         .and(warp::get())
+        .and(read())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_sentiment);
     let moments = warp::path!("v1" / "streams" / StreamId / "moments")
         .map(String::from)
         .and(warp::get())
+        .and(read())
         .and(state.clone())
         .and_then(handlers::stream_moments);
     let statistics = warp::path!("v1" / "statistics")
         .and(warp::get())
+        .and(read())
         .and(state.clone())
         .and_then(handlers::statistics);
     let clients = warp::path!("v1" / "clients")
         .and(warp::get())
+        .and(admin())
         .and(state.clone())
         .and_then(handlers::clients);
     let reads = streams
@@ -170,6 +284,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
 
     let ingest = warp::path!("v1" / "events")
         .and(warp::post())
+        .and(authorized(&access, Scope::Write))
+        .and(same_or_listed_origin(&origins))
         .and(warp::header::optional::<String>("content-type"))
         .and(limited_body(limit))
         .and(state.clone())
@@ -177,15 +293,18 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     let reaction = warp::path!("v1" / "streams" / StreamId / "reactions")
         .map(String::from)
         .and(warp::post())
+        .and(authorized(&access, Scope::Write))
+        .and(same_or_listed_origin(&origins))
         .and(warp::header::optional::<String>("content-type"))
         .and(limited_body(limit))
         .and(state.clone())
         .and_then(
             |id: String, content_type: Option<String>, body: Bytes, state: AppState| async move {
+                // Required, not assumed: a cross-site form or `text/plain` post is a "simple"
+                // request that browsers send without asking first.
                 if !content_type
                     .as_deref()
-                    .unwrap_or("application/json")
-                    .starts_with("application/json")
+                    .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/json"))
                 {
                     return Err(warp::reject::custom(ApiError::UnsupportedMediaType(
                         "reactions are posted as application/json".into(),
@@ -202,6 +321,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     let websocket = warp::path!("v1" / "streams" / StreamId / "live")
         .map(String::from)
         .and(warp::get())
+        .and(authorized_push(&access))
+        .and(same_or_listed_origin(&origins))
         .and(warp::ws())
         .and(state.clone())
         .map(|id: String, ws: warp::ws::Ws, state: AppState| {
@@ -211,6 +332,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     let sse = warp::path!("v1" / "streams" / StreamId / "events")
         .map(String::from)
         .and(warp::get())
+        .and(authorized_push(&access))
         .and(state.clone())
         .map(|id: String, state: AppState| {
             let events = sse_events(state.store, state.clients, id);
@@ -218,7 +340,11 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         });
     let push = websocket.or(sse).unify().boxed();
 
-    ops.or(reads)
+    let cors = Arc::clone(&origins);
+    preflight(&origins)
+        .or(ops)
+        .unify()
+        .or(reads)
         .unify()
         .or(writes)
         .unify()
@@ -228,6 +354,20 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .unify()
         .recover(recover)
         .unify()
+        .and(warp::header::headers_cloned())
+        .map(move |mut response: Response, request: HeaderMap| {
+            // Lets listed sites read answers; a browser hides them from any other site.
+            if let Some(allow) = cors.allow_header(&request) {
+                let headers = response.headers_mut();
+                headers.insert("access-control-allow-origin", allow);
+                headers.insert(
+                    "access-control-expose-headers",
+                    HeaderValue::from_static("retry-after"),
+                );
+                headers.append("vary", HeaderValue::from_static("origin"));
+            }
+            response
+        })
         .with(warp::log::custom(move |info| {
             http.record(info.path(), info.status().as_u16(), info.elapsed())
         }))
@@ -251,6 +391,16 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
             if let Ok(value) = retry_after.to_string().parse() {
                 response.headers_mut().insert("retry-after", value);
             }
+        }
+        if let ApiError::Unauthorized { invalid_token } = error {
+            let challenge = if *invalid_token {
+                r#"Bearer realm="crowdpulse", error="invalid_token""#
+            } else {
+                r#"Bearer realm="crowdpulse""#
+            };
+            response
+                .headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static(challenge));
         }
         return Ok(response);
     }

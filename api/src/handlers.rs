@@ -493,7 +493,15 @@ pub async fn ingest_events(
     if records.is_empty() {
         return Err(reject(ApiError::BadRequest("no events in the body".into())));
     }
-    let result = state.ingest.submit(&records).await.map_err(reject)?;
+    let limits = &state.settings.limits;
+    if records.len() > limits.max_events_per_request {
+        return Err(reject(ApiError::TooManyEvents(
+            limits.max_events_per_request,
+        )));
+    }
+    let mut result = state.ingest.submit(&records).await.map_err(reject)?;
+    // The answer's size is bounded whatever the body held; every refusal is still counted.
+    result.rejected.truncate(limits.max_rejections_listed);
     Ok(accepted(&result))
 }
 

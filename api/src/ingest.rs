@@ -149,6 +149,7 @@ impl Ingest {
             .fetch_add(rejected.len() as u64, Ordering::Relaxed);
         Ok(IngestResult {
             accepted: events.len(),
+            rejected_total: rejected.len(),
             rejected,
         })
     }

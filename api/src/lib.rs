@@ -2,6 +2,7 @@
 //! history from Postgres, WebSocket/SSE push, HTTP ingest, `/metrics`, `/openapi.json` and the
 //! embedded dashboard. It serves and ingests; the runtime assembles the pipelines.
 
+pub mod access;
 pub mod dashboard;
 pub mod error;
 pub mod filters;
@@ -10,6 +11,7 @@ pub mod history;
 pub mod ingest;
 pub mod metrics;
 pub mod models;
+pub mod origin;
 pub mod push;
 pub mod state;
 pub mod store;

@@ -95,8 +95,11 @@ pub struct Rejected {
 pub struct IngestResult {
     /// Records queued for the dataflow.
     pub accepted: usize,
-    /// Records refused (they also go to the dead-letter path).
+    /// Records refused (they also go to the dead-letter path), the first
+    /// `api.limits.max_rejections_listed` of them.
     pub rejected: Vec<Rejected>,
+    /// How many records were refused, listed or not.
+    pub rejected_total: usize,
 }
 
 /// Body of `POST /v1/streams/{id}/reactions`.
@@ -108,6 +111,13 @@ pub struct ReactionRequest {
     /// Who reacted (defaults to `anonymous`).
     #[serde(default)]
     pub user_id: Option<String>,
+}
+
+/// The token of a live push request, for browsers that cannot send an `Authorization` header.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TokenQuery {
+    /// A bearer token.
+    pub access_token: Option<String>,
 }
 
 /// Query of window endpoints.

@@ -2,15 +2,18 @@
 
 use std::sync::Arc;
 
+use crowdpulse_connectors::config::ApiLimits;
 use crowdpulse_connectors::kafka_delivery::DeliveryCounters;
 use crowdpulse_connectors::kafka_progress::KafkaLag;
 use crowdpulse_connectors::postgres::PostgresSinkMetrics;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::source::SourceCounters;
 
+use crate::access::Access;
 use crate::history::History;
 use crate::ingest::Ingest;
 use crate::metrics::HttpCounters;
+use crate::origin::Origins;
 use crate::push::Clients;
 use crate::store::ViewStore;
 
@@ -25,11 +28,17 @@ pub struct ApiSettings {
     pub started_at: Millis,
     /// `/ready` answers 200 while wall clock minus the frontier stays within this.
     pub ready_delay_ms: u64,
+    /// `[api.limits]`.
+    pub limits: ApiLimits,
 }
 
 /// Everything handlers read or write; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// Who may do what.
+    pub access: Arc<Access>,
+    /// Browser origins allowed besides the server's own.
+    pub origins: Arc<Origins>,
     /// Live results.
     pub store: Arc<ViewStore>,
     /// Entry of records.

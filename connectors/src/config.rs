@@ -1,6 +1,7 @@
 //! Deployment configuration: `workers.toml` overlaid by `CROWDPULSE__SECTION__KEY` environment
 //! variables (e.g. `CROWDPULSE__PIPELINE__ALLOWED_LATENESS=30s`).
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -66,7 +67,7 @@ impl SentimentConfig {
 }
 
 /// The HTTP API and the live view store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Address to listen on.
@@ -77,6 +78,16 @@ pub struct ApiConfig {
     pub retention: Span,
     /// Records the live input holds per partition before ingest answers 503.
     pub input_capacity: usize,
+    /// Bearer tokens, `scope[,scope]:token` separated by newlines or `;` (usually from
+    /// `CROWDPULSE__API__TOKENS`). Never printed. None here and no `tokens_file`: open access.
+    pub tokens: Option<String>,
+    /// A file of tokens in the same form, one per line, `#` comments (Docker/Kubernetes secrets).
+    pub tokens_file: Option<PathBuf>,
+    /// Browser origins (`https://host[:port]`, or `*`) allowed besides the server's own: CORS
+    /// answers, cross-site writes and WebSocket upgrades.
+    pub cors_origins: Vec<String>,
+    /// Limits on requests and answers.
+    pub limits: ApiLimits,
 }
 
 impl Default for ApiConfig {
@@ -86,6 +97,45 @@ impl Default for ApiConfig {
             max_body_bytes: 1 << 20,
             retention: Span(3_600_000),
             input_capacity: 1_000_000,
+            tokens: None,
+            tokens_file: None,
+            cors_origins: Vec::new(),
+            limits: ApiLimits::default(),
+        }
+    }
+}
+
+/// The settings without secrets: tokens show as their count.
+impl fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("bind", &self.bind)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("retention", &self.retention)
+            .field("input_capacity", &self.input_capacity)
+            .field("tokens", &self.tokens.as_ref().map(|_| "***"))
+            .field("tokens_file", &self.tokens_file)
+            .field("cors_origins", &self.cors_origins)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// `[api.limits]`: how much one request or answer may hold (DESIGN §6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiLimits {
+    /// Records in one ingest request (413 beyond).
+    pub max_events_per_request: usize,
+    /// Refused records listed in an ingest answer; the rest are only counted.
+    pub max_rejections_listed: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            max_events_per_request: 10_000,
+            max_rejections_listed: 100,
         }
     }
 }

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crowdpulse_api::access::Access;
 use crowdpulse_api::filters::routes;
 use crowdpulse_api::history::History;
 use crowdpulse_api::ingest::{Ingest, IngestTarget};
 use crowdpulse_api::metrics::HttpCounters;
+use crowdpulse_api::origin::Origins;
 use crowdpulse_api::push::Clients;
 use crowdpulse_api::state::{ApiSettings, AppState};
 use crowdpulse_api::store::{StoreSettings, ViewStore};
@@ -182,6 +184,9 @@ impl LiveApp {
     /// Starts the dataflow (and the generator when `rate > 0`).
     pub fn start(options: &LiveOptions) -> Result<Self> {
         let plan = &options.plan;
+        // Unusable tokens or origins stop the start before anything runs.
+        let access = Arc::new(Access::from_config(&options.api)?);
+        let origins = Arc::new(Origins::new(&options.api.cors_origins)?);
         let base_window = plan.base_window().ok_or_else(|| {
             crowdpulse_dataflow::Error::Config(
                 "the live API needs at least one tumbling window".into(),
@@ -226,8 +231,11 @@ impl LiveApp {
             ready_delay_ms: plan.config().max_out_of_orderness.0
                 + plan.config().idle_timeout.0
                 + 5_000,
+            limits: options.api.limits.clone(),
         };
         let state = AppState {
+            access,
+            origins,
             store,
             ingest,
             clients: Arc::new(Clients::default()),
@@ -307,6 +315,7 @@ pub fn run_until_ctrl_c(
         .build()
         .map_err(|e| ApiError::Server(e.to_string()))?;
     let state = app.state.clone();
+    let open = state.access.is_open();
     let bind = options.api.bind.clone();
     let sinks = options.sinks.clone();
     let served = runtime.block_on(async move {
@@ -316,6 +325,12 @@ pub fn run_until_ctrl_c(
         let address = listener
             .local_addr()
             .map_err(|e| ApiError::Server(e.to_string()))?;
+        if open && !address.ip().is_loopback() {
+            warn!(
+                %address,
+                "no api tokens are configured and the server listens beyond loopback: anyone who reaches it may ingest and read"
+            );
+        }
         on_listening(address);
         let (stopped, failure) = tokio::sync::oneshot::channel();
         serve(state, listener, async move {

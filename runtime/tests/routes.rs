@@ -585,3 +585,258 @@ async fn openapi_describes_every_route() {
     assert_eq!(paths.len(), 18, "every described path exists");
     app.shutdown();
 }
+
+const READ: &str = "read-token-0123456789";
+const WRITE: &str = "write-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+
+fn with_tokens() -> ApiConfig {
+    ApiConfig {
+        tokens: Some(format!("read:{READ}; write:{WRITE}")),
+        tokens_file: Some({
+            let path =
+                std::env::temp_dir().join(format!("crowdpulse-tokens-{}", std::process::id()));
+            std::fs::write(&path, format!("# operators\nadmin:{ADMIN}\n")).unwrap();
+            path
+        }),
+        cors_origins: vec!["https://dash.example.com".into()],
+        ..ApiConfig::default()
+    }
+}
+
+/// Status of one request; the answer's body is not read (live push never ends).
+async fn status_of<F, R>(
+    filter: &F,
+    request: warp::test::RequestBuilder,
+) -> (StatusCode, warp::http::HeaderMap)
+where
+    F: Filter<Extract = (R,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
+    R: warp::Reply + Send + 'static,
+{
+    let response = request.filter(filter).await.unwrap().into_response();
+    (response.status(), response.headers().clone())
+}
+
+/// Every route without a token, with a token of another scope, and with the right one (DESIGN
+/// §6): 401 with a Bearer challenge, 403, then anything but those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_by_token_and_scope() {
+    let app = start(with_tokens());
+    let api = routes(app.state.clone());
+    let event = br#"[{"type":"reaction","stream_id":"s1","user_id":"u","emoji":"x"}]"#;
+    let reaction = br#"{"emoji":"x"}"#;
+    // (method, path, body, the token that may, one that may not); None: open to everyone.
+    let routes_and_scopes: [(&str, &str, &[u8], Option<(&str, &str)>); 19] = [
+        ("GET", "/health", b"", None),
+        ("GET", "/ready", b"", None),
+        ("GET", "/openapi.json", b"", None),
+        ("GET", "/", b"", None),
+        ("GET", "/assets/app.js", b"", None),
+        ("GET", "/metrics", b"", Some((ADMIN, READ))),
+        ("GET", "/v1/clients", b"", Some((ADMIN, WRITE))),
+        ("GET", "/v1/streams", b"", Some((READ, WRITE))),
+        ("GET", "/v1/streams/s1", b"", Some((READ, WRITE))),
+        ("GET", "/v1/streams/s1/metrics", b"", Some((READ, WRITE))),
+        ("GET", "/v1/streams/s1/emojis/top", b"", Some((READ, WRITE))),
+        ("GET", "/v1/streams/s1/viewers", b"", Some((READ, WRITE))),
+        ("GET", "/v1/streams/s1/sentiment", b"", Some((READ, WRITE))),
+        ("GET", "/v1/streams/s1/moments", b"", Some((READ, WRITE))),
+        ("GET", "/v1/statistics", b"", Some((READ, WRITE))),
+        ("GET", "/v1/streams/s1/events", b"", Some((READ, WRITE))),
+        ("GET", "/v1/streams/s1/live", b"", Some((READ, WRITE))),
+        ("POST", "/v1/events", event, Some((WRITE, READ))),
+        (
+            "POST",
+            "/v1/streams/s1/reactions",
+            reaction,
+            Some((WRITE, READ)),
+        ),
+    ];
+    let request = |method: &str, path: &str, body: &[u8], token: Option<&str>| {
+        let mut request = warp::test::request()
+            .method(method)
+            .path(path)
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request
+    };
+    for (method, path, body, scopes) in routes_and_scopes {
+        let what = format!("{method} {path}");
+        let (status, _) = status_of(&api, request(method, path, body, None)).await;
+        let Some((may, may_not)) = scopes else {
+            // (`/ready` may answer 503: this test's dataflow has no input to move it.)
+            assert!(
+                status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                "{what}: {status}"
+            );
+            continue;
+        };
+        let (status, headers) = status_of(&api, request(method, path, body, None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+        assert!(headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+        let wrong = request(method, path, body, Some("not-a-configured-token-at-all"));
+        assert_eq!(
+            status_of(&api, wrong).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{what}"
+        );
+        let other = request(method, path, body, Some(may_not));
+        assert_eq!(
+            status_of(&api, other).await.0,
+            StatusCode::FORBIDDEN,
+            "{what}"
+        );
+        for token in [may, ADMIN] {
+            let (status, _) = status_of(&api, request(method, path, body, Some(token))).await;
+            assert!(
+                status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                "{what} with the right token: {status}"
+            );
+        }
+    }
+    // Browsers cannot set headers on WebSocket and EventSource requests: the query carries it.
+    let by_query = |token: &str| {
+        warp::test::request().path(&format!("/v1/streams/s1/events?access_token={token}"))
+    };
+    assert_eq!(status_of(&api, by_query(READ)).await.0, StatusCode::OK);
+    assert_eq!(
+        status_of(&api, by_query(WRITE)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let mut client = warp::test::ws()
+        .path(&format!("/v1/streams/s1/live?access_token={READ}"))
+        .handshake(api.clone())
+        .await
+        .expect("a read token opens a websocket");
+    assert!(client.recv().await.unwrap().is_text());
+    let (_, body, _) = call(&api, "GET", "/v1/streams", None, b"").await;
+    assert_error(
+        StatusCode::UNAUTHORIZED,
+        &body,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    app.shutdown();
+}
+
+/// Cross-site browsers (DESIGN §6): the server's own origin and listed ones may write and open
+/// WebSockets, others are refused before anything happens; listed origins get CORS answers;
+/// writes need a JSON content type, so no form or text/plain post slips through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_of_other_sites_cannot_write_or_follow() {
+    let app = start(with_tokens());
+    let api = routes(app.state.clone());
+    let post = |origin: Option<&str>, content_type: Option<&str>| {
+        let mut request = warp::test::request()
+            .method("POST")
+            .path("/v1/streams/s1/reactions")
+            .header("host", "127.0.0.1:8080")
+            .header("authorization", format!("Bearer {WRITE}"))
+            .body(br#"{"emoji":"x"}"#.to_vec());
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request
+    };
+    let json = Some("application/json");
+    assert_eq!(
+        status_of(&api, post(None, json)).await.0,
+        StatusCode::ACCEPTED
+    );
+    let own = post(Some("http://127.0.0.1:8080"), json);
+    assert_eq!(status_of(&api, own).await.0, StatusCode::ACCEPTED);
+    let (status, headers) = status_of(&api, post(Some("https://dash.example.com"), json)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://dash.example.com"
+    );
+    let evil = post(Some("https://evil.example"), json);
+    let (status, headers) = status_of(&api, evil).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!headers.contains_key("access-control-allow-origin"));
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let (status, _) = status_of(&api, post(None, content_type)).await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+    }
+    let preflight = |origin: &str| {
+        warp::test::request()
+            .method("OPTIONS")
+            .path("/v1/events")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+    };
+    let (status, headers) = status_of(&api, preflight("https://dash.example.com")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("authorization"));
+    assert_eq!(
+        status_of(&api, preflight("https://evil.example")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let socket = |origin: &str| {
+        warp::test::ws()
+            .path(&format!("/v1/streams/s1/live?access_token={READ}"))
+            .header("host", "127.0.0.1:8080")
+            .header("origin", origin)
+    };
+    assert!(socket("https://evil.example")
+        .handshake(api.clone())
+        .await
+        .is_err());
+    assert!(socket("http://127.0.0.1:8080")
+        .handshake(api.clone())
+        .await
+        .is_ok());
+    app.shutdown();
+}
+
+/// Answers stay small whatever a body holds: at most `max_events_per_request` records (413
+/// beyond), refusals listed up to `max_rejections_listed` and counted in `rejected_total`.
+/// 1 MB of junk lines used to get a ~30 MB answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_answers_are_bounded() {
+    let app = start(ApiConfig::default());
+    let api = routes(app.state.clone());
+    let ndjson = Some("application/x-ndjson");
+    let junk = "{\"type\":\"chat\",\"x\":\"".to_owned() + &"y".repeat(90) + "\"}\n";
+    let body = junk.repeat(9_000);
+    assert!(body.len() < 1 << 20);
+    let (status, answer, _) = call(&api, "POST", "/v1/events", ndjson, body.as_bytes()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["rejected_total"], 9_000);
+    assert_eq!(answer["rejected"].as_array().unwrap().len(), 100);
+    assert!(
+        answer.to_string().len() < 16_384,
+        "{} bytes",
+        answer.to_string().len()
+    );
+    let lines = "{}\n".repeat(10_001);
+    let (status, answer, _) = call(&api, "POST", "/v1/events", ndjson, lines.as_bytes()).await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_many_events",
+    );
+    app.shutdown();
+}
