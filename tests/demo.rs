@@ -185,3 +185,15 @@ fn a_far_future_event_is_a_dead_letter_and_honest_events_keep_counting() {
     );
     demo.stop();
 }
+
+/// SIGTERM (what systemd and Kubernetes send) takes the same graceful path as Ctrl-C: the run
+/// drains and exits 0 instead of dying with the signal.
+#[test]
+fn sigterm_stops_like_ctrl_c() {
+    let demo = Demo::start(&["--rate", "0", "--workers", "2"]);
+    post_reaction(&demo.address, "term", "👋", "u");
+    eventually("the stream", || {
+        get_json(&demo.address, "/v1/streams/term").0 == 200
+    });
+    demo.stop_with("TERM");
+}

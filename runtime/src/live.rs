@@ -292,6 +292,28 @@ pub async fn serve(
         .await;
 }
 
+/// Resolves with the name of the first of SIGINT (Ctrl-C) and SIGTERM (systemd, Kubernetes)
+/// received. A signal whose handler cannot be installed is never received: the process then runs
+/// until killed, as it would without handlers.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let wait = |kind: SignalKind| async move {
+        match signal(kind) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(error) => {
+                warn!(%error, "cannot handle a stop signal");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = wait(SignalKind::interrupt()) => "SIGINT",
+        () = wait(SignalKind::terminate()) => "SIGTERM",
+    }
+}
+
 /// Resolves with the reason once one of `sinks` can take nothing more.
 async fn sink_failure(sinks: &[Arc<dyn Sink>]) -> String {
     loop {
@@ -334,14 +356,8 @@ pub fn run_until_ctrl_c(
         on_listening(address);
         let (stopped, failure) = tokio::sync::oneshot::channel();
         serve(state, listener, async move {
-            let ctrl_c = async {
-                // An error means no signal handler could be installed: then run until killed.
-                if tokio::signal::ctrl_c().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            };
             tokio::select! {
-                () = ctrl_c => {}
+                signal = stop_signal() => info!(signal, "stopping"),
                 reason = sink_failure(&sinks) => {
                     error!(%reason, "a sink failed; stopping");
                     let _ = stopped.send(reason);

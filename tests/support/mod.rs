@@ -94,9 +94,14 @@ impl Demo {
     }
 
     /// Sends Ctrl-C and waits for a clean exit.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        self.stop_with("INT");
+    }
+
+    /// Sends `signal` (`INT`, `TERM`) and expects a clean exit within 20 s.
+    pub fn stop_with(mut self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -106,7 +111,10 @@ impl Demo {
                 assert!(status.success(), "demo exited with {status}");
                 return;
             }
-            assert!(Instant::now() < deadline, "demo did not stop after Ctrl-C");
+            assert!(
+                Instant::now() < deadline,
+                "demo did not stop after SIG{signal}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
