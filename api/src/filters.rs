@@ -186,6 +186,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
 
     let health = warp::path!("health")
         .and(warp::get())
+        .and(state.clone())
         .and_then(handlers::health);
     let ready = warp::path!("ready")
         .and(warp::get())

@@ -32,8 +32,14 @@ fn json_reply(value: &impl serde::Serialize, status: StatusCode) -> Response {
 }
 
 /// `GET /health`: the process is up.
-pub async fn health() -> Result<Response, Rejection> {
-    Ok(json_reply(&json!({"status": "ok"}), StatusCode::OK))
+pub async fn health(state: AppState) -> Result<Response, Rejection> {
+    Ok(match state.failed.get() {
+        None => json_reply(&json!({"status": "ok"}), StatusCode::OK),
+        Some(reason) => json_reply(
+            &json!({"status": "failing", "reason": reason}),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+    })
 }
 
 /// How long the Kafka broker may leave the progress lookups unanswered before `/ready` fails.

@@ -1,6 +1,6 @@
 //! The state every handler shares, injected into routes by `filters::with_state`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crowdpulse_connectors::config::ApiLimits;
 use crowdpulse_connectors::kafka_delivery::DeliveryCounters;
@@ -35,6 +35,9 @@ pub struct ApiSettings {
 /// Everything handlers read or write; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// Set once the process cannot go on (a worker panicked, a sink failed): `/health` answers
+    /// 503 with the reason while it stops.
+    pub failed: Arc<OnceLock<String>>,
     /// Who may do what.
     pub access: Arc<Access>,
     /// Browser origins allowed besides the server's own.

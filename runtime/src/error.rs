@@ -34,10 +34,10 @@ pub enum RuntimeError {
          with the run's first"
     )]
     Checkpoint(crowdpulse_dataflow::checkpoint::CheckpointError),
-    /// A sink can take nothing more (its output broke, Postgres refused a write): the live run
-    /// stopped.
+    /// A sink can take nothing more (its output broke, Postgres refused a write) or a worker
+    /// panicked: the live run stopped.
     #[error("the run stopped: {0}")]
-    SinkFailed(String),
+    Failed(String),
     /// A worker thread panicked.
     #[error("a worker failed: {0}")]
     WorkerPanicked(String),

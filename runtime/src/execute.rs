@@ -2,7 +2,7 @@
 //! over its partitions and the sink stage, until the input ends or the run is stopped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crowdpulse_connectors::sink::Sink;
@@ -51,10 +51,28 @@ pub struct Checkpoints {
 /// How often a worker with nothing to do checks whether the run was stopped or cannot finish.
 const STOP_CHECK: Duration = Duration::from_millis(100);
 
+/// Marks the run failed and stops the other workers when the worker holding it unwinds from a
+/// panic: they would otherwise wait for its progress forever.
+struct PanicAlarm {
+    worker: usize,
+    stop: Arc<AtomicBool>,
+    failed: Arc<OnceLock<String>>,
+}
+
+impl Drop for PanicAlarm {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.failed.set(format!("worker {} panicked", self.worker));
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A started run. Dropping it stops it.
 pub struct Running {
     sources: Sources,
     stop: Arc<AtomicBool>,
+    failed: Arc<OnceLock<String>>,
     guards: Option<timely::communication::WorkerGuards<std::result::Result<(), RuntimeError>>>,
     sinks: Vec<Arc<dyn Sink>>,
 }
@@ -82,11 +100,18 @@ pub fn start(job: Job) -> Result<Running> {
     let config = cluster.timely_config()?;
     let readers_for = sources.readers_for();
     let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(OnceLock::new());
     let worker_stop = Arc::clone(&stop);
+    let worker_failed = Arc::clone(&failed);
     let worker_sinks = sinks.clone();
     let bounded = matches!(sources, Sources::Bounded(_));
     let guards = timely::execute(config, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
+        let _alarm = PanicAlarm {
+            worker: index,
+            stop: Arc::clone(&worker_stop),
+            failed: Arc::clone(&worker_failed),
+        };
         // A worker that cannot open its partitions still joins the dataflow (the others would
         // wait for it forever otherwise), then fails the run.
         let (readers, unopened) = match readers_for(index, peers) {
@@ -135,12 +160,18 @@ pub fn start(job: Job) -> Result<Running> {
     Ok(Running {
         sources,
         stop,
+        failed,
         guards: Some(guards),
         sinks,
     })
 }
 
 impl Running {
+    /// Set with the reason once the run cannot go on (a worker panicked); a live run watches it.
+    pub fn failed(&self) -> Arc<OnceLock<String>> {
+        Arc::clone(&self.failed)
+    }
+
     /// Waits until the input ends (bounded sources), then until the sinks are done; returns the
     /// first failure.
     pub fn join(mut self) -> Result<()> {

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -234,6 +234,7 @@ impl LiveApp {
             limits: options.api.limits.clone(),
         };
         let state = AppState {
+            failed: wiring.running.failed(),
             access,
             origins,
             store,
@@ -314,13 +315,17 @@ async fn stop_signal() -> &'static str {
     }
 }
 
-/// Resolves with the reason once one of `sinks` can take nothing more.
-async fn sink_failure(sinks: &[Arc<dyn Sink>]) -> String {
+/// Resolves with the reason once a worker failed (`failed`) or one of `sinks` can take nothing
+/// more; the reason is then in `failed` for `/health`.
+async fn failure(failed: &OnceLock<String>, sinks: &[Arc<dyn Sink>]) -> String {
     loop {
         if let Some(reason) = sinks.iter().find_map(|sink| sink.failure()) {
-            return reason;
+            let _ = failed.set(reason);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(reason) = failed.get() {
+            return reason.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -338,6 +343,7 @@ pub fn run_until_ctrl_c(
         .map_err(|e| ApiError::Server(e.to_string()))?;
     let state = app.state.clone();
     let open = state.access.is_open();
+    let failed = Arc::clone(&state.failed);
     let bind = options.api.bind.clone();
     let sinks = options.sinks.clone();
     let served = runtime.block_on(async move {
@@ -354,20 +360,20 @@ pub fn run_until_ctrl_c(
             );
         }
         on_listening(address);
-        let (stopped, failure) = tokio::sync::oneshot::channel();
+        let (stopped, stopped_by) = tokio::sync::oneshot::channel();
         serve(state, listener, async move {
             tokio::select! {
                 signal = stop_signal() => info!(signal, "stopping"),
-                reason = sink_failure(&sinks) => {
-                    error!(%reason, "a sink failed; stopping");
+                reason = failure(&failed, &sinks) => {
+                    error!(%reason, "stopping on a failure");
                     let _ = stopped.send(reason);
                 }
             }
         })
         .await;
         info!("shutting down");
-        match failure.await {
-            Ok(reason) => Err(RuntimeError::SinkFailed(reason)),
+        match stopped_by.await {
+            Ok(reason) => Err(RuntimeError::Failed(reason)),
             Err(_) => Ok(()),
         }
     });
