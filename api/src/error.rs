@@ -33,6 +33,12 @@ pub enum ApiError {
     /// The body exceeds the limit (413).
     #[error("body larger than {0} bytes")]
     PayloadTooLarge(u64),
+    /// The body did not arrive within `api.limits.body_timeout` (408).
+    #[error("the body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
+    /// `api.limits.max_live_clients` are connected (503).
+    #[error("{0} live clients are connected, the most this server takes")]
+    TooManyClients(usize),
     /// More records in one request than `api.limits.max_events_per_request` (413).
     #[error("more than {0} events in one request")]
     TooManyEvents(usize),
@@ -83,7 +89,9 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Busy { .. }
+            | ApiError::TooManyClients(_)
             | ApiError::Produce(_)
             | ApiError::ShuttingDown
             | ApiError::HistoryPool(_)
@@ -108,6 +116,8 @@ impl ApiError {
             ApiError::TooManyEvents(_) => "too_many_events",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Busy { .. } => "busy",
+            ApiError::BodyTimeout(_) => "request_timeout",
+            ApiError::TooManyClients(_) => "too_many_clients",
             ApiError::Produce(_) => "kafka_unavailable",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::HistoryPool(_) | ApiError::HistoryQuery(_) => "history_unavailable",

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -20,6 +21,7 @@ use warp::{Filter, Rejection};
 use crate::access::{bearer, Access, Scope};
 use crate::error::ApiError;
 use crate::handlers;
+use crate::metrics::{HttpCounters, Refusal};
 use crate::models::{ErrorBody, ErrorDetail, ReactionRequest, StreamId, TokenQuery, WindowQuery};
 use crate::origin::{Origins, ALLOWED_HEADERS, ALLOWED_METHODS};
 use crate::push::{serve_websocket, sse_events};
@@ -33,8 +35,13 @@ pub fn with_state(
 }
 
 /// The request body, refused with 413 beyond `limit` bytes whether or not a Content-Length
-/// is sent (chunked bodies are counted as they arrive).
-fn limited_body(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+/// is sent (chunked bodies are counted as they arrive), and with 408 when it has not arrived
+/// whole within `timeout`.
+fn limited_body(
+    limit: u64,
+    timeout: Duration,
+    counters: Arc<HttpCounters>,
+) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and_then(move |length: Option<u64>| async move {
             match length {
@@ -46,7 +53,35 @@ fn limited_body(limit: u64) -> impl Filter<Extract = (Bytes,), Error = Rejection
         })
         .untuple_one()
         .and(warp::body::stream())
-        .and_then(move |body| collect_limited(body, limit))
+        .and_then(move |body| {
+            let counters = Arc::clone(&counters);
+            async move {
+                tokio::time::timeout(timeout, collect_limited(body, limit))
+                    .await
+                    .unwrap_or_else(|_| {
+                        counters.refuse(Refusal::BodyTimeout);
+                        Err(warp::reject::custom(ApiError::BodyTimeout(timeout)))
+                    })
+            }
+        })
+}
+
+/// Refuses a new live client while `max` are connected.
+fn live_client_slot(state: &AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let (clients, http) = (Arc::clone(&state.clients), Arc::clone(&state.http));
+    let max = state.settings.limits.max_live_clients;
+    warp::any()
+        .and_then(move || {
+            let (clients, http) = (Arc::clone(&clients), Arc::clone(&http));
+            async move {
+                if clients.count() >= max {
+                    http.refuse(Refusal::LiveClients);
+                    return Err(warp::reject::custom(ApiError::TooManyClients(max)));
+                }
+                Ok(())
+            }
+        })
+        .untuple_one()
 }
 
 async fn collect_limited<S, B>(body: S, limit: u64) -> Result<Bytes, Rejection>
@@ -177,6 +212,16 @@ fn window_query() -> impl Filter<Extract = (WindowQuery,), Error = Rejection> + 
 /// Every route, with rejections recovered into JSON errors and requests counted.
 pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let limit = state.settings.max_body_bytes;
+    let limits = state.settings.limits.clone();
+    let body_counters = Arc::clone(&state.http);
+    let body = || {
+        limited_body(
+            limit,
+            limits.body_timeout.duration(),
+            Arc::clone(&body_counters),
+        )
+    };
+    let live_slot = live_client_slot(&state);
     let http = state.http.clone();
     let access = Arc::clone(&state.access);
     let origins = Arc::clone(&state.origins);
@@ -288,7 +333,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(authorized(&access, Scope::Write))
         .and(same_or_listed_origin(&origins))
         .and(warp::header::optional::<String>("content-type"))
-        .and(limited_body(limit))
+        .and(body())
         .and(state.clone())
         .and_then(handlers::ingest_events);
     let reaction = warp::path!("v1" / "streams" / StreamId / "reactions")
@@ -297,7 +342,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(authorized(&access, Scope::Write))
         .and(same_or_listed_origin(&origins))
         .and(warp::header::optional::<String>("content-type"))
-        .and(limited_body(limit))
+        .and(body())
         .and(state.clone())
         .and_then(
             |id: String, content_type: Option<String>, body: Bytes, state: AppState| async move {
@@ -319,21 +364,26 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         );
     let writes = ingest.or(reaction).unify().boxed();
 
+    let max_message = limits.max_websocket_message_bytes;
     let websocket = warp::path!("v1" / "streams" / StreamId / "live")
         .map(String::from)
         .and(warp::get())
         .and(authorized_push(&access))
         .and(same_or_listed_origin(&origins))
+        .and(live_slot.clone())
         .and(warp::ws())
         .and(state.clone())
-        .map(|id: String, ws: warp::ws::Ws, state: AppState| {
-            ws.on_upgrade(move |socket| serve_websocket(socket, state.store, state.clients, id))
+        .map(move |id: String, ws: warp::ws::Ws, state: AppState| {
+            ws.max_message_size(max_message)
+                .max_frame_size(max_message)
+                .on_upgrade(move |socket| serve_websocket(socket, state.store, state.clients, id))
                 .into_response()
         });
     let sse = warp::path!("v1" / "streams" / StreamId / "events")
         .map(String::from)
         .and(warp::get())
         .and(authorized_push(&access))
+        .and(live_slot)
         .and(state.clone())
         .map(|id: String, state: AppState| {
             let events = sse_events(state.store, state.clients, id);

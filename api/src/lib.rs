@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod models;
 pub mod origin;
 pub mod push;
+pub mod server;
 pub mod state;
 pub mod store;
 

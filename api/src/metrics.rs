@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,13 +90,60 @@ struct HttpTotals {
     durations: BTreeMap<String, DurationHistogram>,
 }
 
+/// Why the server dropped a connection or refused a client before any route answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `api.limits.max_connections` were open.
+    Connections,
+    /// `api.limits.max_live_clients` were following streams.
+    LiveClients,
+    /// The request's headers did not arrive within `api.limits.header_timeout` (or an idle
+    /// keep-alive connection sent nothing for that long).
+    HeaderTimeout,
+    /// The body did not arrive within `api.limits.body_timeout`.
+    BodyTimeout,
+    /// The peer read nothing of an answer or push for `api.limits.send_timeout`.
+    SendStall,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 5] = [
+        Refusal::Connections,
+        Refusal::LiveClients,
+        Refusal::HeaderTimeout,
+        Refusal::BodyTimeout,
+        Refusal::SendStall,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::Connections => "connections",
+            Refusal::LiveClients => "live_clients",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::BodyTimeout => "body_timeout",
+            Refusal::SendStall => "send_stall",
+        }
+    }
+}
+
 /// HTTP request counters and durations.
 #[derive(Debug, Default)]
 pub struct HttpCounters {
     totals: Mutex<HttpTotals>,
+    refusals: [AtomicU64; Refusal::ALL.len()],
 }
 
 impl HttpCounters {
+    /// Counts one refusal.
+    pub fn refuse(&self, refusal: Refusal) {
+        self.refusals[refusal as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refusals of one kind so far.
+    pub fn refusals(&self, refusal: Refusal) -> u64 {
+        self.refusals[refusal as usize].load(Ordering::Relaxed)
+    }
+
     /// Counts one answered request and how long the server took to produce its answer.
     pub fn record(&self, path: &str, status: u16, elapsed: Duration) {
         let route = route_of(path);
@@ -447,6 +494,18 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
             "Connected WebSocket and SSE clients.",
         ),
         unlabelled(sources.live_clients as u64),
+    );
+    family(
+        &mut out,
+        (
+            "crowdpulse_http_refusals_total",
+            "counter",
+            "Connections dropped or clients refused before a route answered, by reason.",
+        ),
+        labelled(
+            "reason",
+            Refusal::ALL.map(|r| (r.label(), sources.http.refusals(r))),
+        ),
     );
     let totals = sources
         .http

@@ -129,6 +129,21 @@ pub struct ApiLimits {
     pub max_events_per_request: usize,
     /// Refused records listed in an ingest answer; the rest are only counted.
     pub max_rejections_listed: usize,
+    /// Open connections; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Connected WebSocket and SSE clients; more are answered 503.
+    pub max_live_clients: usize,
+    /// Time for a request's headers to arrive, and for an idle keep-alive connection to send
+    /// its next request.
+    pub header_timeout: Span,
+    /// Time for a request's whole body to arrive (408 beyond).
+    pub body_timeout: Span,
+    /// Time a peer may take nothing of an answer or a push before its connection is dropped.
+    pub send_timeout: Span,
+    /// Largest message a WebSocket client may send (the protocol needs none; pings are small).
+    pub max_websocket_message_bytes: usize,
+    /// How long open requests may finish after a stop signal.
+    pub shutdown_grace: Span,
 }
 
 impl Default for ApiLimits {
@@ -136,6 +151,13 @@ impl Default for ApiLimits {
         Self {
             max_events_per_request: 10_000,
             max_rejections_listed: 100,
+            max_connections: 10_000,
+            max_live_clients: 10_000,
+            header_timeout: Span(10_000),
+            body_timeout: Span(30_000),
+            send_timeout: Span(10_000),
+            max_websocket_message_bytes: 4_096,
+            shutdown_grace: Span(5_000),
         }
     }
 }

@@ -13,6 +13,11 @@ use crate::event::FieldLimits;
 pub struct Span(pub u64);
 
 impl Span {
+    /// As a [`std::time::Duration`].
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
+
     /// Parses the text form.
     pub fn parse(text: &str) -> Result<Self> {
         let text = text.trim();

@@ -10,12 +10,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crowdpulse_api::access::Access;
-use crowdpulse_api::filters::routes;
 use crowdpulse_api::history::History;
 use crowdpulse_api::ingest::{Ingest, IngestTarget};
 use crowdpulse_api::metrics::HttpCounters;
 use crowdpulse_api::origin::Origins;
 use crowdpulse_api::push::Clients;
+use crowdpulse_api::server::serve;
 use crowdpulse_api::state::{ApiSettings, AppState};
 use crowdpulse_api::store::{StoreSettings, ViewStore};
 use crowdpulse_api::ApiError;
@@ -278,19 +278,6 @@ impl LiveApp {
             }
         }
     }
-}
-
-/// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    state: AppState,
-    listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    warp::serve(routes(state))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
 }
 
 /// Resolves with the name of the first of SIGINT (Ctrl-C) and SIGTERM (systemd, Kubernetes)

@@ -1,4 +1,5 @@
-//! Every endpoint through `warp::test`, against a real live dataflow (2 workers, no generator):
+//! Every endpoint through `warp::test`, and the real server for timeouts and caps, against a real
+//! live dataflow (2 workers, no generator): access by token, scope and origin, limits,
 //! ingest, results, push, statistics, metrics, OpenAPI, and each error status.
 
 use std::future::Future;
@@ -837,6 +838,151 @@ async fn ingest_answers_are_bounded() {
         &answer,
         StatusCode::PAYLOAD_TOO_LARGE,
         "too_many_events",
+    );
+    app.shutdown();
+}
+
+/// Serves `app` on a free loopback port with the real server; returns its address and a
+/// trigger that stops it, and the server task.
+async fn listen(
+    app: &LiveApp,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crowdpulse_api::server::serve(
+        app.state.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (address, stop, server)
+}
+
+/// Reads until the server closes the connection (or `within` passes: then panics); returns
+/// what was read.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return String::from_utf8_lossy(&seen).into_owned(),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "the connection stayed open: {}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+}
+
+fn tight_limits() -> ApiConfig {
+    let mut api = ApiConfig::default();
+    api.limits.header_timeout = Span(500);
+    api.limits.body_timeout = Span(500);
+    api.limits.send_timeout = Span(500);
+    api.limits.shutdown_grace = Span(500);
+    api.limits.max_connections = 3;
+    api.limits.max_live_clients = 1;
+    api
+}
+
+/// Slow or silent clients cannot hold connections (DESIGN §6): unfinished headers and idle
+/// keep-alive connections are closed after `header_timeout`, an unfinished body gets 408 after
+/// `body_timeout`, and connections beyond `max_connections` are closed at once. Each used to be
+/// held forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let app = start(tight_limits());
+    let (address, stop, server) = listen(&app).await;
+    let connect = || tokio::net::TcpStream::connect(address);
+
+    let mut unfinished = connect().await.unwrap();
+    unfinished
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    closed_within(&mut unfinished, Duration::from_secs(3)).await;
+
+    let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = closed_within(&mut idle, Duration::from_secs(3)).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+
+    let mut slow_body = connect().await.unwrap();
+    slow_body
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[")
+        .await
+        .unwrap();
+    let answered = closed_within(&mut slow_body, Duration::from_secs(3)).await;
+    assert!(answered.starts_with("HTTP/1.1 408"), "{answered}");
+
+    let held: Vec<_> = futures_util::future::join_all((0..3).map(|_| connect()))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut over = connect().await.unwrap();
+    over.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .ok();
+    let answered = closed_within(&mut over, Duration::from_secs(1)).await;
+    assert!(answered.is_empty(), "{answered}");
+    drop(held);
+
+    let metrics = app.state.http.as_ref();
+    use crowdpulse_api::metrics::Refusal;
+    assert!(metrics.refusals(Refusal::HeaderTimeout) >= 2);
+    assert_eq!(metrics.refusals(Refusal::BodyTimeout), 1);
+    assert_eq!(metrics.refusals(Refusal::Connections), 1);
+    let _ = stop.send(());
+    server.await.unwrap();
+    app.shutdown();
+}
+
+/// Clients beyond `max_live_clients` get 503, and a live client that reads nothing does not
+/// hold up the stop beyond `shutdown_grace` (the stall guard itself is tested in
+/// `crowdpulse_api::server`: loopback's socket buffers grow too large to fill here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn surplus_live_clients_are_refused_and_silent_ones_do_not_hold_the_stop() {
+    use tokio::io::AsyncWriteExt;
+    let app = start(tight_limits());
+    let (address, stop, server) = listen(&app).await;
+    let mut follower = tokio::net::TcpStream::connect(address).await.unwrap();
+    follower
+        .write_all(b"GET /v1/streams/big/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut surplus = tokio::net::TcpStream::connect(address).await.unwrap();
+    surplus
+        .write_all(b"GET /v1/streams/big/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = closed_within(&mut surplus, Duration::from_secs(3)).await;
+    assert!(answered.starts_with("HTTP/1.1 503"), "{answered}");
+    assert!(answered.contains("too_many_clients"), "{answered}");
+    let began = Instant::now();
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(3), server)
+        .await
+        .expect("the server stops within its grace")
+        .unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
     );
     app.shutdown();
 }

@@ -1,0 +1,238 @@
+//! The HTTP server: hyper's HTTP/1 connections under the timeouts and caps of `[api.limits]`,
+//! and a graceful stop bounded by `api.limits.shutdown_grace`.
+//!
+//! Served here rather than by `warp::serve`, which sets no header timeout (a client that never
+//! finishes its headers held a connection forever), caps no connections and offers no way to
+//! wrap a connection's socket.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Sleep;
+use tracing::{debug, warn};
+
+use crate::filters::routes;
+use crate::metrics::{HttpCounters, Refusal};
+use crate::state::AppState;
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets open requests finish for
+/// at most the configured grace.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let limits = state.settings.limits.clone();
+    let counters = Arc::clone(&state.http);
+    let filter = routes(state);
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, usually: wait a little instead of spinning.
+                warn!(%error, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            counters.refuse(Refusal::Connections);
+            drop(stream);
+            continue;
+        };
+        let io = TokioIo::new(SendStallGuard::new(
+            stream,
+            limits.send_timeout.duration(),
+            Arc::clone(&counters),
+        ));
+        let service = TowerToHyperService::new(warp::service(filter.clone()));
+        let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            // Also bounds how long an idle keep-alive connection waits for its next request.
+            .header_read_timeout(limits.header_timeout.duration());
+        let counters = Arc::clone(&counters);
+        let graceful = &graceful;
+        let connection = graceful.watch(
+            builder
+                .serve_connection_with_upgrades(io, service)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                let timed_out = error
+                    .downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout);
+                if timed_out {
+                    counters.refuse(Refusal::HeaderTimeout);
+                }
+                debug!(%error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let grace = limits.shutdown_grace.duration();
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            ?grace,
+            "connections still open after the shutdown grace are dropped"
+        );
+    }
+}
+
+/// A socket whose writes fail once the peer has taken nothing for `limit`: a client that stops
+/// reading an answer, an SSE stream or a WebSocket cannot hold its connection, its buffers or the
+/// shutdown.
+struct SendStallGuard<T> {
+    inner: T,
+    limit: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+    counters: Arc<HttpCounters>,
+}
+
+impl<T> SendStallGuard<T> {
+    fn new(inner: T, limit: Duration, counters: Arc<HttpCounters>) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+            counters,
+        }
+    }
+
+    /// Called when a write could not proceed: pending until the stall has lasted `limit`.
+    fn stall<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                self.counters.refuse(Refusal::SendStall);
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer stopped reading",
+                )))
+            }
+        }
+    }
+
+    fn progressed<R>(
+        &mut self,
+        result: Poll<io::Result<R>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<R>> {
+        match result {
+            Poll::Pending => self.stall(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for SendStallGuard<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for SendStallGuard<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.progressed(result, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.progressed(result, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.progressed(result, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.progressed(result, cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn writes_to_a_peer_that_stopped_reading_fail_after_the_limit() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let counters = Arc::new(HttpCounters::default());
+        let mut guarded =
+            SendStallGuard::new(ours, Duration::from_millis(200), Arc::clone(&counters));
+        // A reading peer: any amount goes through, however slowly it is taken.
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0; 4096];
+            let mut total = 0;
+            while total < 64 * 1024 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                total += theirs.read(&mut buf).await.unwrap();
+            }
+            theirs
+        });
+        guarded.write_all(&vec![1; 64 * 1024]).await.unwrap();
+        let _theirs = reader.await.unwrap();
+        // Now nobody reads: the buffer fills, and the write fails instead of waiting forever.
+        let began = std::time::Instant::now();
+        let error = guarded.write_all(&vec![1; 64 * 1024]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(began.elapsed() >= Duration::from_millis(200));
+        assert!(began.elapsed() < Duration::from_secs(2));
+        assert_eq!(counters.refusals(Refusal::SendStall), 1);
+    }
+}
