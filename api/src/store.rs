@@ -306,8 +306,10 @@ impl ViewStore {
         }
     }
 
-    /// Drops windows and moments that ended more than the retention before the frontier,
-    /// at most once per base-window-sized step of the frontier.
+    /// Drops windows and moments that ended more than the retention before the frontier, and
+    /// then streams with nothing left and nobody following them (one only subscribed to, or
+    /// quiet for longer than the retention): memory follows the retention, not how many stream
+    /// ids were ever named. At most once per second of the frontier.
     fn evict(&self, state: &mut StoreState) {
         let Some(frontier) = state.frontier else {
             return;
@@ -330,6 +332,9 @@ impl ViewStore {
                 _ => true,
             });
         }
+        state.streams.retain(|_, view| {
+            !view.windows.is_empty() || !view.moments.is_empty() || view.push.receiver_count() > 0
+        });
     }
 
     /// Remembers a reaction as it was ingested (for "last reactions").

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crowdpulse_api::filters::routes;
 use crowdpulse_connectors::config::ApiConfig;
 use crowdpulse_connectors::live_input::wall_clock_ms;
-use crowdpulse_dataflow::config::{PipelineConfig, Span};
+use crowdpulse_dataflow::config::{PipelineConfig, Span, WindowConfig};
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::rows::{Moment, Row, Score};
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
@@ -17,9 +17,20 @@ use crowdpulse_runtime::cluster::Cluster;
 use crowdpulse_runtime::live::{Feed, LiveApp, LiveOptions};
 use serde_json::{json, Value};
 use warp::http::StatusCode;
-use warp::Filter;
+use warp::{Filter, Reply};
 
 fn start(api: ApiConfig) -> LiveApp {
+    start_with(
+        api,
+        PipelineConfig {
+            max_out_of_orderness: Span(0),
+            idle_timeout: Span(300),
+            ..PipelineConfig::default()
+        },
+    )
+}
+
+fn start_with(api: ApiConfig, pipeline: PipelineConfig) -> LiveApp {
     LiveApp::start(&LiveOptions {
         cluster: Cluster::local(2),
         feed: Feed::Generated {
@@ -32,12 +43,7 @@ fn start(api: ApiConfig) -> LiveApp {
         checkpoints: None,
         postgres: None,
         history: None,
-        plan: Plan::new(PipelineConfig {
-            max_out_of_orderness: Span(0),
-            idle_timeout: Span(300),
-            ..PipelineConfig::default()
-        })
-        .unwrap(),
+        plan: Plan::new(pipeline).unwrap(),
         api,
         analyzer: Arc::new(Analyzer::new(Lexicons::builtin())),
     })
@@ -984,5 +990,69 @@ async fn surplus_live_clients_are_refused_and_silent_ones_do_not_hold_the_stop()
         "{:?}",
         began.elapsed()
     );
+    app.shutdown();
+}
+
+/// Following any stream id used to create a view with its push channel that was never freed
+/// (20,000 ids: +200-300 MB); views without results and without followers now retire, and so
+/// do streams quiet for longer than the retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_views_retire_with_their_followers_and_the_retention() {
+    // One short window, so a quiet stream's last window leaves the retention within seconds.
+    let mut pipeline = PipelineConfig {
+        max_out_of_orderness: Span(0),
+        idle_timeout: Span(300),
+        allowed_lateness: Span(0),
+        windows: vec![WindowConfig {
+            label: Some("1s".into()),
+            size: Span(1_000),
+            slide: None,
+        }],
+        ..PipelineConfig::default()
+    };
+    pipeline.moments.window = "1s".into();
+    let app = start_with(
+        ApiConfig {
+            retention: Span(1_000),
+            ..ApiConfig::default()
+        },
+        pipeline,
+    );
+    let api = routes(app.state.clone());
+    let mut following = Vec::new();
+    for i in 0..300 {
+        let response = warp::test::request()
+            .path(&format!("/v1/streams/ghost-{i}/events"))
+            .filter(&api)
+            .await
+            .unwrap()
+            .into_response();
+        assert_eq!(response.status(), StatusCode::OK);
+        following.push(response);
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        app.state.store.read().streams.len() >= 300,
+        "followed streams stay"
+    );
+    drop(following);
+    let (s, _, _) = call(
+        &api,
+        "POST",
+        "/v1/streams/real/reactions",
+        Some("application/json"),
+        br#"{"emoji":"x"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    eventually("the ghosts to retire", || async {
+        let streams = app.state.store.read().streams.len();
+        streams <= 1
+    })
+    .await;
+    eventually("the quiet stream to retire after the retention", || async {
+        app.state.store.read().streams.is_empty()
+    })
+    .await;
     app.shutdown();
 }
