@@ -296,6 +296,36 @@ fn money_sums_are_exact_at_the_largest_amount() {
     );
 }
 
+/// When every emoji ties, the top list used to hold every one of them (10,000 tied emojis: 280 kB
+/// per row, pushed on every update); it is cut after `pipeline.top_max_entries` (100) in
+/// count-then-emoji order and marked `truncated`.
+#[test]
+fn tied_top_emojis_are_capped_and_marked() {
+    let dir = scratch("ties");
+    let input = dir.join("ties.ndjson");
+    let mut f = std::fs::File::create(&input).unwrap();
+    for i in 0..150 {
+        writeln!(
+            f,
+            r#"{{"type":"reaction","stream_id":"s","user_id":"u","ts":1767225600000,"emoji":"e{i:03}"}}"#
+        )
+        .unwrap();
+    }
+    drop(f);
+    let out = dir.join("out.ndjson");
+    process(std::slice::from_ref(&input), &out, 2);
+    let top: Vec<Value> = rows(&out)
+        .into_iter()
+        .filter(|r| r["table"] == "window_top_emojis" && r["window"] == "10s")
+        .collect();
+    assert_eq!(top.len(), 1);
+    let entries = top[0]["top"].as_array().unwrap();
+    assert_eq!(entries.len(), 100);
+    assert_eq!(entries[0]["emoji"], "e000");
+    assert_eq!(entries[99]["emoji"], "e099");
+    assert_eq!(top[0]["truncated"], true);
+}
+
 /// A run that cannot finish (here: an input that turns out unreadable) fails without touching
 /// the previous output; a run that finishes replaces it whole.
 #[test]

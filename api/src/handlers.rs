@@ -356,7 +356,7 @@ pub async fn stream_top_emojis(
     if query.window.is_none() {
         let summary = state.store.summary(&id, view);
         return Ok(json_reply(
-            &json!({"stream_id": id, "window": null, "top": summary.top_emojis}),
+            &json!({"stream_id": id, "window": null, "top": summary.top_emojis, "truncated": summary.top_emojis_truncated}),
             StatusCode::OK,
         ));
     }
@@ -413,16 +413,12 @@ pub async fn statistics(state: AppState) -> Result<Response, Rejection> {
     let total: u64 = store.emoji_totals.values().sum();
     let session = wall_clock_ms().saturating_sub(state.settings.started_at);
     let minutes = (session as f64 / 60_000.0).max(1.0 / 60.0);
+    let top = state.store.settings.top(&store.emoji_totals);
     let body = Statistics {
         total_emojis: total,
         last_reactions: store.recent_reactions.iter().cloned().collect(),
-        top_emojis: crowdpulse_dataflow::analytics::top_with_ties(
-            &store.emoji_totals,
-            state.store.settings.top_k,
-        )
-        .into_iter()
-        .map(Into::into)
-        .collect(),
+        top_emojis: top.entries.into_iter().map(Into::into).collect(),
+        top_emojis_truncated: top.truncated,
         rate_per_minute: total as f64 / minutes,
         session_duration_ms: session,
         streams: store.streams.values().filter(|v| v.has_results()).count(),

@@ -54,8 +54,12 @@ pub struct StreamSummary {
     pub peak_viewers: u64,
     /// Concurrent viewers at the end of the latest base window.
     pub current_viewers: u64,
-    /// Top emojis since this process started, ties at the k-th count included.
+    /// Top emojis since this process started, ties at the k-th count included up to
+    /// `pipeline.top_max_entries`.
     pub top_emojis: Vec<EmojiCount>,
+    /// Present and true when ties were cut from `top_emojis`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub top_emojis_truncated: bool,
     /// The latest reactions, newest first.
     pub recent_reactions: Vec<RecentReaction>,
 }
@@ -67,8 +71,12 @@ pub struct Statistics {
     pub total_emojis: u64,
     /// The latest reactions over all streams, newest first.
     pub last_reactions: Vec<RecentReaction>,
-    /// Top emojis over all streams, ties at the k-th count included.
+    /// Top emojis over all streams, ties at the k-th count included up to
+    /// `pipeline.top_max_entries`.
     pub top_emojis: Vec<EmojiCount>,
+    /// Present and true when ties were cut from `top_emojis`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub top_emojis_truncated: bool,
     /// `total_emojis` per minute of session.
     pub rate_per_minute: f64,
     /// Milliseconds since this process started.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crowdpulse_connectors::sink::{Flush, Sink};
-use crowdpulse_dataflow::analytics::top_with_ties;
+use crowdpulse_dataflow::analytics::{top_with_ties, Top};
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::rows::{DeadLetter, Row, WindowKey};
 use crowdpulse_dataflow::rows_json::RowJson;
@@ -125,6 +125,15 @@ pub struct StoreSettings {
     pub retention: Millis,
     /// k of the top-k lists.
     pub top_k: usize,
+    /// Longest top-k list, ties included.
+    pub top_max_entries: usize,
+}
+
+impl StoreSettings {
+    /// The top emojis of `counts` as this server lists them.
+    pub fn top(&self, counts: &BTreeMap<String, u64>) -> Top {
+        top_with_ties(counts, self.top_k, self.top_max_entries)
+    }
 }
 
 /// The store shared by the dataflow sinks (writers) and the API (readers).
@@ -332,8 +341,13 @@ impl ViewStore {
                 _ => true,
             });
         }
+        // A reaction is recorded at ingest, before the dataflow's rows for it: the view it
+        // created stays while the reaction is within the retention.
         state.streams.retain(|_, view| {
-            !view.windows.is_empty() || !view.moments.is_empty() || view.push.receiver_count() > 0
+            !view.windows.is_empty()
+                || !view.moments.is_empty()
+                || view.push.receiver_count() > 0
+                || view.recent_reactions.front().is_some_and(|r| r.ts > cutoff)
         });
     }
 
@@ -374,6 +388,7 @@ impl ViewStore {
             Some(Row::WindowMetrics { metrics, .. }) => metrics.viewers_end,
             _ => 0,
         };
+        let top = self.settings.top(&view.emoji_totals);
         StreamSummary {
             stream_id: stream_id.to_owned(),
             title: totals.and_then(|t| t.title.clone()),
@@ -385,10 +400,8 @@ impl ViewStore {
             transactions: totals.map_or(0, |t| t.transactions),
             peak_viewers: totals.map_or(0, |t| t.peak_viewers),
             current_viewers,
-            top_emojis: top_with_ties(&view.emoji_totals, self.settings.top_k)
-                .into_iter()
-                .map(Into::into)
-                .collect(),
+            top_emojis: top.entries.into_iter().map(Into::into).collect(),
+            top_emojis_truncated: top.truncated,
             recent_reactions: view.recent_reactions.iter().cloned().collect(),
         }
     }

@@ -164,6 +164,8 @@ pub struct PipelineConfig {
     pub windows: Vec<WindowConfig>,
     /// k of the top emojis (ties at the k-th count are included).
     pub top_k: usize,
+    /// Longest top-emoji list, ties included; a longer one is cut and marked `truncated`.
+    pub top_max_entries: usize,
     /// Emit live rows (early results, replaced as windows change) besides final ones. Bounded
     /// runs that only keep final rows turn this off; final rows are identical either way.
     pub live_rows: bool,
@@ -187,6 +189,7 @@ impl Default for PipelineConfig {
                 WindowConfig::new(60_000, Some(10_000)),
             ],
             top_k: 3,
+            top_max_entries: 100,
             live_rows: true,
             moments: MomentsConfig::default(),
             limits: FieldLimits::default(),

@@ -106,6 +106,9 @@ fn resolve_windows(config: &PipelineConfig) -> Result<Vec<WindowSpec>> {
     if config.top_k == 0 {
         return Err(Error::Config("top_k must be >= 1".into()));
     }
+    if config.top_max_entries < config.top_k {
+        return Err(Error::Config("top_max_entries must be >= top_k".into()));
+    }
     let mut specs: Vec<WindowSpec> = Vec::new();
     for w in &config.windows {
         let spec = WindowSpec::new(w, config.tick.0)?;

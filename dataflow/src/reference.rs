@@ -71,7 +71,7 @@ struct WindowFacts {
 fn window(
     key: WindowKey,
     all: &[&Event],
-    top_k: usize,
+    (top_k, top_max_entries): (usize, usize),
     analyzer: &Analyzer,
     rows: &mut Vec<Row>,
 ) -> WindowFacts {
@@ -142,10 +142,11 @@ fn window(
         let mut ranked: Vec<(String, u64)> = emojis.clone().into_iter().collect();
         ranked.sort_by_key(|(e, c)| (std::cmp::Reverse(*c), e.clone()));
         let kth = ranked[(top_k - 1).min(ranked.len() - 1)].1;
-        let top = ranked.into_iter().filter(|(_, c)| *c >= kth).collect();
+        let tied: Vec<(String, u64)> = ranked.into_iter().filter(|(_, c)| *c >= kth).collect();
         rows.push(Row::WindowTopEmojis {
             key: key.clone(),
-            top,
+            truncated: tied.len() > top_max_entries,
+            top: tied.into_iter().take(top_max_entries).collect(),
             is_final: true,
         });
     }
@@ -402,7 +403,8 @@ pub fn reference_rows(
                     start,
                     end: start + spec.size,
                 };
-                let f = window(key, &all, config.top_k, analyzer, &mut rows);
+                let top = (config.top_k, config.top_max_entries);
+                let f = window(key, &all, top, analyzer, &mut rows);
                 peak = peak.max(f.metrics.viewers_peak);
                 facts.insert(start, f);
             }

@@ -244,8 +244,11 @@ pub enum Row {
     WindowTopEmojis {
         /// Which window.
         key: WindowKey,
-        /// (emoji, count) by count desc then emoji asc, ties at the k-th count included.
+        /// (emoji, count) by count desc then emoji asc, ties at the k-th count included up to
+        /// `pipeline.top_max_entries`.
         top: Vec<(String, u64)>,
+        /// Whether ties beyond `pipeline.top_max_entries` were left out.
+        truncated: bool,
         /// Whether the window can no longer change.
         is_final: bool,
     },

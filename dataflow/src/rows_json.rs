@@ -84,6 +84,9 @@ enum View<'a> {
         stream_id: &'a str,
         table: &'static str,
         top: Vec<TopEntry<'a>>,
+        /// Written only when true, so rows without a cut read as before the cap existed.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
         window: &'a str,
         window_end: u64,
         window_start: u64,
@@ -190,7 +193,12 @@ impl<'a> View<'a> {
                     window_start,
                 }
             }
-            Row::WindowTopEmojis { key, top, .. } => {
+            Row::WindowTopEmojis {
+                key,
+                top,
+                truncated,
+                ..
+            } => {
                 let (stream_id, window, window_start, window_end) = window(key);
                 let top = top
                     .iter()
@@ -204,6 +212,7 @@ impl<'a> View<'a> {
                     stream_id,
                     table,
                     top,
+                    truncated: *truncated,
                     window,
                     window_end,
                     window_start,

@@ -196,6 +196,7 @@ impl LiveApp {
             base_window: base_window.label.clone(),
             retention: options.api.retention.0,
             top_k: plan.config().top_k,
+            top_max_entries: plan.config().top_max_entries,
         }));
         let counters = Arc::new(SourceCounters::default());
         let mut sinks = vec![Arc::clone(&store) as Arc<dyn Sink>];

@@ -35,8 +35,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
-        name: "exact_revenue",
-        sql: include_str!("../../migrations/V3__exact_revenue.sql"),
+        name: "limits",
+        sql: include_str!("../../migrations/V3__limits.sql"),
     },
 ];
 

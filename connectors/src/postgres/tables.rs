@@ -76,6 +76,7 @@ pub const TABLES: [Table; 7] = [
             ("window_start", Type::INT8),
             ("window_end", Type::INT8),
             ("top", Type::JSONB),
+            ("truncated", Type::BOOL),
             ("final", Type::BOOL),
         ],
         has_final: true,
@@ -418,7 +419,12 @@ async fn copy_row(
                 ])
                 .await
         }
-        Row::WindowTopEmojis { key, top, is_final } => {
+        Row::WindowTopEmojis {
+            key,
+            top,
+            truncated,
+            is_final,
+        } => {
             let top: serde_json::Value = top
                 .iter()
                 .map(|(emoji, count)| serde_json::json!({"count": count, "emoji": emoji}))
@@ -430,6 +436,7 @@ async fn copy_row(
                     &to_i64(key.start),
                     &to_i64(key.end),
                     &top,
+                    truncated,
                     is_final,
                     &deleted,
                 ])

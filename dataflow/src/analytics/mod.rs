@@ -14,6 +14,6 @@ pub use delta::{PaneAggregator, PaneDelta};
 pub use engine::Engine;
 pub use moments::METRICS;
 pub use operator::{stream_hash, WindowAnalytics};
-pub use pane::top_with_ties;
+pub use pane::{top_with_ties, Top};
 pub use stream_state::RowChanges;
 pub(crate) use stream_state::StreamState;

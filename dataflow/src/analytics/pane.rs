@@ -44,14 +44,30 @@ impl Pane {
     }
 }
 
-/// The top `k` emojis by count desc then emoji asc, with every emoji tied at the k-th count.
-pub fn top_with_ties(emojis: &BTreeMap<String, u64>, k: usize) -> Vec<(String, u64)> {
-    let mut ranked: Vec<(String, u64)> = emojis.iter().map(|(e, c)| (e.clone(), *c)).collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+/// The top `k` emojis by count desc then emoji asc, with every emoji tied at the k-th count,
+/// cut after `max_entries` in that order (then `truncated`): ties must not make an answer as long
+/// as the number of distinct emojis.
+pub fn top_with_ties(emojis: &BTreeMap<String, u64>, k: usize, max_entries: usize) -> Top {
+    let mut ranked: Vec<(&String, u64)> = emojis.iter().map(|(e, c)| (e, *c)).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     if let Some(&(_, kth)) = ranked.get(k.saturating_sub(1)) {
         ranked.retain(|(_, c)| *c >= kth);
     }
-    ranked
+    let truncated = ranked.len() > max_entries;
+    ranked.truncate(max_entries);
+    Top {
+        entries: ranked.into_iter().map(|(e, c)| (e.clone(), c)).collect(),
+        truncated,
+    }
+}
+
+/// The result of [`top_with_ties`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Top {
+    /// (emoji, count), count desc then emoji asc.
+    pub entries: Vec<(String, u64)>,
+    /// Whether ties beyond the cap were left out.
+    pub truncated: bool,
 }
 
 #[cfg(test)]
@@ -64,9 +80,10 @@ mod tests {
             .into_iter()
             .map(|(e, c)| (e.to_string(), c))
             .collect();
-        let top = top_with_ties(&emojis, 2);
+        let top = top_with_ties(&emojis, 2, 100);
+        assert!(!top.truncated);
         assert_eq!(
-            top,
+            top.entries,
             [
                 ("a".to_string(), 5),
                 ("b".into(), 3),
@@ -74,6 +91,12 @@ mod tests {
                 ("d".into(), 3)
             ]
         );
-        assert_eq!(top_with_ties(&emojis, 10).len(), 5);
+        assert_eq!(top_with_ties(&emojis, 10, 100).entries.len(), 5);
+        let capped = top_with_ties(&emojis, 2, 3);
+        assert!(capped.truncated);
+        assert_eq!(
+            capped.entries,
+            [("a".to_string(), 5), ("b".into(), 3), ("c".into(), 3)]
+        );
     }
 }

@@ -241,10 +241,11 @@ impl StreamState {
         (metrics.viewers_peak, metrics.viewers_end) = timeline.peak_and_end(start, key.end);
         let mut rows = Vec::with_capacity(2 + pane.emojis.len() + pane.revenue.len());
         if !pane.emojis.is_empty() {
-            let top = top_with_ties(&pane.emojis, plan.top_k);
+            let top = top_with_ties(&pane.emojis, plan.top_k, plan.config().top_max_entries);
             rows.push(Row::WindowTopEmojis {
                 key: key.clone(),
-                top,
+                top: top.entries,
+                truncated: top.truncated,
                 is_final,
             });
         }

@@ -114,7 +114,7 @@ impl Db {
         let actual = format!(
             "SELECT to_jsonb(t) - 'updated_at' || jsonb_build_object('table', 'window_metrics') FROM \"{schema}\".window_metrics t
              UNION ALL SELECT to_jsonb(t) - 'updated_at' || jsonb_build_object('table', 'window_emojis') FROM \"{schema}\".window_emojis t
-             UNION ALL SELECT to_jsonb(t) - 'updated_at' || jsonb_build_object('table', 'window_top_emojis') FROM \"{schema}\".window_top_emojis t
+             UNION ALL SELECT to_jsonb(t) - 'updated_at' - (CASE WHEN t.truncated THEN '' ELSE 'truncated' END) || jsonb_build_object('table', 'window_top_emojis') FROM \"{schema}\".window_top_emojis t
              UNION ALL SELECT to_jsonb(t) - 'updated_at' - 'amount_units' || jsonb_build_object('table', 'window_revenue') FROM \"{schema}\".window_revenue t
              UNION ALL SELECT to_jsonb(t) - 'updated_at' || jsonb_build_object('table', 'moments') FROM \"{schema}\".moments t
              UNION ALL SELECT to_jsonb(t) - 'updated_at' || jsonb_build_object('table', 'stream_totals') FROM \"{schema}\".stream_totals t

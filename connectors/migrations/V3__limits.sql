@@ -4,3 +4,6 @@ ALTER TABLE window_revenue DROP COLUMN amount;
 ALTER TABLE window_revenue ALTER COLUMN amount_units TYPE numeric;
 ALTER TABLE window_revenue
     ADD COLUMN amount numeric GENERATED ALWAYS AS (amount_units / 10000) STORED;
+
+-- A top-emoji list is cut after pipeline.top_max_entries (ties included); the row says so.
+ALTER TABLE window_top_emojis ADD COLUMN truncated boolean NOT NULL DEFAULT false;
