@@ -3,7 +3,9 @@
 //! lateness plus the out-of-orderness, once while `crowdpulse run` catches up on a backlog and
 //! once after it caught up while a producer keeps producing. Partitions that are behind, or
 //! whose broker does not answer, never go idle, so the outage makes no record late: the final
-//! rows `run` writes equal `replay`'s. Alone in its test binary: it pauses brokers for seconds.
+//! rows `run` writes equal `replay`'s; HTTP ingest answers 503 within its produce timeout while
+//! the broker is paused and recovers after. Alone in its test binary: it pauses brokers for
+//! seconds.
 
 mod support;
 
@@ -294,4 +296,44 @@ fn assert_same_rows(got: &[String], expected: &[String]) {
             expected.len()
         );
     }
+}
+
+/// HTTP ingest with the broker down answers 503 within `kafka.produce_timeout`, not after
+/// librdkafka's default 5 minutes of retrying, and works again once the broker is back.
+#[test]
+fn http_ingest_answers_503_within_the_produce_timeout_while_the_broker_is_paused() {
+    let topic = "ingest-outage";
+    let broker = Broker::with_topic(topic);
+    let topics = format!("[{{name = \"{topic}\"}}]");
+    let mut env: Vec<(&str, &str)> = PIPELINE.to_vec();
+    env.push(("CROWDPULSE__KAFKA__TOPICS", &topics));
+    env.push(("CROWDPULSE__KAFKA__DEAD_LETTER_TOPIC", ""));
+    env.push(("CROWDPULSE__KAFKA__PRODUCE_TIMEOUT", "1s"));
+    let (run, _rows) = broker.run(&env);
+    let post = || {
+        support::http(
+            &run.address,
+            "POST",
+            "/v1/events",
+            Some((
+                "application/x-ndjson",
+                br#"{"type":"reaction","stream_id":"s","user_id":"u","emoji":"x"}"#,
+            )),
+        )
+    };
+    assert_eq!(post().0, 202);
+    broker.signal("-STOP");
+    let began = Instant::now();
+    let (status, answer) = post();
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("kafka_unavailable"), "{answer}");
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    broker.signal("-CONT");
+    // An idempotent producer whose messages timed out may be fenced by the broker: without a
+    // new producer, ingest stayed at 503 after the broker was back.
+    support::eventually("ingest to work again", || post().0 == 202);
 }

@@ -328,3 +328,39 @@ fn rows_that_cannot_be_written_stop_the_run() {
         );
     }
 }
+
+/// A record Kafka can never take (here: larger than the producer's `message.max.bytes`, with field
+/// limits raised to let it through validation) is refused in the answer, by index, while the rest
+/// of the request is produced: it used to fail the whole request with 503, so clients retried
+/// forever and duplicated the records before it.
+#[test]
+fn a_record_kafka_cannot_take_is_refused_alone() {
+    let topic = fresh_topic("run-too-large", 1);
+    let dead = fresh_topic("run-too-large-dlq", 1);
+    let group = format!("{topic}-group");
+    let (run, _rows) = start_run(
+        &topic,
+        &dead,
+        &group,
+        &[
+            ("CROWDPULSE__PIPELINE__LIMITS__TEXT_BYTES", "4000000"),
+            ("CROWDPULSE__API__MAX_BODY_BYTES", "4000000"),
+        ],
+    );
+    let huge = format!(
+        r#"{{"type":"chat","stream_id":"big","user_id":"u","text":"{}"}}"#,
+        "x".repeat(1_100_000)
+    );
+    let small = r#"{"type":"reaction","stream_id":"big","user_id":"u","emoji":"x"}"#;
+    let (status, answer) = post(&run.address, &format!("{small}\n{huge}\n{small}\n"));
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    assert_eq!(answer["rejected"][0]["index"], 1, "{answer}");
+    assert!(
+        answer["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("kafka"),
+        "{answer}"
+    );
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crowdpulse_connectors::dead_letter_topic::DeadLetterTopic;
 use crowdpulse_connectors::generator::Generated;
-use crowdpulse_connectors::ingest_producer::{EnqueueError, IngestProducer};
+use crowdpulse_connectors::ingest_producer::{is_permanent, EnqueueError, IngestProducer};
 use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
 use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
 use crowdpulse_dataflow::event::{Event, EventBody, FieldLimits, Millis};
@@ -253,18 +253,34 @@ async fn produce(
                 index,
                 error: format!("no Kafka topic takes {} events", kind.name()),
             }),
+            Err(EnqueueError::TooLarge(error)) => rejected.push(Rejected {
+                index,
+                error: format!("kafka cannot take this record: {error}"),
+            }),
             Err(EnqueueError::Full) => return Err(busy()),
-            Err(EnqueueError::Kafka(error)) => return Err(ApiError::Produce(error)),
+            Err(EnqueueError::Kafka(error)) => {
+                producer.renew_if_failed(&error);
+                return Err(ApiError::Produce(error.to_string()));
+            }
         }
     }
-    rejected.sort_by_key(|r| r.index);
-    *accepted = routed;
-    for delivery in join_all(deliveries).await {
+    let mut delivered = Vec::with_capacity(routed.len());
+    for ((index, event), delivery) in routed.into_iter().zip(join_all(deliveries).await) {
         match delivery {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => return Err(ApiError::Produce(error.to_string())),
+            Ok(Ok(_)) => delivered.push((index, event)),
+            // The broker refused this record for what it is: listed, never worth a retry.
+            Ok(Err((error, _))) if is_permanent(&error) => rejected.push(Rejected {
+                index,
+                error: format!("kafka refused this record: {error}"),
+            }),
+            Ok(Err((error, _))) => {
+                producer.renew_if_failed(&error);
+                return Err(ApiError::Produce(error.to_string()));
+            }
             Err(_) => return Err(ApiError::Produce("producer closed".into())),
         }
     }
+    rejected.sort_by_key(|r| r.index);
+    *accepted = delivered;
     Ok(())
 }

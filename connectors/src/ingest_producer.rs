@@ -7,40 +7,105 @@ use crowdpulse_dataflow::event::{Event, EventKind, Millis};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use std::sync::{Arc, RwLock};
+
+use tracing::warn;
+
 use crate::error::{ConnectorError, Result};
 use crate::kafka_config::KafkaConfig;
 use crate::kafka_delivery::producer_config;
 
 /// Why an event was not queued.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum EnqueueError {
     /// The producer holds `producer_queue_messages` unconfirmed messages: try again later.
     Full,
     /// No configured topic takes this kind.
     NoTopic(EventKind),
+    /// The message can never be produced (larger than the producer's `message.max.bytes`):
+    /// the client must not retry it.
+    TooLarge(String),
     /// librdkafka refused the message.
-    Kafka(String),
+    Kafka(KafkaError),
+}
+
+/// Whether a produce error is the record's own fault, which no retry mends (as opposed to an
+/// outage).
+pub fn is_permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
 }
 
 /// Produces HTTP-ingested events.
 pub struct IngestProducer {
-    producer: FutureProducer,
+    producer: RwLock<Arc<FutureProducer>>,
     kafka: KafkaConfig,
 }
 
 impl IngestProducer {
     /// A producer for the `[kafka]` section's brokers and topics.
     pub fn new(kafka: &KafkaConfig) -> Result<Self> {
-        let capacity = kafka.producer_queue_messages.to_string();
-        let producer = producer_config(&kafka.brokers)
-            // The bound behind 503: a full queue refuses instead of growing.
-            .set("queue.buffering.max.messages", &capacity)
-            .create()
-            .map_err(|e| ConnectorError::Kafka(format!("creating the ingest producer: {e}")))?;
         Ok(Self {
-            producer,
+            producer: RwLock::new(Arc::new(Self::create(kafka)?)),
             kafka: kafka.clone(),
         })
+    }
+
+    fn create(kafka: &KafkaConfig) -> Result<FutureProducer> {
+        let capacity = kafka.producer_queue_messages.to_string();
+        let timeout = kafka.produce_timeout.0.to_string();
+        producer_config(&kafka.brokers)
+            // The bound behind 503: a full queue refuses instead of growing.
+            .set("queue.buffering.max.messages", &capacity)
+            // A broker outage answers 503 within this, not after librdkafka's 5 minutes.
+            .set("message.timeout.ms", &timeout)
+            .create()
+            .map_err(|e| ConnectorError::Kafka(format!("creating the ingest producer: {e}")))
+    }
+
+    fn current(&self) -> Arc<FutureProducer> {
+        Arc::clone(&self.producer.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the producer after `error` when no later message of it could succeed: a fatal
+    /// error, or an idempotent producer's identity refused by the broker (after messages timed
+    /// out during an outage, brokers may fence it). Ingest would otherwise answer 503 forever
+    /// after the broker is back.
+    pub fn renew_if_failed(&self, error: &KafkaError) {
+        let current = self.current();
+        let refused_identity = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::InvalidProducerIdMapping
+                    | RDKafkaErrorCode::Fatal
+            )
+        );
+        let fatal = current.client().fatal_error();
+        if !refused_identity && fatal.is_none() {
+            return;
+        }
+        let mut slot = self.producer.write().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&slot, &current) {
+            return; // another request renewed it already
+        }
+        match Self::create(&self.kafka) {
+            Ok(fresh) => {
+                warn!(%error, ?fatal, "the ingest producer can produce no more; starting a new one");
+                *slot = Arc::new(fresh);
+            }
+            Err(error) => warn!(%error, "the ingest producer failed and cannot be recreated"),
+        }
     }
 
     /// Whether `records` more messages fit in the queue now.
@@ -50,7 +115,7 @@ impl IngestProducer {
 
     /// Messages queued or awaiting confirmation.
     pub fn in_flight(&self) -> usize {
-        self.producer.in_flight_count().max(0) as usize
+        self.current().in_flight_count().max(0) as usize
     }
 
     /// Queues `event` (`raw` is the JSON it was decoded from, produced as is to JSON topics) with
@@ -77,11 +142,12 @@ impl IngestProducer {
             .key(event.stream_id.as_bytes())
             .payload(payload)
             .timestamp(arrival as i64);
-        self.producer
+        self.current()
             .send_result(record)
             .map_err(|(error, _)| match error {
                 KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => EnqueueError::Full,
-                other => EnqueueError::Kafka(other.to_string()),
+                other if is_permanent(&other) => EnqueueError::TooLarge(other.to_string()),
+                other => EnqueueError::Kafka(other),
             })
     }
 }

@@ -53,6 +53,9 @@ pub struct KafkaConfig {
     pub start: String,
     /// Messages the producer may hold unconfirmed before HTTP ingest answers 503.
     pub producer_queue_messages: u32,
+    /// How long HTTP ingest waits for the broker to confirm its events before answering 503
+    /// (librdkafka `message.timeout.ms`, whose own default is 5 minutes).
+    pub produce_timeout: Span,
     /// How often read offsets are committed to the group and lag is measured.
     pub progress_interval: Span,
     /// How long the broker may hold a fetch for more data (librdkafka `fetch.wait.max.ms`).
@@ -74,6 +77,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: "dead_letters".into(),
             start: "earliest".into(),
             producer_queue_messages: 100_000,
+            produce_timeout: Span(10_000),
             progress_interval: Span(1_000),
             fetch_wait_max: Span(10),
         }
