@@ -464,8 +464,8 @@ impl BodyFormat {
     }
 }
 
-/// Splits a body into its records.
-fn records(body: &Bytes, format: BodyFormat) -> Result<Vec<&[u8]>, ApiError> {
+/// Splits an ingest body into its records.
+pub fn split_records(body: &Bytes, format: BodyFormat) -> Result<Vec<&[u8]>, ApiError> {
     match format {
         BodyFormat::JsonArray => {
             let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
@@ -491,7 +491,7 @@ pub async fn ingest_events(
     state: AppState,
 ) -> Result<Response, Rejection> {
     let format = BodyFormat::from_content_type(content_type.as_deref()).map_err(reject)?;
-    let records = records(&body, format).map_err(reject)?;
+    let records = split_records(&body, format).map_err(reject)?;
     if records.is_empty() {
         return Err(reject(ApiError::BadRequest("no events in the body".into())));
     }

@@ -218,14 +218,23 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self> {
-        let mut table = match path {
+        match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| ConnectorError::io(p, e))?;
-                toml::from_str::<toml::Table>(&text)
-                    .map_err(|e| ConnectorError::Config(format!("{}: {e}", p.display())))?
+                Self::from_toml(&text, &p.display().to_string(), env)
             }
-            None => toml::Table::new(),
-        };
+            None => Self::from_toml("", "defaults", env),
+        }
+    }
+
+    /// Parses configuration text (`origin` names it in errors) and applies the overrides.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        let mut table = toml::from_str::<toml::Table>(text)
+            .map_err(|e| ConnectorError::Config(format!("{origin}: {e}")))?;
         let mut overrides: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
