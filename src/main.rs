@@ -19,7 +19,7 @@ use crowdpulse_dataflow::config::Span;
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::timestamp::parse_rfc3339;
 use crowdpulse_runtime::cluster::Cluster;
-use crowdpulse_runtime::live::{run_until_ctrl_c, Feed, LiveOptions};
+use crowdpulse_runtime::live::{run_until_stopped, Feed, LiveOptions};
 use crowdpulse_runtime::process::{process_files, ProcessOptions};
 use crowdpulse_runtime::replay::{replay, ReplayOptions};
 use crowdpulse_runtime::run::{self, backfill, RowsOutput, RunOptions};
@@ -233,7 +233,7 @@ fn serve_live(
         plan: plan(&config)?,
         api: config.api,
     };
-    run_until_ctrl_c(&options, announce)?;
+    run_until_stopped(&options, announce)?;
     Ok(())
 }
 

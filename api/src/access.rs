@@ -83,6 +83,12 @@ impl Access {
             })?;
             access.add(&text, &path.display().to_string())?;
         }
+        // Tokens were asked for: an empty variable or a file of comments must not mean "open".
+        if access.is_open() && (config.tokens.is_some() || config.tokens_file.is_some()) {
+            return Err(ApiError::AccessConfig(
+                "api.tokens or api.tokens_file is set but holds no token".into(),
+            ));
+        }
         Ok(access)
     }
 
@@ -198,15 +204,21 @@ mod tests {
 
     #[test]
     fn bad_entries_are_refused_without_echoing_the_token() {
-        for bad in [
-            "read:short",
-            "reader:xxxxxxxxxxxxxxxxxxxx",
-            "xxxxxxxxxxxxxxxxxxxx",
+        for (bad, secret) in [
+            ("read:short", "short"),
+            ("reader:xxxxxxxxxxxxxxxxxxxx", "xxxx"),
+            ("xxxxxxxxxxxxxxxxxxxx", "xxxx"),
         ] {
             let message = access(bad).unwrap_err().to_string();
             assert!(
-                message.contains("entry 1") && !message.contains("xxxx"),
+                message.contains("entry 1") && !message.contains(secret),
                 "{message}"
+            );
+        }
+        for empty in ["", " ; ", "# nothing yet"] {
+            assert!(
+                access(empty).is_err(),
+                "{empty:?} must not mean open access"
             );
         }
         let debug = format!("{:?}", access("read:secretsecretsecret").unwrap());

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// A browser origin that is neither the server's own nor in `api.cors_origins` (403).
     #[error("origin {0} is not allowed")]
     ForbiddenOrigin(String),
+    /// A server without tokens reached by a host name it does not know (403).
+    #[error("host {0} is not allowed: add it to api.allowed_hosts, or configure tokens")]
+    ForbiddenHost(String),
     /// `api.tokens`, `api.tokens_file` or `api.cors_origins` is unusable (at start).
     #[error("api access: {0}")]
     AccessConfig(String),
@@ -84,7 +87,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ForbiddenOrigin(_) | ApiError::ForbiddenHost(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::PayloadTooLarge(_) | ApiError::TooManyEvents(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -112,6 +117,7 @@ impl ApiError {
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::ForbiddenOrigin(_) => "forbidden_origin",
+            ApiError::ForbiddenHost(_) => "forbidden_host",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::TooManyEvents(_) => "too_many_events",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",

@@ -348,10 +348,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
             |id: String, content_type: Option<String>, body: Bytes, state: AppState| async move {
                 // Required, not assumed: a cross-site form or `text/plain` post is a "simple"
                 // request that browsers send without asking first.
-                if !content_type
-                    .as_deref()
-                    .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/json"))
-                {
+                let format = handlers::BodyFormat::from_content_type(content_type.as_deref());
+                if !matches!(format, Ok(handlers::BodyFormat::JsonArray)) {
                     return Err(warp::reject::custom(ApiError::UnsupportedMediaType(
                         "reactions are posted as application/json".into(),
                     )));
@@ -392,7 +390,14 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     let push = websocket.or(sse).unify().boxed();
 
     let cors = Arc::clone(&origins);
-    preflight(&origins)
+    let hosts = Arc::clone(&origins);
+    let known_host = warp::header::headers_cloned()
+        .and_then(move |headers: HeaderMap| {
+            let hosts = Arc::clone(&hosts);
+            async move { hosts.check_host(&headers).map_err(warp::reject::custom) }
+        })
+        .untuple_one();
+    let api = preflight(&origins)
         .or(ops)
         .unify()
         .or(reads)
@@ -402,19 +407,24 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .or(push)
         .unify()
         .or(crate::dashboard::routes())
-        .unify()
+        .unify();
+    known_host
+        .and(api)
         .recover(recover)
         .unify()
         .and(warp::header::headers_cloned())
         .map(move |mut response: Response, request: HeaderMap| {
+            let headers = response.headers_mut();
             // Lets listed sites read answers; a browser hides them from any other site.
             if let Some(allow) = cors.allow_header(&request) {
-                let headers = response.headers_mut();
                 headers.insert("access-control-allow-origin", allow);
                 headers.insert(
                     "access-control-expose-headers",
                     HeaderValue::from_static("retry-after"),
                 );
+            }
+            // Caches must not hand one site's answer (with or without CORS) to another.
+            if cors.any_listed() {
                 headers.append("vary", HeaderValue::from_static("origin"));
             }
             response

@@ -458,7 +458,7 @@ impl BodyFormat {
             }
             other => Err(ApiError::UnsupportedMediaType(format!(
                 "content type {} is not accepted; use application/json (an array of events) or application/x-ndjson",
-                other.unwrap_or("(none)")
+                other.map_or("(none)".into(), crowdpulse_dataflow::error::excerpt)
             ))),
         }
     }

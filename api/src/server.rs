@@ -98,7 +98,7 @@ pub async fn serve(
     {
         warn!(
             ?grace,
-            "connections still open after the shutdown grace are dropped"
+            "connections still open after the shutdown grace end with the process"
         );
     }
 }

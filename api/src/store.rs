@@ -60,11 +60,16 @@ pub struct StreamView {
     /// The latest reactions, newest first.
     pub recent_reactions: VecDeque<RecentReaction>,
     push: broadcast::Sender<Arc<str>>,
+    /// The output frontier when the view was created (or first seen by eviction, when there was
+    /// none yet): a view that has nothing yet stays while this is within the retention (the
+    /// dataflow's rows follow an ingested reaction shortly).
+    created: Option<Millis>,
 }
 
 impl StreamView {
-    fn new() -> Self {
+    fn new(created: Option<Millis>) -> Self {
         Self {
+            created,
             windows: BTreeMap::new(),
             moments: BTreeMap::new(),
             totals: None,
@@ -209,11 +214,12 @@ impl ViewStore {
             let StoreState {
                 streams,
                 emoji_totals,
+                frontier: created,
                 ..
             } = &mut *state;
             let view = streams
                 .entry(stream_id.to_owned())
-                .or_insert_with(StreamView::new);
+                .or_insert_with(|| StreamView::new(*created));
             for change in &changes {
                 self.apply_row(view, emoji_totals, change.row, change.diff);
             }
@@ -283,8 +289,7 @@ impl ViewStore {
                 if &*key.window == base {
                     let delta = *count as i128 * diff as i128;
                     for totals in [&mut view.emoji_totals, all_emoji_totals] {
-                        let entry = totals.entry(emoji.clone()).or_default();
-                        *entry = (*entry as i128 + delta).max(0) as u64;
+                        add_session_count(totals, emoji, delta);
                     }
                 }
             }
@@ -341,13 +346,12 @@ impl ViewStore {
                 _ => true,
             });
         }
-        // A reaction is recorded at ingest, before the dataflow's rows for it: the view it
-        // created stays while the reaction is within the retention.
         state.streams.retain(|_, view| {
+            let created = *view.created.get_or_insert(frontier);
             !view.windows.is_empty()
                 || !view.moments.is_empty()
                 || view.push.receiver_count() > 0
-                || view.recent_reactions.front().is_some_and(|r| r.ts > cutoff)
+                || created > cutoff
         });
     }
 
@@ -359,10 +363,11 @@ impl ViewStore {
             reaction.clone(),
             RECENT_REACTIONS,
         );
+        let created = state.frontier;
         let view = state
             .streams
             .entry(reaction.stream_id.clone())
-            .or_insert_with(StreamView::new);
+            .or_insert_with(|| StreamView::new(created));
         push_front_bounded(&mut view.recent_reactions, reaction, RECENT_REACTIONS);
     }
 
@@ -370,10 +375,11 @@ impl ViewStore {
     /// that has not produced anything yet).
     pub fn subscribe(&self, stream_id: &str) -> broadcast::Receiver<Arc<str>> {
         let mut state = self.write();
+        let created = state.frontier;
         state
             .streams
             .entry(stream_id.to_owned())
-            .or_insert_with(StreamView::new)
+            .or_insert_with(|| StreamView::new(created))
             .push
             .subscribe()
     }
@@ -454,6 +460,30 @@ fn window_end(row: &Row) -> Option<Millis> {
         | Row::WindowRevenue { key, .. } => Some(key.end),
         _ => None,
     }
+}
+
+/// Distinct emojis a session total keeps: beyond, a new emoji replaces the least counted one, so
+/// memory follows this bound rather than every emoji ever sent.
+const MAX_SESSION_EMOJIS: usize = 10_000;
+
+/// Adds `delta` to `emoji`'s session count; counts that reach zero are dropped.
+fn add_session_count(totals: &mut BTreeMap<String, u64>, emoji: &str, delta: i128) {
+    let current = totals.get(emoji).copied();
+    let next = (i128::from(current.unwrap_or(0)) + delta).max(0) as u64;
+    if next == 0 {
+        totals.remove(emoji);
+        return;
+    }
+    if current.is_none() && totals.len() >= MAX_SESSION_EMOJIS {
+        let least = totals
+            .iter()
+            .min_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(e, _)| e.clone());
+        if let Some(least) = least {
+            totals.remove(&least);
+        }
+    }
+    totals.insert(emoji.to_owned(), next);
 }
 
 /// The push message of one flush: rows that are now current, and rows withdrawn.

@@ -86,6 +86,10 @@ pub struct ApiConfig {
     /// Browser origins (`https://host[:port]`, or `*`) allowed besides the server's own: CORS
     /// answers, cross-site writes and WebSocket upgrades.
     pub cors_origins: Vec<String>,
+    /// Host names (without port) by which a server without tokens may be reached, besides IP
+    /// addresses and `localhost`: a browser page of any site could otherwise reach an open
+    /// server through a name it controls (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
     /// Limits on requests and answers.
     pub limits: ApiLimits,
 }
@@ -100,12 +104,13 @@ impl Default for ApiConfig {
             tokens: None,
             tokens_file: None,
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             limits: ApiLimits::default(),
         }
     }
 }
 
-/// The settings without secrets: tokens show as their count.
+/// The settings without secrets: tokens show as `***`.
 impl fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiConfig")
@@ -116,6 +121,7 @@ impl fmt::Debug for ApiConfig {
             .field("tokens", &self.tokens.as_ref().map(|_| "***"))
             .field("tokens_file", &self.tokens_file)
             .field("cors_origins", &self.cors_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("limits", &self.limits)
             .finish()
     }
@@ -144,6 +150,37 @@ pub struct ApiLimits {
     pub max_websocket_message_bytes: usize,
     /// How long open requests may finish after a stop signal.
     pub shutdown_grace: Span,
+}
+
+impl ApiLimits {
+    /// Refuses zeros: each would refuse every request or, for timeouts, mean none.
+    pub fn validate(&self) -> Result<()> {
+        let counts = [
+            ("max_events_per_request", self.max_events_per_request),
+            ("max_connections", self.max_connections),
+            ("max_live_clients", self.max_live_clients),
+            (
+                "max_websocket_message_bytes",
+                self.max_websocket_message_bytes,
+            ),
+        ];
+        let spans = [
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+            ("send_timeout", self.send_timeout),
+        ];
+        let zero = counts
+            .iter()
+            .find(|(_, n)| *n == 0)
+            .map(|(name, _)| *name)
+            .or_else(|| spans.iter().find(|(_, s)| s.0 == 0).map(|(name, _)| *name));
+        match zero {
+            Some(name) => Err(ConnectorError::Config(format!(
+                "api.limits.{name} must be > 0"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Default for ApiLimits {
@@ -248,6 +285,7 @@ impl Config {
             .map_err(|e: toml::de::Error| ConnectorError::Config(e.to_string()))?;
         Plan::new(config.pipeline.clone())?;
         config.kafka.validate()?;
+        config.api.limits.validate()?;
         config.postgres.validate()?;
         if config.cluster.workers == 0 {
             return Err(ConnectorError::Config(

@@ -100,6 +100,12 @@ impl KafkaConfig {
                 "kafka.topics is empty: name at least one topic".into(),
             ));
         }
+        if self.produce_timeout.0 == 0 {
+            // librdkafka reads 0 as "retry forever".
+            return Err(ConnectorError::Config(
+                "kafka.produce_timeout must be > 0".into(),
+            ));
+        }
         for (i, topic) in self.topics.iter().enumerate() {
             if topic.name.trim().is_empty() {
                 return Err(ConnectorError::Config(format!(

@@ -8,7 +8,7 @@ use bincode::Options;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::error::{excerpt, Error, Result};
+use crate::error::{excerpt, shown, Error, Result};
 use crate::event::{
     Event, EventBody, EventKind, FieldLimits, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE,
 };
@@ -207,8 +207,12 @@ fn amount(field: Option<Loose<'_>>) -> Result<i64> {
         }
         None => return Err(Error::Invalid("missing field amount".into())),
     };
-    // Out-of-range values saturate, and [`Event::validate`] refuses them with the same rule as
-    // bincode's units.
+    // Refused before scaling: -0.00004 would round to an accepted 0.
+    if value < 0.0 {
+        return Err(Error::Invalid("amount must be >= 0".into()));
+    }
+    // Values beyond the cap saturate, and [`Event::validate`] refuses them with the same rule
+    // as bincode's units.
     Ok((value * AMOUNT_SCALE as f64).round() as i64)
 }
 
@@ -225,7 +229,7 @@ fn viewer_body<'a>(
             other => Err(Error::Invalid(format!(
                 "viewer_count must be a non-negative integer, got {}",
                 match other {
-                    Loose::Float(f) => format!("{f}"),
+                    Loose::Float(f) => shown(f),
                     other => other.type_name().to_owned(),
                 }
             ))),
@@ -604,6 +608,7 @@ mod tests {
         let reaction = |emoji: &str| {
             json(&serde_json::json!({"type":"reaction","stream_id":"s","user_id":"u","ts":1,"emoji":emoji}).to_string())
         };
+        assert!(json(r#"{"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"bits","amount":-0.00004,"currency":"USD"}"#).is_err());
         assert!(reaction(&"x".repeat(64)).is_ok());
         assert!(reaction(&"x".repeat(65)).is_err());
         let huge = "y".repeat(100_000);
@@ -612,6 +617,8 @@ mod tests {
             serde_json::json!({"type": "stream_meta", "stream_id": "s", "ts": 1, "status": huge}),
             serde_json::json!({"type": "chat", "stream_id": "s", "user_id": "u", "ts": huge, "text": "x"}),
             serde_json::json!({"type": "chat", "stream_id": huge, "user_id": "u", "ts": 1, "text": "x"}),
+            serde_json::json!({"type": "chat", "stream_id": "s", "user_id": "u", "ts": 1e308, "text": "x"}),
+            serde_json::json!({"type": "viewer", "stream_id": "s", "ts": 1, "viewer_count": 1e308}),
         ] {
             let message = json(&record.to_string()).unwrap_err().to_string();
             assert!(

@@ -32,6 +32,16 @@ pub enum Error {
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A number from a record for an error message: plain while short, in exponent form beyond
+/// (`1e308` would otherwise print 309 digits).
+pub fn shown(value: f64) -> String {
+    if value.abs() < 1e16 {
+        format!("{value}")
+    } else {
+        format!("{value:e}")
+    }
+}
+
 /// Longest part of a record's own text that an error message quotes, in bytes.
 const EXCERPT_BYTES: usize = 48;
 

@@ -3,7 +3,7 @@
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::error::{excerpt, Error, Result};
+use crate::error::{excerpt, shown, Error, Result};
 use crate::event::Millis;
 
 /// Parses an RFC 3339 timestamp (`2026-11-22T10:00:00.250Z`, any offset) into epoch milliseconds.
@@ -20,7 +20,8 @@ pub fn parse_rfc3339(text: &str) -> Result<Millis> {
 pub fn millis_from_number(value: f64) -> Result<Millis> {
     if !value.is_finite() || value < 0.0 || value.fract() != 0.0 || value > 9.0e15 {
         return Err(Error::Invalid(format!(
-            "ts {value} is not a non-negative integer of epoch milliseconds"
+            "ts {} is not a non-negative integer of epoch milliseconds",
+            shown(value)
         )));
     }
     Ok(value as Millis)

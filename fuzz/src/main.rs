@@ -24,8 +24,18 @@ fn main() {
         }
     }
     let out = std::path::Path::new("target/fuzz-findings");
+    let targets = targets();
+    if let Some(unknown) = chosen
+        .iter()
+        .find(|c| !targets.iter().any(|t| t.name == c.as_str()))
+    {
+        let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
+        eprintln!("unknown target {unknown}; targets: {}", names.join(", "));
+        std::process::exit(2);
+    }
+    println!("seed {seed}");
     let mut found = 0;
-    for target in targets() {
+    for target in targets {
         if !chosen.is_empty() && !chosen.iter().any(|c| c == target.name) {
             continue;
         }
@@ -39,7 +49,7 @@ fn main() {
         );
         for (index, (input, what)) in report.findings.iter().enumerate() {
             std::fs::create_dir_all(out).expect("findings directory");
-            let path = out.join(format!("{}-{index}.bin", target.name));
+            let path = out.join(format!("{}-{seed}-{index}.bin", target.name));
             std::fs::write(&path, input).expect("finding written");
             println!("  {}: {what}", path.display());
             found += 1;

@@ -186,7 +186,8 @@ impl LiveApp {
         let plan = &options.plan;
         // Unusable tokens or origins stop the start before anything runs.
         let access = Arc::new(Access::from_config(&options.api)?);
-        let origins = Arc::new(Origins::new(&options.api.cors_origins)?);
+        let open_hosts = access.is_open().then_some(&options.api.allowed_hosts[..]);
+        let origins = Arc::new(Origins::new(&options.api.cors_origins, open_hosts)?);
         let base_window = plan.base_window().ok_or_else(|| {
             crowdpulse_dataflow::Error::Config(
                 "the live API needs at least one tumbling window".into(),
@@ -317,9 +318,9 @@ async fn failure(failed: &OnceLock<String>, sinks: &[Arc<dyn Sink>]) -> String {
     }
 }
 
-/// Runs the live server on `options.api.bind` until Ctrl-C, or until a sink fails (then an
-/// error); `on_listening` learns the address.
-pub fn run_until_ctrl_c(
+/// Runs the live server on `options.api.bind` until SIGINT or SIGTERM, or until a worker or a
+/// sink fails (then an error); `on_listening` learns the address.
+pub fn run_until_stopped(
     options: &LiveOptions,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<()> {

@@ -26,7 +26,7 @@ use tracing::info;
 use crate::cluster::Cluster;
 use crate::error::{Result, RuntimeError};
 use crate::execute::Checkpoints;
-use crate::live::{run_until_ctrl_c, Feed, LiveOptions};
+use crate::live::{run_until_stopped, Feed, LiveOptions};
 use crate::process::{run_into, BoundedRun, ProcessSummary};
 use crate::sources::Sources;
 
@@ -284,5 +284,5 @@ pub fn live(options: RunOptions, announce: impl FnOnce(SocketAddr)) -> Result<()
         plan: options.plan,
         api: options.config.api,
     };
-    run_until_ctrl_c(&live, announce)
+    run_until_stopped(&live, announce)
 }

@@ -913,13 +913,13 @@ async fn slow_clients_are_cut_off() {
 
     let mut unfinished = connect().await.unwrap();
     unfinished
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
     closed_within(&mut unfinished, Duration::from_secs(3)).await;
 
     let mut idle = connect().await.unwrap();
-    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let answered = closed_within(&mut idle, Duration::from_secs(3)).await;
@@ -927,7 +927,7 @@ async fn slow_clients_are_cut_off() {
 
     let mut slow_body = connect().await.unwrap();
     slow_body
-        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[")
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[")
         .await
         .unwrap();
     let answered = closed_within(&mut slow_body, Duration::from_secs(3)).await;
@@ -940,7 +940,7 @@ async fn slow_clients_are_cut_off() {
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut over = connect().await.unwrap();
-    over.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    over.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .ok();
     let answered = closed_within(&mut over, Duration::from_secs(1)).await;
@@ -967,13 +967,13 @@ async fn surplus_live_clients_are_refused_and_silent_ones_do_not_hold_the_stop()
     let (address, stop, server) = listen(&app).await;
     let mut follower = tokio::net::TcpStream::connect(address).await.unwrap();
     follower
-        .write_all(b"GET /v1/streams/big/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /v1/streams/big/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut surplus = tokio::net::TcpStream::connect(address).await.unwrap();
     surplus
-        .write_all(b"GET /v1/streams/big/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /v1/streams/big/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let answered = closed_within(&mut surplus, Duration::from_secs(3)).await;
@@ -1055,4 +1055,47 @@ async fn stream_views_retire_with_their_followers_and_the_retention() {
     })
     .await;
     app.shutdown();
+}
+
+/// DNS rebinding: a page of any site that points a name it controls at an open (tokenless)
+/// server would be "the server's own origin" to the browser; such a server answers only to IP
+/// addresses, `localhost` and `api.allowed_hosts`. With tokens, any host will do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_server_answers_only_to_its_own_host_names() {
+    let app = start(ApiConfig {
+        allowed_hosts: vec!["crowdpulse.internal".into()],
+        ..ApiConfig::default()
+    });
+    let api = routes(app.state.clone());
+    let get_by = |host: &str| {
+        warp::test::request()
+            .path("/v1/streams")
+            .header("host", host)
+    };
+    for host in [
+        "127.0.0.1:8080",
+        "localhost:8080",
+        "crowdpulse.internal:8080",
+    ] {
+        assert_eq!(
+            status_of(&api, get_by(host)).await.0,
+            StatusCode::OK,
+            "{host}"
+        );
+    }
+    let (status, body, _) = {
+        let response = get_by("rebound.evil.example:8080").reply(&api).await;
+        let body: Value = serde_json::from_slice(response.body()).unwrap();
+        (response.status(), body, ())
+    };
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden_host");
+    app.shutdown();
+    let guarded = start(with_tokens());
+    let api = routes(guarded.state.clone());
+    let request = warp::test::request()
+        .path("/v1/streams")
+        .header("host", "rebound.evil.example:8080")
+        .header("authorization", format!("Bearer {READ}"));
+    assert_eq!(status_of(&api, request).await.0, StatusCode::OK);
+    guarded.shutdown();
 }

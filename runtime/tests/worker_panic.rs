@@ -11,7 +11,7 @@ use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_runtime::cluster::Cluster;
-use crowdpulse_runtime::live::{run_until_ctrl_c, Feed, LiveOptions};
+use crowdpulse_runtime::live::{run_until_stopped, Feed, LiveOptions};
 
 /// Panics at its first flush with rows, inside the worker that runs the sink stage.
 struct PanickingSink(AtomicBool);
@@ -47,7 +47,7 @@ fn a_panicking_worker_ends_the_run_with_an_error() {
     };
     let (done, outcome) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = done.send(run_until_ctrl_c(&options, |_| {}).map_err(|e| e.to_string()));
+        let _ = done.send(run_until_stopped(&options, |_| {}).map_err(|e| e.to_string()));
     });
     let outcome = outcome
         .recv_timeout(Duration::from_secs(20))
