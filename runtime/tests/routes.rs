@@ -624,6 +624,9 @@ where
     (response.status(), response.headers().clone())
 }
 
+/// A route (method, path, body) and the tokens that may and may not use it; None: open to all.
+type Scoped<'a> = (&'a str, &'a str, &'a [u8], Option<(&'a str, &'a str)>);
+
 /// Every route without a token, with a token of another scope, and with the right one (DESIGN
 /// §6): 401 with a Bearer challenge, 403, then anything but those.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -633,7 +636,7 @@ async fn every_route_answers_by_token_and_scope() {
     let event = br#"[{"type":"reaction","stream_id":"s1","user_id":"u","emoji":"x"}]"#;
     let reaction = br#"{"emoji":"x"}"#;
     // (method, path, body, the token that may, one that may not); None: open to everyone.
-    let routes_and_scopes: [(&str, &str, &[u8], Option<(&str, &str)>); 19] = [
+    let routes_and_scopes: [Scoped; 19] = [
         ("GET", "/health", b"", None),
         ("GET", "/ready", b"", None),
         ("GET", "/openapi.json", b"", None),
@@ -664,7 +667,7 @@ async fn every_route_answers_by_token_and_scope() {
             .method(method)
             .path(path)
             .header("content-type", "application/json")
-            .body(body.to_vec());
+            .body(body);
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
@@ -745,7 +748,7 @@ async fn browsers_of_other_sites_cannot_write_or_follow() {
             .path("/v1/streams/s1/reactions")
             .header("host", "127.0.0.1:8080")
             .header("authorization", format!("Bearer {WRITE}"))
-            .body(br#"{"emoji":"x"}"#.to_vec());
+            .body(br#"{"emoji":"x"}"#);
         if let Some(origin) = origin {
             request = request.header("origin", origin);
         }
