@@ -326,6 +326,50 @@ fn tied_top_emojis_are_capped_and_marked() {
     assert_eq!(top[0]["truncated"], true);
 }
 
+/// A viewer who joined and vanished without a `leave` used to count (and be kept) forever; after
+/// `pipeline.viewer_timeout` (10 min) without a join or heartbeat they count no more.
+#[test]
+fn viewers_without_a_heartbeat_time_out() {
+    let dir = scratch("viewers");
+    let input = dir.join("viewers.ndjson");
+    let t0: u64 = 1_767_225_600_000;
+    let lines = [
+        format!(
+            r#"{{"type":"viewer","stream_id":"s","user_id":"gone","ts":{t0},"action":"join"}}"#
+        ),
+        format!(
+            r#"{{"type":"viewer","stream_id":"s","user_id":"stays","ts":{t0},"action":"join"}}"#
+        ),
+        format!(
+            r#"{{"type":"viewer","stream_id":"s","user_id":"stays","ts":{},"action":"heartbeat"}}"#,
+            t0 + 300_000
+        ),
+        format!(
+            r#"{{"type":"chat","stream_id":"s","user_id":"u","ts":{},"text":"still here?"}}"#,
+            t0 + 620_000
+        ),
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.join("out.ndjson");
+    process(std::slice::from_ref(&input), &out, 2);
+    let viewers_at = |start: u64| {
+        rows(&out)
+            .into_iter()
+            .find(|r| {
+                r["table"] == "window_metrics" && r["window"] == "10s" && r["window_start"] == start
+            })
+            .map(|r| {
+                (
+                    r["viewers_peak"].as_u64().unwrap(),
+                    r["viewers_end"].as_u64().unwrap(),
+                )
+            })
+    };
+    assert_eq!(viewers_at(t0), Some((2, 2)));
+    // 620 s in: "gone" timed out at 600 s, "stays" heartbeated at 300 s, so counts until 900 s.
+    assert_eq!(viewers_at(t0 + 620_000), Some((1, 1)));
+}
+
 /// A run that cannot finish (here: an input that turns out unreadable) fails without touching
 /// the previous output; a run that finishes replaces it whole.
 #[test]

@@ -173,6 +173,8 @@ pub struct PipelineConfig {
     pub moments: MomentsConfig,
     /// The longest accepted fields of an event (`[pipeline.limits]`).
     pub limits: FieldLimits,
+    /// A viewer whose latest join or heartbeat is this old counts as gone (`0s`: never).
+    pub viewer_timeout: Span,
 }
 
 impl Default for PipelineConfig {
@@ -193,6 +195,7 @@ impl Default for PipelineConfig {
             live_rows: true,
             moments: MomentsConfig::default(),
             limits: FieldLimits::default(),
+            viewer_timeout: Span(600_000),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::config::{MomentsConfig, PipelineConfig};
 use crate::error::{Error, Result};
+use crate::event::Millis;
 use crate::windows::{pane_size, WindowSpec};
 
 /// Settings resolved once; the dataflow only runs on a plan.
@@ -25,6 +26,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// How long a join or heartbeat keeps its viewer present (None: until a leave).
+    pub(crate) fn viewer_timeout(&self) -> Option<Millis> {
+        Some(self.config.viewer_timeout.0).filter(|t| *t > 0)
+    }
+
     /// Checks the settings and resolves the windows.
     pub fn new(config: PipelineConfig) -> Result<Self> {
         let specs = resolve_windows(&config)?;

@@ -32,8 +32,9 @@ fn compound(analyzer: &Analyzer, text: &str) -> i64 {
 
 /// Viewers at instant `t` by definition: the latest gauge reading at or before `t` (largest value
 /// among same-ms readings) if any, else the users whose latest action at or before `t` (leave
-/// outranking heartbeat outranking join at the same ms) is not a leave.
-fn viewers_at(events: &[&Event], t: Millis) -> u64 {
+/// outranking heartbeat outranking join at the same ms) is not a leave and, with a viewer
+/// timeout, happened less than that before `t`.
+fn viewers_at(events: &[&Event], t: Millis, timeout: Millis) -> u64 {
     let gauge = events
         .iter()
         .filter_map(|e| match e.body {
@@ -59,7 +60,10 @@ fn viewers_at(events: &[&Event], t: Millis) -> u64 {
             }
         }
     }
-    latest.values().filter(|(_, _, present)| *present).count() as u64
+    latest
+        .values()
+        .filter(|(ts, _, present)| *present && (timeout == 0 || t < ts + timeout))
+        .count() as u64
 }
 
 /// Per-window values the moments need, besides the row.
@@ -71,7 +75,7 @@ struct WindowFacts {
 fn window(
     key: WindowKey,
     all: &[&Event],
-    (top_k, top_max_entries): (usize, usize),
+    config: &PipelineConfig,
     analyzer: &Analyzer,
     rows: &mut Vec<Row>,
 ) -> WindowFacts {
@@ -136,11 +140,16 @@ fn window(
             })
             .map(|e| e.ts),
     );
-    m.viewers_peak = instants.map(|t| viewers_at(all, t)).max().unwrap_or(0);
-    m.viewers_end = viewers_at(all, end - 1);
+    let timeout = config.viewer_timeout.0;
+    m.viewers_peak = instants
+        .map(|t| viewers_at(all, t, timeout))
+        .max()
+        .unwrap_or(0);
+    m.viewers_end = viewers_at(all, end - 1, timeout);
     if !emojis.is_empty() {
         let mut ranked: Vec<(String, u64)> = emojis.clone().into_iter().collect();
         ranked.sort_by_key(|(e, c)| (std::cmp::Reverse(*c), e.clone()));
+        let (top_k, top_max_entries) = (config.top_k, config.top_max_entries);
         let kth = ranked[(top_k - 1).min(ranked.len() - 1)].1;
         let tied: Vec<(String, u64)> = ranked.into_iter().filter(|(_, c)| *c >= kth).collect();
         rows.push(Row::WindowTopEmojis {
@@ -403,8 +412,7 @@ pub fn reference_rows(
                     start,
                     end: start + spec.size,
                 };
-                let top = (config.top_k, config.top_max_entries);
-                let f = window(key, &all, top, analyzer, &mut rows);
+                let f = window(key, &all, config, analyzer, &mut rows);
                 peak = peak.max(f.metrics.viewers_peak);
                 facts.insert(start, f);
             }

@@ -27,6 +27,8 @@ fn sensitive_config() -> PipelineConfig {
     config.moments.min_reactions = 2;
     config.moments.min_viewer_joins = 1;
     config.moments.min_revenue = 1.0;
+    // Short enough that random inputs time viewers out.
+    config.viewer_timeout = crowdpulse_dataflow::config::Span(20_000);
     config
 }
 

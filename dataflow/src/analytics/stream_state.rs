@@ -169,7 +169,8 @@ impl StreamState {
             self.chatted(user_id, delta.pane, plan);
         }
         for (user_id, ts, action) in &delta.presence {
-            self.viewers.presence(user_id, *ts, *action);
+            self.viewers
+                .presence(user_id, *ts, *action, plan.viewer_timeout());
             self.viewers_changed(*ts);
         }
         for (ts, count) in &delta.gauges {
@@ -478,7 +479,7 @@ impl StreamState {
                 panes.retain(|p| *p >= pane_horizon);
                 !panes.is_empty()
             });
-            self.viewers.compact(pane_horizon);
+            self.viewers.compact(pane_horizon, plan.viewer_timeout());
         }
     }
 

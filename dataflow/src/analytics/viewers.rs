@@ -1,8 +1,10 @@
 //! Concurrent viewers per stream: presence (join/heartbeat/leave) as a step function of event
-//! time, overridden by reported viewer-count gauges, with state compacted below a horizon.
+//! time, overridden by reported viewer-count gauges, with state compacted below a horizon. A
+//! viewer whose latest join or heartbeat is `viewer_timeout` old counts as gone (and is
+//! forgotten once that is below the horizon), so a client that vanished without a `leave`
+//! neither counts nor is kept forever.
 
 use std::collections::BTreeMap;
-use std::ops::Bound::{Excluded, Unbounded};
 
 use serde::{Deserialize, Serialize};
 
@@ -52,10 +54,16 @@ impl Viewers {
         }
     }
 
-    /// Records a presence action.
-    pub(crate) fn presence(&mut self, user_id: &str, ts: Millis, action: PresenceAction) {
+    /// Records a presence action; `timeout` (None: never) is how long a join or heartbeat
+    /// keeps its user present without another.
+    pub(crate) fn presence(
+        &mut self,
+        user_id: &str,
+        ts: Millis,
+        action: PresenceAction,
+        timeout: Option<Millis>,
+    ) {
         let key = (ts, action_rank(action));
-        let present = action.is_present();
         let history = match self.users.get_mut(user_id) {
             Some(h) => h,
             None => self.users.entry(user_id.to_owned()).or_default(),
@@ -63,19 +71,17 @@ impl Viewers {
         if history.contains_key(&key) {
             return;
         }
-        let later = history
-            .range((Excluded(key), Unbounded))
-            .next()
-            .map(|(k, _)| k.0);
-        let before = history.range(..key).next_back().is_some_and(|(_, p)| *p);
-        history.insert(key, present);
-        if later == Some(ts) || before == present {
-            return; // dominated by a higher-ranked action at the same ms, or no change
+        // An action changes the presence intervals of its neighbours only, but expiries make
+        // that bookkeeping intricate: the user's whole (horizon-bounded) history is re-derived
+        // and only the difference applied.
+        let before = presence_changes(history, timeout);
+        history.insert(key, action.is_present());
+        let after = presence_changes(history, timeout);
+        for (at, delta) in before {
+            self.add_delta(at, -delta);
         }
-        let delta = if present { 1 } else { -1 };
-        self.add_delta(ts, delta);
-        if let Some(later) = later {
-            self.add_delta(later, -delta);
+        for (at, delta) in after {
+            self.add_delta(at, delta);
         }
     }
 
@@ -106,23 +112,18 @@ impl Viewers {
         }
     }
 
-    /// Folds everything before `horizon` into carried state.
-    pub(crate) fn compact(&mut self, horizon: Millis) {
+    /// Folds everything before `horizon` into carried state: of a user's actions below it only
+    /// the latest is kept, and only while it still makes the user present at the horizon.
+    pub(crate) fn compact(&mut self, horizon: Millis, timeout: Option<Millis>) {
         self.users.retain(|_, history| {
-            let mut below = history.range(..(horizon, 0));
-            let (first, second) = (below.next(), below.next());
-            if second.is_none() {
-                // At most the carried entry lies below the horizon: only a lone "absent" can go.
-                return !(history.len() == 1 && first.is_some_and(|(_, present)| !present));
-            }
-            let keep = history.split_off(&(horizon, 0));
-            let carried = history.pop_last();
-            *history = keep;
-            if let Some((key, present)) = carried {
-                if present || !history.is_empty() {
-                    history.insert(key, present);
+            let mut kept = history.split_off(&(horizon, 0));
+            if let Some(((ts, rank), present)) = history.pop_last() {
+                let until = timeout.map_or(Millis::MAX, |t| ts.saturating_add(t));
+                if present && until > horizon {
+                    kept.insert((ts, rank), present);
                 }
             }
+            *history = kept;
             !history.is_empty()
         });
         let kept = self.deltas.split_off(&horizon);
@@ -136,6 +137,39 @@ impl Viewers {
             self.gauge = kept;
         }
     }
+}
+
+/// The changes of the present count one user's actions make: +1 where they become present, -1
+/// where they leave or their latest join or heartbeat times out. Of actions at the same
+/// millisecond only the highest ranked counts.
+fn presence_changes(
+    history: &BTreeMap<(Millis, u8), bool>,
+    timeout: Option<Millis>,
+) -> Vec<(Millis, i64)> {
+    let mut changes = Vec::new();
+    let mut present_until: Option<Millis> = None;
+    let mut actions = history.iter().peekable();
+    while let Some((&(ts, _), &present)) = actions.next() {
+        if actions.peek().is_some_and(|((next, _), _)| *next == ts) {
+            continue;
+        }
+        if let Some(until) = present_until.filter(|until| *until <= ts) {
+            changes.push((until, -1));
+            present_until = None;
+        }
+        if present {
+            if present_until.is_none() {
+                changes.push((ts, 1));
+            }
+            present_until = Some(timeout.map_or(Millis::MAX, |t| ts.saturating_add(t)));
+        } else if present_until.take().is_some() {
+            changes.push((ts, -1));
+        }
+    }
+    if let Some(until) = present_until.filter(|until| *until < Millis::MAX) {
+        changes.push((until, -1));
+    }
+    changes
 }
 
 /// Viewers over time, as sorted change points.
@@ -211,10 +245,10 @@ mod tests {
         let mut forward = Viewers::default();
         let mut backward = Viewers::default();
         for (u, t, a) in actions {
-            forward.presence(u, t, a);
+            forward.presence(u, t, a, None);
         }
         for (u, t, a) in actions.iter().rev() {
-            backward.presence(u, *t, *a);
+            backward.presence(u, *t, *a, None);
         }
         for (s, e) in [(0, 15), (10, 35), (30, 45), (45, 100), (0, 100)] {
             assert_eq!(
@@ -230,10 +264,10 @@ mod tests {
     #[test]
     fn leave_wins_a_tie_and_gauges_override_presence() {
         let mut v = Viewers::default();
-        v.presence("a", 10, Leave);
-        v.presence("a", 10, Join);
+        v.presence("a", 10, Leave, None);
+        v.presence("a", 10, Join, None);
         assert_eq!(v.timeline().peak_and_end(0, 20), (0, 0));
-        v.presence("b", 5, Join);
+        v.presence("b", 5, Join, None);
         v.gauge(15, 100);
         v.gauge(15, 90);
         assert_eq!(v.timeline().peak_and_end(0, 20), (100, 100));
@@ -244,18 +278,40 @@ mod tests {
     fn compaction_preserves_counts_after_the_horizon() {
         let mut v = Viewers::default();
         for (i, u) in ["a", "b", "c"].iter().enumerate() {
-            v.presence(u, i as u64 * 10, Join);
+            v.presence(u, i as u64 * 10, Join, None);
         }
-        v.presence("b", 25, Leave);
-        v.presence("c", 35, Heartbeat);
+        v.presence("b", 25, Leave, None);
+        v.presence("c", 35, Heartbeat, None);
         let before = v.timeline().peak_and_end(30, 60);
-        v.compact(30);
+        v.compact(30, None);
         assert_eq!(v.timeline().peak_and_end(30, 60), before);
         assert!(
             !v.users.contains_key("b"),
             "users who left before the horizon are dropped"
         );
-        v.presence("b", 40, Join);
+        v.presence("b", 40, Join, None);
         assert_eq!(v.timeline().peak_and_end(30, 60), (3, 3));
+    }
+
+    #[test]
+    fn a_viewer_without_a_heartbeat_times_out_and_is_forgotten() {
+        let mut v = Viewers::default();
+        let timeout = Some(100);
+        v.presence("a", 10, Join, timeout);
+        v.presence("b", 10, Join, timeout);
+        v.presence("b", 90, Heartbeat, timeout);
+        // a: present 10..110; b: 10..190.
+        assert_eq!(v.timeline().peak_and_end(0, 110), (2, 2));
+        assert_eq!(v.timeline().peak_and_end(110, 190), (1, 1));
+        assert_eq!(v.timeline().peak_and_end(190, 300), (0, 0));
+        // Out of order: a heartbeat inside a's interval extends it.
+        v.presence("a", 100, Heartbeat, timeout);
+        assert_eq!(v.timeline().peak_and_end(150, 200), (2, 1));
+        let before = v.timeline().peak_and_end(200, 400);
+        v.compact(250, timeout);
+        assert_eq!(v.tracked_users(), 0, "both timed out before the horizon");
+        assert_eq!(v.timeline().peak_and_end(250, 400), before);
+        v.presence("a", 300, Join, timeout);
+        assert_eq!(v.timeline().peak_and_end(250, 450), (1, 0));
     }
 }
