@@ -1,0 +1,215 @@
+//! Push fan-out against a running `crowdpulse demo` (run by `scripts/bench-fanout`): `--clients`
+//! WebSocket clients follow `--streams` load streams evenly while `--rate` events/s are posted
+//! to those streams. Every update of one stream at one frontier reaches all of that stream's
+//! clients; a client's latency is its receipt time minus the first receipt of that update by any
+//! client, which on loopback is within microseconds of the server sending it: the fan-out delay.
+//! Prints p50/p99/max of it, and how many updates and resyncs (snapshots after falling behind)
+//! clients got.
+
+#[path = "../tests/support/http.rs"]
+mod http;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use http::HttpConnection;
+
+#[derive(Parser)]
+struct Options {
+    /// The demo's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    address: String,
+    /// WebSocket clients.
+    #[arg(long, default_value_t = 10_000)]
+    clients: usize,
+    /// Streams the clients and the load are spread over.
+    #[arg(long, default_value_t = 20)]
+    streams: usize,
+    /// Events per second posted.
+    #[arg(long, default_value_t = 2_000)]
+    rate: u64,
+    /// Seconds measured (after every client connected).
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+}
+
+/// First receipt of each (stream, frontier) update, per stream.
+type FirstSeen = Vec<Mutex<HashMap<u64, Instant>>>;
+
+#[derive(Default)]
+struct Counts {
+    updates: AtomicU64,
+    snapshots: AtomicU64,
+}
+
+/// The frontier of an update message, without parsing the whole message.
+fn frontier_of(text: &str) -> Option<u64> {
+    let rest = text.split_once("\"frontier\":")?.1;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+async fn follow(
+    options: Arc<Options>,
+    index: usize,
+    first_seen: Arc<FirstSeen>,
+    counts: Arc<Counts>,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Histogram<u64> {
+    let stream = index % options.streams;
+    let url = format!("ws://{}/v1/streams/load-{stream}/live", options.address);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let (mut socket, _) = loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok(connected) => break connected,
+            Err(error) => {
+                if index == 0 {
+                    eprintln!("connecting: {error}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_millis(500), socket.next()).await
+        else {
+            continue;
+        };
+        let now = Instant::now();
+        let Ok(text) = message.to_text() else {
+            continue;
+        };
+        if text.contains("\"type\":\"snapshot\"") {
+            counts.snapshots.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let Some(frontier) = frontier_of(text) else {
+            continue;
+        };
+        counts.updates.fetch_add(1, Ordering::Relaxed);
+        let first = *first_seen[stream]
+            .lock()
+            .unwrap()
+            .entry(frontier)
+            .or_insert(now);
+        if measuring.load(Ordering::Relaxed) {
+            let micros = now.saturating_duration_since(first).as_micros() as u64;
+            histogram.saturating_record(micros.max(1));
+        }
+    }
+    histogram
+}
+
+fn post_load(options: Arc<Options>, stop: Arc<AtomicBool>) {
+    let mut connection = HttpConnection::open(&options.address);
+    let batch = 100u64;
+    let interval = Duration::from_secs_f64(batch as f64 / options.rate as f64);
+    let start = Instant::now();
+    let mut index = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let scheduled = start + interval * index as u32;
+        if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let body: String = (0..batch)
+            .map(|i| {
+                let n = index * batch + i;
+                let stream = n % options.streams as u64;
+                format!(
+                    "{{\"type\":\"reaction\",\"stream_id\":\"load-{stream}\",\"user_id\":\"u{}\",\"emoji\":\"🔥\"}}\n",
+                    n % 5_000
+                )
+            })
+            .collect();
+        connection.request(
+            "POST",
+            "/v1/events",
+            Some(("application/x-ndjson", body.as_bytes())),
+        );
+        index += 1;
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let options = Arc::new(Options::parse());
+    let first_seen: Arc<FirstSeen> =
+        Arc::new((0..options.streams).map(|_| Mutex::default()).collect());
+    let counts = Arc::new(Counts::default());
+    let (measuring, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let began = Instant::now();
+    let clients: Vec<_> = (0..options.clients)
+        .map(|index| {
+            tokio::spawn(follow(
+                Arc::clone(&options),
+                index,
+                Arc::clone(&first_seen),
+                Arc::clone(&counts),
+                Arc::clone(&measuring),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    // Connected when every client had its snapshot.
+    while counts.snapshots.load(Ordering::Relaxed) < options.clients as u64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            began.elapsed() < Duration::from_secs(300),
+            "clients did not all connect"
+        );
+    }
+    println!(
+        "{} clients connected in {:.1} s",
+        options.clients,
+        began.elapsed().as_secs_f64()
+    );
+    let load_stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (options, load_stop) = (Arc::clone(&options), Arc::clone(&load_stop));
+        std::thread::spawn(move || post_load(options, load_stop))
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (updates, snapshots) = (
+        counts.updates.load(Ordering::Relaxed),
+        counts.snapshots.load(Ordering::Relaxed),
+    );
+    measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(options.seconds)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let updates = counts.updates.load(Ordering::Relaxed) - updates;
+    let resyncs = counts.snapshots.load(Ordering::Relaxed) - snapshots;
+    load_stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.join();
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    for client in clients {
+        if let Ok(histogram) = client.await {
+            total.add(histogram).expect("same bounds");
+        }
+    }
+    let ms = |q: f64| total.value_at_quantile(q) as f64 / 1_000.0;
+    println!(
+        "{} streams, {} events/s, {} s: {} updates received ({:.0}/s), {} resyncs; fan-out delay p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        options.streams,
+        options.rate,
+        options.seconds,
+        updates,
+        updates as f64 / options.seconds as f64,
+        resyncs,
+        ms(0.5),
+        ms(0.99),
+        total.max() as f64 / 1_000.0
+    );
+}
