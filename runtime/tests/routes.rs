@@ -111,6 +111,20 @@ async fn get(
     (status, value)
 }
 
+/// Posts one reaction to `stream` (a path segment) and expects it accepted.
+async fn react(
+    filter: &(impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible>
+          + Clone
+          + 'static),
+    stream: &str,
+    body: &str,
+) {
+    let path = format!("/v1/streams/{stream}/reactions");
+    let json = Some("application/json");
+    let (status, answer, _) = call(filter, "POST", &path, json, body.as_bytes()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+}
+
 /// Polls until `check` holds (the dataflow needs a tick or two to pass the frontier).
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -455,15 +469,7 @@ async fn every_error_is_a_json_body_with_its_status() {
     }
 
     // Query errors need a stream with results.
-    let (s, _, _) = call(
-        &api,
-        "POST",
-        "/v1/streams/s1/reactions",
-        Some("application/json"),
-        br#"{"emoji":"x"}"#,
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
+    react(&api, "s1", r#"{"emoji":"x"}"#).await;
     eventually("stream s1", || async {
         get(&api, "/v1/streams/s1").await.0 == StatusCode::OK
     })
@@ -523,15 +529,7 @@ async fn websocket_pushes_a_snapshot_then_changes_and_is_listed_as_a_client() {
     assert_eq!(body["clients"][0]["transport"], "websocket", "{body}");
     assert_eq!(body["clients"][0]["stream_id"], "w1");
 
-    let (s, _, _) = call(
-        &api,
-        "POST",
-        "/v1/streams/w1/reactions",
-        Some("application/json"),
-        r#"{"emoji":"🎉","user_id":"zed"}"#.as_bytes(),
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
+    react(&api, "w1", r#"{"emoji":"🎉","user_id":"zed"}"#).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         assert!(Instant::now() < deadline, "no update carried the reaction");
@@ -1039,15 +1037,7 @@ async fn stream_views_retire_with_their_followers_and_the_retention() {
         "followed streams stay"
     );
     drop(following);
-    let (s, _, _) = call(
-        &api,
-        "POST",
-        "/v1/streams/real/reactions",
-        Some("application/json"),
-        br#"{"emoji":"x"}"#,
-    )
-    .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
+    react(&api, "real", r#"{"emoji":"x"}"#).await;
     eventually("the ghosts to retire", || async {
         let streams = app.state.store.read().streams.len();
         streams <= 1
