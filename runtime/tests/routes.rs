@@ -971,7 +971,10 @@ async fn surplus_live_clients_are_refused_and_silent_ones_do_not_hold_the_stop()
         .write_all(b"GET /v1/streams/big/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the follower to be registered", || async {
+        app.state.clients.count() == 1
+    })
+    .await;
     let mut surplus = tokio::net::TcpStream::connect(address).await.unwrap();
     surplus
         .write_all(b"GET /v1/streams/big/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
