@@ -171,7 +171,7 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
         // A live run commits every flush interval, a backfill as it goes.
         let interval = match options.until {
             Some(_) => BACKFILL_COMMIT_INTERVAL,
-            None => Duration::from_millis(options.config.postgres.flush_interval.0),
+            None => options.config.postgres.flush_interval.duration(),
         };
         let postgres = PostgresSink::start(&options.config.postgres, interval)?;
         run.throttle = Some(postgres.throttle());
