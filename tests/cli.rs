@@ -175,7 +175,7 @@ fn bad_records_become_dead_letters_and_the_run_completes() {
     let summary = process(std::slice::from_ref(&input), &out, 2);
     assert!(summary.contains("read 9 events"), "{summary}");
     assert!(
-        summary.contains("1 late, 0 future, 7 dead-lettered"),
+        summary.contains("1 late, 0 future, 0 duplicate, 7 dead-lettered"),
         "{summary}"
     );
     let all = rows(&out);
@@ -368,6 +368,120 @@ fn viewers_without_a_heartbeat_time_out() {
     assert_eq!(viewers_at(t0), Some((2, 2)));
     // 620 s in: "gone" timed out at 600 s, "stays" heartbeated at 300 s, so counts until 900 s.
     assert_eq!(viewers_at(t0 + 620_000), Some((1, 1)));
+}
+
+/// An event repeating the `event_id` its stream already had in the partition counts once while
+/// the first occurrence is within the lateness horizon (whatever the repeat's type or time);
+/// repeats are dead letters naming the first occurrence; after the horizon the id counts again.
+#[test]
+fn retried_events_count_once() {
+    let dir = scratch("retries");
+    let input = dir.join("retries.ndjson");
+    let t0: u64 = 1_767_225_600_000;
+    let reaction = |stream: &str, user: &str, ts: u64, id: Option<&str>| {
+        let mut event = serde_json::json!({"type": "reaction", "stream_id": stream, "user_id": user, "emoji": "🔥", "ts": t0 + ts});
+        if let Some(id) = id {
+            event["event_id"] = id.into();
+        }
+        event.to_string()
+    };
+    let lines = [
+        reaction("s", "u1", 1_000, Some("r1")),
+        reaction("s", "u1", 1_000, Some("r1")), // 1: duplicate of 0
+        reaction("s", "u2", 2_000, None),
+        reaction("s", "u2", 2_000, None),       // 3: no id, counts
+        reaction("t", "u1", 1_000, Some("r1")), // 4: another stream, counts
+        format!(
+            r#"{{"type":"chat","stream_id":"s","user_id":"u3","ts":{},"text":"hi","event_id":"r1"}}"#,
+            t0 + 3_000
+        ), // 5: duplicate of 0
+        format!(
+            r#"{{"type":"transaction","stream_id":"s","user_id":"u4","ts":{},"kind":"donation","amount":5,"currency":"USD","event_id":"tx"}}"#,
+            t0 + 4_000
+        ),
+        format!(
+            r#"{{"type":"transaction","stream_id":"s","user_id":"u4","ts":{},"kind":"donation","amount":5,"currency":"USD","event_id":"tx"}}"#,
+            t0 + 9_000
+        ), // 7: duplicate of 6
+        reaction("s", "u5", 38_000, Some("edge")),
+        reaction("s", "u6", 37_999, Some("gone")),
+        format!(
+            r#"{{"type":"chat","stream_id":"s","user_id":"u3","ts":{},"text":"later"}}"#,
+            t0 + 100_000
+        ), // oldest admissible now t0+38 s
+        reaction("s", "u1", 1_000, Some("r1")),    // 11: late
+        reaction("s", "u1", 40_000, Some("r1")), // 12: r1's first occurrence left the horizon: counts
+        reaction("s", "u1", 40_000, Some("r1")), // 13: duplicate of 12
+        reaction("s", "u5", 50_000, Some("edge")), // 14: duplicate of 8, just within the horizon
+        reaction("s", "u6", 50_000, Some("gone")), // 15: 9 is just beyond it: counts
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.join("out.ndjson");
+    let summary = process(std::slice::from_ref(&input), &out, 2);
+    assert!(
+        summary.contains("1 late, 0 future, 5 duplicate, 6 dead-lettered"),
+        "{summary}"
+    );
+    let rows = rows(&out);
+    let metrics = |stream: &str, start: u64| {
+        rows.iter()
+            .find(|r| {
+                r["table"] == "window_metrics"
+                    && r["window"] == "10s"
+                    && r["stream_id"] == stream
+                    && r["window_start"] == t0 + start
+            })
+            .map(|r| {
+                (
+                    r["reactions"].as_u64().unwrap(),
+                    r["chat_messages"].as_u64().unwrap(),
+                    r["transactions"].as_u64().unwrap(),
+                )
+            })
+    };
+    assert_eq!(metrics("s", 0), Some((3, 0, 1)));
+    assert_eq!(metrics("t", 0), Some((1, 0, 0)));
+    assert_eq!(metrics("s", 30_000), Some((2, 0, 0)));
+    assert_eq!(metrics("s", 40_000), Some((1, 0, 0)));
+    assert_eq!(metrics("s", 50_000), Some((1, 0, 0)));
+    let revenue: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["table"] == "window_revenue" && r["window"] == "1m" && r["stream_id"] == "s")
+        .collect();
+    assert_eq!(revenue.len(), 1);
+    assert_eq!(revenue[0]["amount"], 5.0);
+    let mut dead: Vec<(u64, &str, &str)> = rows
+        .iter()
+        .filter(|r| r["table"] == "dead_letters")
+        .map(|r| {
+            (
+                r["offset"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap(),
+                r["error"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    dead.sort();
+    let reasons: Vec<(u64, &str)> = dead.iter().map(|d| (d.0, d.1)).collect();
+    assert_eq!(
+        reasons,
+        [
+            (1, "duplicate"),
+            (5, "duplicate"),
+            (7, "duplicate"),
+            (11, "late"),
+            (13, "duplicate"),
+            (14, "duplicate")
+        ]
+    );
+    assert!(
+        dead[0].2.contains("r1") && dead[0].2.contains("offset 0"),
+        "{}",
+        dead[0].2
+    );
+    assert!(dead[2].2.contains("offset 6"), "{}", dead[2].2);
+    assert!(dead[4].2.contains("offset 12"), "{}", dead[4].2);
+    assert!(dead[5].2.contains("offset 8"), "{}", dead[5].2);
 }
 
 /// A run that cannot finish (here: an input that turns out unreadable) fails without touching

@@ -69,6 +69,7 @@ fn reaction_of(event: &Event) -> Option<RecentReaction> {
             user_id: user_id.clone(),
             emoji: emoji.clone(),
             ts: event.ts,
+            event_id: event.event_id.clone(),
         }),
         _ => None,
     }

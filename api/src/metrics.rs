@@ -372,6 +372,7 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
                 ("invalid", load(&source.invalid)),
                 ("late", load(&source.late)),
                 ("future", load(&source.future)),
+                ("duplicate", load(&source.duplicates)),
             ],
         ),
     );

@@ -29,6 +29,9 @@ pub struct RecentReaction {
     pub emoji: String,
     /// Event time, epoch ms.
     pub ts: Millis,
+    /// The producer's event id, if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
 }
 
 /// One stream: status, totals, current viewers; session emoji ranking and recent reactions.

@@ -358,17 +358,26 @@ impl ViewStore {
     /// Remembers a reaction as it was ingested (for "last reactions").
     pub fn record_reaction(&self, reaction: RecentReaction) {
         let mut state = self.write();
-        push_front_bounded(
-            &mut state.recent_reactions,
-            reaction.clone(),
-            RECENT_REACTIONS,
-        );
         let created = state.frontier;
         let view = state
             .streams
             .entry(reaction.stream_id.clone())
             .or_insert_with(|| StreamView::new(created));
-        push_front_bounded(&mut view.recent_reactions, reaction, RECENT_REACTIONS);
+        // A retried reaction (same event id) is shown once, as the dataflow counts it once.
+        if reaction.event_id.is_some()
+            && view
+                .recent_reactions
+                .iter()
+                .any(|recent| recent.event_id == reaction.event_id)
+        {
+            return;
+        }
+        push_front_bounded(
+            &mut view.recent_reactions,
+            reaction.clone(),
+            RECENT_REACTIONS,
+        );
+        push_front_bounded(&mut state.recent_reactions, reaction, RECENT_REACTIONS);
     }
 
     /// Subscribes to a stream's changes (creating its entry, so a client may wait for a stream

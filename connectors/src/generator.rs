@@ -385,6 +385,7 @@ impl Iterator for Generator {
             stream_id: stream_id.clone(),
             ts,
             body,
+            event_id: None,
         };
         let mut line = encode_json(&event);
         if self.rng.below(10) == 0 {

@@ -49,6 +49,12 @@ impl PartitionClock {
             .and_then(|m| m.checked_sub(self.max_out_of_orderness))
     }
 
+    /// The oldest event time the partition still admits: records before it are late.
+    pub fn oldest_admissible(&self) -> Millis {
+        self.watermark()
+            .map_or(0, |w| w.saturating_sub(self.allowed_lateness))
+    }
+
     /// Judges a record and, when accepted, advances the clock.
     pub fn admit(&mut self, ts: Millis) -> Admission {
         if let Some(watermark) = self.watermark() {
@@ -73,6 +79,7 @@ mod tests {
         // watermark - lateness = 38_000: 38_000 is kept, 37_999 is late.
         assert_eq!(clock.admit(38_000), Admission::Accepted);
         assert_eq!(clock.admit(37_999), Admission::Late { watermark: 98_000 });
+        assert_eq!(clock.oldest_admissible(), 38_000);
         assert_eq!(clock.watermark(), Some(98_000));
     }
 }

@@ -148,6 +148,8 @@ struct RawEvent<'a> {
     category: Option<Loose<'a>>,
     #[serde(borrow)]
     status: Option<Loose<'a>>,
+    #[serde(borrow)]
+    event_id: Option<Loose<'a>>,
 }
 
 /// Treats JSON `null` like an absent field.
@@ -313,6 +315,7 @@ pub fn decode_json(bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
         stream_id,
         ts,
         body,
+        event_id: optional_string(raw.event_id, "event_id")?,
     };
     event.validate(&ctx.limits)?;
     Ok(event)
@@ -330,6 +333,9 @@ pub fn encode_json(event: &Event) -> String {
     let mut put = |name: &str, v: serde_json::Value| {
         fields.insert(name.to_owned(), v);
     };
+    if let Some(id) = &event.event_id {
+        put("event_id", json!(id));
+    }
     match &event.body {
         EventBody::Chat { user_id, text } => {
             put("user_id", json!(user_id));
@@ -382,18 +388,35 @@ fn bincode_options(limit: u64) -> impl Options {
         .reject_trailing_bytes()
 }
 
-/// Encodes an event as bincode.
+/// Encodes an event as bincode: the event, then its `event_id` (if any) as a trailing string.
 pub fn encode_bincode(event: &Event) -> Vec<u8> {
-    bincode_options(u64::MAX)
+    let mut bytes = bincode_options(u64::MAX)
         .serialize(event)
-        .expect("events always serialize")
+        .expect("events always serialize");
+    if let Some(id) = &event.event_id {
+        bincode_options(u64::MAX)
+            .serialize_into(&mut bytes, id)
+            .expect("strings always serialize");
+    }
+    bytes
 }
 
-/// Decodes and validates one bincode record.
+/// Decodes and validates one bincode record (an event, optionally followed by its `event_id`).
 pub fn decode_bincode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
-    let event: Event = bincode_options(bytes.len() as u64 * 2 + 64)
-        .deserialize(bytes)
-        .map_err(|e| Error::Decode(format!("bincode: {e}")))?;
+    let limit = bytes.len() as u64 * 2 + 64;
+    let decode_error = |e: bincode::Error| Error::Decode(format!("bincode: {e}"));
+    let mut rest = bytes;
+    let mut event: Event = bincode::DefaultOptions::new()
+        .with_limit(limit)
+        .allow_trailing_bytes()
+        .deserialize_from(&mut rest)
+        .map_err(decode_error)?;
+    if !rest.is_empty() {
+        let id: String = bincode_options(limit)
+            .deserialize(rest)
+            .map_err(decode_error)?;
+        event.event_id = Some(id);
+    }
     event.validate(&ctx.limits)?;
     Ok(event)
 }
@@ -481,6 +504,7 @@ mod tests {
                 user_id: "u".into(),
                 emoji: "\0".into(),
             },
+            event_id: None,
         });
         assert!(matches!(
             decode_bincode(&bincode, &DecodeContext::default()),
@@ -543,6 +567,7 @@ mod tests {
             r#"{"type":"transaction","stream_id":"s","user_id":"u","ts":1,"kind":"bits","amount":100,"currency":"BITS"}"#,
             r#"{"type":"viewer","stream_id":"s","user_id":"u","ts":9,"action":"leave"}"#,
             r#"{"type":"stream_meta","stream_id":"s","ts":1,"title":"t","category":"c","status":"offline"}"#,
+            r#"{"type":"reaction","stream_id":"s","user_id":"u","ts":2,"emoji":"🔥","event_id":"r-1"}"#,
         ];
         for text in events {
             let event = json(text).unwrap();
@@ -554,6 +579,40 @@ mod tests {
         empty_stream.stream_id.clear();
         assert!(matches!(
             bincode(&encode_bincode(&empty_stream)),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    /// `event_id` is an optional non-empty string within the id limit; bincode carries it as a
+    /// trailer, so a record encoded without one (as before the field existed) still decodes.
+    #[test]
+    fn event_ids_are_optional_strings_in_both_encodings() {
+        let with_id = json(
+            r#"{"type":"chat","stream_id":"s","user_id":"u","ts":1,"text":"x","event_id":"abc"}"#,
+        )
+        .unwrap();
+        assert_eq!(with_id.event_id.as_deref(), Some("abc"));
+        let without = json(
+            r#"{"type":"chat","stream_id":"s","user_id":"u","ts":1,"text":"x","event_id":null}"#,
+        )
+        .unwrap();
+        assert_eq!(without.event_id, None);
+        let bytes = encode_bincode(&without);
+        assert_eq!(bytes.len() + 4, encode_bincode(&with_id).len());
+        assert_eq!(bincode(&encode_bincode(&with_id)).unwrap(), with_id);
+        let mut garbage = encode_bincode(&without);
+        garbage.push(0xfe);
+        assert!(matches!(bincode(&garbage), Err(Error::Decode(_))));
+        for refused in [r#""event_id":7"#, r#""event_id":"""#] {
+            let record = format!(
+                r#"{{"type":"chat","stream_id":"s","user_id":"u","ts":1,"text":"x",{refused}}}"#
+            );
+            assert!(matches!(json(&record), Err(Error::Invalid(_))), "{record}");
+        }
+        let mut long = with_id.clone();
+        long.event_id = Some("i".repeat(129));
+        assert!(matches!(
+            bincode(&encode_bincode(&long)),
             Err(Error::Invalid(_))
         ));
     }

@@ -25,7 +25,7 @@ pub const MAX_AMOUNT_UNITS: i64 = 1_000_000_000_000 * AMOUNT_SCALE;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FieldLimits {
-    /// `stream_id` and `user_id`.
+    /// `stream_id`, `user_id` and `event_id`.
     pub id_bytes: usize,
     /// `emoji`.
     pub emoji_bytes: usize,
@@ -228,6 +228,12 @@ pub struct Event {
     pub ts: Millis,
     /// The kind-specific part.
     pub body: EventBody,
+    /// The producer's id of the event, unique within its stream: a record repeating the id of
+    /// one its partition admitted within the lateness horizon is dropped as a duplicate, so
+    /// clients can retry safely. Not part of bincode's fixed layout: [`crate::codec`] writes it
+    /// as an optional trailer, so records encoded before it existed still decode.
+    #[serde(skip)]
+    pub event_id: Option<String>,
 }
 
 impl Event {
@@ -300,8 +306,15 @@ impl Event {
                 "stream_id must be a non-empty string".into(),
             ));
         }
-        let fields = std::iter::once(("stream_id", Some(self.stream_id.as_str()), limits.id_bytes))
-            .chain(self.text_fields(limits));
+        if self.event_id.as_deref() == Some("") {
+            return Err(Error::Invalid("event_id must be a non-empty string".into()));
+        }
+        let fields = [
+            ("stream_id", Some(self.stream_id.as_str()), limits.id_bytes),
+            ("event_id", self.event_id.as_deref(), limits.id_bytes),
+        ]
+        .into_iter()
+        .chain(self.text_fields(limits));
         for (name, text, limit) in fields {
             let Some(text) = text else { continue };
             if text.len() > limit {

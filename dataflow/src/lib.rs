@@ -21,6 +21,7 @@ pub mod progress;
 pub mod reference;
 pub mod rows;
 pub mod rows_json;
+pub mod seen_ids;
 pub mod sentiment;
 pub mod source;
 pub mod windows;

@@ -13,7 +13,7 @@ use crate::rows::{
     DeadLetter, DeadLetterReason, Moment, Row, Score, StreamTotals, WindowKey, WindowMetrics,
 };
 use crate::sentiment::{Analyzer, Label, COMPOUND_SCALE};
-use crate::source::{late_message, rejection};
+use crate::source::{duplicate_message, late_message, rejection};
 
 /// One partition's records, in order.
 #[derive(Debug, Clone)]
@@ -357,6 +357,8 @@ pub fn reference_rows(
     let mut by_stream: BTreeMap<String, Vec<Event>> = BTreeMap::new();
     for p in partitions {
         let mut max_seen: Option<Millis> = None;
+        // Every admitted occurrence of (stream, event_id) in this partition: (ts, offset).
+        let mut admitted_ids: BTreeMap<(String, String), Vec<(Millis, u64)>> = BTreeMap::new();
         for (offset, payload) in p.payloads.iter().enumerate() {
             let dead = |reason, error| {
                 Row::DeadLetter(DeadLetter::new(
@@ -377,15 +379,41 @@ pub fn reference_rows(
                     // The watermark before this record; none while it would be negative.
                     let watermark =
                         max_seen.and_then(|m| m.checked_sub(config.max_out_of_orderness.0));
-                    let late = watermark.is_some_and(|w| {
-                        (event.ts as i128) < w as i128 - config.allowed_lateness.0 as i128
+                    let admissible = |ts: Millis| {
+                        watermark.is_none_or(|w| {
+                            ts as i128 >= w as i128 - config.allowed_lateness.0 as i128
+                        })
+                    };
+                    // Read from the record itself rather than from the decoded event.
+                    let id_key = serde_json::from_slice::<serde_json::Value>(payload)
+                        .ok()
+                        .and_then(|v| v.get("event_id")?.as_str().map(str::to_owned))
+                        .map(|id| (event.stream_id.clone(), id));
+                    // A duplicate repeats an admitted occurrence that would itself still be
+                    // admitted now.
+                    let repeated = id_key.as_ref().and_then(|key| {
+                        admitted_ids
+                            .get(key)?
+                            .iter()
+                            .find(|(ts, _)| admissible(*ts))
                     });
-                    if late {
+                    if let (Some((_, first)), Some((_, id))) = (repeated, &id_key) {
+                        rows.push(dead(
+                            DeadLetterReason::Duplicate,
+                            duplicate_message(id, *first),
+                        ));
+                    } else if !admissible(event.ts) {
                         rows.push(dead(
                             DeadLetterReason::Late,
                             late_message(event.ts, watermark.unwrap_or(0)),
                         ));
                     } else {
+                        if let Some(key) = id_key {
+                            admitted_ids
+                                .entry(key)
+                                .or_default()
+                                .push((event.ts, offset as u64));
+                        }
                         max_seen = max_seen.max(Some(event.ts));
                         by_stream
                             .entry(event.stream_id.clone())

@@ -159,6 +159,8 @@ pub enum DeadLetterReason {
     Late,
     /// Too far ahead of its reference time (`max_future`).
     Future,
+    /// Repeats the `event_id` of an event its partition admitted within the lateness horizon.
+    Duplicate,
 }
 
 impl DeadLetterReason {
@@ -169,6 +171,7 @@ impl DeadLetterReason {
             Self::Invalid => "invalid",
             Self::Late => "late",
             Self::Future => "future",
+            Self::Duplicate => "duplicate",
         }
     }
 }

@@ -19,12 +19,13 @@ use crate::analytics::{PaneAggregator, PaneDelta};
 use crate::checkpoint::{self, CheckpointPart, Checkpointing, PartitionState, Role, SourceState};
 use crate::clock::{Admission, PartitionClock};
 use crate::codec::{DecodeContext, Format};
-use crate::error::Error;
+use crate::error::{excerpt, Error};
 use crate::event::{Event, EventKind, Millis};
 use crate::pending::take_below;
 use crate::plan::Plan;
 use crate::progress::{SourcePosition, Throttle};
 use crate::rows::{DeadLetter, DeadLetterReason};
+use crate::seen_ids::SeenIds;
 use crate::sentiment::Analyzer;
 
 /// One record as read from a partition, borrowed from its [`RecordBatch`].
@@ -201,6 +202,8 @@ pub struct SourceCounters {
     pub late: AtomicU64,
     /// Records too far ahead of their reference time.
     pub future: AtomicU64,
+    /// Records repeating an admitted `event_id` within the lateness horizon.
+    pub duplicates: AtomicU64,
     /// Reads that failed (e.g. an offset retention has removed): a bounded run that saw one is
     /// incomplete; a live one waits for the partition.
     pub read_errors: AtomicU64,
@@ -234,6 +237,7 @@ impl SourceCounters {
             + self.invalid.load(Ordering::Relaxed)
             + self.late.load(Ordering::Relaxed)
             + self.future.load(Ordering::Relaxed)
+            + self.duplicates.load(Ordering::Relaxed)
     }
 
     /// A snapshot of every partition's progress.
@@ -264,6 +268,7 @@ impl SourceCounters {
             DeadLetterReason::Invalid => &self.invalid,
             DeadLetterReason::Late => &self.late,
             DeadLetterReason::Future => &self.future,
+            DeadLetterReason::Duplicate => &self.duplicates,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -280,6 +285,8 @@ struct Partition {
     /// The source name shared by the partition's positions.
     source: Arc<str>,
     clock: PartitionClock,
+    /// The event ids admitted within the lateness horizon.
+    seen: SeenIds,
     done: bool,
     /// Wall-clock time since when the partition has been caught up with nothing read (live
     /// readers only).
@@ -332,9 +339,18 @@ pub fn late_message(ts: Millis, watermark: Millis) -> String {
     format!("ts {ts} is older than watermark {watermark} minus the allowed lateness")
 }
 
-/// How a partition judges time: its clock, the source's current time, and the bounds.
+/// The dead-letter message of a record repeating an admitted event id.
+pub fn duplicate_message(event_id: &str, first_offset: u64) -> String {
+    format!(
+        "event_id {} repeats the event at offset {first_offset}",
+        excerpt(event_id)
+    )
+}
+
+/// How a partition judges a record: its clock and ids, the source's current time, the bounds.
 struct Judge<'a> {
     clock: &'a mut PartitionClock,
+    seen: &'a mut SeenIds,
     capability: Millis,
     allowed_lateness: Millis,
     max_future: Millis,
@@ -374,6 +390,11 @@ fn admit(
             ));
         }
     }
+    // A duplicate moves no watermark: it is checked before the clock sees it.
+    if let Some(first) = judge.seen.earlier(&event, judge.clock.oldest_admissible()) {
+        let id = event.event_id.as_deref().unwrap_or_default();
+        return Err((DeadLetterReason::Duplicate, duplicate_message(id, first)));
+    }
     // The partition's own clock judges first, so bounded runs name the partition's watermark.
     match judge.clock.admit(event.ts) {
         Admission::Late { watermark } => {
@@ -387,7 +408,10 @@ fn admit(
                 late_message(event.ts, judge.capability),
             ))
         }
-        Admission::Accepted => Ok(event),
+        Admission::Accepted => {
+            judge.seen.remember(&event, record.offset);
+            Ok(event)
+        }
     }
 }
 
@@ -433,6 +457,7 @@ fn source_part(
             partition: p.key.1,
             next_offset,
             max_seen: p.clock.max_seen(),
+            event_ids: p.seen.entries(),
         });
     }
     let state = SourceState {
@@ -494,6 +519,7 @@ pub fn partitioned_source<'scope>(
                 reader,
                 clock: PartitionClock::new(out_of_orderness, lateness)
                     .restored(resumed.and_then(|r| r.max_seen)),
+                seen: SeenIds::restored(resumed.map(|r| r.event_ids.clone()).unwrap_or_default()),
                 done: false,
                 next_offset: resumed.and_then(|r| r.next_offset),
                 key,
@@ -542,6 +568,7 @@ pub fn partitioned_source<'scope>(
                     counters.records.fetch_add(1, Ordering::Relaxed);
                     let judge = Judge {
                         clock: &mut partition.clock,
+                        seen: &mut partition.seen,
                         capability: now,
                         allowed_lateness: lateness,
                         max_future,
@@ -568,6 +595,9 @@ pub fn partitioned_source<'scope>(
                     }
                 }
                 if let Some(last) = batch.last_offset() {
+                    partition
+                        .seen
+                        .forget_before(partition.clock.oldest_admissible());
                     partition.next_offset = Some(last + 1);
                     positions.push(SourcePosition {
                         source: Arc::clone(&partition.source),

@@ -48,9 +48,11 @@ pub struct ProcessSummary {
     pub late: u64,
     /// Records dated too far ahead of their reference time.
     pub future: u64,
+    /// Records repeating an admitted event id.
+    pub duplicates: u64,
     /// Failed partition reads.
     pub read_errors: u64,
-    /// All dead-lettered records (decode, invalid, late, future).
+    /// All dead-lettered records (decode, invalid, late, future, duplicate).
     pub dead_lettered: u64,
     /// Rows written.
     pub rows: usize,
@@ -66,6 +68,7 @@ impl ProcessSummary {
             events: counters.events(),
             late: counters.late.load(Ordering::Relaxed),
             future: counters.future.load(Ordering::Relaxed),
+            duplicates: counters.duplicates.load(Ordering::Relaxed),
             read_errors: counters.read_errors.load(Ordering::Relaxed),
             dead_lettered: counters.dead_lettered(),
             rows,
@@ -81,11 +84,12 @@ impl ProcessSummary {
     /// The one-line report commands print: "{records} events with {workers} workers: ...".
     pub fn report(&self, workers: usize) -> String {
         format!(
-            "{} events with {workers} workers: {} valid, {} late, {} future, {} dead-lettered; {} rows written; {:.3} s, {:.0} events/s{}",
+            "{} events with {workers} workers: {} valid, {} late, {} future, {} duplicate, {} dead-lettered; {} rows written; {:.3} s, {:.0} events/s{}",
             self.records,
             self.events,
             self.late,
             self.future,
+            self.duplicates,
             self.dead_lettered,
             self.rows,
             self.elapsed.as_secs_f64(),

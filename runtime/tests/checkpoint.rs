@@ -4,7 +4,7 @@
 //! uninterrupted run emitted after that checkpoint: together with the rows before it, every
 //! final row once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -43,7 +43,8 @@ impl Sink for Capture {
     }
 }
 
-/// Four partitions of generated events (with malformed and late records), one payload per line.
+/// Four partitions of generated events (with malformed and late records, and retries: every
+/// tenth event carries an `event_id` and is repeated 25 records later), one payload per line.
 fn partitions() -> &'static [Vec<Vec<u8>>] {
     static PARTITIONS: OnceLock<Vec<Vec<Vec<u8>>>> = OnceLock::new();
     PARTITIONS.get_or_init(generate)
@@ -63,16 +64,39 @@ fn generate() -> Vec<Vec<Vec<u8>>> {
     let parts = paths
         .iter()
         .map(|path| {
-            std::fs::read(path)
+            let lines = std::fs::read(path)
                 .unwrap()
                 .split(|b| *b == b'\n')
                 .filter(|line| !line.is_empty())
                 .map(<[u8]>::to_vec)
-                .collect()
+                .collect();
+            with_retries(lines)
         })
         .collect();
     std::fs::remove_dir_all(&dir).unwrap();
     parts
+}
+
+/// Gives every tenth JSON object an `event_id` and repeats it 25 records later, so duplicates
+/// straddle checkpoints and the ids a partition remembers must be restored.
+fn with_retries(lines: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(lines.len() + lines.len() / 10);
+    let mut retries: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
+    for (i, mut line) in lines.into_iter().enumerate() {
+        if i % 10 == 0 {
+            if let Ok(serde_json::Value::Object(mut event)) = serde_json::from_slice(&line) {
+                event.insert("event_id".into(), format!("id{i}").into());
+                line = serde_json::Value::Object(event).to_string().into_bytes();
+                retries.push_back((i + 25, line.clone()));
+            }
+        }
+        out.push(line);
+        while retries.front().is_some_and(|(at, _)| *at == i) {
+            out.extend(retries.pop_front().map(|(_, retry)| retry));
+        }
+    }
+    out.extend(retries.into_iter().map(|(_, retry)| retry));
+    out
 }
 
 fn plan() -> Plan {

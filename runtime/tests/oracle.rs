@@ -115,8 +115,14 @@ fn record() -> impl Strategy<Value = (u64, u64, serde_json::Value)> {
         1 => (prop::option::of(prop::sample::select(vec!["live", "offline"])), prop::option::of(prop::sample::select(vec!["A", "B"])))
             .prop_map(|(s, t)| json!({"type": "stream_meta", "status": s, "title": t})),
     ];
-    (step, back, stream, body).prop_map(|(step, back, stream, mut body)| {
+    // A few ids shared by many records: repeats within and beyond the lateness horizon, in the
+    // same and in other streams.
+    let id = prop::option::weighted(0.4, (0..6u8).prop_map(|i| format!("e{i}")));
+    (step, back, stream, body, id).prop_map(|(step, back, stream, mut body, id)| {
         body["stream_id"] = json!(stream);
+        if let Some(id) = id {
+            body["event_id"] = json!(id);
+        }
         (step, back, body)
     })
 }

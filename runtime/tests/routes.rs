@@ -371,6 +371,57 @@ async fn ingest_results_and_read_endpoints() {
     app.shutdown();
 }
 
+/// A client that retries a request whose answer it did not get (same `event_id`s) has every
+/// event counted once; the repeats are counted as duplicate dead letters and shown once among
+/// the recent reactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_requests_count_once() {
+    let app = start(ApiConfig::default());
+    let api = routes(app.state.clone());
+    let now = wall_clock_ms();
+    let batch = json!([
+        {"type": "reaction", "stream_id": "retry", "user_id": "ann", "emoji": "🔥", "ts": now, "event_id": "a"},
+        {"type": "reaction", "stream_id": "retry", "user_id": "bob", "emoji": "🔥", "ts": now, "event_id": "b"},
+        {"type": "chat", "stream_id": "retry", "user_id": "bob", "text": "hi", "ts": now, "event_id": "c"},
+        {"type": "reaction", "stream_id": "retry", "user_id": "cy", "emoji": "😂", "ts": now}
+    ])
+    .to_string();
+    for _ in 0..2 {
+        let json = Some("application/json");
+        let (status, body, _) = call(&api, "POST", "/v1/events", json, batch.as_bytes()).await;
+        assert_eq!(
+            (status, body["accepted"].clone()),
+            (StatusCode::ACCEPTED, json!(4))
+        );
+    }
+    eventually("the stream totals", || async {
+        let (_, body) = get(&api, "/v1/streams/retry").await;
+        body["reactions"] == 4 && body["chat_messages"] == 1
+    })
+    .await;
+    let (_, body) = get(&api, "/v1/streams/retry/emojis/top").await;
+    // Without ids, cy's reaction was counted twice; the others once.
+    assert_eq!(
+        body["top"],
+        json!([{"emoji": "🔥", "count": 2}, {"emoji": "😂", "count": 2}])
+    );
+    let (_, body) = get(&api, "/v1/streams/retry").await;
+    let recent: Vec<&str> = body["recent_reactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(recent, vec!["cy", "cy", "bob", "ann"]);
+    let response = warp::test::request().path("/metrics").reply(&api).await;
+    let text = std::str::from_utf8(response.body()).unwrap();
+    assert!(
+        text.contains("crowdpulse_dead_letters_total{reason=\"duplicate\"} 3"),
+        "{text}"
+    );
+    app.shutdown();
+}
+
 /// Stream ids in paths are percent-decoded: a reaction posted to `/v1/streams/caf%C3%A9%20live/`
 /// lands in the stream `café live` (the one events name in their body), readable by the same
 /// encoded path; an encoding that is not UTF-8 is a 404.

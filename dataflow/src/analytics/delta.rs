@@ -201,6 +201,7 @@ mod tests {
                     user_id: "u".into(),
                     text: format!("{i} {filler}"),
                 },
+                event_id: None,
             };
             aggregator.add(event, i);
             let cached: usize = aggregator.sentiment_cache.keys().map(String::len).sum();

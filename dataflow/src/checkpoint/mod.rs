@@ -23,10 +23,11 @@ use crate::event::Millis;
 use crate::hashing::FastMap;
 use crate::plan::Plan;
 use crate::progress::SourcePosition;
+use crate::seen_ids::SeenId;
 
 /// Bumped whenever the encoding of any checkpointed state changes: a checkpoint written by
 /// another format is refused, never half-read.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Which operator a part of a checkpoint comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -97,6 +98,8 @@ pub struct PartitionState {
     pub next_offset: Option<u64>,
     /// The largest event time accepted so far (the partition clock).
     pub max_seen: Option<Millis>,
+    /// The event ids within the lateness horizon.
+    pub event_ids: Vec<SeenId>,
 }
 
 /// Why a stored checkpoint cannot be used.
