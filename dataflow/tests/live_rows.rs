@@ -42,10 +42,11 @@ fn event() -> impl Strategy<Value = (u64, u64, serde_json::Value)> {
         (user, 1u32..500).prop_map(|(u, c)| json!({"type": "transaction", "user_id": u, "kind": "bits", "amount": f64::from(c), "currency": "BITS"})),
     ];
     let back = prop_oneof![3 => Just(0u64), 1 => 0u64..50_000];
+    // Rare long gaps and a rare stream: streams go quiet and wake again.
     (
-        0u64..4_000,
+        prop_oneof![30 => 0u64..4_000, 1 => 240_000u64..900_000],
         back,
-        (0..2u8).prop_map(|s| format!("s{s}")),
+        prop_oneof![8 => Just("s0"), 1 => Just("s1")],
         body,
     )
         .prop_map(|(step, back, stream, mut body)| {

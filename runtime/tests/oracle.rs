@@ -97,10 +97,12 @@ fn check(
 }
 
 fn record() -> impl Strategy<Value = (u64, u64, serde_json::Value)> {
-    let step = 0u64..3_000;
+    // Now and then a gap long enough for every stream to go quiet and wake again.
+    let step = prop_oneof![40 => 0u64..3_000, 1 => 240_000u64..900_000];
     let back =
         prop_oneof![6 => Just(0u64), 2 => 0u64..5_000, 1 => 0u64..70_000, 1 => 0u64..200_000];
-    let stream = (0..3u8).prop_map(|s| format!("s{s}"));
+    // Skewed, so a rare stream goes quiet while the others keep the frontier moving.
+    let stream = prop_oneof![12 => Just("s0"), 6 => Just("s1"), 1 => Just("s2")];
     let user = (0..6u8).prop_map(|u| format!("u{u}"));
     let body = prop_oneof![
         4 => (user.clone(), prop::sample::select(vec!["PogChamp that was great", "this is bad", "love it 😂", "meh", "NOT good!!", "LUL"]))

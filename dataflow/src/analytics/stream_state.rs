@@ -28,6 +28,15 @@ struct MomentCursor {
     series: [MetricSeries; 5],
 }
 
+impl MomentCursor {
+    /// Scoring waits for the stream's next event: not started, or K empty windows scored (the
+    /// baseline is all zeros and stays so), and no moment open.
+    fn is_paused(&self, baseline_windows: usize) -> bool {
+        (self.next.is_none() || self.quiet_run >= baseline_windows)
+            && self.series.iter().all(|series| series.open().is_none())
+    }
+}
+
 /// State of one stream on the worker that owns it.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct StreamState {
@@ -297,6 +306,34 @@ impl StreamState {
             );
         }
         starts
+    }
+
+    /// Whether an advance could change nothing until the next delta: no pane, no live row, no
+    /// pending viewer change, moment detection paused with no moment open, and (with live rows)
+    /// the totals emitted. Viewer state may remain: it only shapes windows that events create.
+    pub(crate) fn is_quiet(&self, plan: &Plan) -> bool {
+        self.panes.is_empty()
+            && self.dirty_panes.is_empty()
+            && self.live.is_empty()
+            && self.unique.is_empty()
+            && self.chatter_panes.is_empty()
+            && self.viewers_dirty_from.is_none()
+            && !(self.totals_stale && plan.live_rows)
+            && self.moments.is_paused(plan.moments.baseline_windows)
+    }
+
+    /// Frees the capacity the emptied collections of a quiet stream still hold.
+    pub(crate) fn release_memory(&mut self) {
+        self.chatter_panes.shrink_to_fit();
+        self.unique.shrink_to_fit();
+        self.live.shrink_to_fit();
+        self.viewers.shrink_to_fit();
+    }
+
+    /// Moves a quiet stream's horizon to `frontier`: everything else an advance would have done
+    /// while it was quiet is nothing (see [`StreamState::is_quiet`]).
+    pub(crate) fn catch_up(&mut self, frontier: Millis, plan: &Plan) {
+        self.open_from = plan.open_from(Some(frontier));
     }
 
     /// Brings the stream's rows up to date with an advanced frontier (None = input exhausted).
