@@ -4,7 +4,7 @@
 //! uninterrupted run emitted after that checkpoint: together with the rows before it, every
 //! final row once.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -73,8 +73,42 @@ fn generate() -> Vec<Vec<Vec<u8>>> {
             with_retries(lines)
         })
         .collect();
+    let mut parts: Vec<Vec<Vec<u8>>> = parts;
+    with_quiet_streams(&mut parts);
     std::fs::remove_dir_all(&dir).unwrap();
     parts
+}
+
+/// Appends ten minutes in which only one stream per partition speaks (every second), so the
+/// generated streams go quiet and checkpoints hold quiet streams, and then one event of each
+/// generated stream, which wakes them (after a restore, too).
+fn with_quiet_streams(parts: &mut [Vec<Vec<u8>>]) {
+    let events: Vec<serde_json::Value> = parts
+        .iter()
+        .flatten()
+        .filter_map(|line| serde_json::from_slice(line).ok())
+        .collect();
+    let end = events
+        .iter()
+        .filter_map(|e| e["ts"].as_u64())
+        .max()
+        .unwrap()
+        + 5_000;
+    let streams: BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| e["stream_id"].as_str())
+        .collect();
+    let reaction = |stream: &str, ts: u64| {
+        serde_json::json!({"type": "reaction", "stream_id": stream, "user_id": "late-comer", "emoji": "🎉", "ts": ts})
+            .to_string()
+            .into_bytes()
+    };
+    let wake: Vec<Vec<u8>> = streams.iter().map(|s| reaction(s, end + 610_000)).collect();
+    for (p, lines) in parts.iter_mut().enumerate() {
+        let lone = format!("lone-{p}");
+        lines.extend((1..=600).map(|k| reaction(&lone, end + k * 1_000)));
+    }
+    parts[0].extend(wake);
 }
 
 /// Gives every tenth JSON object an `event_id` and repeats it 25 records later, so duplicates
@@ -194,8 +228,10 @@ fn resume_everywhere(parts: &[Vec<Vec<u8>>], workers: usize) {
     );
     let checkpoints = checkpointed.checkpoints.lock().unwrap().clone();
     assert!(checkpoints.len() >= 3, "{} checkpoints", checkpoints.len());
+    // Spread over the run, and the last one (in the tail, where streams are quiet).
     let step = checkpoints.len().div_ceil(4);
-    for (n, checkpoint) in checkpoints.iter().step_by(step).enumerate() {
+    let chosen = checkpoints.iter().step_by(step).chain(checkpoints.last());
+    for (n, checkpoint) in chosen.enumerate() {
         assert_eq!(checkpoint.workers, workers);
         let restore = Arc::new(Restore::decode(checkpoint, &plan()).unwrap());
         let before: Vec<String> = rows

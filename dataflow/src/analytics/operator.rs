@@ -60,7 +60,9 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
     ) {
         let (index, peers) = (self.scope().index(), self.scope().peers());
         let mut engine = match &restore {
-            Some(restore) => Engine::restored(plan, restore.take_streams(index, peers)),
+            Some(restore) => {
+                Engine::restored(plan, restore.take_streams(index, peers), restore.time)
+            }
             None => Engine::new(plan),
         };
         let mut changes = Vec::new();

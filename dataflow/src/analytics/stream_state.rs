@@ -322,14 +322,6 @@ impl StreamState {
             && self.moments.is_paused(plan.moments.baseline_windows)
     }
 
-    /// Frees the capacity the emptied collections of a quiet stream still hold.
-    pub(crate) fn release_memory(&mut self) {
-        self.chatter_panes.shrink_to_fit();
-        self.unique.shrink_to_fit();
-        self.live.shrink_to_fit();
-        self.viewers.shrink_to_fit();
-    }
-
     /// Moves a quiet stream's horizon to `frontier`: everything else an advance would have done
     /// while it was quiet is nothing (see [`StreamState::is_quiet`]).
     pub(crate) fn catch_up(&mut self, frontier: Millis, plan: &Plan) {

@@ -112,11 +112,6 @@ impl Viewers {
         }
     }
 
-    /// Frees capacity left by forgotten users.
-    pub(crate) fn shrink_to_fit(&mut self) {
-        self.users.shrink_to_fit();
-    }
-
     /// Folds everything before `horizon` into carried state: of a user's actions below it only
     /// the latest is kept, and only while it still makes the user present at the horizon.
     pub(crate) fn compact(&mut self, horizon: Millis, timeout: Option<Millis>) {

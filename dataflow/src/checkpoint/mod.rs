@@ -18,7 +18,7 @@ pub use agreement::CheckpointControl;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analytics::{stream_hash, PaneDelta, StreamState};
+use crate::analytics::{stream_hash, PaneDelta, QuietState, StreamState};
 use crate::event::Millis;
 use crate::hashing::FastMap;
 use crate::plan::Plan;
@@ -229,8 +229,9 @@ pub struct Restore {
     pub partitions: BTreeMap<(String, u32), PartitionState>,
     /// Deltas at T or later that were read before T, per writing worker.
     pending: Mutex<Vec<Vec<(Millis, PaneDelta)>>>,
-    /// Every stream's analytics state, taken by the worker that owns the stream.
-    streams: Mutex<FastMap<String, StreamState>>,
+    /// Every stream's analytics state, taken by the worker that owns the stream: active streams
+    /// and quiet ones (encoded).
+    streams: Mutex<(FastMap<String, StreamState>, FastMap<String, QuietState>)>,
 }
 
 impl Restore {
@@ -240,6 +241,7 @@ impl Restore {
         let mut partitions = BTreeMap::new();
         let mut pending = Vec::new();
         let mut streams = FastMap::default();
+        let mut quiet = FastMap::default();
         for part in &checkpoint.parts {
             match part.role {
                 Role::Source => {
@@ -254,12 +256,17 @@ impl Restore {
                     pending.push(held);
                 }
                 Role::Analytics => {
-                    let (taken, part): (String, FastMap<String, StreamState>) =
-                        decode(&part.state)?;
+                    type Part = (
+                        String,
+                        FastMap<String, StreamState>,
+                        FastMap<String, QuietState>,
+                    );
+                    let (taken, active, quieted): Part = decode(&part.state)?;
                     if taken != pipeline_identity(plan) {
                         return Err(CheckpointError::Pipeline { taken });
                     }
-                    streams.extend(part);
+                    streams.extend(active);
+                    quiet.extend(quieted);
                 }
             }
         }
@@ -267,7 +274,7 @@ impl Restore {
             time: checkpoint.time,
             partitions,
             pending: Mutex::new(pending),
-            streams: Mutex::new(streams),
+            streams: Mutex::new((streams, quiet)),
         })
     }
 
@@ -282,19 +289,36 @@ impl Restore {
             .collect()
     }
 
-    /// Takes the streams worker `index` of `peers` owns.
-    pub(crate) fn take_streams(&self, index: usize, peers: usize) -> FastMap<String, StreamState> {
+    /// Takes the streams worker `index` of `peers` owns: active and quiet ones.
+    pub(crate) fn take_streams(
+        &self,
+        index: usize,
+        peers: usize,
+    ) -> (FastMap<String, StreamState>, FastMap<String, QuietState>) {
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        let owned: Vec<String> = streams
-            .keys()
-            .filter(|id| stream_hash(id) as usize % peers == index)
-            .cloned()
-            .collect();
-        owned
-            .into_iter()
-            .filter_map(|id| streams.remove_entry(&id))
-            .collect()
+        let (active, quiet) = &mut *streams;
+        (
+            take_owned(active, index, peers),
+            take_owned(quiet, index, peers),
+        )
     }
+}
+
+/// Removes and returns the entries of `streams` that worker `index` of `peers` owns.
+fn take_owned<V>(
+    streams: &mut FastMap<String, V>,
+    index: usize,
+    peers: usize,
+) -> FastMap<String, V> {
+    let owned: Vec<String> = streams
+        .keys()
+        .filter(|id| stream_hash(id) as usize % peers == index)
+        .cloned()
+        .collect();
+    owned
+        .into_iter()
+        .filter_map(|id| streams.remove_entry(&id))
+        .collect()
 }
 
 /// What a run with checkpoints hands its dataflow.
