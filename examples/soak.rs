@@ -1,0 +1,237 @@
+//! Soak load for a running `crowdpulse run` (driven by `scripts/soak`): `--rate` events/s
+//! posted to `/v1/events` over streams that churn (a new stream id every second, each
+//! speaking for `--lifetime` seconds, then going quiet for good), while `--clients` WebSocket
+//! clients follow random live streams and leave after a few seconds. Every `--sample` seconds it
+//! reads the server's RSS (`--pid`). Prints the RSS series and its slope after `--warmup`, the
+//! push lag (a client's receipt time minus the update's frontier: the out-of-orderness bound,
+//! the tick and the push delay), and what it sent, per table column, for the final check.
+
+#[path = "../tests/support/http.rs"]
+mod http;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use http::HttpConnection;
+
+#[derive(Parser)]
+struct Options {
+    /// The server's address.
+    #[arg(long)]
+    address: String,
+    /// The server's process id (for its RSS).
+    #[arg(long)]
+    pid: u32,
+    /// Events per second posted.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 1_800)]
+    seconds: u64,
+    /// Seconds each stream speaks before going quiet.
+    #[arg(long, default_value_t = 60)]
+    lifetime: u64,
+    /// WebSocket clients (each follows a live stream for 2 to 20 s, then another).
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Seconds between RSS samples.
+    #[arg(long, default_value_t = 10)]
+    sample: u64,
+    /// Seconds before the RSS slope is measured (the view store's retention fills first).
+    #[arg(long, default_value_t = 600)]
+    warmup: u64,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The frontier of an update message, without parsing the whole message.
+fn frontier_of(text: &str) -> Option<u64> {
+    let rest = text.split_once("\"frontier\":")?.1;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The streams speaking at second `second` of the run.
+fn live_streams(second: u64, lifetime: u64) -> std::ops::RangeInclusive<u64> {
+    second.saturating_sub(lifetime - 1)..=second
+}
+
+/// Sends the load: each 20 ms a batch of reactions and chats, round-robin over the live
+/// streams, each with a unique `event_id`. Returns (reactions, chats) sent.
+fn post_load(options: Arc<Options>, began: Instant) -> (u64, u64) {
+    let mut connection = HttpConnection::open(&options.address);
+    let batches_per_second = 50;
+    let batch = (options.rate / batches_per_second).max(1);
+    let interval = Duration::from_secs(1) / batches_per_second as u32;
+    let (mut reactions, mut chats, mut n) = (0u64, 0u64, 0u64);
+    for index in 0u64.. {
+        let scheduled = began + interval * index as u32;
+        if scheduled.duration_since(began) >= Duration::from_secs(options.seconds) {
+            break;
+        }
+        if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let second = scheduled.duration_since(began).as_secs();
+        let streams = live_streams(second, options.lifetime);
+        let count = streams.end() - streams.start() + 1;
+        let mut body = String::with_capacity(batch as usize * 120);
+        for _ in 0..batch {
+            let stream = streams.start() + n % count;
+            let user = n % 997;
+            if n % 4 == 0 {
+                chats += 1;
+                body.push_str(&format!(
+                    "{{\"type\":\"chat\",\"stream_id\":\"soak-{stream}\",\"user_id\":\"u{user}\",\"text\":\"gg PogChamp\",\"event_id\":\"e{n}\"}}\n"
+                ));
+            } else {
+                reactions += 1;
+                body.push_str(&format!(
+                    "{{\"type\":\"reaction\",\"stream_id\":\"soak-{stream}\",\"user_id\":\"u{user}\",\"emoji\":\"🔥\",\"event_id\":\"e{n}\"}}\n"
+                ));
+            }
+            n += 1;
+        }
+        let (status, answer) = connection.request(
+            "POST",
+            "/v1/events",
+            Some(("application/x-ndjson", body.as_bytes())),
+        );
+        assert_eq!(status, 202, "ingest refused a batch: {answer}");
+    }
+    (reactions, chats)
+}
+
+/// One client: follows a live stream for 2 to 20 s, then another, until `stop`.
+async fn follow(
+    options: Arc<Options>,
+    index: usize,
+    began: Instant,
+    lag: Arc<Mutex<Histogram<u64>>>,
+    sessions: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut pick = index as u64 * 7919 + 1;
+    while !stop.load(Ordering::Relaxed) {
+        pick = pick
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let second = began.elapsed().as_secs();
+        let streams = live_streams(second, options.lifetime);
+        let stream = streams.start() + (pick >> 33) % (streams.end() - streams.start() + 1);
+        let stay = Duration::from_secs(2 + (pick >> 40) % 19);
+        let url = format!("ws://{}/v1/streams/soak-{stream}/live", options.address);
+        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        sessions.fetch_add(1, Ordering::Relaxed);
+        let leave = Instant::now() + stay;
+        while Instant::now() < leave && !stop.load(Ordering::Relaxed) {
+            let Ok(Some(Ok(message))) = tokio::time::timeout_at(leave.into(), socket.next()).await
+            else {
+                break;
+            };
+            let Ok(text) = message.to_text() else {
+                continue;
+            };
+            if !text.contains("\"type\":\"update\"") {
+                continue;
+            }
+            if let Some(frontier) = frontier_of(text) {
+                let late = wall_ms().saturating_sub(frontier);
+                lag.lock().unwrap().saturating_record(late.max(1));
+            }
+        }
+        drop(socket);
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let options = Arc::new(Options::parse());
+    let began = Instant::now();
+    let lag = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 3_600_000, 3).expect("bounds"),
+    ));
+    let sessions = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..options.clients)
+        .map(|index| {
+            tokio::spawn(follow(
+                Arc::clone(&options),
+                index,
+                began,
+                Arc::clone(&lag),
+                Arc::clone(&sessions),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    let load = {
+        let options = Arc::clone(&options);
+        std::thread::spawn(move || post_load(options, began))
+    };
+    let mut samples: Vec<(f64, f64)> = Vec::new();
+    while !load.is_finished() {
+        if let Some(rss) = rss_mib(options.pid) {
+            let at = began.elapsed().as_secs_f64();
+            println!("rss t={at:.0}s {rss:.1} MiB");
+            samples.push((at, rss));
+        }
+        tokio::time::sleep(Duration::from_secs(options.sample)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let _ = client.await;
+    }
+    let (reactions, chats) = load.join().expect("load thread");
+    let steady: Vec<&(f64, f64)> = samples
+        .iter()
+        .filter(|(t, _)| *t >= options.warmup as f64)
+        .collect();
+    if steady.len() >= 2 {
+        // Least-squares slope of RSS over time, in MiB per 10 minutes.
+        let n = steady.len() as f64;
+        let (mt, mr) = (
+            steady.iter().map(|s| s.0).sum::<f64>() / n,
+            steady.iter().map(|s| s.1).sum::<f64>() / n,
+        );
+        let cov: f64 = steady.iter().map(|s| (s.0 - mt) * (s.1 - mr)).sum();
+        let var: f64 = steady.iter().map(|s| (s.0 - mt).powi(2)).sum();
+        let (first, last) = (steady[0].1, steady[steady.len() - 1].1);
+        println!(
+            "rss after {} s: {first:.1} -> {last:.1} MiB, slope {:.2} MiB per 10 min",
+            options.warmup,
+            600.0 * cov / var
+        );
+    }
+    let lag = lag.lock().unwrap();
+    println!(
+        "push lag (receipt - frontier): p50 {} ms, p99 {} ms, max {} ms over {} updates; {} client sessions",
+        lag.value_at_quantile(0.5),
+        lag.value_at_quantile(0.99),
+        lag.max(),
+        lag.len(),
+        sessions.load(Ordering::Relaxed)
+    );
+    let streams = options.seconds;
+    println!("sent reactions={reactions} chats={chats} streams={streams}");
+}
