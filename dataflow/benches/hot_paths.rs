@@ -1,4 +1,5 @@
-//! Per-record costs of the hot paths: decoding, sentiment scoring and window analytics.
+//! Per-record costs of the hot paths: decoding, sentiment scoring and window analytics; the
+//! cost of an advance when many streams have gone idle.
 //! Run with `cargo bench -p crowdpulse-dataflow --bench hot_paths`.
 
 use std::hint::black_box;
@@ -87,6 +88,36 @@ fn hot_paths(c: &mut Criterion) {
                 out.clear();
             }
             engine.advance(None, &mut out);
+            black_box(out.len())
+        })
+    });
+    group.finish();
+    let mut group = c.benchmark_group("per_advance");
+    group.sample_size(10);
+    group.bench_function("100k_streams_idle_for_an_hour", |b| {
+        let mut engine = Engine::new(&Plan::new(PipelineConfig::default()).unwrap());
+        let mut aggregator = PaneAggregator::new(10_000, Arc::clone(&analyzer));
+        for i in 0..100_000u64 {
+            let line = format!(
+                r#"{{"type":"reaction","stream_id":"s{i}","user_id":"u","emoji":"🔥","ts":{}}}"#,
+                T0 + i
+            );
+            let event = decode_json(line.as_bytes(), &DecodeContext::default()).unwrap();
+            aggregator.add(event, T0 + i);
+        }
+        for (_, delta) in aggregator.drain() {
+            engine.apply(&delta);
+        }
+        let mut out = Vec::new();
+        let mut frontier = T0 + 100_000;
+        while frontier < T0 + 3_600_000 {
+            frontier += 10_000;
+            engine.advance(Some(frontier), &mut out);
+            out.clear();
+        }
+        b.iter(|| {
+            frontier += 100;
+            engine.advance(Some(frontier), &mut out);
             black_box(out.len())
         })
     });

@@ -175,6 +175,15 @@ fn optional_string(field: Option<Loose<'_>>, name: &str) -> Result<Option<String
     }
 }
 
+/// `event_id`: a non-empty string, or an integer (kept as its decimal text, so producers with
+/// numeric ids need no change).
+fn event_id(field: Option<Loose<'_>>) -> Result<Option<String>> {
+    match present(field) {
+        Some(Loose::Int(n)) => Ok(Some(n.to_string())),
+        some => optional_string(some, "event_id"),
+    }
+}
+
 fn non_empty(field: Option<Loose<'_>>, name: &str) -> Result<String> {
     let value = string(field, name)?;
     if value.is_empty() {
@@ -315,7 +324,7 @@ pub fn decode_json(bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
         stream_id,
         ts,
         body,
-        event_id: optional_string(raw.event_id, "event_id")?,
+        event_id: event_id(raw.event_id)?,
     };
     event.validate(&ctx.limits)?;
     Ok(event)
@@ -603,7 +612,12 @@ mod tests {
         let mut garbage = encode_bincode(&without);
         garbage.push(0xfe);
         assert!(matches!(bincode(&garbage), Err(Error::Decode(_))));
-        for refused in [r#""event_id":7"#, r#""event_id":"""#] {
+        let numeric = json(
+            r#"{"type":"chat","stream_id":"s","user_id":"u","ts":1,"text":"x","event_id":42}"#,
+        )
+        .unwrap();
+        assert_eq!(numeric.event_id.as_deref(), Some("42"));
+        for refused in [r#""event_id":7.5"#, r#""event_id":"""#, r#""event_id":[1]"#] {
             let record = format!(
                 r#"{{"type":"chat","stream_id":"s","user_id":"u","ts":1,"text":"x",{refused}}}"#
             );

@@ -175,6 +175,9 @@ pub struct PipelineConfig {
     pub limits: FieldLimits,
     /// A viewer whose latest join or heartbeat is this old counts as gone (`0s`: never).
     pub viewer_timeout: Span,
+    /// Event ids each partition remembers at most: beyond, the oldest (by ts, then offset) is
+    /// forgotten first, and a later repeat of it counts.
+    pub max_event_ids: usize,
 }
 
 impl Default for PipelineConfig {
@@ -196,6 +199,7 @@ impl Default for PipelineConfig {
             moments: MomentsConfig::default(),
             limits: FieldLimits::default(),
             viewer_timeout: Span(600_000),
+            max_event_ids: 1_000_000,
         }
     }
 }

@@ -115,6 +115,9 @@ fn resolve_windows(config: &PipelineConfig) -> Result<Vec<WindowSpec>> {
     if config.top_max_entries < config.top_k {
         return Err(Error::Config("top_max_entries must be >= top_k".into()));
     }
+    if config.max_event_ids == 0 {
+        return Err(Error::Config("max_event_ids must be >= 1".into()));
+    }
     let mut specs: Vec<WindowSpec> = Vec::new();
     for w in &config.windows {
         let spec = WindowSpec::new(w, config.tick.0)?;

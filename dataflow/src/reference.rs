@@ -357,8 +357,9 @@ pub fn reference_rows(
     let mut by_stream: BTreeMap<String, Vec<Event>> = BTreeMap::new();
     for p in partitions {
         let mut max_seen: Option<Millis> = None;
-        // Every admitted occurrence of (stream, event_id) in this partition: (ts, offset).
-        let mut admitted_ids: BTreeMap<(String, String), Vec<(Millis, u64)>> = BTreeMap::new();
+        // Every admitted occurrence of (type, stream, event_id) in this partition: (ts, offset).
+        type IdKey = (&'static str, String, String);
+        let mut admitted_ids: BTreeMap<IdKey, Vec<(Millis, u64)>> = BTreeMap::new();
         for (offset, payload) in p.payloads.iter().enumerate() {
             let dead = |reason, error| {
                 Row::DeadLetter(DeadLetter::new(
@@ -384,11 +385,18 @@ pub fn reference_rows(
                             ts as i128 >= w as i128 - config.allowed_lateness.0 as i128
                         })
                     };
-                    // Read from the record itself rather than from the decoded event.
+                    // The id as the record spells it (a string, or an integer as its text), so a
+                    // decoder that dropped or mangled it would show here.
                     let id_key = serde_json::from_slice::<serde_json::Value>(payload)
                         .ok()
-                        .and_then(|v| v.get("event_id")?.as_str().map(str::to_owned))
-                        .map(|id| (event.stream_id.clone(), id));
+                        .and_then(|v| match v.get("event_id")? {
+                            serde_json::Value::String(id) => Some(id.clone()),
+                            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => {
+                                Some(n.to_string())
+                            }
+                            _ => None,
+                        })
+                        .map(|id| (event.kind().name(), event.stream_id.clone(), id));
                     // A duplicate repeats an admitted occurrence that would itself still be
                     // admitted now.
                     let repeated = id_key.as_ref().and_then(|key| {
@@ -397,7 +405,7 @@ pub fn reference_rows(
                             .iter()
                             .find(|(ts, _)| admissible(*ts))
                     });
-                    if let (Some((_, first)), Some((_, id))) = (repeated, &id_key) {
+                    if let (Some((_, first)), Some((_, _, id))) = (repeated, &id_key) {
                         rows.push(dead(
                             DeadLetterReason::Duplicate,
                             duplicate_message(id, *first),

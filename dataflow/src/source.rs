@@ -519,7 +519,11 @@ pub fn partitioned_source<'scope>(
                 reader,
                 clock: PartitionClock::new(out_of_orderness, lateness)
                     .restored(resumed.and_then(|r| r.max_seen)),
-                seen: SeenIds::restored(resumed.map(|r| r.event_ids.clone()).unwrap_or_default()),
+                seen: SeenIds::restored(
+                    config.max_event_ids,
+                    resumed.map(|r| r.event_ids.clone()).unwrap_or_default(),
+                ),
+
                 done: false,
                 next_offset: resumed.and_then(|r| r.next_offset),
                 key,

@@ -1,6 +1,7 @@
 //! The analytics of all streams owned by one worker: pane deltas in, row changes out. Pure and
 //! deterministic; the timely operator only feeds it deltas and frontiers.
 
+use bincode::Options;
 use tracing::debug;
 
 use super::delta::PaneDelta;
@@ -31,10 +32,19 @@ fn quiet_state(state: &StreamState) -> QuietState {
         .into_boxed_slice()
 }
 
+/// Decodes a quiet state; for bytes not written by [`quiet_state`] (a checkpoint's, checked by
+/// [`crate::checkpoint::Restore::decode`] first).
+pub(crate) fn decode_quiet(bytes: &[u8]) -> bincode::Result<StreamState> {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(bytes.len() as u64 * 4 + 4096)
+        .deserialize(bytes)
+}
+
 fn woken_state(bytes: &[u8]) -> StreamState {
-    // The bytes were written by `quiet_state` in this process (or checked by the checkpoint's
-    // format version): failing here is a bug, not bad input.
-    bincode::deserialize(bytes).expect("quiet stream states decode")
+    // Written by `quiet_state` in this process, or checked when the checkpoint was loaded:
+    // failing here is a bug, not bad input.
+    decode_quiet(bytes).expect("quiet stream states decode")
 }
 
 impl Engine {
@@ -112,12 +122,11 @@ impl Engine {
     /// every window final).
     pub fn advance(&mut self, frontier: Option<u64>, out: &mut RowChanges) {
         if frontier.is_none() {
-            // Every stream's totals become final.
-            let woken = self
-                .quiet
-                .drain()
-                .map(|(id, bytes)| (id, woken_state(&bytes)));
-            self.streams.extend(woken);
+            // Every stream's totals become final; quiet streams one at a time, so their states
+            // are never all decoded at once.
+            for (_, bytes) in self.quiet.drain() {
+                woken_state(&bytes).advance(None, &self.plan, out);
+            }
         }
         let mut quieted = Vec::new();
         for (id, state) in &mut self.streams {
@@ -170,6 +179,37 @@ mod tests {
         for (_, delta) in aggregator.drain() {
             engine.apply(&delta);
         }
+    }
+
+    /// A stream whose viewers are still present (not timed out) stays active, so their expiry
+    /// is compacted away before the stream is encoded.
+    #[test]
+    fn present_viewers_keep_a_stream_active_until_they_time_out() {
+        let plan = Plan::new(PipelineConfig::default()).unwrap();
+        let mut engine = Engine::new(&plan);
+        let analyzer = Arc::new(Analyzer::new(Lexicons::builtin()));
+        let mut aggregator = PaneAggregator::new(plan.pane(), analyzer);
+        let line = format!(
+            r#"{{"type":"viewer","stream_id":"v","user_id":"u","action":"join","ts":{T0}}}"#
+        );
+        let event = decode_json(line.as_bytes(), &DecodeContext::default()).unwrap();
+        aggregator.add(event, T0);
+        for (_, delta) in aggregator.drain() {
+            engine.apply(&delta);
+        }
+        let mut out = RowChanges::new();
+        for minutes in 1..=20 {
+            engine.advance(Some(T0 + minutes * 60_000), &mut out);
+            // The viewer times out after 10 minutes; the windows and the moment baseline are
+            // done after about 4.
+            let expected = if minutes < 10 {
+                (1, 0)
+            } else {
+                engine.stream_counts()
+            };
+            assert_eq!(engine.stream_counts(), expected, "after {minutes} min");
+        }
+        assert_eq!(engine.stream_counts(), (0, 1));
     }
 
     fn reactions_total(changes: &RowChanges, stream: &str) -> Option<u64> {

@@ -12,7 +12,7 @@ mod viewers;
 
 pub use delta::{PaneAggregator, PaneDelta};
 pub use engine::Engine;
-pub(crate) use engine::QuietState;
+pub(crate) use engine::{decode_quiet, QuietState};
 pub use moments::METRICS;
 pub use operator::{stream_hash, WindowAnalytics};
 pub use pane::{top_with_ties, Top};

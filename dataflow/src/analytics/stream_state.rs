@@ -308,9 +308,9 @@ impl StreamState {
         starts
     }
 
-    /// Whether an advance could change nothing until the next delta: no pane, no live row, no
-    /// pending viewer change, moment detection paused with no moment open, and (with live rows)
-    /// the totals emitted. Viewer state may remain: it only shapes windows that events create.
+    /// Whether an advance could change nothing until the next delta and little state is left:
+    /// no pane, no live row, no viewer present or pending, moment detection paused with no moment
+    /// open, and (with live rows) the totals emitted.
     pub(crate) fn is_quiet(&self, plan: &Plan) -> bool {
         self.panes.is_empty()
             && self.dirty_panes.is_empty()
@@ -318,6 +318,7 @@ impl StreamState {
             && self.unique.is_empty()
             && self.chatter_panes.is_empty()
             && self.viewers_dirty_from.is_none()
+            && self.viewers.is_settled()
             && !(self.totals_stale && plan.live_rows)
             && self.moments.is_paused(plan.moments.baseline_windows)
     }

@@ -112,6 +112,12 @@ impl Viewers {
         }
     }
 
+    /// Whether no viewer is present or can still change the count: only a gauge reading may be
+    /// carried. Present viewers keep a stream active until they time out and are compacted away.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.users.is_empty() && self.deltas.is_empty()
+    }
+
     /// Folds everything before `horizon` into carried state: of a user's actions below it only
     /// the latest is kept, and only while it still makes the user present at the horizon.
     pub(crate) fn compact(&mut self, horizon: Millis, timeout: Option<Millis>) {

@@ -265,6 +265,10 @@ impl Restore {
                     if taken != pipeline_identity(plan) {
                         return Err(CheckpointError::Pipeline { taken });
                     }
+                    for bytes in quieted.values() {
+                        crate::analytics::decode_quiet(bytes)
+                            .map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
+                    }
                     streams.extend(active);
                     quiet.extend(quieted);
                 }
