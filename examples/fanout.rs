@@ -4,7 +4,10 @@
 //! clients; a client's latency is its receipt time minus the first receipt of that update by any
 //! client, which on loopback is within microseconds of the server sending it: the fan-out delay.
 //! Prints p50/p99/max of it, and how many updates and resyncs (snapshots after falling behind)
-//! clients got.
+//! clients got. Every client reads everything the server sends, but only one in `--measure-every`
+//! parses the WebSocket frames and measures; the others drain their socket's bytes unparsed, so
+//! the load client's own CPU (on the same cores as the server) does not stand in for the
+//! server's delay.
 
 #[path = "../tests/support/http.rs"]
 mod http;
@@ -36,6 +39,9 @@ struct Options {
     /// Seconds measured (after every client connected).
     #[arg(long, default_value_t = 30)]
     seconds: u64,
+    /// One client in this many parses and measures (1: all).
+    #[arg(long, default_value_t = 10)]
+    measure_every: usize,
 }
 
 /// First receipt of each (stream, frontier) update, per stream.
@@ -78,6 +84,10 @@ async fn follow(
             }
         }
     };
+    if !index.is_multiple_of(options.measure_every.max(1)) {
+        drain(&mut socket, &counts, &stop).await;
+        return histogram;
+    }
     while !stop.load(Ordering::Relaxed) {
         let Ok(Some(Ok(message))) =
             tokio::time::timeout(Duration::from_millis(500), socket.next()).await
@@ -107,6 +117,29 @@ async fn follow(
         }
     }
     histogram
+}
+
+/// A client that does not measure: takes its snapshot as a frame (so `main` knows it is
+/// connected), then reads and discards the socket's bytes until `stop`.
+async fn drain(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    counts: &Counts,
+    stop: &AtomicBool,
+) {
+    use tokio::io::AsyncReadExt;
+    if let Some(Ok(_snapshot)) = socket.next().await {
+        counts.snapshots.fetch_add(1, Ordering::Relaxed);
+    }
+    let raw = socket.get_mut();
+    let mut buffer = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(500), raw.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
 }
 
 fn post_load(options: Arc<Options>, stop: Arc<AtomicBool>) {
@@ -201,8 +234,9 @@ async fn main() {
     }
     let ms = |q: f64| total.value_at_quantile(q) as f64 / 1_000.0;
     println!(
-        "{} streams, {} events/s, {} s: {} updates received ({:.0}/s), {} resyncs; fan-out delay p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "{} streams, {} events/s, {} s: {} measuring clients received {} updates ({:.0}/s), {} resyncs; fan-out delay p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         options.streams,
+        options.clients.div_ceil(options.measure_every.max(1)),
         options.rate,
         options.seconds,
         updates,

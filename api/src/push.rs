@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use futures_util::{SinkExt, Stream, StreamExt};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
 use warp::filters::sse::Event;
 use warp::filters::ws::{Message, WebSocket};
@@ -130,6 +130,23 @@ async fn next_message(
     }
 }
 
+/// The next message if one is already waiting: what a write can take along with the one it
+/// sends.
+fn ready_message(
+    receiver: &mut Receiver<Arc<str>>,
+    store: &ViewStore,
+    stream_id: &str,
+) -> Option<Push> {
+    match receiver.try_recv() {
+        Ok(message) => Some(Push::Update(message)),
+        Err(TryRecvError::Lagged(_)) => {
+            *receiver = receiver.resubscribe();
+            Some(Push::Snapshot(store.snapshot(stream_id)))
+        }
+        Err(TryRecvError::Empty | TryRecvError::Closed) => None,
+    }
+}
+
 /// Serves one WebSocket client until it leaves, stops reading, or the server stops.
 pub async fn serve_websocket(
     socket: WebSocket,
@@ -147,9 +164,25 @@ pub async fn serve_websocket(
             let resynced = resync && push.kind() == "snapshot";
             // A client that takes nothing for `api.limits.send_timeout` fails this send: the
             // server's stall guard on its socket (`crate::server`) covers every connection.
-            match outgoing.send(Message::text(push.into_text())).await {
+            match outgoing.feed(Message::text(push.into_text())).await {
                 Ok(()) => guard.sent(resynced),
                 Err(_) => break,
+            }
+            // A client that fell behind gets what is waiting in the same write: one flush (and
+            // system call) for many frames instead of one each.
+            let mut fed = true;
+            while fed {
+                fed = match ready_message(&mut receiver, &store, &stream_id) {
+                    Some(push) => {
+                        let resynced = push.kind() == "snapshot";
+                        let sent = outgoing.feed(Message::text(push.into_text())).await;
+                        sent.map(|()| guard.sent(resynced)).is_ok()
+                    }
+                    None => false,
+                };
+            }
+            if outgoing.flush().await.is_err() {
+                break;
             }
         }
         tokio::select! {
