@@ -236,9 +236,9 @@ async fn main() {
     println!(
         "{} streams, {} events/s, {} s: {} measuring clients received {} updates ({:.0}/s), {} resyncs; fan-out delay p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         options.streams,
-        options.clients.div_ceil(options.measure_every.max(1)),
         options.rate,
         options.seconds,
+        options.clients.div_ceil(options.measure_every.max(1)),
         updates,
         updates as f64 / options.seconds as f64,
         resyncs,

@@ -130,6 +130,9 @@ async fn next_message(
     }
 }
 
+/// How many bytes of waiting messages one write to a WebSocket client may take along.
+const BATCHED_WRITE_BYTES: usize = 16 * 1024;
+
 /// The next message if one is already waiting: what a write can take along with the one it
 /// sends.
 fn ready_message(
@@ -169,17 +172,20 @@ pub async fn serve_websocket(
                 Err(_) => break,
             }
             // A client that fell behind gets what is waiting in the same write: one flush (and
-            // system call) for many frames instead of one each.
-            let mut fed = true;
-            while fed {
-                fed = match ready_message(&mut receiver, &store, &stream_id) {
-                    Some(push) => {
-                        let resynced = push.kind() == "snapshot";
-                        let sent = outgoing.feed(Message::text(push.into_text())).await;
-                        sent.map(|()| guard.sent(resynced)).is_ok()
-                    }
-                    None => false,
+            // system call) for several frames instead of one each, up to a bound so a slow
+            // reader's buffer stays small.
+            let mut fed_bytes = 0;
+            while fed_bytes < BATCHED_WRITE_BYTES {
+                let Some(push) = ready_message(&mut receiver, &store, &stream_id) else {
+                    break;
                 };
+                let resynced = push.kind() == "snapshot";
+                let text = push.into_text();
+                fed_bytes += text.len();
+                if outgoing.feed(Message::text(text)).await.is_err() {
+                    break;
+                }
+                guard.sent(resynced);
             }
             if outgoing.flush().await.is_err() {
                 break;
