@@ -73,15 +73,21 @@ fn live_streams(second: u64, lifetime: u64) -> std::ops::RangeInclusive<u64> {
     second.saturating_sub(lifetime - 1)..=second
 }
 
-/// Sends the load: each 20 ms a batch of reactions and chats, round-robin over the live
-/// streams, each with a unique `event_id`. Returns (reactions, chats) sent.
-fn post_load(options: Arc<Options>, began: Instant) -> (u64, u64) {
+/// Connections posting the load, each waiting for its answers (ingest into Kafka answers once
+/// the broker confirmed).
+const POSTERS: u64 = 8;
+
+/// Sends poster `poster`'s share of the load: every 20 ms a batch of reactions and chats,
+/// round-robin over the live streams, each with a unique `event_id`; batch `index` goes to
+/// poster `index % POSTERS`. Returns (reactions, chats) sent.
+fn post_load(options: Arc<Options>, began: Instant, poster: u64) -> (u64, u64) {
     let mut connection = HttpConnection::open(&options.address);
     let batches_per_second = 50;
     let batch = (options.rate / batches_per_second).max(1);
     let interval = Duration::from_secs(1) / batches_per_second as u32;
-    let (mut reactions, mut chats, mut n) = (0u64, 0u64, 0u64);
-    for index in 0u64.. {
+    let (mut reactions, mut chats) = (0u64, 0u64);
+    for index in (poster..).step_by(POSTERS as usize) {
+        let mut n = index * batch;
         let scheduled = began + interval * index as u32;
         if scheduled.duration_since(began) >= Duration::from_secs(options.seconds) {
             break;
@@ -185,12 +191,14 @@ async fn main() {
             ))
         })
         .collect();
-    let load = {
-        let options = Arc::clone(&options);
-        std::thread::spawn(move || post_load(options, began))
-    };
+    let load: Vec<_> = (0..POSTERS)
+        .map(|poster| {
+            let options = Arc::clone(&options);
+            std::thread::spawn(move || post_load(options, began, poster))
+        })
+        .collect();
     let mut samples: Vec<(f64, f64)> = Vec::new();
-    while !load.is_finished() {
+    while !load.iter().all(|poster| poster.is_finished()) {
         if let Some(rss) = rss_mib(options.pid) {
             let at = began.elapsed().as_secs_f64();
             println!("rss t={at:.0}s {rss:.1} MiB");
@@ -202,7 +210,12 @@ async fn main() {
     for client in clients {
         let _ = client.await;
     }
-    let (reactions, chats) = load.join().expect("load thread");
+    let (reactions, chats) = load
+        .into_iter()
+        .map(|poster| poster.join().expect("load thread"))
+        .fold((0, 0), |(r, c), (pr, pc)| (r + pr, c + pc));
+    let behind = began.elapsed().as_secs_f64() - options.seconds as f64;
+    println!("the load ended {behind:.1} s after its schedule");
     let steady: Vec<&(f64, f64)> = samples
         .iter()
         .filter(|(t, _)| *t >= options.warmup as f64)
