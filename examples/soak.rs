@@ -87,7 +87,6 @@ fn post_load(options: Arc<Options>, began: Instant, poster: u64) -> (u64, u64) {
     let interval = Duration::from_secs(1) / batches_per_second as u32;
     let (mut reactions, mut chats) = (0u64, 0u64);
     for index in (poster..).step_by(POSTERS as usize) {
-        let mut n = index * batch;
         let scheduled = began + interval * index as u32;
         if scheduled.duration_since(began) >= Duration::from_secs(options.seconds) {
             break;
@@ -99,7 +98,7 @@ fn post_load(options: Arc<Options>, began: Instant, poster: u64) -> (u64, u64) {
         let streams = live_streams(second, options.lifetime);
         let count = streams.end() - streams.start() + 1;
         let mut body = String::with_capacity(batch as usize * 120);
-        for _ in 0..batch {
+        for n in index * batch..(index + 1) * batch {
             let stream = streams.start() + n % count;
             let user = n % 997;
             if n % 4 == 0 {
@@ -113,7 +112,6 @@ fn post_load(options: Arc<Options>, began: Instant, poster: u64) -> (u64, u64) {
                     "{{\"type\":\"reaction\",\"stream_id\":\"soak-{stream}\",\"user_id\":\"u{user}\",\"emoji\":\"🔥\",\"event_id\":\"e{n}\"}}\n"
                 ));
             }
-            n += 1;
         }
         let (status, answer) = connection.request(
             "POST",
