@@ -70,7 +70,7 @@ fn frontier_of(text: &str) -> Option<u64> {
 
 /// The streams speaking at second `second` of the run.
 fn live_streams(second: u64, lifetime: u64) -> std::ops::RangeInclusive<u64> {
-    second.saturating_sub(lifetime - 1)..=second
+    second.saturating_sub(lifetime.max(1) - 1)..=second
 }
 
 /// Connections posting the load, each waiting for its answers (ingest into Kafka answers once
@@ -79,20 +79,21 @@ const POSTERS: u64 = 8;
 
 /// Sends poster `poster`'s share of the load: every 20 ms a batch of reactions and chats,
 /// round-robin over the live streams, each with a unique `event_id`; batch `index` goes to
-/// poster `index % POSTERS`. Returns (reactions, chats) sent.
-fn post_load(options: Arc<Options>, began: Instant, poster: u64) -> (u64, u64) {
+/// poster `index % POSTERS`. Returns (reactions, chats) sent and how late its latest batch left.
+fn post_load(options: Arc<Options>, began: Instant, poster: u64) -> (u64, u64, Duration) {
     let mut connection = HttpConnection::open(&options.address);
     let batches_per_second = 50;
     let batch = (options.rate / batches_per_second).max(1);
     let interval = Duration::from_secs(1) / batches_per_second as u32;
-    let (mut reactions, mut chats) = (0u64, 0u64);
+    let (mut reactions, mut chats, mut behind) = (0u64, 0u64, Duration::ZERO);
     for index in (poster..).step_by(POSTERS as usize) {
         let scheduled = began + interval * index as u32;
         if scheduled.duration_since(began) >= Duration::from_secs(options.seconds) {
             break;
         }
-        if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+        match scheduled.checked_duration_since(Instant::now()) {
+            Some(wait) => std::thread::sleep(wait),
+            None => behind = behind.max(Instant::now() - scheduled),
         }
         let second = scheduled.duration_since(began).as_secs();
         let streams = live_streams(second, options.lifetime);
@@ -120,7 +121,7 @@ fn post_load(options: Arc<Options>, began: Instant, poster: u64) -> (u64, u64) {
         );
         assert_eq!(status, 202, "ingest refused a batch: {answer}");
     }
-    (reactions, chats)
+    (reactions, chats, behind)
 }
 
 /// One client: follows a live stream for 2 to 20 s, then another, until `stop`.
@@ -208,12 +209,16 @@ async fn main() {
     for client in clients {
         let _ = client.await;
     }
-    let (reactions, chats) = load
+    let (reactions, chats, behind) = load
         .into_iter()
         .map(|poster| poster.join().expect("load thread"))
-        .fold((0, 0), |(r, c), (pr, pc)| (r + pr, c + pc));
-    let behind = began.elapsed().as_secs_f64() - options.seconds as f64;
-    println!("the load ended {behind:.1} s after its schedule");
+        .fold((0, 0, Duration::ZERO), |(r, c, b), (pr, pc, pb)| {
+            (r + pr, c + pc, b.max(pb))
+        });
+    println!(
+        "the load's latest batch left {:.2} s after its schedule",
+        behind.as_secs_f64()
+    );
     let steady: Vec<&(f64, f64)> = samples
         .iter()
         .filter(|(t, _)| *t >= options.warmup as f64)

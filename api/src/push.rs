@@ -74,10 +74,11 @@ impl ClientGuard {
             .is_some_and(|info| info.messages > 0)
     }
 
-    fn sent(&self, resync: bool) {
+    /// Counts `messages` delivered, `resyncs` of them snapshots after falling behind.
+    fn sent(&self, messages: u64, resyncs: u64) {
         if let Some(info) = self.clients.lock().get_mut(&self.id) {
-            info.messages += 1;
-            info.resyncs += u64::from(resync);
+            info.messages += messages;
+            info.resyncs += resyncs;
         }
     }
 }
@@ -163,33 +164,36 @@ pub async fn serve_websocket(
     let mut pending = Some(Push::Snapshot(store.snapshot(&stream_id)));
     loop {
         if let Some(push) = pending.take() {
-            let resync = guard.sent_before();
-            let resynced = resync && push.kind() == "snapshot";
-            // A client that takes nothing for `api.limits.send_timeout` fails this send: the
-            // server's stall guard on its socket (`crate::server`) covers every connection.
-            match outgoing.feed(Message::text(push.into_text())).await {
-                Ok(()) => guard.sent(resynced),
-                Err(_) => break,
-            }
             // A client that fell behind gets what is waiting in the same write: one flush (and
             // system call) for several frames instead of one each, up to a bound so a slow
-            // reader's buffer stays small.
+            // reader's buffer stays small. Whether each message is a resync is noted, and
+            // counted once the flush went through.
+            let mut resyncs = vec![guard.sent_before() && push.kind() == "snapshot"];
             let mut fed_bytes = 0;
-            while fed_bytes < BATCHED_WRITE_BYTES {
-                let Some(push) = ready_message(&mut receiver, &store, &stream_id) else {
-                    break;
-                };
-                let resynced = push.kind() == "snapshot";
+            let mut next = Some(push);
+            let mut failed = false;
+            while let Some(push) = next.take() {
                 let text = push.into_text();
                 fed_bytes += text.len();
+                // A client that takes nothing for `api.limits.send_timeout` fails here or in
+                // the flush: the server's stall guard on its socket (`crate::server`) covers
+                // every connection.
                 if outgoing.feed(Message::text(text)).await.is_err() {
+                    failed = true;
                     break;
                 }
-                guard.sent(resynced);
+                if fed_bytes < BATCHED_WRITE_BYTES {
+                    next = ready_message(&mut receiver, &store, &stream_id);
+                    if let Some(push) = &next {
+                        resyncs.push(push.kind() == "snapshot");
+                    }
+                }
             }
-            if outgoing.flush().await.is_err() {
+            if failed || outgoing.flush().await.is_err() {
                 break;
             }
+            let resynced = resyncs.iter().filter(|r| **r).count() as u64;
+            guard.sent(resyncs.len() as u64, resynced);
         }
         tokio::select! {
             next = next_message(&mut receiver, &store, &stream_id) => match next {
@@ -223,7 +227,7 @@ pub fn sse_events(
                 None => next_message(&mut receiver, &store, &stream_id).await?,
             };
             let resynced = guard.sent_before() && push.kind() == "snapshot";
-            guard.sent(resynced);
+            guard.sent(1, u64::from(resynced));
             let event = Event::default().event(push.kind()).data(push.into_text());
             Some((Ok(event), (receiver, None, store, stream_id, guard)))
         },
