@@ -9,6 +9,8 @@
 //! the load client's own CPU (on the same cores as the server) does not stand in for the
 //! server's delay.
 
+#[path = "support/frontier.rs"]
+mod frontier;
 #[path = "../tests/support/http.rs"]
 mod http;
 
@@ -18,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use frontier::frontier_of;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use http::HttpConnection;
@@ -51,15 +54,6 @@ type FirstSeen = Vec<Mutex<HashMap<u64, Instant>>>;
 struct Counts {
     updates: AtomicU64,
     snapshots: AtomicU64,
-}
-
-/// The frontier of an update message, without parsing the whole message.
-fn frontier_of(text: &str) -> Option<u64> {
-    let rest = text.split_once("\"frontier\":")?.1;
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 async fn follow(

@@ -6,6 +6,8 @@
 //! push lag (a client's receipt time minus the update's frontier: the out-of-orderness bound,
 //! the tick and the push delay), and what it sent, per table column, for the final check.
 
+#[path = "support/frontier.rs"]
+mod frontier;
 #[path = "../tests/support/http.rs"]
 mod http;
 
@@ -14,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use frontier::frontier_of;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use http::HttpConnection;
@@ -57,15 +60,6 @@ fn rss_mib(pid: u32) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
-}
-
-/// The frontier of an update message, without parsing the whole message.
-fn frontier_of(text: &str) -> Option<u64> {
-    let rest = text.split_once("\"frontier\":")?.1;
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 /// The streams speaking at second `second` of the run.

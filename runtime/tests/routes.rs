@@ -125,6 +125,16 @@ async fn react(
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
 }
 
+/// The users of a stream summary's recent reactions, newest first.
+fn recent_users(body: &Value) -> Vec<&str> {
+    body["recent_reactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user_id"].as_str().unwrap())
+        .collect()
+}
+
 /// Polls until `check` holds (the dataflow needs a tick or two to pass the frontier).
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -246,13 +256,7 @@ async fn ingest_results_and_read_endpoints() {
     let (_, body) = get(&api, "/v1/streams/s1").await;
     assert_eq!(body["status"], "live");
     assert_eq!(body["current_viewers"], 2, "{body}");
-    let recent: Vec<&str> = body["recent_reactions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["user_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(recent, vec!["eve", "dee", "cy", "ann"]);
+    assert_eq!(recent_users(&body), vec!["eve", "dee", "cy", "ann"]);
 
     let (status, body) = get(
         &api,
@@ -406,13 +410,7 @@ async fn retried_requests_count_once() {
         json!([{"emoji": "🔥", "count": 2}, {"emoji": "😂", "count": 2}])
     );
     let (_, body) = get(&api, "/v1/streams/retry").await;
-    let recent: Vec<&str> = body["recent_reactions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["user_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(recent, vec!["cy", "cy", "bob", "ann"]);
+    assert_eq!(recent_users(&body), vec!["cy", "cy", "bob", "ann"]);
     let response = warp::test::request().path("/metrics").reply(&api).await;
     let text = std::str::from_utf8(response.body()).unwrap();
     assert!(
