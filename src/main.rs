@@ -130,6 +130,10 @@ enum Command {
         /// [postgres] is configured.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// This process's index in cluster.processes (0-based); a StatefulSet pod name such as
+        /// crowdpulse-2 gives its ordinal.
+        #[arg(long, env = "CROWDPULSE_PROCESS", default_value = "0", value_parser = parse_process)]
+        process: usize,
     },
     /// Applies the Postgres schema migrations ([postgres] in the config) and exits.
     Migrate {
@@ -162,6 +166,10 @@ enum Command {
         /// Configuration file (workers.toml format).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// This process's index in cluster.processes (0-based); a StatefulSet pod name such as
+        /// crowdpulse-2 gives its ordinal.
+        #[arg(long, env = "CROWDPULSE_PROCESS", default_value = "0", value_parser = parse_process)]
+        process: usize,
     },
     /// Live demo: generated traffic plus HTTP ingest, REST, live push and the dashboard, in
     /// one process; runs until Ctrl-C.
@@ -196,6 +204,27 @@ enum Command {
     },
 }
 
+/// `--process`: an index, or a name ending in `-<index>` (a StatefulSet pod's).
+fn parse_process(value: &str) -> Result<usize, String> {
+    let digits = value.rsplit('-').next().unwrap_or(value);
+    digits
+        .parse()
+        .map_err(|_| format!("{value:?} is neither a process index nor a name ending in -<index>"))
+}
+
+/// The single process `process`, `demo` and `sentiment` run in.
+fn this_process(config: &Config, workers: Option<usize>) -> Cluster {
+    Cluster::local(workers.unwrap_or(config.cluster.workers))
+}
+
+/// How a summary names this process's share of a cluster's work (nothing for one process).
+fn share(cluster: &Cluster) -> String {
+    match cluster.processes.len() {
+        0 | 1 => String::new(),
+        n => format!("(process {} of {n}, its partitions) ", cluster.process),
+    }
+}
+
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     Config::load(path.map(PathBuf::as_path), std::env::vars()).context("loading configuration")
 }
@@ -222,10 +251,10 @@ fn serve_live(
     announce: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
     let options = LiveOptions {
-        cluster: Cluster::new(&config.cluster, workers),
+        cluster: this_process(&config, workers),
         feed,
         sinks,
-        throttle: None,
+        lead: None,
         checkpoints: None,
         postgres: None,
         history: None,
@@ -255,7 +284,7 @@ fn main() -> anyhow::Result<()> {
             config,
         } => {
             let config = load_config(config.as_ref())?;
-            let cluster = Cluster::new(&config.cluster, workers);
+            let cluster = this_process(&config, workers);
             let summary = process_files(&ProcessOptions {
                 inputs,
                 output,
@@ -346,6 +375,7 @@ fn main() -> anyhow::Result<()> {
             workers,
             until,
             output,
+            process,
         } => {
             let mut config = load_kafka_config(config.as_ref(), brokers)?;
             anyhow::ensure!(
@@ -358,8 +388,10 @@ fn main() -> anyhow::Result<()> {
             let now = wall_clock_ms();
             let start = Position::parse_start(from.as_deref().unwrap_or(&config.kafka.start), now)
                 .context("--from (or kafka.start)")?;
+            let cluster = Cluster::new(&config.cluster, workers, process)?
+                .with_sinks_on(config.api.serve_on)?;
             let options = RunOptions {
-                cluster: Cluster::new(&config.cluster, workers),
+                cluster,
                 plan: plan(&config)?,
                 from: start,
                 resume: from.is_none(),
@@ -373,8 +405,9 @@ fn main() -> anyhow::Result<()> {
             if options.until.is_some() {
                 let summary = backfill(&options)?;
                 eprintln!(
-                    "backfilled {}",
-                    summary.report(options.cluster.total_workers())
+                    "backfilled {}{}",
+                    share(&options.cluster),
+                    summary.report(options.cluster.workers)
                 );
             } else {
                 run::live(options, |address| {
@@ -391,11 +424,12 @@ fn main() -> anyhow::Result<()> {
             workers,
             quiet,
             config,
+            process,
         } => {
             let config = load_kafka_config(config.as_ref(), brokers)?;
             let now = wall_clock_ms();
             let options = ReplayOptions {
-                cluster: Cluster::new(&config.cluster, workers),
+                cluster: Cluster::new(&config.cluster, workers, process)?,
                 plan: plan(&config)?,
                 from: Position::parse_start(&from, now).context("--from")?,
                 until: Position::parse_end(&until, now).context("--until")?,
@@ -405,8 +439,9 @@ fn main() -> anyhow::Result<()> {
             };
             let summary = replay(&options)?;
             eprintln!(
-                "replayed {}",
-                summary.report(options.cluster.total_workers())
+                "replayed {}{}",
+                share(&options.cluster),
+                summary.report(options.cluster.workers)
             );
         }
         Command::Demo {

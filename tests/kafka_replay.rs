@@ -2,16 +2,23 @@
 //! (`scripts/kafka.sh`): the same generated events, produced to a 4-partition topic and written
 //! to 4 files split the same way, give the same rows from `replay` as from `process`, for 1 and
 //! 2 workers; `--from`/`--until` offsets bound the replay; per-kind topics in JSON or bincode
-//! give the same results.
+//! give the same results; two processes of one worker give the bytes of one process of two and
+//! the rows of the sequential reference.
 
 #[path = "../connectors/tests/support/mod.rs"]
 mod kafka_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crowdpulse_dataflow::config::PipelineConfig;
+use crowdpulse_dataflow::reference::{reference_rows, ReferencePartition};
+use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use kafka_support::{fresh_topic, BROKER};
 use serde_json::Value;
+use support::{cluster_env, spawn_cluster, wait_cluster};
 
 const EVENTS: &str = "20000";
 
@@ -147,6 +154,99 @@ fn replay_from_kafka_equals_process_on_the_same_split_and_until_bounds_it() {
     assert!(
         summary.contains(&format!("replayed {expected} events")),
         "{summary}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn two_processes_replay_the_bytes_of_one_and_the_rows_of_the_reference() {
+    let dir = scratch("cluster");
+    let topic = fresh_topic("replay-cluster", 4);
+    run_ok(generate_args(&mut bin()).args(["--kafka", BROKER, "--topic", &topic]));
+    run_ok(
+        generate_args(&mut bin())
+            .arg("--output")
+            .arg(dir.join("events.ndjson"))
+            .args(["--partitions", "4"]),
+    );
+    let one = dir.join("one-process.ndjson");
+    replay(&topic, &one, 2, ("earliest", "latest"));
+
+    let two = dir.join("two-processes.ndjson");
+    let cluster = cluster_env(2);
+    let children = spawn_cluster(2, || {
+        let mut cmd = bin();
+        cmd.args([
+            "replay",
+            "--from",
+            "earliest",
+            "--brokers",
+            BROKER,
+            "--output",
+        ])
+        .arg(&two)
+        .env(
+            "CROWDPULSE__KAFKA__TOPICS",
+            format!("[{{name = \"{topic}\"}}]"),
+        )
+        .envs(cluster.iter().map(|(k, v)| (*k, v.as_str())))
+        .stderr(Stdio::piped());
+        cmd
+    });
+    let summaries = wait_cluster(children);
+    // Each process reads its own partitions (2 of 4) and says so; process 0 writes every row.
+    assert!(summaries[0].contains("(process 0 of 2"), "{}", summaries[0]);
+    assert!(summaries[1].contains("(process 1 of 2") && summaries[1].contains("0 rows written"));
+    let read = |summary: &str| -> u64 {
+        let after = summary
+            .split("its partitions) ")
+            .nth(1)
+            .expect("a summary line");
+        after.split(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        read(&summaries[0]) + read(&summaries[1]),
+        EVENTS.parse::<u64>().unwrap()
+    );
+    assert!(read(&summaries[0]) > 0 && read(&summaries[1]) > 0);
+    assert_eq!(
+        std::fs::read(&one).unwrap(),
+        std::fs::read(&two).unwrap(),
+        "two processes wrote other bytes than one"
+    );
+
+    // The sequential reference over the same split (its partition p is the topic's partition p).
+    let partitions: Vec<ReferencePartition> = (0..4)
+        .map(|p| ReferencePartition {
+            source: topic.clone(),
+            partition: p,
+            payloads: std::fs::read_to_string(dir.join(format!("events-{p}.ndjson")))
+                .unwrap()
+                .lines()
+                .map(|l| l.as_bytes().to_vec())
+                .collect(),
+        })
+        .collect();
+    let analyzer = Analyzer::new(Lexicons::builtin());
+    let config = PipelineConfig {
+        live_rows: false,
+        ..PipelineConfig::default()
+    };
+    let mut expected: Vec<String> = reference_rows(&partitions, &config, &analyzer)
+        .unwrap()
+        .iter()
+        .map(|row| row.to_json_line())
+        .collect();
+    expected.sort();
+    let written: Vec<String> = std::fs::read_to_string(&two)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(expected.len() > 1_000, "{} rows", expected.len());
+    assert!(
+        written == expected,
+        "two processes differ from the reference"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -25,6 +25,8 @@ pub struct ClusterConfig {
     pub workers: usize,
     /// `host:port` of every process, in process-index order (empty: one process).
     pub processes: Vec<String>,
+    /// How long a process waits at start for the others to connect.
+    pub startup_timeout: Span,
 }
 
 impl Default for ClusterConfig {
@@ -32,6 +34,7 @@ impl Default for ClusterConfig {
         Self {
             workers: 1,
             processes: Vec::new(),
+            startup_timeout: Span(60_000),
         }
     }
 }
@@ -92,6 +95,9 @@ pub struct ApiConfig {
     pub allowed_hosts: Vec<String>,
     /// Limits on requests and answers.
     pub limits: ApiLimits,
+    /// In a cluster, the process (index in `cluster.processes`) that serves the API and hosts
+    /// the sinks (Postgres, NDJSON, the view store): `run` gathers the rows there.
+    pub serve_on: usize,
 }
 
 impl Default for ApiConfig {
@@ -106,6 +112,7 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             limits: ApiLimits::default(),
+            serve_on: 0,
         }
     }
 }
@@ -123,6 +130,7 @@ impl fmt::Debug for ApiConfig {
             .field("cors_origins", &self.cors_origins)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("limits", &self.limits)
+            .field("serve_on", &self.serve_on)
             .finish()
     }
 }
@@ -291,6 +299,13 @@ impl Config {
             return Err(ConnectorError::Config(
                 "cluster.workers must be >= 1".into(),
             ));
+        }
+        if config.api.serve_on >= config.cluster.processes.len().max(1) {
+            return Err(ConnectorError::Config(format!(
+                "api.serve_on = {} names no process: cluster.processes lists {} (indexes from 0)",
+                config.api.serve_on,
+                config.cluster.processes.len().max(1)
+            )));
         }
         Ok(config)
     }

@@ -46,6 +46,13 @@ pub trait Sink: Send + Sync {
     fn failure(&self) -> Option<String> {
         None
     }
+
+    /// For a sink that makes what it took durable at its own pace: the frontier below which it
+    /// is (`Millis::MAX`: all of it). None: durable once flushed. The sources run at most the
+    /// run's lead ahead of it.
+    fn durable_frontier(&self) -> Option<Millis> {
+        None
+    }
 }
 
 /// Final rows (each exactly once, when its window can no longer change) and dead letters as

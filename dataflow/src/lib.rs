@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod memory_reader;
+pub mod pacing;
 pub mod pending;
 pub mod pipeline;
 pub mod plan;

@@ -13,8 +13,9 @@ use timely::dataflow::{Scope, Stream};
 
 use crate::analytics::WindowAnalytics;
 use crate::checkpoint::{CheckpointPart, Checkpointing};
+use crate::pacing::{Reply, Steering};
 use crate::plan::Plan;
-use crate::progress::{SourcePosition, Throttle};
+use crate::progress::SourcePosition;
 use crate::rows::{DeadLetter, Row};
 use crate::sentiment::Analyzer;
 use crate::source::{partitioned_source, PartitionReader, SourceCounters};
@@ -45,17 +46,19 @@ pub struct AnalyticsOutput<'scope> {
     pub positions: Stream<'scope, u64, Vec<SourcePosition>>,
     /// This worker's parts of each checkpoint, at the checkpoint's time.
     pub checkpoints: Stream<'scope, u64, Vec<CheckpointPart>>,
+    /// This worker's source's replies to checkpoint proposals.
+    pub replies: Stream<'scope, u64, Vec<Reply>>,
 }
 
-/// Builds the analytics over this worker's partitions; `throttle` holds the source back while a
-/// sink lags; `checkpointing` takes checkpoints and, maybe, resumes from one.
+/// Builds the analytics over this worker's partitions; `steering` (the sink stage's, fed back)
+/// paces the source; `checkpointing` takes checkpoints and, maybe, resumes from one.
 pub fn analytics_dataflow<'scope>(
     scope: Scope<'scope, u64>,
     readers: Vec<Box<dyn PartitionReader>>,
     plan: &Plan,
     analyzer: Arc<Analyzer>,
     counters: Arc<SourceCounters>,
-    throttle: Option<Arc<Throttle>>,
+    steering: Option<Stream<'scope, u64, Vec<Steering>>>,
     checkpointing: Option<&Checkpointing>,
 ) -> AnalyticsOutput<'scope> {
     let source = partitioned_source(
@@ -64,7 +67,7 @@ pub fn analytics_dataflow<'scope>(
         plan,
         analyzer,
         counters,
-        throttle,
+        steering,
         checkpointing,
     );
     let times = source
@@ -77,5 +80,6 @@ pub fn analytics_dataflow<'scope>(
         rows: rows.concat(dead_letter_rows(source.dead_letters)),
         positions: source.positions,
         checkpoints: source.parts.concat(parts),
+        replies: source.replies,
     }
 }

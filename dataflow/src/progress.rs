@@ -2,7 +2,6 @@
 //! so that a sink learns from the dataflow itself which input its rows reflect.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -58,46 +57,6 @@ impl Positions {
     }
 }
 
-/// Holds the sources back while a sink lags: a source reads only while its capability is at
-/// most `lead` (event time) ahead of the frontier a sink has made durable. While a database is
-/// slow or down, reading pauses instead of piling results up in memory.
-#[derive(Debug)]
-pub struct Throttle {
-    durable: AtomicU64,
-    lead: Millis,
-}
-
-impl Throttle {
-    /// Nothing durable yet; sources may run `lead` ahead.
-    pub fn new(lead: Millis) -> Self {
-        Self {
-            durable: AtomicU64::new(0),
-            lead,
-        }
-    }
-
-    /// Everything before `frontier` is durable (None: everything).
-    pub fn made_durable(&self, frontier: Option<Millis>) {
-        self.durable
-            .store(frontier.unwrap_or(Millis::MAX), Ordering::Release);
-    }
-
-    /// The durable frontier.
-    pub fn durable(&self) -> Millis {
-        self.durable.load(Ordering::Acquire)
-    }
-
-    /// How far the sources may run ahead of the durable frontier.
-    pub fn lead(&self) -> Millis {
-        self.lead
-    }
-
-    /// Whether a source at `capability` may read more.
-    pub fn allows(&self, capability: Millis) -> bool {
-        capability <= self.durable().saturating_add(self.lead)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,15 +78,5 @@ mod tests {
         }
         let got: Vec<_> = positions.iter().cloned().collect();
         assert_eq!(got, [at(0, 9), at(1, 3)]);
-    }
-
-    #[test]
-    fn the_throttle_opens_as_the_durable_frontier_moves() {
-        let throttle = Throttle::new(1_000);
-        assert!(throttle.allows(1_000) && !throttle.allows(1_001));
-        throttle.made_durable(Some(5_000));
-        assert!(throttle.allows(6_000) && !throttle.allows(6_001));
-        throttle.made_durable(None);
-        assert!(throttle.allows(Millis::MAX));
     }
 }

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use timely::dataflow::operators::core::OkErr;
-use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, Stream};
 use timely::scheduling::SyncActivator;
 
@@ -21,9 +20,10 @@ use crate::clock::{Admission, PartitionClock};
 use crate::codec::{DecodeContext, Format};
 use crate::error::{excerpt, Error};
 use crate::event::{Event, EventKind, Millis};
+use crate::pacing::{steered_source, Reply, Steering};
 use crate::pending::take_below;
 use crate::plan::Plan;
-use crate::progress::{SourcePosition, Throttle};
+use crate::progress::SourcePosition;
 use crate::rows::{DeadLetter, DeadLetterReason};
 use crate::seen_ids::SeenIds;
 use crate::sentiment::Analyzer;
@@ -425,10 +425,13 @@ pub struct SourceStreams<'scope> {
     pub positions: Stream<'scope, u64, Vec<SourcePosition>>,
     /// This worker's source state at each checkpoint time.
     pub parts: Stream<'scope, u64, Vec<CheckpointPart>>,
+    /// Replies to the sink stage's checkpoint proposals.
+    pub replies: Stream<'scope, u64, Vec<Reply>>,
 }
 
 /// What the source operator emits before it is split into [`SourceStreams`].
-type SourceItem = Result<PaneDelta, Result<DeadLetter, Result<SourcePosition, CheckpointPart>>>;
+type SourceItem =
+    Result<PaneDelta, Result<DeadLetter, Result<SourcePosition, Result<CheckpointPart, Reply>>>>;
 
 /// Deltas read but held back until the source's capability passes their time, by time.
 type Held = BTreeMap<Millis, Vec<PaneDelta>>;
@@ -494,11 +497,11 @@ pub fn partitioned_source<'scope>(
     plan: &Plan,
     analyzer: Arc<Analyzer>,
     counters: Arc<SourceCounters>,
-    throttle: Option<Arc<Throttle>>,
+    steering: Option<Stream<'scope, u64, Vec<Steering>>>,
     checkpointing: Option<&Checkpointing>,
 ) -> SourceStreams<'scope> {
     let (worker, workers) = (scope.index(), scope.peers());
-    let control = checkpointing.map(|c| Arc::clone(&c.control));
+    let checkpoints = checkpointing.is_some();
     let restore = checkpointing.and_then(|c| c.restore.clone());
     let config = plan.config();
     let mut aggregator = PaneAggregator::new(plan.pane(), analyzer);
@@ -535,191 +538,201 @@ pub fn partitioned_source<'scope>(
         held.entry(time).or_default().push(delta);
     }
     let start = restore.as_ref().map(|r| r.time);
-    let records = source(scope, "PartitionedSource", move |capability, info| {
-        for partition in &mut partitions {
-            partition
-                .reader
-                .attach(scope.worker().sync_activator_for(info.address.to_vec()));
-        }
-        let activator = scope.activator_for(info.address);
-        let mut capability = capability;
-        if let Some(start) = start {
-            capability.downgrade(&start);
-        }
-        let mut held_capability = Some(capability);
-        let mut batch = RecordBatch::default();
-        let mut dead_letters: Vec<DeadLetter> = Vec::new();
-        let mut positions: Vec<SourcePosition> = Vec::new();
-        move |output| {
-            let Some(capability) = held_capability.as_mut() else {
-                return;
-            };
-            let now = *capability.time();
-            if throttle.as_ref().is_some_and(|t| !t.allows(now)) {
-                // A sink is behind: read again once it has caught up a little.
-                activator.activate_after(Duration::from_millis(tick.clamp(10, 100)));
-                return;
+    let records = steered_source::<SourceItem, _, _>(
+        scope,
+        "PartitionedSource",
+        steering,
+        move |capability, info| {
+            for partition in &mut partitions {
+                partition
+                    .reader
+                    .attach(scope.worker().sync_activator_for(info.address.to_vec()));
             }
-            let mut more = false;
-            for partition in partitions.iter_mut().filter(|p| !p.done) {
-                batch.clear();
-                let status = partition.reader.read(READ_BATCH, &mut batch);
-                let (format, mut context) = partition.reader.format();
-                context.limits = limits;
-                let decoding = (format, context);
-                let (source_name, index) = (&partition.key.0, partition.key.1);
-                for record in batch.iter() {
-                    counters.records.fetch_add(1, Ordering::Relaxed);
-                    let judge = Judge {
-                        clock: &mut partition.clock,
-                        seen: &mut partition.seen,
-                        capability: now,
-                        allowed_lateness: lateness,
-                        max_future,
-                    };
-                    match admit(&record, decoding, judge) {
-                        Ok(event) => {
-                            counters.events_by_kind[event.kind().index()]
-                                .fetch_add(1, Ordering::Relaxed);
-                            let time = ceil_to_tick(event.ts, tick).max(now);
-                            aggregator.add(event, time);
-                        }
-                        Err((reason, error)) => {
-                            counters.count(reason);
-                            let dead = DeadLetter::new(
-                                source_name,
-                                index,
-                                record.offset,
-                                reason,
-                                error,
-                                record.payload,
-                            );
-                            dead_letters.push(dead);
-                        }
-                    }
-                }
-                if let Some(last) = batch.last_offset() {
-                    partition
-                        .seen
-                        .forget_before(partition.clock.oldest_admissible());
-                    partition.next_offset = Some(last + 1);
-                    positions.push(SourcePosition {
-                        source: Arc::clone(&partition.source),
-                        partition: index,
-                        next_offset: last + 1,
-                        watermark: partition.clock.watermark(),
-                    });
-                }
-                let read_records = !batch.is_empty();
-                match status {
-                    Ok(status) => {
-                        partition.failing = None;
-                        more |= status == ReadStatus::More;
-                        partition.done = status == ReadStatus::Done;
-                        partition.observe(read_records, status);
-                    }
-                    Err(error) => {
-                        // The partition keeps holding the watermark: its records are missing,
-                        // so nothing after them may become final. A live run waits for it; a
-                        // bounded run is stopped by the runtime, which sees the count.
-                        counters.read_errors.fetch_add(1, Ordering::Relaxed);
-                        if partition.failing.as_ref() != Some(&error) {
-                            error!(source = %source_name, partition = index, %error, "partition unreadable; results wait for it");
-                        }
-                        partition.failing = Some(error);
-                        partition.observe(false, ReadStatus::Behind);
-                    }
-                }
-                let progress = PartitionProgress {
-                    next_offset: partition.next_offset,
-                    watermark: partition.clock.watermark(),
-                    done: partition.done,
+            let activator = scope.activator_for(info.address);
+            let mut capability = capability;
+            if let Some(start) = start {
+                capability.downgrade(&start);
+            }
+            let mut held_capability = Some(capability);
+            let mut batch = RecordBatch::default();
+            let mut dead_letters: Vec<DeadLetter> = Vec::new();
+            let mut positions: Vec<SourcePosition> = Vec::new();
+            move |output, gate| {
+                let Some(capability) = held_capability.as_mut() else {
+                    return;
                 };
-                counters.report(&partition.key, progress);
-            }
-            for (time, delta) in aggregator.drain() {
-                held.entry(time).or_default().push(delta);
-            }
-            if !dead_letters.is_empty() || !positions.is_empty() {
-                let dead = dead_letters.drain(..).map(|dead| Err(Ok(dead)));
-                let moved = positions.drain(..).map(|position| Err(Err(Ok(position))));
-                output
-                    .session(&*capability)
-                    .give_iterator(dead.chain(moved));
-            }
-            // Emits held deltas, each at its own time.
-            macro_rules! emit {
-                ($held:expr) => {
-                    for (time, deltas) in $held {
+                let now = *capability.time();
+                let replies = gate.replies(worker, now);
+                if !replies.is_empty() {
+                    let replies = replies.into_iter().map(|r| Err(Err(Err(Err(r)))));
+                    output.session(&*capability).give_iterator(replies);
+                }
+                if gate.holds(now) {
+                    // Waiting for a checkpoint decision, or for a sink to catch up: the steering
+                    // input wakes the source when either comes.
+                    return;
+                }
+                let mut more = false;
+                for partition in partitions.iter_mut().filter(|p| !p.done) {
+                    batch.clear();
+                    let status = partition.reader.read(READ_BATCH, &mut batch);
+                    let (format, mut context) = partition.reader.format();
+                    context.limits = limits;
+                    let decoding = (format, context);
+                    let (source_name, index) = (&partition.key.0, partition.key.1);
+                    for record in batch.iter() {
+                        counters.records.fetch_add(1, Ordering::Relaxed);
+                        let judge = Judge {
+                            clock: &mut partition.clock,
+                            seen: &mut partition.seen,
+                            capability: now,
+                            allowed_lateness: lateness,
+                            max_future,
+                        };
+                        match admit(&record, decoding, judge) {
+                            Ok(event) => {
+                                counters.events_by_kind[event.kind().index()]
+                                    .fetch_add(1, Ordering::Relaxed);
+                                let time = ceil_to_tick(event.ts, tick).max(now);
+                                aggregator.add(event, time);
+                            }
+                            Err((reason, error)) => {
+                                counters.count(reason);
+                                let dead = DeadLetter::new(
+                                    source_name,
+                                    index,
+                                    record.offset,
+                                    reason,
+                                    error,
+                                    record.payload,
+                                );
+                                dead_letters.push(dead);
+                            }
+                        }
+                    }
+                    if let Some(last) = batch.last_offset() {
+                        partition
+                            .seen
+                            .forget_before(partition.clock.oldest_admissible());
+                        partition.next_offset = Some(last + 1);
+                        positions.push(SourcePosition {
+                            source: Arc::clone(&partition.source),
+                            partition: index,
+                            next_offset: last + 1,
+                            watermark: partition.clock.watermark(),
+                        });
+                    }
+                    let read_records = !batch.is_empty();
+                    match status {
+                        Ok(status) => {
+                            partition.failing = None;
+                            more |= status == ReadStatus::More;
+                            partition.done = status == ReadStatus::Done;
+                            partition.observe(read_records, status);
+                        }
+                        Err(error) => {
+                            // The partition keeps holding the watermark: its records are missing,
+                            // so nothing after them may become final. A live run waits for it; a
+                            // bounded run is stopped by the runtime, which sees the count.
+                            counters.read_errors.fetch_add(1, Ordering::Relaxed);
+                            if partition.failing.as_ref() != Some(&error) {
+                                error!(source = %source_name, partition = index, %error, "partition unreadable; results wait for it");
+                            }
+                            partition.failing = Some(error);
+                            partition.observe(false, ReadStatus::Behind);
+                        }
+                    }
+                    let progress = PartitionProgress {
+                        next_offset: partition.next_offset,
+                        watermark: partition.clock.watermark(),
+                        done: partition.done,
+                    };
+                    counters.report(&partition.key, progress);
+                }
+                for (time, delta) in aggregator.drain() {
+                    held.entry(time).or_default().push(delta);
+                }
+                if !dead_letters.is_empty() || !positions.is_empty() {
+                    let dead = dead_letters.drain(..).map(|dead| Err(Ok(dead)));
+                    let moved = positions.drain(..).map(|position| Err(Err(Ok(position))));
+                    output
+                        .session(&*capability)
+                        .give_iterator(dead.chain(moved));
+                }
+                // Emits held deltas, each at its own time.
+                macro_rules! emit {
+                    ($held:expr) => {
+                        for (time, deltas) in $held {
+                            output
+                                .session(&capability.delayed(&time))
+                                .give_iterator(deltas.into_iter().map(Ok));
+                        }
+                    };
+                }
+                let open = partitions.iter().filter(|p| !p.done);
+                if open.clone().next().is_none() {
+                    if checkpoints {
+                        // Later checkpoints still need this worker's source state: its last one.
+                        let mut part = source_part(&partitions, &held, now, (worker, workers));
+                        part.finished = true;
+                        output.session(&*capability).give(Err(Err(Err(Ok(part)))));
+                    }
+                    emit!(std::mem::take(&mut held));
+                    held_capability = None;
+                    return;
+                }
+                // The least watermark (rounded down to a tick) of the open partitions that are not
+                // idle; a partition that has seen nothing yet and is not idle (behind, or caught up
+                // for less than its idle timeout) holds the capability where it is. When
+                // every partition is idle, wall-clock time minus the out-of-orderness bound stands in
+                // for their watermark.
+                let active_low = open
+                    .clone()
+                    .filter(|p| !p.is_idle())
+                    .map(|p| p.clock.watermark().map_or(now, |w| w - w % tick))
+                    .min();
+                let low = active_low.unwrap_or_else(|| {
+                    open.filter_map(|p| p.reader.wall_clock())
+                        .map(|wall| wall.saturating_sub(out_of_orderness))
+                        .map(|w| w - w % tick)
+                        .min()
+                        .unwrap_or(now)
+                });
+                if low > now {
+                    if let Some(time) = gate.checkpoint_between(now, low) {
+                        emit!(take_below(&mut held, Some(time)));
+                        let part = source_part(&partitions, &held, time, (worker, workers));
                         output
                             .session(&capability.delayed(&time))
-                            .give_iterator(deltas.into_iter().map(Ok));
+                            .give(Err(Err(Err(Ok(part)))));
                     }
-                };
-            }
-            let open = partitions.iter().filter(|p| !p.done);
-            if open.clone().next().is_none() {
-                if let Some(control) = &control {
-                    // Later checkpoints still need this worker's source state: its last one.
-                    control.finished(worker);
-                    let mut part = source_part(&partitions, &held, now, (worker, workers));
-                    part.finished = true;
-                    output.session(&*capability).give(Err(Err(Err(part))));
+                    emit!(take_below(&mut held, Some(low)));
+                    capability.downgrade(&low);
                 }
-                emit!(std::mem::take(&mut held));
-                held_capability = None;
-                return;
-            }
-            // The least watermark (rounded down to a tick) of the open partitions that are not
-            // idle; a partition that has seen nothing yet and is not idle (behind, or caught up
-            // for less than its idle timeout) holds the capability where it is. When
-            // every partition is idle, wall-clock time minus the out-of-orderness bound stands in
-            // for their watermark.
-            let active_low = open
-                .clone()
-                .filter(|p| !p.is_idle())
-                .map(|p| p.clock.watermark().map_or(now, |w| w - w % tick))
-                .min();
-            let low = active_low.unwrap_or_else(|| {
-                open.filter_map(|p| p.reader.wall_clock())
-                    .map(|wall| wall.saturating_sub(out_of_orderness))
-                    .map(|w| w - w % tick)
-                    .min()
-                    .unwrap_or(now)
-            });
-            if low > now {
-                let checkpoint = control.as_ref().and_then(|c| c.crossing(worker, now, low));
-                if let Some(time) = checkpoint {
-                    emit!(take_below(&mut held, Some(time)));
-                    let part = source_part(&partitions, &held, time, (worker, workers));
-                    output
-                        .session(&capability.delayed(&time))
-                        .give(Err(Err(Err(part))));
+                if more {
+                    activator.activate();
+                } else {
+                    // Live input with nothing to read: the readers wake the source when records
+                    // arrive; the timer lets idleness and wall-clock time move the watermark.
+                    activator.activate_after(Duration::from_millis(tick));
                 }
-                emit!(take_below(&mut held, Some(low)));
-                capability.downgrade(&low);
             }
-            if more {
-                activator.activate();
-            } else {
-                // Live input with nothing to read: the readers wake the source when records
-                // arrive; the timer lets idleness and wall-clock time move the watermark.
-                activator.activate_after(Duration::from_millis(tick));
-            }
-        }
-    });
-    type Other = Result<DeadLetter, Result<SourcePosition, CheckpointPart>>;
-    let (deltas, other): (_, Stream<'scope, u64, Vec<Other>>) =
-        records.container::<Vec<SourceItem>>().ok_err(|item| item);
-    let (dead_letters, progress): (
-        _,
-        Stream<'scope, u64, Vec<Result<SourcePosition, CheckpointPart>>>,
-    ) = other.ok_err(|item| item);
-    let (positions, parts) = progress.ok_err(|item| item);
+        },
+    );
+    type CheckpointItem = Result<CheckpointPart, Reply>;
+    type Progress = Result<SourcePosition, CheckpointItem>;
+    type Other = Result<DeadLetter, Progress>;
+    let (deltas, other): (_, Stream<'scope, u64, Vec<Other>>) = records.ok_err(|item| item);
+    let (dead_letters, progress): (_, Stream<'scope, u64, Vec<Progress>>) =
+        other.ok_err(|item| item);
+    let (positions, checkpointing): (_, Stream<'scope, u64, Vec<CheckpointItem>>) =
+        progress.ok_err(|item| item);
+    let (parts, replies) = checkpointing.ok_err(|item| item);
     SourceStreams {
         deltas,
         dead_letters,
         positions,
         parts,
+        replies,
     }
 }

@@ -1,27 +1,59 @@
-//! The process layout (`[cluster]`) as timely's execution configuration.
+//! The process layout (`[cluster]`) and how its workers are connected: one process with
+//! `workers` threads, or several processes (one per `host:port`) joined by timely's networking.
+
+use std::any::Any;
+use std::time::Duration;
 
 use crowdpulse_connectors::config::ClusterConfig;
+use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+use timely::communication::allocator::ProcessBuilder;
+use timely::communication::{AllocatorBuilder, Hooks};
 use timely::CommunicationConfig;
 
 use crate::error::{Result, RuntimeError};
+use crate::peers;
 
 /// How many workers run where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {
-    /// Worker threads of this process.
+    /// Worker threads of each process.
     pub workers: usize,
     /// `host:port` of every process, in index order (empty: this process alone).
     pub processes: Vec<String>,
+    /// This process's index in `processes`.
+    pub process: usize,
+    /// How long start-up waits for the other processes.
+    pub startup_timeout: Duration,
+    /// The process whose first worker gathers the rows and hosts the sinks.
+    pub sink_process: usize,
+}
+
+/// timely's workers of this process, connected as the layout says.
+pub(crate) struct Communication {
+    pub builders: Vec<AllocatorBuilder>,
+    /// Keeps the network threads alive (joins them when dropped).
+    pub guard: Box<dyn Any + Send>,
 }
 
 impl Cluster {
-    /// The layout `[cluster]` describes, with `workers` (a command-line override) replacing
-    /// `cluster.workers` when given.
-    pub fn new(config: &ClusterConfig, workers: Option<usize>) -> Self {
-        Self {
+    /// The layout `[cluster]` describes for process `process`, with `workers` (a command-line
+    /// override) replacing `cluster.workers` when given.
+    pub fn new(config: &ClusterConfig, workers: Option<usize>, process: usize) -> Result<Self> {
+        let cluster = Self {
             workers: workers.unwrap_or(config.workers).max(1),
             processes: config.processes.clone(),
+            process,
+            startup_timeout: config.startup_timeout.duration(),
+            sink_process: 0,
+        };
+        let count = cluster.processes.len().max(1);
+        if process >= count {
+            return Err(RuntimeError::NoSuchProcess {
+                process,
+                processes: count,
+            });
         }
+        Ok(cluster)
     }
 
     /// One process with `workers` threads (tests, the demo).
@@ -29,7 +61,25 @@ impl Cluster {
         Self {
             workers: workers.max(1),
             processes: Vec::new(),
+            process: 0,
+            startup_timeout: Duration::ZERO,
+            sink_process: 0,
         }
+    }
+
+    /// The same layout with the sinks on process `process` (`api.serve_on`).
+    pub fn with_sinks_on(self, process: usize) -> Result<Self> {
+        let count = self.processes.len().max(1);
+        if process >= count {
+            return Err(RuntimeError::NoSuchProcess {
+                process,
+                processes: count,
+            });
+        }
+        Ok(Self {
+            sink_process: process,
+            ..self
+        })
     }
 
     /// Workers across all processes.
@@ -37,20 +87,46 @@ impl Cluster {
         self.workers * self.processes.len().max(1)
     }
 
-    /// timely's configuration for this layout.
-    pub fn timely_config(&self) -> Result<timely::Config> {
-        let communication = match self.processes.len() {
-            0 | 1 => CommunicationConfig::Process(self.workers),
-            n => {
-                return Err(RuntimeError::Cluster(format!(
-                    "cluster.processes lists {n} processes; running several processes is not \
-                     supported yet (list one process, or none)"
-                )))
-            }
-        };
-        Ok(timely::Config {
-            communication,
-            worker: timely::WorkerConfig::default(),
+    /// Whether the sinks run in this process.
+    pub fn hosts_sinks(&self) -> bool {
+        self.process == self.sink_process
+    }
+
+    /// The global worker that gathers the rows for the sinks.
+    pub fn sink_worker(&self) -> usize {
+        self.sink_process * self.workers
+    }
+
+    /// Global indexes of this process's workers.
+    pub fn local_workers(&self) -> std::ops::Range<usize> {
+        let first = self.process * self.workers;
+        first..first + self.workers
+    }
+
+    /// Connects this process's workers: threads of one process, or (several processes) after
+    /// every peer has connected within the start-up timeout.
+    pub(crate) fn connect(&self) -> Result<Communication> {
+        if self.processes.len() <= 1 {
+            let (builders, guard) = CommunicationConfig::Process(self.workers)
+                .try_build()
+                .map_err(RuntimeError::Start)?;
+            return Ok(Communication { builders, guard });
+        }
+        let sockets = peers::connect(
+            &self.processes,
+            self.process,
+            self.workers,
+            self.startup_timeout,
+        )?;
+        peers::watch(&self.processes);
+        let hooks = Hooks::default();
+        let local = ProcessBuilder::new_typed_vector(self.workers, hooks.refill.clone(), None);
+        let (builders, guard) =
+            initialize_networking_from_sockets(local, sockets, self.process, self.workers, hooks)
+                .map_err(|e| RuntimeError::Start(e.to_string()))?;
+        Ok(Communication {
+            builders: builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
+            guard: Box::new(guard),
         })
     }
 }
@@ -64,15 +140,25 @@ mod tests {
         let config = ClusterConfig {
             workers: 3,
             processes: vec!["127.0.0.1:2101".into()],
+            ..ClusterConfig::default()
         };
-        assert_eq!(Cluster::new(&config, None).workers, 3);
-        assert_eq!(Cluster::new(&config, Some(2)).total_workers(), 2);
-        assert!(Cluster::new(&config, None).timely_config().is_ok());
+        assert_eq!(Cluster::new(&config, None, 0).unwrap().workers, 3);
+        assert_eq!(
+            Cluster::new(&config, Some(2), 0).unwrap().total_workers(),
+            2
+        );
         let two = ClusterConfig {
             processes: vec!["a:1".into(), "b:1".into()],
             ..config
         };
-        let err = Cluster::new(&two, None).timely_config().unwrap_err();
+        let second = Cluster::new(&two, None, 1).unwrap();
+        assert_eq!(second.total_workers(), 6);
+        assert_eq!(second.local_workers(), 3..6);
+        assert!(!second.hosts_sinks());
+        let serving = second.clone().with_sinks_on(1).unwrap();
+        assert!(serving.hosts_sinks() && serving.sink_worker() == 3);
+        assert!(second.with_sinks_on(2).is_err());
+        let err = Cluster::new(&two, None, 2).unwrap_err();
         assert!(err.to_string().contains("2 processes"), "{err}");
     }
 }

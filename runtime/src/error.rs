@@ -5,9 +5,46 @@ use thiserror::Error;
 /// What starting or running a dataflow can fail with.
 #[derive(Debug, Error)]
 pub enum RuntimeError {
-    /// The cluster layout cannot be run.
-    #[error("cluster: {0}")]
-    Cluster(String),
+    /// `--process` names no process of `[cluster] processes`.
+    #[error("process {process} does not exist: cluster.processes lists {processes} processes (indexes from 0)")]
+    NoSuchProcess {
+        /// The index asked for.
+        process: usize,
+        /// Processes listed.
+        processes: usize,
+    },
+    /// This process cannot listen on its own address.
+    #[error("cannot listen on {address} (this process's entry in cluster.processes): {error}")]
+    ClusterListen {
+        /// Its `host:port`.
+        address: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A peer did not connect within the start-up timeout.
+    #[error("process {process} ({address}) did not connect within {waited:?} (cluster.startup_timeout); is it started, with the same cluster.processes?")]
+    PeerUnreachable {
+        /// Its index.
+        process: usize,
+        /// Its `host:port`.
+        address: String,
+        /// How long this process waited.
+        waited: std::time::Duration,
+    },
+    /// A peer runs with another layout.
+    #[error("process {process} runs {processes} processes of {workers} worker(s) each, this one {our_processes} of {our_workers}: every process needs the same [cluster]")]
+    PeerMismatch {
+        /// Its index.
+        process: usize,
+        /// Its process count.
+        processes: u64,
+        /// Its workers per process.
+        workers: u64,
+        /// Ours.
+        our_processes: u64,
+        /// Ours.
+        our_workers: u64,
+    },
     /// timely could not start its workers.
     #[error("starting the workers: {0}")]
     Start(String),

@@ -6,12 +6,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crowdpulse_connectors::sink::Sink;
-use crowdpulse_dataflow::checkpoint::{CheckpointControl, Checkpointing, Restore};
+use crowdpulse_dataflow::checkpoint::{Checkpointing, Restore};
+use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::pacing::{Pacing, Steering, UNLIMITED_LEAD};
 use crowdpulse_dataflow::pipeline::analytics_dataflow;
 use crowdpulse_dataflow::plan::Plan;
-use crowdpulse_dataflow::progress::Throttle;
 use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{ConnectLoop, Feedback};
 use tracing::error;
 
 use crate::cluster::Cluster;
@@ -33,8 +36,9 @@ pub struct Job {
     pub sources: Sources,
     /// Where the rows go.
     pub sinks: Vec<Arc<dyn Sink>>,
-    /// Set when a sink makes results durable at its own pace (Postgres): the sources wait for it.
-    pub throttle: Option<Arc<Throttle>>,
+    /// Set when a sink makes results durable at its own pace (Postgres): how far (event time)
+    /// the sources may run ahead of it.
+    pub lead: Option<Millis>,
     /// Set when a sink keeps checkpoints (Postgres).
     pub checkpoints: Option<Checkpoints>,
 }
@@ -86,18 +90,16 @@ pub fn start(job: Job) -> Result<Running> {
         counters,
         sources,
         sinks,
-        throttle,
+        lead,
         checkpoints,
     } = job;
-    let checkpointing = checkpoints.map(|c| Checkpointing {
-        control: CheckpointControl::new(
-            c.interval,
-            cluster.total_workers(),
-            c.restore.as_ref().map_or(0, |r| r.time),
-        ),
-        restore: c.restore,
+    let pacing = (lead.is_some() || checkpoints.is_some()).then(|| Pacing {
+        lead: lead.unwrap_or(UNLIMITED_LEAD),
+        checkpoint_interval: checkpoints.as_ref().map(|c| c.interval),
     });
-    let config = cluster.timely_config()?;
+    let checkpointing = checkpoints.map(|c| Checkpointing { restore: c.restore });
+    let communication = cluster.connect()?;
+    let sink_worker = cluster.sink_worker();
     let readers_for = sources.readers_for();
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(OnceLock::new());
@@ -105,7 +107,9 @@ pub fn start(job: Job) -> Result<Running> {
     let worker_failed = Arc::clone(&failed);
     let worker_sinks = sinks.clone();
     let bounded = matches!(sources, Sources::Bounded(_));
-    let guards = timely::execute(config, move |worker| {
+    let (builders, guard) = (communication.builders, communication.guard);
+    let worker_config = timely::WorkerConfig::default();
+    let guards = timely::execute::execute_from(builders, guard, worker_config, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let _alarm = PanicAlarm {
             worker: index,
@@ -122,24 +126,41 @@ pub fn start(job: Job) -> Result<Running> {
             }
         };
         worker.dataflow::<u64, _, _>(|scope| {
+            // The sink stage's steering reaches the sources a lead later: their frontier on it is
+            // the durable frontier plus the lead.
+            let (loop_handle, steering) = pacing
+                .map(|p| scope.feedback::<Vec<Steering>>(p.lead))
+                .unzip();
             let output = analytics_dataflow(
                 scope,
                 readers,
                 &plan,
                 Arc::clone(&analyzer),
                 Arc::clone(&counters),
-                throttle.clone(),
+                steering,
                 checkpointing.as_ref(),
             );
-            output
-                .rows
-                .sink_stage(output.positions, output.checkpoints, worker_sinks.clone());
+            let steering = output.rows.sink_stage(
+                output.positions,
+                output.checkpoints,
+                output.replies,
+                worker_sinks.clone(),
+                sink_worker,
+                pacing,
+            );
+            if let Some(handle) = loop_handle {
+                steering.broadcast().connect_loop(handle);
+            }
         });
         while worker.has_dataflows() {
             // A bounded run that cannot read a partition to its end stops before the end of
             // input would make its windows final without that partition's records.
             let unreadable = bounded && counters.read_errors.load(Ordering::Relaxed) > 0;
-            if worker_stop.load(Ordering::Relaxed) || unreadable {
+            let lost = crate::peers::lost();
+            if let Some(reason) = lost {
+                let _ = worker_failed.set(reason.to_owned());
+            }
+            if worker_stop.load(Ordering::Relaxed) || unreadable || lost.is_some() {
                 for id in worker.installed_dataflows() {
                     worker.drop_dataflow(id);
                 }
@@ -197,11 +218,16 @@ impl Running {
             return Ok(());
         };
         let mut outcome = Ok(());
-        for result in guards.join() {
+        // After a peer was lost, joining timely's network threads re-raises their panics.
+        let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
+        for result in joined.unwrap_or_default() {
             let result = result.map_err(RuntimeError::WorkerPanicked).and_then(|r| r);
             if outcome.is_ok() {
                 outcome = result;
             }
+        }
+        if let Some(reason) = crate::peers::lost() {
+            outcome = Err(RuntimeError::Failed(reason.to_owned()));
         }
         for sink in &self.sinks {
             let finished = sink.finish().map_err(RuntimeError::from);

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod error;
 pub mod execute;
 pub mod live;
+mod peers;
 pub mod process;
 pub mod replay;
 pub mod run;

@@ -31,8 +31,8 @@ use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
 use crowdpulse_connectors::position::Position;
 use crowdpulse_connectors::postgres::PostgresSinkMetrics;
 use crowdpulse_connectors::sink::Sink;
+use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::plan::Plan;
-use crowdpulse_dataflow::progress::Throttle;
 use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
 use tokio::net::TcpListener;
@@ -74,7 +74,7 @@ pub struct LiveOptions {
     /// Sinks besides the view store (e.g. final rows to stdout, Postgres).
     pub sinks: Vec<Arc<dyn Sink>>,
     /// Set when one of `sinks` paces the sources (Postgres).
-    pub throttle: Option<Arc<Throttle>>,
+    pub lead: Option<Millis>,
     /// Set when one of `sinks` keeps checkpoints (Postgres).
     pub checkpoints: Option<Checkpoints>,
     /// The Postgres sink's counters, for /metrics and /ready.
@@ -125,7 +125,7 @@ fn wire(
         counters: Arc::clone(counters),
         sources,
         sinks,
-        throttle: options.throttle.clone(),
+        lead: options.lead,
         checkpoints: options.checkpoints.clone(),
     };
     match &options.feed {
@@ -335,7 +335,32 @@ pub fn run_until_stopped(
     let failed = Arc::clone(&state.failed);
     let bind = options.api.bind.clone();
     let sinks = options.sinks.clone();
+    let serves = options.cluster.hosts_sinks();
+    let process = options.cluster.process;
     let served = runtime.block_on(async move {
+        // Resolves with the failure that stopped the run, or None on a stop signal.
+        let stopped = async move {
+            tokio::select! {
+                signal = stop_signal() => {
+                    info!(signal, "stopping");
+                    None
+                }
+                reason = failure(&failed, &sinks) => {
+                    error!(%reason, "stopping on a failure");
+                    Some(reason)
+                }
+            }
+        };
+        if !serves {
+            info!(
+                process,
+                "this process reads its partitions for the cluster; the api is served by process api.serve_on"
+            );
+            return match stopped.await {
+                Some(reason) => Err(RuntimeError::Failed(reason)),
+                None => Ok(()),
+            };
+        }
         let listener = TcpListener::bind(&bind)
             .await
             .map_err(|e| ApiError::Server(format!("binding {bind}: {e}")))?;
@@ -349,14 +374,10 @@ pub fn run_until_stopped(
             );
         }
         on_listening(address);
-        let (stopped, stopped_by) = tokio::sync::oneshot::channel();
+        let (stopped_with, stopped_by) = tokio::sync::oneshot::channel();
         serve(state, listener, async move {
-            tokio::select! {
-                signal = stop_signal() => info!(signal, "stopping"),
-                reason = failure(&failed, &sinks) => {
-                    error!(%reason, "stopping on a failure");
-                    let _ = stopped.send(reason);
-                }
+            if let Some(reason) = stopped.await {
+                let _ = stopped_with.send(reason);
             }
         })
         .await;

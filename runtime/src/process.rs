@@ -11,8 +11,8 @@ use crowdpulse_connectors::error::ConnectorError;
 use crowdpulse_connectors::file_source::FileReader;
 use crowdpulse_connectors::sink::Sink;
 use crowdpulse_connectors::sorted_output::{write_sorted_ndjson, FinalRows};
+use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::plan::Plan;
-use crowdpulse_dataflow::progress::Throttle;
 use crowdpulse_dataflow::rows::Row;
 use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
@@ -160,6 +160,16 @@ pub fn run_to_file(run: BoundedRun, path: &std::path::Path) -> Result<ProcessSum
     Ok(summary)
 }
 
+/// Runs this process's share of the dataflow in a cluster where another process gathers and
+/// writes the rows.
+pub fn run_share(mut run: BoundedRun) -> Result<ProcessSummary> {
+    let started = Instant::now();
+    let counters = Arc::clone(&run.counters);
+    run.plan = run.plan.with_live_rows(false);
+    run_into(run, Vec::new(), None, None)?;
+    Ok(ProcessSummary::of(&counters, 0, started.elapsed()))
+}
+
 /// Runs the dataflow over bounded partitions and writes every table's final rows to `out` as
 /// sorted NDJSON (`path` names it in errors).
 pub fn run_to_ndjson(
@@ -191,12 +201,12 @@ pub fn run_to_final_rows(run: BoundedRun) -> Result<Vec<Row>> {
     Ok(final_rows.take()?)
 }
 
-/// Runs the dataflow over bounded partitions into `sinks` (paced by `throttle`, when a sink sets
-/// one; checkpointed when a sink keeps `checkpoints`) and returns once the sinks are done.
+/// Runs the dataflow over bounded partitions into `sinks` (paced by `lead`, when a sink makes
+/// rows durable at its own pace; checkpointed when a sink keeps `checkpoints`) and returns once the sinks are done.
 pub fn run_into(
     run: BoundedRun,
     sinks: Vec<Arc<dyn Sink>>,
-    throttle: Option<Arc<Throttle>>,
+    lead: Option<Millis>,
     checkpoints: Option<Checkpoints>,
 ) -> Result<()> {
     let counters = Arc::clone(&run.counters);
@@ -207,7 +217,7 @@ pub fn run_into(
         counters: run.counters,
         sources: run.sources,
         sinks,
-        throttle,
+        lead,
         checkpoints,
     })?
     .join()?;

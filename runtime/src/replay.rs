@@ -20,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::cluster::Cluster;
 use crate::error::Result;
-use crate::process::{run_to_file, run_to_ndjson, BoundedRun, ProcessSummary};
+use crate::process::{run_share, run_to_file, run_to_ndjson, BoundedRun, ProcessSummary};
 use crate::sources::Sources;
 
 /// What to replay.
@@ -211,6 +211,8 @@ pub fn replay(options: &ReplayOptions) -> Result<ProcessSummary> {
         sources: Sources::kafka(source),
     };
     let result = match &options.output {
+        // In a cluster, the process hosting the sinks writes all the rows.
+        _ if !options.cluster.hosts_sinks() => run_share(run),
         Some(path) => run_to_file(run, path),
         None => run_to_ndjson(
             run,

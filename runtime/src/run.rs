@@ -18,8 +18,8 @@ use crowdpulse_connectors::postgres::checkpoints::{
 use crowdpulse_connectors::postgres::{apply_migrations, PostgresSink, PostgresSinkMetrics};
 use crowdpulse_connectors::sink::{FinalRowsNdjson, Sink};
 use crowdpulse_dataflow::checkpoint::Restore;
+use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::plan::Plan;
-use crowdpulse_dataflow::progress::Throttle;
 use crowdpulse_dataflow::source::SourceCounters;
 use tracing::info;
 
@@ -91,7 +91,7 @@ pub struct RunOptions {
 struct RunSinks {
     sinks: Vec<Arc<dyn Sink>>,
     /// Set by Postgres.
-    throttle: Option<Arc<Throttle>>,
+    lead: Option<Millis>,
     postgres: Option<Arc<PostgresSinkMetrics>>,
     /// Set by Postgres unless its checkpoint interval is zero.
     checkpoints: Option<Checkpoints>,
@@ -140,7 +140,7 @@ fn resume_position(restore: &Restore) -> Position {
 fn sinks(options: &RunOptions) -> Result<RunSinks> {
     let mut run = RunSinks {
         sinks: Vec::new(),
-        throttle: None,
+        lead: None,
         postgres: None,
         checkpoints: None,
         from: options.from.clone(),
@@ -168,18 +168,24 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
                 restore,
             });
         }
-        // A live run commits every flush interval, a backfill as it goes.
-        let interval = match options.until {
-            Some(_) => BACKFILL_COMMIT_INTERVAL,
-            None => options.config.postgres.flush_interval.duration(),
-        };
-        let postgres = PostgresSink::start(&options.config.postgres, interval)?;
-        run.throttle = Some(postgres.throttle());
-        run.postgres = Some(postgres.metrics());
-        run.sinks.push(Arc::new(postgres));
+        // Every process paces its sources the same way (the dataflows must match); only the
+        // process hosting the sinks writes.
+        run.lead = Some(options.config.postgres.max_lead.0);
+        if options.cluster.hosts_sinks() {
+            // A live run commits every flush interval, a backfill as it goes.
+            let interval = match options.until {
+                Some(_) => BACKFILL_COMMIT_INTERVAL,
+                None => options.config.postgres.flush_interval.duration(),
+            };
+            let postgres = PostgresSink::start(&options.config.postgres, interval)?;
+            run.postgres = Some(postgres.metrics());
+            run.sinks.push(Arc::new(postgres));
+        }
     }
-    if let Some(ndjson) = options.output.sink()? {
-        run.sinks.push(ndjson);
+    if options.cluster.hosts_sinks() {
+        if let Some(ndjson) = options.output.sink()? {
+            run.sinks.push(ndjson);
+        }
     }
     Ok(run)
 }
@@ -222,7 +228,7 @@ pub fn backfill(options: &RunOptions) -> Result<BackfillSummary> {
     let started = Instant::now();
     let RunSinks {
         sinks,
-        throttle,
+        lead,
         postgres,
         checkpoints,
         from,
@@ -243,7 +249,7 @@ pub fn backfill(options: &RunOptions) -> Result<BackfillSummary> {
             sources: Sources::kafka(source),
         },
         sinks,
-        throttle,
+        lead,
         checkpoints,
     )?;
     let rows = postgres
@@ -259,7 +265,7 @@ pub fn backfill(options: &RunOptions) -> Result<BackfillSummary> {
 pub fn live(options: RunOptions, announce: impl FnOnce(SocketAddr)) -> Result<()> {
     let RunSinks {
         sinks,
-        throttle,
+        lead,
         postgres,
         checkpoints,
         from,
@@ -271,7 +277,7 @@ pub fn live(options: RunOptions, announce: impl FnOnce(SocketAddr)) -> Result<()
             start: from,
         },
         sinks,
-        throttle,
+        lead,
         checkpoints,
         postgres,
         history: options

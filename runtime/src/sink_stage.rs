@@ -1,14 +1,18 @@
 //! The one frontier-gated sink stage: gathers every worker's row changes, source positions and
-//! checkpoint parts on worker 0 and, each time the frontier moves, hands the sinks one [`Flush`]
+//! checkpoint parts on one worker and, each time the frontier moves, hands the sinks one [`Flush`]
 //! of everything complete below it, with the positions those changes reflect and the latest
-//! checkpoint completed.
+//! checkpoint completed. When the run is paced, it also steers the sources (see
+//! [`crowdpulse_dataflow::pacing`]): it holds its output capability at the frontier the sinks
+//! have made durable and proposes the checkpoint rounds.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_dataflow::checkpoint::{Checkpoint, CheckpointPart};
 use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::pacing::{Pacing, Reply, Rounds, Steering};
 use crowdpulse_dataflow::pending::take_below;
 use crowdpulse_dataflow::progress::{Positions, SourcePosition};
 use crowdpulse_dataflow::rows::Row;
@@ -28,20 +32,91 @@ enum Gathered {
     Change(Row, isize),
     Position(SourcePosition),
     Part(CheckpointPart),
+    Reply(Reply),
+}
+
+/// How often a sink stage whose sinks lag looks whether they have caught up.
+const DURABILITY_POLL: Duration = Duration::from_millis(10);
+
+/// What the sink stage holds until the frontier passes it.
+#[derive(Default)]
+struct Gatherer {
+    changes: BTreeMap<Millis, Vec<(Row, Millis, isize)>>,
+    positions: BTreeMap<Millis, Vec<SourcePosition>>,
+    parts: BTreeMap<Millis, Vec<CheckpointPart>>,
+    /// The last source part of each worker whose input ended, by worker.
+    finished: BTreeMap<usize, CheckpointPart>,
+    /// The latest positions flushed.
+    flushed: Positions,
+}
+
+impl Gatherer {
+    fn take(&mut self, time: Millis, item: Gathered, rounds: &mut Rounds) {
+        match item {
+            Gathered::Change(row, diff) => self
+                .changes
+                .entry(time)
+                .or_default()
+                .push((row, time, diff)),
+            Gathered::Position(position) => self.positions.entry(time).or_default().push(position),
+            Gathered::Part(part) if part.finished => {
+                self.finished.insert(part.worker, part);
+            }
+            Gathered::Part(part) => self.parts.entry(part.time).or_default().push(part),
+            Gathered::Reply(reply) => rounds.reply(reply),
+        }
+    }
+
+    /// Everything complete below `frontier`.
+    fn flush(&mut self, frontier: Option<Millis>) -> Flush {
+        let ready = take_below(&mut self.changes, frontier);
+        let ready_positions = take_below(&mut self.positions, frontier);
+        let checkpoint = take_below(&mut self.parts, frontier)
+            .into_iter()
+            .filter_map(|(time, parts)| {
+                let complete = Checkpoint::assemble(time, parts, &self.finished);
+                if complete.is_none() {
+                    warn!(
+                        time,
+                        "checkpoint incomplete (a worker's part is missing); skipped"
+                    );
+                }
+                complete
+            })
+            .next_back()
+            .map(Arc::new);
+        for position in ready_positions.values().flatten() {
+            self.flushed.advance(position);
+        }
+        let mut updates: Vec<_> = ready.into_values().flatten().collect();
+        consolidate_updates(&mut updates);
+        // Time order, and within a time retractions first: a replaced row is -old +new.
+        updates.sort_by_key(|(_, time, diff)| (*time, *diff));
+        Flush {
+            frontier,
+            updates,
+            positions: self.flushed.clone(),
+            checkpoint,
+        }
+    }
 }
 
 /// Output of the analytics into sinks.
 pub trait SinkStage<'scope> {
-    /// Feeds `sinks` from worker 0 (the other workers' copies stay unused). Changes are
+    /// Feeds `sinks` from worker `gather_on` (the other workers' copies stay unused). Changes are
     /// held until the frontier passes their time, then consolidated and flushed together with
     /// every position emitted below that frontier. A checkpoint is complete once the frontier
-    /// has passed its time: every worker's parts are in by then, or never.
+    /// has passed its time: every worker's parts are in by then, or never. Returns the steering
+    /// of the sources, at times the sinks have made durable (empty unless `pacing`).
     fn sink_stage(
         self,
         positions: Stream<'scope, u64, Vec<SourcePosition>>,
         checkpoints: Stream<'scope, u64, Vec<CheckpointPart>>,
+        replies: Stream<'scope, u64, Vec<Reply>>,
         sinks: Vec<Arc<dyn Sink>>,
-    );
+        gather_on: usize,
+        pacing: Option<Pacing>,
+    ) -> Stream<'scope, u64, Vec<Steering>>;
 }
 
 impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
@@ -49,90 +124,71 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
         self,
         positions: Stream<'scope, u64, Vec<SourcePosition>>,
         checkpoints: Stream<'scope, u64, Vec<CheckpointPart>>,
+        replies: Stream<'scope, u64, Vec<Reply>>,
         sinks: Vec<Arc<dyn Sink>>,
-    ) {
-        let sinks = if self.inner.scope().index() == 0 {
-            sinks
-        } else {
-            Vec::new()
-        };
+        gather_on: usize,
+        pacing: Option<Pacing>,
+    ) -> Stream<'scope, u64, Vec<Steering>> {
+        let scope = self.inner.scope();
+        let gathering = scope.index() == gather_on;
+        let sinks = if gathering { sinks } else { Vec::new() };
+        let mut rounds = Rounds::new(pacing.and_then(|p| p.checkpoint_interval), scope.peers());
         let changes = self
             .inner
             .map(|(row, _time, diff)| Gathered::Change(row, diff));
         let positions = positions.map(Gathered::Position);
         let parts = checkpoints.map(Gathered::Part);
+        let replies = replies.map(Gathered::Reply);
         // One place sees everything, so one flush can be one transaction with its positions.
-        let to_first_worker = Exchange::new(|_: &Gathered| 0);
-        let mut pending: BTreeMap<Millis, Vec<(Row, Millis, isize)>> = BTreeMap::new();
-        let mut pending_positions: BTreeMap<Millis, Vec<SourcePosition>> = BTreeMap::new();
-        let mut pending_parts: BTreeMap<Millis, Vec<CheckpointPart>> = BTreeMap::new();
-        // The last source part of each worker whose input ended, by worker.
-        let mut finished: BTreeMap<usize, CheckpointPart> = BTreeMap::new();
-        let mut flushed = Positions::default();
+        let to_gathering_worker = Exchange::new(move |_: &Gathered| gather_on as u64);
+        let mut gatherer = Gatherer::default();
         let mut published: Option<Option<Millis>> = None;
-        changes.concat(positions).concat(parts).sink(
-            to_first_worker,
-            "SinkStage",
-            move |(input, frontier)| {
+        let gathered = changes.concat(positions).concat(parts).concat(replies);
+        gathered.unary_frontier(to_gathering_worker, "SinkStage", move |capability, info| {
+            let activator = scope.activator_for(info.address);
+            // Only the gathering worker's copy steers, holding its capability at the durable frontier.
+            let mut held = (gathering && pacing.is_some()).then_some(capability);
+            move |(input, frontier), output| {
                 input.for_each(|capability, data| {
-                    let Some(&time) = capability.least() else {
-                        return;
-                    };
-                    for item in data.drain(..) {
-                        match item {
-                            Gathered::Change(row, diff) => {
-                                pending.entry(time).or_default().push((row, time, diff))
-                            }
-                            Gathered::Position(position) => {
-                                pending_positions.entry(time).or_default().push(position)
-                            }
-                            Gathered::Part(part) if part.finished => {
-                                finished.insert(part.worker, part);
-                            }
-                            Gathered::Part(part) => {
-                                pending_parts.entry(part.time).or_default().push(part)
-                            }
+                    if let Some(&time) = capability.least() {
+                        for item in data.drain(..) {
+                            gatherer.take(time, item, &mut rounds);
                         }
                     }
                 });
                 let now = frontier.frontier().first().copied();
-                if published == Some(now) {
+                if published != Some(now) {
+                    published = Some(now);
+                    let flush = gatherer.flush(now);
+                    for sink in &sinks {
+                        sink.flush(&flush);
+                    }
+                }
+                let Some(capability) = held.as_mut() else {
+                    return;
+                };
+                let flushed_to = now.unwrap_or(Millis::MAX);
+                let durable = sinks
+                    .iter()
+                    .filter_map(|sink| sink.durable_frontier())
+                    .fold(flushed_to, Millis::min);
+                if durable == Millis::MAX {
+                    held = None;
                     return;
                 }
-                published = Some(now);
-                let ready = take_below(&mut pending, now);
-                let ready_positions = take_below(&mut pending_positions, now);
-                let checkpoint = take_below(&mut pending_parts, now)
-                    .into_iter()
-                    .filter_map(|(time, parts)| {
-                        let complete = Checkpoint::assemble(time, parts, &finished);
-                        if complete.is_none() {
-                            warn!(
-                                time,
-                                "checkpoint incomplete (a worker's part is missing); skipped"
-                            );
-                        }
-                        complete
-                    })
-                    .next_back()
-                    .map(Arc::new);
-                for position in ready_positions.values().flatten() {
-                    flushed.advance(position);
+                if durable > *capability.time() {
+                    capability.downgrade(&durable);
                 }
-                let mut updates: Vec<_> = ready.into_values().flatten().collect();
-                consolidate_updates(&mut updates);
-                // Time order, and within a time retractions first: a replaced row is -old +new.
-                updates.sort_by_key(|(_, time, diff)| (*time, *diff));
-                let flush = Flush {
-                    frontier: now,
-                    updates,
-                    positions: flushed.clone(),
-                    checkpoint,
-                };
-                for sink in &sinks {
-                    sink.flush(&flush);
+                let finished = |worker| gatherer.finished.contains_key(&worker);
+                if let Some(steering) = rounds.next(now, finished) {
+                    output.session(&*capability).give(steering);
                 }
-            },
-        );
+                if durable < flushed_to {
+                    activator.activate_after(DURABILITY_POLL);
+                } else if let Some(due) = rounds.due_in() {
+                    activator.activate_after(due.max(DURABILITY_POLL));
+                }
+            }
+        })
     }
 }

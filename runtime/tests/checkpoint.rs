@@ -180,7 +180,7 @@ fn run(
         counters: Arc::default(),
         sources: Sources::Bounded(Arc::new(readers)),
         sinks: vec![Arc::clone(&capture) as Arc<dyn Sink>],
-        throttle: None,
+        lead: None,
         checkpoints,
     })
     .unwrap()

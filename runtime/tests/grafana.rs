@@ -116,7 +116,7 @@ fn fill(schema_test: &str) -> (String, Db) {
             sources: Sources::files(files),
         },
         vec![Arc::clone(&sink) as Arc<dyn Sink>],
-        Some(sink.throttle()),
+        Some(sink.lead()),
         None,
     )
     .unwrap();

@@ -75,7 +75,7 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
                 sources: Sources::files(vec![file.clone()]),
             },
             vec![Arc::clone(&sink) as Arc<dyn Sink>],
-            Some(sink.throttle()),
+            Some(sink.lead()),
             None,
         )
     })
@@ -92,7 +92,7 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
                 seed: 1,
             },
             sinks: vec![Arc::clone(&sink) as Arc<dyn Sink>],
-            throttle: Some(sink.throttle()),
+            lead: Some(sink.lead()),
             checkpoints: None,
             postgres: Some(sink.metrics()),
             history: Some(History::new(&config).unwrap()),

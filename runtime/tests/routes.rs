@@ -39,7 +39,7 @@ fn start_with(api: ApiConfig, pipeline: PipelineConfig) -> LiveApp {
             seed: 1,
         },
         sinks: Vec::new(),
-        throttle: None,
+        lead: None,
         checkpoints: None,
         postgres: None,
         history: None,

@@ -34,7 +34,7 @@ fn a_panicking_worker_ends_the_run_with_an_error() {
             seed: 1,
         },
         sinks: vec![Arc::new(PanickingSink(AtomicBool::new(false))) as Arc<dyn Sink>],
-        throttle: None,
+        lead: None,
         checkpoints: None,
         postgres: None,
         history: None,

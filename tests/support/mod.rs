@@ -170,3 +170,51 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for {what}");
 }
+
+/// The environment that makes a command one of `processes` loopback processes of one worker
+/// each (free ports, found now), with the sinks on process 0.
+pub fn cluster_env(processes: usize) -> Vec<(&'static str, String)> {
+    let listeners: Vec<std::net::TcpListener> = (0..processes)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("\"{}\"", l.local_addr().unwrap()))
+        .collect();
+    vec![
+        ("CROWDPULSE__CLUSTER__WORKERS", "1".to_owned()),
+        (
+            "CROWDPULSE__CLUSTER__PROCESSES",
+            format!("[{}]", addresses.join(", ")),
+        ),
+    ]
+}
+
+/// Starts `command` once per process of a cluster (`--process N` appended), every process but
+/// 0 with its output discarded; returns the children, process 0 first.
+pub fn spawn_cluster(processes: usize, mut command: impl FnMut() -> Command) -> Vec<Child> {
+    (0..processes)
+        .map(|process| {
+            let mut cmd = command();
+            cmd.args(["--process", &process.to_string()]);
+            if process > 0 {
+                cmd.stdout(Stdio::null());
+            }
+            cmd.spawn().expect("a cluster process starts")
+        })
+        .collect()
+}
+
+/// Waits for every child; returns their stderr, and panics naming the first that failed.
+pub fn wait_cluster(children: Vec<Child>) -> Vec<String> {
+    children
+        .into_iter()
+        .enumerate()
+        .map(|(process, child)| {
+            let out = child.wait_with_output().expect("waits");
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(out.status.success(), "process {process} failed: {stderr}");
+            stderr
+        })
+        .collect()
+}

@@ -2,8 +2,8 @@
 //! writer thread in ONE transaction together with the source positions they reflect and the
 //! frontier they are complete below. Live runs commit every `flush_interval`; when the sources
 //! are about to wait for it (a backfill), at once. While Postgres is down the writer retries
-//! with backoff, keeps merging new flushes into the batch it could not write, and the
-//! [`Throttle`] pauses the sources so memory stays bounded.
+//! with backoff, keeps merging new flushes into the batch it could not write, and its durable
+//! frontier (which the runtime feeds back to the sources) pauses reading so memory stays bounded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crowdpulse_dataflow::checkpoint::Checkpoint;
 use crowdpulse_dataflow::event::Millis;
-use crowdpulse_dataflow::progress::{Positions, Throttle};
+use crowdpulse_dataflow::progress::Positions;
 use tokio_postgres::{Client, NoTls};
 use tracing::{debug, error, info, warn};
 
@@ -98,7 +98,10 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
-    throttle: Arc<Throttle>,
+    /// The frontier below which everything is committed (`Millis::MAX`: all).
+    durable: AtomicU64,
+    /// How far the sources may run ahead of `durable`.
+    lead: Millis,
     metrics: Arc<PostgresSinkMetrics>,
 }
 
@@ -115,7 +118,13 @@ impl Shared {
         state.pending = Batch::default();
         state.failed.get_or_insert(reason);
         self.metrics.connected.store(0, Ordering::Relaxed);
-        self.throttle.made_durable(None);
+        self.made_durable(None);
+    }
+
+    /// Everything before `frontier` is committed (None: everything).
+    fn made_durable(&self, frontier: Option<Millis>) {
+        self.durable
+            .store(frontier.unwrap_or(Millis::MAX), Ordering::Release);
     }
 }
 
@@ -192,7 +201,8 @@ impl PostgresSink {
         let shared = Arc::new(Shared {
             state: Mutex::default(),
             wake: Condvar::new(),
-            throttle: Arc::new(Throttle::new(config.max_lead.0)),
+            durable: AtomicU64::new(0),
+            lead: config.max_lead.0,
             metrics: Arc::default(),
         });
         let writer = Writer {
@@ -211,9 +221,9 @@ impl PostgresSink {
         })
     }
 
-    /// The throttle the sources must honour.
-    pub fn throttle(&self) -> Arc<Throttle> {
-        Arc::clone(&self.shared.throttle)
+    /// How far (event time) the sources may run ahead of what is committed.
+    pub fn lead(&self) -> Millis {
+        self.shared.lead
     }
 
     /// Counters for /metrics.
@@ -267,6 +277,10 @@ impl Sink for PostgresSink {
             .as_ref()
             .map(|reason| format!("postgres sink: {reason}"))
     }
+
+    fn durable_frontier(&self) -> Option<Millis> {
+        Some(self.shared.durable.load(Ordering::Acquire))
+    }
 }
 
 struct Writer {
@@ -294,9 +308,9 @@ impl Writer {
                     .unwrap_or_else(|p| p.into_inner());
                 continue;
             };
-            let throttle = &self.shared.throttle;
+            let durable = self.shared.durable.load(Ordering::Acquire);
             let sources_waiting =
-                frontier_value(frontier) >= throttle.durable().saturating_add(throttle.lead() / 2);
+                frontier_value(frontier) >= durable.saturating_add(self.shared.lead / 2);
             let due = self.interval.saturating_sub(last_commit.elapsed());
             if state.finished.is_some() || sources_waiting || due.is_zero() {
                 return Some(std::mem::take(&mut state.pending));
@@ -380,7 +394,7 @@ impl Writer {
             metrics
                 .written_frontier
                 .store(frontier_value(frontier), Ordering::Relaxed);
-            self.shared.throttle.made_durable(frontier);
+            self.shared.made_durable(frontier);
             last_commit = Instant::now();
         }
         info!("postgres sink finished");

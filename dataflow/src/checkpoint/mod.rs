@@ -1,5 +1,6 @@
 //! Consistent checkpoints (DESIGN §5): what each worker's source and analytics hold at a
-//! checkpoint time T, how the sources agree on T, and how a run restores from them.
+//! checkpoint time T and how a run restores from them (the sources agree on T by
+//! [`crate::pacing`]).
 //!
 //! Why the cut is consistent: a source keeps every pane delta whose time its capability has not
 //! yet passed, and emits one only when its capability moves past the delta's time. A source
@@ -9,12 +10,8 @@
 //! exactly the deltas before T: their state at T plus the sources' states at T is the state of
 //! the dataflow after reading exactly the recorded offsets.
 
-mod agreement;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-
-pub use agreement::CheckpointControl;
 
 use serde::{Deserialize, Serialize};
 
@@ -326,10 +323,8 @@ fn take_owned<V>(
 }
 
 /// What a run with checkpoints hands its dataflow.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Checkpointing {
-    /// Where the sources agree on checkpoint times.
-    pub control: Arc<CheckpointControl>,
     /// The checkpoint the run resumes from.
     pub restore: Option<Arc<Restore>>,
 }
