@@ -221,7 +221,13 @@ fn this_process(config: &Config, workers: Option<usize>) -> Cluster {
 fn share(cluster: &Cluster) -> String {
     match cluster.processes.len() {
         0 | 1 => String::new(),
-        n => format!("(process {} of {n}, its partitions) ", cluster.process),
+        n => {
+            let (sent, received) = crowdpulse_runtime::cluster::traffic();
+            format!(
+                "(process {} of {n}, its partitions; {sent} bytes sent to and {received} received from the other processes) ",
+                cluster.process
+            )
+        }
     }
 }
 

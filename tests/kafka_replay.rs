@@ -199,7 +199,7 @@ fn two_processes_replay_the_bytes_of_one_and_the_rows_of_the_reference() {
     assert!(summaries[1].contains("(process 1 of 2") && summaries[1].contains("0 rows written"));
     let read = |summary: &str| -> u64 {
         let after = summary
-            .split("its partitions) ")
+            .split("from the other processes) ")
             .nth(1)
             .expect("a summary line");
         after.split(' ').next().unwrap().parse().unwrap()
@@ -208,6 +208,12 @@ fn two_processes_replay_the_bytes_of_one_and_the_rows_of_the_reference() {
         read(&summaries[0]) + read(&summaries[1]),
         EVENTS.parse::<u64>().unwrap()
     );
+    // The processes exchanged pane deltas by stream (and progress): both sent something real.
+    for summary in &summaries {
+        let sent = summary.split("its partitions; ").nth(1).unwrap();
+        let sent: u64 = sent.split(' ').next().unwrap().parse().unwrap();
+        assert!(sent > 10_000, "{summary}");
+    }
     assert!(read(&summaries[0]) > 0 && read(&summaries[1]) > 0);
     assert_eq!(
         std::fs::read(&one).unwrap(),

@@ -5,6 +5,9 @@
 //! write, mid-run, after the input ended) and restarted each time without `--from`, resumes
 //! from its latest checkpoint (re-reading about one checkpoint interval, asserted on the
 //! offsets read) and ends with the same tables as a replay, with no duplicated dead letter.
+//! Two processes of one worker backfill the tables of a replay; when one of a live pair is
+//! killed the other stops with a non-zero exit naming it, and restarting both resumes from
+//! their common checkpoint to the tables of a replay.
 
 #[path = "../connectors/tests/support/mod.rs"]
 mod kafka_support;
@@ -14,12 +17,12 @@ mod postgres_support;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka_support::{fresh_topic, BROKER};
 use postgres_support::{fresh_config, Db};
-use support::{offsets_read, Demo};
+use support::{cluster_env, offsets_read, spawn_cluster, wait_cluster, Demo};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_crowdpulse"))
@@ -143,6 +146,138 @@ fn a_backfill_into_postgres_equals_replay() {
         );
         db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
     }
+}
+
+#[test]
+fn two_processes_backfill_into_postgres_like_a_replay() {
+    let dir = scratch("cluster-backfill");
+    let topic = topic_with("pg-cluster", 20_000);
+    let expected = replay_lines(&topic, &dir);
+    let db = Db::connect();
+    let schema = fresh_config("cluster").schema;
+    let cluster = cluster_env(2);
+    let children = spawn_cluster(2, || {
+        let mut cmd = command(&topic, &schema);
+        cmd.args(["run", "--from", "earliest", "--until", "latest"])
+            .envs(cluster.iter().map(|(k, v)| (*k, v.as_str())))
+            .stderr(Stdio::piped());
+        cmd
+    });
+    let summaries = wait_cluster(children);
+    // Process 0 hosts the sink; process 1 only reads its partitions.
+    assert!(summaries[0].contains("postgres: "), "{}", summaries[0]);
+    assert!(!summaries[1].contains("postgres: "), "{}", summaries[1]);
+    assert_same(&db, &schema, &expected, "two processes");
+    db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A cluster process besides process 0 (it serves no API); killed when dropped.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_lost_process_stops_the_cluster_and_restarting_both_resumes_to_the_tables_of_a_replay() {
+    let dir = scratch("cluster-kill");
+    let topic = fresh_topic("pg-cluster-kill", 4);
+    let schema = fresh_config("clusterkill").schema;
+    let db = Db::connect();
+    let mut env = environment(&topic, &schema);
+    env.extend(cluster_env(2));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut producer = bin()
+        .args(["generate", "--rate", "2000", "--duration", "8s"])
+        .args([
+            "--seed",
+            "23",
+            "--streams",
+            "6",
+            "--kafka",
+            BROKER,
+            "--topic",
+        ])
+        .arg(&topic)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = || {
+        let peer = bin()
+            .args(["run", "--process", "1"])
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (run, _) = Demo::run(&["--process", "0"], &env);
+        (run, Peer(peer))
+    };
+    let (mut run, peer) = start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while checkpoint_offsets(&db, &schema).is_none() {
+        assert!(Instant::now() < deadline, "no checkpoint of the pair");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every worker of both processes is in the checkpoint.
+    assert_eq!(
+        db.value(&format!("SELECT workers FROM \"{schema}\".checkpoints")),
+        "2"
+    );
+    std::thread::sleep(Duration::from_millis(1_000));
+    drop(peer); // SIGKILL
+    let lost = Instant::now();
+    let status = run
+        .exit_within(Duration::from_secs(10))
+        .expect("process 0 stops once process 1 is lost");
+    eprintln!(
+        "process 0 exited {:?} after losing process 1",
+        lost.elapsed()
+    );
+    assert!(!status.success(), "{status}");
+    let log = run.stderr();
+    assert!(log.contains("lost the connection to process 1"), "{log}");
+    drop(run);
+
+    assert!(producer.wait().unwrap().success());
+    let expected: Vec<String> = replay_lines(&topic, &dir)
+        .into_iter()
+        .map(|line| {
+            if line.contains("\"table\":\"stream_totals\"") {
+                line.replace("\"final\":true", "\"final\":false")
+            } else {
+                line
+            }
+        })
+        .collect();
+    let (run, peer) = start();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut differences;
+    loop {
+        differences = db.differences(&schema, &expected);
+        if differences.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = run.stderr();
+    drop((run, peer));
+    assert!(
+        log.contains("resuming from the latest checkpoint"),
+        "the restart did not resume: {log}"
+    );
+    assert!(
+        differences.is_empty(),
+        "{} differences, e.g. {:#?}",
+        differences.len(),
+        &differences[..differences.len().min(6)]
+    );
+    db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Records the checkpoint the schema holds reflects (None: no checkpoint yet).

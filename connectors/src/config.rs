@@ -323,6 +323,44 @@ mod tests {
             .collect()
     }
 
+    /// The `workers.toml` blocks of the deployment examples (a README's here-document, a
+    /// ConfigMap's literal block) load, with the layout they describe.
+    #[test]
+    fn the_deployment_examples_load() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy");
+        let readme = std::fs::read_to_string(docs.join("README.md")).unwrap();
+        let systemd = readme
+            .split("<<'TOML'\n")
+            .nth(1)
+            .and_then(|rest| rest.split("TOML\n").next())
+            .expect("the README's workers.toml");
+        let manifest = std::fs::read_to_string(docs.join("kubernetes/crowdpulse.yaml")).unwrap();
+        let kubernetes: String = manifest
+            .split("workers.toml: |\n")
+            .nth(1)
+            .and_then(|rest| rest.split("---").next())
+            .expect("the ConfigMap's workers.toml")
+            .lines()
+            .map(|line| line.strip_prefix("    ").unwrap_or(line).to_owned() + "\n")
+            .collect();
+        for (origin, text) in [("systemd", systemd), ("kubernetes", &kubernetes)] {
+            let config = Config::from_toml(text, origin, env(&[])).unwrap();
+            assert_eq!(config.cluster.processes.len(), 2, "{origin}");
+            assert_eq!(config.api.serve_on, 0, "{origin}");
+            assert!(
+                config.postgres.enabled() && config.kafka.enabled(),
+                "{origin}"
+            );
+        }
+    }
+
+    #[test]
+    fn serve_on_must_name_a_process() {
+        let text = "[cluster]\nprocesses = [\"a:1\", \"b:1\"]\n[api]\nserve_on = 2\n";
+        let error = Config::from_toml(text, "test", env(&[])).unwrap_err();
+        assert!(error.to_string().contains("serve_on = 2"), "{error}");
+    }
+
     #[test]
     fn the_example_file_loads_and_env_overrides_it() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workers.toml");

@@ -12,6 +12,7 @@ use timely::CommunicationConfig;
 
 use crate::error::{Result, RuntimeError};
 use crate::peers;
+pub use crate::peers::traffic;
 
 /// How many workers run where.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,8 @@
 //! to timely's networking unchanged.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,57 @@ impl Handshake {
     }
 }
 
+/// Bytes this process sent to and received from its peers (the dataflow's exchanges and
+/// progress messages).
+static SENT: AtomicU64 = AtomicU64::new(0);
+static RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes sent to and received from the other processes so far.
+pub fn traffic() -> (u64, u64) {
+    (
+        SENT.load(Ordering::Relaxed),
+        RECEIVED.load(Ordering::Relaxed),
+    )
+}
+
+/// A connection to a peer that counts its bytes into [`traffic`].
+#[derive(Debug)]
+pub struct PeerStream(TcpStream);
+
+impl Read for PeerStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.0.read(buf)?;
+        RECEIVED.fetch_add(read as u64, Ordering::Relaxed);
+        Ok(read)
+    }
+}
+
+impl Write for PeerStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.0.write(buf)?;
+        SENT.fetch_add(written as u64, Ordering::Relaxed);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl timely::communication::allocator::zero_copy::stream::Stream for PeerStream {
+    fn try_clone(&self) -> std::io::Result<Self> {
+        self.0.try_clone().map(Self)
+    }
+
+    fn set_nonblocking(&self, nonblocking: bool) -> std::io::Result<()> {
+        self.0.set_nonblocking(nonblocking)
+    }
+
+    fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
+        self.0.shutdown(how)
+    }
+}
+
 /// Connects process `me` of `addresses` (each `host:port`) to every other: it connects to the
 /// processes before it and accepts the ones after it, within `timeout`. Returns one stream per
 /// process, None for itself, as timely's networking takes them.
@@ -58,7 +110,7 @@ pub fn connect(
     me: usize,
     workers: usize,
     timeout: Duration,
-) -> Result<Vec<Option<TcpStream>>> {
+) -> Result<Vec<Option<PeerStream>>> {
     let deadline = Instant::now() + timeout;
     let ours = Handshake {
         process: me as u64,
@@ -98,7 +150,7 @@ pub fn connect(
             .collect();
         if missing.is_empty() {
             info!(process = me, "every process is connected");
-            return Ok(streams);
+            return Ok(streams.into_iter().map(|s| s.map(PeerStream)).collect());
         }
         if Instant::now() >= deadline {
             let peer = missing[0];

@@ -194,7 +194,13 @@ pub fn replay(options: &ReplayOptions) -> Result<ProcessSummary> {
     let counters = Arc::new(SourceCounters::default());
     let finished = Arc::new(AtomicBool::new(false));
     let progress = if options.progress {
-        let ranges = offset_ranges(&source, &partitions)?;
+        let mut ranges = offset_ranges(&source, &partitions)?;
+        // In a cluster, the progress of this process's partitions.
+        let (total, local) = (
+            options.cluster.total_workers(),
+            options.cluster.local_workers(),
+        );
+        ranges.retain(|(_, partition), _| local.contains(&(*partition as usize % total)));
         Some(spawn_progress(
             ranges,
             Arc::clone(&counters),

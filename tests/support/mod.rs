@@ -18,6 +18,8 @@ pub struct Demo {
     child: Child,
     /// `127.0.0.1:port`.
     pub address: String,
+    /// `crowdpulse run`: its stderr lines, as they come.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The address in a "... http://ADDR/" line.
@@ -45,7 +47,11 @@ impl Demo {
             .read_line(&mut line)
             .expect("demo prints its address");
         let address = address_in(&line);
-        Self { child, address }
+        Self {
+            child,
+            address,
+            log: std::sync::Arc::default(),
+        }
     }
 
     /// Starts `crowdpulse run` on a free port with `extra` arguments and environment `env`;
@@ -61,19 +67,23 @@ impl Demo {
             .spawn()
             .expect("run starts");
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let log = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
         let address = loop {
             let mut line = String::new();
             let read = stderr.read_line(&mut line).expect("run's stderr");
             assert!(read > 0, "run exited before listening");
             eprint!("{line}");
+            log.lock().unwrap().push(line.trim_end().to_owned());
             if line.starts_with("crowdpulse run: api at") {
                 break address_in(&line);
             }
         };
         // Keep draining stderr (a full pipe would block the child) into the test's log.
+        let kept = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
                 eprintln!("{line}");
+                kept.lock().unwrap().push(line);
             }
         });
         let stdout = BufReader::new(child.stdout.take().unwrap());
@@ -85,7 +95,31 @@ impl Demo {
                 }
             }
         });
-        (Self { child, address }, rows)
+        (
+            Self {
+                child,
+                address,
+                log,
+            },
+            rows,
+        )
+    }
+
+    /// Its exit status, once it has exited within `timeout`.
+    pub fn exit_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// `crowdpulse run`'s stderr so far.
+    pub fn stderr(&self) -> String {
+        self.log.lock().unwrap().join("\n")
     }
 
     /// The child's process id.

@@ -5,6 +5,16 @@ use std::process::Command;
 /// Where the broker listens.
 pub const BROKER: &str = "127.0.0.1:9092";
 
+/// The broker's command (scripts/kafka.sh installs it with cargo; its bin directory may not be
+/// on PATH).
+pub fn tansu() -> std::path::PathBuf {
+    std::env::var("HOME")
+        .map(|home| std::path::PathBuf::from(home).join(".cargo/bin/tansu"))
+        .ok()
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| "tansu".into())
+}
+
 /// Creates a topic of its own for this run (the broker keeps earlier runs' messages) and
 /// returns its name.
 pub fn fresh_topic(prefix: &str, partitions: usize) -> String {
@@ -13,13 +23,7 @@ pub fn fresh_topic(prefix: &str, partitions: usize) -> String {
         std::process::id(),
         crowdpulse_connectors::live_input::wall_clock_ms()
     );
-    // scripts/kafka.sh installs tansu with cargo; its bin directory may not be on PATH.
-    let tansu = std::env::var("HOME")
-        .map(|home| std::path::PathBuf::from(home).join(".cargo/bin/tansu"))
-        .ok()
-        .filter(|path| path.exists())
-        .unwrap_or_else(|| "tansu".into());
-    let status = Command::new(tansu)
+    let status = Command::new(tansu())
         .args([
             "topic",
             "create",
