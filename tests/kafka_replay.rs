@@ -2,8 +2,8 @@
 //! (`scripts/kafka.sh`): the same generated events, produced to a 4-partition topic and written
 //! to 4 files split the same way, give the same rows from `replay` as from `process`, for 1 and
 //! 2 workers; `--from`/`--until` offsets bound the replay; per-kind topics in JSON or bincode
-//! give the same results; two processes of one worker give the bytes of one process of two and
-//! the rows of the sequential reference.
+//! give the same results; two processes of one worker give the bytes of one process of two, the
+//! rows of `process` and the rows of the sequential reference.
 
 #[path = "../connectors/tests/support/mod.rs"]
 mod kafka_support;
@@ -220,6 +220,16 @@ fn two_processes_replay_the_bytes_of_one_and_the_rows_of_the_reference() {
         std::fs::read(&two).unwrap(),
         "two processes wrote other bytes than one"
     );
+    // `process` over the files: the same rows (its dead letters name the files, not the topic).
+    let mut process = bin();
+    process.arg("process");
+    for p in 0..4 {
+        process
+            .arg("--input")
+            .arg(dir.join(format!("events-{p}.ndjson")));
+    }
+    run_ok(process.arg("--output").arg(dir.join("process.ndjson")));
+    assert_eq!(rows(&two), rows(&dir.join("process.ndjson")));
 
     // The sequential reference over the same split (its partition p is the topic's partition p).
     let partitions: Vec<ReferencePartition> = (0..4)
