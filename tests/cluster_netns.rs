@@ -4,16 +4,14 @@
 //! (creating namespaces and links); skipped with a message saying so otherwise.
 
 #[path = "../connectors/tests/support/mod.rs"]
-#[allow(dead_code)] // only the broker's command: this test runs a broker of its own
 mod kafka_support;
 
 mod support;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use kafka_support::tansu;
+use kafka_support::{spawn_broker, tansu};
 use support::wait_cluster;
 
 fn bin() -> PathBuf {
@@ -123,26 +121,7 @@ struct Broker(Child);
 
 impl Broker {
     fn start(address: &str) -> Self {
-        let url = format!("tcp://{address}");
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu is installed (bash scripts/kafka.sh)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(address).is_err() {
-            assert!(Instant::now() < deadline, "the test's broker did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self(child)
+        Self(spawn_broker(address))
     }
 }
 

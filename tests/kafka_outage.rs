@@ -7,23 +7,19 @@
 //! the broker is paused and recovers after. Alone in its test binary: it pauses brokers for
 //! seconds.
 
+#[path = "../connectors/tests/support/mod.rs"]
+mod kafka_support;
+
 mod support;
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use kafka_support::{spawn_broker, tansu};
 use serde_json::Value;
 use support::Demo;
-
-fn tansu() -> String {
-    std::env::var("HOME")
-        .map(|home| format!("{home}/.cargo/bin/tansu"))
-        .ok()
-        .filter(|path| std::path::Path::new(path).exists())
-        .unwrap_or_else(|| "tansu".into())
-}
 
 /// A broker of this test's own, killed when dropped.
 struct Broker {
@@ -71,25 +67,7 @@ impl Broker {
             .unwrap()
             .port();
         let address = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{address}");
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu is installed (bash scripts/kafka.sh)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&address).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let child = spawn_broker(&address);
         Self { child, address }
     }
 

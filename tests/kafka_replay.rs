@@ -76,6 +76,19 @@ fn replay(topic: &str, output: &Path, workers: usize, (from, until): (&str, &str
     )
 }
 
+/// `process` over the 4 files `generate --partitions 4` wrote into `dir`, into
+/// `dir/process.ndjson`.
+fn process_split(dir: &Path) {
+    let mut process = bin();
+    process.arg("process");
+    for p in 0..4 {
+        process
+            .arg("--input")
+            .arg(dir.join(format!("events-{p}.ndjson")));
+    }
+    run_ok(process.arg("--output").arg(dir.join("process.ndjson")));
+}
+
 /// Rows with the dead letters' source (file path or topic) blanked: the only field that names
 /// where the records were read from.
 fn rows(path: &Path) -> Vec<Value> {
@@ -107,14 +120,7 @@ fn replay_from_kafka_equals_process_on_the_same_split_and_until_bounds_it() {
             .arg(dir.join("events.ndjson"))
             .args(["--partitions", "4"]),
     );
-    let mut process = bin();
-    process.arg("process");
-    for p in 0..4 {
-        process
-            .arg("--input")
-            .arg(dir.join(format!("events-{p}.ndjson")));
-    }
-    run_ok(process.arg("--output").arg(dir.join("process.ndjson")));
+    process_split(&dir);
     let expected = rows(&dir.join("process.ndjson"));
     assert!(expected.iter().any(|r| r["table"] == "dead_letters"));
 
@@ -221,14 +227,7 @@ fn two_processes_replay_the_bytes_of_one_and_the_rows_of_the_reference() {
         "two processes wrote other bytes than one"
     );
     // `process` over the files: the same rows (its dead letters name the files, not the topic).
-    let mut process = bin();
-    process.arg("process");
-    for p in 0..4 {
-        process
-            .arg("--input")
-            .arg(dir.join(format!("events-{p}.ndjson")));
-    }
-    run_ok(process.arg("--output").arg(dir.join("process.ndjson")));
+    process_split(&dir);
     assert_eq!(rows(&two), rows(&dir.join("process.ndjson")));
 
     // The sequential reference over the same split (its partition p is the topic's partition p).

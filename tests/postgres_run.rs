@@ -103,6 +103,35 @@ fn replay_lines(topic: &str, dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `replay`'s rows of the whole topic as a live run leaves them: it never ends its input, so its
+/// stream totals stay live; the windows all become final once the caught-up partitions go idle
+/// and wall-clock time passes them.
+fn live_replay_lines(topic: &str, dir: &Path) -> Vec<String> {
+    replay_lines(topic, dir)
+        .into_iter()
+        .map(|line| {
+            if line.contains("\"table\":\"stream_totals\"") {
+                line.replace("\"final\":true", "\"final\":false")
+            } else {
+                line
+            }
+        })
+        .collect()
+}
+
+/// The differences between `schema`'s tables and `expected`, once there are none or after two
+/// minutes (a live run catching up).
+fn differences_after_catching_up(db: &Db, schema: &str, expected: &[String]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let differences = db.differences(schema, expected);
+        if differences.is_empty() || Instant::now() > deadline {
+            return differences;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn assert_same(db: &Db, schema: &str, expected: &[String], what: &str) {
     let differences = db.differences(schema, expected);
     assert!(
@@ -244,26 +273,9 @@ fn a_lost_process_stops_the_cluster_and_restarting_both_resumes_to_the_tables_of
     drop(run);
 
     assert!(producer.wait().unwrap().success());
-    let expected: Vec<String> = replay_lines(&topic, &dir)
-        .into_iter()
-        .map(|line| {
-            if line.contains("\"table\":\"stream_totals\"") {
-                line.replace("\"final\":true", "\"final\":false")
-            } else {
-                line
-            }
-        })
-        .collect();
+    let expected = live_replay_lines(&topic, &dir);
     let (run, peer) = start();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut differences;
-    loop {
-        differences = db.differences(&schema, &expected);
-        if differences.is_empty() || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let differences = differences_after_catching_up(&db, &schema, &expected);
     let log = run.stderr();
     drop((run, peer));
     assert!(
@@ -400,31 +412,12 @@ fn a_live_run_killed_at_any_point_resumes_from_its_checkpoint_and_ends_with_the_
         restarts_checked >= 4,
         "checkpoints were taken before most kills"
     );
-    // A live run never ends its input, so its stream totals stay live; the windows all become
-    // final once the caught-up partitions go idle and wall-clock time passes them.
-    let expected: Vec<String> = replay_lines(&topic, &dir)
-        .into_iter()
-        .map(|line| {
-            if line.contains("\"table\":\"stream_totals\"") {
-                line.replace("\"final\":true", "\"final\":false")
-            } else {
-                line
-            }
-        })
-        .collect();
+    let expected = live_replay_lines(&topic, &dir);
     assert!(expected
         .iter()
         .any(|l| l.contains("\"table\":\"dead_letters\"")));
     let run = start();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut differences;
-    loop {
-        differences = db.differences(&schema, &expected);
-        if differences.is_empty() || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let differences = differences_after_catching_up(&db, &schema, &expected);
     drop(run);
     assert!(
         differences.is_empty(),
