@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kafka_support::{fresh_topic, BROKER};
-use postgres_support::{fresh_config, Db};
+use postgres_support::{assert_no_differences, fresh_config, Db};
 use support::{get_json, http, Demo};
 
 /// The local cluster's version, when this process may stop and start it.
@@ -183,20 +183,8 @@ fn a_database_outage_pauses_reading_and_loses_nothing() {
     assert_eq!(ready["postgres_reachable"], false, "{ready}");
     assert!(metrics.contains("crowdpulse_postgres_up 0"), "{metrics}");
     let db = Db::connect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let differences = loop {
-        let differences = db.differences(&schema, &expected);
-        if differences.is_empty() || Instant::now() > deadline {
-            break differences;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let differences = db.differences_within(&schema, &expected, Duration::from_secs(120));
     drop(run);
-    assert!(
-        differences.is_empty(),
-        "{} differences, e.g. {:#?}",
-        differences.len(),
-        &differences[..differences.len().min(6)]
-    );
+    assert_no_differences(&differences, "tables after the outage");
     db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
 }

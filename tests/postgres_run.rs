@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka_support::{fresh_topic, BROKER};
-use postgres_support::{fresh_config, Db};
+use postgres_support::{assert_no_differences, fresh_config, Db};
 use support::{cluster_env, offsets_read, spawn_cluster, wait_cluster, Demo};
 
 fn bin() -> Command {
@@ -119,27 +119,8 @@ fn live_replay_lines(topic: &str, dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The differences between `schema`'s tables and `expected`, once there are none or after two
-/// minutes (a live run catching up).
-fn differences_after_catching_up(db: &Db, schema: &str, expected: &[String]) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let differences = db.differences(schema, expected);
-        if differences.is_empty() || Instant::now() > deadline {
-            return differences;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 fn assert_same(db: &Db, schema: &str, expected: &[String], what: &str) {
-    let differences = db.differences(schema, expected);
-    assert!(
-        differences.is_empty(),
-        "{what}: {} differences, e.g. {:#?}",
-        differences.len(),
-        &differences[..differences.len().min(6)]
-    );
+    assert_no_differences(&db.differences(schema, expected), what);
 }
 
 #[test]
@@ -275,19 +256,14 @@ fn a_lost_process_stops_the_cluster_and_restarting_both_resumes_to_the_tables_of
     assert!(producer.wait().unwrap().success());
     let expected = live_replay_lines(&topic, &dir);
     let (run, peer) = start();
-    let differences = differences_after_catching_up(&db, &schema, &expected);
+    let differences = db.differences_within(&schema, &expected, Duration::from_secs(120));
     let log = run.stderr();
     drop((run, peer));
     assert!(
         log.contains("resuming from the latest checkpoint"),
         "the restart did not resume: {log}"
     );
-    assert!(
-        differences.is_empty(),
-        "{} differences, e.g. {:#?}",
-        differences.len(),
-        &differences[..differences.len().min(6)]
-    );
+    assert_no_differences(&differences, "tables after the restarts");
     db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -417,13 +393,8 @@ fn a_live_run_killed_at_any_point_resumes_from_its_checkpoint_and_ends_with_the_
         .iter()
         .any(|l| l.contains("\"table\":\"dead_letters\"")));
     let run = start();
-    let differences = differences_after_catching_up(&db, &schema, &expected);
+    let differences = db.differences_within(&schema, &expected, Duration::from_secs(120));
     drop(run);
-    assert!(
-        differences.is_empty(),
-        "{} differences, e.g. {:#?}",
-        differences.len(),
-        &differences[..differences.len().min(6)]
-    );
+    assert_no_differences(&differences, "tables after the restarts");
     db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
 }

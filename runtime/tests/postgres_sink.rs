@@ -22,7 +22,7 @@ use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_runtime::cluster::Cluster;
 use crowdpulse_runtime::process::{run_into, run_to_final_rows, BoundedRun};
 use crowdpulse_runtime::sources::Sources;
-use support::postgres::{fresh_config, Db};
+use support::postgres::{assert_no_differences, fresh_config, Db};
 
 mod support;
 
@@ -91,12 +91,7 @@ fn bounded_runs_write_exactly_the_ndjson_rows_and_a_rerun_changes_nothing() {
         apply_migrations(&config).unwrap();
         into_postgres(&files, workers, &config);
         let differences = db.differences(&config.schema, &expected);
-        assert!(
-            differences.is_empty(),
-            "{workers} workers: {} differences, e.g. {:#?}",
-            differences.len(),
-            &differences[..differences.len().min(6)]
-        );
+        assert_no_differences(&differences, &format!("{workers} workers"));
         // The comparison itself sees a changed value and a missing row.
         let mut altered = expected.clone();
         let last = altered.pop().unwrap();

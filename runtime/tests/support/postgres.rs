@@ -88,6 +88,23 @@ impl Db {
 
     /// Every table of `schema` against the NDJSON `lines` (as `process` and `replay` write
     /// them), compared in SQL as JSON values; returns the differences (empty when equal).
+    /// [`Self::differences`] once there are none, or after `timeout` (a live run catching up).
+    pub fn differences_within(
+        &self,
+        schema: &str,
+        lines: &[String],
+        timeout: std::time::Duration,
+    ) -> Vec<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let differences = self.differences(schema, lines);
+            if differences.is_empty() || std::time::Instant::now() > deadline {
+                return differences;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+
     pub fn differences(&self, schema: &str, lines: &[String]) -> Vec<String> {
         self.execute(
             "DROP TABLE IF EXISTS pg_temp.expected; CREATE TEMP TABLE expected (line jsonb)",
@@ -140,4 +157,14 @@ impl Db {
         differences.sort();
         differences
     }
+}
+
+/// Fails with the first few `differences` (from [`Db::differences`]) when there are any.
+pub fn assert_no_differences(differences: &[String], what: &str) {
+    assert!(
+        differences.is_empty(),
+        "{what}: {} differences, e.g. {:#?}",
+        differences.len(),
+        &differences[..differences.len().min(6)]
+    );
 }
