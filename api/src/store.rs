@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_dataflow::analytics::{top_with_ties, Top};
 use crowdpulse_dataflow::event::Millis;
@@ -61,15 +62,17 @@ pub struct StreamView {
     pub recent_reactions: VecDeque<RecentReaction>,
     push: broadcast::Sender<Arc<str>>,
     /// The output frontier when the view was created (or first seen by eviction, when there was
-    /// none yet): a view that has nothing yet stays while this is within the retention (the
-    /// dataflow's rows follow an ingested reaction shortly).
-    created: Option<Millis>,
+    /// none yet), moved up to the time of each reaction ingested since: a view that has nothing
+    /// yet stays while this is within the retention. A reaction is pending in the dataflow until
+    /// the frontier passes its time, so a frontier that lagged when it was ingested (a source
+    /// with nothing to read yet) must not retire it before its rows arrive.
+    active: Option<Millis>,
 }
 
 impl StreamView {
-    fn new(created: Option<Millis>) -> Self {
+    fn new(active: Option<Millis>) -> Self {
         Self {
-            created,
+            active,
             windows: BTreeMap::new(),
             moments: BTreeMap::new(),
             totals: None,
@@ -347,11 +350,11 @@ impl ViewStore {
             });
         }
         state.streams.retain(|_, view| {
-            let created = *view.created.get_or_insert(frontier);
+            let active = *view.active.get_or_insert(frontier);
             !view.windows.is_empty()
                 || !view.moments.is_empty()
                 || view.push.receiver_count() > 0
-                || created > cutoff
+                || active > cutoff
         });
     }
 
@@ -363,6 +366,10 @@ impl ViewStore {
             .streams
             .entry(reaction.stream_id.clone())
             .or_insert_with(|| StreamView::new(created));
+        // Not beyond the wall clock: a far-future time (the dataflow dead-letters it) must not
+        // keep the view for ever.
+        let pending = reaction.ts.min(wall_clock_ms());
+        view.active = Some(view.active.map_or(pending, |active| active.max(pending)));
         // A retried reaction (same event id) is shown once, as the dataflow counts it once.
         if reaction.event_id.is_some()
             && view
@@ -506,4 +513,67 @@ fn update_message(frontier: Option<Millis>, changes: &[Change<'_>]) -> String {
         "removed": removed.iter().map(|c| row_value(c.row)).collect::<Vec<_>>(),
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Millis = 3_600_000;
+
+    fn store() -> ViewStore {
+        ViewStore::new(StoreSettings {
+            base_window: "10s".into(),
+            retention: 60_000,
+            top_k: 3,
+            top_max_entries: 100,
+        })
+    }
+
+    fn reaction(user_id: &str, ts: Millis) -> RecentReaction {
+        RecentReaction {
+            stream_id: "s1".into(),
+            user_id: user_id.into(),
+            emoji: "🔥".into(),
+            ts,
+            event_id: None,
+        }
+    }
+
+    fn recent_users(store: &ViewStore) -> Vec<String> {
+        let state = store.read();
+        state.streams.get("s1").map_or_else(Vec::new, |view| {
+            view.recent_reactions
+                .iter()
+                .map(|r| r.user_id.clone())
+                .collect()
+        })
+    }
+
+    /// A reaction ingested while the frontier still lags far behind its time (a source that
+    /// had nothing to read yet) is pending in the dataflow: the frontier catching up must not
+    /// retire its stream before the rows it leads to arrive.
+    #[test]
+    fn reactions_ingested_behind_a_lagging_frontier_stay_until_their_rows_arrive() {
+        let store = store();
+        store.apply(Some(0), &[]);
+        let now = 1_000 * HOUR;
+        store.record_reaction(reaction("ann", now));
+        store.apply(Some(now - 5_000), &[]);
+        assert_eq!(recent_users(&store), ["ann"]);
+    }
+
+    /// A stream that only ever had reactions, and no rows, retires once its latest reaction is
+    /// older than the retention.
+    #[test]
+    fn streams_with_only_old_reactions_retire_after_the_retention() {
+        let store = store();
+        let now = 1_000 * HOUR;
+        store.apply(Some(now), &[]);
+        store.record_reaction(reaction("ann", now));
+        store.apply(Some(now + 30_000), &[]);
+        assert_eq!(recent_users(&store), ["ann"]);
+        store.apply(Some(now + 62_000), &[]);
+        assert!(recent_users(&store).is_empty());
+    }
 }
