@@ -206,7 +206,10 @@ enum Command {
 
 /// `--process`: an index, or a name ending in `-<index>` (a StatefulSet pod's).
 fn parse_process(value: &str) -> Result<usize, String> {
-    let digits = value.rsplit('-').next().unwrap_or(value);
+    let digits = match value.rsplit_once('-') {
+        Some((name, digits)) if !name.is_empty() => digits,
+        _ => value,
+    };
     digits
         .parse()
         .map_err(|_| format!("{value:?} is neither a process index nor a name ending in -<index>"))
@@ -484,4 +487,23 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_process;
+
+    #[test]
+    fn a_process_is_an_index_or_a_pod_name_ending_in_one() {
+        assert_eq!(parse_process("2"), Ok(2));
+        assert_eq!(parse_process("crowdpulse-1"), Ok(1));
+        assert_eq!(parse_process("my-app-12"), Ok(12));
+        for refused in ["-1", "crowdpulse", "crowdpulse-", "", "1.5"] {
+            let error = parse_process(refused).unwrap_err();
+            assert!(
+                error.contains("neither a process index"),
+                "{refused}: {error}"
+            );
+        }
+    }
 }

@@ -185,6 +185,25 @@ fn two_processes_backfill_into_postgres_like_a_replay() {
 /// A cluster process besides process 0 (it serves no API); killed when dropped.
 struct Peer(Child);
 
+impl Peer {
+    /// Sends SIGTERM; its exit status once it has exited within `timeout`.
+    fn terminate_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -193,7 +212,8 @@ impl Drop for Peer {
 }
 
 #[test]
-fn a_lost_process_stops_the_cluster_and_restarting_both_resumes_to_the_tables_of_a_replay() {
+fn a_lost_or_stopped_process_stops_the_cluster_and_restarting_both_resumes_to_the_tables_of_a_replay(
+) {
     let dir = scratch("cluster-kill");
     let topic = fresh_topic("pg-cluster-kill", 4);
     let schema = fresh_config("clusterkill").schema;
@@ -255,15 +275,28 @@ fn a_lost_process_stops_the_cluster_and_restarting_both_resumes_to_the_tables_of
 
     assert!(producer.wait().unwrap().success());
     let expected = live_replay_lines(&topic, &dir);
-    let (run, peer) = start();
+    let (mut run, mut peer) = start();
     let differences = db.differences_within(&schema, &expected, Duration::from_secs(120));
     let log = run.stderr();
-    drop((run, peer));
     assert!(
         log.contains("resuming from the latest checkpoint"),
         "the restart did not resume: {log}"
     );
     assert_no_differences(&differences, "tables after the restarts");
+
+    // Stopping one process on purpose (systemd, Kubernetes) stops it at once, and the other
+    // with it, naming it: neither waits for the other for ever.
+    let status = peer
+        .terminate_within(Duration::from_secs(10))
+        .expect("process 1 stops on SIGTERM");
+    assert!(status.success(), "process 1 exited {status}");
+    let status = run
+        .exit_within(Duration::from_secs(10))
+        .expect("process 0 stops once process 1 left");
+    assert!(!status.success(), "{status}");
+    let log = run.stderr();
+    assert!(log.contains("lost the connection to process 1"), "{log}");
+    drop((run, peer));
     db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

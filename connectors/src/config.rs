@@ -27,6 +27,9 @@ pub struct ClusterConfig {
     pub processes: Vec<String>,
     /// How long a process waits at start for the others to connect.
     pub startup_timeout: Span,
+    /// How long a connection to another process may stay silent (its host gone, the network
+    /// cut) before that process counts as lost and the cluster stops.
+    pub peer_timeout: Span,
 }
 
 impl Default for ClusterConfig {
@@ -35,6 +38,7 @@ impl Default for ClusterConfig {
             workers: 1,
             processes: Vec::new(),
             startup_timeout: Span(60_000),
+            peer_timeout: Span(10_000),
         }
     }
 }

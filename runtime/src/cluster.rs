@@ -25,6 +25,8 @@ pub struct Cluster {
     pub process: usize,
     /// How long start-up waits for the other processes.
     pub startup_timeout: Duration,
+    /// How long a peer may leave this process's messages unanswered before it counts as lost.
+    pub peer_timeout: Duration,
     /// The process whose first worker gathers the rows and hosts the sinks.
     pub sink_process: usize,
 }
@@ -45,6 +47,7 @@ impl Cluster {
             processes: config.processes.clone(),
             process,
             startup_timeout: config.startup_timeout.duration(),
+            peer_timeout: config.peer_timeout.duration(),
             sink_process: 0,
         };
         let count = cluster.processes.len().max(1);
@@ -64,6 +67,7 @@ impl Cluster {
             processes: Vec::new(),
             process: 0,
             startup_timeout: Duration::ZERO,
+            peer_timeout: Duration::ZERO,
             sink_process: 0,
         }
     }
@@ -104,21 +108,29 @@ impl Cluster {
         first..first + self.workers
     }
 
+    /// Whether this process is one of several.
+    pub fn is_clustered(&self) -> bool {
+        self.processes.len() > 1
+    }
+
     /// Connects this process's workers: threads of one process, or (several processes) after
-    /// every peer has connected within the start-up timeout.
-    pub(crate) fn connect(&self) -> Result<Communication> {
-        if self.processes.len() <= 1 {
+    /// every peer has connected within the start-up timeout, agreeing on the pipeline
+    /// (`plan`, a [`crowdpulse_dataflow::plan::Plan::fingerprint`]) and the `checkpoint` resumed
+    /// from.
+    pub(crate) fn connect(&self, plan: u64, checkpoint: Option<u64>) -> Result<Communication> {
+        if !self.is_clustered() {
             let (builders, guard) = CommunicationConfig::Process(self.workers)
                 .try_build()
                 .map_err(RuntimeError::Start)?;
             return Ok(Communication { builders, guard });
         }
-        let sockets = peers::connect(
-            &self.processes,
-            self.process,
-            self.workers,
-            self.startup_timeout,
-        )?;
+        let terms = peers::Terms {
+            workers: self.workers,
+            plan,
+            checkpoint,
+            peer_timeout: self.peer_timeout,
+        };
+        let sockets = peers::connect(&self.processes, self.process, terms, self.startup_timeout)?;
         peers::watch(&self.processes);
         let hooks = Hooks::default();
         let local = ProcessBuilder::new_typed_vector(self.workers, hooks.refill.clone(), None);

@@ -45,6 +45,23 @@ pub enum RuntimeError {
         /// Ours.
         our_workers: u64,
     },
+    /// A peer runs another pipeline (`[pipeline]` differs).
+    #[error("process {process} runs other [pipeline] settings than this one: every process needs the same")]
+    PeerPlan {
+        /// Its index.
+        process: usize,
+    },
+    /// A peer resumes from another checkpoint (or none): the processes loaded the latest
+    /// checkpoint at different moments, or one was started with an explicit --from.
+    #[error("process {process} resumes from {}, this one from {}: start every process the same way (the latest checkpoint, or the same --from), at the same time", checkpoint_name(*.theirs), checkpoint_name(*.ours))]
+    PeerCheckpoint {
+        /// Its index.
+        process: usize,
+        /// The time of the checkpoint it resumes from.
+        theirs: Option<u64>,
+        /// Ours.
+        ours: Option<u64>,
+    },
     /// timely could not start its workers.
     #[error("starting the workers: {0}")]
     Start(String),
@@ -87,6 +104,13 @@ pub enum RuntimeError {
     /// The API server failed.
     #[error(transparent)]
     Api(#[from] crowdpulse_api::ApiError),
+}
+
+fn checkpoint_name(time: Option<u64>) -> String {
+    time.map_or_else(
+        || "no checkpoint".to_owned(),
+        |time| format!("the checkpoint at {time}"),
+    )
 }
 
 /// Result alias for this crate.

@@ -79,6 +79,8 @@ pub struct Running {
     failed: Arc<OnceLock<String>>,
     guards: Option<timely::communication::WorkerGuards<std::result::Result<(), RuntimeError>>>,
     sinks: Vec<Arc<dyn Sink>>,
+    /// One process of several: stopping it stops the others.
+    clustered: bool,
 }
 
 /// Starts the job's workers.
@@ -98,7 +100,12 @@ pub fn start(job: Job) -> Result<Running> {
         checkpoint_interval: checkpoints.as_ref().map(|c| c.interval),
     });
     let checkpointing = checkpoints.map(|c| Checkpointing { restore: c.restore });
-    let communication = cluster.connect()?;
+    let resumed_from = checkpointing
+        .as_ref()
+        .and_then(|c| c.restore.as_ref())
+        .map(|restore| restore.time);
+    let communication = cluster.connect(plan.fingerprint(), resumed_from)?;
+    let clustered = cluster.is_clustered();
     let sink_worker = cluster.sink_worker();
     let readers_for = sources.readers_for();
     let stop = Arc::new(AtomicBool::new(false));
@@ -184,6 +191,7 @@ pub fn start(job: Job) -> Result<Running> {
         failed,
         guards: Some(guards),
         sinks,
+        clustered,
     })
 }
 
@@ -200,7 +208,8 @@ impl Running {
     }
 
     /// Stops the run: the in-process input is closed and drained (every window becomes final);
-    /// other partitions are abandoned where they are. Then waits for the sinks.
+    /// other partitions are abandoned where they are; the other processes of a cluster are left
+    /// (they stop too). Then waits for the sinks.
     pub fn stop(mut self) -> Result<()> {
         self.signal_stop();
         self.wait()
@@ -209,7 +218,12 @@ impl Running {
     fn signal_stop(&self) {
         match &self.sources {
             Sources::Input(input) => input.close(),
-            Sources::Bounded(_) | Sources::Unbounded(_) => self.stop.store(true, Ordering::Relaxed),
+            Sources::Bounded(_) | Sources::Unbounded(_) => {
+                self.stop.store(true, Ordering::Relaxed);
+                if self.clustered {
+                    crate::peers::leave();
+                }
+            }
         }
     }
 
@@ -221,6 +235,10 @@ impl Running {
         // After a peer was lost, joining timely's network threads re-raises their panics.
         let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
         for result in joined.unwrap_or_default() {
+            // A worker of a process leaving its cluster may fail on the connections it closed.
+            if result.is_err() && crate::peers::leaving() {
+                continue;
+            }
             let result = result.map_err(RuntimeError::WorkerPanicked).and_then(|r| r);
             if outcome.is_ok() {
                 outcome = result;

@@ -7,47 +7,108 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
+use socket2::{SockRef, TcpKeepalive};
 use tracing::{error, info, warn};
 
 use crate::error::{Result, RuntimeError};
 
-/// First word of the handshake: "crowdpulse cluster", version 1.
-const MAGIC: u64 = 0x6370_636c_7573_7401;
+/// First word of the handshake: "crowdpulse cluster", version 2.
+const MAGIC: u64 = 0x6370_636c_7573_7402;
+/// Handshake word for "no checkpoint".
+const NO_CHECKPOINT: u64 = u64::MAX;
 /// How long to sleep between tries.
 const RETRY: Duration = Duration::from_millis(250);
+/// How long a dialer waits for the answer to its handshake, and an acceptor for the dialer's
+/// confirmation (longer: the dialer confirms as soon as it has the answer).
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
+const CONFIRM_WAIT: Duration = Duration::from_secs(10);
 /// How often the wait is logged.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// What a process tells each peer when connecting.
+/// What every process of a cluster must agree on before the dataflow starts, besides the
+/// addresses: a process that computes something else, or resumes from another checkpoint,
+/// would make the results wrong without any error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    /// Worker threads per process.
+    pub workers: usize,
+    /// [`crowdpulse_dataflow::plan::Plan::fingerprint`] of the pipeline it runs.
+    pub plan: u64,
+    /// The checkpoint it resumes from (its time), if any.
+    pub checkpoint: Option<u64>,
+    /// How long a connection may go unanswered before its peer counts as lost.
+    pub peer_timeout: Duration,
+}
+
+/// What a process tells each peer when connecting (each side tells the other).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Handshake {
     process: u64,
     processes: u64,
     workers: u64,
+    plan: u64,
+    checkpoint: u64,
 }
 
 impl Handshake {
+    const BYTES: usize = 48;
+
     fn write(&self, stream: &mut TcpStream) -> std::io::Result<()> {
-        let mut bytes = Vec::with_capacity(32);
-        for word in [MAGIC, self.process, self.processes, self.workers] {
+        let mut bytes = Vec::with_capacity(Self::BYTES);
+        for word in [
+            MAGIC,
+            self.process,
+            self.processes,
+            self.workers,
+            self.plan,
+            self.checkpoint,
+        ] {
             bytes.extend_from_slice(&word.to_be_bytes());
         }
         stream.write_all(&bytes)
     }
 
     fn read(stream: &mut TcpStream) -> std::io::Result<Option<Self>> {
-        let mut bytes = [0u8; 32];
+        let mut bytes = [0u8; Self::BYTES];
         stream.read_exact(&mut bytes)?;
         let word = |i: usize| u64::from_be_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8"));
         Ok((word(0) == MAGIC).then(|| Self {
             process: word(1),
             processes: word(2),
             workers: word(3),
+            plan: word(4),
+            checkpoint: word(5),
         }))
+    }
+
+    /// Why a cluster of `self` cannot include `theirs`, connected at `address`.
+    fn refusal(&self, theirs: &Self) -> Option<RuntimeError> {
+        let process = theirs.process as usize;
+        if theirs.processes != self.processes || theirs.workers != self.workers {
+            return Some(RuntimeError::PeerMismatch {
+                process,
+                processes: theirs.processes,
+                workers: theirs.workers,
+                our_processes: self.processes,
+                our_workers: self.workers,
+            });
+        }
+        if theirs.plan != self.plan {
+            return Some(RuntimeError::PeerPlan { process });
+        }
+        if theirs.checkpoint != self.checkpoint {
+            let time = |word: u64| (word != NO_CHECKPOINT).then_some(word);
+            return Some(RuntimeError::PeerCheckpoint {
+                process,
+                theirs: time(theirs.checkpoint),
+                ours: time(self.checkpoint),
+            });
+        }
+        None
     }
 }
 
@@ -103,31 +164,24 @@ impl timely::communication::allocator::zero_copy::stream::Stream for PeerStream 
 }
 
 /// Connects process `me` of `addresses` (each `host:port`) to every other: it connects to the
-/// processes before it and accepts the ones after it, within `timeout`. Returns one stream per
-/// process, None for itself, as timely's networking takes them.
+/// processes before it and accepts the ones after it, within `timeout`, each pair exchanging
+/// handshakes that must agree on `terms`. Returns one stream per process, None for itself, as
+/// timely's networking takes them.
 pub fn connect(
     addresses: &[String],
     me: usize,
-    workers: usize,
+    terms: Terms,
     timeout: Duration,
 ) -> Result<Vec<Option<PeerStream>>> {
     let deadline = Instant::now() + timeout;
     let ours = Handshake {
         process: me as u64,
         processes: addresses.len() as u64,
-        workers: workers as u64,
+        workers: terms.workers as u64,
+        plan: terms.plan,
+        checkpoint: terms.checkpoint.unwrap_or(NO_CHECKPOINT),
     };
-    let listener =
-        TcpListener::bind(&addresses[me]).map_err(|error| RuntimeError::ClusterListen {
-            address: addresses[me].clone(),
-            error,
-        })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|error| RuntimeError::ClusterListen {
-            address: addresses[me].clone(),
-            error,
-        })?;
+    let listener = listen(&addresses[me], deadline)?;
     let mut streams: Vec<Option<TcpStream>> = (0..addresses.len()).map(|_| None).collect();
     let mut logged = Instant::now();
     info!(
@@ -138,11 +192,10 @@ pub fn connect(
     loop {
         for (peer, address) in addresses.iter().enumerate().take(me) {
             if streams[peer].is_none() {
-                streams[peer] = dial(address, &ours);
+                streams[peer] = dial(address, peer, &ours)?;
             }
         }
-        while let Some(stream) = accept(&listener, &ours, addresses)? {
-            let (peer, stream) = stream;
+        while let Some((peer, stream)) = accept(&listener, &ours, addresses.len())? {
             streams[peer] = Some(stream);
         }
         let missing: Vec<usize> = (0..addresses.len())
@@ -150,7 +203,18 @@ pub fn connect(
             .collect();
         if missing.is_empty() {
             info!(process = me, "every process is connected");
-            return Ok(streams.into_iter().map(|s| s.map(PeerStream)).collect());
+            return streams
+                .into_iter()
+                .map(|stream| {
+                    stream
+                        .map(|stream| watch_over(stream, terms.peer_timeout))
+                        .transpose()
+                })
+                .collect::<std::io::Result<_>>()
+                .map_err(|error| RuntimeError::ClusterListen {
+                    address: addresses[me].clone(),
+                    error,
+                });
         }
         if Instant::now() >= deadline {
             let peer = missing[0];
@@ -174,20 +238,69 @@ pub fn connect(
     }
 }
 
-/// One try to connect to a peer before us.
-fn dial(address: &str, ours: &Handshake) -> Option<TcpStream> {
-    let target = address.to_socket_addrs().ok()?.next()?;
-    let mut stream = TcpStream::connect_timeout(&target, RETRY).ok()?;
-    stream.set_nodelay(true).ok()?;
-    ours.write(&mut stream).ok()?;
-    Some(stream)
+/// Listens on this process's own address, retrying until `deadline`: its name may resolve only
+/// once the process runs (a Kubernetes pod's DNS entry), and the port of a process that just
+/// stopped may be free a moment later.
+fn listen(address: &str, deadline: Instant) -> Result<TcpListener> {
+    loop {
+        let bound = TcpListener::bind(address).and_then(|listener| {
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        });
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(RuntimeError::ClusterListen {
+                    address: address.to_owned(),
+                    error,
+                })
+            }
+            Err(error) => {
+                warn!(%address, %error, "cannot listen on this process's address yet");
+                std::thread::sleep(RETRY.max(Duration::from_secs(1)));
+            }
+        }
+    }
 }
 
-/// Takes one waiting connection from a peer after us, if any; refuses one of another layout.
+/// One try to connect to `peer` (before us): our handshake, its answer, our confirmation.
+/// Nothing there yet is Ok(None); a peer that disagrees is an error.
+fn dial(address: &str, peer: usize, ours: &Handshake) -> Result<Option<TcpStream>> {
+    let Some(target) = address.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return Ok(None);
+    };
+    let Ok(mut stream) = TcpStream::connect_timeout(&target, RETRY) else {
+        return Ok(None);
+    };
+    let answer = stream
+        .set_nodelay(true)
+        .and_then(|()| stream.set_read_timeout(Some(ANSWER_WAIT)))
+        .and_then(|()| ours.write(&mut stream))
+        .and_then(|()| Handshake::read(&mut stream));
+    let theirs = match answer {
+        Ok(Some(theirs)) if theirs.process as usize == peer => theirs,
+        // Not the crowdpulse process expected there, or one that went away: try again.
+        _ => return Ok(None),
+    };
+    if let Some(refusal) = ours.refusal(&theirs) {
+        return Err(refusal);
+    }
+    match stream
+        .write_all(&[1])
+        .and_then(|()| stream.set_read_timeout(None))
+    {
+        Ok(()) => Ok(Some(stream)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Takes one waiting connection from a peer after us, if any: its handshake, our answer, its
+/// confirmation (a dialer that gave up before our answer leaves no half-open stream behind).
+/// Refuses a peer that disagrees (it is told why by our answer).
 fn accept(
     listener: &TcpListener,
     ours: &Handshake,
-    addresses: &[String],
+    processes: usize,
 ) -> Result<Option<(usize, TcpStream)>> {
     let mut stream = match listener.accept() {
         Ok((stream, _)) => stream,
@@ -200,52 +313,103 @@ fn accept(
     let setup = stream
         .set_nonblocking(false)
         .and_then(|()| stream.set_nodelay(true))
-        .and_then(|()| stream.set_read_timeout(Some(Duration::from_secs(5))));
+        .and_then(|()| stream.set_read_timeout(Some(ANSWER_WAIT)));
     let theirs = match setup.and_then(|()| Handshake::read(&mut stream)) {
-        Ok(Some(theirs)) => theirs,
-        // Not a crowdpulse process, or one that gave up: wait for the real one.
-        Ok(None) | Err(_) => {
-            warn!(peer = ?stream.peer_addr().ok(), "a connection without a cluster handshake was dropped");
+        Ok(Some(theirs))
+            if (ours.process + 1..processes as u64).contains(&theirs.process)
+                || theirs.processes != ours.processes =>
+        {
+            theirs
+        }
+        // Not a crowdpulse process, one that gave up, or one that claims our place.
+        Ok(_) | Err(_) => {
+            warn!(peer = ?stream.peer_addr().ok(), "a connection without a valid cluster handshake was dropped");
             return Ok(None);
         }
     };
-    let peer = theirs.process as usize;
-    if theirs.processes != ours.processes
-        || theirs.workers != ours.workers
-        || peer <= ours.process as usize
-        || peer >= addresses.len()
-    {
-        return Err(RuntimeError::PeerMismatch {
-            process: peer,
-            processes: theirs.processes,
-            workers: theirs.workers,
-            our_processes: ours.processes,
-            our_workers: ours.workers,
-        });
+    // Our answer goes out even when we refuse, so both sides report the disagreement.
+    let answered = ours.write(&mut stream);
+    if let Some(refusal) = ours.refusal(&theirs) {
+        return Err(refusal);
     }
-    stream
-        .set_read_timeout(None)
-        .map_err(|error| RuntimeError::ClusterListen {
-            address: addresses[ours.process as usize].clone(),
-            error,
-        })?;
-    Ok(Some((peer, stream)))
+    let mut confirmation = [0u8; 1];
+    let confirmed = answered
+        .and_then(|()| stream.set_read_timeout(Some(CONFIRM_WAIT)))
+        .and_then(|()| stream.read_exact(&mut confirmation))
+        .and_then(|()| stream.set_read_timeout(None));
+    if confirmed.is_err() {
+        warn!(
+            process = theirs.process,
+            "a process gave up connecting; waiting for it again"
+        );
+        return Ok(None);
+    }
+    Ok(Some((theirs.process as usize, stream)))
+}
+
+/// Makes a silent peer (its host gone, the network cut) an error within about `timeout`:
+/// keepalive probes while the connection is idle, and a bound on how long sent data may stay
+/// unacknowledged. timely then fails the connection, which [`watch`] reports as lost.
+/// Keeps a handle to the connection for [`leave`].
+fn watch_over(stream: TcpStream, timeout: Duration) -> std::io::Result<PeerStream> {
+    let socket = SockRef::from(&stream);
+    let probes = 5;
+    socket.set_tcp_keepalive(
+        &TcpKeepalive::new()
+            .with_time(timeout / 2)
+            .with_interval((timeout / 2 / probes).max(Duration::from_secs(1)))
+            .with_retries(probes),
+    )?;
+    socket.set_tcp_user_timeout(Some(timeout))?;
+    CONNECTIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(stream.try_clone()?);
+    Ok(PeerStream(stream))
 }
 
 /// The addresses of the running cluster, so a lost connection can be named.
 static ADDRESSES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-/// Set once a connection to a peer failed: which and why.
+/// This process's connections to its peers, closed by [`leave`].
+static CONNECTIONS: Mutex<Vec<TcpStream>> = Mutex::new(Vec::new());
+/// Set once a connection to a peer failed: which and why. A process takes part in one cluster
+/// in its life (`run` and `replay` exit when theirs stops), so this is never reset.
 static LOST: OnceLock<String> = OnceLock::new();
+/// Set once this process leaves its cluster on purpose.
+static LEAVING: AtomicBool = AtomicBool::new(false);
 
 /// A connection to a peer failed (it stopped, crashed or became unreachable): the reason, once so.
 pub fn lost() -> Option<&'static str> {
     LOST.get().map(String::as_str)
 }
 
+/// Whether this process is leaving its cluster (see [`leave`]).
+pub fn leaving() -> bool {
+    LEAVING.load(Ordering::Relaxed)
+}
+
+/// Leaves the cluster on purpose (this process was asked to stop): closes the connections to
+/// every peer, so they see this process lost and stop at once. Without it they would wait for
+/// its progress for ever, and its own network threads for theirs to end.
+pub fn leave() {
+    if LEAVING.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let connections = CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
+    info!(
+        peers = connections.len(),
+        "leaving the cluster; the other processes stop as well"
+    );
+    for connection in connections.iter() {
+        let _ = connection.shutdown(Shutdown::Both);
+    }
+}
+
 /// Watches timely's communication threads: timely makes them panic when a connection fails,
 /// "in an attempt to take down the computation", which alone would leave the workers waiting
 /// for the peer forever. The panic is recorded as the peer lost (the runtime then stops) and
 /// logged as one line naming the peer; so are the panics that joining those threads causes.
+/// A process that [`leave`]s expects its connections to fail and says nothing.
 pub fn watch(addresses: &[String]) {
     *ADDRESSES.lock().unwrap_or_else(|p| p.into_inner()) = addresses.to_vec();
     static HOOK: Once = Once::new();
@@ -265,6 +429,9 @@ pub fn watch(addresses: &[String]) {
                 .or_else(|| name.strip_prefix("timely:send-"))
                 .and_then(|p| p.parse::<usize>().ok());
             if let Some(peer) = peer {
+                if leaving() {
+                    return;
+                }
                 let address = ADDRESSES
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -278,11 +445,11 @@ pub fn watch(addresses: &[String]) {
                 }
                 return;
             }
-            // Once a peer is lost, timely's own threads fail on the broken connection as well.
+            // Once a connection is gone, timely's own threads fail on it as well.
             let consequence = name.starts_with("timely:")
                 || message.starts_with("Send thread panic")
                 || message.starts_with("Recv thread panic");
-            if !(LOST.get().is_some() && consequence) {
+            if !((LOST.get().is_some() || leaving()) && consequence) {
                 previous(info);
             }
         }));
@@ -303,6 +470,27 @@ mod tests {
             .collect()
     }
 
+    fn terms(workers: usize) -> Terms {
+        Terms {
+            workers,
+            plan: 7,
+            checkpoint: Some(60_000),
+            peer_timeout: Duration::from_secs(10),
+        }
+    }
+
+    type Connected = Result<Vec<Option<PeerStream>>>;
+
+    /// Process 0 and 1 of `addresses` with their terms, connected concurrently: their results.
+    fn pair(addresses: &[String], first: Terms, second: Terms) -> (Connected, Connected) {
+        let zero = {
+            let addresses = addresses.to_vec();
+            std::thread::spawn(move || connect(&addresses, 0, first, Duration::from_secs(5)))
+        };
+        let one = connect(addresses, 1, second, Duration::from_secs(5));
+        (zero.join().unwrap(), one)
+    }
+
     #[test]
     fn three_processes_connect_whatever_order_they_start_in() {
         let addresses = free_addresses(3);
@@ -312,7 +500,8 @@ mod tests {
                 let addresses = addresses.clone();
                 std::thread::sleep(Duration::from_millis(100));
                 std::thread::spawn(move || {
-                    let streams = connect(&addresses, me, 2, Duration::from_secs(10)).unwrap();
+                    let streams =
+                        connect(&addresses, me, terms(2), Duration::from_secs(10)).unwrap();
                     (me, streams.iter().map(Option::is_some).collect::<Vec<_>>())
                 })
             })
@@ -328,7 +517,7 @@ mod tests {
     fn a_missing_peer_is_named_after_the_timeout() {
         let addresses = free_addresses(2);
         let started = Instant::now();
-        let error = connect(&addresses, 1, 1, Duration::from_millis(600)).unwrap_err();
+        let error = connect(&addresses, 1, terms(1), Duration::from_millis(600)).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5));
         let text = error.to_string();
         assert!(
@@ -338,16 +527,96 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_of_another_layout_is_refused() {
+    fn both_sides_refuse_a_peer_of_another_layout() {
         let addresses = free_addresses(2);
-        let first = {
-            let addresses = addresses.clone();
-            std::thread::spawn(move || connect(&addresses, 0, 2, Duration::from_secs(10)))
-        };
-        std::thread::sleep(Duration::from_millis(200));
         // Process 1 believes in one worker per process.
-        let _second = connect(&addresses, 1, 1, Duration::from_secs(2));
-        let error = first.join().unwrap().unwrap_err();
-        assert!(error.to_string().contains("1 worker"), "{error}");
+        let (zero, one) = pair(&addresses, terms(2), terms(1));
+        let zero = zero.expect_err("process 0 refuses").to_string();
+        let one = one.expect_err("process 1 refuses").to_string();
+        assert!(
+            zero.contains("process 1 runs 2 processes of 1 worker"),
+            "{zero}"
+        );
+        assert!(
+            one.contains("process 0 runs 2 processes of 2 worker"),
+            "{one}"
+        );
+    }
+
+    #[test]
+    fn both_sides_refuse_a_peer_of_another_pipeline() {
+        let addresses = free_addresses(2);
+        let other = Terms {
+            plan: 8,
+            ..terms(1)
+        };
+        let (zero, one) = pair(&addresses, terms(1), other);
+        for (connected, peer) in [(zero, 1), (one, 0)] {
+            let text = connected.expect_err("refused").to_string();
+            assert!(
+                text.contains(&format!("process {peer} runs other [pipeline] settings")),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn both_sides_refuse_a_peer_resuming_from_another_checkpoint() {
+        let addresses = free_addresses(2);
+        let fresh = Terms {
+            checkpoint: None,
+            ..terms(1)
+        };
+        let (zero, one) = pair(&addresses, terms(1), fresh);
+        let zero = zero.expect_err("process 0 refuses").to_string();
+        let one = one.expect_err("process 1 refuses").to_string();
+        assert!(
+            zero.contains(
+                "process 1 resumes from no checkpoint, this one from the checkpoint at 60000"
+            ),
+            "{zero}"
+        );
+        assert!(
+            one.contains(
+                "process 0 resumes from the checkpoint at 60000, this one from no checkpoint"
+            ),
+            "{one}"
+        );
+    }
+
+    /// A dialer that gave up after its handshake (its connection still in the listener's
+    /// backlog) is not taken for the peer: the real one connects after it.
+    #[test]
+    fn a_connection_abandoned_after_its_handshake_is_not_taken_for_the_peer() {
+        let addresses = free_addresses(2);
+        let zero = {
+            let addresses = addresses.clone();
+            std::thread::spawn(move || connect(&addresses, 0, terms(1), Duration::from_secs(10)))
+        };
+        let mut abandoned = loop {
+            match TcpStream::connect(&addresses[0]) {
+                Ok(stream) => break stream,
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let handshake = Handshake {
+            process: 1,
+            processes: 2,
+            workers: 1,
+            plan: 7,
+            checkpoint: 60_000,
+        };
+        handshake.write(&mut abandoned).unwrap();
+        drop(abandoned);
+        std::thread::sleep(Duration::from_millis(600));
+        let one = connect(&addresses, 1, terms(1), Duration::from_secs(10)).unwrap();
+        let zero = zero.join().unwrap().unwrap();
+        // The stream process 0 kept is the live one: bytes cross it.
+        let mut from_zero = zero.into_iter().nth(1).flatten().unwrap();
+        let mut at_one = one.into_iter().next().flatten().unwrap();
+        from_zero.write_all(b"ping").unwrap();
+        let mut received = [0u8; 4];
+        at_one.read_exact(&mut received).unwrap();
+        assert_eq!(&received, b"ping");
     }
 }

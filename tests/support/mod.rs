@@ -239,13 +239,18 @@ pub fn spawn_cluster(processes: usize, mut command: impl FnMut() -> Command) -> 
         .collect()
 }
 
-/// Waits for every child; returns their stderr, and panics naming the first that failed.
+/// Waits for every child, reading their pipes at once (one blocked on a full pipe would stall
+/// the others); returns their stderr, and panics naming the first that failed.
 pub fn wait_cluster(children: Vec<Child>) -> Vec<String> {
-    children
+    let waits: Vec<_> = children
+        .into_iter()
+        .map(|child| std::thread::spawn(move || child.wait_with_output().expect("waits")))
+        .collect();
+    waits
         .into_iter()
         .enumerate()
-        .map(|(process, child)| {
-            let out = child.wait_with_output().expect("waits");
+        .map(|(process, wait)| {
+            let out = wait.join().expect("the wait ends");
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             assert!(out.status.success(), "process {process} failed: {stderr}");
             stderr
