@@ -1,7 +1,8 @@
 //! Two processes on two "hosts": the root network namespace and a fresh one, joined by a veth
 //! pair, each process listening on its own side's address, with a broker of the test's own on the
-//! root side. `replay` across them writes the bytes of one process of two workers. Needs root
-//! (creating namespaces and links); skipped with a message saying so otherwise.
+//! root side. `replay` across them writes the bytes of one process of two workers; a live pair
+//! whose link is cut notices within `cluster.peer_timeout`. Needs root (creating namespaces and
+//! links); skipped with a message saying so otherwise.
 
 #[path = "../connectors/tests/support/mod.rs"]
 mod kafka_support;
@@ -11,8 +12,10 @@ mod support;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use std::time::{Duration, Instant};
+
 use kafka_support::{spawn_broker, tansu};
-use support::wait_cluster;
+use support::{wait_cluster, Demo};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_crowdpulse"))
@@ -26,22 +29,26 @@ fn ip(args: &[&str]) -> std::io::Result<std::process::Output> {
 /// `.2` inside. Removed (with the pair) when dropped.
 struct Namespace {
     name: String,
+    /// The veth end inside.
+    inner_link: String,
     root_address: String,
     inner_address: String,
 }
 
 impl Namespace {
     /// None (after saying why) when this machine does not let the test create one.
-    fn create() -> Option<Self> {
+    /// `test` (0, 1, ...) tells apart the namespaces of the tests running at once.
+    fn create(test: u32) -> Option<Self> {
         let id = std::process::id();
-        let name = format!("crowdpulse-{id}");
+        let name = format!("crowdpulse-{id}-{test}");
         let (outer, inner) = (
-            format!("cpa{}", id % 100_000),
-            format!("cpb{}", id % 100_000),
+            format!("cpa{}-{test}", id % 100_000),
+            format!("cpb{}-{test}", id % 100_000),
         );
-        let subnet = format!("10.{}.{}", 100 + (id >> 8) % 100, id % 256);
+        let subnet = format!("10.{}.{}", 100 + 50 * test + (id >> 8) % 50, id % 256);
         let namespace = Self {
             name: name.clone(),
+            inner_link: inner.clone(),
             root_address: format!("{subnet}.1"),
             inner_address: format!("{subnet}.2"),
         };
@@ -116,22 +123,6 @@ impl Drop for Namespace {
     }
 }
 
-/// A broker of the test's own, listening on (and advertising) `address`.
-struct Broker(Child);
-
-impl Broker {
-    fn start(address: &str) -> Self {
-        Self(spawn_broker(address))
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -139,28 +130,18 @@ fn run_ok(cmd: &mut Command) -> String {
     stderr
 }
 
-#[test]
-fn two_processes_in_two_network_namespaces_replay_the_bytes_of_one() {
-    let Some(namespace) = Namespace::create() else {
-        return;
-    };
-    let broker_address = format!("{}:19092", namespace.root_address);
-    let _broker = Broker::start(&broker_address);
-    let topic = "cluster-netns";
+/// Creates `topic` (4 partitions) on the broker at `address` and writes `events` generated
+/// events to it.
+fn fill_topic(address: &str, topic: &str, events: usize) {
     run_ok(
         Command::new(tansu())
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &format!("tcp://{broker_address}"),
-            ])
+            .args(["topic", "create", "--broker", &format!("tcp://{address}")])
             .args(["--partitions", "4", topic]),
     );
     run_ok(Command::new(bin()).args([
         "generate",
         "--events",
-        "20000",
+        &events.to_string(),
         "--seed",
         "5",
         "--rate",
@@ -168,10 +149,29 @@ fn two_processes_in_two_network_namespaces_replay_the_bytes_of_one() {
         "--streams",
         "7",
         "--kafka",
-        &broker_address,
+        address,
         "--topic",
         topic,
     ]));
+}
+
+/// `processes` of one worker each: process 0 on the root side, process 1 inside.
+fn cluster_settings(namespace: &Namespace, port: u16) -> String {
+    format!(
+        "[\"{}:{port}\", \"{}:{port}\"]",
+        namespace.root_address, namespace.inner_address
+    )
+}
+
+#[test]
+fn two_processes_in_two_network_namespaces_replay_the_bytes_of_one() {
+    let Some(namespace) = Namespace::create(0) else {
+        return;
+    };
+    let broker_address = format!("{}:19092", namespace.root_address);
+    let _broker = Killed(spawn_broker(&broker_address));
+    let topic = "cluster-netns";
+    fill_topic(&broker_address, topic, 20_000);
     let dir = std::env::temp_dir().join(format!("crowdpulse-netns-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let topics = (
@@ -199,10 +199,7 @@ fn two_processes_in_two_network_namespaces_replay_the_bytes_of_one() {
     run_ok(single.args(["--workers", "2"]));
 
     let two = dir.join("two.ndjson");
-    let processes = format!(
-        "[\"{}:19101\", \"{}:19101\"]",
-        namespace.root_address, namespace.inner_address
-    );
+    let processes = cluster_settings(&namespace, 19101);
     let spawn = |process: usize| {
         let mut cmd = if process == 0 {
             Command::new(bin())
@@ -227,4 +224,77 @@ fn two_processes_in_two_network_namespaces_replay_the_bytes_of_one() {
     );
     assert!(std::fs::metadata(&one).unwrap().len() > 100_000);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A network cut (the link between the "hosts" goes down, nothing is closed) is noticed within
+/// about `cluster.peer_timeout`: the process on the root side stops naming the other.
+#[test]
+fn a_cut_network_stops_the_cluster_within_the_peer_timeout() {
+    let Some(namespace) = Namespace::create(1) else {
+        return;
+    };
+    let broker_address = format!("{}:19092", namespace.root_address);
+    let _broker = Killed(spawn_broker(&broker_address));
+    let topic = "cluster-cut";
+    fill_topic(&broker_address, topic, 2_000);
+    let processes = cluster_settings(&namespace, 19102);
+    let env = [
+        (
+            "CROWDPULSE__KAFKA__TOPICS",
+            format!("[{{name = \"{topic}\"}}]"),
+        ),
+        ("CROWDPULSE__CLUSTER__WORKERS", "1".to_owned()),
+        ("CROWDPULSE__CLUSTER__PROCESSES", processes),
+        ("CROWDPULSE__CLUSTER__PEER_TIMEOUT", "\"3s\"".to_owned()),
+    ];
+    let args = ["--from", "earliest", "--brokers", &broker_address];
+    let mut inner = Command::new("ip");
+    inner
+        .args(["netns", "exec", &namespace.name])
+        .arg(bin())
+        .args(["run", "--process", "1"])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut inner = Killed(inner.spawn().expect("process 1 starts"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Returns once the API listens, i.e. once the pair is connected.
+    let (mut outer, _rows) = Demo::run(&[&["--process", "0"][..], &args].concat(), &env);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        outer.exit_within(Duration::ZERO).is_none() && inner.0.try_wait().unwrap().is_none(),
+        "the pair runs"
+    );
+    let cut = ip(&[
+        "-n",
+        &namespace.name,
+        "link",
+        "set",
+        &namespace.inner_link,
+        "down",
+    ])
+    .unwrap();
+    assert!(cut.status.success(), "{cut:?}");
+    let started = Instant::now();
+    // The exit also waits up to 10 s for the dead letters, whose topic this broker lacks.
+    let status = outer
+        .exit_within(Duration::from_secs(30))
+        .expect("process 0 stops after the cut");
+    eprintln!("process 0 stopped {:?} after the cut", started.elapsed());
+    assert!(!status.success(), "{status}");
+    let log = outer.stderr();
+    assert!(log.contains("lost the connection to process 1"), "{log}");
+    inner.0.kill().unwrap();
+}
+
+/// A child (a broker, a cluster process) killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
