@@ -304,6 +304,14 @@ impl Config {
                 "cluster.workers must be >= 1".into(),
             ));
         }
+        // The connections' keepalive idle time is half of it, in whole seconds, which Linux
+        // takes from 1 s to about 9 h.
+        if !(2_000..=3_600_000).contains(&config.cluster.peer_timeout.0) {
+            return Err(ConnectorError::Config(format!(
+                "cluster.peer_timeout must be between 2s and 1h, not {}",
+                config.cluster.peer_timeout
+            )));
+        }
         if config.api.serve_on >= config.cluster.processes.len().max(1) {
             return Err(ConnectorError::Config(format!(
                 "api.serve_on = {} names no process: cluster.processes lists {} (indexes from 0)",
@@ -423,6 +431,11 @@ mod tests {
         let err = Config::load(None, env(&[("CROWDPULSE__PIPELINE__TICK", "fast")])).unwrap_err();
         assert!(err.to_string().contains("tick"), "{err}");
         assert!(Config::load(None, env(&[("CROWDPULSE__CLUSTER__WORKERS", "0")])).is_err());
+        for timeout in ["\"0s\"", "\"1s\"", "\"2h\""] {
+            let err = Config::load(None, env(&[("CROWDPULSE__CLUSTER__PEER_TIMEOUT", timeout)]))
+                .unwrap_err();
+            assert!(err.to_string().contains("between 2s and 1h"), "{err}");
+        }
         assert!(Config::load(Some(Path::new("/nonexistent/workers.toml")), env(&[])).is_err());
     }
 }

@@ -4,3 +4,11 @@
 
 /// A `HashMap` with the fixed fast hasher.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+
+/// FNV-1a: a fixed 64-bit hash, the same in every process and build (unlike the maps' hasher,
+/// whose layout only has to hold within one run).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

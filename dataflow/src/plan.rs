@@ -64,16 +64,6 @@ impl Plan {
         &self.config
     }
 
-    /// A digest of every setting (FNV-1a over their JSON), equal for equal settings in any
-    /// process or build that serializes them alike: how the processes of a cluster check that
-    /// they run the same pipeline.
-    pub fn fingerprint(&self) -> u64 {
-        let text = serde_json::to_string(&self.config).expect("settings serialize");
-        text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
-    }
-
     /// The windows, in configuration order.
     pub fn windows(&self) -> &[WindowSpec] {
         &self.specs

@@ -114,10 +114,9 @@ impl Cluster {
     }
 
     /// Connects this process's workers: threads of one process, or (several processes) after
-    /// every peer has connected within the start-up timeout, agreeing on the pipeline
-    /// (`plan`, a [`crowdpulse_dataflow::plan::Plan::fingerprint`]) and the `checkpoint` resumed
-    /// from.
-    pub(crate) fn connect(&self, plan: u64, checkpoint: Option<u64>) -> Result<Communication> {
+    /// every peer has connected within the start-up timeout, agreeing on the `job` (a digest of
+    /// what it computes) and the `checkpoint` resumed from.
+    pub(crate) fn connect(&self, job: u64, checkpoint: Option<u64>) -> Result<Communication> {
         if !self.is_clustered() {
             let (builders, guard) = CommunicationConfig::Process(self.workers)
                 .try_build()
@@ -126,7 +125,7 @@ impl Cluster {
         }
         let terms = peers::Terms {
             workers: self.workers,
-            plan,
+            job,
             checkpoint,
             peer_timeout: self.peer_timeout,
         };

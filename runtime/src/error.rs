@@ -45,11 +45,29 @@ pub enum RuntimeError {
         /// Ours.
         our_workers: u64,
     },
-    /// A peer runs another pipeline (`[pipeline]` differs).
-    #[error("process {process} runs other [pipeline] settings than this one: every process needs the same")]
-    PeerPlan {
+    /// A peer runs another job: other `[pipeline]` settings, sources, pacing or sink process.
+    #[error("process {process} runs another job than this one: every process needs the same [pipeline], [kafka] topics, --from/--until, [postgres] (on or off, max_lead, checkpoint_interval) and api.serve_on")]
+    PeerJob {
         /// Its index.
         process: usize,
+    },
+    /// A peer speaks another version of the cluster handshake (another crowdpulse build).
+    #[error("{peer} speaks cluster protocol version {version}, this one {ours}: run the same crowdpulse build everywhere")]
+    PeerVersion {
+        /// Which (index and address, or the address it connected from).
+        peer: String,
+        /// Its version.
+        version: u64,
+        /// Ours.
+        ours: u64,
+    },
+    /// The connection to a peer could not be given its keepalive and timeout settings.
+    #[error("setting up the connection to process {process}: {error}")]
+    PeerSocket {
+        /// Its index.
+        process: usize,
+        /// Why.
+        error: std::io::Error,
     },
     /// A peer resumes from another checkpoint (or none): the processes loaded the latest
     /// checkpoint at different moments, or one was started with an explicit --from.

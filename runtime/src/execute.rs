@@ -8,6 +8,7 @@ use std::time::Duration;
 use crowdpulse_connectors::sink::Sink;
 use crowdpulse_dataflow::checkpoint::{Checkpointing, Restore};
 use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::hashing::fnv1a;
 use crowdpulse_dataflow::pacing::{Pacing, Steering, UNLIMITED_LEAD};
 use crowdpulse_dataflow::pipeline::analytics_dataflow;
 use crowdpulse_dataflow::plan::Plan;
@@ -104,7 +105,17 @@ pub fn start(job: Job) -> Result<Running> {
         .as_ref()
         .and_then(|c| c.restore.as_ref())
         .map(|restore| restore.time);
-    let communication = cluster.connect(plan.fingerprint(), resumed_from)?;
+    // Processes that agree on this compute the same dataflow over the same input.
+    let job_digest = fnv1a(
+        format!(
+            "{}|{pacing:?}|{}|{}",
+            serde_json::to_string(plan.config()).expect("settings serialize"),
+            cluster.sink_worker(),
+            sources.identity()
+        )
+        .as_bytes(),
+    );
+    let communication = cluster.connect(job_digest, resumed_from)?;
     let clustered = cluster.is_clustered();
     let sink_worker = cluster.sink_worker();
     let readers_for = sources.readers_for();
@@ -219,10 +230,12 @@ impl Running {
         match &self.sources {
             Sources::Input(input) => input.close(),
             Sources::Bounded(_) | Sources::Unbounded(_) => {
-                self.stop.store(true, Ordering::Relaxed);
+                // Before the workers stop: a worker that ends closes its connections cleanly,
+                // which the others would not take for a loss.
                 if self.clustered {
                     crate::peers::leave();
                 }
+                self.stop.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -235,10 +248,6 @@ impl Running {
         // After a peer was lost, joining timely's network threads re-raises their panics.
         let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
         for result in joined.unwrap_or_default() {
-            // A worker of a process leaving its cluster may fail on the connections it closed.
-            if result.is_err() && crate::peers::leaving() {
-                continue;
-            }
             let result = result.map_err(RuntimeError::WorkerPanicked).and_then(|r| r);
             if outcome.is_ok() {
                 outcome = result;

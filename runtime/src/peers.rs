@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, Once, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use socket2::{SockRef, TcpKeepalive};
@@ -16,15 +16,19 @@ use tracing::{error, info, warn};
 
 use crate::error::{Result, RuntimeError};
 
-/// First word of the handshake: "crowdpulse cluster", version 2.
-const MAGIC: u64 = 0x6370_636c_7573_7402;
+/// First word of the handshake: "crowdpulse cluster" in the high seven bytes, the protocol
+/// version in the last.
+const MAGIC: u64 = 0x6370_636c_7573_7400 | VERSION;
+const VERSION: u64 = 2;
 /// Handshake word for "no checkpoint".
 const NO_CHECKPOINT: u64 = u64::MAX;
 /// How long to sleep between tries.
 const RETRY: Duration = Duration::from_millis(250);
-/// How long a dialer waits for the answer to its handshake, and an acceptor for the dialer's
-/// confirmation (longer: the dialer confirms as soon as it has the answer).
+/// How long either side waits for the other's handshake (the acceptor answers at once, on a
+/// thread that does nothing else).
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
+/// How long an acceptor waits for the dialer's confirmation: longer than [`ANSWER_WAIT`], as the
+/// dialer confirms as soon as it has the answer.
 const CONFIRM_WAIT: Duration = Duration::from_secs(10);
 /// How often the wait is logged.
 const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -36,8 +40,8 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 pub struct Terms {
     /// Worker threads per process.
     pub workers: usize,
-    /// [`crowdpulse_dataflow::plan::Plan::fingerprint`] of the pipeline it runs.
-    pub plan: u64,
+    /// A digest of what it computes: pipeline settings, sources, pacing, where the sinks are.
+    pub job: u64,
     /// The checkpoint it resumes from (its time), if any.
     pub checkpoint: Option<u64>,
     /// How long a connection may go unanswered before its peer counts as lost.
@@ -50,7 +54,7 @@ struct Handshake {
     process: u64,
     processes: u64,
     workers: u64,
-    plan: u64,
+    job: u64,
     checkpoint: u64,
 }
 
@@ -64,7 +68,7 @@ impl Handshake {
             self.process,
             self.processes,
             self.workers,
-            self.plan,
+            self.job,
             self.checkpoint,
         ] {
             bytes.extend_from_slice(&word.to_be_bytes());
@@ -72,20 +76,28 @@ impl Handshake {
         stream.write_all(&bytes)
     }
 
-    fn read(stream: &mut TcpStream) -> std::io::Result<Option<Self>> {
-        let mut bytes = [0u8; Self::BYTES];
+    /// The peer's handshake; Err(Some(version)) from a crowdpulse of another protocol version,
+    /// Err(None) from anything else.
+    fn read(stream: &mut TcpStream) -> std::io::Result<std::result::Result<Self, Option<u64>>> {
+        let mut magic = [0u8; 8];
+        stream.read_exact(&mut magic)?;
+        let magic = u64::from_be_bytes(magic);
+        if magic != MAGIC {
+            return Ok(Err((magic >> 8 == MAGIC >> 8).then_some(magic & 0xff)));
+        }
+        let mut bytes = [0u8; Self::BYTES - 8];
         stream.read_exact(&mut bytes)?;
         let word = |i: usize| u64::from_be_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8"));
-        Ok((word(0) == MAGIC).then(|| Self {
-            process: word(1),
-            processes: word(2),
-            workers: word(3),
-            plan: word(4),
-            checkpoint: word(5),
+        Ok(Ok(Self {
+            process: word(0),
+            processes: word(1),
+            workers: word(2),
+            job: word(3),
+            checkpoint: word(4),
         }))
     }
 
-    /// Why a cluster of `self` cannot include `theirs`, connected at `address`.
+    /// Why a cluster of `self` cannot include `theirs`.
     fn refusal(&self, theirs: &Self) -> Option<RuntimeError> {
         let process = theirs.process as usize;
         if theirs.processes != self.processes || theirs.workers != self.workers {
@@ -97,8 +109,8 @@ impl Handshake {
                 our_workers: self.workers,
             });
         }
-        if theirs.plan != self.plan {
-            return Some(RuntimeError::PeerPlan { process });
+        if theirs.job != self.job {
+            return Some(RuntimeError::PeerJob { process });
         }
         if theirs.checkpoint != self.checkpoint {
             let time = |word: u64| (word != NO_CHECKPOINT).then_some(word);
@@ -164,9 +176,10 @@ impl timely::communication::allocator::zero_copy::stream::Stream for PeerStream 
 }
 
 /// Connects process `me` of `addresses` (each `host:port`) to every other: it connects to the
-/// processes before it and accepts the ones after it, within `timeout`, each pair exchanging
-/// handshakes that must agree on `terms`. Returns one stream per process, None for itself, as
-/// timely's networking takes them.
+/// processes before it and accepts the ones after it (on a thread of its own, so a slow peer on
+/// one side never delays the other), within `timeout`, each pair exchanging handshakes that
+/// must agree on `terms`. Returns one stream per process, None for itself, as timely's
+/// networking takes them.
 pub fn connect(
     addresses: &[String],
     me: usize,
@@ -178,43 +191,94 @@ pub fn connect(
         process: me as u64,
         processes: addresses.len() as u64,
         workers: terms.workers as u64,
-        plan: terms.plan,
+        job: terms.job,
         checkpoint: terms.checkpoint.unwrap_or(NO_CHECKPOINT),
     };
     let listener = listen(&addresses[me], deadline)?;
-    let mut streams: Vec<Option<TcpStream>> = (0..addresses.len()).map(|_| None).collect();
-    let mut logged = Instant::now();
     info!(
         process = me,
         processes = addresses.len(),
         "connecting to the other processes"
     );
+    let done = Arc::new(AtomicBool::new(false));
+    let (accepted, arrivals) = mpsc::channel();
+    let acceptor = {
+        let done = Arc::clone(&done);
+        let processes = addresses.len();
+        std::thread::Builder::new()
+            .name("crowdpulse:accept".into())
+            .spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    match accept(&listener, &ours, processes) {
+                        Accepted::Peer(peer, stream) => {
+                            if accepted.send(Ok((peer, stream))).is_err() {
+                                return;
+                            }
+                        }
+                        Accepted::Refused(refusal) => {
+                            let _ = accepted.send(Err(refusal));
+                            return;
+                        }
+                        Accepted::Dropped => {}
+                        Accepted::Nothing => std::thread::sleep(RETRY),
+                    }
+                }
+            })
+            .map_err(|error| RuntimeError::ClusterListen {
+                address: addresses[me].clone(),
+                error,
+            })?
+    };
+    let connected = gather(addresses, me, &ours, deadline, timeout, &arrivals);
+    done.store(true, Ordering::Relaxed);
+    let _ = acceptor.join();
+    let streams = connected?;
+    // Watched only once all are there: a failed start leaves no socket behind.
+    streams
+        .into_iter()
+        .enumerate()
+        .map(|(process, stream)| {
+            stream
+                .map(|stream| watch_over(stream, terms.peer_timeout))
+                .transpose()
+                .map_err(|error| RuntimeError::PeerSocket { process, error })
+        })
+        .collect()
+}
+
+/// Dials the processes before `me` until each answered, and takes the ones after it from the
+/// accepting thread's `arrivals`, until all are there or `deadline` passes.
+fn gather(
+    addresses: &[String],
+    me: usize,
+    ours: &Handshake,
+    deadline: Instant,
+    timeout: Duration,
+    arrivals: &mpsc::Receiver<Result<(usize, TcpStream)>>,
+) -> Result<Vec<Option<TcpStream>>> {
+    let mut streams: Vec<Option<TcpStream>> = (0..addresses.len()).map(|_| None).collect();
+    let mut logged = Instant::now();
     loop {
         for (peer, address) in addresses.iter().enumerate().take(me) {
             if streams[peer].is_none() {
-                streams[peer] = dial(address, peer, &ours)?;
+                streams[peer] = dial(address, peer, ours)?;
             }
         }
-        while let Some((peer, stream)) = accept(&listener, &ours, addresses.len())? {
-            streams[peer] = Some(stream);
+        while let Ok(arrival) = arrivals.try_recv() {
+            let (peer, stream) = arrival?;
+            if streams[peer].replace(stream).is_some() {
+                warn!(
+                    process = peer,
+                    "a process connected again; its earlier connection is dropped"
+                );
+            }
         }
         let missing: Vec<usize> = (0..addresses.len())
             .filter(|&p| p != me && streams[p].is_none())
             .collect();
         if missing.is_empty() {
             info!(process = me, "every process is connected");
-            return streams
-                .into_iter()
-                .map(|stream| {
-                    stream
-                        .map(|stream| watch_over(stream, terms.peer_timeout))
-                        .transpose()
-                })
-                .collect::<std::io::Result<_>>()
-                .map_err(|error| RuntimeError::ClusterListen {
-                    address: addresses[me].clone(),
-                    error,
-                });
+            return Ok(streams);
         }
         if Instant::now() >= deadline {
             let peer = missing[0];
@@ -242,6 +306,7 @@ pub fn connect(
 /// once the process runs (a Kubernetes pod's DNS entry), and the port of a process that just
 /// stopped may be free a moment later.
 fn listen(address: &str, deadline: Instant) -> Result<TcpListener> {
+    let mut logged: Option<Instant> = None;
     loop {
         let bound = TcpListener::bind(address).and_then(|listener| {
             listener.set_nonblocking(true)?;
@@ -256,8 +321,11 @@ fn listen(address: &str, deadline: Instant) -> Result<TcpListener> {
                 })
             }
             Err(error) => {
-                warn!(%address, %error, "cannot listen on this process's address yet");
-                std::thread::sleep(RETRY.max(Duration::from_secs(1)));
+                if logged.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+                    logged = Some(Instant::now());
+                    warn!(%address, %error, "cannot listen on this process's address yet");
+                }
+                std::thread::sleep(RETRY);
             }
         }
     }
@@ -278,7 +346,14 @@ fn dial(address: &str, peer: usize, ours: &Handshake) -> Result<Option<TcpStream
         .and_then(|()| ours.write(&mut stream))
         .and_then(|()| Handshake::read(&mut stream));
     let theirs = match answer {
-        Ok(Some(theirs)) if theirs.process as usize == peer => theirs,
+        Ok(Ok(theirs)) if theirs.process as usize == peer => theirs,
+        Ok(Err(Some(version))) => {
+            return Err(RuntimeError::PeerVersion {
+                peer: format!("process {peer} ({address})"),
+                version,
+                ours: VERSION,
+            })
+        }
         // Not the crowdpulse process expected there, or one that went away: try again.
         _ => return Ok(None),
     };
@@ -294,20 +369,27 @@ fn dial(address: &str, peer: usize, ours: &Handshake) -> Result<Option<TcpStream
     }
 }
 
+/// What one look at the listener found.
+enum Accepted {
+    /// A peer after us, handshake answered and confirmed.
+    Peer(usize, TcpStream),
+    /// A peer that disagrees (it was told why).
+    Refused(RuntimeError),
+    /// A connection that was not a confirmed peer (dropped; look again).
+    Dropped,
+    /// Nobody waiting.
+    Nothing,
+}
+
 /// Takes one waiting connection from a peer after us, if any: its handshake, our answer, its
 /// confirmation (a dialer that gave up before our answer leaves no half-open stream behind).
-/// Refuses a peer that disagrees (it is told why by our answer).
-fn accept(
-    listener: &TcpListener,
-    ours: &Handshake,
-    processes: usize,
-) -> Result<Option<(usize, TcpStream)>> {
+fn accept(listener: &TcpListener, ours: &Handshake, processes: usize) -> Accepted {
     let mut stream = match listener.accept() {
         Ok((stream, _)) => stream,
-        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Accepted::Nothing,
         Err(error) => {
             warn!(%error, "accepting a connection failed");
-            return Ok(None);
+            return Accepted::Nothing;
         }
     };
     let setup = stream
@@ -315,22 +397,34 @@ fn accept(
         .and_then(|()| stream.set_nodelay(true))
         .and_then(|()| stream.set_read_timeout(Some(ANSWER_WAIT)));
     let theirs = match setup.and_then(|()| Handshake::read(&mut stream)) {
-        Ok(Some(theirs))
+        Ok(Ok(theirs))
             if (ours.process + 1..processes as u64).contains(&theirs.process)
                 || theirs.processes != ours.processes =>
         {
             theirs
         }
+        Ok(Err(Some(version))) => {
+            // Answered, so that side names the difference too.
+            let _ = ours.write(&mut stream);
+            let peer = stream
+                .peer_addr()
+                .map_or_else(|_| "a process".to_owned(), |a| format!("a process at {a}"));
+            return Accepted::Refused(RuntimeError::PeerVersion {
+                peer,
+                version,
+                ours: VERSION,
+            });
+        }
         // Not a crowdpulse process, one that gave up, or one that claims our place.
         Ok(_) | Err(_) => {
             warn!(peer = ?stream.peer_addr().ok(), "a connection without a valid cluster handshake was dropped");
-            return Ok(None);
+            return Accepted::Dropped;
         }
     };
     // Our answer goes out even when we refuse, so both sides report the disagreement.
     let answered = ours.write(&mut stream);
     if let Some(refusal) = ours.refusal(&theirs) {
-        return Err(refusal);
+        return Accepted::Refused(refusal);
     }
     let mut confirmation = [0u8; 1];
     let confirmed = answered
@@ -342,9 +436,9 @@ fn accept(
             process = theirs.process,
             "a process gave up connecting; waiting for it again"
         );
-        return Ok(None);
+        return Accepted::Dropped;
     }
-    Ok(Some((theirs.process as usize, stream)))
+    Accepted::Peer(theirs.process as usize, stream)
 }
 
 /// Makes a silent peer (its host gone, the network cut) an error within about `timeout`:
@@ -354,10 +448,12 @@ fn accept(
 fn watch_over(stream: TcpStream, timeout: Duration) -> std::io::Result<PeerStream> {
     let socket = SockRef::from(&stream);
     let probes = 5;
+    // Linux takes whole seconds, at least 1 (the configuration keeps `timeout` >= 2 s).
+    let second = Duration::from_secs(1);
     socket.set_tcp_keepalive(
         &TcpKeepalive::new()
-            .with_time(timeout / 2)
-            .with_interval((timeout / 2 / probes).max(Duration::from_secs(1)))
+            .with_time((timeout / 2).max(second))
+            .with_interval((timeout / 2 / probes).max(second))
             .with_retries(probes),
     )?;
     socket.set_tcp_user_timeout(Some(timeout))?;
@@ -396,12 +492,15 @@ pub fn leave() {
         return;
     }
     let connections = CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());
-    info!(
-        peers = connections.len(),
-        "leaving the cluster; the other processes stop as well"
-    );
     for connection in connections.iter() {
         let _ = connection.shutdown(Shutdown::Both);
+    }
+    // A process stopping because it lost a peer has said so already.
+    if lost().is_none() {
+        info!(
+            peers = connections.len(),
+            "leaving the cluster; the other processes stop as well"
+        );
     }
 }
 
@@ -445,8 +544,11 @@ pub fn watch(addresses: &[String]) {
                 }
                 return;
             }
-            // Once a connection is gone, timely's own threads fail on it as well.
-            let consequence = name.starts_with("timely:")
+            // Once a connection is gone, timely's own threads fail on it as well, with these
+            // messages; anything else is a failure of its own and is reported.
+            let consequence = (name.starts_with("timely:")
+                && (message.starts_with("timely communication error")
+                    || message.starts_with("MergeQueue poisoned")))
                 || message.starts_with("Send thread panic")
                 || message.starts_with("Recv thread panic");
             if !((LOST.get().is_some() || leaving()) && consequence) {
@@ -473,7 +575,7 @@ mod tests {
     fn terms(workers: usize) -> Terms {
         Terms {
             workers,
-            plan: 7,
+            job: 7,
             checkpoint: Some(60_000),
             peer_timeout: Duration::from_secs(10),
         }
@@ -546,15 +648,12 @@ mod tests {
     #[test]
     fn both_sides_refuse_a_peer_of_another_pipeline() {
         let addresses = free_addresses(2);
-        let other = Terms {
-            plan: 8,
-            ..terms(1)
-        };
+        let other = Terms { job: 8, ..terms(1) };
         let (zero, one) = pair(&addresses, terms(1), other);
         for (connected, peer) in [(zero, 1), (one, 0)] {
             let text = connected.expect_err("refused").to_string();
             assert!(
-                text.contains(&format!("process {peer} runs other [pipeline] settings")),
+                text.contains(&format!("process {peer} runs another job")),
                 "{text}"
             );
         }
@@ -603,7 +702,7 @@ mod tests {
             process: 1,
             processes: 2,
             workers: 1,
-            plan: 7,
+            job: 7,
             checkpoint: 60_000,
         };
         handshake.write(&mut abandoned).unwrap();
@@ -618,5 +717,27 @@ mod tests {
         let mut received = [0u8; 4];
         at_one.read_exact(&mut received).unwrap();
         assert_eq!(&received, b"ping");
+    }
+
+    #[test]
+    fn a_peer_of_another_protocol_version_is_named_as_such() {
+        let addresses = free_addresses(2);
+        let zero = {
+            let addresses = addresses.clone();
+            std::thread::spawn(move || connect(&addresses, 0, terms(1), Duration::from_secs(10)))
+        };
+        let mut older = loop {
+            match TcpStream::connect(&addresses[0]) {
+                Ok(stream) => break stream,
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let version_one = (MAGIC & !0xff) | 1;
+        older.write_all(&version_one.to_be_bytes()).unwrap();
+        let error = zero.join().unwrap().expect_err("refused").to_string();
+        assert!(
+            error.contains("speaks cluster protocol version 1, this one 2"),
+            "{error}"
+        );
     }
 }

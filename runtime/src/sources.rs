@@ -15,24 +15,42 @@ pub type ReadersFor = Arc<
         + Sync,
 >;
 
+/// Partitions to read, and what they are (every process of a cluster must read the same).
+#[derive(Clone)]
+pub struct Partitions {
+    /// Opens a worker's partitions.
+    pub open: ReadersFor,
+    /// What is read, from where to where (topics and positions; not how to reach them).
+    pub identity: String,
+}
+
 /// A run's input.
 #[derive(Clone)]
 pub enum Sources {
     /// Partitions that end (files, a bounded Kafka range, memory): the run ends when every
     /// partition is read, and every window is then final.
-    Bounded(ReadersFor),
+    Bounded(Partitions),
     /// Partitions that never end (live Kafka). Stopping abandons them where they are: open
     /// windows stay open, their data stays in Kafka for the next run.
-    Unbounded(ReadersFor),
+    Unbounded(Partitions),
     /// The in-process input (demo, HTTP ingest), partition p read by worker p % workers.
     /// Stopping closes it: what is queued is read and every window becomes final.
     Input(LiveInput),
 }
 
 impl Sources {
+    /// Partitions that end, opened by `open`.
+    pub fn bounded(open: ReadersFor, identity: impl Into<String>) -> Self {
+        Self::Bounded(Partitions {
+            open,
+            identity: identity.into(),
+        })
+    }
+
     /// NDJSON files, file i being partition i.
     pub fn files(paths: Vec<PathBuf>) -> Self {
-        Self::Bounded(Arc::new(move |index, workers| {
+        let identity = format!("files {paths:?}");
+        let open: ReadersFor = Arc::new(move |index, workers| {
             paths
                 .iter()
                 .enumerate()
@@ -43,27 +61,41 @@ impl Sources {
                         .map_err(|error| error.to_string())
                 })
                 .collect()
-        }))
+        });
+        Self::bounded(open, identity)
     }
 
     /// Kafka partitions, partition p of each topic read by worker p % workers; bounded when
     /// `options.end` is set.
     pub fn kafka(options: KafkaSourceOptions) -> Self {
+        let identity = format!(
+            "kafka topics {:?} from {:?} until {:?}",
+            options.topics, options.start, options.end
+        );
         let bounded = options.end.is_some();
-        let readers: ReadersFor = Arc::new(move |index, workers| {
+        let open: ReadersFor = Arc::new(move |index, workers| {
             worker_readers(&options, index, workers).map_err(|error| error.to_string())
         });
+        let partitions = Partitions { open, identity };
         if bounded {
-            Self::Bounded(readers)
+            Self::Bounded(partitions)
         } else {
-            Self::Unbounded(readers)
+            Self::Unbounded(partitions)
+        }
+    }
+
+    /// What is read (see [`Partitions::identity`]).
+    pub fn identity(&self) -> &str {
+        match self {
+            Self::Bounded(partitions) | Self::Unbounded(partitions) => &partitions.identity,
+            Self::Input(_) => "the in-process input",
         }
     }
 
     /// The partitions worker `index` of `workers` reads.
     pub(crate) fn readers_for(&self) -> ReadersFor {
         match self {
-            Self::Bounded(readers) | Self::Unbounded(readers) => Arc::clone(readers),
+            Self::Bounded(partitions) | Self::Unbounded(partitions) => Arc::clone(&partitions.open),
             Self::Input(input) => {
                 let input = input.clone();
                 Arc::new(move |index, workers| {

@@ -178,7 +178,7 @@ fn run(
         plan: plan(),
         analyzer: Arc::new(Analyzer::new(Lexicons::builtin())),
         counters: Arc::default(),
-        sources: Sources::Bounded(Arc::new(readers)),
+        sources: Sources::bounded(Arc::new(readers), "memory"),
         sinks: vec![Arc::clone(&capture) as Arc<dyn Sink>],
         lead: None,
         checkpoints,

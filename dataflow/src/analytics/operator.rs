@@ -22,9 +22,7 @@ use crate::rows::Row;
 
 /// FNV-1a of the stream id: a fixed hash, so a stream lands on the same worker in every run.
 pub fn stream_hash(stream_id: &str) -> u64 {
-    stream_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    crate::hashing::fnv1a(stream_id.as_bytes())
 }
 
 /// What the analytics emit before the split into rows and checkpoint parts.

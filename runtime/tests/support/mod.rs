@@ -38,6 +38,6 @@ pub fn run_bounded(
         plan: Plan::new(config.clone())?,
         cluster: Cluster::local(workers),
         counters,
-        sources: Sources::Bounded(Arc::new(readers_for)),
+        sources: Sources::bounded(Arc::new(readers_for), "memory"),
     })
 }
