@@ -683,21 +683,28 @@ mod tests {
         );
     }
 
+    /// Process 0 of `addresses` connecting (on a thread), and a raw connection to it.
+    fn process_zero_and_a_stranger(
+        addresses: &[String],
+    ) -> (std::thread::JoinHandle<Connected>, TcpStream) {
+        let zero = {
+            let addresses = addresses.to_vec();
+            std::thread::spawn(move || connect(&addresses, 0, terms(1), Duration::from_secs(10)))
+        };
+        loop {
+            match TcpStream::connect(&addresses[0]) {
+                Ok(stream) => return (zero, stream),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     /// A dialer that gave up after its handshake (its connection still in the listener's
     /// backlog) is not taken for the peer: the real one connects after it.
     #[test]
     fn a_connection_abandoned_after_its_handshake_is_not_taken_for_the_peer() {
         let addresses = free_addresses(2);
-        let zero = {
-            let addresses = addresses.clone();
-            std::thread::spawn(move || connect(&addresses, 0, terms(1), Duration::from_secs(10)))
-        };
-        let mut abandoned = loop {
-            match TcpStream::connect(&addresses[0]) {
-                Ok(stream) => break stream,
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
+        let (zero, mut abandoned) = process_zero_and_a_stranger(&addresses);
         let handshake = Handshake {
             process: 1,
             processes: 2,
@@ -722,16 +729,7 @@ mod tests {
     #[test]
     fn a_peer_of_another_protocol_version_is_named_as_such() {
         let addresses = free_addresses(2);
-        let zero = {
-            let addresses = addresses.clone();
-            std::thread::spawn(move || connect(&addresses, 0, terms(1), Duration::from_secs(10)))
-        };
-        let mut older = loop {
-            match TcpStream::connect(&addresses[0]) {
-                Ok(stream) => break stream,
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
+        let (zero, mut older) = process_zero_and_a_stranger(&addresses);
         let version_one = (MAGIC & !0xff) | 1;
         older.write_all(&version_one.to_be_bytes()).unwrap();
         let error = zero.join().unwrap().expect_err("refused").to_string();
