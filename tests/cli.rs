@@ -90,9 +90,11 @@ fn output_is_byte_identical_for_1_2_and_4_workers() {
         })
         .collect();
     assert!(outputs[0] == outputs[1] && outputs[1] == outputs[2]);
-    // The bytes `process` wrote for this input before the runtime was rebuilt around one sink
-    // stage (commit a6672d5): FNV-1a 64 of the whole file, and its length. Dead letters name
-    // their file, so the inputs are named relative to the directory as they were then.
+    // The bytes `process` writes for this input: FNV-1a 64 of the whole file, and its length.
+    // Dead letters name their file, so the inputs are named relative to the directory. Pinned
+    // before the runtime was rebuilt around one sink stage (commit a6672d5, 0x68c0_8c38_03cb_76bf,
+    // 440,359 bytes); re-pinned when window_metrics gained the five category counts, after
+    // checking that removing those fields and re-sorting the lines gives the old bytes exactly.
     let pinned = bin()
         .current_dir(&dir)
         .args(["process", "--workers", "2", "--output", "pinned.ndjson"])
@@ -104,7 +106,7 @@ fn output_is_byte_identical_for_1_2_and_4_workers() {
     let fnv = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     });
-    assert_eq!((fnv, bytes.len()), (0x68c0_8c38_03cb_76bf, 440_359));
+    assert_eq!((fnv, bytes.len()), (0x1752_1f0c_2f17_2878, 448_460));
     let text = String::from_utf8(outputs[0].clone()).unwrap();
     for table in [
         "window_metrics",
@@ -546,8 +548,65 @@ fn sentiment_scores_stdin_lines() {
     assert_eq!(lines[0]["label"], "positive");
     assert_eq!(lines[1]["label"], "negative");
     for key in [
-        "text", "compound", "positive", "neutral", "negative", "label",
+        "text", "compound", "positive", "neutral", "negative", "label", "category",
     ] {
         assert!(lines[1].get(key).is_some(), "{key}");
     }
+    assert_eq!(lines[1]["category"], "other");
+}
+
+/// `[sentiment] category_lexicon` replaces the shipped category rules; a bad line stops the
+/// start naming it.
+#[test]
+fn a_replaced_category_lexicon_is_used_and_a_bad_one_refused() {
+    let dir = scratch("categories");
+    let lexicon = dir.join("categories.txt");
+    let config = dir.join("workers.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sentiment]\ncategory_lexicon = {:?}\n",
+            lexicon.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let categorize = |text: &str| {
+        let mut child = bin()
+            .args(["sentiment", "--config"])
+            .arg(&config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    std::fs::write(&lexicon, "# house rules\nhumor\tword\tResidentSleeper\t3\n").unwrap();
+    let out = categorize("this stream is boring ResidentSleeper\nyou are trash\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["category"], "humor");
+    assert_eq!(
+        lines[1]["category"], "other",
+        "the shipped rules are replaced"
+    );
+    std::fs::write(&lexicon, "humor\tword\tlol\nfunny\tword\tlmao\n").unwrap();
+    let out = categorize("lol\n");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("lexicon category line 2"), "{stderr}");
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crowdpulse_dataflow::category::Classifier;
 use crowdpulse_dataflow::config::{PipelineConfig, Span};
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
@@ -53,6 +54,8 @@ pub struct SentimentConfig {
     pub emoji_lexicon: Option<PathBuf>,
     /// Emote valences (`Emote<TAB>valence`), case-sensitive.
     pub emote_lexicon: Option<PathBuf>,
+    /// Message categories (`category<TAB>shape<TAB>term[<TAB>weight]`).
+    pub category_lexicon: Option<PathBuf>,
 }
 
 impl SentimentConfig {
@@ -69,7 +72,11 @@ impl SentimentConfig {
             read(&self.emote_lexicon)?,
         );
         let lexicons = Lexicons::from_texts(words.as_deref(), emoji.as_deref(), emotes.as_deref())?;
-        Ok(Arc::new(Analyzer::new(lexicons)))
+        let analyzer = Analyzer::new(lexicons);
+        Ok(Arc::new(match read(&self.category_lexicon)? {
+            Some(text) => analyzer.with_categories(Classifier::from_text(&text)?),
+            None => analyzer,
+        }))
     }
 }
 

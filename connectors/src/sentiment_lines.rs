@@ -1,12 +1,12 @@
-//! `crowdpulse sentiment`: one JSON object of scores per input line.
+//! `crowdpulse sentiment`: one JSON object of scores and the category per input line.
 
 use std::io::{BufRead, Write};
 
 use crowdpulse_dataflow::sentiment::{Analyzer, Label, COMPOUND_SCALE};
 use serde_json::json;
 
-/// Scores every line of `input` and writes `{"text","compound","positive","neutral","negative","label"}`
-/// lines to `output`. Invalid UTF-8 is replaced, never fatal.
+/// Scores every line of `input` and writes
+/// `{"text","compound","positive","neutral","negative","label","category"}` lines to `output`. Invalid UTF-8 is replaced, never fatal.
 pub fn score_lines(
     analyzer: &Analyzer,
     input: impl BufRead,
@@ -26,6 +26,7 @@ pub fn score_lines(
             "neutral": scores.neutral,
             "negative": scores.negative,
             "label": label.name(),
+            "category": analyzer.category(text).name(),
         });
         writeln!(output, "{value}")?;
         count += 1;
@@ -45,11 +46,11 @@ mod tests {
         let mut out = Vec::new();
         let n = score_lines(
             &analyzer,
-            &b"The book was good.\r\nthis is so boring\n\xff"[..],
+            &b"The book was good.\r\nthis is so boring\n\xff\nwhy?\n"[..],
             &mut out,
         )
         .unwrap();
-        assert_eq!(n, 3);
+        assert_eq!(n, 4);
         let lines: Vec<serde_json::Value> = out
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
@@ -60,5 +61,7 @@ mod tests {
         assert_eq!(lines[0]["text"], "The book was good.");
         assert_eq!(lines[1]["label"], "negative");
         assert_eq!(lines[2]["text"], "\u{fffd}");
+        assert_eq!(lines[2]["category"], "other");
+        assert_eq!(lines[3]["category"], "question");
     }
 }

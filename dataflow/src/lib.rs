@@ -10,6 +10,7 @@ pub mod timestamp;
 
 pub use error::{Error, Result};
 pub mod analytics;
+pub mod category;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::category::Category;
 use crate::codec::{decode_json, DecodeContext};
 use crate::config::PipelineConfig;
 use crate::error::Result;
@@ -100,6 +101,13 @@ fn window(
                     Label::Positive => m.positive += 1,
                     Label::Neutral => m.neutral += 1,
                     Label::Negative => m.negative += 1,
+                }
+                match analyzer.category(text) {
+                    Category::Praise => m.praise += 1,
+                    Category::Toxic => m.toxic += 1,
+                    Category::Humor => m.humor += 1,
+                    Category::Question => m.question += 1,
+                    Category::Other => m.other += 1,
                 }
             }
             EventBody::Reaction { emoji, .. } => {
@@ -207,31 +215,32 @@ fn moments(
         let values: Vec<(f64, bool, f64)> = series
             .iter()
             .map(|(_, _, facts)| {
-                let (chat, negative, reactions, joins, revenue) =
-                    facts.map_or((0, 0, 0, 0, 0.0), |f| {
+                let (chat, negative, toxic, reactions, joins, revenue) =
+                    facts.map_or((0, 0, 0, 0, 0, 0.0), |f| {
                         let m = &f.metrics;
                         (
                             m.chat_messages,
                             m.negative,
+                            m.toxic,
                             m.reactions,
                             m.viewer_joins,
                             f.revenue as f64 / AMOUNT_SCALE as f64,
                         )
                     });
+                let share = |part: u64| {
+                    if chat == 0 {
+                        0.0
+                    } else {
+                        part as f64 / chat as f64
+                    }
+                };
                 match metric_index {
                     0 => (chat as f64, chat >= mc.min_chat_messages, 1.0),
                     1 => (reactions as f64, reactions >= mc.min_reactions, 1.0),
                     2 => (joins as f64, joins >= mc.min_viewer_joins, 1.0),
                     3 => (revenue, revenue >= mc.min_revenue, 1.0),
-                    _ => (
-                        if chat == 0 {
-                            0.0
-                        } else {
-                            negative as f64 / chat as f64
-                        },
-                        chat >= mc.min_chat_messages,
-                        0.05,
-                    ),
+                    4 => (share(negative), chat >= mc.min_chat_messages, 0.05),
+                    _ => (share(toxic), chat >= mc.min_chat_messages, 0.05),
                 }
             })
             .collect();

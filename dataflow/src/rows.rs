@@ -3,6 +3,7 @@
 //! Rows hold integers and [`Score`]s only, so they can be ordered, hashed, consolidated and
 //! exchanged, and two runs print byte-identical lines.
 
+use crate::category::Category;
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -66,6 +67,16 @@ pub struct WindowMetrics {
     pub neutral: u64,
     /// Messages labelled negative.
     pub negative: u64,
+    /// Messages categorized as praise.
+    pub praise: u64,
+    /// Messages categorized as toxic.
+    pub toxic: u64,
+    /// Messages categorized as humor.
+    pub humor: u64,
+    /// Messages categorized as questions.
+    pub question: u64,
+    /// Messages in no other category.
+    pub other: u64,
     /// Reactions.
     pub reactions: u64,
     /// Presence joins.
@@ -81,9 +92,16 @@ pub struct WindowMetrics {
 }
 
 impl WindowMetrics {
-    /// Counts one chat message with its compound score (in `COMPOUND_SCALE` units).
-    pub fn add_chat(&mut self, compound: i64) {
+    /// Counts one chat message with its compound score (in `COMPOUND_SCALE` units) and category.
+    pub fn add_chat(&mut self, compound: i64, category: Category) {
         self.chat_messages += 1;
+        *match category {
+            Category::Praise => &mut self.praise,
+            Category::Toxic => &mut self.toxic,
+            Category::Humor => &mut self.humor,
+            Category::Question => &mut self.question,
+            Category::Other => &mut self.other,
+        } += 1;
         self.sentiment_sum += compound;
         match Label::of_scaled(compound) {
             Label::Positive => self.positive += 1,
@@ -106,7 +124,7 @@ impl WindowMetrics {
 pub struct Moment {
     /// The stream.
     pub stream_id: String,
-    /// chat_rate, reaction_rate, viewer_joins, revenue or negative_share.
+    /// chat_rate, reaction_rate, viewer_joins, revenue, negative_share or toxic_share.
     pub metric: String,
     /// Start of the first anomalous window.
     pub start: Millis,

@@ -159,7 +159,7 @@ fn every_panel_query_runs_on_the_schema_and_finds_rows() {
             checked += 1;
         }
     }
-    assert!(checked >= 14, "{checked} queries");
+    assert!(checked >= 15, "{checked} queries");
     db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
 }
 

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "limits",
         sql: include_str!("../../migrations/V3__limits.sql"),
     },
+    Migration {
+        version: 4,
+        name: "categories",
+        sql: include_str!("../../migrations/V4__categories.sql"),
+    },
 ];
 
 /// Key of the advisory lock serializing migrations ("crowdpulse" in ASCII, truncated).

@@ -43,6 +43,11 @@ pub const TABLES: [Table; 7] = [
             ("positive", Type::INT8),
             ("neutral", Type::INT8),
             ("negative", Type::INT8),
+            ("praise", Type::INT8),
+            ("toxic", Type::INT8),
+            ("humor", Type::INT8),
+            ("question", Type::INT8),
+            ("other", Type::INT8),
             ("reactions", Type::INT8),
             ("viewer_joins", Type::INT8),
             ("viewer_leaves", Type::INT8),
@@ -378,7 +383,7 @@ async fn copy_row(
             metrics: m,
             is_final,
         } => {
-            let values: [&(dyn ToSql + Sync); 18] = [
+            let values: [&(dyn ToSql + Sync); 23] = [
                 &&*key.stream_id,
                 &&*key.window,
                 &to_i64(key.start),
@@ -389,6 +394,11 @@ async fn copy_row(
                 &to_i64(m.positive),
                 &to_i64(m.neutral),
                 &to_i64(m.negative),
+                &to_i64(m.praise),
+                &to_i64(m.toxic),
+                &to_i64(m.humor),
+                &to_i64(m.question),
+                &to_i64(m.other),
                 &to_i64(m.reactions),
                 &to_i64(m.viewer_joins),
                 &to_i64(m.viewer_leaves),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::pane::Pane;
+use crate::category::Category;
 use crate::event::{Event, EventBody, Millis, PresenceAction, StreamStatus};
 use crate::hashing::FastMap;
 use crate::sentiment::{Analyzer, COMPOUND_SCALE};
@@ -43,8 +44,9 @@ pub struct PaneDelta {
     pub(crate) meta: Vec<MetaUpdate>,
 }
 
-/// Distinct chat texts remembered per worker; chat repeats a lot (emote spam), and scoring is the
-/// most expensive step per message. Cleared when full, which keeps results identical.
+/// Distinct chat texts remembered per worker with their score and category; chat repeats a lot
+/// (emote spam), and scoring is the most expensive step per message. Cleared when full, which
+/// keeps results identical.
 const SENTIMENT_CACHE_LIMIT: usize = 100_000;
 
 /// The cached texts' bytes are bounded too: distinct long messages would otherwise grow the
@@ -59,7 +61,7 @@ const SENTIMENT_CACHE_BYTES: usize = 4 << 20;
 pub struct PaneAggregator {
     pane: u64,
     analyzer: Arc<Analyzer>,
-    sentiment_cache: FastMap<String, i64>,
+    sentiment_cache: FastMap<String, (i64, Category)>,
     /// Bytes of the texts in `sentiment_cache`.
     sentiment_cache_bytes: usize,
     groups: FastMap<(String, Millis), (Millis, PaneDelta)>,
@@ -77,12 +79,16 @@ impl PaneAggregator {
         }
     }
 
-    fn compound(&mut self, text: &str) -> i64 {
-        if let Some(score) = self.sentiment_cache.get(text) {
-            return *score;
+    /// A chat text's compound score (in `COMPOUND_SCALE` units) and category.
+    fn analysis(&mut self, text: &str) -> (i64, Category) {
+        if let Some(analysis) = self.sentiment_cache.get(text) {
+            return *analysis;
         }
         let compound = self.analyzer.polarity_scores(text).compound;
-        let scaled = (compound * COMPOUND_SCALE as f64).round() as i64;
+        let analysis = (
+            (compound * COMPOUND_SCALE as f64).round() as i64,
+            self.analyzer.category(text),
+        );
         if self.sentiment_cache.len() >= SENTIMENT_CACHE_LIMIT
             || self.sentiment_cache_bytes + text.len() > SENTIMENT_CACHE_BYTES
         {
@@ -92,16 +98,16 @@ impl PaneAggregator {
         // A text larger than the whole budget is scored every time rather than cached.
         if text.len() <= SENTIMENT_CACHE_BYTES {
             self.sentiment_cache_bytes += text.len();
-            self.sentiment_cache.insert(text.to_owned(), scaled);
+            self.sentiment_cache.insert(text.to_owned(), analysis);
         }
-        scaled
+        analysis
     }
 
     /// Adds one event with its timely time.
     pub fn add(&mut self, event: Event, time: Millis) {
-        let compound = match &event.body {
-            EventBody::Chat { text, .. } => self.compound(text),
-            _ => 0,
+        let (compound, category) = match &event.body {
+            EventBody::Chat { text, .. } => self.analysis(text),
+            _ => (0, Category::Other),
         };
         let pane = event.ts - event.ts % self.pane;
         let key = (event.stream_id, pane);
@@ -124,7 +130,7 @@ impl PaneAggregator {
         let m = &mut additive.metrics;
         match event.body {
             EventBody::Chat { user_id, .. } => {
-                m.add_chat(compound);
+                m.add_chat(compound, category);
                 delta.chatters.push(user_id);
             }
             EventBody::Reaction { emoji, .. } => {

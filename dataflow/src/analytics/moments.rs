@@ -10,12 +10,13 @@ use crate::event::Millis;
 use crate::rows::{Moment, Score, WindowMetrics};
 
 /// The metrics scored for moments, with their names in output rows.
-pub const METRICS: [&str; 5] = [
+pub const METRICS: [&str; 6] = [
     "chat_rate",
     "reaction_rate",
     "viewer_joins",
     "revenue",
     "negative_share",
+    "toxic_share",
 ];
 
 /// The per-window facts moment detection needs.
@@ -25,6 +26,8 @@ pub struct MomentInputs {
     pub chat_messages: u64,
     /// Negative chat messages.
     pub negative: u64,
+    /// Toxic chat messages.
+    pub toxic: u64,
     /// Reactions.
     pub reactions: u64,
     /// Viewer joins.
@@ -39,9 +42,19 @@ impl MomentInputs {
         Self {
             chat_messages: metrics.chat_messages,
             negative: metrics.negative,
+            toxic: metrics.toxic,
             reactions: metrics.reactions,
             viewer_joins: metrics.viewer_joins,
             revenue,
+        }
+    }
+
+    /// `part` of the chat messages (0 without chat).
+    fn share(&self, part: u64) -> f64 {
+        if self.chat_messages == 0 {
+            0.0
+        } else {
+            part as f64 / self.chat_messages as f64
         }
     }
 
@@ -62,14 +75,8 @@ impl MomentInputs {
                 1.0,
             ),
             3 => (self.revenue, self.revenue >= config.min_revenue, 1.0),
-            _ => {
-                let share = if self.chat_messages == 0 {
-                    0.0
-                } else {
-                    self.negative as f64 / self.chat_messages as f64
-                };
-                (share, chat_ok, 0.05)
-            }
+            4 => (self.share(self.negative), chat_ok, 0.05),
+            _ => (self.share(self.toxic), chat_ok, 0.05),
         }
     }
 }

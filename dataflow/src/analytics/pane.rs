@@ -29,6 +29,11 @@ impl Pane {
         m.positive += o.positive;
         m.neutral += o.neutral;
         m.negative += o.negative;
+        m.praise += o.praise;
+        m.toxic += o.toxic;
+        m.humor += o.humor;
+        m.question += o.question;
+        m.other += o.other;
         m.reactions += o.reactions;
         m.viewer_joins += o.viewer_joins;
         m.viewer_leaves += o.viewer_leaves;

@@ -25,7 +25,7 @@ struct MomentCursor {
     next: Option<Millis>,
     /// Consecutive windows without events just scored.
     quiet_run: usize,
-    series: [MetricSeries; 5],
+    series: [MetricSeries; METRICS.len()],
 }
 
 impl MomentCursor {

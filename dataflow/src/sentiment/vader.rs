@@ -5,6 +5,7 @@
 //! port rescales by position, as NLTK's copy of VADER does.
 
 use super::lexicon::Lexicons;
+use crate::category::{Category, Classifier};
 
 const B_INCR: f64 = 0.293;
 const B_DECR: f64 = -0.293;
@@ -192,6 +193,7 @@ pub struct Scores {
 #[derive(Debug, Clone)]
 pub struct Analyzer {
     lexicons: Lexicons,
+    categories: Classifier,
 }
 
 fn booster(word_lower: &str) -> Option<f64> {
@@ -250,7 +252,20 @@ struct Tokens<'t> {
 impl Analyzer {
     /// A scorer over the given lexicons.
     pub fn new(lexicons: Lexicons) -> Self {
-        Self { lexicons }
+        Self {
+            lexicons,
+            categories: Classifier::builtin(),
+        }
+    }
+
+    /// The same scorer with another category lexicon.
+    pub fn with_categories(self, categories: Classifier) -> Self {
+        Self { categories, ..self }
+    }
+
+    /// The category of a chat message.
+    pub fn category(&self, text: &str) -> Category {
+        self.categories.classify(text)
     }
 
     /// Valence of a token if it is an emote (case-sensitive) or a lexicon word (lowercase).
