@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_crowdpulse"))
@@ -609,4 +609,59 @@ fn a_replaced_category_lexicon_is_used_and_a_bad_one_refused() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("lexicon category line 2"), "{stderr}");
+}
+
+/// Twelve quiet 10 s windows of 20 greetings, then one where 15 of 20 messages insult: the
+/// window counts its categories and a `toxic_share` moment fires on it (values by hand: share
+/// 15/20 = 0.75 against a baseline of 0 with the 0.05 deviation floor, z = 15).
+#[test]
+fn a_burst_of_insults_is_counted_and_becomes_a_toxic_share_moment() {
+    let dir = scratch("toxic");
+    let input = dir.join("chat.ndjson");
+    let mut lines = String::new();
+    let base: u64 = 1_700_000_000_000;
+    for window in 0..13u64 {
+        for i in 0..20u64 {
+            let text = if window == 12 && i < 15 {
+                "you are trash, idiot"
+            } else {
+                "hello everyone"
+            };
+            lines.push_str(&format!(
+                "{}\n",
+                json!({"type": "chat", "stream_id": "s", "user_id": format!("u{i}"),
+                       "text": text, "ts": base + window * 10_000 + i * 100})
+            ));
+        }
+    }
+    std::fs::write(&input, lines).unwrap();
+    let output = dir.join("out.ndjson");
+    process(&[input], &output, 2);
+    let rows = rows(&output);
+    let burst = rows
+        .iter()
+        .find(|r| {
+            r["table"] == "window_metrics"
+                && r["window"] == "10s"
+                && r["window_start"] == base + 120_000
+        })
+        .expect("the burst's window");
+    assert_eq!(
+        (
+            &burst["toxic"],
+            &burst["other"],
+            &burst["praise"],
+            &burst["humor"],
+            &burst["question"]
+        ),
+        (&json!(15), &json!(5), &json!(0), &json!(0), &json!(0)),
+        "{burst}"
+    );
+    let moment = rows
+        .iter()
+        .find(|r| r["table"] == "moments" && r["metric"] == "toxic_share")
+        .expect("a toxic_share moment");
+    assert_eq!(moment["peak_window_start"], base + 120_000, "{moment}");
+    assert_eq!(moment["peak_value"], 0.75, "{moment}");
+    assert_eq!(moment["zscore"], 15.0, "{moment}");
 }
