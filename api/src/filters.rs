@@ -293,6 +293,13 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_sentiment);
+    let categories = warp::path!("v1" / "streams" / StreamId / "categories")
+        .map(String::from)
+        .and(warp::get())
+        .and(read())
+        .and(window_query())
+        .and(state.clone())
+        .and_then(handlers::stream_categories);
     let moments = warp::path!("v1" / "streams" / StreamId / "moments")
         .map(String::from)
         .and(warp::get())
@@ -319,6 +326,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .or(viewers)
         .unify()
         .or(sentiment)
+        .unify()
+        .or(categories)
         .unify()
         .or(moments)
         .unify()

@@ -344,6 +344,26 @@ pub async fn stream_sentiment(
     series_reply(&id, &query, &state, &fields, |_| Vec::new()).await
 }
 
+/// `GET /v1/streams/{id}/categories`: chat messages per category and window.
+pub async fn stream_categories(
+    id: String,
+    query: WindowQuery,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let fields = [
+        "window_start",
+        "window_end",
+        "chat_messages",
+        "praise",
+        "toxic",
+        "humor",
+        "question",
+        "other",
+        "final",
+    ];
+    series_reply(&id, &query, &state, &fields, |_| Vec::new()).await
+}
+
 /// `GET /v1/streams/{id}/emojis/top`: the latest window's top-k of a label, or (without
 /// `window`) the ranking since this process started; ties at the k-th count included.
 pub async fn stream_top_emojis(

@@ -35,6 +35,7 @@ const STREAM_ROUTES: &[&str] = &[
     "emojis/top",
     "viewers",
     "sentiment",
+    "categories",
     "moments",
     "live",
     "events",

@@ -296,6 +296,21 @@ async fn ingest_results_and_read_endpoints() {
         (json!(1), json!(1)),
         "{body}"
     );
+    // "this is great PogChamp" is praise, "awful" toxic (dataflow/lexicon/categories.txt).
+    let (status, body) = get(&api, "/v1/streams/s1/categories?window=1m").await;
+    assert_eq!(status, StatusCode::OK);
+    let point = &body["series"][0];
+    assert_eq!(
+        [
+            &point["praise"],
+            &point["toxic"],
+            &point["humor"],
+            &point["question"],
+            &point["other"]
+        ],
+        [&json!(1), &json!(1), &json!(0), &json!(0), &json!(0)],
+        "{body}"
+    );
 
     // Moments are rare in a few events; the endpoint serves whatever the store holds.
     let moment = Moment {
@@ -622,6 +637,7 @@ async fn openapi_describes_every_route() {
         ("/v1/streams/{id}/emojis/top", "get"),
         ("/v1/streams/{id}/viewers", "get"),
         ("/v1/streams/{id}/sentiment", "get"),
+        ("/v1/streams/{id}/categories", "get"),
         ("/v1/streams/{id}/moments", "get"),
         ("/v1/statistics", "get"),
         ("/v1/clients", "get"),
@@ -636,7 +652,7 @@ async fn openapi_describes_every_route() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 18, "every described path exists");
+    assert_eq!(paths.len(), 19, "every described path exists");
     app.shutdown();
 }
 
