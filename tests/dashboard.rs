@@ -176,6 +176,26 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
         "{top}"
     );
 
+    // An insult in chat shows in the category chart's toxic series.
+    let chat = json!({"type": "chat", "stream_id": "browser", "user_id": "troll", "text": "you are trash, idiot"});
+    let (status, body) = http(
+        &address,
+        "POST",
+        "/v1/events",
+        Some(("application/json", json!([chat]).to_string().as_bytes())),
+    );
+    assert_eq!(status, 202, "{body}");
+    let toxic = "Boolean(charts['c-categories'] && charts['c-categories'].data[2].includes(1))";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser.eval(toxic) != json!(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the toxic message did not reach the category chart: {}",
+            browser.eval(toxic)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     let fits = browser.eval("document.documentElement.scrollWidth <= window.innerWidth");
     assert_eq!(
         fits,

@@ -1,5 +1,5 @@
 // crowdpulse dashboard: stream list and global statistics over REST, the selected stream's
-// windows, emojis, viewers, sentiment and moments over its WebSocket (a snapshot, then updates).
+// windows, emojis, viewers, sentiment, categories and moments over its WebSocket (a snapshot, then updates).
 "use strict";
 
 const BUTTONS = ["🔥", "😂", "❤️", "👏", "🎉", "😮"];
@@ -186,6 +186,9 @@ function render() {
   chart("c-viewers", [{ label: "end", color: COLORS[2] }, { label: "peak", color: COLORS[1] }],
     [x, metrics.map((r) => r.viewers_end), metrics.map((r) => r.viewers_peak)]);
   chart("c-sentiment", [{ label: "compound", color: COLORS[4] }], [x, metrics.map((r) => r.sentiment_mean)]);
+  const categories = ["praise", "toxic", "humor", "question"];
+  chart("c-categories", categories.map((c, i) => ({ label: c, color: COLORS[(i + 1) % COLORS.length] })),
+    [x, ...categories.map((c) => metrics.map((r) => r[c]))]);
   const ranked = [...perEmoji.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, 5).map((e) => e[0]);
   const byWindow = new Map(emojiRows.map((r) => [`${r.window_start}|${r.emoji}`, r.count]));
   chart("c-emojis", ranked.map((e, i) => ({ label: e, color: COLORS[i % COLORS.length] })),
