@@ -519,30 +519,48 @@ fn a_failed_run_leaves_the_previous_output_as_it_was() {
     );
 }
 
-#[test]
-fn sentiment_scores_stdin_lines() {
-    let mut child = bin()
-        .arg("sentiment")
+/// `crowdpulse sentiment` (with `config`, if given) over `text` on stdin.
+fn sentiment(config: Option<&Path>, text: &str) -> std::process::Output {
+    let mut cmd = bin();
+    cmd.arg("sentiment");
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     child
         .stdin
         .take()
         .unwrap()
-        .write_all(
-            "VADER is smart, handsome, and funny.\nthis stream is boring ResidentSleeper\n"
-                .as_bytes(),
-        )
+        .write_all(text.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
+    child.wait_with_output().unwrap()
+}
+
+/// The JSON lines of a successful `sentiment`.
+fn scored(out: std::process::Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn sentiment_scores_stdin_lines() {
+    let lines = scored(sentiment(
+        None,
+        "VADER is smart, handsome, and funny.\nthis stream is boring ResidentSleeper\n",
+    ));
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["compound"], 0.8316);
     assert_eq!(lines[0]["label"], "positive");
@@ -570,42 +588,18 @@ fn a_replaced_category_lexicon_is_used_and_a_bad_one_refused() {
         ),
     )
     .unwrap();
-    let categorize = |text: &str| {
-        let mut child = bin()
-            .args(["sentiment", "--config"])
-            .arg(&config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
     std::fs::write(&lexicon, "# house rules\nhumor\tword\tResidentSleeper\t3\n").unwrap();
-    let out = categorize("this stream is boring ResidentSleeper\nyou are trash\n");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = scored(sentiment(
+        Some(&config),
+        "this stream is boring ResidentSleeper\nyou are trash\n",
+    ));
     assert_eq!(lines[0]["category"], "humor");
     assert_eq!(
         lines[1]["category"], "other",
         "the shipped rules are replaced"
     );
     std::fs::write(&lexicon, "humor\tword\tlol\nfunny\tword\tlmao\n").unwrap();
-    let out = categorize("lol\n");
+    let out = sentiment(Some(&config), "lol\n");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("lexicon category line 2"), "{stderr}");
