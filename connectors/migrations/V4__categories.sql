@@ -1,8 +1,9 @@
 -- Message categories per window (one per chat message, so they add up to chat_messages). Rows
--- written before this migration had none counted: they read 0.
+-- written before this migration were not counted: null, not a false 0 (final rows are never
+-- rewritten, so a replay does not fill them in).
 ALTER TABLE window_metrics
-    ADD COLUMN praise   bigint NOT NULL DEFAULT 0,
-    ADD COLUMN toxic    bigint NOT NULL DEFAULT 0,
-    ADD COLUMN humor    bigint NOT NULL DEFAULT 0,
-    ADD COLUMN question bigint NOT NULL DEFAULT 0,
-    ADD COLUMN other    bigint NOT NULL DEFAULT 0;
+    ADD COLUMN praise   bigint,
+    ADD COLUMN toxic    bigint,
+    ADD COLUMN humor    bigint,
+    ADD COLUMN question bigint,
+    ADD COLUMN other    bigint;

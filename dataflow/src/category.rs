@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
+use crate::hashing::fnv1a;
 
 const BUILTIN: &str = include_str!("../lexicon/categories.txt");
 
@@ -55,11 +56,15 @@ impl Category {
     }
 }
 
+/// The largest weight a lexicon entry may have: sums over a 4 KiB message stay far from
+/// overflowing.
+const MAX_WEIGHT: u32 = 1_000;
+
 /// Weights of the lexicon's entries by the shape they match.
 #[derive(Debug, Clone, Default)]
 pub struct Classifier {
     /// Whole token (lowercase, surrounding punctuation stripped; or the raw lowercase token,
-    /// for emoticons such as `<3`; or one emoji).
+    /// for emoticons such as `<3`; or one emoji, which is always a token of its own).
     words: HashMap<String, Vec<(Category, u32)>>,
     /// Token starting with (`haha*` matches `hahahaha`).
     prefixes: Vec<(String, Category, u32)>,
@@ -69,22 +74,62 @@ pub struct Classifier {
     starts: HashMap<String, Vec<(Category, u32)>>,
     /// The end of the trimmed message.
     ends: Vec<(String, Category, u32)>,
+    /// FNV-1a of the lexicon's text.
+    digest: u64,
 }
 
-/// Emoji variation selectors and joiners that make the same emoji several strings.
-fn is_presentation(c: char) -> bool {
-    matches!(c, '\u{fe0e}' | '\u{fe0f}' | '\u{200d}')
+/// Characters that change nothing a reader sees: emoji variation selectors and joiners (the
+/// same emoji written several ways), and the invisible characters chat clients append to get
+/// past duplicate-message filters (zero-width space and joiners, U+034F, tag characters).
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{fe00}'..='\u{fe0f}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}'
+        | '\u{034f}' | '\u{feff}' | '\u{e0000}'..='\u{e007f}')
 }
 
 fn normalized(text: &str) -> String {
     text.chars()
-        .filter(|c| !is_presentation(*c))
+        .filter(|c| !is_invisible(*c))
         .flat_map(char::to_lowercase)
         .collect()
 }
 
+/// A symbol outside ASCII (an emoji, a skin tone): a token of its own, so `trash😂` is both
+/// `trash` and `😂`.
+fn is_symbol(c: char) -> bool {
+    !c.is_ascii() && !c.is_alphanumeric() && !c.is_whitespace() && !is_punctuation(c)
+}
+
+/// Punctuation in the Unicode sense (`“`, `…`, `¿`) as well as ASCII's.
+fn is_punctuation(c: char) -> bool {
+    c.is_ascii_punctuation()
+        || matches!(c, '\u{2010}'..='\u{2027}' | '\u{2030}'..='\u{205e}' | '\u{00a1}' | '\u{00ab}' | '\u{00bb}' | '\u{00bf}' | '\u{3001}' | '\u{3002}')
+}
+
+/// A token without the punctuation around it (`“trash…”` is `trash`).
 fn stripped(token: &str) -> &str {
-    token.trim_matches(|c: char| c.is_ascii_punctuation())
+    token.trim_matches(is_punctuation)
+}
+
+/// The tokens of normalized text: runs between whitespace, with each symbol its own token.
+fn tokens(text: &str) -> Vec<&str> {
+    let mut tokens = Vec::new();
+    for run in text.split_whitespace() {
+        let mut start = 0;
+        for (at, c) in run.char_indices() {
+            if is_symbol(c) {
+                if start < at {
+                    tokens.push(&run[start..at]);
+                }
+                tokens.push(&run[at..at + c.len_utf8()]);
+                start = at + c.len_utf8();
+            }
+        }
+        if start < run.len() {
+            tokens.push(&run[start..]);
+        }
+    }
+    tokens
 }
 
 impl Classifier {
@@ -97,9 +142,14 @@ impl Classifier {
     /// toxic, question, praise, humor; shape one of `word` (a trailing `*` makes it a prefix),
     /// `phrase` (words separated by spaces), `starts` (the first word), `ends` (the message's
     /// last characters); weight a positive integer (1 when absent). Blank lines and lines
-    /// starting with `#` are skipped. Matching ignores case.
+    /// starting with `#` are skipped. Matching ignores case. A term ending in `*` is always a
+    /// prefix (`f***` is the prefix `f**`).
     pub fn from_text(text: &str) -> Result<Self> {
-        let mut classifier = Self::default();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut classifier = Self {
+            digest: fnv1a(text.as_bytes()),
+            ..Self::default()
+        };
         for (number, line) in text.lines().enumerate() {
             let line = line.trim_end_matches('\r');
             if line.trim().is_empty() || line.starts_with('#') {
@@ -122,15 +172,22 @@ impl Classifier {
                     .trim()
                     .parse::<u32>()
                     .ok()
-                    .filter(|w| *w > 0)
-                    .ok_or_else(|| bad("the weight is not a positive integer"))?,
+                    .filter(|w| (1..=MAX_WEIGHT).contains(w))
+                    .ok_or_else(|| bad("the weight is not an integer from 1 to 1000"))?,
                 None => 1,
             };
-            let term = normalized(term.trim());
+            let term = normalized(term);
+            let term = term.trim().to_owned();
             if term.is_empty() {
                 return Err(bad("the term is empty"));
             }
-            match shape.trim() {
+            let shape = shape.trim();
+            if matches!(shape, "word" | "starts") && term.contains(char::is_whitespace) {
+                return Err(bad(
+                    "a word or starts term is one word (a phrase takes several)",
+                ));
+            }
+            match shape {
                 "word" => match term.strip_suffix('*') {
                     Some(prefix) if !prefix.is_empty() => {
                         classifier
@@ -144,7 +201,15 @@ impl Classifier {
                         .push((category, weight)),
                 },
                 "phrase" => {
-                    let words: Vec<String> = term.split_whitespace().map(str::to_owned).collect();
+                    // Matched against the message's stripped tokens, so stripped alike.
+                    let words: Vec<String> = tokens(&term)
+                        .into_iter()
+                        .map(|t| stripped(t).to_owned())
+                        .filter(|w| !w.is_empty())
+                        .collect();
+                    if words.is_empty() {
+                        return Err(bad("the phrase has no words"));
+                    }
                     classifier.phrases.push((words, category, weight));
                 }
                 "starts" => classifier
@@ -159,16 +224,19 @@ impl Classifier {
         Ok(classifier)
     }
 
+    /// A digest of the rules: equal digests classify alike.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
     /// The category of one chat message.
     pub fn classify(&self, text: &str) -> Category {
         let text = normalized(text);
-        let mut weights = [0u32; 5];
-        let mut add = |entries: Option<&Vec<(Category, u32)>>| {
-            for (category, weight) in entries.into_iter().flatten() {
-                weights[*category as usize] += weight;
-            }
+        let mut weights = [0u64; 5];
+        let mut add = |category: Category, weight: u64| {
+            weights[category as usize] = weights[category as usize].saturating_add(weight);
         };
-        let raw: Vec<&str> = text.split_whitespace().collect();
+        let raw = tokens(&text);
         let words: Vec<&str> = raw
             .iter()
             .map(|t| stripped(t))
@@ -176,38 +244,41 @@ impl Classifier {
             .collect();
         for token in &raw {
             let word = stripped(token);
-            add(self.words.get(word));
+            let mut entries = self
+                .words
+                .get(word)
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>();
+            // The raw token too, for emoticons (`<3`) and masked words.
             if word != *token {
-                add(self.words.get(*token));
+                entries.extend(self.words.get(*token).into_iter().flatten());
             }
-            // Emoji count alone, also when written against a word or each other.
-            for c in token.chars().filter(|c| !c.is_ascii()) {
-                if !c.is_alphanumeric() {
-                    add(self.words.get(c.encode_utf8(&mut [0; 4]) as &str));
+            for (category, weight) in entries {
+                add(*category, u64::from(*weight));
+            }
+            for (prefix, category, weight) in &self.prefixes {
+                if word.starts_with(prefix.as_str()) || token.starts_with(prefix.as_str()) {
+                    add(*category, u64::from(*weight));
                 }
             }
         }
-        add(words.first().and_then(|w| self.starts.get(*w)));
-        // The raw token too, for masked words (`f***` starts with `f**`).
-        for token in &raw {
-            let word = stripped(token);
-            for (prefix, category, weight) in &self.prefixes {
-                if word.starts_with(prefix.as_str()) || token.starts_with(prefix.as_str()) {
-                    weights[*category as usize] += weight;
-                }
+        if let Some(entries) = words.first().and_then(|w| self.starts.get(*w)) {
+            for (category, weight) in entries {
+                add(*category, u64::from(*weight));
             }
         }
         for (phrase, category, weight) in &self.phrases {
             let found = words
                 .windows(phrase.len())
                 .filter(|w| w.iter().zip(phrase).all(|(a, b)| *a == b))
-                .count() as u32;
-            weights[*category as usize] += found * weight;
+                .count() as u64;
+            add(*category, found.saturating_mul(u64::from(*weight)));
         }
         let trimmed = text.trim_end();
         for (end, category, weight) in &self.ends {
             if trimmed.ends_with(end.as_str()) {
-                weights[*category as usize] += weight;
+                add(*category, u64::from(*weight));
             }
         }
         // The first of the heaviest in tie-break order (max_by_key would take the last).
@@ -259,6 +330,16 @@ mod tests {
         }
         // Two humor matches outweigh one praise match.
         assert_eq!(classifier.classify("gg 😂 hahaha"), Category::Humor);
+        // An emoji counts once, and against a word it hides neither.
+        assert_eq!(classifier.classify("gg 😂"), Category::Praise);
+        assert_eq!(classifier.classify("gg😂"), Category::Praise);
+        assert_eq!(classifier.classify("oh shut up😂"), Category::Toxic);
+        // Invisible characters and Unicode punctuation change nothing.
+        assert_eq!(classifier.classify("really? \u{e0000}"), Category::Question);
+        assert_eq!(
+            classifier.classify("\u{201c}GG\u{201d}\u{2026}"),
+            Category::Praise
+        );
     }
 
     #[test]
@@ -268,8 +349,12 @@ mod tests {
             ("love\tword\tgg", "none of toxic"),
             ("other\tword\tgg", "none of toxic"),
             ("praise\tregex\tgg", "the shape"),
-            ("praise\tword\tgg\tzero", "positive integer"),
-            ("praise\tword\tgg\t0", "positive integer"),
+            ("praise\tword\tgg\tzero", "from 1 to 1000"),
+            ("praise\tword\tgg\t0", "from 1 to 1000"),
+            ("praise\tword\tgg\t4000000000", "from 1 to 1000"),
+            ("praise\tphrase\t\u{fe0f} \u{fe0f}", "is empty"),
+            ("praise\tphrase\t! ?", "no words"),
+            ("praise\tword\twell played", "one word"),
         ] {
             let error = Classifier::from_text(&format!("# header\n{text}\n"))
                 .unwrap_err()
@@ -282,8 +367,16 @@ mod tests {
     }
 
     #[test]
-    fn the_builtin_lexicon_parses() {
+    fn the_builtin_lexicon_parses_and_other_rules_digest_otherwise() {
         let classifier = Classifier::builtin();
         assert_eq!(classifier.classify("you are trash"), Category::Toxic);
+        let house = Classifier::from_text("praise\tword\tgg\n").unwrap();
+        assert_ne!(house.digest(), classifier.digest());
+        assert_eq!(
+            house.digest(),
+            Classifier::from_text("praise\tword\tgg\n")
+                .unwrap()
+                .digest()
+        );
     }
 }

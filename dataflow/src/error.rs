@@ -20,7 +20,7 @@ pub enum Error {
     /// A sentiment lexicon line could not be parsed.
     #[error("lexicon {name} line {line}: {message}")]
     Lexicon {
-        /// Which lexicon (word, emoji, emote).
+        /// Which lexicon (word, emoji, emote, category).
         name: String,
         /// One-based line number.
         line: usize,

@@ -211,7 +211,7 @@ fn moments(
 ) {
     let mc = &config.moments;
     let k = mc.baseline_windows;
-    for (metric_index, metric) in crate::analytics::METRICS.iter().enumerate() {
+    for metric in crate::analytics::METRICS {
         let values: Vec<(f64, bool, f64)> = series
             .iter()
             .map(|(_, _, facts)| {
@@ -234,13 +234,14 @@ fn moments(
                         part as f64 / chat as f64
                     }
                 };
-                match metric_index {
-                    0 => (chat as f64, chat >= mc.min_chat_messages, 1.0),
-                    1 => (reactions as f64, reactions >= mc.min_reactions, 1.0),
-                    2 => (joins as f64, joins >= mc.min_viewer_joins, 1.0),
-                    3 => (revenue, revenue >= mc.min_revenue, 1.0),
-                    4 => (share(negative), chat >= mc.min_chat_messages, 0.05),
-                    _ => (share(toxic), chat >= mc.min_chat_messages, 0.05),
+                match metric {
+                    "chat_rate" => (chat as f64, chat >= mc.min_chat_messages, 1.0),
+                    "reaction_rate" => (reactions as f64, reactions >= mc.min_reactions, 1.0),
+                    "viewer_joins" => (joins as f64, joins >= mc.min_viewer_joins, 1.0),
+                    "revenue" => (revenue, revenue >= mc.min_revenue, 1.0),
+                    "negative_share" => (share(negative), chat >= mc.min_chat_messages, 0.05),
+                    "toxic_share" => (share(toxic), chat >= mc.min_chat_messages, 0.05),
+                    other => panic!("the reference does not know the moment metric {other}"),
                 }
             })
             .collect();
@@ -266,7 +267,7 @@ fn moments(
                 Some((mean, std, z)) => {
                     let moment = open.get_or_insert_with(|| Moment {
                         stream_id: stream.to_owned(),
-                        metric: (*metric).to_owned(),
+                        metric: metric.to_owned(),
                         start,
                         end,
                         peak_window_start: start,

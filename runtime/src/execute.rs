@@ -108,10 +108,11 @@ pub fn start(job: Job) -> Result<Running> {
     // Processes that agree on this compute the same dataflow over the same input.
     let job_digest = fnv1a(
         format!(
-            "{}|{pacing:?}|{}|{}",
+            "{}|{pacing:?}|{}|{}|{}",
             serde_json::to_string(plan.config()).expect("settings serialize"),
             cluster.sink_worker(),
-            sources.identity()
+            sources.identity(),
+            analyzer.digest()
         )
         .as_bytes(),
     );

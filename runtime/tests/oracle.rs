@@ -105,7 +105,7 @@ fn record() -> impl Strategy<Value = (u64, u64, serde_json::Value)> {
     let stream = prop_oneof![12 => Just("s0"), 6 => Just("s1"), 1 => Just("s2")];
     let user = (0..6u8).prop_map(|u| format!("u{u}"));
     let body = prop_oneof![
-        4 => (user.clone(), prop::sample::select(vec!["PogChamp that was great", "this is bad", "love it 😂", "meh", "NOT good!!", "LUL"]))
+        4 => (user.clone(), prop::sample::select(vec!["PogChamp that was great", "this is bad", "love it 😂", "meh", "NOT good!!", "LUL", "you are trash", "why?", "is he stupid?"]))
             .prop_map(|(u, t)| json!({"type": "chat", "user_id": u, "text": t})),
         3 => (user.clone(), prop::sample::select(vec!["😂", "🔥", "❤️", "👍"]))
             .prop_map(|(u, e)| json!({"type": "reaction", "user_id": u, "emoji": e})),

@@ -76,7 +76,9 @@ impl MomentInputs {
             ),
             3 => (self.revenue, self.revenue >= config.min_revenue, 1.0),
             4 => (self.share(self.negative), chat_ok, 0.05),
-            _ => (self.share(self.toxic), chat_ok, 0.05),
+            5 => (self.share(self.toxic), chat_ok, 0.05),
+            // No such metric: a value that never fires.
+            _ => (0.0, false, 1.0),
         }
     }
 }

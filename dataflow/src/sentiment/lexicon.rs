@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
+use crate::hashing::fnv1a;
 
 const BUILTIN_WORDS: &str = include_str!("../../lexicon/vader_lexicon.txt");
 const BUILTIN_EMOJI: &str = include_str!("../../lexicon/emoji_utf8_lexicon.txt");
@@ -17,6 +18,8 @@ pub struct Lexicons {
     pub(crate) emoji: HashMap<char, String>,
     /// Case-sensitive emote name -> valence; an emote is never boosted for being in capitals.
     pub(crate) emotes: HashMap<String, f64>,
+    /// FNV-1a of the three texts: equal lexicons score alike in every process.
+    pub(crate) digest: u64,
 }
 
 impl Lexicons {
@@ -33,10 +36,16 @@ impl Lexicons {
         emoji: Option<&str>,
         emotes: Option<&str>,
     ) -> Result<Self> {
+        let (words, emoji, emotes) = (
+            words.unwrap_or(BUILTIN_WORDS),
+            emoji.unwrap_or(BUILTIN_EMOJI),
+            emotes.unwrap_or(BUILTIN_EMOTES),
+        );
         Ok(Self {
-            words: parse_valences("word", words.unwrap_or(BUILTIN_WORDS), true)?,
-            emoji: parse_emoji(emoji.unwrap_or(BUILTIN_EMOJI))?,
-            emotes: parse_valences("emote", emotes.unwrap_or(BUILTIN_EMOTES), false)?,
+            words: parse_valences("word", words, true)?,
+            emoji: parse_emoji(emoji)?,
+            emotes: parse_valences("emote", emotes, false)?,
+            digest: fnv1a(format!("{words}\0{emoji}\0{emotes}").as_bytes()),
         })
     }
 }

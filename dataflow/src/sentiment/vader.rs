@@ -263,6 +263,12 @@ impl Analyzer {
         Self { categories, ..self }
     }
 
+    /// A digest of the lexicons and category rules: processes whose analyzers have the same one
+    /// score and categorize alike.
+    pub fn digest(&self) -> u64 {
+        self.lexicons.digest ^ self.categories.digest().rotate_left(1)
+    }
+
     /// The category of a chat message.
     pub fn category(&self, text: &str) -> Category {
         self.categories.classify(text)
