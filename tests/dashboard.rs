@@ -166,6 +166,17 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The clicked emoji joins the seed's in the latest minute's cloud.
+    let cloud = "[...document.querySelectorAll('#cloud span')].map((s) => s.dataset.emoji).sort().join(' ')";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser.eval(cloud) != json!("🎉 🔥") {
+        assert!(
+            Instant::now() < deadline,
+            "the cloud holds {}",
+            browser.eval(cloud)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (_, top) = get_json(&address, "/v1/streams/browser/emojis/top");
     assert!(
         top["top"]

@@ -194,6 +194,26 @@ function render() {
   chart("c-emojis", ranked.map((e, i) => ({ label: e, color: COLORS[i % COLORS.length] })),
     [x, ...ranked.map((e) => metrics.map((m) => byWindow.get(`${m.window_start}|${e}`) || 0))]);
 
+  // The cloud: reactions per emoji over the base windows of the latest minute held, each emoji
+  // sized by its share of the largest count.
+  const newest = metrics.length ? metrics[metrics.length - 1].window_end : 0;
+  const recent = new Map();
+  for (const r of emojiRows) {
+    if (r.window_end > newest - 60000) recent.set(r.emoji, (recent.get(r.emoji) || 0) + r.count);
+  }
+  const most = Math.max(1, ...recent.values());
+  $("cloud").replaceChildren(...[...recent.entries()]
+    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .slice(0, 40)
+    .map(([emoji, count]) => {
+      const span = document.createElement("span");
+      span.dataset.emoji = emoji;
+      span.title = `${emoji} ${count}`;
+      span.textContent = emoji;
+      span.style.fontSize = `${(1 + 2 * count / most).toFixed(2)}rem`;
+      return span;
+    }));
+
   const tops = all.filter((r) => r.table === "window_top_emojis" && r.window === TOP_WINDOW).sort((a, b) => b.window_start - a.window_start);
   $("top").replaceChildren(...((tops[0] && tops[0].top) || []).map((t) => {
     const li = document.createElement("li");
