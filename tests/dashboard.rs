@@ -99,6 +99,23 @@ impl Browser {
     }
 
     /// Evaluates a JavaScript expression in the page.
+    /// Waits up to 20 s for `expression` to evaluate to `expected`; fails naming `what` and the
+    /// last value otherwise.
+    fn wait_for(&mut self, expression: &str, expected: Value, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let value = self.eval(expression);
+            if value == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {value}, expected {expected}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn eval(&mut self, expression: &str) -> Value {
         let result = self.call(
             "Runtime.evaluate",
@@ -157,26 +174,10 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
     }
 
     browser.eval(r#"document.querySelector('#buttons button[data-emoji="🎉"]').click()"#);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while browser.eval(count) != json!("1") {
-        assert!(
-            Instant::now() < deadline,
-            "the count did not change after the click: {}",
-            browser.eval(count)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    browser.wait_for(count, json!("1"), "the count after the click");
     // The clicked emoji joins the seed's in the latest minute's cloud.
     let cloud = "[...document.querySelectorAll('#cloud span')].map((s) => s.dataset.emoji).sort().join(' ')";
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while browser.eval(cloud) != json!("🎉 🔥") {
-        assert!(
-            Instant::now() < deadline,
-            "the cloud holds {}",
-            browser.eval(cloud)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    browser.wait_for(cloud, json!("🎉 🔥"), "the cloud");
     let (_, top) = get_json(&address, "/v1/streams/browser/emojis/top");
     assert!(
         top["top"]
@@ -197,15 +198,11 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
     );
     assert_eq!(status, 202, "{body}");
     let toxic = "Boolean(charts['c-categories'] && charts['c-categories'].data[2].includes(1))";
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while browser.eval(toxic) != json!(true) {
-        assert!(
-            Instant::now() < deadline,
-            "the toxic message did not reach the category chart: {}",
-            browser.eval(toxic)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    browser.wait_for(
+        toxic,
+        json!(true),
+        "the toxic message in the category chart",
+    );
 
     let fits = browser.eval("document.documentElement.scrollWidth <= window.innerWidth");
     assert_eq!(
