@@ -155,6 +155,20 @@ fn fill_topic(address: &str, topic: &str, events: usize) {
     ]));
 }
 
+/// Namespace `test` (see [`Namespace::create`]), a broker of the test's own on its root side and
+/// `topic` filled with `events` generated events there; None when namespaces cannot be made.
+fn hosts_with_a_topic(
+    test: u32,
+    topic: &str,
+    events: usize,
+) -> Option<(Namespace, Killed, String)> {
+    let namespace = Namespace::create(test)?;
+    let broker_address = format!("{}:19092", namespace.root_address);
+    let broker = Killed(spawn_broker(&broker_address));
+    fill_topic(&broker_address, topic, events);
+    Some((namespace, broker, broker_address))
+}
+
 /// `processes` of one worker each: process 0 on the root side, process 1 inside.
 fn cluster_settings(namespace: &Namespace, port: u16) -> String {
     format!(
@@ -165,13 +179,10 @@ fn cluster_settings(namespace: &Namespace, port: u16) -> String {
 
 #[test]
 fn two_processes_in_two_network_namespaces_replay_the_bytes_of_one() {
-    let Some(namespace) = Namespace::create(0) else {
+    let topic = "cluster-netns";
+    let Some((namespace, _broker, broker_address)) = hosts_with_a_topic(0, topic, 20_000) else {
         return;
     };
-    let broker_address = format!("{}:19092", namespace.root_address);
-    let _broker = Killed(spawn_broker(&broker_address));
-    let topic = "cluster-netns";
-    fill_topic(&broker_address, topic, 20_000);
     let dir = std::env::temp_dir().join(format!("crowdpulse-netns-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let topics = (
@@ -230,13 +241,10 @@ fn two_processes_in_two_network_namespaces_replay_the_bytes_of_one() {
 /// about `cluster.peer_timeout`: the process on the root side stops naming the other.
 #[test]
 fn a_cut_network_stops_the_cluster_within_the_peer_timeout() {
-    let Some(namespace) = Namespace::create(1) else {
+    let topic = "cluster-cut";
+    let Some((namespace, _broker, broker_address)) = hosts_with_a_topic(1, topic, 2_000) else {
         return;
     };
-    let broker_address = format!("{}:19092", namespace.root_address);
-    let _broker = Killed(spawn_broker(&broker_address));
-    let topic = "cluster-cut";
-    fill_topic(&broker_address, topic, 2_000);
     let processes = cluster_settings(&namespace, 19102);
     let env = [
         (

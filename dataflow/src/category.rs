@@ -244,17 +244,15 @@ impl Classifier {
             .collect();
         for token in &raw {
             let word = stripped(token);
-            let mut entries = self
+            // The raw token too, for emoticons (`<3`) and masked words.
+            let raw_entries = (word != *token).then(|| self.words.get(*token)).flatten();
+            for (category, weight) in self
                 .words
                 .get(word)
                 .into_iter()
+                .chain(raw_entries)
                 .flatten()
-                .collect::<Vec<_>>();
-            // The raw token too, for emoticons (`<3`) and masked words.
-            if word != *token {
-                entries.extend(self.words.get(*token).into_iter().flatten());
-            }
-            for (category, weight) in entries {
+            {
                 add(*category, u64::from(*weight));
             }
             for (prefix, category, weight) in &self.prefixes {
