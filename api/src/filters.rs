@@ -22,7 +22,9 @@ use crate::access::{bearer, Access, Scope};
 use crate::error::ApiError;
 use crate::handlers;
 use crate::metrics::{HttpCounters, Refusal};
-use crate::models::{ErrorBody, ErrorDetail, ReactionRequest, StreamId, TokenQuery, WindowQuery};
+use crate::models::{
+    ChatQuery, ErrorBody, ErrorDetail, ReactionRequest, StreamId, TokenQuery, WindowQuery,
+};
 use crate::origin::{Origins, ALLOWED_HEADERS, ALLOWED_METHODS};
 use crate::push::{serve_websocket, sse_events};
 use crate::state::AppState;
@@ -300,6 +302,13 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_categories);
+    let chat = warp::path!("v1" / "streams" / StreamId / "chat")
+        .map(String::from)
+        .and(warp::get())
+        .and(read())
+        .and(warp::query::<ChatQuery>())
+        .and(state.clone())
+        .and_then(handlers::stream_chat);
     let moments = warp::path!("v1" / "streams" / StreamId / "moments")
         .map(String::from)
         .and(warp::get())
@@ -328,6 +337,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .or(sentiment)
         .unify()
         .or(categories)
+        .unify()
+        .or(chat)
         .unify()
         .or(moments)
         .unify()

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::rows::ChatMessage;
 use crowdpulse_dataflow::timestamp::parse_rfc3339;
 use serde_json::{json, Value};
 use tracing::warn;
@@ -13,9 +14,10 @@ use warp::http::StatusCode;
 use warp::reply::{self, Reply, Response};
 use warp::Rejection;
 
+use crate::chat::{self, ChatFilter};
 use crate::error::ApiError;
 use crate::metrics::{render, MetricsSources};
-use crate::models::{ReactionRequest, Statistics, WindowQuery};
+use crate::models::{ChatQuery, ReactionRequest, Statistics, WindowQuery};
 use crate::state::AppState;
 use crate::store::{row_value, StoreState, StreamView};
 
@@ -129,14 +131,18 @@ pub async fn get_stream(id: String, state: AppState) -> Result<Response, Rejecti
 }
 
 /// A time bound given as epoch ms or RFC 3339.
-fn parse_time(name: &str, text: &str) -> Result<Millis, Rejection> {
+pub(crate) fn time_bound(name: &str, text: &str) -> crate::error::Result<Millis> {
     text.parse::<Millis>()
         .or_else(|_| parse_rfc3339(text))
         .map_err(|_| {
-            reject(ApiError::BadRequest(format!(
+            ApiError::BadRequest(format!(
                 "{name}={text:?} is neither epoch milliseconds nor RFC 3339"
-            )))
+            ))
         })
+}
+
+fn parse_time(name: &str, text: &str) -> Result<Millis, Rejection> {
+    time_bound(name, text).map_err(reject)
 }
 
 /// The window label asked for (the base window by default), checked against the configured ones.
@@ -423,6 +429,41 @@ pub async fn stream_moments(id: String, state: AppState) -> Result<Response, Rej
     }
     Ok(json_reply(
         &json!({"stream_id": id, "moments": moments}),
+        StatusCode::OK,
+    ))
+}
+
+/// `GET /v1/streams/{id}/chat`: the stream's chat history, newest first: the view store's latest
+/// messages merged with Postgres's (each once), so the page is complete and current.
+pub async fn stream_chat(
+    id: String,
+    query: ChatQuery,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let filter = ChatFilter::parse(&query).map_err(reject)?;
+    let (stored, known): (Vec<ChatMessage>, bool) = {
+        let store = state.store.read();
+        match stream(&store, &id) {
+            Ok(view) => {
+                let selected = view.chat.values().rev().filter(|m| filter.matches(m));
+                (selected.take(filter.limit).cloned().collect(), true)
+            }
+            Err(rejection) if state.history.is_none() => return Err(rejection),
+            Err(_) => (Vec::new(), false),
+        }
+    };
+    let from_postgres = match &state.history {
+        Some(history) => or_store_only(history.chat(&id, &filter).await, known)?,
+        None => Vec::new(),
+    };
+    let (messages, next) = chat::page(&filter, stored.iter(), from_postgres);
+    if let (true, false, Some(history)) = (messages.is_empty(), known, &state.history) {
+        if !history.has_chat(&id).await.map_err(reject)? {
+            return Err(reject(ApiError::NotFound(format!("unknown stream {id:?}"))));
+        }
+    }
+    Ok(json_reply(
+        &json!({"stream_id": id, "messages": messages, "next": next}),
         StatusCode::OK,
     ))
 }

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
 use crowdpulse_connectors::postgres::PostgresConfig;
 use crowdpulse_dataflow::event::Millis;
 
+use crate::chat::ChatFilter;
 use crate::error::{ApiError, Result};
 
 /// The most moments one answer carries from Postgres.
@@ -56,11 +58,7 @@ impl History {
         })
     }
 
-    async fn values(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<Value>> {
+    async fn values(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Value>> {
         let client = self.pool.get().await?;
         let rows = client.query(sql, params).await?;
         Ok(rows.iter().map(|row| row.get::<_, Value>(0)).collect())
@@ -113,6 +111,68 @@ impl History {
             .await?;
         rows.reverse();
         Ok(rows)
+    }
+}
+
+impl History {
+    /// A page of a stream's chat messages selected by `filter`, newest first.
+    pub async fn chat(&self, stream_id: &str, filter: &ChatFilter) -> Result<Vec<Value>> {
+        let (from, to) = (clamp(filter.from), clamp(filter.to));
+        let limit = filter.limit as i64;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&stream_id, &from, &to, &limit];
+        let mut conditions = String::new();
+        let category = filter.category.map(|c| c.name());
+        if let Some(category) = &category {
+            params.push(category);
+            conditions += &format!(" AND category = ${}", params.len());
+        }
+        if let Some(q) = &filter.q {
+            params.push(q);
+            conditions += &format!(
+                " AND to_tsvector('simple', text) @@ websearch_to_tsquery('simple', ${})",
+                params.len()
+            );
+        }
+        let before = filter
+            .before
+            .as_ref()
+            .map(|(ts, source, partition, offset)| {
+                (
+                    clamp(*ts),
+                    source.to_string(),
+                    i32::try_from(*partition).unwrap_or(i32::MAX),
+                    clamp(*offset),
+                )
+            });
+        if let Some((ts, source, partition, offset)) = &before {
+            params.extend([ts as &(dyn ToSql + Sync), source, partition, offset]);
+            let n = params.len();
+            conditions += &format!(
+                " AND (ts, source, partition, \"offset\") < (${}, ${}, ${}, ${n})",
+                n - 3,
+                n - 2,
+                n - 1
+            );
+        }
+        let sql = format!(
+            "SELECT to_jsonb(t) - 'created_at' \
+                    || jsonb_build_object('table', 'chat_messages', 'final', true) \
+             FROM \"{}\".chat_messages t \
+             WHERE stream_id = $1 AND ts >= $2 AND ts < $3{conditions} \
+             ORDER BY ts DESC, source DESC, partition DESC, \"offset\" DESC LIMIT $4",
+            self.schema
+        );
+        self.values(&sql, &params).await
+    }
+
+    /// Whether Postgres holds any chat message of the stream.
+    pub async fn has_chat(&self, stream_id: &str) -> Result<bool> {
+        let sql = format!(
+            "SELECT to_jsonb(EXISTS (SELECT 1 FROM \"{}\".chat_messages WHERE stream_id = $1))",
+            self.schema
+        );
+        let found = self.values(&sql, &[&stream_id]).await?;
+        Ok(found.first().and_then(Value::as_bool).unwrap_or(false))
     }
 }
 

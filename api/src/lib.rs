@@ -3,6 +3,7 @@
 //! embedded dashboard. It serves and ingests; the runtime assembles the pipelines.
 
 pub mod access;
+pub mod chat;
 pub mod dashboard;
 pub mod error;
 pub mod filters;

@@ -36,6 +36,7 @@ const STREAM_ROUTES: &[&str] = &[
     "viewers",
     "sentiment",
     "categories",
+    "chat",
     "moments",
     "live",
     "events",

@@ -145,6 +145,24 @@ pub struct WindowQuery {
     pub limit: Option<usize>,
 }
 
+/// Query of `GET /v1/streams/{id}/chat`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatQuery {
+    /// Earliest message time, epoch ms or RFC 3339 (inclusive).
+    pub from: Option<String>,
+    /// Latest message time, epoch ms or RFC 3339 (exclusive).
+    pub to: Option<String>,
+    /// Only this category (praise, toxic, humor, question, other).
+    pub category: Option<String>,
+    /// Words the text must contain.
+    pub q: Option<String>,
+    /// At most this many messages (default 100, at most 1000).
+    pub limit: Option<usize>,
+    /// The previous page's `next` cursor.
+    pub before: Option<String>,
+}
+
 /// One connected live client.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientInfo {

@@ -8,7 +8,7 @@ use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_dataflow::analytics::{top_with_ties, Top};
 use crowdpulse_dataflow::event::Millis;
-use crowdpulse_dataflow::rows::{DeadLetter, Row, WindowKey};
+use crowdpulse_dataflow::rows::{ChatMessage, DeadLetter, Row, WindowKey};
 use crowdpulse_dataflow::rows_json::RowJson;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -23,6 +23,23 @@ const RECENT_DEAD_LETTERS: usize = 100;
 const PUSH_BACKLOG: usize = 256;
 /// Windows of the base window sent in a snapshot (10 minutes of 10 s windows by default).
 const SNAPSHOT_WINDOWS: usize = 60;
+/// Chat messages kept per stream (the latest, within the retention); older ones are Postgres's.
+pub const CHAT_KEPT: usize = 1_000;
+/// Chat messages sent in a snapshot.
+const SNAPSHOT_CHAT: usize = 20;
+
+/// Orders a stream's chat messages: by time, then where they were read (unique).
+pub type ChatKey = (Millis, Arc<str>, u32, u64);
+
+/// The key of a chat message.
+pub fn chat_key(message: &ChatMessage) -> ChatKey {
+    (
+        message.ts,
+        Arc::clone(&message.source),
+        message.partition,
+        message.offset,
+    )
+}
 
 /// The rows of one window of one stream.
 #[derive(Debug, Default)]
@@ -60,6 +77,8 @@ pub struct StreamView {
     pub emoji_totals: BTreeMap<String, u64>,
     /// The latest reactions, newest first.
     pub recent_reactions: VecDeque<RecentReaction>,
+    /// The latest [`CHAT_KEPT`] chat messages.
+    pub chat: BTreeMap<ChatKey, ChatMessage>,
     push: broadcast::Sender<Arc<str>>,
     /// The output frontier when the view was created (or first seen by eviction, when there was
     /// none yet), moved up to the time of each reaction ingested since: a view that has nothing
@@ -78,6 +97,7 @@ impl StreamView {
             totals: None,
             emoji_totals: BTreeMap::new(),
             recent_reactions: VecDeque::new(),
+            chat: BTreeMap::new(),
             push: broadcast::channel(PUSH_BACKLOG).0,
         }
     }
@@ -85,7 +105,7 @@ impl StreamView {
     /// Whether the dataflow has produced anything for the stream (a stream known only from a
     /// subscription or an ingested reaction still counts as unknown).
     pub fn has_results(&self) -> bool {
-        self.totals.is_some() || !self.windows.is_empty()
+        self.totals.is_some() || !self.windows.is_empty() || !self.chat.is_empty()
     }
 
     /// The view of one window, created empty on first use.
@@ -319,7 +339,13 @@ impl ViewStore {
                 );
             }
             Row::StreamTotals { .. } => put_one(&mut view.totals, row, insert),
-            Row::DeadLetter(_) => {}
+            Row::ChatMessage(message) if insert => {
+                view.chat.insert(chat_key(message), message.clone());
+                if view.chat.len() > CHAT_KEPT {
+                    view.chat.pop_first();
+                }
+            }
+            Row::ChatMessage(_) | Row::DeadLetter(_) => {}
         }
     }
 
@@ -348,11 +374,13 @@ impl ViewStore {
                 Row::Moment { moment, .. } => moment.end > cutoff,
                 _ => true,
             });
+            view.chat.retain(|(ts, ..), _| *ts >= cutoff);
         }
         state.streams.retain(|_, view| {
             let active = *view.active.get_or_insert(frontier);
             !view.windows.is_empty()
                 || !view.moments.is_empty()
+                || !view.chat.is_empty()
                 || view.push.receiver_count() > 0
                 || active > cutoff
         });
@@ -452,6 +480,8 @@ impl ViewStore {
         }
         rows.extend(view.moments.values().map(row_value));
         rows.extend(view.totals.iter().map(row_value));
+        let latest_chat = view.chat.values().rev().take(SNAPSHOT_CHAT);
+        rows.extend(latest_chat.map(|m| row_value(&Row::ChatMessage(m.clone()))));
         json!({
             "type": "snapshot",
             "stream_id": stream_id,

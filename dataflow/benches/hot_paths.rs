@@ -79,7 +79,7 @@ fn hot_paths(c: &mut Criterion) {
             let mut out = Vec::new();
             for (i, chunk) in events.chunks(1_000).enumerate() {
                 for event in chunk {
-                    aggregator.add(event.clone(), event.ts);
+                    aggregator.add(event.clone(), event.ts, None);
                 }
                 for (_, delta) in aggregator.drain() {
                     engine.apply(&delta);
@@ -103,7 +103,7 @@ fn hot_paths(c: &mut Criterion) {
                 T0 + i
             );
             let event = decode_json(line.as_bytes(), &DecodeContext::default()).unwrap();
-            aggregator.add(event, T0 + i);
+            aggregator.add(event, T0 + i, None);
         }
         for (_, delta) in aggregator.drain() {
             engine.apply(&delta);

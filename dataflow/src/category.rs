@@ -8,13 +8,16 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 use crate::hashing::fnv1a;
 
 const BUILTIN: &str = include_str!("../lexicon/categories.txt");
 
 /// What a chat message is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Category {
     /// Insults, slurs, harassment.
     Toxic,

@@ -178,6 +178,8 @@ pub struct PipelineConfig {
     /// Event ids each partition remembers at most: beyond, the oldest (by ts, then offset) is
     /// forgotten first, and a later repeat of it counts.
     pub max_event_ids: usize,
+    /// Emit every accepted chat message as a `chat_messages` row (the chat history).
+    pub chat_history: bool,
 }
 
 impl Default for PipelineConfig {
@@ -200,6 +202,7 @@ impl Default for PipelineConfig {
             limits: FieldLimits::default(),
             viewer_timeout: Span(600_000),
             max_event_ids: 1_000_000,
+            chat_history: true,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod category;
 pub mod checkpoint;
 pub mod clock;
 pub mod config;
+pub mod fact_rows;
 pub mod memory_reader;
 pub mod pacing;
 pub mod pending;

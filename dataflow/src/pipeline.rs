@@ -1,42 +1,23 @@
-//! The analytics dataflow end to end: source → window analytics, plus dead letters as rows and
-//! the source positions next to them. Every command builds this very same dataflow; only the
+//! The analytics dataflow end to end: source → window analytics, plus dead letters and chat
+//! messages as rows and the source positions next to them. Every command builds this very same dataflow; only the
 //! readers and the sinks (in the runtime) differ.
 
 use std::sync::Arc;
 
-use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
+use differential_dataflow::VecCollection;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::{Scope, Stream};
 
 use crate::analytics::WindowAnalytics;
 use crate::checkpoint::{CheckpointPart, Checkpointing};
+use crate::fact_rows::FactRows;
 use crate::pacing::{Reply, Steering};
 use crate::plan::Plan;
 use crate::progress::SourcePosition;
-use crate::rows::{DeadLetter, Row};
+use crate::rows::Row;
 use crate::sentiment::Analyzer;
 use crate::source::{partitioned_source, PartitionReader, SourceCounters};
-
-/// Dead letters as rows of the `dead_letters` table.
-fn dead_letter_rows<'scope>(
-    dead: Stream<'scope, u64, Vec<DeadLetter>>,
-) -> VecCollection<'scope, u64, Row, isize> {
-    dead.unary(Pipeline, "DeadLetterRows", |_, _| {
-        |input, output| {
-            input.for_each(|capability, data| {
-                if let Some(&time) = capability.least() {
-                    output
-                        .session(&capability)
-                        .give_iterator(data.drain(..).map(|dead| (Row::DeadLetter(dead), time, 1)));
-                }
-            });
-        }
-    })
-    .as_collection()
-}
 
 /// What the analytics dataflow hands to the sinks.
 pub struct AnalyticsOutput<'scope> {
@@ -77,7 +58,7 @@ pub fn analytics_dataflow<'scope>(
     let restore = checkpointing.and_then(|c| c.restore.clone());
     let (rows, parts) = source.deltas.window_analytics(plan, times, restore);
     AnalyticsOutput {
-        rows: rows.concat(dead_letter_rows(source.dead_letters)),
+        rows: rows.concat(source.facts.fact_rows()),
         positions: source.positions,
         checkpoints: source.parts.concat(parts),
         replies: source.replies,

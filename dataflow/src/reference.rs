@@ -11,7 +11,8 @@ use crate::error::Result;
 use crate::event::{Event, EventBody, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE};
 use crate::plan::Plan;
 use crate::rows::{
-    DeadLetter, DeadLetterReason, Moment, Row, Score, StreamTotals, WindowKey, WindowMetrics,
+    ChatMessage, DeadLetter, DeadLetterReason, Moment, Row, Score, StreamTotals, WindowKey,
+    WindowMetrics,
 };
 use crate::sentiment::{Analyzer, Label, COMPOUND_SCALE};
 use crate::source::{duplicate_message, late_message, rejection};
@@ -433,6 +434,21 @@ pub fn reference_rows(
                                 .push((event.ts, offset as u64));
                         }
                         max_seen = max_seen.max(Some(event.ts));
+                        if let (EventBody::Chat { user_id, text }, true) =
+                            (&event.body, config.chat_history)
+                        {
+                            rows.push(Row::ChatMessage(ChatMessage {
+                                stream_id: event.stream_id.clone(),
+                                ts: event.ts,
+                                source: p.source.as_str().into(),
+                                partition: p.partition,
+                                offset: offset as u64,
+                                user_id: user_id.clone(),
+                                text: text.clone(),
+                                sentiment: compound(analyzer, text),
+                                category: analyzer.category(text),
+                            }));
+                        }
                         by_stream
                             .entry(event.stream_id.clone())
                             .or_default()

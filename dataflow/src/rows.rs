@@ -165,6 +165,39 @@ pub struct StreamTotals {
     pub peak_viewers: u64,
 }
 
+/// `chat_messages`: one accepted chat message with its analysis, where it was read.
+///
+/// Ordered by stream and time first, so sorted outputs list each stream's chat in event order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// The stream.
+    pub stream_id: String,
+    /// Event time, epoch ms.
+    pub ts: Millis,
+    /// Topic or file it was read from.
+    pub source: Arc<str>,
+    /// Partition (file index for files).
+    pub partition: u32,
+    /// Offset in the partition: with source and partition, the message's identity, so writing
+    /// it again (a replay, a restart) changes nothing.
+    pub offset: u64,
+    /// The author.
+    pub user_id: String,
+    /// The text.
+    pub text: String,
+    /// Compound sentiment score in [`COMPOUND_SCALE`] units.
+    pub sentiment: i64,
+    /// Its category.
+    pub category: Category,
+}
+
+impl ChatMessage {
+    /// The compound score, as in the other outputs (4 decimals).
+    pub fn sentiment_score(&self) -> f64 {
+        self.sentiment as f64 / COMPOUND_SCALE as f64
+    }
+}
+
 /// Why a record went to the dead-letter path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -305,6 +338,8 @@ pub enum Row {
     },
     /// `dead_letters` (always final)
     DeadLetter(DeadLetter),
+    /// `chat_messages` (always final)
+    ChatMessage(ChatMessage),
 }
 
 impl Row {
@@ -318,6 +353,7 @@ impl Row {
             Row::Moment { .. } => "moments",
             Row::StreamTotals { .. } => "stream_totals",
             Row::DeadLetter(_) => "dead_letters",
+            Row::ChatMessage(_) => "chat_messages",
         }
     }
 
@@ -330,7 +366,7 @@ impl Row {
             | Row::WindowRevenue { is_final, .. }
             | Row::Moment { is_final, .. }
             | Row::StreamTotals { is_final, .. } => *is_final,
-            Row::DeadLetter(_) => true,
+            Row::DeadLetter(_) | Row::ChatMessage(_) => true,
         }
     }
 
@@ -343,6 +379,7 @@ impl Row {
             | Row::WindowRevenue { key, .. } => Some(&key.stream_id),
             Row::Moment { moment, .. } => Some(&moment.stream_id),
             Row::StreamTotals { totals, .. } => Some(&totals.stream_id),
+            Row::ChatMessage(message) => Some(&message.stream_id),
             Row::DeadLetter(_) => None,
         }
     }

@@ -148,6 +148,20 @@ enum View<'a> {
         source: &'a str,
         table: &'static str,
     },
+    ChatMessage {
+        category: &'static str,
+        #[serde(rename = "final")]
+        is_final: bool,
+        offset: u64,
+        partition: u32,
+        sentiment: f64,
+        source: &'a str,
+        stream_id: &'a str,
+        table: &'static str,
+        text: &'a str,
+        ts: u64,
+        user_id: &'a str,
+    },
 }
 
 fn window(key: &WindowKey) -> (&str, &str, u64, u64) {
@@ -285,6 +299,19 @@ impl<'a> View<'a> {
                 reason: d.reason.name(),
                 source: &d.source,
                 table,
+            },
+            Row::ChatMessage(m) => View::ChatMessage {
+                category: m.category.name(),
+                is_final,
+                offset: m.offset,
+                partition: m.partition,
+                sentiment: m.sentiment_score(),
+                source: &m.source,
+                stream_id: &m.stream_id,
+                table,
+                text: &m.text,
+                ts: m.ts,
+                user_id: &m.user_id,
             },
         }
     }

@@ -14,7 +14,7 @@ use timely::scheduling::SyncActivator;
 
 use tracing::error;
 
-use crate::analytics::{PaneAggregator, PaneDelta};
+use crate::analytics::{Origin, PaneAggregator, PaneDelta};
 use crate::checkpoint::{self, CheckpointPart, Checkpointing, PartitionState, Role, SourceState};
 use crate::clock::{Admission, PartitionClock};
 use crate::codec::{DecodeContext, Format};
@@ -24,7 +24,7 @@ use crate::pacing::{steered_source, Reply, Steering};
 use crate::pending::take_below;
 use crate::plan::Plan;
 use crate::progress::SourcePosition;
-use crate::rows::{DeadLetter, DeadLetterReason};
+use crate::rows::{DeadLetter, DeadLetterReason, Row};
 use crate::seen_ids::SeenIds;
 use crate::sentiment::Analyzer;
 
@@ -415,12 +415,13 @@ fn admit(
     }
 }
 
-/// The source's three outputs.
+/// The source's outputs.
 pub struct SourceStreams<'scope> {
     /// Accepted events, pre-aggregated per (stream, pane) where they are read.
     pub deltas: Stream<'scope, u64, Vec<PaneDelta>>,
-    /// Records that did not enter the analytics.
-    pub dead_letters: Stream<'scope, u64, Vec<DeadLetter>>,
+    /// Rows of facts, emitted as records are read: dead letters (records that did not enter the
+    /// analytics) and, with the chat history on, accepted chat messages.
+    pub facts: Stream<'scope, u64, Vec<Row>>,
     /// Each partition's position after every read that moved it (see [`SourcePosition`]).
     pub positions: Stream<'scope, u64, Vec<SourcePosition>>,
     /// This worker's source state at each checkpoint time.
@@ -431,7 +432,7 @@ pub struct SourceStreams<'scope> {
 
 /// What the source operator emits before it is split into [`SourceStreams`].
 type SourceItem =
-    Result<PaneDelta, Result<DeadLetter, Result<SourcePosition, Result<CheckpointPart, Reply>>>>;
+    Result<PaneDelta, Result<Row, Result<SourcePosition, Result<CheckpointPart, Reply>>>>;
 
 /// Deltas read but held back until the source's capability passes their time, by time.
 type Held = BTreeMap<Millis, Vec<PaneDelta>>;
@@ -504,7 +505,8 @@ pub fn partitioned_source<'scope>(
     let checkpoints = checkpointing.is_some();
     let restore = checkpointing.and_then(|c| c.restore.clone());
     let config = plan.config();
-    let mut aggregator = PaneAggregator::new(plan.pane(), analyzer);
+    let mut aggregator =
+        PaneAggregator::new(plan.pane(), analyzer).with_chat_history(config.chat_history);
     let tick = config.tick.0.max(1);
     let (out_of_orderness, lateness) = (config.max_out_of_orderness.0, config.allowed_lateness.0);
     let max_future = config.max_future.0;
@@ -555,7 +557,7 @@ pub fn partitioned_source<'scope>(
             }
             let mut held_capability = Some(capability);
             let mut batch = RecordBatch::default();
-            let mut dead_letters: Vec<DeadLetter> = Vec::new();
+            let mut facts: Vec<Row> = Vec::new();
             let mut positions: Vec<SourcePosition> = Vec::new();
             move |output, gate| {
                 let Some(capability) = held_capability.as_mut() else {
@@ -594,7 +596,16 @@ pub fn partitioned_source<'scope>(
                                 counters.events_by_kind[event.kind().index()]
                                     .fetch_add(1, Ordering::Relaxed);
                                 let time = ceil_to_tick(event.ts, tick).max(now);
-                                aggregator.add(event, time);
+                                let origin = Origin {
+                                    source: &partition.source,
+                                    partition: index,
+                                    offset: record.offset,
+                                };
+                                facts.extend(
+                                    aggregator
+                                        .add(event, time, Some(origin))
+                                        .map(Row::ChatMessage),
+                                );
                             }
                             Err((reason, error)) => {
                                 counters.count(reason);
@@ -606,7 +617,7 @@ pub fn partitioned_source<'scope>(
                                     error,
                                     record.payload,
                                 );
-                                dead_letters.push(dead);
+                                facts.push(Row::DeadLetter(dead));
                             }
                         }
                     }
@@ -652,12 +663,12 @@ pub fn partitioned_source<'scope>(
                 for (time, delta) in aggregator.drain() {
                     held.entry(time).or_default().push(delta);
                 }
-                if !dead_letters.is_empty() || !positions.is_empty() {
-                    let dead = dead_letters.drain(..).map(|dead| Err(Ok(dead)));
+                if !facts.is_empty() || !positions.is_empty() {
+                    let facts = facts.drain(..).map(|fact| Err(Ok(fact)));
                     let moved = positions.drain(..).map(|position| Err(Err(Ok(position))));
                     output
                         .session(&*capability)
-                        .give_iterator(dead.chain(moved));
+                        .give_iterator(facts.chain(moved));
                 }
                 // Emits held deltas, each at its own time.
                 macro_rules! emit {
@@ -721,16 +732,15 @@ pub fn partitioned_source<'scope>(
     );
     type CheckpointItem = Result<CheckpointPart, Reply>;
     type Progress = Result<SourcePosition, CheckpointItem>;
-    type Other = Result<DeadLetter, Progress>;
+    type Other = Result<Row, Progress>;
     let (deltas, other): (_, Stream<'scope, u64, Vec<Other>>) = records.ok_err(|item| item);
-    let (dead_letters, progress): (_, Stream<'scope, u64, Vec<Progress>>) =
-        other.ok_err(|item| item);
+    let (facts, progress): (_, Stream<'scope, u64, Vec<Progress>>) = other.ok_err(|item| item);
     let (positions, checkpointing): (_, Stream<'scope, u64, Vec<CheckpointItem>>) =
         progress.ok_err(|item| item);
     let (parts, replies) = checkpointing.ok_err(|item| item);
     SourceStreams {
         deltas,
-        dead_letters,
+        facts,
         positions,
         parts,
         replies,

@@ -76,7 +76,7 @@ proptest! {
                 body["ts"] = json!(ts);
                 let line = body.to_string().into_bytes();
                 let decoded = decode_json(&line, &DecodeContext::default()).unwrap();
-                aggregator.add(decoded, ts);
+                aggregator.add(decoded, ts, None);
                 payloads.push(line);
             }
             for (_, delta) in aggregator.drain() {

@@ -236,6 +236,7 @@ fn spike_becomes_a_moment_and_every_table_has_rows() {
     assert_eq!(
         tables.into_iter().collect::<Vec<_>>(),
         [
+            "chat_messages",
             "dead_letters",
             "moments",
             "stream_totals",

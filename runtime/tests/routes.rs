@@ -393,6 +393,124 @@ async fn ingest_results_and_read_endpoints() {
 /// A client that retries a request whose answer it did not get (same `event_id`s) has every
 /// event counted once; the repeats are counted as duplicate dead letters and shown once among
 /// the recent reactions.
+/// The texts of a chat answer, in its order.
+fn chat_texts(body: &Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_history_pages_filters_and_refuses_bad_queries() {
+    let app = start(ApiConfig::default());
+    let api = routes(app.state.clone());
+    let now = wall_clock_ms();
+    let texts: Vec<String> = (0..25)
+        .map(|i| match i % 4 {
+            0 => format!("what a goal number {i}"),
+            1 => format!("when is the next match {i}?"),
+            2 => format!("you are trash idiot {i}"),
+            _ => format!("lol that was funny {i}"),
+        })
+        .collect();
+    let mut events: Vec<Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| json!({"type": "chat", "stream_id": "chatty", "user_id": format!("u{i}"), "text": text, "ts": now + i as u64}))
+        .collect();
+    events.push(json!({"type": "chat", "stream_id": "other", "user_id": "x", "text": "what a goal", "ts": now}));
+    let body = serde_json::to_vec(&events).unwrap();
+    let (status, answer, _) =
+        call(&api, "POST", "/v1/events", Some("application/json"), &body).await;
+    assert_eq!(
+        (status, answer["accepted"].clone()),
+        (StatusCode::ACCEPTED, json!(26))
+    );
+
+    eventually("every chat message in the history", || async {
+        let (_, body) = get(&api, "/v1/streams/chatty/chat?limit=1000").await;
+        body["messages"].as_array().is_some_and(|m| m.len() == 25)
+    })
+    .await;
+    let (_, all) = get(&api, "/v1/streams/chatty/chat?limit=1000").await;
+    let newest_first: Vec<String> = texts.iter().rev().cloned().collect();
+    assert_eq!(chat_texts(&all), newest_first);
+    assert_eq!(all["next"], Value::Null);
+    let first = &all["messages"][24];
+    assert_eq!(
+        (
+            &first["table"],
+            &first["user_id"],
+            &first["ts"],
+            &first["stream_id"]
+        ),
+        (
+            &json!("chat_messages"),
+            &json!("u0"),
+            &json!(now),
+            &json!("chatty")
+        )
+    );
+    assert!(first["sentiment"]
+        .as_f64()
+        .is_some_and(|s| (-1.0..=1.0).contains(&s)));
+
+    // Pages of 10 follow each other through the cursor: every message once, in order.
+    let (mut paged, mut path) = (Vec::new(), "/v1/streams/chatty/chat?limit=10".to_owned());
+    let mut pages = 0;
+    loop {
+        let (status, page) = get(&api, &path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        paged.extend(chat_texts(&page));
+        pages += 1;
+        match page["next"].as_str() {
+            Some(next) => path = format!("/v1/streams/chatty/chat?limit=10&before={next}"),
+            None => break,
+        }
+    }
+    assert_eq!((paged, pages), (newest_first.clone(), 3));
+
+    // Filters, against what the test computes from the texts and the unfiltered answer.
+    let (_, goals) = get(&api, "/v1/streams/chatty/chat?q=GOAL").await;
+    let expected: Vec<&String> = newest_first.iter().filter(|t| t.contains("goal")).collect();
+    assert_eq!(chat_texts(&goals).iter().collect::<Vec<_>>(), expected);
+    let questions: Vec<String> = all["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["category"] == "question")
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!questions.is_empty() && questions.len() < 25, "{all}");
+    let (_, answer) = get(&api, "/v1/streams/chatty/chat?category=question").await;
+    assert_eq!(chat_texts(&answer), questions);
+    let range = format!("/v1/streams/chatty/chat?from={}&to={}", now + 5, now + 8);
+    let (_, answer) = get(&api, &range).await;
+    assert_eq!(
+        chat_texts(&answer),
+        [&texts[7], &texts[6], &texts[5]].map(String::clone)
+    );
+
+    for bad in [
+        "category=rude",
+        "limit=0",
+        "limit=1001",
+        "before=garbage",
+        "q=%21%21",
+        "from=yesterday",
+        "colour=red",
+    ] {
+        let (status, body) = get(&api, &format!("/v1/streams/chatty/chat?{bad}")).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    }
+    let (status, body) = get(&api, "/v1/streams/nobody/chat").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    app.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_requests_count_once() {
     let app = start(ApiConfig::default());
@@ -638,6 +756,7 @@ async fn openapi_describes_every_route() {
         ("/v1/streams/{id}/viewers", "get"),
         ("/v1/streams/{id}/sentiment", "get"),
         ("/v1/streams/{id}/categories", "get"),
+        ("/v1/streams/{id}/chat", "get"),
         ("/v1/streams/{id}/moments", "get"),
         ("/v1/statistics", "get"),
         ("/v1/clients", "get"),
@@ -652,7 +771,7 @@ async fn openapi_describes_every_route() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 19, "every described path exists");
+    assert_eq!(paths.len(), 20, "every described path exists");
     app.shutdown();
 }
 

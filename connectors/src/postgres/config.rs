@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ConnectorError, Result};
 
+const HOUR: u64 = 3_600_000;
+const DAY: u64 = 24 * HOUR;
+/// A hundred years: the partitions a retention keeps (one per day) stay countable.
+const MAX_CHAT_RETENTION: u64 = 36_500 * DAY;
+
 /// Postgres settings.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -32,6 +37,10 @@ pub struct PostgresConfig {
     /// How often `run` takes a checkpoint (committed with the output it reflects); a restart
     /// resumes from the latest. 0: none, and a restart reads from `--from`/`kafka.start`.
     pub checkpoint_interval: Span,
+    /// How much chat history `chat_messages` keeps, in event time: messages older than the
+    /// latest message written minus this are not stored, and day partitions wholly before that
+    /// are dropped.
+    pub chat_retention: Span,
 }
 
 impl Default for PostgresConfig {
@@ -45,6 +54,7 @@ impl Default for PostgresConfig {
             flush_interval: Span(1_000),
             max_lead: Span(300_000),
             checkpoint_interval: Span(10_000),
+            chat_retention: Span(30 * DAY),
         }
     }
 }
@@ -64,6 +74,7 @@ impl fmt::Debug for PostgresConfig {
             .field("flush_interval", &self.flush_interval)
             .field("max_lead", &self.max_lead)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("chat_retention", &self.chat_retention)
             .finish()
     }
 }
@@ -121,6 +132,12 @@ impl PostgresConfig {
             return Err(ConnectorError::Config(
                 "postgres.pool_size, flush_interval and max_lead must be > 0".into(),
             ));
+        }
+        if !(HOUR..=MAX_CHAT_RETENTION).contains(&self.chat_retention.0) {
+            return Err(ConnectorError::Config(format!(
+                "postgres.chat_retention {} must be between 1h and 36500d",
+                self.chat_retention
+            )));
         }
         if self.enabled() {
             self.client_config()?;
@@ -200,6 +217,22 @@ mod tests {
             assert!(config.validate().is_err(), "{bad:?}");
         }
         assert!(PostgresConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn chat_retention_is_bounded() {
+        for (retention, valid) in [
+            (0, false),
+            (HOUR - 1, false),
+            (HOUR, true),
+            (36_501 * DAY, false),
+        ] {
+            let config = PostgresConfig {
+                chat_retention: Span(retention),
+                ..PostgresConfig::default()
+            };
+            assert_eq!(config.validate().is_ok(), valid, "{retention}");
+        }
     }
 
     #[test]

@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "categories",
         sql: include_str!("../../migrations/V4__categories.sql"),
     },
+    Migration {
+        version: 5,
+        name: "chat_messages",
+        sql: include_str!("../../migrations/V5__chat_messages.sql"),
+    },
 ];
 
 /// Key of the advisory lock serializing migrations ("crowdpulse" in ASCII, truncated).

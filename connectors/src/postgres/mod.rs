@@ -1,6 +1,7 @@
 //! PostgreSQL as the system of record: configuration, versioned migrations, the table mapping
 //! and the transactional sink.
 
+pub mod chat_partitions;
 pub mod checkpoints;
 pub mod config;
 pub mod migrate;

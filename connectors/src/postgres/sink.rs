@@ -16,6 +16,7 @@ use crowdpulse_dataflow::progress::Positions;
 use tokio_postgres::{Client, NoTls};
 use tracing::{debug, error, info, warn};
 
+use super::chat_partitions::ChatPartitions;
 use super::checkpoints::write_checkpoint;
 use super::config::PostgresConfig;
 use super::migrate::migrate;
@@ -210,6 +211,7 @@ impl PostgresSink {
             client_config,
             schema: config.schema.clone(),
             interval: flush_interval,
+            chat_partitions: ChatPartitions::new(config.chat_retention.0),
         };
         let handle = std::thread::Builder::new()
             .name("postgres-sink".into())
@@ -288,6 +290,7 @@ struct Writer {
     client_config: tokio_postgres::Config,
     schema: String,
     interval: Duration,
+    chat_partitions: ChatPartitions,
 }
 
 impl Writer {
@@ -324,7 +327,7 @@ impl Writer {
         }
     }
 
-    fn run(self) {
+    fn run(mut self) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -366,6 +369,7 @@ impl Writer {
                         break;
                     }
                     Err(error) => {
+                        self.chat_partitions.forget();
                         metrics.connected.store(0, Ordering::Relaxed);
                         metrics.failures.fetch_add(1, Ordering::Relaxed);
                         client = None;
@@ -401,10 +405,10 @@ impl Writer {
     }
 
     /// One transaction: the changes, the positions they reflect and the frontier.
-    async fn commit(&self, client: &mut Client, batch: &Batch) -> Result<u64> {
+    async fn commit(&mut self, client: &mut Client, batch: &Batch) -> Result<u64> {
         let schema = &self.schema;
         let tx = client.transaction().await?;
-        let written = write_changes(&tx, schema, &batch.changes).await?;
+        let written = write_changes(&tx, schema, &batch.changes, &mut self.chat_partitions).await?;
         if !batch.positions.is_empty() {
             let (sources, partitions, offsets, watermarks) =
                 position_columns(batch.positions.iter());

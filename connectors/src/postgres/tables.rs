@@ -13,6 +13,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Transaction;
 
 use crate::error::Result;
+use crate::postgres::chat_partitions::ChatPartitions;
 use crate::postgres::numeric::Numeric;
 
 /// One output table.
@@ -28,7 +29,7 @@ pub struct Table {
 }
 
 /// The tables in `Row::table` order of [`table_index`].
-pub const TABLES: [Table; 7] = [
+pub const TABLES: [Table; 8] = [
     Table {
         name: "window_metrics",
         key: &["stream_id", "window", "window_start"],
@@ -149,7 +150,26 @@ pub const TABLES: [Table; 7] = [
         ],
         has_final: false,
     },
+    Table {
+        name: "chat_messages",
+        key: &["source", "partition", "offset", "ts"],
+        columns: &[
+            ("source", Type::TEXT),
+            ("partition", Type::INT4),
+            ("offset", Type::INT8),
+            ("ts", Type::INT8),
+            ("stream_id", Type::TEXT),
+            ("user_id", Type::TEXT),
+            ("text", Type::TEXT),
+            ("sentiment", Type::FLOAT8),
+            ("category", Type::TEXT),
+        ],
+        has_final: false,
+    },
 ];
+
+/// Index in [`TABLES`] of `chat_messages`.
+const CHAT_MESSAGES: usize = 7;
 
 /// Index in [`TABLES`] of a row's table.
 pub fn table_index(row: &Row) -> usize {
@@ -161,6 +181,7 @@ pub fn table_index(row: &Row) -> usize {
         Row::Moment { .. } => 4,
         Row::StreamTotals { .. } => 5,
         Row::DeadLetter(_) => 6,
+        Row::ChatMessage(_) => CHAT_MESSAGES,
     }
 }
 
@@ -179,6 +200,8 @@ pub enum RowKey {
     Totals(String),
     /// dead_letters.
     Dead(String, u32, u64),
+    /// chat_messages.
+    Chat(Arc<str>, u32, u64),
 }
 
 impl RowKey {
@@ -216,6 +239,11 @@ impl RowKey {
             ),
             Row::StreamTotals { totals, .. } => Self::Totals(totals.stream_id.clone()),
             Row::DeadLetter(dead) => Self::Dead(dead.source.clone(), dead.partition, dead.offset),
+            Row::ChatMessage(message) => Self::Chat(
+                Arc::clone(&message.source),
+                message.partition,
+                message.offset,
+            ),
         }
     }
 }
@@ -252,8 +280,8 @@ impl Changes {
     }
 
     /// The staged rows grouped by table index.
-    fn by_table(&self) -> [Vec<&Staged>; 7] {
-        let mut tables: [Vec<&Staged>; 7] = Default::default();
+    fn by_table(&self) -> [Vec<&Staged>; 8] {
+        let mut tables: [Vec<&Staged>; 8] = Default::default();
         for staged in self.0.values() {
             tables[table_index(&staged.row)].push(staged);
         }
@@ -306,7 +334,7 @@ impl Table {
                 name = self.name
             )
         } else {
-            // Dead letters never change: a replay finds them present.
+            // Dead letters and chat messages never change: a replay finds them present.
             "DO NOTHING".to_owned()
         };
         format!(
@@ -522,14 +550,59 @@ async fn copy_row(
                 ])
                 .await
         }
+        Row::ChatMessage(message) => {
+            writer
+                .write(&[
+                    &&*message.source,
+                    &i32::try_from(message.partition).unwrap_or(i32::MAX),
+                    &to_i64(message.offset),
+                    &to_i64(message.ts),
+                    &message.stream_id,
+                    &message.user_id,
+                    &message.text,
+                    &message.sentiment_score(),
+                    &message.category.name(),
+                    &deleted,
+                ])
+                .await
+        }
     }
+}
+
+/// The chat messages among `staged` that the retention keeps, with their day partitions made.
+async fn chat_to_write<'a>(
+    tx: &Transaction<'_>,
+    schema: &str,
+    staged: Vec<&'a Staged>,
+    partitions: &mut ChatPartitions,
+) -> Result<Vec<&'a Staged>> {
+    let time = |staged: &Staged| match &staged.row {
+        Row::ChatMessage(message) => message.ts,
+        _ => 0,
+    };
+    let horizon = partitions.admit(staged.iter().map(|s| time(s)));
+    let kept: Vec<&Staged> = staged.into_iter().filter(|s| time(s) >= horizon).collect();
+    partitions
+        .create(tx, schema, kept.iter().map(|s| time(s)))
+        .await?;
+    Ok(kept)
 }
 
 /// Stages `changes` through binary COPY and applies them to the tables in `tx`; returns the
 /// number of table rows written or deleted.
-pub async fn write_changes(tx: &Transaction<'_>, schema: &str, changes: &Changes) -> Result<u64> {
+pub async fn write_changes(
+    tx: &Transaction<'_>,
+    schema: &str,
+    changes: &Changes,
+    chat_partitions: &mut ChatPartitions,
+) -> Result<u64> {
     let mut written = 0;
-    for (table, staged) in TABLES.iter().zip(changes.by_table()) {
+    for (index, (table, staged)) in TABLES.iter().zip(changes.by_table()).enumerate() {
+        let staged = if index == CHAT_MESSAGES {
+            chat_to_write(tx, schema, staged, chat_partitions).await?
+        } else {
+            staged
+        };
         if staged.is_empty() {
             continue;
         }
@@ -553,6 +626,7 @@ pub async fn write_changes(tx: &Transaction<'_>, schema: &str, changes: &Changes
             written += tx.execute(&table.delete(schema), &[]).await?;
         }
     }
+    chat_partitions.prune(tx, schema).await?;
     Ok(written)
 }
 

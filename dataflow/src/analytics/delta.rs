@@ -10,6 +10,7 @@ use super::pane::Pane;
 use crate::category::Category;
 use crate::event::{Event, EventBody, Millis, PresenceAction, StreamStatus};
 use crate::hashing::FastMap;
+use crate::rows::ChatMessage;
 use crate::sentiment::{Analyzer, COMPOUND_SCALE};
 
 /// A stream_meta record's fields.
@@ -44,6 +45,17 @@ pub struct PaneDelta {
     pub(crate) meta: Vec<MetaUpdate>,
 }
 
+/// Where a record was read: the identity its chat message keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// Topic or file.
+    pub source: &'a Arc<str>,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+}
+
 /// Distinct chat texts remembered per worker with their score and category; chat repeats a lot
 /// (emote spam), and scoring is the most expensive step per message. Cleared when full, which
 /// keeps results identical.
@@ -65,6 +77,8 @@ pub struct PaneAggregator {
     /// Bytes of the texts in `sentiment_cache`.
     sentiment_cache_bytes: usize,
     groups: FastMap<(String, Millis), (Millis, PaneDelta)>,
+    /// Whether [`Self::add`] returns chat messages.
+    chat_history: bool,
 }
 
 impl PaneAggregator {
@@ -76,7 +90,14 @@ impl PaneAggregator {
             sentiment_cache: FastMap::default(),
             sentiment_cache_bytes: 0,
             groups: FastMap::default(),
+            chat_history: false,
         }
+    }
+
+    /// Returns each chat message added with an origin, analysed, for the chat history.
+    pub fn with_chat_history(mut self, chat_history: bool) -> Self {
+        self.chat_history = chat_history;
+        self
     }
 
     /// A chat text's compound score (in `COMPOUND_SCALE` units) and category.
@@ -103,8 +124,14 @@ impl PaneAggregator {
         analysis
     }
 
-    /// Adds one event with its timely time.
-    pub fn add(&mut self, event: Event, time: Millis) {
+    /// Adds one event with its timely time; a chat message, given where it was read and with
+    /// the chat history on, comes back as a `chat_messages` row.
+    pub fn add(
+        &mut self,
+        event: Event,
+        time: Millis,
+        origin: Option<Origin<'_>>,
+    ) -> Option<ChatMessage> {
         let (compound, category) = match &event.body {
             EventBody::Chat { text, .. } => self.analysis(text),
             _ => (0, Category::Other),
@@ -129,9 +156,23 @@ impl PaneAggregator {
         additive.events += 1;
         let m = &mut additive.metrics;
         match event.body {
-            EventBody::Chat { user_id, .. } => {
+            EventBody::Chat { user_id, text } => {
                 m.add_chat(compound, category);
+                let message = origin
+                    .filter(|_| self.chat_history)
+                    .map(|origin| ChatMessage {
+                        stream_id: delta.stream_id.clone(),
+                        ts: event.ts,
+                        source: Arc::clone(origin.source),
+                        partition: origin.partition,
+                        offset: origin.offset,
+                        user_id: user_id.clone(),
+                        text,
+                        sentiment: compound,
+                        category,
+                    });
                 delta.chatters.push(user_id);
+                return message;
             }
             EventBody::Reaction { emoji, .. } => {
                 m.reactions += 1;
@@ -175,6 +216,7 @@ impl PaneAggregator {
                 });
             }
         }
+        None
     }
 
     /// Takes the deltas gathered so far, each with its time.
@@ -209,7 +251,7 @@ mod tests {
                 },
                 event_id: None,
             };
-            aggregator.add(event, i);
+            aggregator.add(event, i, None);
             let cached: usize = aggregator.sentiment_cache.keys().map(String::len).sum();
             assert!(
                 cached <= SENTIMENT_CACHE_BYTES,

@@ -174,7 +174,7 @@ mod tests {
                 r#"{{"type":"reaction","stream_id":"{stream}","user_id":"u","emoji":"🔥","ts":{ts}}}"#
             );
             let event = decode_json(line.as_bytes(), &DecodeContext::default()).unwrap();
-            aggregator.add(event, *ts);
+            aggregator.add(event, *ts, None);
         }
         for (_, delta) in aggregator.drain() {
             engine.apply(&delta);
@@ -193,7 +193,7 @@ mod tests {
             r#"{{"type":"viewer","stream_id":"v","user_id":"u","action":"join","ts":{T0}}}"#
         );
         let event = decode_json(line.as_bytes(), &DecodeContext::default()).unwrap();
-        aggregator.add(event, T0);
+        aggregator.add(event, T0, None);
         for (_, delta) in aggregator.drain() {
             engine.apply(&delta);
         }

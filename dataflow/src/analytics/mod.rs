@@ -10,7 +10,7 @@ mod stream_state;
 mod totals;
 mod viewers;
 
-pub use delta::{PaneAggregator, PaneDelta};
+pub use delta::{Origin, PaneAggregator, PaneDelta};
 pub use engine::Engine;
 pub(crate) use engine::{decode_quiet, QuietState};
 pub use moments::METRICS;
