@@ -61,6 +61,22 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
             earlier.push_str(&chat(t0 + i * 5_000, c));
         }
     }
+    // And another stream's talk after that, for the chat history.
+    let t1 = t0 + 600_000;
+    let talk: Vec<String> = (0..30u64)
+        .map(|i| match i % 3 {
+            0 => format!("GOAL goal {i}"),
+            1 => format!("why so slow {i}?"),
+            _ => format!("nice one {i}"),
+        })
+        .collect();
+    for (i, text) in talk.iter().enumerate() {
+        earlier.push_str(
+            &serde_json::json!({"type": "chat", "stream_id": "talk", "user_id": "t", "ts": t1 + i as u64 * 1_000, "text": text})
+                .to_string(),
+        );
+        earlier.push('\n');
+    }
     let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("history-{}.ndjson", std::process::id()));
     std::fs::write(&file, earlier).unwrap();
@@ -181,6 +197,74 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
     );
     let (status, _) = get("/v1/streams/never-seen/metrics".to_owned()).await;
     assert_eq!(status, 404);
+
+    // The chat history of a stream only Postgres knows: pages, search, filters.
+    let texts = |body: &Value| -> Vec<String> {
+        body["messages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let newest_first: Vec<String> = talk.iter().rev().cloned().collect();
+    let (mut paged, mut path) = (Vec::new(), "/v1/streams/talk/chat?limit=7".to_owned());
+    loop {
+        let (status, page) = get(path.clone()).await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(texts(&page));
+        match page["next"].as_str() {
+            Some(next) => path = format!("/v1/streams/talk/chat?limit=7&before={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, newest_first);
+    let only = |keep: &dyn Fn(&String) -> bool| -> Vec<String> {
+        newest_first.iter().filter(|t| keep(t)).cloned().collect()
+    };
+    for (query, expected) in [
+        ("q=goal", only(&|t| t.starts_with("GOAL"))),
+        ("q=why%20slow", only(&|t| t.starts_with("why"))),
+        ("q=%22so%20slow%22", only(&|t| t.starts_with("why"))),
+        ("q=one%20or%20goal", only(&|t| !t.starts_with("why"))),
+        ("q=nice%20-one", Vec::new()),
+        ("from=0&to=1", Vec::new()),
+    ] {
+        let (status, body) = get(format!("/v1/streams/talk/chat?{query}")).await;
+        assert_eq!((status, texts(&body)), (200, expected), "{query}");
+    }
+    let (_, body) = get(format!(
+        "/v1/streams/talk/chat?from={}&to={}",
+        t1 + 5_000,
+        t1 + 8_000
+    ))
+    .await;
+    assert_eq!(texts(&body), newest_first[22..25]);
+    let (_, all) = get("/v1/streams/talk/chat?limit=1000".to_owned()).await;
+    let questions: Vec<String> = all["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["category"] == "question")
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!questions.is_empty() && questions.len() < 30, "{all}");
+    let (_, body) = get("/v1/streams/talk/chat?category=question&limit=1000".to_owned()).await;
+    assert_eq!(texts(&body), questions);
+    let (status, _) = get("/v1/streams/never-seen/chat".to_owned()).await;
+    assert_eq!(status, 404);
+    // The live stream's history holds what Postgres has and what the store has just seen.
+    let (_, body) = get("/v1/streams/old/chat?limit=1000".to_owned()).await;
+    assert_eq!(texts(&body).len(), 142, "{body}");
+    // Word search runs on an index of every partition.
+    let indexed = blocking(|| {
+        Db::connect().value(&format!(
+        "SELECT count(*) FROM pg_indexes WHERE schemaname = '{}' AND tablename LIKE 'chat_messages_%' \
+         AND indexdef LIKE '%gin%to_tsvector%'",
+        config.schema
+    ))
+    });
+    assert_ne!(indexed, "0");
     blocking(|| {
         app.shutdown();
         Db::connect().execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));

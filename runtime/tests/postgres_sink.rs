@@ -300,3 +300,66 @@ fn migrations_apply_once() {
     );
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
 }
+
+/// `postgres.chat_retention` in event time: five days of chat, one message every six hours,
+/// kept for two days. Every message within two days of the latest is stored; no partition ends
+/// at or before that horizon (nor does any message older than its day); a rerun changes
+/// nothing; the partitions are named by day.
+#[test]
+fn chat_history_keeps_the_retention_in_day_partitions() {
+    const HOUR: u64 = 3_600_000;
+    const DAY: u64 = 24 * HOUR;
+    let start = 1_795_000_000_000 / DAY * DAY + 3 * HOUR;
+    let times: Vec<u64> = (0..20).map(|i| start + i * 6 * HOUR).collect();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let file = dir.join(format!("chat-retention-{}.ndjson", std::process::id()));
+    let lines: String = times
+        .iter()
+        .map(|ts| {
+            format!("{{\"type\":\"chat\",\"stream_id\":\"s\",\"user_id\":\"u\",\"ts\":{ts},\"text\":\"hi {ts}\"}}\n")
+        })
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let config = PostgresConfig {
+        chat_retention: crowdpulse_dataflow::config::Span(2 * DAY),
+        ..fresh_config("chatretention")
+    };
+    apply_migrations(&config).unwrap();
+    let db = Db::connect();
+    let horizon = times.last().unwrap() - 2 * DAY;
+    for run in 0..2 {
+        into_postgres(std::slice::from_ref(&file), 2, &config);
+        let stored: Vec<u64> = db
+            .column(&format!(
+                "SELECT ts FROM \"{}\".chat_messages ORDER BY ts",
+                config.schema
+            ))
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let kept: Vec<u64> = times.iter().copied().filter(|t| *t >= horizon).collect();
+        assert!(
+            kept.iter().all(|t| stored.contains(t)),
+            "run {run}: {stored:?} lacks some of {kept:?}"
+        );
+        assert!(
+            stored.iter().all(|t| *t >= horizon / DAY * DAY),
+            "run {run}: {stored:?} holds messages of days past the horizon {horizon}"
+        );
+        let partitions = db.column(&format!(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace \
+             WHERE n.nspname = '{}' AND p.relname = 'chat_messages' ORDER BY 1",
+            config.schema
+        ));
+        let first_day = horizon / DAY;
+        let expected: Vec<String> = (first_day..=times.last().unwrap() / DAY)
+            .map(|day| {
+                let date = crowdpulse_dataflow::timestamp::format_rfc3339(day * DAY);
+                format!("chat_messages_{}", date[..10].replace('-', ""))
+            })
+            .collect();
+        assert_eq!(partitions, expected, "run {run}");
+    }
+    db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
+}
