@@ -204,6 +204,36 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
         "the toxic message in the category chart",
     );
 
+    // ... and in the chat panel, tagged with its category; a search finds it among others.
+    let latest = "document.querySelector('#chat li')?.textContent";
+    browser.wait_for(
+        latest,
+        json!("toxic troll you are trash, idiot"),
+        "the message in the chat panel",
+    );
+    let friendly =
+        json!({"type": "chat", "stream_id": "browser", "user_id": "fan", "text": "great stream"});
+    let (status, body) = http(
+        &address,
+        "POST",
+        "/v1/events",
+        Some(("application/json", json!([friendly]).to_string().as_bytes())),
+    );
+    assert_eq!(status, 202, "{body}");
+    let texts =
+        "[...document.querySelectorAll('#chat li')].map((li) => li.textContent).join(' | ')";
+    browser.wait_for(
+        texts,
+        json!("praise fan great stream | toxic troll you are trash, idiot"),
+        "both messages, newest first",
+    );
+    browser.eval("document.getElementById('chat-q').value = 'TRASH'; document.getElementById('chat-search').requestSubmit()");
+    browser.wait_for(
+        texts,
+        json!("toxic troll you are trash, idiot"),
+        "the search's one match",
+    );
+
     let fits = browser.eval("document.documentElement.scrollWidth <= window.innerWidth");
     assert_eq!(
         fits,

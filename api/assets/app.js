@@ -1,5 +1,6 @@
 // crowdpulse dashboard: stream list and global statistics over REST, the selected stream's
-// windows, emojis, viewers, sentiment, categories and moments over its WebSocket (a snapshot, then updates).
+// windows, emojis, viewers, sentiment, categories, moments and chat over its WebSocket (a snapshot,
+// then updates); chat searches over REST.
 "use strict";
 
 const BUTTONS = ["🔥", "😂", "❤️", "👏", "🎉", "😮"];
@@ -10,6 +11,9 @@ const $ = (id) => document.getElementById(id);
 let selected = null;
 let socket = null;
 let rows = new Map();          // row key -> row, for the selected stream
+let chat = [];                 // the selected stream's latest chat messages, newest first
+let search = null;             // {path, messages, next} while a chat search is shown
+const CHAT_SHOWN = 50;
 let dirty = false;
 const charts = {};
 
@@ -84,6 +88,10 @@ function select(streamId) {
   history.replaceState(null, "", `?stream=${encodeURIComponent(streamId)}`);
   document.querySelectorAll("#streams button").forEach((b) => b.classList.toggle("selected", b.dataset.stream === streamId));
   rows = new Map();
+  chat = [];
+  search = null;
+  $("chat-q").value = "";
+  $("chat-category").value = "";
   connect();
   render();
 }
@@ -103,12 +111,16 @@ function connect() {
   };
   ws.onmessage = (message) => {
     const data = JSON.parse(message.data);
-    if (data.type === "snapshot") rows = new Map();
+    if (data.type === "snapshot") { rows = new Map(); chat = []; }
     for (const r of data.removed || []) {
       const key = rowKey(r);
       if (JSON.stringify(rows.get(key)) === JSON.stringify(r)) rows.delete(key);
     }
-    for (const r of data.rows || []) rows.set(rowKey(r), r);
+    for (const r of data.rows || []) {
+      if (r.table === "chat_messages") chat.push(r); else rows.set(rowKey(r), r);
+    }
+    chat.sort((a, b) => b.ts - a.ts || b.offset - a.offset);
+    chat.length = Math.min(chat.length, CHAT_SHOWN);
     if (!dirty) { dirty = true; requestAnimationFrame(render); }
   };
 }
@@ -220,6 +232,7 @@ function render() {
     li.textContent = `${t.emoji} ${t.count}`;
     return li;
   }));
+  renderChat();
   const moments = all.filter((r) => r.table === "moments").sort((a, b) => b.start - a.start);
   $("moments").replaceChildren(...moments.slice(0, 20).map((m) => {
     const li = document.createElement("li");
@@ -229,6 +242,52 @@ function render() {
   }));
 }
 
+function chatItem(m) {
+  const li = document.createElement("li");
+  li.title = `${new Date(m.ts).toLocaleTimeString()}, sentiment ${m.sentiment}`;
+  const tag = document.createElement("span");
+  tag.className = `tag ${m.category}`;
+  tag.textContent = m.category;
+  const who = document.createElement("b");
+  who.textContent = m.user_id;
+  li.append(tag, " ", who, " ", m.text);
+  return li;
+}
+
+function renderChat() {
+  const shown = search ? search.messages : chat;
+  $("chat").replaceChildren(...shown.map(chatItem));
+  $("chat-more").hidden = !(search && search.next);
+}
+
+// A search (words and/or a category) pages through the stream's whole chat history; an empty
+// one goes back to following the live chat.
+async function searchChat(more) {
+  if (!selected) return;
+  if (!more) {
+    const params = new URLSearchParams({ limit: String(CHAT_SHOWN) });
+    const q = $("chat-q").value.trim();
+    const category = $("chat-category").value;
+    if (q) params.set("q", q);
+    if (category) params.set("category", category);
+    search = q || category ? { path: `/v1/streams/${encodeURIComponent(selected)}/chat?${params}`, messages: [], next: null } : null;
+  }
+  if (search) {
+    try {
+      const page = await getJson(search.path + (more && search.next ? `&before=${search.next}` : ""));
+      search.messages = search.messages.concat(page.messages);
+      search.next = page.next;
+    } catch (error) {
+      // A refused search (e.g. no word in it) shows as an empty result.
+      console.warn(error);
+      search.next = null;
+    }
+  }
+  renderChat();
+}
+
+$("chat-search").addEventListener("submit", (event) => { event.preventDefault(); searchChat(false); });
+$("chat-more").addEventListener("click", () => searchChat(true));
 buildButtons();
 refreshGlobal();
 setInterval(refreshGlobal, 2000);
