@@ -10,6 +10,7 @@ const $ = (id) => document.getElementById(id);
 
 let selected = null;
 let socket = null;
+let connection = "not connected"; // or "open", "reconnecting"
 let rows = new Map();          // row key -> row, for the selected stream
 let chat = [];                 // the selected stream's latest chat messages, newest first
 let search = null;             // {path, messages, next} while a chat search is shown
@@ -102,11 +103,11 @@ function connect() {
   const query = token ? `?access_token=${encodeURIComponent(token)}` : "";
   const ws = new WebSocket(`${scheme}://${location.host}/v1/streams/${encodeURIComponent(selected)}/live${query}`);
   socket = ws;
-  ws.onopen = () => { $("s-connection").textContent = "live"; $("s-connection").className = "connection open"; };
+  ws.onopen = () => { connection = "open"; badge(); };
   ws.onclose = () => {
     if (socket !== ws) return;
-    $("s-connection").textContent = "reconnecting";
-    $("s-connection").className = "connection";
+    connection = "reconnecting";
+    badge();
     setTimeout(() => { if (socket === ws) connect(); }, 1000);
   };
   ws.onmessage = (message) => {
@@ -170,15 +171,28 @@ function chart(id, series, data) {
 
 const COLORS = ["#ff6b3d", "#ffd23d", "#3dc1ff", "#b36bff", "#3dff8b", "#ff3d9e"];
 
+// One badge: the connection while it is not open, else the stream's status (live, offline, or
+// "following" before a stream_meta record told it).
+function badge() {
+  const totals = [...rows.values()].find((r) => r.table === "stream_totals");
+  const status = totals && totals.status;
+  const el = $("s-badge");
+  if (connection !== "open") {
+    el.textContent = connection;
+    el.className = "badge";
+  } else {
+    el.textContent = status || "following";
+    el.className = `badge ${status === "live" ? "live" : "open"}`;
+  }
+}
+
 function render() {
   dirty = false;
   const all = [...rows.values()];
   const metrics = all.filter((r) => r.table === "window_metrics" && r.window === BASE).sort((a, b) => a.window_start - b.window_start);
   const totals = all.find((r) => r.table === "stream_totals");
   $("s-title").textContent = selected ? (totals && totals.title) || selected : "Pick a stream";
-  const status = $("s-status");
-  status.textContent = (totals && totals.status) || "";
-  status.className = `status ${(totals && totals.status) || ""}`;
+  badge();
   const last = metrics[metrics.length - 1];
   $("s-viewers").textContent = last ? last.viewers_end : "–";
   $("s-peak").textContent = totals ? totals.peak_viewers : "–";

@@ -114,12 +114,18 @@ fn stream<'a>(state: &'a StoreState, id: &str) -> Result<&'a StreamView, Rejecti
 /// `GET /v1/streams`.
 pub async fn list_streams(state: AppState) -> Result<Response, Rejection> {
     let store = state.store.read();
-    let streams: Vec<_> = store
+    let mut streams: Vec<_> = store
         .streams
         .iter()
         .filter(|(_, view)| view.has_results())
-        .map(|(id, view)| state.store.summary(id, view))
+        .map(|(id, view)| state.store.summary(id, view, store.frontier))
         .collect();
+    // The most active first; ties (quiet streams) by id, so the order is stable.
+    streams.sort_by(|a, b| {
+        b.activity
+            .cmp(&a.activity)
+            .then_with(|| a.stream_id.cmp(&b.stream_id))
+    });
     Ok(json_reply(&json!({"streams": streams}), StatusCode::OK))
 }
 
@@ -127,7 +133,10 @@ pub async fn list_streams(state: AppState) -> Result<Response, Rejection> {
 pub async fn get_stream(id: String, state: AppState) -> Result<Response, Rejection> {
     let store = state.store.read();
     let view = stream(&store, &id)?;
-    Ok(json_reply(&state.store.summary(&id, view), StatusCode::OK))
+    Ok(json_reply(
+        &state.store.summary(&id, view, store.frontier),
+        StatusCode::OK,
+    ))
 }
 
 /// A time bound given as epoch ms or RFC 3339.
@@ -322,7 +331,7 @@ pub async fn stream_viewers(
     ];
     let store = Arc::clone(&state.store);
     series_reply(&id, &query, &state, &fields, |view| {
-        let summary = store.summary(&id, view);
+        let summary = store.summary(&id, view, None);
         vec![
             ("current", summary.current_viewers.into()),
             ("peak", summary.peak_viewers.into()),
@@ -380,7 +389,7 @@ pub async fn stream_top_emojis(
     let store = state.store.read();
     let view = stream(&store, &id)?;
     if query.window.is_none() {
-        let summary = state.store.summary(&id, view);
+        let summary = state.store.summary(&id, view, store.frontier);
         return Ok(json_reply(
             &json!({"stream_id": id, "window": null, "top": summary.top_emojis, "truncated": summary.top_emojis_truncated}),
             StatusCode::OK,

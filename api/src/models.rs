@@ -57,6 +57,9 @@ pub struct StreamSummary {
     pub peak_viewers: u64,
     /// Concurrent viewers at the end of the latest base window.
     pub current_viewers: u64,
+    /// Chat messages, reactions and transactions in the base windows ending in the minute
+    /// before the output frontier or later: `GET /v1/streams` lists the most active first.
+    pub activity: u64,
     /// Top emojis since this process started, ties at the k-th count included up to
     /// `pipeline.top_max_entries`.
     pub top_emojis: Vec<EmojiCount>,

@@ -428,8 +428,15 @@ impl ViewStore {
             .subscribe()
     }
 
-    /// The summary of one stream.
-    pub fn summary(&self, stream_id: &str, view: &StreamView) -> StreamSummary {
+    /// The summary of one stream; its activity counts the base windows ending after the minute
+    /// before `frontier` (live ones included; None: the minute before the stream's latest window
+    /// ends).
+    pub fn summary(
+        &self,
+        stream_id: &str,
+        view: &StreamView,
+        frontier: Option<Millis>,
+    ) -> StreamSummary {
         let totals = match &view.totals {
             Some(Row::StreamTotals { totals, .. }) => Some(totals),
             _ => None,
@@ -439,6 +446,19 @@ impl ViewStore {
             _ => 0,
         };
         let top = self.settings.top(&view.emoji_totals);
+        let base_windows = view
+            .windows
+            .iter()
+            .filter(|((label, _), _)| **label == *self.settings.base_window);
+        let base_metrics = base_windows.filter_map(|(_, window)| match &window.metrics {
+            Some(Row::WindowMetrics { key, metrics, .. }) => Some((key.end, metrics)),
+            _ => None,
+        });
+        let until = frontier.or_else(|| base_metrics.clone().map(|(end, _)| end).max());
+        let activity = base_metrics
+            .filter(|(end, _)| until.is_some_and(|until| *end + 60_000 > until))
+            .map(|(_, m)| m.chat_messages + m.reactions + m.transactions)
+            .sum();
         StreamSummary {
             stream_id: stream_id.to_owned(),
             title: totals.and_then(|t| t.title.clone()),
@@ -450,6 +470,7 @@ impl ViewStore {
             transactions: totals.map_or(0, |t| t.transactions),
             peak_viewers: totals.map_or(0, |t| t.peak_viewers),
             current_viewers,
+            activity,
             top_emojis: top.entries.into_iter().map(Into::into).collect(),
             top_emojis_truncated: top.truncated,
             recent_reactions: view.recent_reactions.iter().cloned().collect(),
@@ -486,7 +507,7 @@ impl ViewStore {
             "type": "snapshot",
             "stream_id": stream_id,
             "frontier": state.frontier,
-            "summary": self.summary(stream_id, view),
+            "summary": self.summary(stream_id, view, state.frontier),
             "rows": rows,
         })
         .to_string()

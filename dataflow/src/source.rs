@@ -492,6 +492,9 @@ fn source_part(
 /// Deltas are held until the capability passes their time (which is when the analytics could
 /// first use them anyway), so that at a checkpoint time the source knows exactly which of what
 /// it read is already downstream (see [`crate::checkpoint`]).
+// The source's items are moved once into their output containers, never returned up a call
+// chain: boxing the large variants would cost an allocation per record for nothing.
+#[allow(clippy::result_large_err)]
 pub fn partitioned_source<'scope>(
     scope: Scope<'scope, u64>,
     readers: Vec<Box<dyn PartitionReader>>,

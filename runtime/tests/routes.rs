@@ -421,7 +421,7 @@ async fn chat_history_pages_filters_and_refuses_bad_queries() {
         .enumerate()
         .map(|(i, text)| json!({"type": "chat", "stream_id": "chatty", "user_id": format!("u{i}"), "text": text, "ts": now + i as u64}))
         .collect();
-    events.push(json!({"type": "chat", "stream_id": "other", "user_id": "x", "text": "what a goal", "ts": now}));
+    events.push(json!({"type": "chat", "stream_id": "another", "user_id": "x", "text": "what a goal", "ts": now}));
     let body = serde_json::to_vec(&events).unwrap();
     let (status, answer, _) =
         call(&api, "POST", "/v1/events", Some("application/json"), &body).await;
@@ -433,6 +433,24 @@ async fn chat_history_pages_filters_and_refuses_bad_queries() {
     eventually("every chat message in the history", || async {
         let (_, body) = get(&api, "/v1/streams/chatty/chat?limit=1000").await;
         body["messages"].as_array().is_some_and(|m| m.len() == 25)
+    })
+    .await;
+    // The stream list puts the more active stream first (its id sorts after the other's), once
+    // their windows are in.
+    eventually("the streams ordered by activity", || async {
+        let (_, list) = get(&api, "/v1/streams").await;
+        let order: Vec<(&str, u64)> = list["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["stream_id"].as_str().unwrap(),
+                    s["activity"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        order == [("chatty", 25), ("another", 1)]
     })
     .await;
     let (_, all) = get(&api, "/v1/streams/chatty/chat?limit=1000").await;
