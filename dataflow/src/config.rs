@@ -111,6 +111,30 @@ impl WindowConfig {
     }
 }
 
+/// Chat summary settings: after every `every` chat messages of a stream (in event order), a
+/// summary of its last `window` messages, those within `horizon` of the last one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SummaryConfig {
+    /// Messages between summaries (0: no summaries).
+    pub every: u64,
+    /// Messages a summary covers at most.
+    pub window: usize,
+    /// Messages older than this before a summary's last message are not part of it: a stream
+    /// that fell silent starts afresh, and a quiet stream keeps no messages.
+    pub horizon: Span,
+}
+
+impl Default for SummaryConfig {
+    fn default() -> Self {
+        Self {
+            every: 20,
+            window: 100,
+            horizon: Span(600_000),
+        }
+    }
+}
+
 /// Anomaly ("moment") detection settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -180,6 +204,8 @@ pub struct PipelineConfig {
     pub max_event_ids: usize,
     /// Emit every accepted chat message as a `chat_messages` row (the chat history).
     pub chat_history: bool,
+    /// Chat summaries (`[pipeline.summary]`).
+    pub summary: SummaryConfig,
 }
 
 impl Default for PipelineConfig {
@@ -203,6 +229,7 @@ impl Default for PipelineConfig {
             viewer_timeout: Span(600_000),
             max_event_ids: 1_000_000,
             chat_history: true,
+            summary: SummaryConfig::default(),
         }
     }
 }

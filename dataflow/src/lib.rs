@@ -27,4 +27,5 @@ pub mod rows_json;
 pub mod seen_ids;
 pub mod sentiment;
 pub mod source;
+pub mod summary;
 pub mod windows;

@@ -115,6 +115,18 @@ fn resolve_windows(config: &PipelineConfig) -> Result<Vec<WindowSpec>> {
     if config.top_max_entries < config.top_k {
         return Err(Error::Config("top_max_entries must be >= top_k".into()));
     }
+    let summary = &config.summary;
+    if summary.every > 0
+        && (summary.window == 0
+            || summary.window > 1_000
+            || summary.every > summary.window as u64
+            || summary.horizon.0 == 0)
+    {
+        return Err(Error::Config(
+            "summary.window must be 1..=1000 and at least summary.every, and summary.horizon > 0"
+                .into(),
+        ));
+    }
     if config.max_event_ids == 0 {
         return Err(Error::Config("max_event_ids must be >= 1".into()));
     }

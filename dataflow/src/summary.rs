@@ -1,0 +1,310 @@
+//! Extractive chat summaries: what the last messages of a stream were about (key phrases, the
+//! most representative messages, the dominant sentiment and category, the top emotes), computed
+//! from the messages alone, deterministically: integer arithmetic, ties broken by text.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::category::Category;
+use crate::event::Millis;
+use crate::rows::ChatMessage;
+use crate::sentiment::Label;
+
+/// Key phrases a summary lists at most.
+pub const KEY_PHRASES: usize = 5;
+/// Representative messages a summary quotes at most.
+pub const REPRESENTATIVE: usize = 3;
+/// Emotes a summary lists at most.
+pub const TOP_EMOTES: usize = 5;
+
+/// Words that say nothing about a conversation's subject.
+const STOPWORDS: &[&str] = &[
+    "a", "about", "all", "am", "an", "and", "any", "are", "as", "at", "be", "been", "but", "by",
+    "can", "could", "did", "do", "does", "for", "from", "get", "go", "got", "had", "has", "have",
+    "he", "her", "him", "his", "how", "i", "if", "im", "in", "is", "it", "its", "just", "me", "my",
+    "no", "not", "of", "oh", "ok", "on", "or", "our", "out", "she", "so", "that", "the", "their",
+    "them", "then", "there", "they", "this", "to", "too", "up", "us", "was", "we", "were", "what",
+    "when", "where", "which", "who", "why", "will", "with", "would", "yes", "you", "your",
+];
+
+/// One chat message as a summary reads it: the message and the emotes found in it (emoji and
+/// emote names of the sentiment lexicons, in order, repeats included).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChatLine {
+    /// The message.
+    pub message: ChatMessage,
+    /// Its emotes.
+    pub emotes: Vec<String>,
+}
+
+/// A quoted message.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Quote {
+    /// Event time.
+    pub ts: Millis,
+    /// The author.
+    pub user_id: String,
+    /// The text.
+    pub text: String,
+}
+
+/// `chat_summaries`: the summary of a stream's latest messages, made after every
+/// `summary.every` messages in event order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChatSummary {
+    /// The stream.
+    pub stream_id: String,
+    /// Its number: the summary made after the stream's `seq * every`-th message.
+    pub seq: u64,
+    /// Messages it covers (at most `summary.window`).
+    pub messages: u64,
+    /// Time of the first message covered.
+    pub first_ts: Millis,
+    /// Time of the last message covered.
+    pub last_ts: Millis,
+    /// (phrase, messages containing it), most frequent first.
+    pub key_phrases: Vec<(String, u64)>,
+    /// The messages closest to what the chat talked about, most representative first.
+    pub representative: Vec<Quote>,
+    /// Mean compound score in [`crate::sentiment::COMPOUND_SCALE`] units, rounded.
+    pub sentiment: i64,
+    /// Messages per category, in [`Category::ALL`] order (the enum's order).
+    pub categories: [u64; 5],
+    /// (emote, occurrences), most frequent first.
+    pub top_emotes: Vec<(String, u64)>,
+}
+
+impl ChatSummary {
+    /// The label of the mean sentiment.
+    pub fn sentiment_label(&self) -> Label {
+        Label::of_scaled(self.sentiment)
+    }
+
+    /// The most frequent category (ties in [`Category::ALL`] order).
+    pub fn category(&self) -> Category {
+        let mut best = Category::ALL[0];
+        for (category, count) in Category::ALL.into_iter().zip(self.categories) {
+            if count > self.categories[best as usize] {
+                best = category;
+            }
+        }
+        best
+    }
+}
+
+/// The subject words of a text: lowercase runs of letters and digits, two characters or more,
+/// not all digits, not stop words; in order.
+fn subject_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 2 && !w.chars().all(|c| c.is_ascii_digit()))
+        .map(str::to_lowercase)
+        .filter(|w| STOPWORDS.binary_search(&w.as_str()).is_err())
+        .collect()
+}
+
+/// A message's distinct phrases: its subject words and pairs of adjacent ones.
+fn phrases(words: &[String]) -> BTreeSet<String> {
+    let pairs = words
+        .windows(2)
+        .map(|pair| format!("{} {}", pair[0], pair[1]));
+    words.iter().cloned().chain(pairs).collect()
+}
+
+/// Sorts (key, count) by count descending then key, keeping `limit`.
+fn ranked(counts: BTreeMap<String, u64>, limit: usize) -> Vec<(String, u64)> {
+    let mut entries: Vec<(String, u64)> = counts.into_iter().collect();
+    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    entries.truncate(limit);
+    entries
+}
+
+/// Summarizes `lines` (in event order, at least one), as summary `seq` of `stream_id`.
+///
+/// - key phrases: phrases in at least two messages, by how many messages contain them; a word
+///   is left out when a listed pair containing it is in as many messages;
+/// - representative messages: distinct texts by the mean, over their distinct words, of how
+///   many messages contain the word (a message about what most messages are about scores
+///   high), ties to the later message;
+/// - sentiment: the mean compound score; category counts; emotes by occurrences.
+pub fn summarize(stream_id: &str, seq: u64, lines: &[ChatLine]) -> ChatSummary {
+    let words: Vec<Vec<String>> = lines
+        .iter()
+        .map(|line| subject_words(&line.message.text))
+        .collect();
+    let mut in_messages: BTreeMap<String, u64> = BTreeMap::new();
+    for message_words in &words {
+        for phrase in phrases(message_words) {
+            *in_messages.entry(phrase).or_default() += 1;
+        }
+    }
+    let mut candidates: BTreeMap<String, u64> = in_messages
+        .iter()
+        .filter(|(_, count)| **count >= 2)
+        .map(|(phrase, count)| (phrase.clone(), *count))
+        .collect();
+    let pairs: Vec<(String, u64)> = candidates
+        .iter()
+        .filter(|(phrase, _)| phrase.contains(' '))
+        .map(|(phrase, count)| (phrase.clone(), *count))
+        .collect();
+    for (pair, count) in pairs {
+        for word in pair.split(' ') {
+            if candidates.get(word) == Some(&count) {
+                candidates.remove(word);
+            }
+        }
+    }
+    let key_phrases = ranked(candidates, KEY_PHRASES);
+
+    // Mean document frequency as a fraction (sum, words), compared by cross-multiplication.
+    let mut scored: Vec<(u64, u64, usize)> = Vec::new();
+    let mut seen_texts = BTreeSet::new();
+    for (index, message_words) in words.iter().enumerate().rev() {
+        let distinct: BTreeSet<&String> = message_words.iter().collect();
+        if distinct.is_empty() || !seen_texts.insert(lines[index].message.text.as_str()) {
+            continue;
+        }
+        let sum = distinct.iter().map(|w| in_messages[*w]).sum();
+        scored.push((sum, distinct.len() as u64, index));
+    }
+    // Stable: among equal means the later message (pushed first) stays first.
+    scored.sort_by(|a, b| (b.0 * a.1).cmp(&(a.0 * b.1)));
+    let representative = scored
+        .iter()
+        .take(REPRESENTATIVE)
+        .map(|(_, _, index)| {
+            let message = &lines[*index].message;
+            Quote {
+                ts: message.ts,
+                user_id: message.user_id.clone(),
+                text: message.text.clone(),
+            }
+        })
+        .collect();
+
+    let mut categories = [0u64; 5];
+    let mut emotes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sentiment_sum: i64 = 0;
+    for line in lines {
+        categories[line.message.category as usize] += 1;
+        sentiment_sum += line.message.sentiment;
+        for emote in &line.emotes {
+            *emotes.entry(emote.clone()).or_default() += 1;
+        }
+    }
+    let count = lines.len() as i64;
+    ChatSummary {
+        stream_id: stream_id.to_owned(),
+        seq,
+        messages: lines.len() as u64,
+        first_ts: lines.first().map_or(0, |l| l.message.ts),
+        last_ts: lines.last().map_or(0, |l| l.message.ts),
+        key_phrases,
+        representative,
+        sentiment: (sentiment_sum as f64 / count.max(1) as f64).round() as i64,
+        categories,
+        top_emotes: ranked(emotes, TOP_EMOTES),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn line(offset: u64, user: &str, text: &str, sentiment: i64, category: Category) -> ChatLine {
+        ChatLine {
+            message: ChatMessage {
+                stream_id: "s".into(),
+                ts: 1_000 + offset,
+                source: Arc::from("t"),
+                partition: 0,
+                offset,
+                user_id: user.into(),
+                text: text.into(),
+                sentiment,
+                category,
+            },
+            emotes: text
+                .split_whitespace()
+                .filter(|w| ["PogChamp", "🔥"].contains(w))
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn stopwords_are_sorted_for_the_binary_search() {
+        assert!(STOPWORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// Every figure worked out by hand.
+    #[test]
+    fn a_summary_of_a_small_chat() {
+        let lines = [
+            line(0, "ann", "What a goal by Messi!", 5_000, Category::Praise),
+            line(
+                1,
+                "bob",
+                "messi goal again PogChamp",
+                3_000,
+                Category::Other,
+            ),
+            line(2, "cy", "ref is blind", -4_000, Category::Toxic),
+            line(3, "dee", "messi goal 🔥 🔥", 2_000, Category::Praise),
+            line(4, "eve", "is the ref blind?", -1_000, Category::Question),
+        ];
+        let summary = summarize("s", 7, &lines);
+        // Words: [goal, messi], [messi, goal, again, pogchamp], [ref, blind], [messi, goal],
+        // [ref, blind]. "messi goal" is in 2 messages (1 and 3), "goal" and "messi" in 3 each;
+        // "ref blind" in 2 and so are "ref" and "blind": those two words go.
+        assert_eq!(
+            summary.key_phrases,
+            [
+                ("goal".to_owned(), 3),
+                ("messi".to_owned(), 3),
+                ("messi goal".to_owned(), 2),
+                ("ref blind".to_owned(), 2),
+            ]
+        );
+        // Means: 0 -> (3+3)/2 = 3; 1 -> (3+3+1+1)/4 = 2; 2 -> 2; 3 -> 3; 4 -> 2.
+        // Ties go to the later message: 3 before 0, then 4 before 2 before 1.
+        let quoted: Vec<&str> = summary
+            .representative
+            .iter()
+            .map(|q| q.user_id.as_str())
+            .collect();
+        assert_eq!(quoted, ["dee", "ann", "eve"]);
+        assert_eq!(summary.sentiment, 1_000);
+        assert_eq!(summary.sentiment_label(), Label::Positive);
+        // toxic, question, praise, humor, other
+        assert_eq!(summary.categories, [1, 1, 2, 0, 1]);
+        assert_eq!(summary.category(), Category::Praise);
+        assert_eq!(
+            summary.top_emotes,
+            [("🔥".to_owned(), 2), ("PogChamp".to_owned(), 1)]
+        );
+        assert_eq!(
+            (
+                summary.messages,
+                summary.first_ts,
+                summary.last_ts,
+                summary.seq
+            ),
+            (5, 1_000, 1_004, 7)
+        );
+    }
+
+    #[test]
+    fn repeated_texts_are_quoted_once() {
+        let lines: Vec<ChatLine> = (0..4)
+            .map(|i| line(i, "u", "gg wp", 0, Category::Other))
+            .collect();
+        let summary = summarize("s", 1, &lines);
+        assert_eq!(summary.representative.len(), 1);
+        assert_eq!(summary.representative[0].ts, 1_003);
+        assert_eq!(summary.key_phrases, [("gg wp".to_owned(), 4)]);
+        assert_eq!(summary.category(), Category::Other);
+    }
+}
