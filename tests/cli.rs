@@ -76,6 +76,65 @@ fn rows(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The chat summaries of an output against its own chat_messages rows, re-derived here: per
+/// stream, messages in event order (time, source, partition, offset); summary `s` is made
+/// after the `20 s`-th and covers the latest 100 of them within 10 minutes of it.
+fn summaries_come_every_20_messages(ndjson: &str) {
+    let rows: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut chat: std::collections::BTreeMap<&str, Vec<(u64, &str, u64, u64)>> =
+        std::collections::BTreeMap::new();
+    for row in rows.iter().filter(|r| r["table"] == "chat_messages") {
+        chat.entry(row["stream_id"].as_str().unwrap())
+            .or_default()
+            .push((
+                row["ts"].as_u64().unwrap(),
+                row["source"].as_str().unwrap(),
+                row["partition"].as_u64().unwrap(),
+                row["offset"].as_u64().unwrap(),
+            ));
+    }
+    let mut expected = Vec::new();
+    for (stream, messages) in &mut chat {
+        messages.sort();
+        for seq in 1..=messages.len() as u64 / 20 {
+            let last = (seq * 20 - 1) as usize;
+            let first = (last + 1).saturating_sub(100);
+            let covered: Vec<u64> = messages[first..=last]
+                .iter()
+                .map(|m| m.0)
+                .filter(|ts| ts + 600_000 >= messages[last].0)
+                .collect();
+            expected.push(json!([
+                stream,
+                seq,
+                covered.len(),
+                covered[0],
+                messages[last].0
+            ]));
+        }
+    }
+    let mut actual: Vec<Value> = rows
+        .iter()
+        .filter(|r| r["table"] == "chat_summaries")
+        .map(|r| {
+            json!([
+                r["stream_id"],
+                r["seq"],
+                r["messages"],
+                r["first_ts"],
+                r["last_ts"]
+            ])
+        })
+        .collect();
+    actual.sort_by_key(|v| v.to_string());
+    expected.sort_by_key(|v| v.to_string());
+    assert!(expected.len() > 100, "{} summaries", expected.len());
+    assert_eq!(actual, expected);
+}
+
 #[test]
 fn output_is_byte_identical_for_1_2_and_4_workers() {
     let dir = scratch("workers");
@@ -95,8 +154,9 @@ fn output_is_byte_identical_for_1_2_and_4_workers() {
     // before the runtime was rebuilt around one sink stage (commit a6672d5, 0x68c0_8c38_03cb_76bf,
     // 440,359 bytes); re-pinned when window_metrics gained the five category counts, after
     // checking that removing those fields and re-sorting the lines gives the old bytes exactly
-    // (0x7053_d1db_3879_0434, 448,461 bytes); and again for the 9,920 chat_messages rows of the
-    // chat history, after checking that removing those lines gives those old bytes exactly.
+    // (0x7053_d1db_3879_0434, 448,461 bytes); again for the 9,920 chat_messages rows of the
+    // chat history, after checking that removing those lines gives those old bytes exactly
+    // (0x2fad_f545_332a_f41b, 2,587,024 bytes); and for the 487 chat_summaries rows, the same way.
     let pinned = bin()
         .current_dir(&dir)
         .args(["process", "--workers", "2", "--output", "pinned.ndjson"])
@@ -108,8 +168,9 @@ fn output_is_byte_identical_for_1_2_and_4_workers() {
     let fnv = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     });
-    assert_eq!((fnv, bytes.len()), (0x2fad_f545_332a_f41b, 2_587_024));
+    assert_eq!((fnv, bytes.len()), (0x7cb9_f3f8_9b9f_fae3, 2_994_809));
     let text = String::from_utf8(outputs[0].clone()).unwrap();
+    summaries_come_every_20_messages(&text);
     for table in [
         "window_metrics",
         "window_emojis",

@@ -27,6 +27,8 @@ const SNAPSHOT_WINDOWS: usize = 60;
 pub const CHAT_KEPT: usize = 1_000;
 /// Chat messages sent in a snapshot.
 const SNAPSHOT_CHAT: usize = 20;
+/// Chat summaries kept per stream (the latest); older ones are Postgres's.
+pub const SUMMARIES_KEPT: usize = 10;
 
 /// Orders a stream's chat messages: by time, then where they were read (unique).
 pub type ChatKey = (Millis, Arc<str>, u32, u64);
@@ -79,6 +81,8 @@ pub struct StreamView {
     pub recent_reactions: VecDeque<RecentReaction>,
     /// The latest [`CHAT_KEPT`] chat messages.
     pub chat: BTreeMap<ChatKey, ChatMessage>,
+    /// The latest [`SUMMARIES_KEPT`] chat summaries, by number.
+    pub summaries: BTreeMap<u64, Row>,
     push: broadcast::Sender<Arc<str>>,
     /// The output frontier when the view was created (or first seen by eviction, when there was
     /// none yet), moved up to the time of each reaction ingested since: a view that has nothing
@@ -98,6 +102,7 @@ impl StreamView {
             emoji_totals: BTreeMap::new(),
             recent_reactions: VecDeque::new(),
             chat: BTreeMap::new(),
+            summaries: BTreeMap::new(),
             push: broadcast::channel(PUSH_BACKLOG).0,
         }
     }
@@ -345,7 +350,13 @@ impl ViewStore {
                     view.chat.pop_first();
                 }
             }
-            Row::ChatMessage(_) | Row::DeadLetter(_) => {}
+            Row::ChatSummary(summary) if insert => {
+                view.summaries.insert(summary.seq, row.clone());
+                if view.summaries.len() > SUMMARIES_KEPT {
+                    view.summaries.pop_first();
+                }
+            }
+            Row::ChatMessage(_) | Row::ChatSummary(_) | Row::DeadLetter(_) => {}
         }
     }
 
@@ -501,6 +512,7 @@ impl ViewStore {
         }
         rows.extend(view.moments.values().map(row_value));
         rows.extend(view.totals.iter().map(row_value));
+        rows.extend(view.summaries.values().next_back().map(row_value));
         let latest_chat = view.chat.values().rev().take(SNAPSHOT_CHAT);
         rows.extend(latest_chat.map(|m| row_value(&Row::ChatMessage(m.clone()))));
         json!({

@@ -88,6 +88,15 @@ impl Plan {
         end.saturating_add(self.final_delay)
     }
 
+    /// Every event before this time has arrived at `frontier` (None: input exhausted): the start
+    /// of the first pane that is not final, as a window of one pane would be.
+    pub(crate) fn settled_below(&self, frontier: Option<u64>) -> Option<u64> {
+        frontier.map(|f| {
+            let final_end = f.saturating_sub(self.final_delay);
+            final_end - final_end % self.pane
+        })
+    }
+
     /// Per spec, the first window start that is not final at `frontier` (None: input exhausted,
     /// everything is final).
     pub(crate) fn open_from(&self, frontier: Option<u64>) -> Vec<u64> {

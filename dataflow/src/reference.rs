@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::category::Category;
 use crate::codec::{decode_json, DecodeContext};
-use crate::config::PipelineConfig;
+use crate::config::{PipelineConfig, SummaryConfig};
 use crate::error::Result;
 use crate::event::{Event, EventBody, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE};
 use crate::plan::Plan;
@@ -16,6 +16,7 @@ use crate::rows::{
 };
 use crate::sentiment::{Analyzer, Label, COMPOUND_SCALE};
 use crate::source::{duplicate_message, late_message, rejection};
+use crate::summary::{summarize, ChatLine};
 
 /// One partition's records, in order.
 #[derive(Debug, Clone)]
@@ -366,6 +367,7 @@ pub fn reference_rows(
     let specs = Plan::new(config.clone())?.windows().to_vec();
     let mut rows = Vec::new();
     let mut by_stream: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+    let mut chats: BTreeMap<String, Vec<ChatLine>> = BTreeMap::new();
     for p in partitions {
         let mut max_seen: Option<Millis> = None;
         // Every admitted occurrence of (type, stream, event_id) in this partition: (ts, offset).
@@ -434,10 +436,8 @@ pub fn reference_rows(
                                 .push((event.ts, offset as u64));
                         }
                         max_seen = max_seen.max(Some(event.ts));
-                        if let (EventBody::Chat { user_id, text }, true) =
-                            (&event.body, config.chat_history)
-                        {
-                            rows.push(Row::ChatMessage(ChatMessage {
+                        if let EventBody::Chat { user_id, text } = &event.body {
+                            let message = ChatMessage {
                                 stream_id: event.stream_id.clone(),
                                 ts: event.ts,
                                 source: p.source.as_str().into(),
@@ -447,7 +447,17 @@ pub fn reference_rows(
                                 text: text.clone(),
                                 sentiment: compound(analyzer, text),
                                 category: analyzer.category(text),
-                            }));
+                            };
+                            if config.chat_history {
+                                rows.push(Row::ChatMessage(message.clone()));
+                            }
+                            chats
+                                .entry(event.stream_id.clone())
+                                .or_default()
+                                .push(ChatLine {
+                                    emotes: analyzer.emotes(text),
+                                    message,
+                                });
                         }
                         by_stream
                             .entry(event.stream_id.clone())
@@ -493,6 +503,41 @@ pub fn reference_rows(
             is_final: true,
         });
     }
+    if config.summary.every > 0 {
+        for (stream, lines) in chats {
+            summaries(&stream, lines, &config.summary, &mut rows);
+        }
+    }
     rows.sort();
     Ok(rows)
+}
+
+/// A stream's summaries by definition: its messages in event order (time, then source,
+/// partition, offset); after every `every`-th, the summary of the latest `window` of them that
+/// lie within `horizon` of it.
+fn summaries(stream: &str, mut lines: Vec<ChatLine>, config: &SummaryConfig, rows: &mut Vec<Row>) {
+    lines.sort_by(|a, b| {
+        let key = |l: &ChatLine| {
+            let m = &l.message;
+            (m.ts, m.source.clone(), m.partition, m.offset)
+        };
+        key(a).cmp(&key(b))
+    });
+    for (index, line) in lines.iter().enumerate() {
+        let n = index as u64 + 1;
+        if n % config.every != 0 {
+            continue;
+        }
+        let first = index + 1 - (index + 1).min(config.window);
+        let covered: Vec<ChatLine> = lines[first..=index]
+            .iter()
+            .filter(|l| l.message.ts + config.horizon.0 >= line.message.ts)
+            .cloned()
+            .collect();
+        rows.push(Row::ChatSummary(summarize(
+            stream,
+            n / config.every,
+            &covered,
+        )));
+    }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::Millis;
 use crate::sentiment::{Label, COMPOUND_SCALE};
+use crate::summary::ChatSummary;
 
 /// A float column computed deterministically (moment statistics); ordered by `total_cmp`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -340,6 +341,8 @@ pub enum Row {
     DeadLetter(DeadLetter),
     /// `chat_messages` (always final)
     ChatMessage(ChatMessage),
+    /// `chat_summaries` (always final)
+    ChatSummary(ChatSummary),
 }
 
 impl Row {
@@ -354,6 +357,7 @@ impl Row {
             Row::StreamTotals { .. } => "stream_totals",
             Row::DeadLetter(_) => "dead_letters",
             Row::ChatMessage(_) => "chat_messages",
+            Row::ChatSummary(_) => "chat_summaries",
         }
     }
 
@@ -366,7 +370,7 @@ impl Row {
             | Row::WindowRevenue { is_final, .. }
             | Row::Moment { is_final, .. }
             | Row::StreamTotals { is_final, .. } => *is_final,
-            Row::DeadLetter(_) | Row::ChatMessage(_) => true,
+            Row::DeadLetter(_) | Row::ChatMessage(_) | Row::ChatSummary(_) => true,
         }
     }
 
@@ -380,6 +384,7 @@ impl Row {
             Row::Moment { moment, .. } => Some(&moment.stream_id),
             Row::StreamTotals { totals, .. } => Some(&totals.stream_id),
             Row::ChatMessage(message) => Some(&message.stream_id),
+            Row::ChatSummary(summary) => Some(&summary.stream_id),
             Row::DeadLetter(_) => None,
         }
     }

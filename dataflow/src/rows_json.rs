@@ -3,8 +3,11 @@
 
 use serde::{Serialize, Serializer};
 
+use crate::category::Category;
 use crate::event::AMOUNT_SCALE;
 use crate::rows::{Row, Score, WindowKey};
+use crate::sentiment::COMPOUND_SCALE;
+use crate::summary::Quote;
 
 /// A score as every output shows it: rounded to 4 decimals.
 pub fn score(value: Score) -> f64 {
@@ -35,6 +38,18 @@ impl Serialize for ExactAmount {
             .expect("a decimal is a JSON number")
             .serialize(serializer)
     }
+}
+
+#[derive(Serialize)]
+struct PhraseEntry<'a> {
+    messages: u64,
+    phrase: &'a str,
+}
+
+#[derive(Serialize)]
+struct EmoteEntry<'a> {
+    count: u64,
+    emote: &'a str,
 }
 
 #[derive(Serialize)]
@@ -147,6 +162,23 @@ enum View<'a> {
         reason: &'static str,
         source: &'a str,
         table: &'static str,
+    },
+    ChatSummary {
+        categories: std::collections::BTreeMap<&'static str, u64>,
+        category: &'static str,
+        #[serde(rename = "final")]
+        is_final: bool,
+        first_ts: u64,
+        key_phrases: Vec<PhraseEntry<'a>>,
+        last_ts: u64,
+        messages: u64,
+        representative: &'a [Quote],
+        sentiment: f64,
+        sentiment_label: &'static str,
+        seq: u64,
+        stream_id: &'a str,
+        table: &'static str,
+        top_emotes: Vec<EmoteEntry<'a>>,
     },
     ChatMessage {
         category: &'static str,
@@ -299,6 +331,39 @@ impl<'a> View<'a> {
                 reason: d.reason.name(),
                 source: &d.source,
                 table,
+            },
+            Row::ChatSummary(summary) => View::ChatSummary {
+                categories: Category::ALL
+                    .into_iter()
+                    .map(|c| (c.name(), summary.categories[c as usize]))
+                    .collect(),
+                category: summary.category().name(),
+                is_final,
+                first_ts: summary.first_ts,
+                key_phrases: summary
+                    .key_phrases
+                    .iter()
+                    .map(|(phrase, messages)| PhraseEntry {
+                        messages: *messages,
+                        phrase,
+                    })
+                    .collect(),
+                last_ts: summary.last_ts,
+                messages: summary.messages,
+                representative: &summary.representative,
+                sentiment: summary.sentiment as f64 / COMPOUND_SCALE as f64,
+                sentiment_label: summary.sentiment_label().name(),
+                seq: summary.seq,
+                stream_id: &summary.stream_id,
+                table,
+                top_emotes: summary
+                    .top_emotes
+                    .iter()
+                    .map(|(emote, count)| EmoteEntry {
+                        count: *count,
+                        emote,
+                    })
+                    .collect(),
             },
             Row::ChatMessage(m) => View::ChatMessage {
                 category: m.category.name(),

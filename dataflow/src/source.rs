@@ -508,8 +508,8 @@ pub fn partitioned_source<'scope>(
     let checkpoints = checkpointing.is_some();
     let restore = checkpointing.and_then(|c| c.restore.clone());
     let config = plan.config();
-    let mut aggregator =
-        PaneAggregator::new(plan.pane(), analyzer).with_chat_history(config.chat_history);
+    let mut aggregator = PaneAggregator::new(plan.pane(), analyzer)
+        .with_chat(config.chat_history, config.summary.every > 0);
     let tick = config.tick.0.max(1);
     let (out_of_orderness, lateness) = (config.max_out_of_orderness.0, config.allowed_lateness.0);
     let max_future = config.max_future.0;

@@ -41,12 +41,12 @@ pub struct ChatLine {
 /// A quoted message.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Quote {
+    /// The text (fields in alphabetical order, as every NDJSON object).
+    pub text: String,
     /// Event time.
     pub ts: Millis,
     /// The author.
     pub user_id: String,
-    /// The text.
-    pub text: String,
 }
 
 /// `chat_summaries`: the summary of a stream's latest messages, made after every

@@ -237,6 +237,7 @@ fn spike_becomes_a_moment_and_every_table_has_rows() {
         tables.into_iter().collect::<Vec<_>>(),
         [
             "chat_messages",
+            "chat_summaries",
             "dead_letters",
             "moments",
             "stream_totals",

@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "chat_messages",
         sql: include_str!("../../migrations/V5__chat_messages.sql"),
     },
+    Migration {
+        version: 6,
+        name: "chat_summaries",
+        sql: include_str!("../../migrations/V6__chat_summaries.sql"),
+    },
 ];
 
 /// Key of the advisory lock serializing migrations ("crowdpulse" in ASCII, truncated).

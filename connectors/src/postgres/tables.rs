@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crowdpulse_dataflow::progress::SourcePosition;
 use crowdpulse_dataflow::rows::{Row, Score};
-use crowdpulse_dataflow::rows_json::score;
+use crowdpulse_dataflow::rows_json::{score, RowJson};
 use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -29,7 +29,7 @@ pub struct Table {
 }
 
 /// The tables in `Row::table` order of [`table_index`].
-pub const TABLES: [Table; 8] = [
+pub const TABLES: [Table; 9] = [
     Table {
         name: "window_metrics",
         key: &["stream_id", "window", "window_start"],
@@ -166,6 +166,25 @@ pub const TABLES: [Table; 8] = [
         ],
         has_final: false,
     },
+    Table {
+        name: "chat_summaries",
+        key: &["stream_id", "seq"],
+        columns: &[
+            ("stream_id", Type::TEXT),
+            ("seq", Type::INT8),
+            ("first_ts", Type::INT8),
+            ("last_ts", Type::INT8),
+            ("messages", Type::INT8),
+            ("key_phrases", Type::JSONB),
+            ("representative", Type::JSONB),
+            ("sentiment", Type::FLOAT8),
+            ("sentiment_label", Type::TEXT),
+            ("category", Type::TEXT),
+            ("categories", Type::JSONB),
+            ("top_emotes", Type::JSONB),
+        ],
+        has_final: false,
+    },
 ];
 
 /// Index in [`TABLES`] of `chat_messages`.
@@ -182,6 +201,7 @@ pub fn table_index(row: &Row) -> usize {
         Row::StreamTotals { .. } => 5,
         Row::DeadLetter(_) => 6,
         Row::ChatMessage(_) => CHAT_MESSAGES,
+        Row::ChatSummary(_) => 8,
     }
 }
 
@@ -202,6 +222,8 @@ pub enum RowKey {
     Dead(String, u32, u64),
     /// chat_messages.
     Chat(Arc<str>, u32, u64),
+    /// chat_summaries.
+    Summary(String, u64),
 }
 
 impl RowKey {
@@ -244,6 +266,7 @@ impl RowKey {
                 message.partition,
                 message.offset,
             ),
+            Row::ChatSummary(summary) => Self::Summary(summary.stream_id.clone(), summary.seq),
         }
     }
 }
@@ -280,8 +303,8 @@ impl Changes {
     }
 
     /// The staged rows grouped by table index.
-    fn by_table(&self) -> [Vec<&Staged>; 8] {
-        let mut tables: [Vec<&Staged>; 8] = Default::default();
+    fn by_table(&self) -> [Vec<&Staged>; 9] {
+        let mut tables: [Vec<&Staged>; 9] = Default::default();
         for staged in self.0.values() {
             tables[table_index(&staged.row)].push(staged);
         }
@@ -334,7 +357,8 @@ impl Table {
                 name = self.name
             )
         } else {
-            // Dead letters and chat messages never change: a replay finds them present.
+            // Dead letters and chat messages and summaries never change: a replay finds them
+            // present.
             "DO NOTHING".to_owned()
         };
         format!(
@@ -562,6 +586,27 @@ async fn copy_row(
                     &message.text,
                     &message.sentiment_score(),
                     &message.category.name(),
+                    &deleted,
+                ])
+                .await
+        }
+        Row::ChatSummary(summary) => {
+            // The JSON columns hold what the NDJSON row holds.
+            let json = serde_json::to_value(RowJson(&staged.row)).unwrap_or_default();
+            writer
+                .write(&[
+                    &summary.stream_id,
+                    &to_i64(summary.seq),
+                    &to_i64(summary.first_ts),
+                    &to_i64(summary.last_ts),
+                    &to_i64(summary.messages),
+                    &json["key_phrases"],
+                    &json["representative"],
+                    &json["sentiment"].as_f64().unwrap_or_default(),
+                    &summary.sentiment_label().name(),
+                    &summary.category().name(),
+                    &json["categories"],
+                    &json["top_emotes"],
                     &deleted,
                 ])
                 .await

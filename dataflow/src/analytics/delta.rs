@@ -12,6 +12,7 @@ use crate::event::{Event, EventBody, Millis, PresenceAction, StreamStatus};
 use crate::hashing::FastMap;
 use crate::rows::ChatMessage;
 use crate::sentiment::{Analyzer, COMPOUND_SCALE};
+use crate::summary::ChatLine;
 
 /// A stream_meta record's fields.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -43,6 +44,8 @@ pub struct PaneDelta {
     pub(crate) gauges: Vec<(Millis, u64)>,
     /// Metadata updates.
     pub(crate) meta: Vec<MetaUpdate>,
+    /// The chat messages with their emotes, for the summaries (empty without them).
+    pub(crate) chat: Vec<ChatLine>,
 }
 
 /// Where a record was read: the identity its chat message keeps.
@@ -79,6 +82,8 @@ pub struct PaneAggregator {
     groups: FastMap<(String, Millis), (Millis, PaneDelta)>,
     /// Whether [`Self::add`] returns chat messages.
     chat_history: bool,
+    /// Whether chat messages go into the deltas, for the summaries.
+    summaries: bool,
 }
 
 impl PaneAggregator {
@@ -91,12 +96,15 @@ impl PaneAggregator {
             sentiment_cache_bytes: 0,
             groups: FastMap::default(),
             chat_history: false,
+            summaries: false,
         }
     }
 
-    /// Returns each chat message added with an origin, analysed, for the chat history.
-    pub fn with_chat_history(mut self, chat_history: bool) -> Self {
+    /// Returns each chat message added with an origin, analysed, for the chat history
+    /// (`chat_history`), and keeps it in its delta for the summaries (`summaries`).
+    pub fn with_chat(mut self, chat_history: bool, summaries: bool) -> Self {
         self.chat_history = chat_history;
+        self.summaries = summaries;
         self
     }
 
@@ -158,21 +166,26 @@ impl PaneAggregator {
         match event.body {
             EventBody::Chat { user_id, text } => {
                 m.add_chat(compound, category);
-                let message = origin
-                    .filter(|_| self.chat_history)
-                    .map(|origin| ChatMessage {
-                        stream_id: delta.stream_id.clone(),
-                        ts: event.ts,
-                        source: Arc::clone(origin.source),
-                        partition: origin.partition,
-                        offset: origin.offset,
-                        user_id: user_id.clone(),
-                        text,
-                        sentiment: compound,
-                        category,
-                    });
+                let wanted = self.chat_history || self.summaries;
+                let message = origin.filter(|_| wanted).map(|origin| ChatMessage {
+                    stream_id: delta.stream_id.clone(),
+                    ts: event.ts,
+                    source: Arc::clone(origin.source),
+                    partition: origin.partition,
+                    offset: origin.offset,
+                    user_id: user_id.clone(),
+                    text,
+                    sentiment: compound,
+                    category,
+                });
                 delta.chatters.push(user_id);
-                return message;
+                if let (Some(message), true) = (&message, self.summaries) {
+                    delta.chat.push(ChatLine {
+                        emotes: self.analyzer.emotes(&message.text),
+                        message: message.clone(),
+                    });
+                }
+                return message.filter(|_| self.chat_history);
             }
             EventBody::Reaction { emoji, .. } => {
                 m.reactions += 1;

@@ -7,6 +7,7 @@ mod moments;
 mod operator;
 mod pane;
 mod stream_state;
+mod summaries;
 mod totals;
 mod viewers;
 

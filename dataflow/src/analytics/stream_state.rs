@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::delta::PaneDelta;
 use super::moments::{MetricSeries, MomentChange, MomentInputs, METRICS};
 use super::pane::{top_with_ties, Pane};
+use super::summaries::SummaryState;
 use super::totals::TotalsState;
 use super::viewers::{Timeline, Viewers};
 use crate::event::{Millis, AMOUNT_SCALE};
@@ -62,6 +63,8 @@ pub(crate) struct StreamState {
     swept_to: Millis,
     /// Something that feeds `stream_totals` changed since the last advance.
     totals_stale: bool,
+    /// Chat summaries.
+    summaries: SummaryState,
 }
 
 /// Per-user state (chatter panes, presence history) is swept at most once per this much event
@@ -186,6 +189,7 @@ impl StreamState {
             self.viewers.gauge(*ts, *count);
             self.viewers_changed(*ts);
         }
+        self.summaries.add(&delta.chat);
         true
     }
 
@@ -321,6 +325,7 @@ impl StreamState {
             && self.viewers.is_settled()
             && !(self.totals_stale && plan.live_rows)
             && self.moments.is_paused(plan.moments.baseline_windows)
+            && self.summaries.is_empty()
     }
 
     /// Moves a quiet stream's horizon to `frontier`: everything else an advance would have done
@@ -398,6 +403,14 @@ impl StreamState {
             }
         }
         self.score_moments(open_from[plan.moment_spec], plan, out);
+        if plan.config().summary.every > 0 {
+            self.summaries.settle(
+                &self.id,
+                plan.settled_below(frontier),
+                &plan.config().summary,
+                out,
+            );
+        }
         self.open_from = open_from;
         self.retire(plan);
         if plan.live_rows || frontier.is_none() {

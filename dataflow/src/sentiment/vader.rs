@@ -274,6 +274,26 @@ impl Analyzer {
         self.categories.classify(text)
     }
 
+    /// The emotes of a chat message, in order, repeats included: emoji the lexicon describes and
+    /// whitespace-separated tokens (outer punctuation stripped) that are emote names.
+    pub fn emotes(&self, text: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for token in text.split_whitespace() {
+            let stripped = strip_punctuation(token);
+            if self.lexicons.emotes.contains_key(stripped) {
+                found.push(stripped.to_owned());
+                continue;
+            }
+            found.extend(
+                token
+                    .chars()
+                    .filter(|c| self.lexicons.emoji.contains_key(c))
+                    .map(String::from),
+            );
+        }
+        found
+    }
+
     /// Valence of a token if it is an emote (case-sensitive) or a lexicon word (lowercase).
     fn valence_of(&self, word: &str, lower: &str) -> Option<(f64, bool)> {
         if let Some(v) = self.lexicons.emotes.get(word) {
