@@ -525,7 +525,7 @@ fn summaries(stream: &str, mut lines: Vec<ChatLine>, config: &SummaryConfig, row
     });
     for (index, line) in lines.iter().enumerate() {
         let n = index as u64 + 1;
-        if n % config.every != 0 {
+        if !n.is_multiple_of(config.every) {
             continue;
         }
         let first = index + 1 - (index + 1).min(config.window);

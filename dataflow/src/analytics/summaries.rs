@@ -71,7 +71,7 @@ impl SummaryState {
                 self.recent.pop_front();
             }
             self.settled += 1;
-            if self.settled % config.every == 0 {
+            if self.settled.is_multiple_of(config.every) {
                 let lines = self.recent.make_contiguous();
                 let summary = summarize(stream_id, self.settled / config.every, lines);
                 out.push((Row::ChatSummary(summary), 1));
