@@ -286,18 +286,22 @@ async function searchChat(more) {
     if (category) params.set("category", category);
     search = q || category ? { path: `/v1/streams/${encodeURIComponent(selected)}/chat?${params}`, messages: [], next: null } : null;
   }
-  if (search) {
+  const current = search;
+  if (current && !current.loading) {
+    current.loading = true;
     try {
-      const page = await getJson(search.path + (more && search.next ? `&before=${search.next}` : ""));
-      search.messages = search.messages.concat(page.messages);
-      search.next = page.next;
+      const page = await getJson(current.path + (more && current.next ? `&before=${current.next}` : ""));
+      current.messages = current.messages.concat(page.messages);
+      current.next = page.next;
     } catch (error) {
       // A refused search (e.g. no word in it) shows as an empty result.
       console.warn(error);
-      search.next = null;
+      current.next = null;
     }
+    current.loading = false;
   }
-  renderChat();
+  // An answer to a search replaced meanwhile (another search, another stream) is not shown.
+  if (search === current) renderChat();
 }
 
 $("chat-search").addEventListener("submit", (event) => { event.preventDefault(); searchChat(false); });

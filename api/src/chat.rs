@@ -104,7 +104,7 @@ impl ChatFilter {
         let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
         let words: Vec<String> = q.map(|q| words(q).collect()).unwrap_or_default();
         if let Some(q) = q {
-            if q.chars().count() > MAX_QUERY_CHARS || words.is_empty() {
+            if q.chars().count() > MAX_QUERY_CHARS || words.is_empty() || q.contains('\0') {
                 return Err(bad(format!(
                     "q must hold a word and at most {MAX_QUERY_CHARS} characters"
                 )));
@@ -270,6 +270,7 @@ mod tests {
             },
             q("!!!"),
             q(&"a".repeat(201)),
+            q("nul\0"),
             ChatQuery {
                 limit: Some(0),
                 ..ChatQuery::default()

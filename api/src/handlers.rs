@@ -443,16 +443,20 @@ pub async fn stream_moments(id: String, state: AppState) -> Result<Response, Rej
 }
 
 /// `GET /v1/streams/{id}/chat`: the stream's chat history, newest first: the view store's latest
-/// messages merged with Postgres's (each once), so the page is complete and current.
+/// messages merged with Postgres's (each once), so the page is complete and current. A search
+/// (`q`) is Postgres's alone when there is one, so its syntax means one thing; when Postgres
+/// cannot answer, only a full page from the store (complete by construction) is served.
 pub async fn stream_chat(
     id: String,
     query: ChatQuery,
     state: AppState,
 ) -> Result<Response, Rejection> {
     let filter = ChatFilter::parse(&query).map_err(reject)?;
+    let searched_in_postgres = filter.q.is_some() && state.history.is_some();
     let (stored, known): (Vec<ChatMessage>, bool) = {
         let store = state.store.read();
         match stream(&store, &id) {
+            Ok(_) if searched_in_postgres => (Vec::new(), true),
             Ok(view) => {
                 let selected = view.chat.values().rev().filter(|m| filter.matches(m));
                 (selected.take(filter.limit).cloned().collect(), true)
@@ -462,7 +466,14 @@ pub async fn stream_chat(
         }
     };
     let from_postgres = match &state.history {
-        Some(history) => or_store_only(history.chat(&id, &filter).await, known)?,
+        Some(history) => match history.chat(&id, &filter).await {
+            Ok(rows) => rows,
+            Err(error) if stored.len() == filter.limit => {
+                warn!(%error, "chat history unavailable; the store's page is complete");
+                Vec::new()
+            }
+            Err(error) => return Err(reject(error)),
+        },
         None => Vec::new(),
     };
     let (messages, next) = chat::page(&filter, stored.iter(), from_postgres);

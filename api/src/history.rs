@@ -115,7 +115,8 @@ impl History {
 }
 
 impl History {
-    /// A page of a stream's chat messages selected by `filter`, newest first.
+    /// A page of a stream's chat messages selected by `filter`, newest first; sources compare
+    /// byte by byte (`COLLATE "C"`), as the cursor's keys do in Rust.
     pub async fn chat(&self, stream_id: &str, filter: &ChatFilter) -> Result<Vec<Value>> {
         let (from, to) = (clamp(filter.from), clamp(filter.to));
         let limit = filter.limit as i64;
@@ -148,7 +149,7 @@ impl History {
             params.extend([ts as &(dyn ToSql + Sync), source, partition, offset]);
             let n = params.len();
             conditions += &format!(
-                " AND (ts, source, partition, \"offset\") < (${}, ${}, ${}, ${n})",
+                " AND (ts, source COLLATE \"C\", partition, \"offset\") < (${}, ${}, ${}, ${n})",
                 n - 3,
                 n - 2,
                 n - 1
@@ -159,7 +160,7 @@ impl History {
                     || jsonb_build_object('table', 'chat_messages', 'final', true) \
              FROM \"{}\".chat_messages t \
              WHERE stream_id = $1 AND ts >= $2 AND ts < $3{conditions} \
-             ORDER BY ts DESC, source DESC, partition DESC, \"offset\" DESC LIMIT $4",
+             ORDER BY ts DESC, source COLLATE \"C\" DESC, partition DESC, \"offset\" DESC LIMIT $4",
             self.schema
         );
         self.values(&sql, &params).await

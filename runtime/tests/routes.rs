@@ -390,9 +390,6 @@ async fn ingest_results_and_read_endpoints() {
     app.shutdown();
 }
 
-/// A client that retries a request whose answer it did not get (same `event_id`s) has every
-/// event counted once; the repeats are counted as duplicate dead letters and shown once among
-/// the recent reactions.
 /// The texts of a chat answer, in its order.
 fn chat_texts(body: &Value) -> Vec<String> {
     body["messages"]
@@ -529,6 +526,9 @@ async fn chat_history_pages_filters_and_refuses_bad_queries() {
     app.shutdown();
 }
 
+/// A client that retries a request whose answer it did not get (same `event_id`s) has every
+/// event counted once; the repeats are counted as duplicate dead letters and shown once among
+/// the recent reactions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_requests_count_once() {
     let app = start(ApiConfig::default());

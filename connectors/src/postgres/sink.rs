@@ -22,6 +22,7 @@ use super::config::PostgresConfig;
 use super::migrate::migrate;
 use super::tables::{create_stages, position_columns, write_changes, Changes};
 use crate::error::{ConnectorError, Result};
+use crate::live_input::wall_clock_ms;
 use crate::sink::{Flush, Sink};
 
 /// What the sink did, for /metrics.
@@ -408,6 +409,12 @@ impl Writer {
     async fn commit(&mut self, client: &mut Client, batch: &Batch) -> Result<u64> {
         let schema = &self.schema;
         let tx = client.transaction().await?;
+        // At the end of the input the frontier is gone: the latest message stands in for it.
+        let reference = batch
+            .frontier
+            .flatten()
+            .or_else(|| batch.changes.latest_chat_time());
+        self.chat_partitions.advance(reference, wall_clock_ms());
         let written = write_changes(&tx, schema, &batch.changes, &mut self.chat_partitions).await?;
         if !batch.positions.is_empty() {
             let (sources, partitions, offsets, watermarks) =

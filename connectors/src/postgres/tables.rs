@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::progress::SourcePosition;
 use crowdpulse_dataflow::rows::{Row, Score};
 use crowdpulse_dataflow::rows_json::{score, RowJson};
@@ -300,6 +301,17 @@ impl Changes {
     /// Applies a later batch on top of this one.
     pub fn merge_later(&mut self, later: Changes) {
         self.0.extend(later.0);
+    }
+
+    /// The time of the latest chat message staged.
+    pub fn latest_chat_time(&self) -> Option<Millis> {
+        self.0
+            .values()
+            .filter_map(|staged| match &staged.row {
+                Row::ChatMessage(message) => Some(message.ts),
+                _ => None,
+            })
+            .max()
     }
 
     /// The staged rows grouped by table index.
@@ -619,14 +631,16 @@ async fn chat_to_write<'a>(
     tx: &Transaction<'_>,
     schema: &str,
     staged: Vec<&'a Staged>,
-    partitions: &mut ChatPartitions,
+    partitions: &ChatPartitions,
 ) -> Result<Vec<&'a Staged>> {
     let time = |staged: &Staged| match &staged.row {
         Row::ChatMessage(message) => message.ts,
         _ => 0,
     };
-    let horizon = partitions.admit(staged.iter().map(|s| time(s)));
-    let kept: Vec<&Staged> = staged.into_iter().filter(|s| time(s) >= horizon).collect();
+    let kept: Vec<&Staged> = staged
+        .into_iter()
+        .filter(|s| partitions.keeps(time(s)))
+        .collect();
     partitions
         .create(tx, schema, kept.iter().map(|s| time(s)))
         .await?;
