@@ -23,7 +23,8 @@ use crate::error::ApiError;
 use crate::handlers;
 use crate::metrics::{HttpCounters, Refusal};
 use crate::models::{
-    ChatQuery, ErrorBody, ErrorDetail, ReactionRequest, StreamId, TokenQuery, WindowQuery,
+    ChatQuery, ErrorBody, ErrorDetail, ReactionRequest, StreamId, SummaryQuery, TokenQuery,
+    WindowQuery,
 };
 use crate::origin::{Origins, ALLOWED_HEADERS, ALLOWED_METHODS};
 use crate::push::{serve_websocket, sse_events};
@@ -309,6 +310,13 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(warp::query::<ChatQuery>())
         .and(state.clone())
         .and_then(handlers::stream_chat);
+    let summary = warp::path!("v1" / "streams" / StreamId / "summary")
+        .map(String::from)
+        .and(warp::get())
+        .and(read())
+        .and(warp::query::<SummaryQuery>())
+        .and(state.clone())
+        .and_then(handlers::stream_summary);
     let moments = warp::path!("v1" / "streams" / StreamId / "moments")
         .map(String::from)
         .and(warp::get())
@@ -339,6 +347,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .or(categories)
         .unify()
         .or(chat)
+        .unify()
+        .or(summary)
         .unify()
         .or(moments)
         .unify()

@@ -1,6 +1,7 @@
 //! Request handlers: each reads the shared state and answers JSON, or rejects with an
 //! [`ApiError`] that `recover` turns into the JSON error body.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,9 +18,12 @@ use warp::Rejection;
 use crate::chat::{self, ChatFilter};
 use crate::error::ApiError;
 use crate::metrics::{render, MetricsSources};
-use crate::models::{ChatQuery, ReactionRequest, Statistics, WindowQuery};
+use crate::models::{ChatQuery, ReactionRequest, Statistics, SummaryQuery, WindowQuery};
 use crate::state::AppState;
 use crate::store::{row_value, StoreState, StreamView};
+
+/// Largest `limit` of summary queries.
+const MAX_SUMMARIES: usize = 100;
 
 /// Default and largest `limit` of window queries.
 const DEFAULT_LIMIT: usize = 100;
@@ -484,6 +488,51 @@ pub async fn stream_chat(
     }
     Ok(json_reply(
         &json!({"stream_id": id, "messages": messages, "next": next}),
+        StatusCode::OK,
+    ))
+}
+
+/// `GET /v1/streams/{id}/summary`: the stream's latest chat summaries, newest first, from the
+/// view store and, for older ones, Postgres.
+pub async fn stream_summary(
+    id: String,
+    query: SummaryQuery,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let limit = query.limit.unwrap_or(1);
+    if limit == 0 || limit > MAX_SUMMARIES {
+        return Err(reject(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_SUMMARIES}"
+        ))));
+    }
+    let (mut summaries, known): (BTreeMap<u64, Value>, bool) = {
+        let store = state.store.read();
+        match stream(&store, &id) {
+            Ok(view) => {
+                let latest = view.summaries.iter().rev().take(limit);
+                (
+                    latest.map(|(seq, row)| (*seq, row_value(row))).collect(),
+                    true,
+                )
+            }
+            Err(rejection) if state.history.is_none() => return Err(rejection),
+            Err(_) => (BTreeMap::new(), false),
+        }
+    };
+    if let (Some(history), true) = (&state.history, summaries.len() < limit) {
+        let older = or_store_only(history.summaries(&id, limit).await, known)?;
+        if older.is_empty() && !known {
+            return Err(reject(ApiError::NotFound(format!("unknown stream {id:?}"))));
+        }
+        for row in older {
+            if let Some(seq) = row["seq"].as_u64() {
+                summaries.entry(seq).or_insert(row);
+            }
+        }
+    }
+    let newest: Vec<Value> = summaries.into_values().rev().take(limit).collect();
+    Ok(json_reply(
+        &json!({"stream_id": id, "summaries": newest}),
         StatusCode::OK,
     ))
 }

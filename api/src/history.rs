@@ -166,6 +166,17 @@ impl History {
         self.values(&sql, &params).await
     }
 
+    /// A stream's latest `limit` chat summaries, newest first.
+    pub async fn summaries(&self, stream_id: &str, limit: usize) -> Result<Vec<Value>> {
+        let sql = format!(
+            "SELECT to_jsonb(t) - 'created_at' \
+                    || jsonb_build_object('table', 'chat_summaries', 'final', true) \
+             FROM \"{}\".chat_summaries t WHERE stream_id = $1 ORDER BY seq DESC LIMIT $2",
+            self.schema
+        );
+        self.values(&sql, &[&stream_id, &(limit as i64)]).await
+    }
+
     /// Whether Postgres holds any chat message of the stream.
     pub async fn has_chat(&self, stream_id: &str) -> Result<bool> {
         let sql = format!(

@@ -37,6 +37,7 @@ const STREAM_ROUTES: &[&str] = &[
     "sentiment",
     "categories",
     "chat",
+    "summary",
     "moments",
     "live",
     "events",

@@ -166,6 +166,14 @@ pub struct ChatQuery {
     pub before: Option<String>,
 }
 
+/// Query of `GET /v1/streams/{id}/summary`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryQuery {
+    /// The latest this many summaries (default 1, at most 100).
+    pub limit: Option<usize>,
+}
+
 /// One connected live client.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientInfo {

@@ -526,6 +526,78 @@ async fn chat_history_pages_filters_and_refuses_bad_queries() {
     app.shutdown();
 }
 
+/// 45 messages make two summaries (after the 20th and the 40th, in event order), served newest
+/// first; a short lateness lets their panes become final within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_summaries_come_every_20_messages_and_are_served() {
+    let app = start_with(
+        ApiConfig::default(),
+        PipelineConfig {
+            max_out_of_orderness: Span(0),
+            allowed_lateness: Span(2_000),
+            idle_timeout: Span(300),
+            ..PipelineConfig::default()
+        },
+    );
+    let api = routes(app.state.clone());
+    let start = wall_clock_ms() - 1_000;
+    // Posted newest first: the order that counts is event time.
+    let events: Vec<Value> = (0..45u64)
+        .rev()
+        .map(|i| json!({"type": "chat", "stream_id": "talky", "user_id": format!("u{}", i % 7), "text": format!("what a goal {i} PogChamp"), "ts": start + i * 10}))
+        .collect();
+    let body = serde_json::to_vec(&events).unwrap();
+    let (status, _, _) = call(&api, "POST", "/v1/events", Some("application/json"), &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    eventually("two summaries", || async {
+        let (_, body) = get(&api, "/v1/streams/talky/summary?limit=5").await;
+        body["summaries"].as_array().is_some_and(|s| s.len() == 2)
+    })
+    .await;
+    let (_, body) = get(&api, "/v1/streams/talky/summary?limit=5").await;
+    let summaries = body["summaries"].as_array().unwrap();
+    let shape: Vec<(u64, u64, u64, u64)> = summaries
+        .iter()
+        .map(|s| {
+            let n = |k: &str| s[k].as_u64().unwrap();
+            (n("seq"), n("messages"), n("first_ts"), n("last_ts"))
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [(2, 40, start, start + 390), (1, 20, start, start + 190)]
+    );
+    let latest = &summaries[0];
+    assert_eq!(latest["table"], "chat_summaries");
+    assert_eq!(
+        latest["key_phrases"][0],
+        json!({"messages": 40, "phrase": "goal pogchamp"})
+    );
+    assert_eq!(
+        latest["top_emotes"][0],
+        json!({"count": 40, "emote": "PogChamp"})
+    );
+    assert_eq!(
+        latest["categories"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>(),
+        40
+    );
+    let (_, one) = get(&api, "/v1/streams/talky/summary").await;
+    assert_eq!(one["summaries"].as_array().unwrap().len(), 1);
+    assert_eq!(one["summaries"][0]["seq"], 2);
+    for bad in ["limit=0", "limit=101", "window=10s"] {
+        let (status, body) = get(&api, &format!("/v1/streams/talky/summary?{bad}")).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    }
+    let (status, body) = get(&api, "/v1/streams/nobody/summary").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    app.shutdown();
+}
+
 /// A client that retries a request whose answer it did not get (same `event_id`s) has every
 /// event counted once; the repeats are counted as duplicate dead letters and shown once among
 /// the recent reactions.
@@ -775,6 +847,7 @@ async fn openapi_describes_every_route() {
         ("/v1/streams/{id}/sentiment", "get"),
         ("/v1/streams/{id}/categories", "get"),
         ("/v1/streams/{id}/chat", "get"),
+        ("/v1/streams/{id}/summary", "get"),
         ("/v1/streams/{id}/moments", "get"),
         ("/v1/statistics", "get"),
         ("/v1/clients", "get"),
@@ -789,7 +862,7 @@ async fn openapi_describes_every_route() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 20, "every described path exists");
+    assert_eq!(paths.len(), 21, "every described path exists");
     app.shutdown();
 }
 
