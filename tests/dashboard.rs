@@ -142,7 +142,14 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
         eprintln!("skipped: no chromium");
         return;
     }
-    let demo = Demo::start(&["--rate", "0", "--workers", "2"]);
+    // A summary every 2 messages, settled within seconds (a short lateness).
+    let demo = Demo::start_with_env(
+        &["--rate", "0", "--workers", "2"],
+        &[
+            ("CROWDPULSE__PIPELINE__ALLOWED_LATENESS", "2s"),
+            ("CROWDPULSE__PIPELINE__SUMMARY__EVERY", "2"),
+        ],
+    );
     let address = demo.address.clone();
     post_reaction(&address, "browser", "🔥", "seed");
     eventually("the stream", || {
@@ -227,6 +234,10 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
         json!("praise fan great stream | toxic troll you are trash, idiot"),
         "both messages, newest first",
     );
+    // The two messages make the first summary, shown in its panel.
+    let summary =
+        "document.querySelector('#summary p')?.textContent.startsWith('#1 2 messages to')";
+    browser.wait_for(summary, json!(true), "the summary panel");
     browser.eval("document.getElementById('chat-q').value = 'TRASH'; document.getElementById('chat-search').requestSubmit()");
     browser.wait_for(
         texts,

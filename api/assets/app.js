@@ -118,7 +118,8 @@ function connect() {
       if (JSON.stringify(rows.get(key)) === JSON.stringify(r)) rows.delete(key);
     }
     for (const r of data.rows || []) {
-      if (r.table === "chat_messages") chat.push(r); else rows.set(rowKey(r), r);
+      if (r.table === "chat_messages") chat.push(r);
+      else if (r.table !== "chat_summaries" || !rows.has("chat_summaries") || rows.get("chat_summaries").seq < r.seq) rows.set(rowKey(r), r);
     }
     chat.sort((a, b) => b.ts - a.ts || b.offset - a.offset);
     chat.length = Math.min(chat.length, CHAT_SHOWN);
@@ -247,6 +248,7 @@ function render() {
     return li;
   }));
   renderChat();
+  renderSummary(rows.get("chat_summaries"));
   const moments = all.filter((r) => r.table === "moments").sort((a, b) => b.start - a.start);
   $("moments").replaceChildren(...moments.slice(0, 20).map((m) => {
     const li = document.createElement("li");
@@ -266,6 +268,30 @@ function chatItem(m) {
   who.textContent = m.user_id;
   li.append(tag, " ", who, " ", m.text);
   return li;
+}
+
+// The latest summary: what the chat talks about, its mood and its emotes.
+function renderSummary(summary) {
+  const el = $("summary");
+  if (!summary) { el.textContent = "no summary yet"; return; }
+  const line = (label, text) => {
+    const p = document.createElement("p");
+    const b = document.createElement("b");
+    b.textContent = `${label} `;
+    p.append(b, text);
+    return p;
+  };
+  const at = new Date(summary.last_ts).toLocaleTimeString();
+  el.replaceChildren(
+    line(`#${summary.seq}`, `${summary.messages} messages to ${at}`),
+    line("about", summary.key_phrases.map((k) => k.phrase).join(", ") || "–"),
+    line("mood", `${summary.sentiment_label} (${summary.sentiment}), mostly ${summary.category}`),
+    line("emotes", summary.top_emotes.map((e) => `${e.emote} ${e.count}`).join("  ") || "–"),
+    ...summary.representative.map((q) => {
+      const quote = document.createElement("blockquote");
+      quote.textContent = `${q.user_id}: ${q.text}`;
+      return quote;
+    }));
 }
 
 function renderChat() {

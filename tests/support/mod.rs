@@ -34,10 +34,16 @@ fn address_in(line: &str) -> String {
 impl Demo {
     /// Starts the demo on a free port with `extra` arguments and waits for its address line.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// [`Self::start`] with environment `env` (configuration overrides).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_crowdpulse"))
             .args(["demo", "--bind", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
