@@ -454,10 +454,7 @@ pub fn reference_rows(
                             chats
                                 .entry(event.stream_id.clone())
                                 .or_default()
-                                .push(ChatLine {
-                                    emotes: analyzer.emotes(text),
-                                    message,
-                                });
+                                .push(ChatLine::new(message, analyzer.emotes(text)));
                         }
                         by_stream
                             .entry(event.stream_id.clone())

@@ -2,12 +2,13 @@
 //! most representative messages, the dominant sentiment and category, the top emotes), computed
 //! from the messages alone, deterministically: integer arithmetic, ties broken by text.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use crate::category::Category;
 use crate::event::Millis;
+use crate::hashing::FastMap;
 use crate::rows::ChatMessage;
 use crate::sentiment::Label;
 
@@ -28,14 +29,37 @@ const STOPWORDS: &[&str] = &[
     "when", "where", "which", "who", "why", "will", "with", "would", "yes", "you", "your",
 ];
 
-/// One chat message as a summary reads it: the message and the emotes found in it (emoji and
-/// emote names of the sentiment lexicons, in order, repeats included).
+/// One chat message as a summary reads it, read once where the message was (each message is in
+/// `window / every` summaries): its subject words and phrases, and its emotes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ChatLine {
     /// The message.
     pub message: ChatMessage,
-    /// Its emotes.
+    /// Its emotes (emoji and emote names of the sentiment lexicons, in order, repeats included).
     pub emotes: Vec<String>,
+    /// Its distinct subject words, sorted.
+    words: Vec<String>,
+    /// Its distinct phrases (subject words and pairs of adjacent ones), sorted.
+    phrases: Vec<String>,
+}
+
+impl ChatLine {
+    /// A message with the emotes found in it.
+    pub fn new(message: ChatMessage, emotes: Vec<String>) -> Self {
+        let words = subject_words(&message.text);
+        let phrases = phrases(&words).into_iter().collect();
+        let words = words
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Self {
+            message,
+            emotes,
+            words,
+            phrases,
+        }
+    }
 }
 
 /// A quoted message.
@@ -112,11 +136,17 @@ fn phrases(words: &[String]) -> BTreeSet<String> {
 }
 
 /// Sorts (key, count) by count descending then key, keeping `limit`.
-fn ranked(counts: BTreeMap<String, u64>, limit: usize) -> Vec<(String, u64)> {
-    let mut entries: Vec<(String, u64)> = counts.into_iter().collect();
-    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    entries.truncate(limit);
+fn ranked<'a>(
+    counts: impl IntoIterator<Item = (&'a str, u64)>,
+    limit: usize,
+) -> Vec<(String, u64)> {
+    let mut entries: Vec<(&str, u64)> = counts.into_iter().collect();
+    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     entries
+        .into_iter()
+        .take(limit)
+        .map(|(key, count)| (key.to_owned(), count))
+        .collect()
 }
 
 /// Summarizes `lines` (in event order, at least one), as summary `seq` of `stream_id`.
@@ -128,25 +158,22 @@ fn ranked(counts: BTreeMap<String, u64>, limit: usize) -> Vec<(String, u64)> {
 ///   high), ties to the later message;
 /// - sentiment: the mean compound score; category counts; emotes by occurrences.
 pub fn summarize(stream_id: &str, seq: u64, lines: &[ChatLine]) -> ChatSummary {
-    let words: Vec<Vec<String>> = lines
-        .iter()
-        .map(|line| subject_words(&line.message.text))
-        .collect();
-    let mut in_messages: BTreeMap<String, u64> = BTreeMap::new();
-    for message_words in &words {
-        for phrase in phrases(message_words) {
+    // Hash maps for counting: every result is sorted by (count, text) before it is used.
+    let mut in_messages: FastMap<&str, u64> = FastMap::default();
+    for line in lines {
+        for phrase in &line.phrases {
             *in_messages.entry(phrase).or_default() += 1;
         }
     }
-    let mut candidates: BTreeMap<String, u64> = in_messages
+    let mut candidates: FastMap<&str, u64> = in_messages
         .iter()
         .filter(|(_, count)| **count >= 2)
-        .map(|(phrase, count)| (phrase.clone(), *count))
+        .map(|(phrase, count)| (*phrase, *count))
         .collect();
-    let pairs: Vec<(String, u64)> = candidates
+    let pairs: Vec<(&str, u64)> = candidates
         .iter()
         .filter(|(phrase, _)| phrase.contains(' '))
-        .map(|(phrase, count)| (phrase.clone(), *count))
+        .map(|(phrase, count)| (*phrase, *count))
         .collect();
     for (pair, count) in pairs {
         for word in pair.split(' ') {
@@ -160,13 +187,12 @@ pub fn summarize(stream_id: &str, seq: u64, lines: &[ChatLine]) -> ChatSummary {
     // Mean document frequency as a fraction (sum, words), compared by cross-multiplication.
     let mut scored: Vec<(u64, u64, usize)> = Vec::new();
     let mut seen_texts = BTreeSet::new();
-    for (index, message_words) in words.iter().enumerate().rev() {
-        let distinct: BTreeSet<&String> = message_words.iter().collect();
-        if distinct.is_empty() || !seen_texts.insert(lines[index].message.text.as_str()) {
+    for (index, line) in lines.iter().enumerate().rev() {
+        if line.words.is_empty() || !seen_texts.insert(line.message.text.as_str()) {
             continue;
         }
-        let sum = distinct.iter().map(|w| in_messages[*w]).sum();
-        scored.push((sum, distinct.len() as u64, index));
+        let sum = line.words.iter().map(|w| in_messages[w.as_str()]).sum();
+        scored.push((sum, line.words.len() as u64, index));
     }
     // Stable: among equal means the later message (pushed first) stays first.
     scored.sort_by(|a, b| (b.0 * a.1).cmp(&(a.0 * b.1)));
@@ -176,21 +202,21 @@ pub fn summarize(stream_id: &str, seq: u64, lines: &[ChatLine]) -> ChatSummary {
         .map(|(_, _, index)| {
             let message = &lines[*index].message;
             Quote {
+                text: message.text.clone(),
                 ts: message.ts,
                 user_id: message.user_id.clone(),
-                text: message.text.clone(),
             }
         })
         .collect();
 
     let mut categories = [0u64; 5];
-    let mut emotes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut emotes: FastMap<&str, u64> = FastMap::default();
     let mut sentiment_sum: i64 = 0;
     for line in lines {
         categories[line.message.category as usize] += 1;
         sentiment_sum += line.message.sentiment;
         for emote in &line.emotes {
-            *emotes.entry(emote.clone()).or_default() += 1;
+            *emotes.entry(emote).or_default() += 1;
         }
     }
     let count = lines.len() as i64;
@@ -214,8 +240,8 @@ mod tests {
     use std::sync::Arc;
 
     fn line(offset: u64, user: &str, text: &str, sentiment: i64, category: Category) -> ChatLine {
-        ChatLine {
-            message: ChatMessage {
+        ChatLine::new(
+            ChatMessage {
                 stream_id: "s".into(),
                 ts: 1_000 + offset,
                 source: Arc::from("t"),
@@ -226,12 +252,11 @@ mod tests {
                 sentiment,
                 category,
             },
-            emotes: text
-                .split_whitespace()
+            text.split_whitespace()
                 .filter(|w| ["PogChamp", "🔥"].contains(w))
                 .map(str::to_owned)
                 .collect(),
-        }
+        )
     }
 
     #[test]

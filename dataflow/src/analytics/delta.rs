@@ -180,10 +180,8 @@ impl PaneAggregator {
                 });
                 delta.chatters.push(user_id);
                 if let (Some(message), true) = (&message, self.summaries) {
-                    delta.chat.push(ChatLine {
-                        emotes: self.analyzer.emotes(&message.text),
-                        message: message.clone(),
-                    });
+                    let emotes = self.analyzer.emotes(&message.text);
+                    delta.chat.push(ChatLine::new(message.clone(), emotes));
                 }
                 return message.filter(|_| self.chat_history);
             }
