@@ -75,6 +75,9 @@ fn environment(topic: &str, schema: &str) -> Vec<(&'static str, String)> {
         ("CROWDPULSE__POSTGRES__SCHEMA", schema.to_owned()),
         ("CROWDPULSE__POSTGRES__FLUSH_INTERVAL", "100ms".into()),
         ("CROWDPULSE__POSTGRES__CHECKPOINT_INTERVAL", "1s".into()),
+        // The events are dated last January and an idle live frontier follows the wall clock:
+        // the chat history must outlive that to equal the replay's rows.
+        ("CROWDPULSE__POSTGRES__CHAT_RETENTION", "36500d".into()),
         ("CROWDPULSE__PIPELINE__IDLE_TIMEOUT", "500ms".into()),
         // Windows of a live run become final sooner.
         ("CROWDPULSE__PIPELINE__ALLOWED_LATENESS", "5s".into()),
