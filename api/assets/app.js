@@ -18,6 +18,15 @@ const CHAT_SHOWN = 50;
 let dirty = false;
 const charts = {};
 
+// Summaries are ordered by the last message they cover.
+function laterSummary(a, b) {
+  if (!b) return true;
+  const key = (s) => [s.last_ts, s.last_source, s.last_partition, s.last_offset];
+  const [x, y] = [key(a), key(b)];
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i] > y[i];
+  return false;
+}
+
 function rowKey(r) {
   switch (r.table) {
     case "window_metrics":
@@ -91,6 +100,14 @@ function select(streamId) {
   rows = new Map();
   chat = [];
   search = null;
+  // The latest summary may predate this page (and this server): ask for it once.
+  getJson(`/v1/streams/${encodeURIComponent(streamId)}/summary`).then((answer) => {
+    const latest = answer.summaries[0];
+    if (selected === streamId && latest && laterSummary(latest, rows.get("chat_summaries"))) {
+      rows.set("chat_summaries", latest);
+      if (!dirty) { dirty = true; requestAnimationFrame(render); }
+    }
+  }).catch((error) => console.warn(error));
   $("chat-q").value = "";
   $("chat-category").value = "";
   connect();
@@ -119,7 +136,7 @@ function connect() {
     }
     for (const r of data.rows || []) {
       if (r.table === "chat_messages") chat.push(r);
-      else if (r.table !== "chat_summaries" || !rows.has("chat_summaries") || rows.get("chat_summaries").seq < r.seq) rows.set(rowKey(r), r);
+      else if (r.table !== "chat_summaries" || laterSummary(r, rows.get("chat_summaries"))) rows.set(rowKey(r), r);
     }
     chat.sort((a, b) => b.ts - a.ts || b.offset - a.offset);
     chat.length = Math.min(chat.length, CHAT_SHOWN);

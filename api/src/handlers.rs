@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::metrics::{render, MetricsSources};
 use crate::models::{ChatQuery, ReactionRequest, Statistics, SummaryQuery, WindowQuery};
 use crate::state::AppState;
-use crate::store::{row_value, StoreState, StreamView};
+use crate::store::{row_value, StoreState, StreamView, SummaryKey};
 
 /// Largest `limit` of summary queries.
 const MAX_SUMMARIES: usize = 100;
@@ -492,8 +492,8 @@ pub async fn stream_chat(
     ))
 }
 
-/// `GET /v1/streams/{id}/summary`: the stream's latest chat summaries, newest first, from the
-/// view store and, for older ones, Postgres.
+/// `GET /v1/streams/{id}/summary`: the stream's latest chat summaries (by their last message),
+/// newest first, from the view store and, for older ones, Postgres.
 pub async fn stream_summary(
     id: String,
     query: SummaryQuery,
@@ -505,29 +505,35 @@ pub async fn stream_summary(
             "limit must be between 1 and {MAX_SUMMARIES}"
         ))));
     }
-    let (mut summaries, known): (BTreeMap<u64, Value>, bool) = {
+    let (mut summaries, known): (BTreeMap<SummaryKey, Value>, bool) = {
         let store = state.store.read();
         match stream(&store, &id) {
             Ok(view) => {
                 let latest = view.summaries.iter().rev().take(limit);
-                (
-                    latest.map(|(seq, row)| (*seq, row_value(row))).collect(),
-                    true,
-                )
+                let latest = latest.map(|(key, row)| (key.clone(), row_value(row)));
+                (latest.collect(), true)
             }
             Err(rejection) if state.history.is_none() => return Err(rejection),
             Err(_) => (BTreeMap::new(), false),
         }
     };
+    // Only a full page from the store is complete without Postgres.
     if let (Some(history), true) = (&state.history, summaries.len() < limit) {
-        let older = or_store_only(history.summaries(&id, limit).await, known)?;
-        if older.is_empty() && !known {
+        let older = history.summaries(&id, limit).await.map_err(reject)?;
+        if older.is_empty() && !known && !history.has_chat(&id).await.map_err(reject)? {
             return Err(reject(ApiError::NotFound(format!("unknown stream {id:?}"))));
         }
-        for row in older {
-            if let Some(seq) = row["seq"].as_u64() {
-                summaries.entry(seq).or_insert(row);
-            }
+        let keyed = older.into_iter().filter_map(|row| {
+            let key = (
+                row["last_ts"].as_u64()?,
+                row["last_source"].as_str()?.to_owned(),
+                u32::try_from(row["last_partition"].as_u64()?).ok()?,
+                row["last_offset"].as_u64()?,
+            );
+            Some((key, row))
+        });
+        for (key, row) in keyed {
+            summaries.entry(key).or_insert(row);
         }
     }
     let newest: Vec<Value> = summaries.into_values().rev().take(limit).collect();

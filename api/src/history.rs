@@ -171,7 +171,9 @@ impl History {
         let sql = format!(
             "SELECT to_jsonb(t) - 'created_at' \
                     || jsonb_build_object('table', 'chat_summaries', 'final', true) \
-             FROM \"{}\".chat_summaries t WHERE stream_id = $1 ORDER BY seq DESC LIMIT $2",
+             FROM \"{}\".chat_summaries t WHERE stream_id = $1 \
+             ORDER BY last_ts DESC, last_source COLLATE \"C\" DESC, last_partition DESC, \
+                      last_offset DESC LIMIT $2",
             self.schema
         );
         self.values(&sql, &[&stream_id, &(limit as i64)]).await

@@ -10,6 +10,7 @@ use crowdpulse_dataflow::analytics::{top_with_ties, Top};
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::rows::{ChatMessage, DeadLetter, Row, WindowKey};
 use crowdpulse_dataflow::rows_json::RowJson;
+use crowdpulse_dataflow::summary::ChatSummary;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -32,6 +33,19 @@ pub const SUMMARIES_KEPT: usize = 10;
 
 /// Orders a stream's chat messages: by time, then where they were read (unique).
 pub type ChatKey = (Millis, Arc<str>, u32, u64);
+
+/// Orders a stream's summaries: by their last message (time, then where it was read).
+pub type SummaryKey = (Millis, String, u32, u64);
+
+/// The key of a chat summary.
+pub fn summary_key(summary: &ChatSummary) -> SummaryKey {
+    (
+        summary.last_ts,
+        summary.last_source.clone(),
+        summary.last_partition,
+        summary.last_offset,
+    )
+}
 
 /// The key of a chat message.
 pub fn chat_key(message: &ChatMessage) -> ChatKey {
@@ -81,8 +95,8 @@ pub struct StreamView {
     pub recent_reactions: VecDeque<RecentReaction>,
     /// The latest [`CHAT_KEPT`] chat messages.
     pub chat: BTreeMap<ChatKey, ChatMessage>,
-    /// The latest [`SUMMARIES_KEPT`] chat summaries, by number.
-    pub summaries: BTreeMap<u64, Row>,
+    /// The latest [`SUMMARIES_KEPT`] chat summaries, by their last message.
+    pub summaries: BTreeMap<SummaryKey, Row>,
     push: broadcast::Sender<Arc<str>>,
     /// The output frontier when the view was created (or first seen by eviction, when there was
     /// none yet), moved up to the time of each reaction ingested since: a view that has nothing
@@ -351,7 +365,7 @@ impl ViewStore {
                 }
             }
             Row::ChatSummary(summary) if insert => {
-                view.summaries.insert(summary.seq, row.clone());
+                view.summaries.insert(summary_key(summary), row.clone());
                 if view.summaries.len() > SUMMARIES_KEPT {
                     view.summaries.pop_first();
                 }

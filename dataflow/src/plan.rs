@@ -110,6 +110,9 @@ impl Plan {
     }
 }
 
+/// One day in ms.
+const DAY: u64 = 86_400_000;
+
 /// Checks the settings and resolves the windows.
 fn resolve_windows(config: &PipelineConfig) -> Result<Vec<WindowSpec>> {
     if config.tick.0 == 0 {
@@ -129,10 +132,11 @@ fn resolve_windows(config: &PipelineConfig) -> Result<Vec<WindowSpec>> {
         && (summary.window == 0
             || summary.window > 1_000
             || summary.every > summary.window as u64
-            || summary.horizon.0 == 0)
+            || !(1..=DAY).contains(&summary.horizon.0))
     {
         return Err(Error::Config(
-            "summary.window must be 1..=1000 and at least summary.every, and summary.horizon > 0"
+            "summary.window must be 1..=1000 and at least summary.every, and summary.horizon \
+             between 1ms and 1d (a quiet stream keeps its messages that long)"
                 .into(),
         ));
     }

@@ -528,7 +528,7 @@ fn summaries(stream: &str, mut lines: Vec<ChatLine>, config: &SummaryConfig, row
         let first = index + 1 - (index + 1).min(config.window);
         let covered: Vec<ChatLine> = lines[first..=index]
             .iter()
-            .filter(|l| l.message.ts + config.horizon.0 >= line.message.ts)
+            .filter(|l| l.message.ts.saturating_add(config.horizon.0) >= line.message.ts)
             .cloned()
             .collect();
         rows.push(Row::ChatSummary(summarize(

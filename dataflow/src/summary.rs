@@ -1,6 +1,6 @@
 //! Extractive chat summaries: what the last messages of a stream were about (key phrases, the
 //! most representative messages, the dominant sentiment and category, the top emotes), computed
-//! from the messages alone, deterministically: integer arithmetic, ties broken by text.
+//! from the messages alone, deterministically: counts compared as integers, ties broken by text.
 
 use std::collections::BTreeSet;
 
@@ -18,6 +18,9 @@ pub const KEY_PHRASES: usize = 5;
 pub const REPRESENTATIVE: usize = 3;
 /// Emotes a summary lists at most.
 pub const TOP_EMOTES: usize = 5;
+/// Subject words read from one message at most: a 4 KiB message of short words costs what a
+/// long chat line does.
+const MAX_WORDS: usize = 32;
 
 /// Words that say nothing about a conversation's subject.
 const STOPWORDS: &[&str] = &[
@@ -31,7 +34,7 @@ const STOPWORDS: &[&str] = &[
 
 /// One chat message as a summary reads it, read once where the message was (each message is in
 /// `window / every` summaries): its subject words and phrases, and its emotes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatLine {
     /// The message.
     pub message: ChatMessage,
@@ -79,7 +82,8 @@ pub struct Quote {
 pub struct ChatSummary {
     /// The stream.
     pub stream_id: String,
-    /// Its number: the summary made after the stream's `seq * every`-th message.
+    /// Its number: the summary made after the stream's `seq * every`-th message since reading
+    /// began.
     pub seq: u64,
     /// Messages it covers (at most `summary.window`).
     pub messages: u64,
@@ -87,6 +91,14 @@ pub struct ChatSummary {
     pub first_ts: Millis,
     /// Time of the last message covered.
     pub last_ts: Millis,
+    /// Where the last message covered was read: with `last_ts`, the summary's identity, which
+    /// a replay or a run started elsewhere in the input makes again for the same message (a
+    /// `seq` counts from where reading began).
+    pub last_source: String,
+    /// Its partition.
+    pub last_partition: u32,
+    /// Its offset.
+    pub last_offset: u64,
     /// (phrase, messages containing it), most frequent first.
     pub key_phrases: Vec<(String, u64)>,
     /// The messages closest to what the chat talked about, most representative first.
@@ -118,12 +130,13 @@ impl ChatSummary {
 }
 
 /// The subject words of a text: lowercase runs of letters and digits, two characters or more,
-/// not all digits, not stop words; in order.
+/// not all digits, not stop words; in order, the first [`MAX_WORDS`].
 fn subject_words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| w.chars().count() >= 2 && !w.chars().all(|c| c.is_ascii_digit()))
         .map(str::to_lowercase)
         .filter(|w| STOPWORDS.binary_search(&w.as_str()).is_err())
+        .take(MAX_WORDS)
         .collect()
 }
 
@@ -226,6 +239,11 @@ pub fn summarize(stream_id: &str, seq: u64, lines: &[ChatLine]) -> ChatSummary {
         messages: lines.len() as u64,
         first_ts: lines.first().map_or(0, |l| l.message.ts),
         last_ts: lines.last().map_or(0, |l| l.message.ts),
+        last_source: lines
+            .last()
+            .map_or_else(String::new, |l| l.message.source.to_string()),
+        last_partition: lines.last().map_or(0, |l| l.message.partition),
+        last_offset: lines.last().map_or(0, |l| l.message.offset),
         key_phrases,
         representative,
         sentiment: (sentiment_sum as f64 / count.max(1) as f64).round() as i64,

@@ -29,6 +29,10 @@ fn sensitive_config() -> PipelineConfig {
     config.moments.min_revenue = 1.0;
     // Short enough that random inputs time viewers out.
     config.viewer_timeout = crowdpulse_dataflow::config::Span(20_000);
+    // Summaries often, over windows short enough to be full and horizons short enough to cut.
+    config.summary.every = 3;
+    config.summary.window = 7;
+    config.summary.horizon = crowdpulse_dataflow::config::Span(45_000);
     config
 }
 

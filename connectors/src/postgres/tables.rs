@@ -169,12 +169,21 @@ pub const TABLES: [Table; 9] = [
     },
     Table {
         name: "chat_summaries",
-        key: &["stream_id", "seq"],
+        key: &[
+            "stream_id",
+            "last_ts",
+            "last_source",
+            "last_partition",
+            "last_offset",
+        ],
         columns: &[
             ("stream_id", Type::TEXT),
+            ("last_ts", Type::INT8),
+            ("last_source", Type::TEXT),
+            ("last_partition", Type::INT4),
+            ("last_offset", Type::INT8),
             ("seq", Type::INT8),
             ("first_ts", Type::INT8),
-            ("last_ts", Type::INT8),
             ("messages", Type::INT8),
             ("key_phrases", Type::JSONB),
             ("representative", Type::JSONB),
@@ -190,6 +199,8 @@ pub const TABLES: [Table; 9] = [
 
 /// Index in [`TABLES`] of `chat_messages`.
 const CHAT_MESSAGES: usize = 7;
+/// Index in [`TABLES`] of `chat_summaries`.
+const CHAT_SUMMARIES: usize = 8;
 
 /// Index in [`TABLES`] of a row's table.
 pub fn table_index(row: &Row) -> usize {
@@ -202,7 +213,7 @@ pub fn table_index(row: &Row) -> usize {
         Row::StreamTotals { .. } => 5,
         Row::DeadLetter(_) => 6,
         Row::ChatMessage(_) => CHAT_MESSAGES,
-        Row::ChatSummary(_) => 8,
+        Row::ChatSummary(_) => CHAT_SUMMARIES,
     }
 }
 
@@ -223,8 +234,8 @@ pub enum RowKey {
     Dead(String, u32, u64),
     /// chat_messages.
     Chat(Arc<str>, u32, u64),
-    /// chat_summaries.
-    Summary(String, u64),
+    /// chat_summaries: the stream and the last message covered.
+    Summary(String, Millis, String, u32, u64),
 }
 
 impl RowKey {
@@ -267,7 +278,13 @@ impl RowKey {
                 message.partition,
                 message.offset,
             ),
-            Row::ChatSummary(summary) => Self::Summary(summary.stream_id.clone(), summary.seq),
+            Row::ChatSummary(summary) => Self::Summary(
+                summary.stream_id.clone(),
+                summary.last_ts,
+                summary.last_source.clone(),
+                summary.last_partition,
+                summary.last_offset,
+            ),
         }
     }
 }
@@ -604,13 +621,16 @@ async fn copy_row(
         }
         Row::ChatSummary(summary) => {
             // The JSON columns hold what the NDJSON row holds.
-            let json = serde_json::to_value(RowJson(&staged.row)).unwrap_or_default();
+            let json = serde_json::to_value(RowJson(&staged.row)).expect("rows serialize");
             writer
                 .write(&[
                     &summary.stream_id,
+                    &to_i64(summary.last_ts),
+                    &summary.last_source,
+                    &i32::try_from(summary.last_partition).unwrap_or(i32::MAX),
+                    &to_i64(summary.last_offset),
                     &to_i64(summary.seq),
                     &to_i64(summary.first_ts),
-                    &to_i64(summary.last_ts),
                     &to_i64(summary.messages),
                     &json["key_phrases"],
                     &json["representative"],

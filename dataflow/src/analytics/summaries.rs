@@ -32,9 +32,9 @@ pub(crate) struct SummaryState {
 }
 
 impl SummaryState {
-    /// Adds a delta's messages. One behind the settled order (only possible when idle
-    /// partitions let the frontier run ahead of the lateness bound) is left out, as its windows
-    /// are.
+    /// Adds a delta's messages. The source admits no message more than the allowed lateness
+    /// behind its capability, so none arrives behind the settled order; should one, it is left
+    /// out rather than break the order.
     pub(crate) fn add(&mut self, lines: &[ChatLine]) {
         for line in lines {
             let m = &line.message;
