@@ -22,6 +22,7 @@ use crowdpulse_runtime::process::{run_into, BoundedRun};
 use crowdpulse_runtime::sources::Sources;
 use serde_json::Value;
 use support::postgres::{fresh_config, Db};
+use support::{chat_texts, chat_texts_where};
 
 mod support;
 
@@ -199,20 +200,12 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
     assert_eq!(status, 404);
 
     // The chat history of a stream only Postgres knows: pages, search, filters.
-    let texts = |body: &Value| -> Vec<String> {
-        body["messages"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{body}"))
-            .iter()
-            .map(|m| m["text"].as_str().unwrap().to_owned())
-            .collect()
-    };
     let newest_first: Vec<String> = talk.iter().rev().cloned().collect();
     let (mut paged, mut path) = (Vec::new(), "/v1/streams/talk/chat?limit=7".to_owned());
     loop {
         let (status, page) = get(path.clone()).await;
         assert_eq!(status, 200, "{page}");
-        paged.extend(texts(&page));
+        paged.extend(chat_texts(&page));
         match page["next"].as_str() {
             Some(next) => path = format!("/v1/streams/talk/chat?limit=7&before={next}"),
             None => break,
@@ -231,7 +224,7 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
         ("from=0&to=1", Vec::new()),
     ] {
         let (status, body) = get(format!("/v1/streams/talk/chat?{query}")).await;
-        assert_eq!((status, texts(&body)), (200, expected), "{query}");
+        assert_eq!((status, chat_texts(&body)), (200, expected), "{query}");
     }
     let (_, body) = get(format!(
         "/v1/streams/talk/chat?from={}&to={}",
@@ -239,23 +232,17 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
         t1 + 8_000
     ))
     .await;
-    assert_eq!(texts(&body), newest_first[22..25]);
+    assert_eq!(chat_texts(&body), newest_first[22..25]);
     let (_, all) = get("/v1/streams/talk/chat?limit=1000".to_owned()).await;
-    let questions: Vec<String> = all["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["category"] == "question")
-        .map(|m| m["text"].as_str().unwrap().to_owned())
-        .collect();
+    let questions = chat_texts_where(&all, |m| m["category"] == "question");
     assert!(!questions.is_empty() && questions.len() < 30, "{all}");
     let (_, body) = get("/v1/streams/talk/chat?category=question&limit=1000".to_owned()).await;
-    assert_eq!(texts(&body), questions);
+    assert_eq!(chat_texts(&body), questions);
     let (status, _) = get("/v1/streams/never-seen/chat".to_owned()).await;
     assert_eq!(status, 404);
     // The live stream's history holds what Postgres has and what the store has just seen.
     let (_, body) = get("/v1/streams/old/chat?limit=1000".to_owned()).await;
-    assert_eq!(texts(&body).len(), 142, "{body}");
+    assert_eq!(chat_texts(&body).len(), 142, "{body}");
     // Word search runs on an index of every partition.
     let indexed = blocking(|| {
         Db::connect().value(&format!(

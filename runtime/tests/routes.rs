@@ -16,8 +16,11 @@ use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_runtime::cluster::Cluster;
 use crowdpulse_runtime::live::{Feed, LiveApp, LiveOptions};
 use serde_json::{json, Value};
+use support::{chat_texts, chat_texts_where};
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
+
+mod support;
 
 fn start(api: ApiConfig) -> LiveApp {
     start_with(
@@ -390,16 +393,6 @@ async fn ingest_results_and_read_endpoints() {
     app.shutdown();
 }
 
-/// The texts of a chat answer, in its order.
-fn chat_texts(body: &Value) -> Vec<String> {
-    body["messages"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{body}"))
-        .iter()
-        .map(|m| m["text"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_history_pages_filters_and_refuses_bad_queries() {
     let app = start(ApiConfig::default());
@@ -492,13 +485,7 @@ async fn chat_history_pages_filters_and_refuses_bad_queries() {
     let (_, goals) = get(&api, "/v1/streams/chatty/chat?q=GOAL").await;
     let expected: Vec<&String> = newest_first.iter().filter(|t| t.contains("goal")).collect();
     assert_eq!(chat_texts(&goals).iter().collect::<Vec<_>>(), expected);
-    let questions: Vec<String> = all["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["category"] == "question")
-        .map(|m| m["text"].as_str().unwrap().to_owned())
-        .collect();
+    let questions = chat_texts_where(&all, |m| m["category"] == "question");
     assert!(!questions.is_empty() && questions.len() < 25, "{all}");
     let (_, answer) = get(&api, "/v1/streams/chatty/chat?category=question").await;
     assert_eq!(chat_texts(&answer), questions);

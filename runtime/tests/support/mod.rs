@@ -1,4 +1,5 @@
-//! Shared by the runtime's tests: a bounded run over arbitrary readers, and the real broker.
+//! Shared by the runtime's tests: a bounded run over arbitrary readers, the real broker, and
+//! readers of chat history answers.
 
 #![allow(dead_code)] // each test file uses its own subset
 
@@ -40,4 +41,23 @@ pub fn run_bounded(
         counters,
         sources: Sources::bounded(Arc::new(readers_for), "memory"),
     })
+}
+
+/// The texts of a `GET /v1/streams/{id}/chat` answer, in its order.
+pub fn chat_texts(body: &serde_json::Value) -> Vec<String> {
+    chat_texts_where(body, |_| true)
+}
+
+/// The texts of the messages of a chat answer that `keep` selects, in its order.
+pub fn chat_texts_where(
+    body: &serde_json::Value,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .filter(|m| keep(m))
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect()
 }
