@@ -14,6 +14,7 @@ use crowdpulse_connectors::position::Position;
 use crowdpulse_connectors::postgres::apply_migrations;
 use crowdpulse_connectors::sentiment_lines::score_lines;
 use crowdpulse_connectors::sink::Sink;
+use crowdpulse_connectors::summarizer::SummaryTexts;
 use crowdpulse_dataflow::codec::Format;
 use crowdpulse_dataflow::config::Span;
 use crowdpulse_dataflow::plan::Plan;
@@ -267,6 +268,11 @@ fn serve_live(
         checkpoints: None,
         postgres: None,
         history: None,
+        summarizer: config
+            .summarizer
+            .enabled()
+            .then(|| SummaryTexts::start(&config.summarizer, None).map(Arc::new))
+            .transpose()?,
         analyzer: config.sentiment.analyzer()?,
         plan: plan(&config)?,
         api: config.api,

@@ -97,6 +97,7 @@ pub async fn metrics(state: AppState) -> Result<Response, Rejection> {
         kafka_lag: state.kafka_lag.as_deref(),
         dead_letter_topic: state.dead_letter_topic.as_deref(),
         postgres: state.postgres.as_deref(),
+        summarizer: state.summarizer.as_deref(),
     });
     Ok(reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response())
 }
@@ -510,7 +511,7 @@ pub async fn stream_summary(
         match stream(&store, &id) {
             Ok(view) => {
                 let latest = view.summaries.iter().rev().take(limit);
-                let latest = latest.map(|(key, row)| (key.clone(), row_value(row)));
+                let latest = latest.map(|(key, summary)| (key.clone(), summary.value()));
                 (latest.collect(), true)
             }
             Err(rejection) if state.history.is_none() => return Err(rejection),

@@ -166,15 +166,18 @@ impl History {
         self.values(&sql, &params).await
     }
 
-    /// A stream's latest `limit` chat summaries, newest first.
+    /// A stream's latest `limit` chat summaries with their texts, newest first.
     pub async fn summaries(&self, stream_id: &str, limit: usize) -> Result<Vec<Value>> {
         let sql = format!(
             "SELECT to_jsonb(t) - 'created_at' \
-                    || jsonb_build_object('table', 'chat_summaries', 'final', true) \
-             FROM \"{}\".chat_summaries t WHERE stream_id = $1 \
-             ORDER BY last_ts DESC, last_source COLLATE \"C\" DESC, last_partition DESC, \
-                      last_offset DESC LIMIT $2",
-            self.schema
+                    || jsonb_build_object('table', 'chat_summaries', 'final', true, 'text', x.text) \
+             FROM \"{schema}\".chat_summaries t \
+             LEFT JOIN \"{schema}\".chat_summary_texts x \
+                  USING (stream_id, last_ts, last_source, last_partition, last_offset) \
+             WHERE t.stream_id = $1 \
+             ORDER BY t.last_ts DESC, t.last_source COLLATE \"C\" DESC, t.last_partition DESC, \
+                      t.last_offset DESC LIMIT $2",
+            schema = self.schema
         );
         self.values(&sql, &[&stream_id, &(limit as i64)]).await
     }

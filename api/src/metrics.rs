@@ -11,6 +11,7 @@ use crowdpulse_connectors::kafka_delivery::DeliveryCounters;
 use crowdpulse_connectors::kafka_progress::KafkaLag;
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::postgres::PostgresSinkMetrics;
+use crowdpulse_connectors::summarizer::SummarizerMetrics;
 use crowdpulse_dataflow::event::EventKind;
 use crowdpulse_dataflow::source::SourceCounters;
 
@@ -180,6 +181,8 @@ pub struct MetricsSources<'a> {
     pub dead_letter_topic: Option<&'a DeliveryCounters>,
     /// The Postgres sink, when there is one.
     pub postgres: Option<&'a PostgresSinkMetrics>,
+    /// The summarizer, when an endpoint is configured.
+    pub summarizer: Option<&'a SummarizerMetrics>,
 }
 
 fn partition_labels(label: &str, (source, partition): &(String, u32)) -> String {
@@ -444,6 +447,27 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
     if let Some(postgres) = sources.postgres {
         postgres_families(&mut out, postgres);
     }
+    if let Some(summarizer) = sources.summarizer {
+        family(
+            &mut out,
+            (
+                "crowdpulse_summary_texts_total",
+                "counter",
+                "Chat summaries by what became of their abstractive text.",
+            ),
+            labelled(
+                "outcome",
+                [
+                    ("made", load(&summarizer.made)),
+                    ("reused", load(&summarizer.reused)),
+                    ("timeout", load(&summarizer.timeouts)),
+                    ("failed", load(&summarizer.failures)),
+                    ("skipped", load(&summarizer.skipped)),
+                    ("unsaved", load(&summarizer.unsaved)),
+                ],
+            ),
+        );
+    }
     if let Some(lag) = sources.kafka_lag {
         family(
             &mut out,
@@ -585,6 +609,7 @@ mod tests {
             kafka_lag: None,
             dead_letter_topic: None,
             postgres: None,
+            summarizer: None,
         });
         let bucket = |le: &str| {
             let line = format!(
@@ -625,6 +650,7 @@ mod tests {
             kafka_lag: None,
             dead_letter_topic: None,
             postgres: Some(&postgres),
+            summarizer: None,
         });
         for line in [
             "crowdpulse_postgres_commits_total 4",

@@ -6,6 +6,7 @@ use crowdpulse_connectors::config::ApiLimits;
 use crowdpulse_connectors::kafka_delivery::DeliveryCounters;
 use crowdpulse_connectors::kafka_progress::KafkaLag;
 use crowdpulse_connectors::postgres::PostgresSinkMetrics;
+use crowdpulse_connectors::summarizer::SummarizerMetrics;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::source::SourceCounters;
 
@@ -58,6 +59,8 @@ pub struct AppState {
     pub dead_letter_topic: Option<Arc<DeliveryCounters>>,
     /// The Postgres sink (None without a database).
     pub postgres: Option<Arc<PostgresSinkMetrics>>,
+    /// The summarizer (None without an endpoint).
+    pub summarizer: Option<Arc<SummarizerMetrics>>,
     /// History past the store's retention (None without a database).
     pub history: Option<History>,
     /// Settings.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::sink::{Flush, Sink};
+use crowdpulse_connectors::summarizer::SummaryTextListener;
 use crowdpulse_dataflow::analytics::{top_with_ties, Top};
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::rows::{ChatMessage, DeadLetter, Row, WindowKey};
@@ -57,6 +58,24 @@ pub fn chat_key(message: &ChatMessage) -> ChatKey {
     )
 }
 
+/// A chat summary, with the text the summarizer made for it once it has.
+#[derive(Debug, Clone)]
+pub struct StoredSummary {
+    /// The `chat_summaries` row.
+    pub row: Row,
+    /// The abstractive text (`[summarizer]`).
+    pub text: Option<Arc<str>>,
+}
+
+impl StoredSummary {
+    /// The row's object with its `text` (null while it has none).
+    pub fn value(&self) -> Value {
+        let mut value = row_value(&self.row);
+        value["text"] = self.text.as_deref().map_or(Value::Null, Value::from);
+        value
+    }
+}
+
 /// The rows of one window of one stream.
 #[derive(Debug, Default)]
 pub struct WindowView {
@@ -96,7 +115,7 @@ pub struct StreamView {
     /// The latest [`CHAT_KEPT`] chat messages.
     pub chat: BTreeMap<ChatKey, ChatMessage>,
     /// The latest [`SUMMARIES_KEPT`] chat summaries, by their last message.
-    pub summaries: BTreeMap<SummaryKey, Row>,
+    pub summaries: BTreeMap<SummaryKey, StoredSummary>,
     push: broadcast::Sender<Arc<str>>,
     /// The output frontier when the view was created (or first seen by eviction, when there was
     /// none yet), moved up to the time of each reaction ingested since: a view that has nothing
@@ -365,7 +384,15 @@ impl ViewStore {
                 }
             }
             Row::ChatSummary(summary) if insert => {
-                view.summaries.insert(summary_key(summary), row.clone());
+                let text = view
+                    .summaries
+                    .remove(&summary_key(summary))
+                    .and_then(|s| s.text);
+                let stored = StoredSummary {
+                    row: row.clone(),
+                    text,
+                };
+                view.summaries.insert(summary_key(summary), stored);
                 if view.summaries.len() > SUMMARIES_KEPT {
                     view.summaries.pop_first();
                 }
@@ -526,7 +553,12 @@ impl ViewStore {
         }
         rows.extend(view.moments.values().map(row_value));
         rows.extend(view.totals.iter().map(row_value));
-        rows.extend(view.summaries.values().next_back().map(row_value));
+        rows.extend(
+            view.summaries
+                .values()
+                .next_back()
+                .map(StoredSummary::value),
+        );
         let latest_chat = view.chat.values().rev().take(SNAPSHOT_CHAT);
         rows.extend(latest_chat.map(|m| row_value(&Row::ChatMessage(m.clone()))));
         json!({
@@ -537,6 +569,32 @@ impl ViewStore {
             "rows": rows,
         })
         .to_string()
+    }
+}
+
+/// Texts are kept with the summaries the store still holds (older ones are Postgres's) and pushed
+/// to the stream's live clients as an update of the summary row.
+impl SummaryTextListener for ViewStore {
+    fn summary_text(&self, summary: &ChatSummary, text: &str) {
+        let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let (push, message) = {
+            let mut state = self.write();
+            let frontier = state.frontier;
+            let Some(view) = state.streams.get_mut(&summary.stream_id) else {
+                return;
+            };
+            let Some(stored) = view.summaries.get_mut(&summary_key(summary)) else {
+                return;
+            };
+            stored.text = Some(Arc::from(text));
+            if view.push.receiver_count() == 0 {
+                return;
+            }
+            let message = json!({"type": "update", "frontier": frontier, "rows": [stored.value()], "removed": []});
+            (view.push.clone(), message.to_string())
+        };
+        // No receiver left is not an error: the clients went away.
+        let _ = push.send(Arc::from(message));
     }
 }
 

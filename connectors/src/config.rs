@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ConnectorError, Result};
 use crate::kafka_config::KafkaConfig;
 use crate::postgres::PostgresConfig;
+use crate::summarizer::SummarizerConfig;
 
 /// Prefix of configuration environment variables; `__` separates the levels.
 pub const ENV_PREFIX: &str = "CROWDPULSE__";
@@ -234,6 +235,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// The database the tables are kept in.
     pub postgres: PostgresConfig,
+    /// The optional endpoint writing chat summaries' text.
+    pub summarizer: SummarizerConfig,
 }
 
 /// Parses an override value as TOML (numbers, booleans, arrays) or, failing that, as a string.
@@ -306,6 +309,7 @@ impl Config {
         config.kafka.validate()?;
         config.api.limits.validate()?;
         config.postgres.validate()?;
+        config.summarizer.validate()?;
         if config.cluster.workers == 0 {
             return Err(ConnectorError::Config(
                 "cluster.workers must be >= 1".into(),

@@ -1,6 +1,6 @@
 //! crowdpulse's I/O around the pure dataflow: configuration loading, the NDJSON file source, the
 //! Kafka source and producers, the sink interface with its NDJSON and Postgres sinks, the
-//! in-process live input, the line-oriented sentiment tool and the event generator.
+//! in-process live input, the summarizer's endpoint client, the line-oriented sentiment tool and the event generator.
 
 pub mod config;
 pub mod dead_letter_topic;
@@ -21,5 +21,6 @@ pub mod postgres;
 pub mod sentiment_lines;
 pub mod sink;
 pub mod sorted_output;
+pub mod summarizer;
 
 pub use error::{ConnectorError, Result};

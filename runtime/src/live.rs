@@ -31,6 +31,7 @@ use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
 use crowdpulse_connectors::position::Position;
 use crowdpulse_connectors::postgres::PostgresSinkMetrics;
 use crowdpulse_connectors::sink::Sink;
+use crowdpulse_connectors::summarizer::{SummaryTextListener, SummaryTexts};
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::sentiment::Analyzer;
@@ -81,6 +82,8 @@ pub struct LiveOptions {
     pub postgres: Option<Arc<PostgresSinkMetrics>>,
     /// Where history past the store's retention is read.
     pub history: Option<History>,
+    /// Writes chat summaries' text (`[summarizer]`), told to the view store.
+    pub summarizer: Option<Arc<SummaryTexts>>,
     /// The resolved pipeline.
     pub plan: Plan,
     /// Server settings.
@@ -202,6 +205,11 @@ impl LiveApp {
         let counters = Arc::new(SourceCounters::default());
         let mut sinks = vec![Arc::clone(&store) as Arc<dyn Sink>];
         sinks.extend(options.sinks.iter().cloned());
+        // After the store: a summary is there before its text can be.
+        if let Some(summarizer) = &options.summarizer {
+            summarizer.listen(Arc::clone(&store) as Arc<dyn SummaryTextListener>);
+            sinks.push(Arc::clone(summarizer) as Arc<dyn Sink>);
+        }
         let wiring = wire(options, &counters, sinks)?;
         let ingest = Arc::new(Ingest::new(
             wiring.ingest,
@@ -247,6 +255,7 @@ impl LiveApp {
             kafka_lag: wiring.progress.as_ref().map(|p| Arc::clone(&p.lag)),
             postgres: options.postgres.clone(),
             history: options.history.clone(),
+            summarizer: options.summarizer.as_ref().map(|s| s.metrics()),
             dead_letter_topic: wiring
                 .dead_letters
                 .as_ref()

@@ -17,6 +17,7 @@ use crowdpulse_connectors::postgres::checkpoints::{
 };
 use crowdpulse_connectors::postgres::{apply_migrations, PostgresSink, PostgresSinkMetrics};
 use crowdpulse_connectors::sink::{FinalRowsNdjson, Sink};
+use crowdpulse_connectors::summarizer::SummaryTexts;
 use crowdpulse_dataflow::checkpoint::Restore;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::plan::Plan;
@@ -97,6 +98,8 @@ struct RunSinks {
     checkpoints: Option<Checkpoints>,
     /// `--from`, or the checkpoint's offsets.
     from: Position,
+    /// Writes chat summaries' text, when an endpoint is configured (after the other sinks).
+    summarizer: Option<Arc<SummaryTexts>>,
 }
 
 /// The checkpoint a run resumes from: decoded (refused loudly when unusable), positions to seek
@@ -144,6 +147,7 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
         postgres: None,
         checkpoints: None,
         from: options.from.clone(),
+        summarizer: None,
     };
     if options.config.postgres.enabled() {
         let applied = apply_migrations(&options.config.postgres)?;
@@ -186,6 +190,13 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
         if let Some(ndjson) = options.output.sink()? {
             run.sinks.push(ndjson);
         }
+        if options.config.summarizer.enabled() {
+            let postgres = options.config.postgres.enabled();
+            run.summarizer = Some(Arc::new(SummaryTexts::start(
+                &options.config.summarizer,
+                postgres.then_some(&options.config.postgres),
+            )?));
+        }
     }
     Ok(run)
 }
@@ -227,12 +238,14 @@ impl BackfillSummary {
 pub fn backfill(options: &RunOptions) -> Result<BackfillSummary> {
     let started = Instant::now();
     let RunSinks {
-        sinks,
+        mut sinks,
         lead,
         postgres,
         checkpoints,
         from,
+        summarizer,
     } = sinks(options)?;
+    sinks.extend(summarizer.map(|s| s as Arc<dyn Sink>));
     let source = options
         .config
         .kafka
@@ -269,6 +282,7 @@ pub fn live(options: RunOptions, announce: impl FnOnce(SocketAddr)) -> Result<()
         postgres,
         checkpoints,
         from,
+        summarizer,
     } = sinks(&options)?;
     let live = LiveOptions {
         cluster: options.cluster,
@@ -286,6 +300,7 @@ pub fn live(options: RunOptions, announce: impl FnOnce(SocketAddr)) -> Result<()
             .enabled()
             .then(|| History::new(&options.config.postgres))
             .transpose()?,
+        summarizer,
         analyzer: options.config.sentiment.analyzer()?,
         plan: options.plan,
         api: options.config.api,

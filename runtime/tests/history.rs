@@ -113,6 +113,7 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
             checkpoints: None,
             postgres: Some(sink.metrics()),
             history: Some(History::new(&config).unwrap()),
+            summarizer: None,
             plan: plan.clone(),
             api: ApiConfig {
                 retention: Span(60_000),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crowdpulse_api::filters::routes;
 use crowdpulse_connectors::config::ApiConfig;
 use crowdpulse_connectors::live_input::wall_clock_ms;
+use crowdpulse_connectors::summarizer::{SummarizerConfig, SummaryTexts};
 use crowdpulse_dataflow::config::{PipelineConfig, Span, WindowConfig};
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::rows::{Moment, Row, Score};
@@ -16,6 +17,7 @@ use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_runtime::cluster::Cluster;
 use crowdpulse_runtime::live::{Feed, LiveApp, LiveOptions};
 use serde_json::{json, Value};
+use support::completions::{serve as serve_completions, Answer};
 use support::{chat_texts, chat_texts_where};
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
@@ -34,6 +36,14 @@ fn start(api: ApiConfig) -> LiveApp {
 }
 
 fn start_with(api: ApiConfig, pipeline: PipelineConfig) -> LiveApp {
+    start_summarizing(api, pipeline, None)
+}
+
+fn start_summarizing(
+    api: ApiConfig,
+    pipeline: PipelineConfig,
+    summarizer: Option<Arc<SummaryTexts>>,
+) -> LiveApp {
     LiveApp::start(&LiveOptions {
         cluster: Cluster::local(2),
         feed: Feed::Generated {
@@ -46,6 +56,7 @@ fn start_with(api: ApiConfig, pipeline: PipelineConfig) -> LiveApp {
         checkpoints: None,
         postgres: None,
         history: None,
+        summarizer,
         plan: Plan::new(pipeline).unwrap(),
         api,
         analyzer: Arc::new(Analyzer::new(Lexicons::builtin())),
@@ -517,7 +528,16 @@ async fn chat_history_pages_filters_and_refuses_bad_queries() {
 /// first; a short lateness lets their panes become final within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_summaries_come_every_20_messages_and_are_served() {
-    let app = start_with(
+    let completions = serve_completions(Answer::Text);
+    let summarizer = SummaryTexts::start(
+        &SummarizerConfig {
+            url: completions.url.clone(),
+            ..SummarizerConfig::default()
+        },
+        None,
+    )
+    .unwrap();
+    let app = start_summarizing(
         ApiConfig::default(),
         PipelineConfig {
             max_out_of_orderness: Span(0),
@@ -525,6 +545,7 @@ async fn chat_summaries_come_every_20_messages_and_are_served() {
             idle_timeout: Span(300),
             ..PipelineConfig::default()
         },
+        Some(Arc::new(summarizer)),
     );
     let api = routes(app.state.clone());
     let start = wall_clock_ms() - 1_000;
@@ -576,6 +597,31 @@ async fn chat_summaries_come_every_20_messages_and_are_served() {
     let (_, one) = get(&api, "/v1/streams/talky/summary").await;
     assert_eq!(one["summaries"].as_array().unwrap().len(), 1);
     assert_eq!(one["summaries"][0]["seq"], 2);
+    // The endpoint's text joins each summary; a client connecting now sees it in its snapshot.
+    eventually("both texts", || async {
+        let (_, body) = get(&api, "/v1/streams/talky/summary?limit=5").await;
+        body["summaries"].as_array().is_some_and(|s| {
+            s.iter()
+                .all(|s| s["text"] == "talky talks about goal pogchamp")
+        })
+    })
+    .await;
+    assert_eq!(completions.requests().len(), 2);
+    let snapshot: Value = serde_json::from_str(&app.state.store.snapshot("talky")).unwrap();
+    let texts: Vec<&Value> = snapshot["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["table"] == "chat_summaries")
+        .map(|r| &r["text"])
+        .collect();
+    assert_eq!(texts, [&json!("talky talks about goal pogchamp")]);
+    let response = warp::test::request().path("/metrics").reply(&api).await;
+    let metrics = String::from_utf8(response.body().to_vec()).unwrap();
+    assert!(
+        metrics.contains("crowdpulse_summary_texts_total{outcome=\"made\"} 2"),
+        "{metrics}"
+    );
     for bad in ["limit=0", "limit=101", "window=10s"] {
         let (status, body) = get(&api, &format!("/v1/streams/talky/summary?{bad}")).await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");

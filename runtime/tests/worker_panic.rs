@@ -38,6 +38,7 @@ fn a_panicking_worker_ends_the_run_with_an_error() {
         checkpoints: None,
         postgres: None,
         history: None,
+        summarizer: None,
         plan: Plan::new(PipelineConfig::default()).unwrap(),
         api: ApiConfig {
             bind: "127.0.0.1:0".into(),

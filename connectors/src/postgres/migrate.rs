@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "chat_summaries",
         sql: include_str!("../../migrations/V6__chat_summaries.sql"),
     },
+    Migration {
+        version: 7,
+        name: "chat_summary_texts",
+        sql: include_str!("../../migrations/V7__chat_summary_texts.sql"),
+    },
 ];
 
 /// Key of the advisory lock serializing migrations ("crowdpulse" in ASCII, truncated).

@@ -444,7 +444,7 @@ pub fn position_columns<'a>(
     columns
 }
 
-fn to_i64(value: u64) -> i64 {
+pub(crate) fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 

@@ -15,6 +15,7 @@ use crowdpulse_runtime::process::{run_to_final_rows, BoundedRun};
 use crowdpulse_runtime::sources::Sources;
 use crowdpulse_runtime::Result;
 
+pub mod completions;
 pub mod postgres;
 
 #[path = "../../../connectors/tests/support/mod.rs"]

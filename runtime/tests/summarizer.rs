@@ -1,0 +1,239 @@
+//! The summarizer against a local chat-completions server: texts made once, stored in Postgres
+//! and reused by a replay; failures, timeouts and unusable answers leave summaries extractive.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crowdpulse_api::history::History;
+use crowdpulse_connectors::postgres::{apply_migrations, PostgresSink};
+use crowdpulse_connectors::sink::{Flush, Sink};
+use crowdpulse_connectors::summarizer::{
+    SummarizerConfig, SummarizerMetrics, SummaryTextListener, SummaryTexts,
+};
+use crowdpulse_dataflow::config::Span;
+use crowdpulse_dataflow::rows::Row;
+use crowdpulse_dataflow::summary::{ChatSummary, Quote};
+use support::completions::{serve, text_for, Answer};
+use support::postgres::{fresh_config, Db};
+
+/// Summary `seq` of `stream`, about `phrase`, ending at message `offset`.
+fn summary(stream: &str, seq: u64, phrase: &str, offset: u64) -> ChatSummary {
+    ChatSummary {
+        stream_id: stream.into(),
+        seq,
+        messages: 20,
+        first_ts: 1_000,
+        last_ts: 1_000 + offset,
+        last_source: "events".into(),
+        last_partition: 1,
+        last_offset: offset,
+        key_phrases: vec![(phrase.into(), 12), ("stream".into(), 3)],
+        representative: vec![Quote {
+            text: format!("the {phrase} was great"),
+            ts: 1_000 + offset,
+            user_id: "u1".into(),
+        }],
+        sentiment: 4_000,
+        categories: [2, 1, 0, 3, 14],
+        top_emotes: vec![("PogChamp".into(), 9)],
+    }
+}
+
+fn flush_of(summaries: &[ChatSummary]) -> Flush {
+    Flush {
+        frontier: None,
+        updates: summaries
+            .iter()
+            .map(|s| (Row::ChatSummary(s.clone()), s.last_ts, 1))
+            .collect(),
+        ..Flush::default()
+    }
+}
+
+/// Remembers the texts told.
+#[derive(Default)]
+struct Told(Mutex<Vec<(u64, String)>>);
+
+impl SummaryTextListener for Told {
+    fn summary_text(&self, summary: &ChatSummary, text: &str) {
+        self.0.lock().unwrap().push((summary.seq, text.to_owned()));
+    }
+}
+
+impl Told {
+    fn sorted(&self) -> Vec<(u64, String)> {
+        let mut told = self.0.lock().unwrap().clone();
+        told.sort();
+        told
+    }
+}
+
+fn config(url: &str) -> SummarizerConfig {
+    SummarizerConfig {
+        url: url.into(),
+        model: "tiny-model".into(),
+        api_key: Some("sk-test-key".into()),
+        timeout: Span(300),
+        ..SummarizerConfig::default()
+    }
+}
+
+/// Runs the summarizer over `summaries` to its end; returns what it told and its counters.
+fn summarize_all(
+    config: &SummarizerConfig,
+    postgres: Option<&crowdpulse_connectors::postgres::PostgresConfig>,
+    summaries: &[ChatSummary],
+) -> (Vec<(u64, String)>, Arc<SummarizerMetrics>) {
+    let texts = SummaryTexts::start(config, postgres).unwrap();
+    let told = Arc::new(Told::default());
+    texts.listen(Arc::clone(&told) as Arc<dyn SummaryTextListener>);
+    texts.flush(&flush_of(summaries));
+    texts.finish().unwrap();
+    (told.sorted(), texts.metrics())
+}
+
+fn counts(metrics: &SummarizerMetrics) -> [u64; 6] {
+    [
+        &metrics.made,
+        &metrics.reused,
+        &metrics.timeouts,
+        &metrics.failures,
+        &metrics.skipped,
+        &metrics.unsaved,
+    ]
+    .map(|c| c.load(Ordering::Relaxed))
+}
+
+#[test]
+fn texts_are_made_once_stored_and_reused_by_a_replay() {
+    let server = serve(Answer::Text);
+    let postgres = fresh_config("summary_texts");
+    apply_migrations(&postgres).unwrap();
+    let summaries = [
+        summary("talky", 1, "goal", 20),
+        summary("talky", 2, "penalty", 40),
+        summary("quiet", 1, "music", 20),
+    ];
+    let expected = vec![
+        (1, "quiet talks about music".to_owned()),
+        (1, "talky talks about goal".to_owned()),
+        (2, "talky talks about penalty".to_owned()),
+    ];
+
+    let (told, metrics) = summarize_all(&config(&server.url), Some(&postgres), &summaries);
+    assert_eq!(told, expected);
+    assert_eq!(counts(&metrics), [3, 0, 0, 0, 0, 0]);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3);
+    for request in &requests {
+        assert_eq!(request.authorization.as_deref(), Some("Bearer sk-test-key"));
+        assert_eq!(request.body["model"], "tiny-model");
+        assert_eq!(request.body["messages"][0]["role"], "system");
+        let prompt = request.body["messages"][1]["content"].as_str().unwrap();
+        assert!(prompt.contains("\"mostly\":\"other\""), "{prompt}");
+        assert!(
+            prompt.contains("PogChamp") && prompt.contains("was great"),
+            "{prompt}"
+        );
+    }
+
+    let db = Db::connect();
+    let stored = db.column(&format!(
+        "SELECT stream_id || '/' || last_offset || ' ' || model || ': ' || text \
+         FROM \"{}\".chat_summary_texts ORDER BY 1",
+        postgres.schema
+    ));
+    assert_eq!(
+        stored,
+        [
+            "quiet/20 tiny-model: quiet talks about music",
+            "talky/20 tiny-model: talky talks about goal",
+            "talky/40 tiny-model: talky talks about penalty",
+        ]
+    );
+
+    // A replay makes the same summaries: their texts are read back, nothing is asked.
+    let (told, metrics) = summarize_all(&config(&server.url), Some(&postgres), &summaries);
+    assert_eq!(told, expected);
+    assert_eq!(counts(&metrics), [0, 3, 0, 0, 0, 0]);
+    assert_eq!(server.requests().len(), 3);
+
+    // The API's history serves each summary with its text.
+    let sink = PostgresSink::start(&postgres, Duration::from_millis(10)).unwrap();
+    sink.flush(&flush_of(&summaries));
+    sink.finish().unwrap();
+    let history = History::new(&postgres).unwrap();
+    let served = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(history.summaries("talky", 5))
+        .unwrap();
+    let texts: Vec<(u64, &str)> = served
+        .iter()
+        .map(|s| (s["seq"].as_u64().unwrap(), s["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (2, "talky talks about penalty"),
+            (1, "talky talks about goal")
+        ]
+    );
+}
+
+#[test]
+fn failed_slow_and_unusable_answers_leave_summaries_extractive() {
+    let summaries = [summary("talky", 1, "goal", 20)];
+    for (answer, expected) in [
+        (Answer::Status(500), [0, 0, 0, 1, 0, 0]),
+        (Answer::Status(401), [0, 0, 0, 1, 0, 0]),
+        (Answer::Garbage, [0, 0, 0, 1, 0, 0]),
+        (Answer::Slow(Duration::from_secs(3)), [0, 0, 1, 0, 0, 0]),
+    ] {
+        let server = serve(answer);
+        let started = Instant::now();
+        let (told, metrics) = summarize_all(&config(&server.url), None, &summaries);
+        assert!(told.is_empty(), "{answer:?}: {told:?}");
+        assert_eq!(counts(&metrics), expected, "{answer:?}");
+        assert_eq!(server.requests().len(), 1, "{answer:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{answer:?}: the run waited {:?} for the endpoint",
+            started.elapsed()
+        );
+    }
+    // Nothing listening: a connection error, the same way.
+    let (told, metrics) = summarize_all(&config("http://127.0.0.1:9/v1"), None, &summaries);
+    assert_eq!((told, counts(&metrics)), (vec![], [0, 0, 0, 1, 0, 0]));
+}
+
+#[test]
+fn a_slow_endpoint_holds_at_most_the_queue_and_concurrency_it_is_given() {
+    let server = serve(Answer::Slow(Duration::from_millis(200)));
+    let config = SummarizerConfig {
+        timeout: Span(1_000),
+        max_concurrency: 1,
+        queue: 2,
+        ..config(&server.url)
+    };
+    let summaries: Vec<ChatSummary> = (1..=6)
+        .map(|seq| summary("talky", seq, &format!("topic{seq}"), seq * 20))
+        .collect();
+    let (told, metrics) = summarize_all(&config, None, &summaries);
+    let [made, .., skipped, _] = counts(&metrics);
+    // Two wait in the queue, one more waits for the slot the first holds (when the worker took
+    // them off yet): the others find the queue full.
+    assert!(
+        (2..=4).contains(&made) && made + skipped == 6,
+        "{:?}",
+        counts(&metrics)
+    );
+    assert_eq!(told.len() as u64, made);
+    assert_eq!(
+        told[0],
+        (1, text_for(&server.requests()[0].body)),
+        "the first is answered"
+    );
+}
