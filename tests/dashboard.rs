@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
+use support::completions::{serve as serve_completions, Answer};
 use support::{eventually, get_json, http, post_reaction, Demo};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -142,12 +143,16 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
         eprintln!("skipped: no chromium");
         return;
     }
-    // A summary every 2 messages, settled within seconds (a short lateness).
+    // A summary every 2 messages, settled within seconds (a short lateness), and its text from
+    // a local chat-completions endpoint.
+    let completions = serve_completions(Answer::Text);
     let demo = Demo::start_with_env(
         &["--rate", "0", "--workers", "2"],
         &[
             ("CROWDPULSE__PIPELINE__ALLOWED_LATENESS", "2s"),
             ("CROWDPULSE__PIPELINE__SUMMARY__EVERY", "2"),
+            ("CROWDPULSE__SUMMARIZER__URL", &completions.url),
+            ("CROWDPULSE__SUMMARIZER__API_KEY", "sk-dashboard"),
         ],
     );
     let address = demo.address.clone();
@@ -238,6 +243,12 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
     let summary =
         "document.querySelector('#summary p')?.textContent.startsWith('#1 2 messages to')";
     browser.wait_for(summary, json!(true), "the summary panel");
+    let in_short = "[...document.querySelectorAll('#summary p')].map((p) => p.textContent)[1]";
+    browser.wait_for(
+        in_short,
+        json!("in short browser talks about nothing"),
+        "the summarizer's text",
+    );
     browser.eval("document.getElementById('chat-q').value = 'TRASH'; document.getElementById('chat-search').requestSubmit()");
     browser.wait_for(
         texts,

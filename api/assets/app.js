@@ -18,13 +18,14 @@ const CHAT_SHOWN = 50;
 let dirty = false;
 const charts = {};
 
-// Summaries are ordered by the last message they cover.
-function laterSummary(a, b) {
+// Whether summary `a` replaces the one shown, `b`: summaries are ordered by the last message they
+// cover, and the same summary comes again once the summarizer has written its text.
+function replacesSummary(a, b) {
   if (!b) return true;
   const key = (s) => [s.last_ts, s.last_source, s.last_partition, s.last_offset];
   const [x, y] = [key(a), key(b)];
   for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i] > y[i];
-  return false;
+  return Boolean(a.text) && !b.text;
 }
 
 function rowKey(r) {
@@ -103,7 +104,7 @@ function select(streamId) {
   // The latest summary may predate this page (and this server): ask for it once.
   getJson(`/v1/streams/${encodeURIComponent(streamId)}/summary`).then((answer) => {
     const latest = answer.summaries[0];
-    if (selected === streamId && latest && laterSummary(latest, rows.get("chat_summaries"))) {
+    if (selected === streamId && latest && replacesSummary(latest, rows.get("chat_summaries"))) {
       rows.set("chat_summaries", latest);
       if (!dirty) { dirty = true; requestAnimationFrame(render); }
     }
@@ -136,7 +137,7 @@ function connect() {
     }
     for (const r of data.rows || []) {
       if (r.table === "chat_messages") chat.push(r);
-      else if (r.table !== "chat_summaries" || laterSummary(r, rows.get("chat_summaries"))) rows.set(rowKey(r), r);
+      else if (r.table !== "chat_summaries" || replacesSummary(r, rows.get("chat_summaries"))) rows.set(rowKey(r), r);
     }
     chat.sort((a, b) => b.ts - a.ts || b.offset - a.offset);
     chat.length = Math.min(chat.length, CHAT_SHOWN);
@@ -301,6 +302,7 @@ function renderSummary(summary) {
   const at = new Date(summary.last_ts).toLocaleTimeString();
   el.replaceChildren(
     line(`#${summary.seq}`, `${summary.messages} messages to ${at}`),
+    ...(summary.text ? [line("in short", summary.text)] : []),
     line("about", summary.key_phrases.map((k) => k.phrase).join(", ") || "–"),
     line("mood", `${summary.sentiment_label} (${summary.sentiment}), mostly ${summary.category}`),
     line("emotes", summary.top_emotes.map((e) => `${e.emote} ${e.count}`).join("  ") || "–"),

@@ -5,6 +5,10 @@
 
 mod http;
 
+/// The local chat-completions server of the summarizer's tests.
+#[path = "../../runtime/tests/support/completions.rs"]
+pub mod completions;
+
 pub use http::HttpConnection;
 
 use std::io::{BufRead, BufReader};
