@@ -126,6 +126,42 @@ fn http_ingest_goes_through_kafka_and_idle_partitions_do_not_stall() {
         status == 200 && body.to_string().contains("🔥")
     });
 
+    // Reactions produced to Kafka by another producer (not posted to this process) are the
+    // last reactions too: the latest ten, newest first, per stream and overall.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .create()
+        .unwrap();
+    let now = wall_clock_ms();
+    for i in 0..12u64 {
+        let payload = format!(
+            "{{\"type\":\"reaction\",\"stream_id\":\"kafka-e2e\",\"user_id\":\"k{i}\",\"emoji\":\"👏\",\"ts\":{}}}",
+            now + i
+        );
+        let record = BaseRecord::<(), str>::to(&topic)
+            .partition(3)
+            .payload(&payload);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let newest: Vec<String> = (2..12).rev().map(|i| format!("k{i}")).collect();
+    let users = |reactions: &Value| -> Vec<String> {
+        reactions
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|r| r["user_id"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    eventually("the produced reactions among the last reactions", || {
+        let (_, stream) = get_json(&address, "/v1/streams/kafka-e2e");
+        users(&stream["recent_reactions"]) == newest
+    });
+    let (_, statistics) = get_json(&address, "/v1/statistics");
+    assert_eq!(users(&statistics["last_reactions"]), newest, "{statistics}");
+
     // Offsets mirrored to the group, lag and watermarks exported.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", BROKER)
@@ -148,7 +184,7 @@ fn http_ingest_goes_through_kafka_and_idle_partitions_do_not_stall() {
                 _ => None,
             })
             .sum();
-        total > 0 && total <= posted
+        total > 0 && total <= posted + 12
     });
     let (status, ready) = get_json(&address, "/ready");
     assert_eq!(ready["kafka_reachable"], true, "{ready}");

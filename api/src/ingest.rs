@@ -18,7 +18,7 @@ use crowdpulse_dataflow::rows::{DeadLetter, DeadLetterReason};
 use futures_util::future::join_all;
 
 use crate::error::ApiError;
-use crate::models::{IngestResult, RecentReaction, Rejected};
+use crate::models::{IngestResult, Rejected};
 use crate::store::ViewStore;
 
 /// Seconds a client is asked to wait when the input queue is full.
@@ -62,21 +62,8 @@ pub struct Ingest {
     pub counters: IngestCounters,
 }
 
-fn reaction_of(event: &Event) -> Option<RecentReaction> {
-    match &event.body {
-        EventBody::Reaction { user_id, emoji } => Some(RecentReaction {
-            stream_id: event.stream_id.clone(),
-            user_id: user_id.clone(),
-            emoji: emoji.clone(),
-            ts: event.ts,
-            event_id: event.event_id.clone(),
-        }),
-        _ => None,
-    }
-}
-
 impl Ingest {
-    /// Ingest into `target`, remembering reactions in `store`.
+    /// Ingest into `target`, noting reactions' streams in `store`.
     pub fn new(target: IngestTarget, store: Arc<ViewStore>, limits: FieldLimits) -> Self {
         Self {
             target,
@@ -87,8 +74,11 @@ impl Ingest {
     }
 
     fn remember(&self, events: &[Event]) {
-        for reaction in events.iter().filter_map(reaction_of) {
-            self.store.record_reaction(reaction);
+        for event in events {
+            if let EventBody::Reaction { .. } = event.body {
+                self.store
+                    .note_ingested_reaction(&event.stream_id, event.ts);
+            }
         }
     }
 

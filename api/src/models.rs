@@ -1,6 +1,7 @@
 //! JSON bodies of the API: responses, request bodies and query parameters.
 
 use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::rows::Reaction;
 use serde::{Deserialize, Serialize};
 
 /// `{"emoji", "count"}` of a top-k list.
@@ -32,6 +33,18 @@ pub struct RecentReaction {
     /// The producer's event id, if it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
+}
+
+impl From<&Reaction> for RecentReaction {
+    fn from(reaction: &Reaction) -> Self {
+        Self {
+            stream_id: reaction.stream_id.clone(),
+            user_id: reaction.user_id.clone(),
+            emoji: reaction.emoji.clone(),
+            ts: reaction.ts,
+            event_id: reaction.event_id.clone(),
+        }
+    }
 }
 
 /// One stream: status, totals, current viewers; session emoji ranking and recent reactions.

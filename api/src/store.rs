@@ -9,6 +9,8 @@ use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_connectors::summarizer::SummaryTextListener;
 use crowdpulse_dataflow::analytics::{top_with_ties, Top};
 use crowdpulse_dataflow::event::Millis;
+#[cfg(test)]
+use crowdpulse_dataflow::rows::Reaction;
 use crowdpulse_dataflow::rows::{ChatMessage, DeadLetter, Row, WindowKey};
 use crowdpulse_dataflow::rows_json::RowJson;
 use crowdpulse_dataflow::summary::ChatSummary;
@@ -256,9 +258,16 @@ impl ViewStore {
     pub fn apply(&self, frontier: Option<Millis>, updates: &[(Row, Millis, isize)]) {
         let mut by_stream: BTreeMap<&str, Vec<Change<'_>>> = BTreeMap::new();
         let mut dead_letters = Vec::new();
+        let mut reactions = Vec::new();
         for (row, _, diff) in updates.iter() {
             match (row, row.stream_id()) {
                 (Row::DeadLetter(dead), _) => dead_letters.push((dead, *diff)),
+                // Shown as "last reactions", not pushed: clients read them with the statistics.
+                // Equal reactions at one time are one row counted `diff` times.
+                (Row::Reaction(reaction), _) => {
+                    let copies = (*diff).clamp(0, RECENT_REACTIONS as isize) as usize;
+                    reactions.extend(std::iter::repeat_n(reaction, copies));
+                }
                 (_, Some(stream_id)) => by_stream
                     .entry(stream_id)
                     .or_default()
@@ -289,6 +298,20 @@ impl ViewStore {
             }
         }
         let mut state = self.write();
+        let StoreState {
+            streams,
+            recent_reactions,
+            frontier: created,
+            ..
+        } = &mut *state;
+        for reaction in reactions {
+            let recent = RecentReaction::from(reaction);
+            let view = streams
+                .entry(reaction.stream_id.clone())
+                .or_insert_with(|| StreamView::new(*created));
+            push_front_bounded(&mut view.recent_reactions, recent.clone(), RECENT_REACTIONS);
+            push_front_bounded(recent_reactions, recent, RECENT_REACTIONS);
+        }
         for (dead, diff) in dead_letters {
             state.dead_letters += diff.max(0) as u64;
             push_front_bounded(
@@ -397,7 +420,7 @@ impl ViewStore {
                     view.summaries.pop_first();
                 }
             }
-            Row::ChatMessage(_) | Row::ChatSummary(_) | Row::DeadLetter(_) => {}
+            Row::ChatMessage(_) | Row::ChatSummary(_) | Row::DeadLetter(_) | Row::Reaction(_) => {}
         }
     }
 
@@ -438,33 +461,19 @@ impl ViewStore {
         });
     }
 
-    /// Remembers a reaction as it was ingested (for "last reactions").
-    pub fn record_reaction(&self, reaction: RecentReaction) {
+    /// Notes a reaction as it was ingested: its stream's view stays (see `active`) until the
+    /// rows it leads to arrive, "last reactions" among them.
+    pub fn note_ingested_reaction(&self, stream_id: &str, ts: Millis) {
         let mut state = self.write();
         let created = state.frontier;
         let view = state
             .streams
-            .entry(reaction.stream_id.clone())
+            .entry(stream_id.to_owned())
             .or_insert_with(|| StreamView::new(created));
         // Not beyond the wall clock: a far-future time (the dataflow dead-letters it) must not
         // keep the view for ever.
-        let pending = reaction.ts.min(wall_clock_ms());
+        let pending = ts.min(wall_clock_ms());
         view.active = Some(view.active.map_or(pending, |active| active.max(pending)));
-        // A retried reaction (same event id) is shown once, as the dataflow counts it once.
-        if reaction.event_id.is_some()
-            && view
-                .recent_reactions
-                .iter()
-                .any(|recent| recent.event_id == reaction.event_id)
-        {
-            return;
-        }
-        push_front_bounded(
-            &mut view.recent_reactions,
-            reaction.clone(),
-            RECENT_REACTIONS,
-        );
-        push_front_bounded(&mut state.recent_reactions, reaction, RECENT_REACTIONS);
     }
 
     /// Subscribes to a stream's changes (creating its entry, so a client may wait for a stream
@@ -665,14 +674,15 @@ mod tests {
         })
     }
 
-    fn reaction(user_id: &str, ts: Millis) -> RecentReaction {
-        RecentReaction {
+    fn reaction(user_id: &str, ts: Millis) -> (Row, Millis, isize) {
+        let reaction = Reaction {
             stream_id: "s1".into(),
+            ts,
             user_id: user_id.into(),
             emoji: "🔥".into(),
-            ts,
             event_id: None,
-        }
+        };
+        (Row::Reaction(reaction), ts, 1)
     }
 
     fn recent_users(store: &ViewStore) -> Vec<String> {
@@ -693,8 +703,10 @@ mod tests {
         let store = store();
         store.apply(Some(0), &[]);
         let now = 1_000 * HOUR;
-        store.record_reaction(reaction("ann", now));
+        store.note_ingested_reaction("s1", now);
         store.apply(Some(now - 5_000), &[]);
+        assert!(store.read().streams.contains_key("s1"));
+        store.apply(Some(now + 100), &[reaction("ann", now)]);
         assert_eq!(recent_users(&store), ["ann"]);
     }
 
@@ -705,10 +717,32 @@ mod tests {
         let store = store();
         let now = 1_000 * HOUR;
         store.apply(Some(now), &[]);
-        store.record_reaction(reaction("ann", now));
-        store.apply(Some(now + 30_000), &[]);
+        store.note_ingested_reaction("s1", now);
+        store.apply(Some(now + 30_000), &[reaction("ann", now)]);
         assert_eq!(recent_users(&store), ["ann"]);
         store.apply(Some(now + 62_000), &[]);
         assert!(recent_users(&store).is_empty());
+    }
+
+    /// `reactions` rows are the latest reactions, newest first, per stream and overall; they
+    /// are not pushed to the stream's clients.
+    #[test]
+    fn reaction_rows_are_the_last_reactions() {
+        let store = store();
+        let mut pushed = store.subscribe("s1");
+        let rows: Vec<_> = (0..12)
+            .map(|i| reaction(&format!("u{i}"), 1_000 + i))
+            .collect();
+        store.apply(Some(2_000), &rows);
+        let newest: Vec<String> = (2..12).rev().map(|i| format!("u{i}")).collect();
+        assert_eq!(recent_users(&store), newest);
+        let overall: Vec<String> = store
+            .read()
+            .recent_reactions
+            .iter()
+            .map(|r| r.user_id.clone())
+            .collect();
+        assert_eq!(overall, newest);
+        assert!(pushed.try_recv().is_err(), "nothing pushed");
     }
 }

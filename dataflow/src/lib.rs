@@ -21,6 +21,7 @@ pub mod pending;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod recent_reactions;
 pub mod reference;
 pub mod rows;
 pub mod rows_json;

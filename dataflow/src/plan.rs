@@ -20,6 +20,8 @@ pub struct Plan {
     pub(crate) final_delay: u64,
     pub(crate) top_k: usize,
     pub(crate) live_rows: bool,
+    /// Emit each stream's latest reactions as rows (the live view's "last reactions").
+    pub(crate) reaction_rows: bool,
     pub(crate) moments: MomentsConfig,
     /// Index in `specs` of the window scored for moments.
     pub(crate) moment_spec: usize,
@@ -43,12 +45,27 @@ impl Plan {
             final_delay: config.allowed_lateness.0.max(1),
             top_k: config.top_k,
             live_rows: config.live_rows,
+            reaction_rows: false,
             moments: config.moments.clone(),
             moment_spec,
             labels: specs.iter().map(|s| Arc::from(s.label.as_str())).collect(),
             specs,
             config,
         })
+    }
+
+    /// The same plan emitting, or not, `reactions` rows: of every batch a source reads, each
+    /// stream's latest [`crate::rows::RECENT_REACTIONS`] admitted reactions, as live rows (never
+    /// final, so no table keeps them). A live server's "last reactions" come from them, whatever
+    /// the input (HTTP or Kafka).
+    pub fn with_reaction_rows(mut self, reaction_rows: bool) -> Self {
+        self.reaction_rows = reaction_rows;
+        self
+    }
+
+    /// Whether `reactions` rows are emitted.
+    pub fn reaction_rows(&self) -> bool {
+        self.reaction_rows
     }
 
     /// The same plan emitting live rows (early results replaced as windows change) or not.

@@ -343,6 +343,27 @@ pub enum Row {
     ChatMessage(ChatMessage),
     /// `chat_summaries` (always final)
     ChatSummary(ChatSummary),
+    /// `reactions`: a reaction as read (live only, never final; see
+    /// [`crate::plan::Plan::with_reaction_rows`]).
+    Reaction(Reaction),
+}
+
+/// Reactions rows a source emits per stream and batch at most: what a live view shows.
+pub const RECENT_REACTIONS: usize = 10;
+
+/// A reaction as read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Reaction {
+    /// The stream.
+    pub stream_id: String,
+    /// Event time.
+    pub ts: Millis,
+    /// Who reacted.
+    pub user_id: String,
+    /// The emoji.
+    pub emoji: String,
+    /// The producer's event id, if it sent one.
+    pub event_id: Option<String>,
 }
 
 impl Row {
@@ -358,6 +379,7 @@ impl Row {
             Row::DeadLetter(_) => "dead_letters",
             Row::ChatMessage(_) => "chat_messages",
             Row::ChatSummary(_) => "chat_summaries",
+            Row::Reaction(_) => "reactions",
         }
     }
 
@@ -371,6 +393,7 @@ impl Row {
             | Row::Moment { is_final, .. }
             | Row::StreamTotals { is_final, .. } => *is_final,
             Row::DeadLetter(_) | Row::ChatMessage(_) | Row::ChatSummary(_) => true,
+            Row::Reaction(_) => false,
         }
     }
 
@@ -385,6 +408,7 @@ impl Row {
             Row::StreamTotals { totals, .. } => Some(&totals.stream_id),
             Row::ChatMessage(message) => Some(&message.stream_id),
             Row::ChatSummary(summary) => Some(&summary.stream_id),
+            Row::Reaction(reaction) => Some(&reaction.stream_id),
             Row::DeadLetter(_) => None,
         }
     }

@@ -197,6 +197,17 @@ enum View<'a> {
         ts: u64,
         user_id: &'a str,
     },
+    Reaction {
+        emoji: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        event_id: Option<&'a str>,
+        #[serde(rename = "final")]
+        is_final: bool,
+        stream_id: &'a str,
+        table: &'static str,
+        ts: u64,
+        user_id: &'a str,
+    },
 }
 
 fn window(key: &WindowKey) -> (&str, &str, u64, u64) {
@@ -383,6 +394,15 @@ impl<'a> View<'a> {
                 text: &m.text,
                 ts: m.ts,
                 user_id: &m.user_id,
+            },
+            Row::Reaction(r) => View::Reaction {
+                emoji: &r.emoji,
+                event_id: r.event_id.as_deref(),
+                is_final,
+                stream_id: &r.stream_id,
+                table,
+                ts: r.ts,
+                user_id: &r.user_id,
             },
         }
     }

@@ -24,6 +24,7 @@ use crate::pacing::{steered_source, Reply, Steering};
 use crate::pending::take_below;
 use crate::plan::Plan;
 use crate::progress::SourcePosition;
+use crate::recent_reactions::RecentReactions;
 use crate::rows::{DeadLetter, DeadLetterReason, Row};
 use crate::seen_ids::SeenIds;
 use crate::sentiment::Analyzer;
@@ -514,6 +515,7 @@ pub fn partitioned_source<'scope>(
     let (out_of_orderness, lateness) = (config.max_out_of_orderness.0, config.allowed_lateness.0);
     let max_future = config.max_future.0;
     let limits = config.limits;
+    let reaction_rows = plan.reaction_rows();
     let mut partitions: Vec<Partition> = readers
         .into_iter()
         .map(|reader| {
@@ -561,6 +563,7 @@ pub fn partitioned_source<'scope>(
             let mut held_capability = Some(capability);
             let mut batch = RecordBatch::default();
             let mut facts: Vec<Row> = Vec::new();
+            let mut reactions = RecentReactions::new(reaction_rows);
             let mut positions: Vec<SourcePosition> = Vec::new();
             move |output, gate| {
                 let Some(capability) = held_capability.as_mut() else {
@@ -599,6 +602,7 @@ pub fn partitioned_source<'scope>(
                                 counters.events_by_kind[event.kind().index()]
                                     .fetch_add(1, Ordering::Relaxed);
                                 let time = ceil_to_tick(event.ts, tick).max(now);
+                                reactions.note(&event);
                                 let origin = Origin {
                                     source: &partition.source,
                                     partition: index,
@@ -666,6 +670,7 @@ pub fn partitioned_source<'scope>(
                 for (time, delta) in aggregator.drain() {
                     held.entry(time).or_default().push(delta);
                 }
+                facts.extend(reactions.drain());
                 if !facts.is_empty() || !positions.is_empty() {
                     let facts = facts.drain(..).map(|fact| Err(Ok(fact)));
                     let moved = positions.drain(..).map(|position| Err(Err(Ok(position))));

@@ -123,7 +123,8 @@ fn wire(
 ) -> Result<Wiring> {
     let job = |sources, sinks| Job {
         cluster: options.cluster.clone(),
-        plan: options.plan.clone(),
+        // The view store's "last reactions" come from the dataflow, whatever the feed.
+        plan: options.plan.clone().with_reaction_rows(true),
         analyzer: Arc::clone(&options.analyzer),
         counters: Arc::clone(counters),
         sources,

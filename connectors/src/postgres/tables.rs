@@ -202,9 +202,9 @@ const CHAT_MESSAGES: usize = 7;
 /// Index in [`TABLES`] of `chat_summaries`.
 const CHAT_SUMMARIES: usize = 8;
 
-/// Index in [`TABLES`] of a row's table.
-pub fn table_index(row: &Row) -> usize {
-    match row {
+/// Index in [`TABLES`] of a row's table (None: a live-only row no table keeps, `reactions`).
+pub fn table_index(row: &Row) -> Option<usize> {
+    Some(match row {
         Row::WindowMetrics { .. } => 0,
         Row::WindowEmoji { .. } => 1,
         Row::WindowTopEmojis { .. } => 2,
@@ -214,7 +214,8 @@ pub fn table_index(row: &Row) -> usize {
         Row::DeadLetter(_) => 6,
         Row::ChatMessage(_) => CHAT_MESSAGES,
         Row::ChatSummary(_) => CHAT_SUMMARIES,
-    }
+        Row::Reaction(_) => return None,
+    })
 }
 
 /// A row's natural key: rows with equal keys are versions of one table row.
@@ -239,11 +240,11 @@ pub enum RowKey {
 }
 
 impl RowKey {
-    /// The key of `row`.
-    pub fn of(row: &Row) -> Self {
-        match row {
+    /// The key of `row` (None: no table keeps it).
+    pub fn of(row: &Row) -> Option<Self> {
+        Some(match row {
             Row::WindowMetrics { key, .. } | Row::WindowTopEmojis { key, .. } => Self::Window(
-                table_index(row),
+                table_index(row)?,
                 Arc::clone(&key.stream_id),
                 Arc::clone(&key.window),
                 key.start,
@@ -285,7 +286,8 @@ impl RowKey {
                 summary.last_partition,
                 summary.last_offset,
             ),
-        }
+            Row::Reaction(_) => return None,
+        })
     }
 }
 
@@ -305,9 +307,12 @@ pub struct Staged {
 pub struct Changes(HashMap<RowKey, Staged>);
 
 impl Changes {
-    /// Applies one change; `changes` must come in (time, diff) order.
+    /// Applies one change; `changes` must come in (time, diff) order. Rows no table keeps are
+    /// left out.
     pub fn apply(&mut self, row: Row, diff: isize) {
-        let key = RowKey::of(&row);
+        let Some(key) = RowKey::of(&row) else {
+            return;
+        };
         let staged = Staged {
             row,
             deleted: diff < 0,
@@ -335,7 +340,9 @@ impl Changes {
     fn by_table(&self) -> [Vec<&Staged>; 9] {
         let mut tables: [Vec<&Staged>; 9] = Default::default();
         for staged in self.0.values() {
-            tables[table_index(&staged.row)].push(staged);
+            if let Some(index) = table_index(&staged.row) {
+                tables[index].push(staged);
+            }
         }
         tables
     }
@@ -643,6 +650,8 @@ async fn copy_row(
                 ])
                 .await
         }
+        // Never staged: `Changes::apply` leaves out rows no table keeps.
+        Row::Reaction(_) => Ok(()),
     }
 }
 
@@ -745,7 +754,7 @@ mod tests {
             "x".into(),
             b"{}",
         ));
-        assert_eq!(RowKey::of(&dead), RowKey::Dead("t".into(), 1, 7));
+        assert_eq!(RowKey::of(&dead), Some(RowKey::Dead("t".into(), 1, 7)));
     }
 
     #[test]
