@@ -185,6 +185,12 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // One window so far: a chart of a lone point shows the minute either side, not years.
+    let lone_points =
+        "(() => { const lone = Object.values(charts).filter((c) => c.data[0].length === 1); \
+        return lone.length > 0 && lone.every((c) => c.scales.x.max - c.scales.x.min === 120); })()";
+    browser.wait_for(lone_points, json!(true), "two minutes around a lone point");
+
     browser.eval(r#"document.querySelector('#buttons button[data-emoji="🎉"]').click()"#);
     browser.wait_for(count, json!("1"), "the count after the click");
     // The clicked emoji joins the seed's in the latest minute's cloud.

@@ -186,6 +186,9 @@ function chart(id, series, data) {
     if (charts[id].width !== width) charts[id].setSize({ width, height: 180 });
     charts[id].setData(data);
   }
+  // uPlot spreads a lone point's time axis over years (a scale range function is not consulted
+  // for it): show a minute either side instead.
+  if (data[0].length === 1) charts[id].setScale("x", { min: data[0][0] - 60, max: data[0][0] + 60 });
 }
 
 const COLORS = ["#ff6b3d", "#ffd23d", "#3dc1ff", "#b36bff", "#3dff8b", "#ff3d9e"];
