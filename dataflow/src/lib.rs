@@ -6,6 +6,7 @@ pub mod codec;
 pub mod error;
 pub mod event;
 pub mod hashing;
+pub mod kinds;
 pub mod timestamp;
 
 pub use error::{Error, Result};

@@ -1,0 +1,201 @@
+//! A kind's record as the analytics read it: fields looked up by path in any of the formats,
+//! and what each measure observes of the record.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Millis;
+use crate::kinds::config::{KindSpec, MeasureOp};
+use crate::timestamp::{millis_from_number, parse_rfc3339};
+
+/// A field's value, as conditions, dimensions and measures read it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar<'a> {
+    /// Null (or absent).
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A number.
+    Number(f64),
+    /// A string.
+    Text(&'a str),
+}
+
+/// Field lookup by dotted path (`a.b.c`); None: absent or not a scalar.
+pub trait Fields {
+    /// The value at `path`.
+    fn get(&self, path: &str) -> Option<Scalar<'_>>;
+}
+
+impl Fields for serde_json::Value {
+    fn get(&self, path: &str) -> Option<Scalar<'_>> {
+        let mut value = self;
+        for segment in path.split('.') {
+            value = value.as_object()?.get(segment)?;
+        }
+        match value {
+            serde_json::Value::Null => Some(Scalar::Null),
+            serde_json::Value::Bool(b) => Some(Scalar::Bool(*b)),
+            serde_json::Value::Number(n) => n.as_f64().map(Scalar::Number),
+            serde_json::Value::String(s) => Some(Scalar::Text(s)),
+            _ => None,
+        }
+    }
+}
+
+/// A value of the bincode format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FieldValue {
+    /// Null.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A string.
+    Text(String),
+}
+
+/// The bincode format's record: (field path, value) pairs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlatRecord(pub Vec<(String, FieldValue)>);
+
+impl Fields for FlatRecord {
+    fn get(&self, path: &str) -> Option<Scalar<'_>> {
+        let (_, value) = self.0.iter().find(|(p, _)| p == path)?;
+        Some(match value {
+            FieldValue::Null => Scalar::Null,
+            FieldValue::Bool(b) => Scalar::Bool(*b),
+            FieldValue::Int(i) => Scalar::Number(*i as f64),
+            FieldValue::Float(f) => Scalar::Number(*f),
+            FieldValue::Text(s) => Scalar::Text(s),
+        })
+    }
+}
+
+/// What one measure observes of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Observation {
+    /// Nothing (the condition fails, or the field is not a number).
+    Skip,
+    /// Counted; for a rate, a match.
+    Hit,
+    /// For a rate: a record that does not match.
+    Miss,
+    /// A number read.
+    Value(f64),
+}
+
+/// A decoded record of a kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KindEvent {
+    /// Event time (None: the record has none; the broker's or the arrival time is used).
+    pub ts: Option<Millis>,
+    /// The dimensions' values, in the kind's order (`unknown` when absent or null).
+    pub dims: Vec<String>,
+    /// Each measure's observation, in the kind's order.
+    pub observations: Vec<Observation>,
+}
+
+/// The value of an absent or null dimension.
+pub const UNKNOWN: &str = "unknown";
+
+/// Longest dimension value kept (bytes, cut at a character boundary): rows stay small.
+const MAX_DIMENSION_BYTES: usize = 256;
+
+fn dimension(value: Option<Scalar<'_>>) -> String {
+    let text = match value {
+        None | Some(Scalar::Null) => return UNKNOWN.to_owned(),
+        Some(Scalar::Bool(b)) => return b.to_string(),
+        Some(Scalar::Number(n)) => return n.to_string(),
+        Some(Scalar::Text(t)) => t,
+    };
+    let mut end = text.len().min(MAX_DIMENSION_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// Reads a record of `spec`'s kind; errors say what is wrong with its time.
+pub fn read(spec: &KindSpec, record: &impl Fields) -> Result<KindEvent, String> {
+    let ts = match record.get(&spec.time) {
+        None | Some(Scalar::Null) => None,
+        Some(Scalar::Number(n)) => {
+            Some(millis_from_number(n).map_err(|e| format!("{}: {e}", spec.time))?)
+        }
+        Some(Scalar::Text(t)) => Some(parse_rfc3339(t).map_err(|e| format!("{}: {e}", spec.time))?),
+        Some(Scalar::Bool(_)) => return Err(format!("{}: a boolean is no time", spec.time)),
+    };
+    let dims = spec
+        .dimensions
+        .iter()
+        .map(|path| dimension(record.get(path)))
+        .collect();
+    let observations = spec
+        .measures
+        .iter()
+        .map(|(measure, condition)| {
+            let holds = condition.as_ref().is_none_or(|c| c.holds(record));
+            match (measure.op, holds) {
+                (MeasureOp::Rate, true) | (MeasureOp::Count, true) => Observation::Hit,
+                (MeasureOp::Rate, false) => Observation::Miss,
+                (_, false) => Observation::Skip,
+                (_, true) => match measure.field.as_deref().and_then(|f| record.get(f)) {
+                    Some(Scalar::Number(n)) if n.is_finite() => Observation::Value(n),
+                    _ => Observation::Skip,
+                },
+            }
+        })
+        .collect();
+    Ok(KindEvent {
+        ts,
+        dims,
+        observations,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::config::content_downloads;
+    use serde_json::json;
+
+    #[test]
+    fn the_preset_reads_a_download() {
+        let spec = content_downloads().resolve("downloads").unwrap();
+        let record = json!({"ts": "2026-01-05T10:00:00Z", "region": "eu-west", "status": "error",
+            "duration_ms": 31000, "bytes": 1000, "speed_kbps": "fast"});
+        let event = read(&spec, &record).unwrap();
+        assert_eq!(event.ts, Some(1_767_607_200_000));
+        assert_eq!(event.dims, ["eu-west", UNKNOWN]);
+        use Observation::*;
+        assert_eq!(
+            event.observations,
+            [
+                Hit,
+                Hit,
+                Miss,
+                Value(31000.0),
+                Value(31000.0),
+                Value(31000.0),
+                Value(31000.0),
+                Skip,
+                Skip,
+                Value(1000.0)
+            ]
+        );
+        let flat = FlatRecord(vec![
+            ("ts".into(), FieldValue::Int(1_000)),
+            ("status".into(), FieldValue::Text("ok".into())),
+            ("speed_kbps".into(), FieldValue::Float(12.5)),
+        ]);
+        let event = read(&spec, &flat).unwrap();
+        assert_eq!(event.ts, Some(1_000));
+        assert_eq!(event.observations[1..3], [Skip, Hit]);
+        assert_eq!(event.observations[7], Value(12.5));
+        assert!(read(&spec, &json!({"ts": true})).is_err());
+        assert!(read(&spec, &json!({"ts": "yesterday"})).is_err());
+    }
+}
