@@ -420,7 +420,12 @@ impl ViewStore {
                     view.summaries.pop_first();
                 }
             }
-            Row::ChatMessage(_) | Row::ChatSummary(_) | Row::DeadLetter(_) | Row::Reaction(_) => {}
+            Row::ChatMessage(_)
+            | Row::ChatSummary(_)
+            | Row::DeadLetter(_)
+            | Row::Reaction(_)
+            | Row::CustomMetrics { .. }
+            | Row::Alert(_) => {}
         }
     }
 

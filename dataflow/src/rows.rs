@@ -346,6 +346,65 @@ pub enum Row {
     /// `reactions`: a reaction as read (live only, never final; see
     /// [`crate::plan::Plan::with_reaction_rows`]).
     Reaction(Reaction),
+    /// `custom_metrics`: a configured kind's measures over one window of one dimension
+    /// combination.
+    CustomMetrics {
+        /// Which window of which combination.
+        key: CustomKey,
+        /// Records in the window.
+        records: u64,
+        /// Each measure's value, in the kind's order (None: nothing to compute it from).
+        values: Vec<Option<Score>>,
+        /// Whether the window has ended for good.
+        is_final: bool,
+    },
+    /// `alerts` (always final): a kind's alert rule fired for a final window.
+    Alert(Alert),
+}
+
+/// A configured kind's names, shared by all its rows.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KindNames {
+    /// The kind.
+    pub kind: String,
+    /// Its dimensions (field paths).
+    pub dimensions: Vec<String>,
+    /// Its measures.
+    pub measures: Vec<String>,
+}
+
+/// A window of a configured kind's dimension combination.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CustomKey {
+    /// The kind.
+    pub kind: Arc<KindNames>,
+    /// The dimensions' values, in the kind's order.
+    pub dims: Arc<[String]>,
+    /// Window label.
+    pub window: Arc<str>,
+    /// Inclusive start, epoch ms.
+    pub start: Millis,
+    /// Exclusive end, epoch ms.
+    pub end: Millis,
+}
+
+/// A fired alert rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Alert {
+    /// The window it fired for.
+    pub key: CustomKey,
+    /// The rule.
+    pub rule: String,
+    /// The measure watched.
+    pub measure: String,
+    /// Its value in the window.
+    pub value: Score,
+    /// The threshold crossed (threshold rules).
+    pub threshold: Option<Score>,
+    /// The value's z-score against the combination's previous windows (z-score rules).
+    pub zscore: Option<Score>,
+    /// Records in the window.
+    pub records: u64,
 }
 
 /// Reactions rows a source emits per stream and batch at most: what a live view shows.
@@ -380,6 +439,8 @@ impl Row {
             Row::ChatMessage(_) => "chat_messages",
             Row::ChatSummary(_) => "chat_summaries",
             Row::Reaction(_) => "reactions",
+            Row::CustomMetrics { .. } => "custom_metrics",
+            Row::Alert(_) => "alerts",
         }
     }
 
@@ -391,13 +452,14 @@ impl Row {
             | Row::WindowTopEmojis { is_final, .. }
             | Row::WindowRevenue { is_final, .. }
             | Row::Moment { is_final, .. }
-            | Row::StreamTotals { is_final, .. } => *is_final,
-            Row::DeadLetter(_) | Row::ChatMessage(_) | Row::ChatSummary(_) => true,
+            | Row::StreamTotals { is_final, .. }
+            | Row::CustomMetrics { is_final, .. } => *is_final,
+            Row::DeadLetter(_) | Row::ChatMessage(_) | Row::ChatSummary(_) | Row::Alert(_) => true,
             Row::Reaction(_) => false,
         }
     }
 
-    /// The stream a row is about (None for dead letters).
+    /// The stream a row is about (None for dead letters and configured kinds' rows).
     pub fn stream_id(&self) -> Option<&str> {
         match self {
             Row::WindowMetrics { key, .. }
@@ -409,7 +471,7 @@ impl Row {
             Row::ChatMessage(message) => Some(&message.stream_id),
             Row::ChatSummary(summary) => Some(&summary.stream_id),
             Row::Reaction(reaction) => Some(&reaction.stream_id),
-            Row::DeadLetter(_) => None,
+            Row::DeadLetter(_) | Row::CustomMetrics { .. } | Row::Alert(_) => None,
         }
     }
 }

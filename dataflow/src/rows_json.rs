@@ -5,7 +5,7 @@ use serde::{Serialize, Serializer};
 
 use crate::category::Category;
 use crate::event::AMOUNT_SCALE;
-use crate::rows::{Row, Score, WindowKey};
+use crate::rows::{CustomKey, Row, Score, WindowKey};
 use crate::sentiment::COMPOUND_SCALE;
 use crate::summary::Quote;
 
@@ -197,6 +197,34 @@ enum View<'a> {
         ts: u64,
         user_id: &'a str,
     },
+    CustomMetrics {
+        dims: std::collections::BTreeMap<&'a str, &'a str>,
+        #[serde(rename = "final")]
+        is_final: bool,
+        kind: &'a str,
+        records: u64,
+        table: &'static str,
+        values: std::collections::BTreeMap<&'a str, Option<f64>>,
+        window: &'a str,
+        window_end: u64,
+        window_start: u64,
+    },
+    Alert {
+        dims: std::collections::BTreeMap<&'a str, &'a str>,
+        #[serde(rename = "final")]
+        is_final: bool,
+        kind: &'a str,
+        measure: &'a str,
+        records: u64,
+        rule: &'a str,
+        table: &'static str,
+        threshold: Option<f64>,
+        value: f64,
+        window: &'a str,
+        window_end: u64,
+        window_start: u64,
+        zscore: Option<f64>,
+    },
     Reaction {
         emoji: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -208,6 +236,16 @@ enum View<'a> {
         ts: u64,
         user_id: &'a str,
     },
+}
+
+/// A configured kind's dimensions by name.
+fn dims(key: &CustomKey) -> std::collections::BTreeMap<&str, &str> {
+    key.kind
+        .dimensions
+        .iter()
+        .map(String::as_str)
+        .zip(key.dims.iter().map(String::as_str))
+        .collect()
 }
 
 fn window(key: &WindowKey) -> (&str, &str, u64, u64) {
@@ -394,6 +432,43 @@ impl<'a> View<'a> {
                 text: &m.text,
                 ts: m.ts,
                 user_id: &m.user_id,
+            },
+            Row::CustomMetrics {
+                key,
+                records,
+                values,
+                ..
+            } => View::CustomMetrics {
+                dims: dims(key),
+                is_final,
+                kind: &key.kind.kind,
+                records: *records,
+                table,
+                values: key
+                    .kind
+                    .measures
+                    .iter()
+                    .map(String::as_str)
+                    .zip(values.iter().map(|v| v.map(|s| s.0)))
+                    .collect(),
+                window: &key.window,
+                window_end: key.end,
+                window_start: key.start,
+            },
+            Row::Alert(alert) => View::Alert {
+                dims: dims(&alert.key),
+                is_final,
+                kind: &alert.key.kind.kind,
+                measure: &alert.measure,
+                records: alert.records,
+                rule: &alert.rule,
+                table,
+                threshold: alert.threshold.map(|s| s.0),
+                value: alert.value.0,
+                window: &alert.key.window,
+                window_end: alert.key.end,
+                window_start: alert.key.start,
+                zscore: alert.zscore.map(|s| s.0),
             },
             Row::Reaction(r) => View::Reaction {
                 emoji: &r.emoji,

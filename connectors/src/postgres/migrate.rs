@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "chat_summary_texts",
         sql: include_str!("../../migrations/V7__chat_summary_texts.sql"),
     },
+    Migration {
+        version: 8,
+        name: "custom_kinds",
+        sql: include_str!("../../migrations/V8__custom_kinds.sql"),
+    },
 ];
 
 /// Key of the advisory lock serializing migrations ("crowdpulse" in ASCII, truncated).

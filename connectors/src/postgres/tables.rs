@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::progress::SourcePosition;
-use crowdpulse_dataflow::rows::{Row, Score};
+use crowdpulse_dataflow::rows::{CustomKey, Row, Score};
 use crowdpulse_dataflow::rows_json::{score, RowJson};
 use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -30,7 +30,7 @@ pub struct Table {
 }
 
 /// The tables in `Row::table` order of [`table_index`].
-pub const TABLES: [Table; 9] = [
+pub const TABLES: [Table; 11] = [
     Table {
         name: "window_metrics",
         key: &["stream_id", "window", "window_start"],
@@ -195,6 +195,39 @@ pub const TABLES: [Table; 9] = [
         ],
         has_final: false,
     },
+    Table {
+        name: "custom_metrics",
+        key: &["kind", "window", "window_start", "dims"],
+        columns: &[
+            ("kind", Type::TEXT),
+            ("window", Type::TEXT),
+            ("window_start", Type::INT8),
+            ("dims", Type::JSONB),
+            ("window_end", Type::INT8),
+            ("records", Type::INT8),
+            ("measures", Type::JSONB),
+            ("final", Type::BOOL),
+        ],
+        has_final: true,
+    },
+    Table {
+        name: "alerts",
+        key: &["kind", "rule", "window", "window_start", "dims"],
+        columns: &[
+            ("kind", Type::TEXT),
+            ("rule", Type::TEXT),
+            ("window", Type::TEXT),
+            ("window_start", Type::INT8),
+            ("dims", Type::JSONB),
+            ("window_end", Type::INT8),
+            ("measure", Type::TEXT),
+            ("value", Type::FLOAT8),
+            ("threshold", Type::FLOAT8),
+            ("zscore", Type::FLOAT8),
+            ("records", Type::INT8),
+        ],
+        has_final: false,
+    },
 ];
 
 /// Index in [`TABLES`] of `chat_messages`.
@@ -214,6 +247,8 @@ pub fn table_index(row: &Row) -> Option<usize> {
         Row::DeadLetter(_) => 6,
         Row::ChatMessage(_) => CHAT_MESSAGES,
         Row::ChatSummary(_) => CHAT_SUMMARIES,
+        Row::CustomMetrics { .. } => 9,
+        Row::Alert(_) => 10,
         Row::Reaction(_) => return None,
     })
 }
@@ -237,6 +272,10 @@ pub enum RowKey {
     Chat(Arc<str>, u32, u64),
     /// chat_summaries: the stream and the last message covered.
     Summary(String, Millis, String, u32, u64),
+    /// custom_metrics: a window of a kind's dimension combination.
+    Custom(CustomKey),
+    /// alerts: a rule fired for a window.
+    Alert(String, CustomKey),
 }
 
 impl RowKey {
@@ -286,6 +325,8 @@ impl RowKey {
                 summary.last_partition,
                 summary.last_offset,
             ),
+            Row::CustomMetrics { key, .. } => Self::Custom(key.clone()),
+            Row::Alert(alert) => Self::Alert(alert.rule.clone(), alert.key.clone()),
             Row::Reaction(_) => return None,
         })
     }
@@ -337,8 +378,8 @@ impl Changes {
     }
 
     /// The staged rows grouped by table index.
-    fn by_table(&self) -> [Vec<&Staged>; 9] {
-        let mut tables: [Vec<&Staged>; 9] = Default::default();
+    fn by_table(&self) -> [Vec<&Staged>; 11] {
+        let mut tables: [Vec<&Staged>; 11] = Default::default();
         for staged in self.0.values() {
             if let Some(index) = table_index(&staged.row) {
                 tables[index].push(staged);
@@ -646,6 +687,47 @@ async fn copy_row(
                     &summary.category().name(),
                     &json["categories"],
                     &json["top_emotes"],
+                    &deleted,
+                ])
+                .await
+        }
+        Row::CustomMetrics {
+            key,
+            records,
+            is_final,
+            ..
+        } => {
+            // The JSON columns hold what the NDJSON row holds.
+            let json = serde_json::to_value(RowJson(&staged.row)).expect("rows serialize");
+            writer
+                .write(&[
+                    &key.kind.kind,
+                    &&*key.window,
+                    &to_i64(key.start),
+                    &json["dims"],
+                    &to_i64(key.end),
+                    &to_i64(*records),
+                    &json["values"],
+                    is_final,
+                    &deleted,
+                ])
+                .await
+        }
+        Row::Alert(alert) => {
+            let json = serde_json::to_value(RowJson(&staged.row)).expect("rows serialize");
+            writer
+                .write(&[
+                    &alert.key.kind.kind,
+                    &alert.rule,
+                    &&*alert.key.window,
+                    &to_i64(alert.key.start),
+                    &json["dims"],
+                    &to_i64(alert.key.end),
+                    &alert.measure,
+                    &alert.value.0,
+                    &alert.threshold.map(|s| s.0),
+                    &alert.zscore.map(|s| s.0),
+                    &to_i64(alert.records),
                     &deleted,
                 ])
                 .await

@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Span;
 use crate::error::{Error, Result};
 use crate::kinds::condition::Condition;
+use crate::rows::KindNames;
 
 /// Most dimensions, measures or alert rules of one kind: rows stay a bounded size.
 pub const MAX_PARTS: usize = 32;
@@ -169,6 +171,25 @@ pub struct KindSpec {
     pub windows: Vec<(String, u64, u64)>,
     /// Alert rules, with the index of their measure and window.
     pub alerts: Vec<(AlertConfig, usize, usize)>,
+    /// The names its rows carry.
+    pub names: Arc<KindNames>,
+    /// Pane length: the greatest common divisor of the windows' sizes and slides.
+    pub pane: u64,
+}
+
+impl KindSpec {
+    /// The measures' operations, in order.
+    pub fn ops(&self) -> impl Iterator<Item = MeasureOp> + '_ {
+        self.measures.iter().map(|(m, _)| m.op)
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// The content-download preset (StreamPulse): records like
@@ -497,7 +518,17 @@ impl KindConfig {
             };
             alerts.push((alert, measure, window));
         }
+        let names = Arc::new(KindNames {
+            kind: name.to_owned(),
+            dimensions: dimensions.clone(),
+            measures: measures.iter().map(|(m, _)| m.name.clone()).collect(),
+        });
+        let pane = windows
+            .iter()
+            .fold(0, |pane, (_, size, slide)| gcd(gcd(pane, *size), *slide));
         Ok(KindSpec {
+            names,
+            pane,
             name: name.to_owned(),
             topic,
             format,

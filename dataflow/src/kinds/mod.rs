@@ -2,8 +2,10 @@
 //! settings and presets, record decoding (JSON, bincode, Avro), conditions, and the mergeable
 //! quantile sketch their percentiles use.
 
+pub mod aggregate;
 pub mod avro;
 pub mod condition;
 pub mod config;
 pub mod record;
 pub mod sketch;
+pub mod windows;
