@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use crowdpulse_dataflow::analytics::{Engine, PaneAggregator};
+use crowdpulse_dataflow::analytics::{Delta, Engine, PaneAggregator};
 use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::event::Event;
@@ -82,7 +82,7 @@ fn hot_paths(c: &mut Criterion) {
                     aggregator.add(event.clone(), event.ts, None);
                 }
                 for (_, delta) in aggregator.drain() {
-                    engine.apply(&delta);
+                    engine.apply(&Delta::Stream(delta));
                 }
                 engine.advance(Some(T0 + (i as u64 + 1) * 1_000), &mut out);
                 out.clear();
@@ -106,7 +106,7 @@ fn hot_paths(c: &mut Criterion) {
             aggregator.add(event, T0 + i, None);
         }
         for (_, delta) in aggregator.drain() {
-            engine.apply(&delta);
+            engine.apply(&Delta::Stream(delta));
         }
         let mut out = Vec::new();
         let mut frontier = T0 + 100_000;

@@ -23,6 +23,8 @@ pub struct DecodeContext {
     pub fallback_ts: Option<Millis>,
     /// The longest accepted fields.
     pub limits: FieldLimits,
+    /// Set when the partition carries a configured kind: its index in the plan's kinds.
+    pub kind: Option<usize>,
 }
 
 /// Record encoding on a source or sink.

@@ -1,12 +1,14 @@
 //! Pipeline settings (DESIGN §3/§4): tick, watermarks, lateness, windows, top-k and moments.
 //! Serde structs with `deny_unknown_fields`; every field has the documented default.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::event::FieldLimits;
+use crate::kinds::config::KindConfig;
 
 /// A duration in milliseconds, written `250ms`, `10s`, `1m`, `2h`, `1d` or as a bare number of ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -206,6 +208,8 @@ pub struct PipelineConfig {
     pub chat_history: bool,
     /// Chat summaries (`[pipeline.summary]`).
     pub summary: SummaryConfig,
+    /// Event kinds defined in configuration (`[pipeline.kinds.NAME]`).
+    pub kinds: BTreeMap<String, KindConfig>,
 }
 
 impl Default for PipelineConfig {
@@ -230,6 +234,7 @@ impl Default for PipelineConfig {
             max_event_ids: 1_000_000,
             chat_history: true,
             summary: SummaryConfig::default(),
+            kinds: BTreeMap::new(),
         }
     }
 }

@@ -15,6 +15,8 @@ pub struct MemoryReader {
     /// Sizes of successive reads, cycled; lets tests split one partition into arbitrary batches.
     batch_sizes: Vec<usize>,
     reads: usize,
+    /// The configured kind its records are, if any.
+    kind: Option<usize>,
 }
 
 impl MemoryReader {
@@ -31,7 +33,14 @@ impl MemoryReader {
             records,
             batch_sizes: Vec::new(),
             reads: 0,
+            kind: None,
         }
+    }
+
+    /// Records of the configured kind `kind` (its index in the plan).
+    pub fn of_kind(mut self, kind: usize) -> Self {
+        self.kind = Some(kind);
+        self
     }
 
     /// Reads on from `offset` (a run resuming from a checkpoint).
@@ -57,7 +66,11 @@ impl PartitionReader for MemoryReader {
     }
 
     fn format(&self) -> (Format, DecodeContext) {
-        (Format::Json, DecodeContext::default())
+        let context = DecodeContext {
+            kind: self.kind,
+            ..DecodeContext::default()
+        };
+        (Format::Json, context)
     }
 
     fn read(&mut self, max: usize, out: &mut RecordBatch) -> Result<ReadStatus, String> {

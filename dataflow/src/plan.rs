@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::config::{MomentsConfig, PipelineConfig};
 use crate::error::{Error, Result};
 use crate::event::Millis;
+use crate::kinds::config::{resolve_kinds, KindSpec};
 use crate::windows::{pane_size, WindowSpec};
 
 /// Settings resolved once; the dataflow only runs on a plan.
@@ -23,6 +24,8 @@ pub struct Plan {
     /// Emit each stream's latest reactions as rows (the live view's "last reactions").
     pub(crate) reaction_rows: bool,
     pub(crate) moments: MomentsConfig,
+    /// The kinds defined in configuration, checked.
+    pub(crate) kinds: Arc<[KindSpec]>,
     /// Index in `specs` of the window scored for moments.
     pub(crate) moment_spec: usize,
 }
@@ -47,6 +50,7 @@ impl Plan {
             live_rows: config.live_rows,
             reaction_rows: false,
             moments: config.moments.clone(),
+            kinds: resolve_kinds(&config.kinds)?.into(),
             moment_spec,
             labels: specs.iter().map(|s| Arc::from(s.label.as_str())).collect(),
             specs,
@@ -74,6 +78,25 @@ impl Plan {
         self.live_rows = live_rows;
         self.config.live_rows = live_rows;
         self
+    }
+
+    /// The kinds defined in configuration, in name order (a kind's index is its place here).
+    pub fn kinds(&self) -> &[KindSpec] {
+        &self.kinds
+    }
+
+    /// The same plan with each Avro kind's schemas, read by `read` (the reader schema, then the
+    /// writer schemas by id); errors name the kind's key.
+    pub fn with_avro_schemas(
+        mut self,
+        read: impl Fn(&std::path::Path) -> std::result::Result<String, String>,
+    ) -> Result<Self> {
+        let mut kinds: Vec<KindSpec> = self.kinds.to_vec();
+        for kind in &mut kinds {
+            kind.load_avro(&read)?;
+        }
+        self.kinds = kinds.into();
+        Ok(self)
     }
 
     /// The settings the plan was resolved from.

@@ -14,12 +14,15 @@ use timely::scheduling::SyncActivator;
 
 use tracing::error;
 
-use crate::analytics::{Origin, PaneAggregator, PaneDelta};
+use crate::analytics::{Delta, Origin, PaneAggregator};
 use crate::checkpoint::{self, CheckpointPart, Checkpointing, PartitionState, Role, SourceState};
 use crate::clock::{Admission, PartitionClock};
 use crate::codec::{DecodeContext, Format};
 use crate::error::{excerpt, Error};
 use crate::event::{Event, EventKind, Millis};
+use crate::kinds::config::KindSpec;
+use crate::kinds::panes::KindPanes;
+use crate::kinds::record::{decode as decode_kind, KindEvent};
 use crate::pacing::{steered_source, Reply, Steering};
 use crate::pending::take_below;
 use crate::plan::Plan;
@@ -195,6 +198,8 @@ pub struct SourceCounters {
     pub records: AtomicU64,
     /// Records that entered the analytics, by kind ([`EventKind::index`]).
     pub events_by_kind: [AtomicU64; EventKind::ALL.len()],
+    /// Records of configured kinds that entered the analytics.
+    pub kind_records: AtomicU64,
     /// Dead letters by reason.
     pub decode_errors: AtomicU64,
     /// Records that decoded but did not validate.
@@ -369,8 +374,9 @@ struct Judge<'a> {
 fn admit(
     record: &RawRecord<'_>,
     (format, context): (Format, DecodeContext),
+    kinds: &[KindSpec],
     judge: Judge<'_>,
-) -> Result<Event, (DeadLetterReason, String)> {
+) -> Result<Admitted, (DeadLetterReason, String)> {
     if let Some(size) = record.oversized {
         return Err((
             DeadLetterReason::Decode,
@@ -379,47 +385,83 @@ fn admit(
     }
     let mut context = context;
     context.fallback_ts = context.fallback_ts.or(record.timestamp);
-    let event = format.decode(record.payload, &context).map_err(rejection)?;
+    let admitted = match context.kind {
+        Some(kind) => {
+            let spec = kinds.get(kind).ok_or_else(|| {
+                (
+                    DeadLetterReason::Decode,
+                    format!("no kind {kind} is configured"),
+                )
+            })?;
+            let event = decode_kind(spec, record.payload).map_err(rejection)?;
+            let ts = event.ts.or(context.fallback_ts).ok_or_else(|| {
+                (
+                    DeadLetterReason::Invalid,
+                    format!("no event time: {} is absent", spec.time),
+                )
+            })?;
+            Admitted::Kind { kind, ts, event }
+        }
+        None => Admitted::Event(format.decode(record.payload, &context).map_err(rejection)?),
+    };
+    let ts = admitted.ts();
     if let Some(reference) = record.timestamp {
-        if event.ts > reference.saturating_add(judge.max_future) {
+        if ts > reference.saturating_add(judge.max_future) {
             return Err((
                 DeadLetterReason::Future,
                 format!(
-                    "ts {} is more than {} ms ahead of its reference time {reference}",
-                    event.ts, judge.max_future
+                    "ts {ts} is more than {} ms ahead of its reference time {reference}",
+                    judge.max_future
                 ),
             ));
         }
     }
     // A duplicate moves no watermark: it is checked before the clock sees it.
-    if let Some(first) = judge.seen.earlier(&event, judge.clock.oldest_admissible()) {
-        let id = event.event_id.as_deref().unwrap_or_default();
-        return Err((DeadLetterReason::Duplicate, duplicate_message(id, first)));
+    if let Admitted::Event(event) = &admitted {
+        if let Some(first) = judge.seen.earlier(event, judge.clock.oldest_admissible()) {
+            let id = event.event_id.as_deref().unwrap_or_default();
+            return Err((DeadLetterReason::Duplicate, duplicate_message(id, first)));
+        }
     }
     // The partition's own clock judges first, so bounded runs name the partition's watermark.
-    match judge.clock.admit(event.ts) {
-        Admission::Late { watermark } => {
-            Err((DeadLetterReason::Late, late_message(event.ts, watermark)))
-        }
-        Admission::Accepted
-            if event.ts.saturating_add(judge.allowed_lateness) < judge.capability =>
-        {
-            Err((
-                DeadLetterReason::Late,
-                late_message(event.ts, judge.capability),
-            ))
+    match judge.clock.admit(ts) {
+        Admission::Late { watermark } => Err((DeadLetterReason::Late, late_message(ts, watermark))),
+        Admission::Accepted if ts.saturating_add(judge.allowed_lateness) < judge.capability => {
+            Err((DeadLetterReason::Late, late_message(ts, judge.capability)))
         }
         Admission::Accepted => {
-            judge.seen.remember(&event, record.offset);
-            Ok(event)
+            if let Admitted::Event(event) = &admitted {
+                judge.seen.remember(event, record.offset);
+            }
+            Ok(admitted)
+        }
+    }
+}
+
+/// A record admitted: an event of the built-in model, or a record of a configured kind.
+enum Admitted {
+    Event(Event),
+    Kind {
+        kind: usize,
+        ts: Millis,
+        event: KindEvent,
+    },
+}
+
+impl Admitted {
+    fn ts(&self) -> Millis {
+        match self {
+            Admitted::Event(event) => event.ts,
+            Admitted::Kind { ts, .. } => *ts,
         }
     }
 }
 
 /// The source's outputs.
 pub struct SourceStreams<'scope> {
-    /// Accepted events, pre-aggregated per (stream, pane) where they are read.
-    pub deltas: Stream<'scope, u64, Vec<PaneDelta>>,
+    /// Accepted events, pre-aggregated per (stream, pane) and kinds' records per (kind,
+    /// combination, pane) where they are read.
+    pub deltas: Stream<'scope, u64, Vec<Delta>>,
     /// Rows of facts, emitted as records are read: dead letters (records that did not enter the
     /// analytics) and, with the chat history on, accepted chat messages.
     pub facts: Stream<'scope, u64, Vec<Row>>,
@@ -432,11 +474,10 @@ pub struct SourceStreams<'scope> {
 }
 
 /// What the source operator emits before it is split into [`SourceStreams`].
-type SourceItem =
-    Result<PaneDelta, Result<Row, Result<SourcePosition, Result<CheckpointPart, Reply>>>>;
+type SourceItem = Result<Delta, Result<Row, Result<SourcePosition, Result<CheckpointPart, Reply>>>>;
 
 /// Deltas read but held back until the source's capability passes their time, by time.
-type Held = BTreeMap<Millis, Vec<PaneDelta>>;
+type Held = BTreeMap<Millis, Vec<Delta>>;
 
 /// The source's state at checkpoint time `time`, once every delta before it has been emitted.
 fn source_part(
@@ -511,6 +552,8 @@ pub fn partitioned_source<'scope>(
     let config = plan.config();
     let mut aggregator = PaneAggregator::new(plan.pane(), analyzer)
         .with_chat(config.chat_history, config.summary.every > 0);
+    let kinds: Arc<[KindSpec]> = plan.kinds.clone();
+    let mut kind_panes = KindPanes::new(Arc::clone(&kinds));
     let tick = config.tick.0.max(1);
     let (out_of_orderness, lateness) = (config.max_out_of_orderness.0, config.allowed_lateness.0);
     let max_future = config.max_future.0;
@@ -597,8 +640,13 @@ pub fn partitioned_source<'scope>(
                             allowed_lateness: lateness,
                             max_future,
                         };
-                        match admit(&record, decoding, judge) {
-                            Ok(event) => {
+                        match admit(&record, decoding, &kinds, judge) {
+                            Ok(Admitted::Kind { kind, ts, event }) => {
+                                counters.kind_records.fetch_add(1, Ordering::Relaxed);
+                                let time = ceil_to_tick(ts, tick).max(now);
+                                kind_panes.add(kind, ts, event, time);
+                            }
+                            Ok(Admitted::Event(event)) => {
                                 counters.events_by_kind[event.kind().index()]
                                     .fetch_add(1, Ordering::Relaxed);
                                 let time = ceil_to_tick(event.ts, tick).max(now);
@@ -668,7 +716,10 @@ pub fn partitioned_source<'scope>(
                     counters.report(&partition.key, progress);
                 }
                 for (time, delta) in aggregator.drain() {
-                    held.entry(time).or_default().push(delta);
+                    held.entry(time).or_default().push(Delta::Stream(delta));
+                }
+                for (time, delta) in kind_panes.drain() {
+                    held.entry(time).or_default().push(Delta::Kind(delta));
                 }
                 facts.extend(reactions.drain());
                 if !facts.is_empty() || !positions.is_empty() {

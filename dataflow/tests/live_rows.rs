@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crowdpulse_dataflow::analytics::{Engine, PaneAggregator};
+use crowdpulse_dataflow::analytics::{Delta, Engine, PaneAggregator};
 use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::plan::Plan;
@@ -80,7 +80,7 @@ proptest! {
                 payloads.push(line);
             }
             for (_, delta) in aggregator.drain() {
-                engine.apply(&delta);
+                engine.apply(&Delta::Stream(delta));
             }
             // Windows ending before the cursor minus the lateness bound are final; no event is
             // older than that.

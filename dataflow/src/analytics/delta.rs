@@ -10,6 +10,7 @@ use super::pane::Pane;
 use crate::category::Category;
 use crate::event::{Event, EventBody, Millis, PresenceAction, StreamStatus};
 use crate::hashing::FastMap;
+use crate::kinds::windows::KindDelta;
 use crate::rows::ChatMessage;
 use crate::sentiment::{Analyzer, COMPOUND_SCALE};
 use crate::summary::ChatLine;
@@ -46,6 +47,25 @@ pub struct PaneDelta {
     pub(crate) meta: Vec<MetaUpdate>,
     /// The chat messages with their emotes, for the summaries (empty without them).
     pub(crate) chat: Vec<ChatLine>,
+}
+
+/// What sources send to the analytics: a stream's pane delta, or a configured kind's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Delta {
+    /// A stream's.
+    Stream(PaneDelta),
+    /// A configured kind's dimension combination's.
+    Kind(KindDelta),
+}
+
+impl Delta {
+    /// Where it is owned: streams by their id, kinds' combinations by theirs.
+    pub fn owner_hash(&self) -> u64 {
+        match self {
+            Delta::Stream(delta) => super::stream_hash(&delta.stream_id),
+            Delta::Kind(delta) => delta.owner_hash(),
+        }
+    }
 }
 
 /// Where a record was read: the identity its chat message keeps.

@@ -4,10 +4,11 @@
 use bincode::Options;
 use tracing::debug;
 
-use super::delta::PaneDelta;
+use super::delta::{Delta, PaneDelta};
 use super::stream_state::{RowChanges, StreamState};
 use crate::event::Millis;
 use crate::hashing::FastMap;
+use crate::kinds::windows::KindWindows;
 use crate::plan::Plan;
 
 /// A quiet stream's state, bincode-encoded: about 0.8 kB, a fifth of the state in memory.
@@ -24,6 +25,8 @@ pub struct Engine {
     quiet: FastMap<String, QuietState>,
     /// The frontier of the last advance (None before the first).
     advanced_to: Option<Millis>,
+    /// The configured kinds' combinations this worker owns.
+    kinds: KindWindows,
 }
 
 fn quiet_state(state: &StreamState) -> QuietState {
@@ -55,13 +58,16 @@ impl Engine {
             streams: FastMap::default(),
             quiet: FastMap::default(),
             advanced_to: None,
+            kinds: KindWindows::default(),
         }
     }
 
-    /// An engine resuming with the streams of a checkpoint taken at `time`.
+    /// An engine resuming with the streams and kinds' combinations of a checkpoint taken at
+    /// `time`.
     pub(crate) fn restored(
         plan: &Plan,
         (streams, quiet): (FastMap<String, StreamState>, FastMap<String, QuietState>),
+        kinds: KindWindows,
         time: Millis,
     ) -> Self {
         Self {
@@ -69,13 +75,14 @@ impl Engine {
             streams,
             quiet,
             advanced_to: Some(time),
+            kinds,
         }
     }
 
     /// The state of every stream, encoded for a checkpoint with the settings it is valid under.
     pub fn snapshot(&self) -> Vec<u8> {
         let pipeline = crate::checkpoint::pipeline_identity(&self.plan);
-        crate::checkpoint::encode(&(pipeline, &self.streams, &self.quiet))
+        crate::checkpoint::encode(&(pipeline, &self.streams, &self.quiet, &self.kinds))
     }
 
     /// Emits every live row the streams hold as an insertion: after a restore, the sinks and the
@@ -87,10 +94,18 @@ impl Engine {
         for bytes in self.quiet.values() {
             woken_state(bytes).live_rows(&self.plan, out);
         }
+        self.kinds.live_rows(out);
     }
 
-    /// Adds one pane delta.
-    pub fn apply(&mut self, delta: &PaneDelta) {
+    /// Adds one delta of a stream or of a configured kind.
+    pub fn apply(&mut self, delta: &Delta) {
+        match delta {
+            Delta::Stream(delta) => self.apply_stream(delta),
+            Delta::Kind(delta) => self.kinds.apply(self.plan.kinds(), delta),
+        }
+    }
+
+    fn apply_stream(&mut self, delta: &PaneDelta) {
         let state = match self.streams.get_mut(&delta.stream_id) {
             Some(state) => state,
             None => {
@@ -145,6 +160,13 @@ impl Engine {
         if !quieted.is_empty() && self.streams.capacity() > 4 * self.streams.len() + 64 {
             self.streams.shrink_to_fit();
         }
+        self.kinds.advance(
+            self.plan.kinds(),
+            frontier,
+            self.plan.final_delay,
+            self.plan.live_rows,
+            out,
+        );
         self.advanced_to = frontier;
     }
 
@@ -177,7 +199,7 @@ mod tests {
             aggregator.add(event, *ts, None);
         }
         for (_, delta) in aggregator.drain() {
-            engine.apply(&delta);
+            engine.apply(&Delta::Stream(delta));
         }
     }
 
@@ -195,7 +217,7 @@ mod tests {
         let event = decode_json(line.as_bytes(), &DecodeContext::default()).unwrap();
         aggregator.add(event, T0, None);
         for (_, delta) in aggregator.drain() {
-            engine.apply(&delta);
+            engine.apply(&Delta::Stream(delta));
         }
         let mut out = RowChanges::new();
         for minutes in 1..=20 {

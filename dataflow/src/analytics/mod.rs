@@ -11,7 +11,7 @@ mod summaries;
 mod totals;
 mod viewers;
 
-pub use delta::{Origin, PaneAggregator, PaneDelta};
+pub use delta::{Delta, Origin, PaneAggregator, PaneDelta};
 pub use engine::Engine;
 pub(crate) use engine::{decode_quiet, QuietState};
 pub use moments::METRICS;

@@ -12,7 +12,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::Stream;
 
-use super::delta::PaneDelta;
+use super::delta::Delta;
 use super::engine::Engine;
 use crate::checkpoint::{CheckpointPart, Restore, Role};
 use crate::event::Millis;
@@ -46,7 +46,7 @@ pub trait WindowAnalytics<'scope> {
     );
 }
 
-impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
+impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<Delta>> {
     fn window_analytics(
         self,
         plan: &Plan,
@@ -58,9 +58,12 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
     ) {
         let (index, peers) = (self.scope().index(), self.scope().peers());
         let mut engine = match &restore {
-            Some(restore) => {
-                Engine::restored(plan, restore.take_streams(index, peers), restore.time)
-            }
+            Some(restore) => Engine::restored(
+                plan,
+                restore.take_streams(index, peers),
+                restore.take_kinds(index, peers),
+                restore.time,
+            ),
             None => Engine::new(plan),
         };
         let mut changes = Vec::new();
@@ -68,10 +71,10 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
             engine.live_rows(&mut changes);
         }
         let start = restore.as_ref().map(|r| r.time);
-        let by_stream = Exchange::new(|delta: &PaneDelta| stream_hash(&delta.stream_id));
+        let by_owner = Exchange::new(Delta::owner_hash);
         let items: Stream<'scope, u64, Vec<AnalyticsItem>> = self.binary_frontier(
             checkpoints.broadcast(),
-            by_stream,
+            by_owner,
             Pipeline,
             "WindowAnalytics",
             move |mut capability, _info| {
@@ -82,7 +85,7 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<PaneDelta>> {
                     capability.downgrade(&start);
                 }
                 let mut held = Some(capability);
-                let mut stash: BTreeMap<u64, Vec<PaneDelta>> = BTreeMap::new();
+                let mut stash: BTreeMap<u64, Vec<Delta>> = BTreeMap::new();
                 let mut due: BTreeSet<Millis> = BTreeSet::new();
                 // The time of the last checkpoint recorded.
                 let mut recorded_at: Option<Millis> = None;

@@ -15,16 +15,17 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::analytics::{stream_hash, PaneDelta, QuietState, StreamState};
+use crate::analytics::{stream_hash, Delta, QuietState, StreamState};
 use crate::event::Millis;
 use crate::hashing::FastMap;
+use crate::kinds::windows::KindWindows;
 use crate::plan::Plan;
 use crate::progress::SourcePosition;
 use crate::seen_ids::SeenId;
 
 /// Bumped whenever the encoding of any checkpointed state changes: a checkpoint written by
 /// another format is refused, never half-read.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Which operator a part of a checkpoint comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -81,7 +82,7 @@ pub struct SourceState {
     /// Per partition: (source, partition, next offset, largest event time seen).
     pub partitions: Vec<PartitionState>,
     /// Deltas read before T whose times are at T or later: not yet in the analytics' state.
-    pub pending: Vec<(Millis, PaneDelta)>,
+    pub pending: Vec<(Millis, Delta)>,
 }
 
 /// One partition at a checkpoint time.
@@ -225,10 +226,12 @@ pub struct Restore {
     /// Every partition's state at T.
     pub partitions: BTreeMap<(String, u32), PartitionState>,
     /// Deltas at T or later that were read before T, per writing worker.
-    pending: Mutex<Vec<Vec<(Millis, PaneDelta)>>>,
+    pending: Mutex<Vec<Vec<(Millis, Delta)>>>,
     /// Every stream's analytics state, taken by the worker that owns the stream: active streams
     /// and quiet ones (encoded).
     streams: Mutex<(FastMap<String, StreamState>, FastMap<String, QuietState>)>,
+    /// Every configured kind's windows, taken by the workers that own their combinations.
+    kinds: Mutex<KindWindows>,
 }
 
 impl Restore {
@@ -239,6 +242,7 @@ impl Restore {
         let mut pending = Vec::new();
         let mut streams = FastMap::default();
         let mut quiet = FastMap::default();
+        let mut kinds = KindWindows::default();
         for part in &checkpoint.parts {
             match part.role {
                 Role::Source => {
@@ -257,8 +261,9 @@ impl Restore {
                         String,
                         FastMap<String, StreamState>,
                         FastMap<String, QuietState>,
+                        KindWindows,
                     );
-                    let (taken, active, quieted): Part = decode(&part.state)?;
+                    let (taken, active, quieted, kind_windows): Part = decode(&part.state)?;
                     if taken != pipeline_identity(plan) {
                         return Err(CheckpointError::Pipeline { taken });
                     }
@@ -268,6 +273,7 @@ impl Restore {
                     }
                     streams.extend(active);
                     quiet.extend(quieted);
+                    kinds.extend(kind_windows);
                 }
             }
         }
@@ -276,11 +282,12 @@ impl Restore {
             partitions,
             pending: Mutex::new(pending),
             streams: Mutex::new((streams, quiet)),
+            kinds: Mutex::new(kinds),
         })
     }
 
     /// Takes the held-back deltas worker `index` of `peers` re-emits.
-    pub fn take_pending(&self, index: usize, peers: usize) -> Vec<(Millis, PaneDelta)> {
+    pub fn take_pending(&self, index: usize, peers: usize) -> Vec<(Millis, Delta)> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending
             .iter_mut()
@@ -288,6 +295,12 @@ impl Restore {
             .filter(|(writer, _)| writer % peers == index)
             .flat_map(|(_, deltas)| std::mem::take(deltas))
             .collect()
+    }
+
+    /// Takes the kinds' combinations worker `index` of `peers` owns.
+    pub(crate) fn take_kinds(&self, index: usize, peers: usize) -> KindWindows {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        kinds.take_owned(index, peers)
     }
 
     /// Takes the streams worker `index` of `peers` owns: active and quiet ones.

@@ -3,13 +3,14 @@
 //! offending key, and the shipped presets.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Span;
 use crate::error::{Error, Result};
+use crate::kinds::avro::{parse_schema, AvroDecoder};
 use crate::kinds::condition::Condition;
 use crate::rows::KindNames;
 
@@ -103,10 +104,11 @@ pub struct AlertConfig {
     #[serde(default)]
     pub below: Option<f64>,
     /// Fires when the value is at least this many standard deviations above the mean of the
-    /// previous `history` final windows of the same dimensions.
+    /// same dimensions' final windows among the previous `history` window slots (slots without
+    /// records are skipped; at least two values with some spread are needed).
     #[serde(default)]
     pub zscore: Option<f64>,
-    /// Windows of history a z-score compares with.
+    /// Window slots (slides) of history a z-score compares with.
     #[serde(default = "default_history")]
     pub history: usize,
     /// Records a window needs before the rule looks at it (small windows are noise).
@@ -149,7 +151,7 @@ pub struct KindConfig {
 }
 
 /// A kind checked and filled in from its preset.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct KindSpec {
     /// The kind's name.
     pub name: String,
@@ -175,9 +177,33 @@ pub struct KindSpec {
     pub names: Arc<KindNames>,
     /// Pane length: the greatest common divisor of the windows' sizes and slides.
     pub pane: u64,
+    /// Avro: the decoder, once the schemas are loaded ([`crate::plan::Plan::with_avro_schemas`]).
+    pub avro: Option<Arc<AvroDecoder>>,
 }
 
 impl KindSpec {
+    /// Reads and parses the Avro schemas (nothing for other formats).
+    pub fn load_avro(
+        &mut self,
+        read: impl Fn(&Path) -> std::result::Result<String, String>,
+    ) -> Result<()> {
+        let Some(path) = &self.schema else {
+            return Ok(());
+        };
+        let key = format!("kinds.{}", self.name);
+        let parse = |at: String, path: &Path| -> Result<apache_avro::Schema> {
+            let text = read(path).or_else(|e| err(at.clone(), e))?;
+            parse_schema(&path.display().to_string(), &text).or_else(|e| err(at, e))
+        };
+        let reader = parse(format!("{key}.schema"), path)?;
+        let mut writers = BTreeMap::new();
+        for (id, path) in &self.writer_schemas {
+            writers.insert(*id, parse(format!("{key}.writer_schemas.{id}"), path)?);
+        }
+        self.avro = Some(Arc::new(AvroDecoder::new(reader, writers)));
+        Ok(())
+    }
+
     /// The measures' operations, in order.
     pub fn ops(&self) -> impl Iterator<Item = MeasureOp> + '_ {
         self.measures.iter().map(|(m, _)| m.op)
@@ -529,6 +555,7 @@ impl KindConfig {
         Ok(KindSpec {
             names,
             pane,
+            avro: None,
             name: name.to_owned(),
             topic,
             format,

@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod avro;
 pub mod condition;
 pub mod config;
+pub mod panes;
 pub mod record;
 pub mod sketch;
 pub mod windows;

@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::Millis;
-use crate::kinds::config::{KindSpec, MeasureOp};
+use bincode::Options;
+
+use crate::error::Error;
+use crate::kinds::config::{KindFormat, KindSpec, MeasureOp};
 use crate::timestamp::{millis_from_number, parse_rfc3339};
 
 /// A field's value, as conditions, dimensions and measures read it.
@@ -154,6 +157,37 @@ pub fn read(spec: &KindSpec, record: &impl Fields) -> Result<KindEvent, String> 
         dims,
         observations,
     })
+}
+
+/// Decodes a record of `spec`'s kind: undecodable bytes are `Error::Decode`, a bad time
+/// `Error::Invalid`.
+pub fn decode(spec: &KindSpec, bytes: &[u8]) -> Result<KindEvent, Error> {
+    match spec.format {
+        KindFormat::Json => {
+            let value: serde_json::Value = serde_json::from_slice(bytes)
+                .map_err(|e| Error::Decode(format!("not JSON: {e}")))?;
+            if !value.is_object() {
+                return Err(Error::Decode("not a JSON object".into()));
+            }
+            read(spec, &value).map_err(Error::Invalid)
+        }
+        KindFormat::Bincode => {
+            let record: FlatRecord = bincode::DefaultOptions::new()
+                .with_fixint_encoding()
+                .with_limit(bytes.len() as u64 * 2 + 64)
+                .deserialize(bytes)
+                .map_err(|e| Error::Decode(format!("bincode: {e}")))?;
+            read(spec, &record).map_err(Error::Invalid)
+        }
+        KindFormat::Avro => {
+            let decoder = spec
+                .avro
+                .as_ref()
+                .ok_or_else(|| Error::Decode("the kind's Avro schemas are not loaded".into()))?;
+            let value = decoder.decode(bytes).map_err(Error::Decode)?;
+            read(spec, &value).map_err(Error::Invalid)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,23 @@ pub struct KindDelta {
     pub measures: Measures,
 }
 
+/// Where a kind's combination is owned: the same worker in every run with the same kinds.
+fn owner_hash(kind: usize, dims: &[String]) -> u64 {
+    let mut bytes = (kind as u64).to_le_bytes().to_vec();
+    for value in dims {
+        bytes.push(0);
+        bytes.extend_from_slice(value.as_bytes());
+    }
+    crate::hashing::fnv1a(&bytes)
+}
+
+impl KindDelta {
+    /// Where its combination is owned.
+    pub fn owner_hash(&self) -> u64 {
+        owner_hash(self.kind, &self.dims)
+    }
+}
+
 /// A window: (index of its spec in the kind, start).
 type WindowId = (usize, Millis);
 
@@ -40,8 +57,10 @@ struct Group {
     dirty: BTreeSet<WindowId>,
     /// The live row shown for each open window.
     live: BTreeMap<WindowId, Row>,
-    /// Per alert rule, the values of the latest final windows it watched (z-scores).
-    history: BTreeMap<usize, VecDeque<f64>>,
+    /// Per z-score rule, (window start, value) of the final windows it watched within its
+    /// history: the previous `history` window slots, by time, so what a window is compared
+    /// with does not depend on when anything was forgotten.
+    history: BTreeMap<usize, VecDeque<(Millis, f64)>>,
 }
 
 /// Every combination's windows of every kind.
@@ -121,12 +140,13 @@ impl Group {
                 (Some(above), _, _) => (enough && value > above, Some(above), None),
                 (_, Some(below), _) => (enough && value < below, Some(below), None),
                 (_, _, Some(limit)) => {
+                    let slide = spec.windows[window].2;
+                    let since = key.start.saturating_sub(alert.history as u64 * slide);
                     let history = self.history.entry(rule).or_default();
-                    let score = zscore(value, history.make_contiguous());
-                    history.push_back(value);
-                    if history.len() > alert.history {
-                        history.pop_front();
-                    }
+                    history.retain(|(start, _)| *start >= since);
+                    let values: Vec<f64> = history.iter().map(|(_, v)| *v).collect();
+                    let score = zscore(value, &values);
+                    history.push_back((key.start, value));
                     (enough && score.is_some_and(|z| z >= limit), None, score)
                 }
                 _ => (false, None, None),
@@ -148,6 +168,27 @@ impl Group {
 }
 
 impl KindWindows {
+    /// Adds the combinations of another worker's checkpoint.
+    pub(crate) fn extend(&mut self, other: KindWindows) {
+        self.groups.extend(other.groups);
+    }
+
+    /// Removes and returns the combinations worker `index` of `peers` owns.
+    pub(crate) fn take_owned(&mut self, index: usize, peers: usize) -> KindWindows {
+        let (owned, rest) = std::mem::take(&mut self.groups)
+            .into_iter()
+            .partition(|((kind, dims), _)| owner_hash(*kind, dims) as usize % peers == index);
+        self.groups = rest;
+        KindWindows { groups: owned }
+    }
+
+    /// Emits every live row held as an insertion (after a restore).
+    pub fn live_rows(&self, out: &mut Vec<(Row, isize)>) {
+        for group in self.groups.values() {
+            out.extend(group.live.values().map(|row| (row.clone(), 1)));
+        }
+    }
+
     /// Adds a pane's accumulators.
     pub fn apply(&mut self, kinds: &[KindSpec], delta: &KindDelta) {
         let Some(spec) = kinds.get(delta.kind) else {
@@ -204,16 +245,29 @@ impl KindWindows {
                 .max()
                 .unwrap_or(0);
             match frontier {
-                Some(f) => group
-                    .panes
-                    .retain(|pane, _| pane + longest + final_delay > f),
-                None => group.panes.clear(),
+                Some(f) => {
+                    group
+                        .panes
+                        .retain(|pane, _| pane + longest + final_delay > f);
+                    // A window still to be judged starts after f - final_delay - its size.
+                    for (rule, history) in group.history.iter_mut() {
+                        let (alert, _, window) = &spec.alerts[*rule];
+                        let (_, size, slide) = spec.windows[*window];
+                        let horizon = alert.history as u64 * slide + size + final_delay;
+                        history.retain(|(start, _)| start + horizon > f);
+                    }
+                    group.history.retain(|_, history| !history.is_empty());
+                }
+                None => {
+                    group.panes.clear();
+                    group.history.clear();
+                }
             }
         }
-        // A combination without panes has no window left to make; its z-score history goes
-        // with it (it was quiet for longer than its longest window).
-        self.groups
-            .retain(|_, group| !group.panes.is_empty() || !group.open.is_empty());
+        // A combination with nothing kept has no window left to make or compare with.
+        self.groups.retain(|_, group| {
+            !group.panes.is_empty() || !group.open.is_empty() || !group.history.is_empty()
+        });
     }
 }
 
@@ -299,9 +353,16 @@ mod tests {
         out.clear();
         windows.advance(&kinds, Some(200_000), 1_000, true, &mut out);
         assert!(out.is_empty());
+        assert_eq!(
+            windows.groups.len(),
+            1,
+            "the error spike rule's history stays"
+        );
+        // 12 slots of a minute, the window and the lateness after the window's start.
+        windows.advance(&kinds, Some(60_000 + 781_000), 1_000, true, &mut out);
         assert!(
             windows.groups.is_empty(),
-            "nothing kept once every window is final"
+            "nothing kept past the history's horizon"
         );
     }
 }
