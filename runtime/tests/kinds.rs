@@ -1,6 +1,7 @@
 //! Configured kinds end to end: the content-download preset over generated downloads equals a
 //! sequential oracle written here from the definitions (windows, measures, the percentile
-//! sketch's buckets, alert rules), for 1 and 2 workers and uneven batches.
+//! sketch's buckets, alert rules), for 1 and 2 workers and uneven batches, in JSON and in Avro
+//! (records of two schema versions, read into the newer).
 
 mod support;
 
@@ -8,8 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crowdpulse_dataflow::config::{PipelineConfig, Span};
-use crowdpulse_dataflow::kinds::config::KindConfig;
+use crowdpulse_dataflow::kinds::avro;
+use crowdpulse_dataflow::kinds::config::{KindConfig, KindFormat};
 use crowdpulse_dataflow::memory_reader::MemoryReader;
+use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::rows::Row;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_dataflow::source::{PartitionReader, SourceCounters};
@@ -37,7 +40,9 @@ struct Download {
 fn downloads() -> Vec<Download> {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = |n: u64| {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (x >> 33) % n
     };
     (0..12_000u64)
@@ -94,14 +99,93 @@ type Measured = (u64, Vec<Option<f64>>);
 /// (rule, window start, [region, device], value, records).
 type Fired = (String, u64, Vec<String>, f64, u64);
 
-fn engine_rows(workers: usize, downloads: &[Download]) -> (BTreeMap<WindowKey, Measured>, Vec<Fired>) {
+/// How the records are written.
+#[derive(Debug, Clone, Copy)]
+enum Encoding {
+    Json,
+    /// Avro in the Confluent wire format, alternately with schema 1 and its evolution 2.
+    Avro,
+}
+
+/// The first schema producers wrote downloads with.
+const SCHEMA_V1: &str = r#"{"type": "record", "name": "Download", "fields": [
+    {"name": "ts", "type": "long"}, {"name": "region", "type": "string"},
+    {"name": "device", "type": "string"}, {"name": "status", "type": "string"},
+    {"name": "duration_ms", "type": "long"}, {"name": "bytes", "type": "long"},
+    {"name": "speed_kbps", "type": "long"}]}"#;
+
+/// Schema 1 and a field added with a default: the kind's reader schema.
+const SCHEMA_V2: &str = r#"{"type": "record", "name": "Download", "fields": [
+    {"name": "ts", "type": "long"}, {"name": "region", "type": "string"},
+    {"name": "device", "type": "string"}, {"name": "status", "type": "string"},
+    {"name": "duration_ms", "type": "long"}, {"name": "bytes", "type": "long"},
+    {"name": "speed_kbps", "type": "long"},
+    {"name": "cdn", "type": "string", "default": "edge"}]}"#;
+
+fn avro_payload(i: usize, d: &Download) -> Vec<u8> {
+    use apache_avro::types::Value;
+    let long = |v: u64| Value::Long(v as i64);
+    let mut fields = vec![
+        ("ts".to_owned(), long(d.ts)),
+        ("region".to_owned(), Value::String(d.region.into())),
+        ("device".to_owned(), Value::String(d.device.into())),
+        (
+            "status".to_owned(),
+            Value::String(if d.ok { "ok" } else { "error" }.into()),
+        ),
+        ("duration_ms".to_owned(), long(d.duration_ms)),
+        ("bytes".to_owned(), long(d.bytes)),
+        ("speed_kbps".to_owned(), long(d.speed_kbps)),
+    ];
+    let (id, text) = match i % 2 {
+        0 => (1, SCHEMA_V1),
+        _ => {
+            fields.push(("cdn".to_owned(), Value::String("origin".into())));
+            (2, SCHEMA_V2)
+        }
+    };
+    let schema = apache_avro::Schema::parse_str(text).unwrap();
+    avro::encode(&schema, id, Value::Record(fields)).unwrap()
+}
+
+/// The plan: the pipeline with, for Avro, the kind reading schema 2 and knowing both by id.
+fn plan(encoding: Encoding) -> Plan {
+    let mut config = pipeline();
+    if let Encoding::Avro = encoding {
+        let kind = config.kinds.get_mut("downloads").unwrap();
+        kind.format = Some(KindFormat::Avro);
+        kind.schema = Some("v2.avsc".into());
+        kind.writer_schemas = BTreeMap::from([
+            ("1".into(), "v1.avsc".into()),
+            ("2".into(), "v2.avsc".into()),
+        ]);
+    }
+    Plan::new(config)
+        .unwrap()
+        .with_avro_schemas(|path| match path.to_str() {
+            Some("v1.avsc") => Ok(SCHEMA_V1.to_owned()),
+            Some("v2.avsc") => Ok(SCHEMA_V2.to_owned()),
+            other => Err(format!("no schema {other:?}")),
+        })
+        .unwrap()
+}
+
+fn engine_rows(
+    workers: usize,
+    encoding: Encoding,
+    downloads: &[Download],
+) -> (BTreeMap<WindowKey, Measured>, Vec<Fired>) {
     let mut partitions: Vec<Vec<Vec<u8>>> = vec![Vec::new(); PARTITIONS as usize];
     for (i, d) in downloads.iter().enumerate() {
-        partitions[i % PARTITIONS as usize].push(payload(d));
+        let bytes = match encoding {
+            Encoding::Json => payload(d),
+            Encoding::Avro => avro_payload(i, d),
+        };
+        partitions[i % PARTITIONS as usize].push(bytes);
     }
-    let rows = support::run_bounded(
+    let rows = support::run_plan_bounded(
         workers,
-        &pipeline(),
+        plan(encoding),
         Arc::new(Analyzer::new(Lexicons::builtin())),
         Arc::new(SourceCounters::default()),
         move |worker, workers| {
@@ -129,7 +213,10 @@ fn engine_rows(workers: usize, downloads: &[Download]) -> (BTreeMap<WindowKey, M
             } => {
                 let id = (key.window.to_string(), key.start, key.dims.to_vec());
                 let values = values.iter().map(|v| v.map(|s| s.0)).collect();
-                assert!(windows.insert(id, (records, values)).is_none(), "one final row per window");
+                assert!(
+                    windows.insert(id, (records, values)).is_none(),
+                    "one final row per window"
+                );
             }
             Row::Alert(alert) => alerts.push((
                 alert.rule.clone(),
@@ -163,7 +250,9 @@ fn measures(window: &[&Download]) -> Vec<Option<f64>> {
     let ok: Vec<&&Download> = window.iter().filter(|d| d.ok).collect();
     let durations: Vec<f64> = window.iter().map(|d| d.duration_ms as f64).collect();
     let speeds: Vec<u64> = ok.iter().map(|d| d.speed_kbps).collect();
-    let mean = |values: &[u64]| (!values.is_empty()).then(|| values.iter().sum::<u64>() as f64 / values.len() as f64);
+    let mean = |values: &[u64]| {
+        (!values.is_empty()).then(|| values.iter().sum::<u64>() as f64 / values.len() as f64)
+    };
     vec![
         Some(n),
         Some((window.len() - ok.len()) as f64),
@@ -194,7 +283,10 @@ fn oracle(downloads: &[Download]) -> (BTreeMap<WindowKey, Measured>, Vec<Fired>)
             }
         }
         for ((start, dims), window) in members {
-            windows.insert((label.to_owned(), start, dims), (window.len() as u64, measures(&window)));
+            windows.insert(
+                (label.to_owned(), start, dims),
+                (window.len() as u64, measures(&window)),
+            );
         }
     }
     // The rules judge the 1m windows of each combination in time order.
@@ -222,7 +314,9 @@ fn oracle(downloads: &[Download]) -> (BTreeMap<WindowKey, Measured>, Vec<Fired>)
             .collect();
         if recent.len() >= 2 {
             let mean = recent.iter().sum::<f64>() / recent.len() as f64;
-            let std = (recent.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / recent.len() as f64).sqrt();
+            let std = (recent.iter().map(|v| (v - mean).powi(2)).sum::<f64>()
+                / recent.len() as f64)
+                .sqrt();
             if std > 0.0 && (errors - mean) / std >= 3.0 {
                 fire("error_spike", errors);
             }
@@ -234,22 +328,37 @@ fn oracle(downloads: &[Download]) -> (BTreeMap<WindowKey, Measured>, Vec<Fired>)
 }
 
 #[test]
-fn the_download_preset_equals_the_oracle_for_one_and_two_workers() {
+fn the_download_preset_equals_the_oracle_for_one_and_two_workers_in_json_and_avro() {
     let downloads = downloads();
     let (expected_windows, expected_alerts) = oracle(&downloads);
-    let rules: std::collections::BTreeSet<&str> = expected_alerts.iter().map(|a| a.0.as_str()).collect();
-    assert_eq!(rules.len(), 3, "the data makes every rule fire: {expected_alerts:?}");
-    assert!(expected_windows.len() > 400, "{} windows", expected_windows.len());
-    for workers in [1, 2] {
-        let (windows, alerts) = engine_rows(workers, &downloads);
+    let rules: std::collections::BTreeSet<&str> =
+        expected_alerts.iter().map(|a| a.0.as_str()).collect();
+    assert_eq!(
+        rules.len(),
+        3,
+        "the data makes every rule fire: {expected_alerts:?}"
+    );
+    assert!(
+        expected_windows.len() > 400,
+        "{} windows",
+        expected_windows.len()
+    );
+    for (workers, encoding) in [
+        (1, Encoding::Json),
+        (2, Encoding::Json),
+        (1, Encoding::Avro),
+        (2, Encoding::Avro),
+    ] {
+        let (windows, alerts) = engine_rows(workers, encoding, &downloads);
         let differing: Vec<_> = expected_windows
             .iter()
             .filter(|(key, measured)| windows.get(*key) != Some(measured))
             .take(3)
             .map(|(key, measured)| (key, measured, windows.get(key)))
             .collect();
-        assert!(differing.is_empty(), "{workers} workers: {differing:#?}");
-        assert_eq!(windows.len(), expected_windows.len(), "{workers} workers");
-        assert_eq!(alerts, expected_alerts, "{workers} workers");
+        let run = format!("{workers} workers, {encoding:?}");
+        assert!(differing.is_empty(), "{run}: {differing:#?}");
+        assert_eq!(windows.len(), expected_windows.len(), "{run}");
+        assert_eq!(alerts, expected_alerts, "{run}");
     }
 }

@@ -35,9 +35,29 @@ pub fn run_bounded(
         + Sync
         + 'static,
 ) -> Result<Vec<Row>> {
+    run_plan_bounded(
+        workers,
+        Plan::new(config.clone())?,
+        analyzer,
+        counters,
+        readers_for,
+    )
+}
+
+/// [`run_bounded`] with a plan built by the caller (e.g. with Avro schemas loaded).
+pub fn run_plan_bounded(
+    workers: usize,
+    plan: Plan,
+    analyzer: Arc<Analyzer>,
+    counters: Arc<SourceCounters>,
+    readers_for: impl Fn(usize, usize) -> std::result::Result<Vec<Box<dyn PartitionReader>>, String>
+        + Send
+        + Sync
+        + 'static,
+) -> Result<Vec<Row>> {
     run_to_final_rows(BoundedRun {
         analyzer,
-        plan: Plan::new(config.clone())?,
+        plan,
         cluster: Cluster::local(workers),
         counters,
         sources: Sources::bounded(Arc::new(readers_for), "memory"),
