@@ -250,7 +250,7 @@ fn load_kafka_config(path: Option<&PathBuf>, brokers: Option<String>) -> anyhow:
 
 /// The pipeline plan, resolved once from the configuration (after command-line overrides).
 fn plan(config: &Config) -> anyhow::Result<Plan> {
-    Plan::new(config.pipeline.clone()).context("pipeline settings")
+    config.plan().context("pipeline settings")
 }
 
 /// Runs a live server over `feed` until Ctrl-C; `announce` learns its address.

@@ -287,6 +287,59 @@ fn bad_records_become_dead_letters_and_the_run_completes() {
     assert_eq!(chat, 2, "the two valid, timely chat messages are counted");
 }
 
+/// A configured kind that cannot work stops the start, and the error names its key: from a
+/// file and from an environment override.
+#[test]
+fn an_invalid_kind_is_refused_at_start_naming_its_key() {
+    let dir = scratch("kinds");
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, "").unwrap();
+    let config = dir.join("kinds.toml");
+    std::fs::write(
+        &config,
+        "[pipeline.kinds.downloads]\npreset = \"content_downloads\"\nformat = \"avro\"\nschema = \"/nonexistent/download.avsc\"\n",
+    )
+    .unwrap();
+    let process = |config: Option<&Path>, env: &[(&str, &str)]| {
+        let mut cmd = bin();
+        cmd.args(["process", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(dir.join("o"));
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        let out = cmd.envs(env.iter().copied()).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = process(Some(&config), &[]);
+    assert!(
+        stderr.contains("pipeline.kinds.downloads.schema")
+            && stderr.contains("/nonexistent/download.avsc"),
+        "{stderr}"
+    );
+    let stderr = process(
+        None,
+        &[(
+            "CROWDPULSE__PIPELINE__KINDS__DL__PRESET",
+            "content_download",
+        )],
+    );
+    assert!(stderr.contains("pipeline.kinds.dl.preset"), "{stderr}");
+    let stderr = process(
+        None,
+        &[
+            (
+                "CROWDPULSE__PIPELINE__KINDS__DL__PRESET",
+                "content_downloads",
+            ),
+            ("CROWDPULSE__PIPELINE__KINDS__DL__WINDOWS", "[\"1m/7s\"]"),
+        ],
+    );
+    assert!(stderr.contains("pipeline.kinds.dl.windows[0]"), "{stderr}");
+}
+
 #[test]
 fn unusable_arguments_and_unreadable_files_fail() {
     let dir = scratch("args");

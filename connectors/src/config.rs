@@ -272,6 +272,14 @@ fn overlay(table: &mut toml::Table, name: &str, raw: &str) -> Result<()> {
 }
 
 impl Config {
+    /// The pipeline plan, with the Avro schemas of configured kinds read from their files.
+    pub fn plan(&self) -> Result<Plan> {
+        let plan = Plan::new(self.pipeline.clone())?;
+        Ok(plan.with_avro_schemas(|path| {
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+        })?)
+    }
+
     /// Loads `path` (or defaults when None) and applies `CROWDPULSE__...` overrides from `env`.
     pub fn load(
         path: Option<&Path>,
@@ -305,7 +313,15 @@ impl Config {
         let config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConnectorError::Config(e.to_string()))?;
-        Plan::new(config.pipeline.clone())?;
+        let plan = config.plan()?;
+        for kind in plan.kinds() {
+            if config.kafka.topics.iter().any(|t| t.name == kind.topic) {
+                return Err(ConnectorError::Config(format!(
+                    "pipeline.kinds.{}.topic: {:?} is also in kafka.topics",
+                    kind.name, kind.topic
+                )));
+            }
+        }
         config.kafka.validate()?;
         config.api.limits.validate()?;
         config.postgres.validate()?;

@@ -5,6 +5,7 @@
 use crowdpulse_dataflow::codec::{DecodeContext, Format};
 use crowdpulse_dataflow::config::Span;
 use crowdpulse_dataflow::event::EventKind;
+use crowdpulse_dataflow::kinds::config::KindSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConnectorError, Result};
@@ -136,26 +137,40 @@ impl KafkaConfig {
             .or_else(|| self.topics.iter().find(|t| t.kind.is_none()))
     }
 
-    /// The source settings for reading from `start` to `end`.
-    pub fn source_options(&self, start: Position, end: Option<Position>) -> KafkaSourceOptions {
+    /// The source settings for reading from `start` to `end`: the event topics, and the topic of
+    /// each configured kind (`kinds`, the plan's).
+    pub fn source_options(
+        &self,
+        start: Position,
+        end: Option<Position>,
+        kinds: &[KindSpec],
+    ) -> KafkaSourceOptions {
+        let events = self.topics.iter().map(|t| TopicSource {
+            name: t.name.clone(),
+            format: (
+                t.format,
+                DecodeContext {
+                    default_kind: t.kind,
+                    // The source sets the pipeline's limits.
+                    ..DecodeContext::default()
+                },
+            ),
+        });
+        let kinds = kinds.iter().enumerate().map(|(index, kind)| TopicSource {
+            name: kind.topic.clone(),
+            // The kind's own format decodes the records.
+            format: (
+                Format::Json,
+                DecodeContext {
+                    kind: Some(index),
+                    ..DecodeContext::default()
+                },
+            ),
+        });
         KafkaSourceOptions {
             brokers: self.brokers.clone(),
             group_id: self.group_id.clone(),
-            topics: self
-                .topics
-                .iter()
-                .map(|t| TopicSource {
-                    name: t.name.clone(),
-                    format: (
-                        t.format,
-                        DecodeContext {
-                            default_kind: t.kind,
-                            // The source sets the pipeline's limits.
-                            ..DecodeContext::default()
-                        },
-                    ),
-                })
-                .collect(),
+            topics: events.chain(kinds).collect(),
             start,
             end,
             fetch_wait_max_ms: self.fetch_wait_max.0,

@@ -147,7 +147,7 @@ fn wire(
             config,
             start: from,
         } => {
-            let source = config.source_options(from.clone(), None);
+            let source = config.source_options(from.clone(), None, options.plan.kinds());
             check_topics(&source)?;
             let dead_letters = match config.dead_letter_topic.trim() {
                 "" => None,

@@ -189,7 +189,11 @@ pub fn replay(options: &ReplayOptions) -> Result<ProcessSummary> {
         )
         .into());
     }
-    let source = kafka.source_options(options.from.clone(), Some(options.until.clone()));
+    let source = kafka.source_options(
+        options.from.clone(),
+        Some(options.until.clone()),
+        options.plan.kinds(),
+    );
     let partitions = check_topics(&source)?;
     let counters = Arc::new(SourceCounters::default());
     let finished = Arc::new(AtomicBool::new(false));

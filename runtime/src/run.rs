@@ -246,10 +246,11 @@ pub fn backfill(options: &RunOptions) -> Result<BackfillSummary> {
         summarizer,
     } = sinks(options)?;
     sinks.extend(summarizer.map(|s| s as Arc<dyn Sink>));
-    let source = options
-        .config
-        .kafka
-        .source_options(from, options.until.clone());
+    let source =
+        options
+            .config
+            .kafka
+            .source_options(from, options.until.clone(), options.plan.kinds());
     crowdpulse_connectors::kafka_source::check_topics(&source)?;
     let counters = Arc::new(SourceCounters::default());
     run_into(

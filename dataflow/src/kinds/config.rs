@@ -190,7 +190,7 @@ impl KindSpec {
         let Some(path) = &self.schema else {
             return Ok(());
         };
-        let key = format!("kinds.{}", self.name);
+        let key = format!("pipeline.kinds.{}", self.name);
         let parse = |at: String, path: &Path| -> Result<apache_avro::Schema> {
             let text = read(path).or_else(|e| err(at.clone(), e))?;
             parse_schema(&path.display().to_string(), &text).or_else(|e| err(at, e))
@@ -382,7 +382,7 @@ impl KindConfig {
 
     /// Checks the kind `name` (errors name the key, `kinds.NAME.…`) and fills in defaults.
     pub fn resolve(&self, name: &str) -> Result<KindSpec> {
-        let key = format!("kinds.{name}");
+        let key = format!("pipeline.kinds.{name}");
         check_name(key.clone(), name)?;
         let config = self.clone().over_preset(&key)?;
         let format = config.format.unwrap_or(KindFormat::Json);
@@ -577,7 +577,7 @@ pub fn resolve_kinds(kinds: &BTreeMap<String, KindConfig>) -> Result<Vec<KindSpe
         let spec = config.resolve(name)?;
         if let Some(other) = specs.iter().find(|s| s.topic == spec.topic) {
             return err(
-                format!("kinds.{name}.topic"),
+                format!("pipeline.kinds.{name}.topic"),
                 format!("{:?} is also kinds.{}'s topic", spec.topic, other.name),
             );
         }
