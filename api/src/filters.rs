@@ -2,6 +2,7 @@
 //! every rejection into the JSON error body. Paths are matched before methods so an unknown
 //! path answers 404 and a known path with the wrong method 405.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use warp::{Filter, Rejection};
 use crate::access::{bearer, Access, Scope};
 use crate::error::ApiError;
 use crate::handlers;
+use crate::kinds;
 use crate::metrics::{HttpCounters, Refusal};
 use crate::models::{
     ChatQuery, ErrorBody, ErrorDetail, ReactionRequest, StreamId, SummaryQuery, TokenQuery,
@@ -328,6 +330,25 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(read())
         .and(state.clone())
         .and_then(handlers::statistics);
+    let kinds = warp::path!("v1" / "kinds")
+        .and(warp::get())
+        .and(read())
+        .and(state.clone())
+        .and_then(kinds::list_kinds);
+    let kind_metrics = warp::path!("v1" / "kinds" / StreamId / "metrics")
+        .map(String::from)
+        .and(warp::get())
+        .and(read())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(state.clone())
+        .and_then(kinds::kind_metrics);
+    let kind_alerts = warp::path!("v1" / "kinds" / StreamId / "alerts")
+        .map(String::from)
+        .and(warp::get())
+        .and(read())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(state.clone())
+        .and_then(kinds::kind_alerts);
     let clients = warp::path!("v1" / "clients")
         .and(warp::get())
         .and(admin())
@@ -355,6 +376,12 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .or(statistics)
         .unify()
         .or(clients)
+        .unify()
+        .or(kinds)
+        .unify()
+        .or(kind_metrics)
+        .unify()
+        .or(kind_alerts)
         .unify()
         .boxed();
 

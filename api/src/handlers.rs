@@ -29,11 +29,11 @@ const MAX_SUMMARIES: usize = 100;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 
-fn reject(error: ApiError) -> Rejection {
+pub(crate) fn reject(error: ApiError) -> Rejection {
     warp::reject::custom(error)
 }
 
-fn json_reply(value: &impl serde::Serialize, status: StatusCode) -> Response {
+pub(crate) fn json_reply(value: &impl serde::Serialize, status: StatusCode) -> Response {
     reply::with_status(reply::json(value), status).into_response()
 }
 

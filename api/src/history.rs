@@ -14,6 +14,7 @@ use crowdpulse_dataflow::event::Millis;
 
 use crate::chat::ChatFilter;
 use crate::error::{ApiError, Result};
+use crate::kinds::KindFilter;
 
 /// The most moments one answer carries from Postgres.
 const MAX_MOMENTS: i64 = 1_000;
@@ -180,6 +181,45 @@ impl History {
             schema = self.schema
         );
         self.values(&sql, &[&stream_id, &(limit as i64)]).await
+    }
+
+    /// The newest `filter.limit` `custom_metrics` rows of a kind passing `filter`.
+    pub async fn custom_metrics(&self, kind: &str, filter: &KindFilter) -> Result<Vec<Value>> {
+        let sql = format!(
+            "SELECT jsonb_build_object('table', 'custom_metrics', 'kind', kind, 'window', \"window\", \
+                    'window_start', window_start, 'window_end', window_end, 'dims', dims, \
+                    'records', records, 'values', measures, 'final', final) \
+             FROM \"{}\".custom_metrics \
+             WHERE kind = $1 AND \"window\" = $2 AND window_start >= $3 AND window_start < $4 \
+                   AND dims @> $5 \
+             ORDER BY window_start DESC, dims::text COLLATE \"C\" DESC LIMIT $6",
+            self.schema
+        );
+        let window = filter.window.clone().unwrap_or_default();
+        let dims = serde_json::to_value(&filter.dims).unwrap_or_default();
+        let (from, to) = (clamp(filter.from), clamp(filter.to));
+        let limit = filter.limit as i64;
+        self.values(&sql, &[&kind, &window, &from, &to, &dims, &limit])
+            .await
+    }
+
+    /// The newest `filter.limit` alerts of a kind passing `filter`.
+    pub async fn alerts(&self, kind: &str, filter: &KindFilter) -> Result<Vec<Value>> {
+        let sql = format!(
+            "SELECT to_jsonb(t) - 'created_at' || jsonb_build_object('table', 'alerts', 'final', true) \
+             FROM \"{}\".alerts t \
+             WHERE kind = $1 AND ($2 = '' OR \"window\" = $2) AND window_start >= $3 \
+                   AND window_start < $4 AND dims @> $5 \
+             ORDER BY window_start DESC, rule COLLATE \"C\" DESC, dims::text COLLATE \"C\" DESC \
+             LIMIT $6",
+            self.schema
+        );
+        let window = filter.window.clone().unwrap_or_default();
+        let dims = serde_json::to_value(&filter.dims).unwrap_or_default();
+        let (from, to) = (clamp(filter.from), clamp(filter.to));
+        let limit = filter.limit as i64;
+        self.values(&sql, &[&kind, &window, &from, &to, &dims, &limit])
+            .await
     }
 
     /// Whether Postgres holds any chat message of the stream.

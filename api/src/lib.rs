@@ -10,6 +10,8 @@ pub mod filters;
 pub mod handlers;
 pub mod history;
 pub mod ingest;
+pub mod kind_store;
+pub mod kinds;
 pub mod metrics;
 pub mod models;
 pub mod origin;

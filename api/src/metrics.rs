@@ -29,6 +29,7 @@ const STATIC_ROUTES: &[&str] = &[
     "/v1/statistics",
     "/v1/events",
     "/v1/clients",
+    "/v1/kinds",
 ];
 const STREAM_ROUTES: &[&str] = &[
     "",
@@ -52,6 +53,13 @@ pub fn route_of(path: &str) -> String {
     }
     if path.starts_with("/assets/") {
         return "/assets/{file}".to_owned();
+    }
+    if let Some(rest) = path.strip_prefix("/v1/kinds/") {
+        if let Some((kind, suffix @ ("metrics" | "alerts"))) = rest.split_once('/') {
+            if !kind.is_empty() {
+                return format!("/v1/kinds/{{kind}}/{suffix}");
+            }
+        }
     }
     if let Some(rest) = path.strip_prefix("/v1/streams/") {
         let suffix = rest.split_once('/').map_or("", |(_, s)| s);

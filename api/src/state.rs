@@ -13,6 +13,7 @@ use crowdpulse_dataflow::source::SourceCounters;
 use crate::access::Access;
 use crate::history::History;
 use crate::ingest::Ingest;
+use crate::kinds::KindInfo;
 use crate::metrics::HttpCounters;
 use crate::origin::Origins;
 use crate::push::Clients;
@@ -31,6 +32,8 @@ pub struct ApiSettings {
     pub ready_delay_ms: u64,
     /// `[api.limits]`.
     pub limits: ApiLimits,
+    /// The configured kinds.
+    pub kinds: Vec<KindInfo>,
 }
 
 /// Everything handlers read or write; cheap to clone.

@@ -17,6 +17,7 @@ use crowdpulse_dataflow::summary::ChatSummary;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
+use crate::kind_store::KindViews;
 use crate::models::{RecentReaction, StreamSummary};
 
 /// How many reactions are remembered per stream and overall.
@@ -180,6 +181,8 @@ pub struct StoreState {
     pub dead_letters: u64,
     /// The latest dead letters, newest first.
     pub recent_dead_letters: VecDeque<DeadLetter>,
+    /// Configured kinds' rows.
+    pub kinds: KindViews,
     evicted_below: Millis,
 }
 
@@ -259,9 +262,11 @@ impl ViewStore {
         let mut by_stream: BTreeMap<&str, Vec<Change<'_>>> = BTreeMap::new();
         let mut dead_letters = Vec::new();
         let mut reactions = Vec::new();
+        let mut kind_rows = Vec::new();
         for (row, _, diff) in updates.iter() {
             match (row, row.stream_id()) {
                 (Row::DeadLetter(dead), _) => dead_letters.push((dead, *diff)),
+                (Row::CustomMetrics { .. } | Row::Alert(_), _) => kind_rows.push((row, *diff)),
                 // Shown as "last reactions", not pushed: clients read them with the statistics.
                 // Equal reactions at one time are one row counted `diff` times.
                 (Row::Reaction(reaction), _) => {
@@ -311,6 +316,9 @@ impl ViewStore {
                 .or_insert_with(|| StreamView::new(*created));
             push_front_bounded(&mut view.recent_reactions, recent.clone(), RECENT_REACTIONS);
             push_front_bounded(recent_reactions, recent, RECENT_REACTIONS);
+        }
+        for (row, diff) in kind_rows {
+            state.kinds.apply(row, diff);
         }
         for (dead, diff) in dead_letters {
             state.dead_letters += diff.max(0) as u64;
@@ -442,6 +450,7 @@ impl ViewStore {
             return;
         }
         state.evicted_below = cutoff;
+        state.kinds.evict(cutoff);
         for view in state.streams.values_mut() {
             view.windows.retain(|_, window| {
                 window

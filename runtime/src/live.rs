@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crowdpulse_api::access::Access;
 use crowdpulse_api::history::History;
 use crowdpulse_api::ingest::{Ingest, IngestTarget};
+use crowdpulse_api::kinds::KindInfo;
 use crowdpulse_api::metrics::HttpCounters;
 use crowdpulse_api::origin::Origins;
 use crowdpulse_api::push::Clients;
@@ -243,6 +244,7 @@ impl LiveApp {
                 + plan.config().idle_timeout.0
                 + 5_000,
             limits: options.api.limits.clone(),
+            kinds: plan.kinds().iter().map(KindInfo::from).collect(),
         };
         let state = AppState {
             failed: wiring.running.failed(),

@@ -884,6 +884,9 @@ async fn openapi_describes_every_route() {
         ("/v1/streams/{id}/moments", "get"),
         ("/v1/statistics", "get"),
         ("/v1/clients", "get"),
+        ("/v1/kinds", "get"),
+        ("/v1/kinds/{kind}/metrics", "get"),
+        ("/v1/kinds/{kind}/alerts", "get"),
         ("/v1/events", "post"),
         ("/v1/streams/{id}/reactions", "post"),
         ("/v1/streams/{id}/live", "get"),
@@ -895,7 +898,7 @@ async fn openapi_describes_every_route() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 21, "every described path exists");
+    assert_eq!(paths.len(), 24, "every described path exists");
     app.shutdown();
 }
 

@@ -1,0 +1,240 @@
+//! `/v1/kinds`: the configured kinds, and each kind's windows and alerts, from the view store
+//! merged with Postgres (the store's rows win: they are the freshest).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::kinds::config::KindSpec;
+use serde::Serialize;
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Rejection;
+
+use crate::error::ApiError;
+use crate::handlers::{json_reply, reject};
+use crate::state::AppState;
+use crate::store::row_value;
+
+/// Most rows one answer carries.
+pub const MAX_ROWS: usize = 1_000;
+
+/// A configured kind as `GET /v1/kinds` describes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindInfo {
+    /// Its name.
+    pub name: String,
+    /// Its Kafka topic.
+    pub topic: String,
+    /// Its dimensions.
+    pub dimensions: Vec<String>,
+    /// Its measures: name, op, field, condition.
+    pub measures: Vec<Value>,
+    /// Its window labels, the first the default.
+    pub windows: Vec<String>,
+    /// Its alert rules.
+    pub alerts: Vec<Value>,
+}
+
+impl From<&KindSpec> for KindInfo {
+    fn from(spec: &KindSpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            topic: spec.topic.clone(),
+            dimensions: spec.dimensions.clone(),
+            measures: spec
+                .measures
+                .iter()
+                .map(|(m, _)| json!({"name": m.name, "op": m.op, "field": m.field, "when": m.when}))
+                .collect(),
+            windows: spec
+                .windows
+                .iter()
+                .map(|(label, _, _)| label.clone())
+                .collect(),
+            alerts: spec
+                .alerts
+                .iter()
+                .map(|(a, _, window)| {
+                    json!({"name": a.name, "measure": a.measure, "above": a.above, "below": a.below,
+                        "zscore": a.zscore, "history": a.history, "min_count": a.min_count,
+                        "window": spec.windows[*window].0})
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A query's filters: window label, `[from, to)` on window starts, the newest `limit`, and
+/// dimension values (any other parameter must name a dimension).
+#[derive(Debug)]
+pub struct KindFilter {
+    /// Window label (metrics: the kind's first unless given).
+    pub window: Option<String>,
+    /// Window starts from here.
+    pub from: Millis,
+    /// Window starts before this.
+    pub to: Millis,
+    /// Newest this many.
+    pub limit: usize,
+    /// Required dimension values, by name.
+    pub dims: BTreeMap<String, String>,
+}
+
+impl KindFilter {
+    fn parse(kind: &KindInfo, query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let number = |name: &str| -> Result<Option<u64>, ApiError> {
+            query
+                .get(name)
+                .map(|v| {
+                    v.parse().map_err(|_| {
+                        ApiError::BadRequest(format!("{name} must be a non-negative integer"))
+                    })
+                })
+                .transpose()
+        };
+        let window = query.get("window").cloned();
+        if let Some(window) = window.as_ref().filter(|w| !kind.windows.contains(w)) {
+            return Err(ApiError::BadRequest(format!(
+                "window {window:?} is not one of kind {}'s: {:?}",
+                kind.name, kind.windows
+            )));
+        }
+        let limit = number("limit")?.unwrap_or(100) as usize;
+        if limit == 0 || limit > MAX_ROWS {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and {MAX_ROWS}"
+            )));
+        }
+        let mut dims = BTreeMap::new();
+        for (name, value) in query {
+            match name.as_str() {
+                "window" | "from" | "to" | "limit" => {}
+                dim if kind.dimensions.iter().any(|d| d == dim) => {
+                    dims.insert(dim.to_owned(), value.clone());
+                }
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "{other:?} is neither window, from, to, limit nor a dimension of kind {} ({:?})",
+                        kind.name, kind.dimensions
+                    )))
+                }
+            }
+        }
+        Ok(Self {
+            window,
+            from: number("from")?.unwrap_or(0),
+            to: number("to")?.unwrap_or(Millis::MAX),
+            limit,
+            dims,
+        })
+    }
+
+    /// Whether a row's object passes.
+    fn passes(&self, row: &Value) -> bool {
+        let start = row["window_start"].as_u64().unwrap_or(0);
+        self.window
+            .as_ref()
+            .is_none_or(|w| row["window"] == w.as_str())
+            && (self.from..self.to).contains(&start)
+            && self
+                .dims
+                .iter()
+                .all(|(name, value)| row["dims"][name] == value.as_str())
+    }
+}
+
+fn kind_of<'a>(state: &'a AppState, kind: &str) -> Result<&'a KindInfo, Rejection> {
+    state
+        .settings
+        .kinds
+        .iter()
+        .find(|k| k.name == kind)
+        .ok_or_else(|| reject(ApiError::NotFound(format!("unknown kind {kind:?}"))))
+}
+
+/// Orders and identifies rows: (window start, the rest of the key as JSON text).
+fn identity(row: &Value) -> (u64, String) {
+    let rest = json!([row["window"], row["rule"], row["dims"]]).to_string();
+    (row["window_start"].as_u64().unwrap_or(0), rest)
+}
+
+/// Newest `limit` of the store's rows over Postgres's, oldest first.
+fn merged(store: Vec<Value>, postgres: Vec<Value>, limit: usize) -> Vec<Value> {
+    let mut rows: BTreeMap<(u64, String), Value> = BTreeMap::new();
+    for row in postgres.into_iter().chain(store) {
+        rows.insert(identity(&row), row);
+    }
+    let skip = rows.len().saturating_sub(limit);
+    rows.into_values().skip(skip).collect()
+}
+
+/// `GET /v1/kinds`.
+pub async fn list_kinds(state: AppState) -> Result<Response, Rejection> {
+    Ok(json_reply(
+        &json!({"kinds": state.settings.kinds}),
+        StatusCode::OK,
+    ))
+}
+
+/// `GET /v1/kinds/{kind}/metrics`: `custom_metrics` rows of one window label, oldest first.
+pub async fn kind_metrics(
+    kind: String,
+    query: HashMap<String, String>,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let info = kind_of(&state, &kind)?;
+    let mut filter = KindFilter::parse(info, &query).map_err(reject)?;
+    filter.window.get_or_insert_with(|| info.windows[0].clone());
+    let store: Vec<Value> = {
+        let store = state.store.read();
+        store.kinds.kinds.get(&kind).map_or_else(Vec::new, |view| {
+            view.windows
+                .values()
+                .map(row_value)
+                .filter(|r| filter.passes(r))
+                .collect()
+        })
+    };
+    let postgres = match &state.history {
+        Some(history) => history
+            .custom_metrics(&kind, &filter)
+            .await
+            .map_err(reject)?,
+        None => Vec::new(),
+    };
+    let rows = merged(store, postgres, filter.limit);
+    Ok(json_reply(
+        &json!({"kind": kind, "window": filter.window, "rows": rows}),
+        StatusCode::OK,
+    ))
+}
+
+/// `GET /v1/kinds/{kind}/alerts`: fired alerts, oldest first.
+pub async fn kind_alerts(
+    kind: String,
+    query: HashMap<String, String>,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let info = kind_of(&state, &kind)?;
+    let filter = KindFilter::parse(info, &query).map_err(reject)?;
+    let store: Vec<Value> = {
+        let store = state.store.read();
+        store.kinds.kinds.get(&kind).map_or_else(Vec::new, |view| {
+            view.alerts
+                .values()
+                .map(row_value)
+                .filter(|r| filter.passes(r))
+                .collect()
+        })
+    };
+    let postgres = match &state.history {
+        Some(history) => history.alerts(&kind, &filter).await.map_err(reject)?,
+        None => Vec::new(),
+    };
+    let rows = merged(store, postgres, filter.limit);
+    Ok(json_reply(
+        &json!({"kind": kind, "alerts": rows}),
+        StatusCode::OK,
+    ))
+}
