@@ -1,14 +1,15 @@
 //! The `crowdpulse` command line: wiring only; the work lives in the library crates.
 
 use std::io::{stdin, stdout, BufWriter};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crowdpulse_connectors::config::Config;
+use crowdpulse_connectors::download_generator::DownloadGenerator;
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
-use crowdpulse_connectors::kafka_generate::{produce_generated, Destination};
+use crowdpulse_connectors::kafka_generate::{produce_downloads, produce_generated, Destination};
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::position::Position;
 use crowdpulse_connectors::postgres::apply_migrations;
@@ -101,6 +102,11 @@ enum Command {
         /// Event time of the first record (RFC 3339); default 2026-01-01T00:00:00Z.
         #[arg(long)]
         start: Option<String>,
+        /// Content-download records (the `content_downloads` preset's fields) for this
+        /// configured kind instead of events: to its topic in its format with --kafka, or as
+        /// JSON lines to --output.
+        #[arg(long, conflicts_with = "topic")]
+        kind: Option<String>,
     },
     /// Live run over Kafka (`[kafka]` in the config): final rows to stdout as NDJSON, the HTTP
     /// API, live push and dashboard on api.bind, dead letters to the dead-letter topic; runs
@@ -248,6 +254,18 @@ fn load_kafka_config(path: Option<&PathBuf>, brokers: Option<String>) -> anyhow:
     Ok(config)
 }
 
+/// Writes `lines` to `path`, one per line.
+fn write_lines(path: &Path, lines: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let file = std::fs::File::create(path).with_context(|| path.display().to_string())?;
+    let mut out = std::io::BufWriter::new(file);
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 /// The pipeline plan, resolved once from the configuration (after command-line overrides).
 fn plan(config: &Config) -> anyhow::Result<Plan> {
     config.plan().context("pipeline settings")
@@ -326,6 +344,7 @@ fn main() -> anyhow::Result<()> {
             rate,
             partitions,
             start,
+            kind,
         } => {
             anyhow::ensure!(
                 rate > 0.0 && rate.is_finite(),
@@ -342,14 +361,43 @@ fn main() -> anyhow::Result<()> {
             if let Some(start) = start {
                 generator.start = parse_rfc3339(&start).context("--start")?;
             }
+            let paced = duration.is_some();
+            if let Some(duration) = duration {
+                let span = Span::parse(&duration).context("--duration")?;
+                generator.events = (rate * span.0 as f64 / 1000.0).ceil() as u64;
+                generator.start = wall_clock_ms();
+            }
+            if let Some(kind) = kind {
+                let plan = plan(&load_config(config.as_ref())?)?;
+                let spec = plan
+                    .kinds()
+                    .iter()
+                    .find(|k| k.name == kind)
+                    .with_context(|| format!("no kind {kind:?} in [pipeline.kinds]"))?;
+                let downloads = || {
+                    let g = &generator;
+                    DownloadGenerator::new(g.events, g.seed, g.rate, g.start)
+                };
+                match (kafka, output) {
+                    (Some(brokers), _) => {
+                        let summary = produce_downloads(&brokers, spec, downloads(), rate, paced)?;
+                        eprintln!(
+                            "produced {} {kind} records to {} on {brokers} in {:.3} s",
+                            summary.delivered,
+                            spec.topic,
+                            summary.elapsed.as_secs_f64()
+                        );
+                    }
+                    (None, Some(output)) => {
+                        write_lines(&output, downloads().map(|(_, record)| record.to_string()))?;
+                        eprintln!("wrote {}", output.display());
+                    }
+                    (None, None) => anyhow::bail!("--output or --kafka is required"),
+                }
+                return Ok(());
+            }
             match (kafka, output) {
                 (Some(brokers), _) => {
-                    let paced = duration.is_some();
-                    if let Some(duration) = duration {
-                        let span = Span::parse(&duration).context("--duration")?;
-                        generator.events = (rate * span.0 as f64 / 1000.0).ceil() as u64;
-                        generator.start = wall_clock_ms();
-                    }
                     let destination = match topic {
                         Some(topic) => Destination::Topic(topic, Format::Json),
                         None => Destination::ByKind(load_config(config.as_ref())?.kafka),

@@ -6,9 +6,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crowdpulse_dataflow::codec::{decode_json, encode_bincode, DecodeContext, Format};
+use crowdpulse_dataflow::kinds::config::KindSpec;
+use crowdpulse_dataflow::kinds::record::encode as encode_kind_record;
 use rdkafka::producer::{BaseRecord, Producer};
 use tracing::info;
 
+use crate::download_generator::DownloadGenerator;
 use crate::error::{ConnectorError, Result};
 use crate::generator::{Generated, Generator, GeneratorConfig};
 use crate::kafka_config::{KafkaConfig, KafkaTopicConfig};
@@ -48,14 +51,16 @@ pub struct GenerateSummary {
 /// How long the final flush may wait for confirmations.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Produces `config.events` generated records to `destination` on `brokers`. With `paced`, the
-/// records go out at `config.rate` per wall-clock second (event times should then start now);
+/// One message to produce: topic, key, payload.
+type Message<'a> = (&'a str, Vec<u8>, std::borrow::Cow<'a, [u8]>);
+
+/// Produces `messages` to `brokers`. With `paced`, they go out at `rate` per wall-clock second;
 /// without, as fast as the producer takes them.
-pub fn produce_generated(
+fn produce<'a>(
     brokers: &str,
-    destination: &Destination,
-    config: GeneratorConfig,
     paced: bool,
+    rate: f64,
+    messages: impl Iterator<Item = Result<Message<'a>>>,
 ) -> Result<GenerateSummary> {
     let started = Instant::now();
     let (producer, counters) = counted_producer(
@@ -70,48 +75,74 @@ pub fn produce_generated(
             ("queue.buffering.max.messages", "500000"),
         ],
     )?;
-    let rate = config.rate;
-    for (index, record) in Generator::new(config).enumerate() {
+    for (index, message) in messages.enumerate() {
         if paced {
             let due = Duration::from_secs_f64(index as f64 / rate);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(wait);
             }
         }
-        let Some((topic, format)) = destination.route(&record) else {
-            return Err(ConnectorError::Config("no topic to produce to".into()));
-        };
-        let bincode_record;
-        let payload = match format {
-            Format::Json => record.line.as_bytes(),
-            Format::Bincode => match decode_json(record.line.as_bytes(), &DecodeContext::default())
-            {
-                Ok(event) => {
-                    bincode_record = encode_bincode(&event);
-                    &bincode_record
-                }
-                // Malformed lines stay as they are: they must reach the dead-letter path.
-                Err(_) => record.line.as_bytes(),
-            },
-        };
-        let message = BaseRecord::to(topic)
-            .key(record.stream_id.as_bytes())
-            .payload(payload);
-        send_waiting(&producer, &counters, message);
+        let (topic, key, payload) = message?;
+        let record = BaseRecord::to(topic).key(&key[..]).payload(&payload[..]);
+        send_waiting(&producer, &counters, record);
     }
     producer
         .flush(FLUSH_TIMEOUT)
-        .map_err(|e| ConnectorError::Kafka(format!("flushing generated events: {e}")))?;
+        .map_err(|e| ConnectorError::Kafka(format!("flushing generated records: {e}")))?;
     let failed = counters.failed.load(Ordering::Relaxed);
     if failed > 0 {
         return Err(ConnectorError::Kafka(format!(
-            "{failed} generated events were not delivered"
+            "{failed} generated records were not delivered"
         )));
     }
     let summary = GenerateSummary {
         delivered: counters.delivered.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     };
-    info!(delivered = summary.delivered, "generated events produced");
+    info!(delivered = summary.delivered, "generated records produced");
     Ok(summary)
+}
+
+/// Produces `config.events` generated records to `destination` on `brokers`. With `paced`, the
+/// records go out at `config.rate` per wall-clock second (event times should then start now);
+/// without, as fast as the producer takes them.
+pub fn produce_generated(
+    brokers: &str,
+    destination: &Destination,
+    config: GeneratorConfig,
+    paced: bool,
+) -> Result<GenerateSummary> {
+    let rate = config.rate;
+    let messages = Generator::new(config).map(|record| {
+        let Some((topic, format)) = destination.route(&record) else {
+            return Err(ConnectorError::Config("no topic to produce to".into()));
+        };
+        let payload = match format {
+            Format::Json => record.line.into_bytes(),
+            Format::Bincode => match decode_json(record.line.as_bytes(), &DecodeContext::default())
+            {
+                Ok(event) => encode_bincode(&event),
+                // Malformed lines stay as they are: they must reach the dead-letter path.
+                Err(_) => record.line.into_bytes(),
+            },
+        };
+        Ok((topic, record.stream_id.into_bytes(), payload.into()))
+    });
+    produce(brokers, paced, rate, messages)
+}
+
+/// Produces generated download records to `kind`'s topic, in its format, keyed by region.
+pub fn produce_downloads(
+    brokers: &str,
+    kind: &KindSpec,
+    downloads: DownloadGenerator,
+    rate: f64,
+    paced: bool,
+) -> Result<GenerateSummary> {
+    let messages = downloads.map(|(key, record)| {
+        let payload = encode_kind_record(kind, &record)
+            .map_err(|e| ConnectorError::Config(format!("pipeline.kinds.{}: {e}", kind.name)))?;
+        Ok((kind.topic.as_str(), key.into_bytes(), payload.into()))
+    });
+    produce(brokers, paced, rate, messages)
 }

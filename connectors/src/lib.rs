@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod dead_letter_topic;
+pub mod download_generator;
 pub mod error;
 pub mod file_source;
 pub mod generator;

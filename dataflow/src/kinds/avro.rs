@@ -60,6 +60,30 @@ impl AvroDecoder {
     }
 }
 
+impl AvroDecoder {
+    /// A JSON record in the wire format, written with the reader schema under the id it is
+    /// listed with (any id when no writer schemas are listed): what a producer using the
+    /// kind's current schema sends.
+    pub fn encode_json(&self, record: &serde_json::Value) -> Result<Vec<u8>, String> {
+        let id =
+            match self.writers.is_empty() {
+                true => 1,
+                false => *self
+                    .writers
+                    .iter()
+                    .find(|(_, schema)| schema.canonical_form() == self.reader.canonical_form())
+                    .ok_or(
+                        "the reader schema is not among the writer schemas: no id to write with",
+                    )?
+                    .0,
+            };
+        let value = Value::try_from(record.clone())
+            .and_then(|value| value.resolve(&self.reader))
+            .map_err(|e| format!("record does not fit the schema: {e}"))?;
+        encode(&self.reader, id, value)
+    }
+}
+
 /// `value` written with `schema` under `id`, in the Confluent wire format.
 pub fn encode(schema: &Schema, id: u32, value: Value) -> Result<Vec<u8>, String> {
     let datum = GenericDatumWriter::builder(schema)

@@ -190,6 +190,44 @@ pub fn decode(spec: &KindSpec, bytes: &[u8]) -> Result<KindEvent, Error> {
     }
 }
 
+/// Encodes a JSON record in `spec`'s format (the generator's; bincode keeps the top-level
+/// scalar fields).
+pub fn encode(spec: &KindSpec, record: &serde_json::Value) -> Result<Vec<u8>, String> {
+    match spec.format {
+        KindFormat::Json => serde_json::to_vec(record).map_err(|e| e.to_string()),
+        KindFormat::Bincode => {
+            let fields = record.as_object().ok_or("not a JSON object")?;
+            let flat = FlatRecord(
+                fields
+                    .iter()
+                    .filter_map(|(name, value)| {
+                        let value = match value {
+                            serde_json::Value::Null => FieldValue::Null,
+                            serde_json::Value::Bool(b) => FieldValue::Bool(*b),
+                            serde_json::Value::Number(n) => match n.as_i64() {
+                                Some(i) => FieldValue::Int(i),
+                                None => FieldValue::Float(n.as_f64()?),
+                            },
+                            serde_json::Value::String(s) => FieldValue::Text(s.clone()),
+                            _ => return None,
+                        };
+                        Some((name.clone(), value))
+                    })
+                    .collect(),
+            );
+            bincode::DefaultOptions::new()
+                .with_fixint_encoding()
+                .serialize(&flat)
+                .map_err(|e| e.to_string())
+        }
+        KindFormat::Avro => spec
+            .avro
+            .as_ref()
+            .ok_or("the kind's Avro schemas are not loaded")?
+            .encode_json(record),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,7 +137,9 @@ impl Db {
              UNION ALL SELECT to_jsonb(t) - 'updated_at' || jsonb_build_object('table', 'stream_totals') FROM \"{schema}\".stream_totals t
              UNION ALL SELECT to_jsonb(t) - 'created_at' - 'payload' || jsonb_build_object('table', 'dead_letters', 'final', true) FROM \"{schema}\".dead_letters t
              UNION ALL SELECT to_jsonb(t) - 'created_at' || jsonb_build_object('table', 'chat_messages', 'final', true) FROM \"{schema}\".chat_messages t
-             UNION ALL SELECT to_jsonb(t) - 'created_at' || jsonb_build_object('table', 'chat_summaries', 'final', true) FROM \"{schema}\".chat_summaries t"
+             UNION ALL SELECT to_jsonb(t) - 'created_at' || jsonb_build_object('table', 'chat_summaries', 'final', true) FROM \"{schema}\".chat_summaries t
+             UNION ALL SELECT jsonb_build_object('table', 'custom_metrics', 'kind', kind, 'window', \"window\", 'window_start', window_start, 'window_end', window_end, 'dims', dims, 'records', records, 'values', measures, 'final', final) FROM \"{schema}\".custom_metrics
+             UNION ALL SELECT to_jsonb(t) - 'created_at' || jsonb_build_object('table', 'alerts', 'final', true) FROM \"{schema}\".alerts t"
         );
         let expected = "SELECT CASE WHEN line->>'table' = 'dead_letters' THEN line - 'payload' ELSE line END FROM pg_temp.expected";
         let mut differences: Vec<String> = self
