@@ -393,6 +393,57 @@ mod tests {
         }
     }
 
+    /// The README shows the content-download preset in full: it is the preset.
+    #[test]
+    fn the_readme_shows_the_download_preset_as_it_is() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+                .unwrap();
+        let shown = readme
+            .split("## Configured event kinds")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("the README's preset");
+        let config = Config::from_toml(shown, "README", env(&[])).unwrap();
+        let plan = config.plan().unwrap();
+        let preset = Config::from_toml(
+            "[pipeline.kinds.downloads]\npreset = \"content_downloads\"\n",
+            "preset",
+            env(&[]),
+        )
+        .unwrap()
+        .plan()
+        .unwrap();
+        let (a, b) = (&plan.kinds()[0], &preset.kinds()[0]);
+        assert_eq!(
+            (
+                &a.topic,
+                a.format,
+                &a.time,
+                &a.dimensions,
+                &a.windows,
+                &a.names
+            ),
+            (
+                &b.topic,
+                b.format,
+                &b.time,
+                &b.dimensions,
+                &b.windows,
+                &b.names
+            )
+        );
+        let measures = |k: &crowdpulse_dataflow::kinds::config::KindSpec| -> Vec<_> {
+            k.measures.iter().map(|(m, _)| m.clone()).collect()
+        };
+        assert_eq!(measures(a), measures(b));
+        let alerts = |k: &crowdpulse_dataflow::kinds::config::KindSpec| -> Vec<_> {
+            k.alerts.iter().map(|(rule, ..)| rule.clone()).collect()
+        };
+        assert_eq!(alerts(a), alerts(b));
+    }
+
     #[test]
     fn serve_on_must_name_a_process() {
         let text = "[cluster]\nprocesses = [\"a:1\", \"b:1\"]\n[api]\nserve_on = 2\n";
