@@ -4,143 +4,17 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::json;
+use support::browser::{chromium_or_skip, Browser};
 use support::completions::{serve as serve_completions, Answer};
 use support::{eventually, get_json, http, post_reaction, Demo};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-struct Browser {
-    child: Child,
-    socket: tungstenite::WebSocket<TcpStream>,
-    next_id: u64,
-}
-
-impl Browser {
-    /// Opens `url` in headless Chromium and attaches to the page over the DevTools protocol.
-    fn open(url: &str, profile: &Path) -> Self {
-        let mut child = Command::new(CHROMIUM)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-                "--window-size=390,844",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("chromium starts");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        let port = stderr
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                line.split("DevTools listening on ws://127.0.0.1:")
-                    .nth(1)
-                    .and_then(|rest| rest.split('/').next().map(str::to_owned))
-            })
-            .expect("chromium announces its DevTools port");
-        // Keep draining its stderr: a closed pipe would fail Chromium's later log writes.
-        std::thread::spawn(move || stderr.for_each(drop));
-        let devtools = format!("127.0.0.1:{port}");
-        let mut page_socket = None;
-        eventually("the page target", || {
-            let (_, body) = http(&devtools, "GET", "/json/list", None);
-            let targets: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            page_socket = targets.as_array().and_then(|ts| {
-                ts.iter()
-                    .find(|t| t["type"] == "page")
-                    .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
-            });
-            page_socket.is_some()
-        });
-        let stream = TcpStream::connect(&devtools).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let (socket, _) =
-            tungstenite::client(page_socket.unwrap(), stream).expect("devtools websocket");
-        Self {
-            child,
-            socket,
-            next_id: 1,
-        }
-    }
-
-    /// Calls a DevTools method and returns its result.
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let request = json!({"id": id, "method": method, "params": params}).to_string();
-        self.socket
-            .send(tungstenite::Message::text(request))
-            .unwrap();
-        loop {
-            if let tungstenite::Message::Text(text) = self.socket.read().expect("devtools answers")
-            {
-                let message: Value = serde_json::from_str(&text).unwrap();
-                if message["id"] == id {
-                    assert!(message.get("error").is_none(), "{method}: {message}");
-                    return message["result"].clone();
-                }
-            }
-        }
-    }
-
-    /// Evaluates a JavaScript expression in the page.
-    /// Waits up to 20 s for `expression` to evaluate to `expected`; fails naming `what` and the
-    /// last value otherwise.
-    fn wait_for(&mut self, expression: &str, expected: Value, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let value = self.eval(expression);
-            if value == expected {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: {value}, expected {expected}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn eval(&mut self, expression: &str) -> Value {
-        let result = self.call(
-            "Runtime.evaluate",
-            json!({"expression": expression, "returnByValue": true}),
-        );
-        result["result"]["value"].clone()
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn clicking_an_emoji_button_changes_its_count_on_the_page() {
-    if !Path::new(CHROMIUM).exists() {
-        assert!(
-            std::env::var_os("CROWDPULSE_SKIP_BROWSER_TEST").is_some(),
-            "{CHROMIUM} is missing: install it with `bash scripts/setup.sh` (or set CROWDPULSE_SKIP_BROWSER_TEST=1)"
-        );
-        eprintln!("skipped: no chromium");
+    if !chromium_or_skip() {
         return;
     }
     // A summary every 2 messages, settled within seconds (a short lateness), and its text from
@@ -278,16 +152,7 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
             json!(format!("{width} true 5 0")),
             &format!("the layout at {name} size"),
         );
-        let shot = browser.call(
-            "Page.captureScreenshot",
-            json!({"format": "png", "captureBeyondViewport": true}),
-        );
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().unwrap())
-            .unwrap();
-        let path = scratch.join(format!("dashboard-{name}.png"));
-        std::fs::write(&path, png).unwrap();
-        eprintln!("screenshot: {}", path.display());
+        browser.screenshot(&scratch.join(format!("dashboard-{name}.png")));
     }
     drop(browser);
     let _ = std::fs::remove_dir_all(&profile);

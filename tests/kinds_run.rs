@@ -1,7 +1,7 @@
 //! A configured kind through the real broker and PostgreSQL: `generate --kind` produces
 //! content-download records to the kind's topic, a bounded `run` writes `custom_metrics` (and
 //! any `alerts`) equal to its NDJSON output, every download counted once; a live `run` serves
-//! the kind under `/v1/kinds`.
+//! the kind under `/v1/kinds` and the dashboard shows it (headless Chromium, screenshots).
 
 #[path = "../connectors/tests/support/mod.rs"]
 mod kafka_support;
@@ -13,7 +13,8 @@ use std::process::Command;
 
 use kafka_support::{fresh_topic, BROKER};
 use postgres_support::{assert_no_differences, fresh_config, Db};
-use serde_json::Value;
+use serde_json::{json, Value};
+use support::browser::{chromium_or_skip, Browser};
 use support::{eventually, get_json, Demo};
 
 fn bin() -> Command {
@@ -147,6 +148,47 @@ fn generated_downloads_reach_postgres_and_the_api() {
         let (got, body) = get_json(&address, path);
         assert_eq!(got, status, "{path}: {body}");
         assert!(body["error"]["message"].is_string(), "{path}: {body}");
+    }
+
+    // The dashboard's kinds view: the kind picked, a measure per window of one combination,
+    // each combination's latest window, at phone and desktop sizes.
+    if chromium_or_skip() {
+        let scratch = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let profile = scratch.join(format!("chromium-kinds-{}", std::process::id()));
+        let mut browser = Browser::open(&format!("http://{address}/"), &profile);
+        browser.wait_for(
+            "document.getElementById('kinds').hidden",
+            json!(false),
+            "the kinds view",
+        );
+        browser.wait_for(
+            "document.getElementById('k-kind').value",
+            json!("dl"),
+            "the kind",
+        );
+        browser.wait_for(
+            "document.querySelectorAll('#k-table tr').length > 10 && charts['c-kind'].data[0].length > 1",
+            json!(true),
+            "combinations and a series",
+        );
+        for (name, width, height) in [("phone", 390, 844), ("desktop", 1400, 1000)] {
+            browser.call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 700}),
+            );
+            // Nothing of the view past the right edge (the first offender named otherwise).
+            let layout = "(() => { const w = window.innerWidth; \
+                const out = [...document.querySelectorAll('body *')].find((e) => e.getBoundingClientRect().right > w + 0.5); \
+                return `${document.documentElement.scrollWidth <= w} ${out ? out.tagName + '#' + out.id + '.' + out.className + ' ' + out.getBoundingClientRect().right : 'none'}`; })()";
+            browser.wait_for(
+                layout,
+                json!("true none"),
+                &format!("the kinds view at {name} size"),
+            );
+            browser.screenshot(&scratch.join(format!("kinds-{name}.png")));
+        }
+        drop(browser);
+        let _ = std::fs::remove_dir_all(&profile);
     }
     run.stop();
 }

@@ -355,6 +355,101 @@ async function searchChat(more) {
 $("chat-search").addEventListener("submit", (event) => { event.preventDefault(); searchChat(false); });
 $("chat-more").addEventListener("click", () => searchChat(true));
 buildButtons();
+// Configured kinds: a measure per window of one dimension combination, each combination's
+// latest window, and the alerts; polled, as kinds are not pushed.
+let kinds = [];
+const kindState = { rows: [], alerts: [] };
+
+function option(value, text) {
+  const o = document.createElement("option");
+  o.value = value;
+  o.textContent = text ?? value;
+  return o;
+}
+
+function dimsText(dims) {
+  return Object.values(dims).join(" · ") || "all";
+}
+
+async function loadKinds() {
+  try {
+    kinds = (await getJson("/v1/kinds")).kinds;
+  } catch (error) {
+    console.warn(error);
+    return;
+  }
+  $("kinds").hidden = kinds.length === 0;
+  if (kinds.length === 0) return;
+  $("k-kind").replaceChildren(...kinds.map((k) => option(k.name)));
+  $("k-kind").onchange = () => { pickKind(); refreshKind(); };
+  $("k-measure").onchange = renderKind;
+  $("k-combo").onchange = renderKind;
+  pickKind();
+  refreshKind();
+  setInterval(refreshKind, 2000);
+}
+
+function currentKind() {
+  return kinds.find((k) => k.name === $("k-kind").value) || kinds[0];
+}
+
+function pickKind() {
+  $("k-measure").replaceChildren(...currentKind().measures.map((m) => option(m.name)));
+}
+
+async function refreshKind() {
+  const kind = currentKind();
+  const path = `/v1/kinds/${encodeURIComponent(kind.name)}`;
+  try {
+    kindState.rows = (await getJson(`${path}/metrics?limit=1000`)).rows;
+    kindState.alerts = (await getJson(`${path}/alerts?limit=20`)).alerts;
+  } catch (error) {
+    console.warn(error);
+    return;
+  }
+  const combos = [...new Set(kindState.rows.map((r) => JSON.stringify(r.dims)))].sort();
+  const chosen = $("k-combo").value;
+  $("k-combo").replaceChildren(...combos.map((c) => option(c, dimsText(JSON.parse(c)))));
+  if (combos.includes(chosen)) $("k-combo").value = chosen;
+  renderKind();
+}
+
+function renderKind() {
+  const measure = $("k-measure").value;
+  const combo = $("k-combo").value;
+  const series = kindState.rows.filter((r) => JSON.stringify(r.dims) === combo);
+  $("k-caption").textContent = `${measure} per ${currentKind().windows[0]} window, ${combo ? dimsText(JSON.parse(combo)) : "–"}`;
+  chart("c-kind", [{ label: measure, color: COLORS[2] }],
+    [series.map((r) => r.window_start / 1000), series.map((r) => r.values[measure])]);
+  const latest = new Map();
+  for (const r of kindState.rows) latest.set(JSON.stringify(r.dims), r);
+  const head = document.createElement("tr");
+  for (const text of ["combination", "records", measure]) {
+    const th = document.createElement("th");
+    th.textContent = text;
+    head.append(th);
+  }
+  const body = [...latest.values()].map((r) => {
+    const tr = document.createElement("tr");
+    const value = r.values[measure];
+    for (const text of [dimsText(r.dims), r.records, value === null ? "–" : Number(value.toFixed(3))]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  });
+  $("k-table").replaceChildren(head, ...body);
+  $("k-alerts").replaceChildren(...kindState.alerts.slice().reverse().map((a) => {
+    const li = document.createElement("li");
+    const at = new Date(a.window_start).toLocaleTimeString();
+    const why = a.zscore !== null ? `z ${Number(a.zscore).toFixed(1)}` : `threshold ${a.threshold}`;
+    li.textContent = `${at} ${a.rule} ${dimsText(a.dims)}: ${a.measure} ${Number(a.value.toFixed(3))} (${why})`;
+    return li;
+  }));
+}
+
 refreshGlobal();
 setInterval(refreshGlobal, 2000);
+loadKinds();
 window.addEventListener("resize", () => { if (!dirty) { dirty = true; requestAnimationFrame(render); } });

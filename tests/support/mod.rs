@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod browser;
 mod http;
 
 /// The local chat-completions server of the summarizer's tests.
