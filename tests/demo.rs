@@ -197,3 +197,45 @@ fn sigterm_stops_like_ctrl_c() {
     });
     demo.stop_with("TERM");
 }
+
+/// A kind of the download preset gets generated downloads in the demo: its windows appear under
+/// `/v1/kinds`, with every combination's records counted.
+#[test]
+fn the_demo_generates_downloads_for_a_download_kind() {
+    let demo = Demo::start_with_env(
+        &["--rate", "400", "--workers", "2"],
+        &[
+            (
+                "CROWDPULSE__PIPELINE__KINDS__DOWNLOADS__PRESET",
+                "content_downloads",
+            ),
+            (
+                "CROWDPULSE__PIPELINE__KINDS__DOWNLOADS__WINDOWS",
+                "[\"1s\"]",
+            ),
+        ],
+    );
+    eventually("generated downloads in the kind's windows", || {
+        let (status, body) = get_json(&demo.address, "/v1/kinds/downloads/metrics?limit=1000");
+        status == 200
+            && body["rows"].as_array().is_some_and(|rows| {
+                rows.iter()
+                    .map(|r| r["records"].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+                    >= 20
+            })
+    });
+    let (_, body) = get_json(&demo.address, "/v1/kinds/downloads/metrics?limit=1000");
+    for row in body["rows"].as_array().unwrap() {
+        assert_eq!(
+            row["values"]["downloads"].as_f64(),
+            row["records"].as_u64().map(|n| n as f64),
+            "{row}"
+        );
+        assert!(
+            row["dims"]["region"].is_string() && row["dims"]["device"].is_string(),
+            "{row}"
+        );
+    }
+    demo.stop();
+}

@@ -89,8 +89,8 @@ fn process_split(dir: &Path) {
     run_ok(process.arg("--output").arg(dir.join("process.ndjson")));
 }
 
-/// Rows with the source (file path or topic) of dead letters and chat messages blanked: the only
-/// field that names where the records were read from.
+/// Rows with the source (file path or topic) of dead letters, chat messages and chat summaries'
+/// last messages blanked: the only field that names where the records were read from.
 fn rows(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -99,6 +99,9 @@ fn rows(path: &Path) -> Vec<Value> {
             let mut row: Value = serde_json::from_str(line).unwrap();
             if row["table"] == "dead_letters" || row["table"] == "chat_messages" {
                 row["source"] = Value::Null;
+            }
+            if row["table"] == "chat_summaries" {
+                row["last_source"] = Value::Null;
             }
             row
         })

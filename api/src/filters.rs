@@ -393,6 +393,15 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(body())
         .and(state.clone())
         .and_then(handlers::ingest_events);
+    let kind_records = warp::path!("v1" / "kinds" / StreamId / "records")
+        .map(String::from)
+        .and(warp::post())
+        .and(authorized(&access, Scope::Write))
+        .and(same_or_listed_origin(&origins))
+        .and(warp::header::optional::<String>("content-type"))
+        .and(body())
+        .and(state.clone())
+        .and_then(handlers::ingest_kind);
     let reaction = warp::path!("v1" / "streams" / StreamId / "reactions")
         .map(String::from)
         .and(warp::post())
@@ -417,7 +426,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
                 handlers::post_reaction(id, request, state).await
             },
         );
-    let writes = ingest.or(reaction).unify().boxed();
+    let writes = ingest.or(reaction).unify().or(kind_records).unify().boxed();
 
     let max_message = limits.max_websocket_message_bytes;
     let websocket = warp::path!("v1" / "streams" / StreamId / "live")

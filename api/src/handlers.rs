@@ -621,16 +621,19 @@ fn accepted(result: &crate::models::IngestResult) -> Response {
     json_reply(result, StatusCode::ACCEPTED)
 }
 
-/// `POST /v1/events`.
-pub async fn ingest_events(
-    content_type: Option<String>,
-    body: Bytes,
-    state: AppState,
-) -> Result<Response, Rejection> {
-    let format = BodyFormat::from_content_type(content_type.as_deref()).map_err(reject)?;
-    let records = split_records(&body, format).map_err(reject)?;
+/// The records of an ingest request's body (a JSON array or NDJSON), at least one and at most
+/// `api.limits.max_events_per_request`.
+fn request_records<'a>(
+    content_type: Option<&str>,
+    body: &'a Bytes,
+    state: &AppState,
+) -> Result<Vec<&'a [u8]>, Rejection> {
+    let format = BodyFormat::from_content_type(content_type).map_err(reject)?;
+    let records = split_records(body, format).map_err(reject)?;
     if records.is_empty() {
-        return Err(reject(ApiError::BadRequest("no events in the body".into())));
+        return Err(reject(ApiError::BadRequest(
+            "no records in the body".into(),
+        )));
     }
     let limits = &state.settings.limits;
     if records.len() > limits.max_events_per_request {
@@ -638,10 +641,39 @@ pub async fn ingest_events(
             limits.max_events_per_request,
         )));
     }
-    let mut result = state.ingest.submit(&records).await.map_err(reject)?;
-    // The answer's size is bounded whatever the body held; every refusal is still counted.
-    result.rejected.truncate(limits.max_rejections_listed);
-    Ok(accepted(&result))
+    Ok(records)
+}
+
+/// The 202 answer of an ingest: its size is bounded whatever the body held; every refusal is
+/// still counted.
+fn ingested(mut result: crate::models::IngestResult, state: &AppState) -> Response {
+    result
+        .rejected
+        .truncate(state.settings.limits.max_rejections_listed);
+    accepted(&result)
+}
+
+/// `POST /v1/events`.
+pub async fn ingest_events(
+    content_type: Option<String>,
+    body: Bytes,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let records = request_records(content_type.as_deref(), &body, &state)?;
+    let result = state.ingest.submit(&records).await.map_err(reject)?;
+    Ok(ingested(result, &state))
+}
+
+/// `POST /v1/kinds/{kind}/records`.
+pub async fn ingest_kind(
+    kind: String,
+    content_type: Option<String>,
+    body: Bytes,
+    state: AppState,
+) -> Result<Response, Rejection> {
+    let records = request_records(content_type.as_deref(), &body, &state)?;
+    let result = state.ingest.submit_kind(&kind, &records).map_err(reject)?;
+    Ok(ingested(result, &state))
 }
 
 /// `POST /v1/streams/{id}/reactions`.

@@ -14,6 +14,8 @@ use crowdpulse_connectors::ingest_producer::{is_permanent, EnqueueError, IngestP
 use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
 use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
 use crowdpulse_dataflow::event::{Event, EventBody, FieldLimits, Millis};
+use crowdpulse_dataflow::kinds::config::KindSpec;
+use crowdpulse_dataflow::kinds::record::{encode as encode_kind, read as read_kind};
 use crowdpulse_dataflow::rows::{DeadLetter, DeadLetterReason};
 use futures_util::future::join_all;
 
@@ -37,8 +39,14 @@ pub struct IngestCounters {
 
 /// Where accepted records go.
 pub enum IngestTarget {
-    /// The in-process input of the dataflow (the demo).
-    Input(LiveInput),
+    /// The in-process inputs of the dataflow (the demo): events, and each configured kind's
+    /// records (in the plan's order).
+    Input {
+        /// Events.
+        events: LiveInput,
+        /// Kinds' records.
+        kinds: Vec<LiveInput>,
+    },
     /// Kafka topics; refused records go to the dead-letter topic when one is configured.
     Kafka {
         /// Producer of accepted events.
@@ -58,17 +66,25 @@ pub struct Ingest {
     store: Arc<ViewStore>,
     /// The pipeline's field limits: a record the dataflow would refuse is refused at the door.
     limits: FieldLimits,
+    /// The configured kinds (the plan's).
+    kinds: Arc<[KindSpec]>,
     /// Counters for `/metrics`.
     pub counters: IngestCounters,
 }
 
 impl Ingest {
-    /// Ingest into `target`, noting reactions' streams in `store`.
-    pub fn new(target: IngestTarget, store: Arc<ViewStore>, limits: FieldLimits) -> Self {
+    /// Ingest into `target`, noting reactions' streams in `store`; `kinds` are the plan's.
+    pub fn new(
+        target: IngestTarget,
+        store: Arc<ViewStore>,
+        limits: FieldLimits,
+        kinds: Arc<[KindSpec]>,
+    ) -> Self {
         Self {
             target,
             store,
             limits,
+            kinds,
             counters: IngestCounters::default(),
         }
     }
@@ -102,8 +118,8 @@ impl Ingest {
             }
         }
         let queued = match &self.target {
-            IngestTarget::Input(input) => {
-                queue_input(input, records, &accepted, &rejected, arrival)
+            IngestTarget::Input { events, .. } => {
+                queue_input(events, records, &accepted, &rejected, arrival)
             }
             IngestTarget::Kafka {
                 producer,
@@ -147,7 +163,7 @@ impl Ingest {
 
     /// Queues generated records (the demo's traffic); only the in-process input takes them.
     pub fn submit_generated(&self, records: &[Generated]) -> Result<(), PushError> {
-        let IngestTarget::Input(input) = &self.target else {
+        let IngestTarget::Input { events: input, .. } = &self.target else {
             return Err(PushError::Closed);
         };
         if records.is_empty() {
@@ -170,10 +186,95 @@ impl Ingest {
         Ok(())
     }
 
+    /// Validates and queues records of the configured kind `name` received over HTTP: each must be a JSON object whose time (if any)
+    /// reads; accepted ones are encoded in the kind's format. Only the in-process input takes
+    /// them: with Kafka, a kind's records are read from its topic, where producers write them.
+    pub fn submit_kind(&self, name: &str, records: &[&[u8]]) -> Result<IngestResult, ApiError> {
+        let (kind, spec) = self
+            .kinds
+            .iter()
+            .enumerate()
+            .find(|(_, spec)| spec.name == name)
+            .ok_or_else(|| ApiError::NotFound(format!("unknown kind {name:?}")))?;
+        let IngestTarget::Input { kinds, .. } = &self.target else {
+            return Err(ApiError::BadRequest(format!(
+                "records of kind {} are read from Kafka topic {:?}: produce them there",
+                spec.name, spec.topic
+            )));
+        };
+        let input = kinds
+            .get(kind)
+            .ok_or_else(|| ApiError::NotFound(format!("unknown kind {:?}", spec.name)))?;
+        let mut accepted = Vec::new();
+        let mut rejected = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            let encoded = serde_json::from_slice::<serde_json::Value>(record)
+                .map_err(|e| format!("not JSON: {e}"))
+                .and_then(|value| match value.is_object() {
+                    true => read_kind(spec, &value).map(|event| (event, value)),
+                    false => Err("not a JSON object".into()),
+                })
+                .and_then(|(event, value)| {
+                    let key = event.dims.join("\u{0}").into_bytes();
+                    encode_kind(spec, &value).map(|payload| (key, payload))
+                });
+            match encoded {
+                Ok(message) => accepted.push(message),
+                Err(error) => rejected.push(Rejected { index, error }),
+            }
+        }
+        let queued = input.push(
+            accepted
+                .iter()
+                .map(|(key, payload)| (&key[..], payload.clone())),
+            wall_clock_ms(),
+        );
+        match queued {
+            Ok(()) => {}
+            Err(PushError::Full) => {
+                self.counters.busy.fetch_add(1, Ordering::Relaxed);
+                return Err(busy());
+            }
+            Err(PushError::Closed) => return Err(ApiError::ShuttingDown),
+        }
+        self.counters
+            .accepted
+            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        self.counters
+            .rejected
+            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+        Ok(IngestResult {
+            accepted: accepted.len(),
+            rejected_total: rejected.len(),
+            rejected,
+        })
+    }
+
+    /// Queues generated records of the configured kind `kind` (the demo's traffic), already
+    /// encoded, with their keys; only the in-process input takes them.
+    pub fn submit_generated_kind(
+        &self,
+        kind: usize,
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), PushError> {
+        let IngestTarget::Input { kinds, .. } = &self.target else {
+            return Err(PushError::Closed);
+        };
+        let input = kinds.get(kind).ok_or(PushError::Closed)?;
+        input.push(
+            records
+                .iter()
+                .map(|(key, payload)| (&key[..], payload.clone())),
+            wall_clock_ms(),
+        )
+    }
+
     /// Records waiting for the dataflow (in-process input) or for the broker (Kafka).
     pub fn queued(&self) -> usize {
         match &self.target {
-            IngestTarget::Input(input) => input.queued(),
+            IngestTarget::Input { events, kinds } => {
+                events.queued() + kinds.iter().map(LiveInput::queued).sum::<usize>()
+            }
             IngestTarget::Kafka { producer, .. } => producer.in_flight(),
         }
     }

@@ -55,7 +55,7 @@ pub fn route_of(path: &str) -> String {
         return "/assets/{file}".to_owned();
     }
     if let Some(rest) = path.strip_prefix("/v1/kinds/") {
-        if let Some((kind, suffix @ ("metrics" | "alerts"))) = rest.split_once('/') {
+        if let Some((kind, suffix @ ("metrics" | "alerts" | "records"))) = rest.split_once('/') {
             if !kind.is_empty() {
                 return format!("/v1/kinds/{{kind}}/{suffix}");
             }

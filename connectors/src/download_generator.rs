@@ -37,6 +37,15 @@ impl DownloadGenerator {
     }
 }
 
+impl DownloadGenerator {
+    /// The records due until `count` have been generated in all (a paced generator's next
+    /// share).
+    pub fn take_while_due(&mut self, count: u64) -> impl Iterator<Item = (String, Value)> + '_ {
+        let due = count.saturating_sub(self.emitted) as usize;
+        self.take(due)
+    }
+}
+
 impl Iterator for DownloadGenerator {
     /// (Kafka key: the region, the record).
     type Item = (String, Value);

@@ -60,6 +60,10 @@ impl Partition {
 pub struct LiveInput {
     partitions: Arc<Vec<Partition>>,
     capacity: usize,
+    /// Its source name in dead letters and positions.
+    name: Arc<str>,
+    /// The configured kind its records are (None: events).
+    kind: Option<usize>,
 }
 
 impl LiveInput {
@@ -73,6 +77,18 @@ impl LiveInput {
         Self {
             partitions: Arc::new(partitions),
             capacity: capacity.max(1),
+            name: Arc::from(LIVE_SOURCE),
+            kind: None,
+        }
+    }
+
+    /// An input of records of the configured kind `kind` (its index in the plan), encoded in
+    /// the kind's format, named `live-NAME`.
+    pub fn for_kind(kind: usize, name: &str, partitions: usize, capacity: usize) -> Self {
+        Self {
+            name: Arc::from(format!("{LIVE_SOURCE}-{name}")),
+            kind: Some(kind),
+            ..Self::new(partitions, capacity)
         }
     }
 
@@ -160,7 +176,7 @@ pub struct LiveReader {
 
 impl PartitionReader for LiveReader {
     fn source_name(&self) -> &str {
-        LIVE_SOURCE
+        &self.input.name
     }
 
     fn partition(&self) -> u32 {
@@ -168,7 +184,11 @@ impl PartitionReader for LiveReader {
     }
 
     fn format(&self) -> (Format, DecodeContext) {
-        (Format::Json, DecodeContext::default())
+        let context = DecodeContext {
+            kind: self.input.kind,
+            ..DecodeContext::default()
+        };
+        (Format::Json, context)
     }
 
     fn read(&mut self, max: usize, out: &mut RecordBatch) -> Result<ReadStatus, String> {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crowdpulse_connectors::live_input::LiveInput;
 use crowdpulse_connectors::sink::Sink;
 use crowdpulse_dataflow::checkpoint::{Checkpointing, Restore};
 use crowdpulse_dataflow::event::Millis;
@@ -229,7 +230,7 @@ impl Running {
 
     fn signal_stop(&self) {
         match &self.sources {
-            Sources::Input(input) => input.close(),
+            Sources::Input(inputs) => inputs.iter().for_each(LiveInput::close),
             Sources::Bounded(_) | Sources::Unbounded(_) => {
                 // Before the workers stop: a worker that ends closes its connections cleanly,
                 // which the others would not take for a loss.

@@ -22,6 +22,7 @@ use crowdpulse_api::store::{StoreSettings, ViewStore};
 use crowdpulse_api::ApiError;
 use crowdpulse_connectors::config::ApiConfig;
 use crowdpulse_connectors::dead_letter_topic::DeadLetterTopic;
+use crowdpulse_connectors::download_generator::DownloadGenerator;
 use crowdpulse_connectors::generator::{Generator, GeneratorConfig};
 use crowdpulse_connectors::ingest_producer::IngestProducer;
 use crowdpulse_connectors::kafka_config::KafkaConfig;
@@ -34,6 +35,8 @@ use crowdpulse_connectors::postgres::PostgresSinkMetrics;
 use crowdpulse_connectors::sink::Sink;
 use crowdpulse_connectors::summarizer::{SummaryTextListener, SummaryTexts};
 use crowdpulse_dataflow::event::Millis;
+use crowdpulse_dataflow::kinds::config::KindSpec;
+use crowdpulse_dataflow::kinds::record::encode as encode_kind;
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
@@ -135,11 +138,21 @@ fn wire(
     };
     match &options.feed {
         Feed::Generated { .. } => {
-            let input = LiveInput::new(options.cluster.total_workers(), options.api.input_capacity);
-            let running = start(job(Sources::Input(input.clone()), sinks))?;
+            let (partitions, capacity) =
+                (options.cluster.total_workers(), options.api.input_capacity);
+            let events = LiveInput::new(partitions, capacity);
+            let kinds: Vec<LiveInput> = options
+                .plan
+                .kinds()
+                .iter()
+                .enumerate()
+                .map(|(index, kind)| LiveInput::for_kind(index, &kind.name, partitions, capacity))
+                .collect();
+            let inputs = std::iter::once(events.clone()).chain(kinds.iter().cloned());
+            let running = start(job(Sources::Input(inputs.collect()), sinks))?;
             Ok(Wiring {
                 running,
-                ingest: IngestTarget::Input(input),
+                ingest: IngestTarget::Input { events, kinds },
                 progress: None,
                 dead_letters: None,
             })
@@ -217,6 +230,7 @@ impl LiveApp {
             wiring.ingest,
             Arc::clone(&store),
             plan.config().limits,
+            plan.kinds().into(),
         ));
         let stop = Arc::new(AtomicBool::new(false));
         let generator = match options.feed {
@@ -225,9 +239,13 @@ impl LiveApp {
                 streams,
                 seed,
             } if rate > 0.0 => {
-                let handle =
-                    spawn_generator(Arc::clone(&ingest), streams, rate, seed, Arc::clone(&stop))
-                        .map_err(|e| ApiError::Server(format!("starting the generator: {e}")))?;
+                let handle = spawn_generator(
+                    Arc::clone(&ingest),
+                    (streams, rate, seed),
+                    plan.kinds(),
+                    Arc::clone(&stop),
+                )
+                .map_err(|e| ApiError::Server(format!("starting the generator: {e}")))?;
                 Some(handle)
             }
             _ => None,
@@ -409,11 +427,20 @@ pub fn run_until_stopped(
 /// starting now; stops when `stop` is set.
 pub fn spawn_generator(
     ingest: Arc<Ingest>,
-    streams: usize,
-    rate: f64,
-    seed: u64,
+    (streams, rate, seed): (usize, f64, u64),
+    kinds: &[KindSpec],
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
+    // Kinds of the download preset get downloads, a tenth of the events' rate.
+    let mut downloads: Vec<(usize, KindSpec, DownloadGenerator)> = kinds
+        .iter()
+        .enumerate()
+        .filter(|(_, kind)| kind.preset.as_deref() == Some("content_downloads"))
+        .map(|(index, kind)| {
+            let generator = DownloadGenerator::new(u64::MAX, seed, rate / 10.0, wall_clock_ms());
+            (index, kind.clone(), generator)
+        })
+        .collect();
     std::thread::Builder::new()
         .name("generator".into())
         .spawn(move || {
@@ -445,6 +472,19 @@ pub fn spawn_generator(
                     // Back-pressure: keep the records and retry; the generator falls behind.
                     Err(PushError::Full) => {}
                     Err(PushError::Closed) => return,
+                }
+                let due = (began.elapsed().as_secs_f64() * rate / 10.0) as u64;
+                for (index, kind, generator) in &mut downloads {
+                    let records = generator
+                        .take_while_due(due)
+                        .filter_map(|(key, record)| {
+                            Some((key.into_bytes(), encode_kind(kind, &record).ok()?))
+                        })
+                        .collect();
+                    // A full input drops generated downloads: they are samples, not data.
+                    if let Err(PushError::Closed) = ingest.submit_generated_kind(*index, records) {
+                        return;
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }

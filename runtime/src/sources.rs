@@ -33,9 +33,10 @@ pub enum Sources {
     /// Partitions that never end (live Kafka). Stopping abandons them where they are: open
     /// windows stay open, their data stays in Kafka for the next run.
     Unbounded(Partitions),
-    /// The in-process input (demo, HTTP ingest), partition p read by worker p % workers.
-    /// Stopping closes it: what is queued is read and every window becomes final.
-    Input(LiveInput),
+    /// The in-process inputs (demo, HTTP ingest): events, then each configured kind's; partition
+    /// p of each read by worker p % workers. Stopping closes them: what is queued is read and
+    /// every window becomes final.
+    Input(Vec<LiveInput>),
 }
 
 impl Sources {
@@ -96,12 +97,16 @@ impl Sources {
     pub(crate) fn readers_for(&self) -> ReadersFor {
         match self {
             Self::Bounded(partitions) | Self::Unbounded(partitions) => Arc::clone(&partitions.open),
-            Self::Input(input) => {
-                let input = input.clone();
+            Self::Input(inputs) => {
+                let inputs = inputs.clone();
                 Arc::new(move |index, workers| {
-                    Ok((index..input.partitions())
-                        .step_by(workers)
-                        .map(|p| Box::new(input.reader(p)) as Box<dyn PartitionReader>)
+                    Ok(inputs
+                        .iter()
+                        .flat_map(|input| {
+                            (index..input.partitions())
+                                .step_by(workers)
+                                .map(|p| Box::new(input.reader(p)) as Box<dyn PartitionReader>)
+                        })
                         .collect())
                 })
             }

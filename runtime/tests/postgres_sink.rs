@@ -296,7 +296,7 @@ fn migrations_apply_once() {
             "SELECT count(*) FROM \"{}\".schema_migrations",
             config.schema
         )),
-        "6"
+        "8"
     );
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
 }

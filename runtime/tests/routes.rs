@@ -11,6 +11,7 @@ use crowdpulse_connectors::config::ApiConfig;
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::summarizer::{SummarizerConfig, SummaryTexts};
 use crowdpulse_dataflow::config::{PipelineConfig, Span, WindowConfig};
+use crowdpulse_dataflow::kinds::config::KindConfig;
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::rows::{Moment, Row, Score};
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
@@ -631,6 +632,67 @@ async fn chat_summaries_come_every_20_messages_and_are_served() {
     app.shutdown();
 }
 
+/// Records of a configured kind posted over HTTP (the in-process input of the demo) become the
+/// kind's windows; records that are no objects or have an unreadable time are refused by index;
+/// an unknown kind is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_records_posted_over_http_become_windows() {
+    let downloads = KindConfig {
+        preset: Some("content_downloads".into()),
+        windows: Some(vec!["1s".into()]),
+        ..KindConfig::default()
+    };
+    let app = start_with(
+        ApiConfig::default(),
+        PipelineConfig {
+            max_out_of_orderness: Span(0),
+            idle_timeout: Span(300),
+            kinds: std::collections::BTreeMap::from([("dl".to_owned(), downloads)]),
+            ..PipelineConfig::default()
+        },
+    );
+    let api = routes(app.state.clone());
+    let ts = wall_clock_ms();
+    let download = |status: &str| json!({"ts": ts, "region": "eu", "device": "tv", "status": status, "duration_ms": 1000, "bytes": 10, "speed_kbps": 80});
+    let body = json!([download("ok"), download("ok"), download("error"), download("ok"), "not an object", {"ts": "yesterday"}]).to_string();
+    let json_type = Some("application/json");
+    let (status, answer, _) = call(
+        &api,
+        "POST",
+        "/v1/kinds/dl/records",
+        json_type,
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["accepted"], 4, "{answer}");
+    let refused: Vec<u64> = answer["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(refused, [4, 5], "{answer}");
+    eventually("the kind's window", || async {
+        let (_, body) = get(&api, "/v1/kinds/dl/metrics").await;
+        body["rows"][0]["records"] == 4
+    })
+    .await;
+    let (_, body) = get(&api, "/v1/kinds/dl/metrics").await;
+    let row = &body["rows"][0];
+    assert_eq!(row["dims"], json!({"region": "eu", "device": "tv"}));
+    assert_eq!(
+        (
+            row["values"]["errors"].as_f64(),
+            row["values"]["success_rate"].as_f64()
+        ),
+        (Some(1.0), Some(0.75))
+    );
+    let (status, body, _) = call(&api, "POST", "/v1/kinds/nope/records", json_type, b"[{}]").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    app.shutdown();
+}
+
 /// A client that retries a request whose answer it did not get (same `event_id`s) has every
 /// event counted once; the repeats are counted as duplicate dead letters and shown once among
 /// the recent reactions.
@@ -888,6 +950,7 @@ async fn openapi_describes_every_route() {
         ("/v1/kinds/{kind}/metrics", "get"),
         ("/v1/kinds/{kind}/alerts", "get"),
         ("/v1/events", "post"),
+        ("/v1/kinds/{kind}/records", "post"),
         ("/v1/streams/{id}/reactions", "post"),
         ("/v1/streams/{id}/live", "get"),
         ("/v1/streams/{id}/events", "get"),
@@ -898,7 +961,7 @@ async fn openapi_describes_every_route() {
             "{method} {path} missing"
         );
     }
-    assert_eq!(paths.len(), 24, "every described path exists");
+    assert_eq!(paths.len(), 25, "every described path exists");
     app.shutdown();
 }
 

@@ -155,6 +155,8 @@ pub struct KindConfig {
 pub struct KindSpec {
     /// The kind's name.
     pub name: String,
+    /// The preset it started from.
+    pub preset: Option<String>,
     /// Kafka topic.
     pub topic: String,
     /// Record encoding.
@@ -384,6 +386,7 @@ impl KindConfig {
     pub fn resolve(&self, name: &str) -> Result<KindSpec> {
         let key = format!("pipeline.kinds.{name}");
         check_name(key.clone(), name)?;
+        let preset = self.preset.clone();
         let config = self.clone().over_preset(&key)?;
         let format = config.format.unwrap_or(KindFormat::Json);
         let topic = config.topic.unwrap_or_else(|| name.to_owned());
@@ -556,6 +559,7 @@ impl KindConfig {
             names,
             pane,
             avro: None,
+            preset,
             name: name.to_owned(),
             topic,
             format,
