@@ -183,6 +183,17 @@ impl History {
         self.values(&sql, &[&stream_id, &(limit as i64)]).await
     }
 
+    /// Runs a kind's query with its parameters: kind, window ('' for any), from, to, dimension
+    /// values (an object the row's must contain), limit.
+    async fn kind_values(&self, sql: &str, kind: &str, filter: &KindFilter) -> Result<Vec<Value>> {
+        let window = filter.window.clone().unwrap_or_default();
+        let dims = serde_json::to_value(&filter.dims).unwrap_or_default();
+        let (from, to) = (clamp(filter.from), clamp(filter.to));
+        let limit = filter.limit as i64;
+        self.values(sql, &[&kind, &window, &from, &to, &dims, &limit])
+            .await
+    }
+
     /// The newest `filter.limit` `custom_metrics` rows of a kind passing `filter`.
     pub async fn custom_metrics(&self, kind: &str, filter: &KindFilter) -> Result<Vec<Value>> {
         let sql = format!(
@@ -195,12 +206,7 @@ impl History {
              ORDER BY window_start DESC, dims::text COLLATE \"C\" DESC LIMIT $6",
             self.schema
         );
-        let window = filter.window.clone().unwrap_or_default();
-        let dims = serde_json::to_value(&filter.dims).unwrap_or_default();
-        let (from, to) = (clamp(filter.from), clamp(filter.to));
-        let limit = filter.limit as i64;
-        self.values(&sql, &[&kind, &window, &from, &to, &dims, &limit])
-            .await
+        self.kind_values(&sql, kind, filter).await
     }
 
     /// The newest `filter.limit` alerts of a kind passing `filter`.
@@ -214,12 +220,7 @@ impl History {
              LIMIT $6",
             self.schema
         );
-        let window = filter.window.clone().unwrap_or_default();
-        let dims = serde_json::to_value(&filter.dims).unwrap_or_default();
-        let (from, to) = (clamp(filter.from), clamp(filter.to));
-        let limit = filter.limit as i64;
-        self.values(&sql, &[&kind, &window, &from, &to, &dims, &limit])
-            .await
+        self.kind_values(&sql, kind, filter).await
     }
 
     /// Whether Postgres holds any chat message of the stream.

@@ -223,13 +223,7 @@ impl Ingest {
                 Err(error) => rejected.push(Rejected { index, error }),
             }
         }
-        let queued = input.push(
-            accepted
-                .iter()
-                .map(|(key, payload)| (&key[..], payload.clone())),
-            wall_clock_ms(),
-        );
-        match queued {
+        match push_keyed(input, &accepted) {
             Ok(()) => {}
             Err(PushError::Full) => {
                 self.counters.busy.fetch_add(1, Ordering::Relaxed);
@@ -260,13 +254,7 @@ impl Ingest {
         let IngestTarget::Input { kinds, .. } = &self.target else {
             return Err(PushError::Closed);
         };
-        let input = kinds.get(kind).ok_or(PushError::Closed)?;
-        input.push(
-            records
-                .iter()
-                .map(|(key, payload)| (&key[..], payload.clone())),
-            wall_clock_ms(),
-        )
+        push_keyed(kinds.get(kind).ok_or(PushError::Closed)?, &records)
     }
 
     /// Records waiting for the dataflow (in-process input) or for the broker (Kafka).
@@ -278,6 +266,16 @@ impl Ingest {
             IngestTarget::Kafka { producer, .. } => producer.in_flight(),
         }
     }
+}
+
+/// Queues (key, payload) records, arriving now.
+fn push_keyed(input: &LiveInput, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), PushError> {
+    input.push(
+        records
+            .iter()
+            .map(|(key, payload)| (&key[..], payload.clone())),
+        wall_clock_ms(),
+    )
 }
 
 /// Queues every record, refused ones too (with an empty key), in request order per stream.

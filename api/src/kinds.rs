@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crowdpulse_dataflow::event::Millis;
-use crowdpulse_dataflow::kinds::config::KindSpec;
+use crowdpulse_dataflow::kinds::config::{AlertConfig, KindSpec, MeasureConfig};
+use crowdpulse_dataflow::rows::Row;
 use serde::Serialize;
 use serde_json::{json, Value};
 use warp::http::StatusCode;
@@ -28,12 +29,12 @@ pub struct KindInfo {
     pub topic: String,
     /// Its dimensions.
     pub dimensions: Vec<String>,
-    /// Its measures: name, op, field, condition.
-    pub measures: Vec<Value>,
+    /// Its measures.
+    pub measures: Vec<MeasureConfig>,
     /// Its window labels, the first the default.
     pub windows: Vec<String>,
-    /// Its alert rules.
-    pub alerts: Vec<Value>,
+    /// Its alert rules, each with the window it watches.
+    pub alerts: Vec<AlertConfig>,
 }
 
 impl From<&KindSpec> for KindInfo {
@@ -42,11 +43,7 @@ impl From<&KindSpec> for KindInfo {
             name: spec.name.clone(),
             topic: spec.topic.clone(),
             dimensions: spec.dimensions.clone(),
-            measures: spec
-                .measures
-                .iter()
-                .map(|(m, _)| json!({"name": m.name, "op": m.op, "field": m.field, "when": m.when}))
-                .collect(),
+            measures: spec.measures.iter().map(|(m, _)| m.clone()).collect(),
             windows: spec
                 .windows
                 .iter()
@@ -55,10 +52,9 @@ impl From<&KindSpec> for KindInfo {
             alerts: spec
                 .alerts
                 .iter()
-                .map(|(a, _, window)| {
-                    json!({"name": a.name, "measure": a.measure, "above": a.above, "below": a.below,
-                        "zscore": a.zscore, "history": a.history, "min_count": a.min_count,
-                        "window": spec.windows[*window].0})
+                .map(|(alert, _, window)| AlertConfig {
+                    window: Some(spec.windows[*window].0.clone()),
+                    ..alert.clone()
                 })
                 .collect(),
         }
@@ -177,33 +173,54 @@ pub async fn list_kinds(state: AppState) -> Result<Response, Rejection> {
     ))
 }
 
+/// Which rows of a kind a request lists.
+#[derive(Debug, Clone, Copy)]
+enum Listing {
+    /// `custom_metrics` of one window label (the kind's first unless given).
+    Metrics,
+    /// `alerts`.
+    Alerts,
+}
+
+/// The newest rows of a listing passing the query's filters, oldest first.
+async fn listed(
+    listing: Listing,
+    kind: &str,
+    query: &HashMap<String, String>,
+    state: &AppState,
+) -> Result<(KindFilter, Vec<Value>), Rejection> {
+    let info = kind_of(state, kind)?;
+    let mut filter = KindFilter::parse(info, query).map_err(reject)?;
+    if let Listing::Metrics = listing {
+        filter.window.get_or_insert_with(|| info.windows[0].clone());
+    }
+    let store: Vec<Value> = {
+        let store = state.store.read();
+        store.kinds.kinds.get(kind).map_or_else(Vec::new, |view| {
+            let rows: Box<dyn Iterator<Item = &Row>> = match listing {
+                Listing::Metrics => Box::new(view.windows.values()),
+                Listing::Alerts => Box::new(view.alerts.values()),
+            };
+            rows.map(row_value).filter(|r| filter.passes(r)).collect()
+        })
+    };
+    let postgres = match (&state.history, listing) {
+        (Some(history), Listing::Metrics) => history.custom_metrics(kind, &filter).await,
+        (Some(history), Listing::Alerts) => history.alerts(kind, &filter).await,
+        (None, _) => Ok(Vec::new()),
+    }
+    .map_err(reject)?;
+    let rows = merged(store, postgres, filter.limit);
+    Ok((filter, rows))
+}
+
 /// `GET /v1/kinds/{kind}/metrics`: `custom_metrics` rows of one window label, oldest first.
 pub async fn kind_metrics(
     kind: String,
     query: HashMap<String, String>,
     state: AppState,
 ) -> Result<Response, Rejection> {
-    let info = kind_of(&state, &kind)?;
-    let mut filter = KindFilter::parse(info, &query).map_err(reject)?;
-    filter.window.get_or_insert_with(|| info.windows[0].clone());
-    let store: Vec<Value> = {
-        let store = state.store.read();
-        store.kinds.kinds.get(&kind).map_or_else(Vec::new, |view| {
-            view.windows
-                .values()
-                .map(row_value)
-                .filter(|r| filter.passes(r))
-                .collect()
-        })
-    };
-    let postgres = match &state.history {
-        Some(history) => history
-            .custom_metrics(&kind, &filter)
-            .await
-            .map_err(reject)?,
-        None => Vec::new(),
-    };
-    let rows = merged(store, postgres, filter.limit);
+    let (filter, rows) = listed(Listing::Metrics, &kind, &query, &state).await?;
     Ok(json_reply(
         &json!({"kind": kind, "window": filter.window, "rows": rows}),
         StatusCode::OK,
@@ -216,23 +233,7 @@ pub async fn kind_alerts(
     query: HashMap<String, String>,
     state: AppState,
 ) -> Result<Response, Rejection> {
-    let info = kind_of(&state, &kind)?;
-    let filter = KindFilter::parse(info, &query).map_err(reject)?;
-    let store: Vec<Value> = {
-        let store = state.store.read();
-        store.kinds.kinds.get(&kind).map_or_else(Vec::new, |view| {
-            view.alerts
-                .values()
-                .map(row_value)
-                .filter(|r| filter.passes(r))
-                .collect()
-        })
-    };
-    let postgres = match &state.history {
-        Some(history) => history.alerts(&kind, &filter).await.map_err(reject)?,
-        None => Vec::new(),
-    };
-    let rows = merged(store, postgres, filter.limit);
+    let (_, rows) = listed(Listing::Alerts, &kind, &query, &state).await?;
     Ok(json_reply(
         &json!({"kind": kind, "alerts": rows}),
         StatusCode::OK,

@@ -2,16 +2,19 @@
 //! checkpoint at every chance gives the same final rows as one that takes none, and resuming
 //! from any of its checkpoints, with 1, 2 or 3 workers, emits exactly the final rows the
 //! uninterrupted run emitted after that checkpoint: together with the rows before it, every
-//! final row once.
+//! final row once. A fifth partition holds records of a configured kind (the download preset,
+//! with tumbling and hopping windows), so kinds' windows and alert history are restored too.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crowdpulse_connectors::download_generator::DownloadGenerator;
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
 use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_dataflow::checkpoint::{Checkpoint, CheckpointError, Restore};
 use crowdpulse_dataflow::config::PipelineConfig;
+use crowdpulse_dataflow::kinds::config::KindConfig;
 use crowdpulse_dataflow::memory_reader::MemoryReader;
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::rows_json::RowJson;
@@ -76,8 +79,17 @@ fn generate() -> Vec<Vec<Vec<u8>>> {
     let mut parts: Vec<Vec<Vec<u8>>> = parts;
     with_quiet_streams(&mut parts);
     std::fs::remove_dir_all(&dir).unwrap();
+    let downloads = DownloadGenerator::new(6_000, 9, 100.0, GeneratorConfig::default().start);
+    parts.push(
+        downloads
+            .map(|(_, record)| record.to_string().into_bytes())
+            .collect(),
+    );
     parts
 }
+
+/// The partition of [`partitions`] holding the kind's records.
+const KIND_PARTITION: usize = 4;
 
 /// Appends ten minutes in which only one stream per partition speaks (every second), so the
 /// generated streams go quiet and checkpoints hold quiet streams, and then one event of each
@@ -134,7 +146,16 @@ fn with_retries(lines: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 }
 
 fn plan() -> Plan {
-    Plan::new(PipelineConfig::default()).unwrap()
+    let downloads = KindConfig {
+        preset: Some("content_downloads".into()),
+        windows: Some(vec!["10s".into(), "30s/10s".into()]),
+        ..KindConfig::default()
+    };
+    Plan::new(PipelineConfig {
+        kinds: BTreeMap::from([("downloads".to_owned(), downloads)]),
+        ..PipelineConfig::default()
+    })
+    .unwrap()
 }
 
 /// Runs over `parts` with `workers` threads, each partition from the checkpoint's offset when
@@ -150,8 +171,8 @@ fn run(
     let offsets = restore.as_ref().map(|r| {
         r.partitions
             .iter()
-            .map(|((_, p), state)| (*p, state.next_offset.unwrap_or(0)))
-            .collect::<BTreeMap<u32, u64>>()
+            .map(|(key, state)| (key.clone(), state.next_offset.unwrap_or(0)))
+            .collect::<BTreeMap<(String, u32), u64>>()
     });
     let readers = move |index: usize, peers: usize| {
         Ok(parts
@@ -160,14 +181,23 @@ fn run(
             .filter(|(p, _)| p % peers == index)
             .map(|(p, payloads)| {
                 let partition = p as u32;
+                let source = if p == KIND_PARTITION {
+                    "downloads"
+                } else {
+                    "events"
+                };
                 let from = offsets
                     .as_ref()
-                    .and_then(|o| o.get(&partition).copied())
+                    .and_then(|o| o.get(&(source.to_owned(), partition)).copied())
                     .unwrap_or(0);
                 // Small reads, so that the capability moves (and checkpoints come) often.
-                let reader = MemoryReader::new("events", partition, payloads.clone())
+                let reader = MemoryReader::new(source, partition, payloads.clone())
                     .starting_at(from)
                     .with_batches(vec![97, 13, 256]);
+                let reader = match p == KIND_PARTITION {
+                    true => reader.of_kind(0),
+                    false => reader,
+                };
                 Box::new(reader) as Box<dyn PartitionReader>
             })
             .collect())
@@ -218,6 +248,11 @@ fn resume_everywhere(parts: &[Vec<Vec<u8>>], workers: usize) {
     assert!(expected
         .iter()
         .any(|r| r.contains("\"table\":\"dead_letters\"")));
+    if parts.len() > KIND_PARTITION {
+        assert!(expected
+            .iter()
+            .any(|r| r.contains("\"table\":\"custom_metrics\"")));
+    }
 
     let checkpointed = run(parts, workers, Some(Duration::ZERO), None);
     let rows = checkpointed.rows.lock().unwrap().clone();

@@ -19,7 +19,8 @@ pub struct SummarizerConfig {
     pub url: String,
     /// The model asked.
     pub model: String,
-    /// Bearer key, when the endpoint wants one.
+    /// Bearer key, when the endpoint wants one (never serialized, never printed).
+    #[serde(skip_serializing)]
     pub api_key: Option<String>,
     /// File whose first line is the key (Docker/Kubernetes secrets).
     pub api_key_file: Option<PathBuf>,
@@ -27,8 +28,9 @@ pub struct SummarizerConfig {
     pub timeout: Span,
     /// Requests in flight at once.
     pub max_concurrency: usize,
-    /// Summaries waiting for a request slot; more (the endpoint slower than the chat) are left
-    /// extractive and counted as skipped.
+    /// Summaries waiting for a request slot (besides the one taken off the queue to wait for
+    /// it); more (the endpoint slower than the chat) are left extractive and counted as
+    /// skipped.
     pub queue: usize,
     /// Most tokens the answer may have.
     pub max_tokens: u32,
@@ -99,6 +101,16 @@ impl SummarizerConfig {
         if self.api_key.is_some() && self.api_key_file.is_some() {
             return bad("api_key_file", "and summarizer.api_key are exclusive");
         }
+        if self
+            .api_key
+            .as_deref()
+            .is_some_and(|key| key.trim().is_empty())
+        {
+            return bad(
+                "api_key",
+                "is empty (leave it out when the endpoint wants none)",
+            );
+        }
         Ok(())
     }
 
@@ -109,9 +121,14 @@ impl SummarizerConfig {
             (None, Some(path)) => {
                 let text =
                     std::fs::read_to_string(path).map_err(|e| ConnectorError::io(path, e))?;
-                Ok(Some(
-                    text.lines().next().unwrap_or_default().trim().to_owned(),
-                ))
+                let key = text.lines().next().unwrap_or_default().trim();
+                if key.is_empty() {
+                    return Err(ConnectorError::Config(format!(
+                        "summarizer.api_key_file {}: the first line is empty",
+                        path.display()
+                    )));
+                }
+                Ok(Some(key.to_owned()))
             }
             (None, None) => Ok(None),
         }

@@ -75,7 +75,9 @@ impl Worker {
                     return;
                 }
                 Ok(None) => {}
-                Err(error) => warn!(%error, "summary text lookup failed; asking the endpoint"),
+                Err(error) => {
+                    warn!(%error, stream_id = %summary.stream_id, "summary text lookup failed; asking the endpoint")
+                }
             }
         }
         if self.ending() {

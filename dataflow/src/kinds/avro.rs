@@ -12,6 +12,10 @@ use apache_avro::Schema;
 
 use crate::kinds::record::{Fields, Scalar};
 
+/// The most one decoded value may allocate: a record's size limit (1 MiB) with room for
+/// decoding overhead.
+const MAX_DATUM_BYTES: usize = 4 << 20;
+
 /// Decodes a kind's Avro records.
 #[derive(Debug)]
 pub struct AvroDecoder {
@@ -28,6 +32,9 @@ pub fn parse_schema(what: &str, text: &str) -> Result<Schema, String> {
 impl AvroDecoder {
     /// A decoder reading into `reader`, knowing `writers` by id.
     pub fn new(reader: Schema, writers: BTreeMap<u32, Schema>) -> Self {
+        // A record's declared lengths are trusted up to this (the crate's default is 512 MiB,
+        // which one small malformed record could make it allocate); records are at most 1 MiB.
+        apache_avro::util::max_allocation_bytes(MAX_DATUM_BYTES);
         Self { reader, writers }
     }
 
@@ -122,8 +129,15 @@ impl Fields for Value {
             Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => {
                 Some(Scalar::Number(f64::from(*i)))
             }
-            Value::Long(l) | Value::TimestampMillis(l) | Value::TimeMicros(l) => {
+            Value::Long(l) | Value::TimestampMillis(l) | Value::LocalTimestampMillis(l) => {
                 Some(Scalar::Number(*l as f64))
+            }
+            // Microsecond and nanosecond times are read in milliseconds, as every time is.
+            Value::TimeMicros(l) | Value::TimestampMicros(l) | Value::LocalTimestampMicros(l) => {
+                Some(Scalar::Number(*l as f64 / 1e3))
+            }
+            Value::TimestampNanos(l) | Value::LocalTimestampNanos(l) => {
+                Some(Scalar::Number(*l as f64 / 1e6))
             }
             Value::Float(f) => Some(Scalar::Number(f64::from(*f))),
             Value::Double(d) => Some(Scalar::Number(*d)),

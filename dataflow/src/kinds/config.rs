@@ -1,4 +1,4 @@
-//! `[kinds.NAME]`: an event kind defined in configuration (its topic, format, event time,
+//! `[pipeline.kinds.NAME]`: an event kind defined in configuration (its topic, format, event time,
 //! dimensions, measures, windows and alert rules), checked at load with errors naming the
 //! offending key, and the shipped presets.
 
@@ -23,7 +23,7 @@ pub const MAX_PARTS: usize = 32;
 pub enum KindFormat {
     /// A JSON object per record.
     Json,
-    /// bincode 1.3 of `Vec<(String, Scalar)>`: (field path, value) pairs.
+    /// bincode 1.3 of `Vec<(String, FieldValue)>`: (field path, value) pairs.
     Bincode,
     /// Avro binary in the Confluent wire format: byte 0, a 4-byte big-endian schema id, the
     /// datum written with that schema.
@@ -71,7 +71,7 @@ impl MeasureOp {
     }
 }
 
-/// `[[kinds.NAME.measures]]`.
+/// `[[pipeline.kinds.NAME.measures]]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeasureConfig {
@@ -88,7 +88,7 @@ pub struct MeasureConfig {
     pub when: Option<String>,
 }
 
-/// `[[kinds.NAME.alerts]]`: fires for a dimension combination's final window whose measure
+/// `[[pipeline.kinds.NAME.alerts]]`: fires for a dimension combination's final window whose measure
 /// crosses a threshold or stands out from its own history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,7 +123,7 @@ fn default_history() -> usize {
     12
 }
 
-/// `[kinds.NAME]`.
+/// `[pipeline.kinds.NAME]`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KindConfig {
@@ -382,7 +382,8 @@ impl KindConfig {
         })
     }
 
-    /// Checks the kind `name` (errors name the key, `kinds.NAME.…`) and fills in defaults.
+    /// Checks the kind `name` (errors name the key, `pipeline.kinds.NAME.…`) and fills in
+    /// defaults.
     pub fn resolve(&self, name: &str) -> Result<KindSpec> {
         let key = format!("pipeline.kinds.{name}");
         check_name(key.clone(), name)?;
@@ -422,6 +423,13 @@ impl KindConfig {
         }
         for (i, path) in dimensions.iter().enumerate() {
             check_path(format!("{key}.dimensions[{i}]"), path)?;
+            // The API's query parameters: a dimension of that name could not be filtered on.
+            if ["window", "from", "to", "limit"].contains(&path.as_str()) {
+                return err(
+                    format!("{key}.dimensions[{i}]"),
+                    format!("{path:?} is a query parameter of /v1/kinds; name the field by another path"),
+                );
+            }
             if dimensions[..i].contains(path) {
                 return err(
                     format!("{key}.dimensions[{i}]"),
@@ -509,7 +517,10 @@ impl KindConfig {
             let Some(measure) = measures.iter().position(|(m, _)| m.name == alert.measure) else {
                 return err(
                     format!("{at}.measure"),
-                    format!("{:?} is not a measure of kinds.{name}", alert.measure),
+                    format!(
+                        "{:?} is not a measure of pipeline.kinds.{name}",
+                        alert.measure
+                    ),
                 );
             };
             let rules = [
@@ -539,7 +550,7 @@ impl KindConfig {
                         || {
                             err(
                                 format!("{at}.window"),
-                                format!("{label:?} is not a window of kinds.{name}"),
+                                format!("{label:?} is not a window of pipeline.kinds.{name}"),
                             )
                         },
                         Ok,
@@ -582,7 +593,10 @@ pub fn resolve_kinds(kinds: &BTreeMap<String, KindConfig>) -> Result<Vec<KindSpe
         if let Some(other) = specs.iter().find(|s| s.topic == spec.topic) {
             return err(
                 format!("pipeline.kinds.{name}.topic"),
-                format!("{:?} is also kinds.{}'s topic", spec.topic, other.name),
+                format!(
+                    "{:?} is also pipeline.kinds.{}'s topic",
+                    spec.topic, other.name
+                ),
             );
         }
         specs.push(spec);

@@ -146,7 +146,8 @@ pub fn read(spec: &KindSpec, record: &impl Fields) -> Result<KindEvent, String> 
                 (MeasureOp::Rate, false) => Observation::Miss,
                 (_, false) => Observation::Skip,
                 (_, true) => match measure.field.as_deref().and_then(|f| record.get(f)) {
-                    Some(Scalar::Number(n)) if n.is_finite() => Observation::Value(n),
+                    // + 0.0 makes -0.0 a 0.0: min and max then cannot depend on merge order.
+                    Some(Scalar::Number(n)) if n.is_finite() => Observation::Value(n + 0.0),
                     _ => Observation::Skip,
                 },
             }
