@@ -148,17 +148,7 @@ impl Ingest {
         queued?;
         let events: Vec<Event> = accepted.into_iter().map(|(_, event)| event).collect();
         self.remember(&events);
-        self.counters
-            .accepted
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        self.counters
-            .rejected
-            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-        Ok(IngestResult {
-            accepted: events.len(),
-            rejected_total: rejected.len(),
-            rejected,
-        })
+        Ok(self.counted(events.len(), rejected))
     }
 
     /// Queues generated records (the demo's traffic); only the in-process input takes them.
@@ -231,17 +221,22 @@ impl Ingest {
             }
             Err(PushError::Closed) => return Err(ApiError::ShuttingDown),
         }
+        Ok(self.counted(accepted.len(), rejected))
+    }
+
+    /// Counts an answered request's records and makes its answer.
+    fn counted(&self, accepted: usize, rejected: Vec<Rejected>) -> IngestResult {
         self.counters
             .accepted
-            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+            .fetch_add(accepted as u64, Ordering::Relaxed);
         self.counters
             .rejected
             .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-        Ok(IngestResult {
-            accepted: accepted.len(),
+        IngestResult {
+            accepted,
             rejected_total: rejected.len(),
             rejected,
-        })
+        }
     }
 
     /// Queues generated records of the configured kind `kind` (the demo's traffic), already
