@@ -167,7 +167,8 @@ fn generated_downloads_reach_postgres_and_the_api() {
             "the kind",
         );
         browser.wait_for(
-            "document.querySelectorAll('#k-table tr').length > 10 && charts['c-kind'].data[0].length > 1",
+            "document.querySelectorAll('#k-table tr').length > 10 && charts['c-kind'].data[0].length > 1 \
+             && kindState.series.every((r) => JSON.stringify(r.dims) === document.getElementById('k-combo').value)",
             json!(true),
             "combinations and a series",
         );

@@ -358,7 +358,7 @@ buildButtons();
 // Configured kinds: a measure per window of one dimension combination, each combination's
 // latest window, and the alerts; polled, as kinds are not pushed.
 let kinds = [];
-const kindState = { rows: [], alerts: [] };
+const kindState = { rows: [], series: [], alerts: [] };
 
 function option(value, text) {
   const o = document.createElement("option");
@@ -383,7 +383,7 @@ async function loadKinds() {
   $("k-kind").replaceChildren(...kinds.map((k) => option(k.name)));
   $("k-kind").onchange = () => { pickKind(); refreshKind(); };
   $("k-measure").onchange = renderKind;
-  $("k-combo").onchange = renderKind;
+  $("k-combo").onchange = refreshSeries;
   pickKind();
   refreshKind();
   setInterval(refreshKind, 2000);
@@ -411,13 +411,29 @@ async function refreshKind() {
   const chosen = $("k-combo").value;
   $("k-combo").replaceChildren(...combos.map((c) => option(c, dimsText(JSON.parse(c)))));
   if (combos.includes(chosen)) $("k-combo").value = chosen;
+  await refreshSeries();
+}
+
+// The chosen combination's own windows: the newest rows over all combinations may hold only
+// a few of its.
+async function refreshSeries() {
+  const combo = $("k-combo").value;
+  kindState.series = [];
+  if (combo) {
+    const filters = new URLSearchParams({ ...JSON.parse(combo), limit: "200" });
+    try {
+      kindState.series = (await getJson(`/v1/kinds/${encodeURIComponent(currentKind().name)}/metrics?${filters}`)).rows;
+    } catch (error) {
+      console.warn(error);
+    }
+  }
   renderKind();
 }
 
 function renderKind() {
   const measure = $("k-measure").value;
   const combo = $("k-combo").value;
-  const series = kindState.rows.filter((r) => JSON.stringify(r.dims) === combo);
+  const series = kindState.series;
   $("k-caption").textContent = `${measure} per ${currentKind().windows[0]} window, ${combo ? dimsText(JSON.parse(combo)) : "–"}`;
   chart("c-kind", [{ label: measure, color: COLORS[2] }],
     [series.map((r) => r.window_start / 1000), series.map((r) => r.values[measure])]);
