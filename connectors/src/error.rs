@@ -32,6 +32,18 @@ pub enum ConnectorError {
     /// A run's output broke an invariant of DESIGN §3 (a bug, never bad input).
     #[error("inconsistent output: {0}")]
     Inconsistent(String),
+    /// The summarizer's endpoint gave no answer within the timeout.
+    #[error("summarizer: no answer within the timeout")]
+    SummaryTimeout,
+    /// The summarizer's endpoint answered with an error status.
+    #[error("summarizer: the endpoint answered {0}")]
+    SummaryStatus(u16),
+    /// The summarizer's endpoint answered no chat completion with text, or too much.
+    #[error("summarizer: unusable answer: {0}")]
+    SummaryAnswer(&'static str),
+    /// The summarizer's request failed on the way (connection, TLS).
+    #[error("summarizer: request failed: {0}")]
+    SummaryTransport(String),
     /// A stored checkpoint cannot be used.
     #[error("{0}")]
     Checkpoint(#[from] crowdpulse_dataflow::checkpoint::CheckpointError),

@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use crate::error::{ConnectorError, Result};
 use crate::postgres::PostgresConfig;
 use crate::sink::{Flush, Sink};
-use crate::summarizer::client::{CompletionsClient, RequestError};
+use crate::summarizer::client::CompletionsClient;
 use crate::summarizer::config::SummarizerConfig;
 use crate::summarizer::texts::StoredTexts;
 
@@ -97,7 +97,7 @@ impl Worker {
             }
             Err(error) => {
                 bump(match error {
-                    RequestError::Timeout => &self.metrics.timeouts,
+                    ConnectorError::SummaryTimeout => &self.metrics.timeouts,
                     _ => &self.metrics.failures,
                 });
                 warn!(%error, stream_id = %summary.stream_id, "summary text request failed; the summary stays extractive");

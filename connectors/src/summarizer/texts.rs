@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crowdpulse_dataflow::summary::ChatSummary;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 use tracing::debug;
 
@@ -49,21 +50,8 @@ impl StoredTexts {
     /// The text stored for `summary`.
     pub async fn find(&self, summary: &ChatSummary) -> Result<Option<String>> {
         let sql = format!("SELECT text FROM {} WHERE {KEY}", self.table);
-        let (ts, partition, offset) = key_numbers(summary);
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &sql,
-                &[
-                    &summary.stream_id,
-                    &ts,
-                    &summary.last_source,
-                    &partition,
-                    &offset,
-                ],
-            )
-            .await?;
+        let key = Key::of(summary);
+        let row = self.client().await?.query_opt(&sql, &key.params()).await?;
         Ok(row.map(|row| row.get(0)))
     }
 
@@ -74,31 +62,42 @@ impl StoredTexts {
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             self.table
         );
-        let (ts, partition, offset) = key_numbers(summary);
-        self.client()
-            .await?
-            .execute(
-                &sql,
-                &[
-                    &summary.stream_id,
-                    &ts,
-                    &summary.last_source,
-                    &partition,
-                    &offset,
-                    &text,
-                    &model,
-                ],
-            )
-            .await?;
+        let key = Key::of(summary);
+        let mut params = key.params().to_vec();
+        params.extend([&text as &(dyn ToSql + Sync), &model]);
+        self.client().await?.execute(&sql, &params).await?;
         Ok(())
     }
 }
 
-/// The numeric key columns as the sink stores them.
-fn key_numbers(summary: &ChatSummary) -> (i64, i32, i64) {
-    (
-        to_i64(summary.last_ts),
-        i32::try_from(summary.last_partition).unwrap_or(i32::MAX),
-        to_i64(summary.last_offset),
-    )
+/// A summary's key columns, as the sink stores them.
+struct Key<'a> {
+    stream_id: &'a str,
+    ts: i64,
+    source: &'a str,
+    partition: i32,
+    offset: i64,
+}
+
+impl<'a> Key<'a> {
+    fn of(summary: &'a ChatSummary) -> Self {
+        Self {
+            stream_id: &summary.stream_id,
+            ts: to_i64(summary.last_ts),
+            source: &summary.last_source,
+            partition: i32::try_from(summary.last_partition).unwrap_or(i32::MAX),
+            offset: to_i64(summary.last_offset),
+        }
+    }
+
+    /// $1..$5 of [`KEY`].
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [
+            &self.stream_id,
+            &self.ts,
+            &self.source,
+            &self.partition,
+            &self.offset,
+        ]
+    }
 }
