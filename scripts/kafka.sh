@@ -4,8 +4,8 @@
 # (a 15-20 minute build on 2 cores, so an installed binary is always reused), starts it when
 # nothing listens on the port, and creates the topics. Idempotent.
 # Usage: [PARTITIONS=4] scripts/kafka.sh [TOPIC ...]
-# Without topics it creates crowdpulse's defaults: one per event kind, the mixed topic and the
-# dead-letter topic.
+# Without topics it creates crowdpulse's defaults: one per event kind, the mixed topic, the
+# dead-letter topic and the content-download preset's topic.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +14,7 @@ PARTITIONS=${PARTITIONS:-4}
 LOG=${KAFKA_LOG:-target/tansu.log}
 TOPICS=("$@")
 if [ ${#TOPICS[@]} -eq 0 ]; then
-    TOPICS=(chat reactions viewers transactions stream_meta events dead_letters)
+    TOPICS=(chat reactions viewers transactions stream_meta events dead_letters downloads)
 fi
 
 log() { echo "kafka: $*" >&2; }
