@@ -201,6 +201,13 @@ mod tests {
                     ..base.clone()
                 },
             ),
+            (
+                "summarizer.api_key",
+                SummarizerConfig {
+                    api_key: Some(" ".into()),
+                    ..base.clone()
+                },
+            ),
         ];
         for (key, config) in cases {
             let error = config.validate().unwrap_err().to_string();

@@ -211,6 +211,18 @@ mod tests {
     }
 
     #[test]
+    fn times_of_every_unit_read_in_milliseconds() {
+        let record = Value::Record(vec![
+            ("ms".into(), Value::TimestampMillis(1_500)),
+            ("us".into(), Value::TimestampMicros(1_500_000)),
+            ("ns".into(), Value::TimestampNanos(1_500_000_000)),
+        ]);
+        for field in ["ms", "us", "ns"] {
+            assert_eq!(record.get(field), Some(Scalar::Number(1_500.0)), "{field}");
+        }
+    }
+
+    #[test]
     fn bad_records_say_why() {
         let v1 = parse_schema("v1", V1).unwrap();
         let decoder = AvroDecoder::new(v1.clone(), BTreeMap::from([(1, v1.clone())]));

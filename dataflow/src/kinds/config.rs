@@ -648,6 +648,7 @@ mod tests {
             ("[kinds.dl]\n[[kinds.dl.measures]]\nname = \"r\"\nop = \"rate\"\nwhen = \"status ~ 1\"\n", "kinds.dl.measures[0].when"),
             ("[kinds.dl]\nwindows = [\"1m/7s\"]\n[[kinds.dl.measures]]\nname = \"n\"\nop = \"count\"\n", "kinds.dl.windows[0]"),
             ("[kinds.dl]\n[[kinds.dl.measures]]\nname = \"n\"\nop = \"count\"\n[[kinds.dl.alerts]]\nname = \"a\"\nmeasure = \"m\"\nabove = 1\n", "kinds.dl.alerts[0].measure"),
+            ("[kinds.dl]\ndimensions = [\"limit\"]\n[[kinds.dl.measures]]\nname = \"n\"\nop = \"count\"\n", "kinds.dl.dimensions[0]"),
             ("[kinds.dl]\n[[kinds.dl.measures]]\nname = \"n\"\nop = \"count\"\n[[kinds.dl.alerts]]\nname = \"a\"\nmeasure = \"n\"\n", "kinds.dl.alerts[0]"),
             ("[kinds.dl]\npreset = \"content_downloads\"\n[kinds.other]\npreset = \"content_downloads\"\n", "kinds.other.topic"),
         ];

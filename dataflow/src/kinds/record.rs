@@ -268,6 +268,12 @@ mod tests {
         assert_eq!(event.ts, Some(1_000));
         assert_eq!(event.observations[1..3], [Skip, Hit]);
         assert_eq!(event.observations[7], Value(12.5));
+        // -0.0 is read as 0.0: a min or max of both would otherwise depend on merge order.
+        let negative_zero = read(&spec, &json!({"ts": 1, "duration_ms": -0.0})).unwrap();
+        let Value(zero) = negative_zero.observations[3] else {
+            panic!("{negative_zero:?}");
+        };
+        assert!(zero == 0.0 && zero.is_sign_positive(), "{zero}");
         assert!(read(&spec, &json!({"ts": true})).is_err());
         assert!(read(&spec, &json!({"ts": "yesterday"})).is_err());
     }
