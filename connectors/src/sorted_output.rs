@@ -1,6 +1,10 @@
-//! The output of bounded runs: a sink that gathers the final rows, and their NDJSON in byte order,
-//! so a bounded run's output is identical whatever the worker count: rendered and sorted in
-//! parallel chunks (one buffer per chunk, no string per line), then merged while writing.
+//! The output of bounded runs: sinks that gather the final rows (as rows, or rendered as NDJSON
+//! lines in byte order, so a bounded run's output is identical whatever the worker count).
+//!
+//! [`SortedNdjson`] renders each flush's final rows as they arrive, straight from the flush (no
+//! row is cloned or kept), into chunks of bounded size whose lines are sorted when the chunk is
+//! full; the output is the merge of the chunks. A run's rows (chat history included) are then
+//! held once, as their bytes, and no buffer is ever copied to grow past a chunk.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -14,14 +18,56 @@ use crowdpulse_dataflow::rows_json::RowJson;
 use crate::error::{ConnectorError, Result};
 use crate::sink::{Flush, Sink};
 
+/// What a bounded run's final rows must satisfy: a final row is never changed or retracted, and
+/// live rows (early results) cancel out by the end of the input.
+#[derive(Debug, Default)]
+struct FinalCheck {
+    /// Net count of live rows.
+    live: isize,
+    /// The first final row that changed after it was final.
+    changed_final: Option<String>,
+}
+
+impl FinalCheck {
+    /// Whether the change is a final row to keep; counts and notes the others.
+    fn keep(&mut self, row: &Row, diff: isize) -> bool {
+        match (row.is_final(), diff) {
+            (true, 1) => true,
+            (true, _) => {
+                if self.changed_final.is_none() {
+                    self.changed_final = Some(format!("{row:?} x{diff}"));
+                }
+                false
+            }
+            (false, _) => {
+                self.live += diff;
+                false
+            }
+        }
+    }
+
+    /// Why the run's output is inconsistent, if it is.
+    fn verdict(&self) -> Result<()> {
+        if let Some(row) = &self.changed_final {
+            return Err(ConnectorError::Inconsistent(format!(
+                "final row changed after it was final: {row}"
+            )));
+        }
+        if self.live != 0 {
+            return Err(ConnectorError::Inconsistent(format!(
+                "{} live rows left at the end of the input",
+                self.live
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What [`FinalRows`] has gathered.
 #[derive(Debug, Default)]
 struct Gathered {
     finals: Vec<Row>,
-    /// Net count of live rows: they must cancel out by the end of a bounded input.
-    live: isize,
-    /// The first final row that changed after it was final.
-    changed_final: Option<String>,
+    check: FinalCheck,
 }
 
 /// Gathers a bounded run's final rows. Final rows are never retracted, so they are simply kept;
@@ -31,16 +77,10 @@ pub struct FinalRows(Mutex<Gathered>);
 
 impl Sink for FinalRows {
     fn flush(&self, flush: &Flush) {
-        let mut gathered = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let gathered = &mut *self.0.lock().unwrap_or_else(|p| p.into_inner());
         for (row, _, diff) in &flush.updates {
-            match (row.is_final(), *diff) {
-                (true, 1) => gathered.finals.push(row.clone()),
-                (true, _) => {
-                    if gathered.changed_final.is_none() {
-                        gathered.changed_final = Some(format!("{row:?} x{diff}"));
-                    }
-                }
-                (false, _) => gathered.live += diff,
+            if gathered.check.keep(row, *diff) {
+                gathered.finals.push(row.clone());
             }
         }
     }
@@ -50,38 +90,42 @@ impl FinalRows {
     /// The final rows in no particular order, or why the run's output is inconsistent.
     pub fn take(&self) -> Result<Vec<Row>> {
         let gathered = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
-        if let Some(row) = gathered.changed_final {
-            return Err(ConnectorError::Inconsistent(format!(
-                "final row changed after it was final: {row}"
-            )));
-        }
-        if gathered.live != 0 {
-            return Err(ConnectorError::Inconsistent(format!(
-                "{} live rows left at the end of the input",
-                gathered.live
-            )));
-        }
+        gathered.check.verdict()?;
         Ok(gathered.finals)
     }
 }
 
-/// One chunk of rows rendered back to back, with its lines in sorted order.
+/// Bytes a chunk of rendered lines holds before its lines are sorted and a new one begins:
+/// large enough that the final merge has few chunks to choose from, small enough that filling
+/// one never copies much.
+const CHUNK_BYTES: usize = 8 << 20;
+
+/// Lines rendered back to back into one buffer (no string per line), and where each is.
+#[derive(Default)]
 struct RenderedChunk {
     bytes: Vec<u8>,
     lines: Vec<Range<usize>>,
 }
 
 impl RenderedChunk {
-    fn render(rows: &[Row]) -> Self {
-        let mut bytes = Vec::with_capacity(rows.len() * 200);
-        let mut lines = Vec::with_capacity(rows.len());
-        for row in rows {
-            let start = bytes.len();
-            serde_json::to_writer(&mut bytes, &RowJson(row)).expect("rows serialize to memory");
-            lines.push(start..bytes.len());
+    fn push(&mut self, row: &Row) {
+        if self.bytes.capacity() == 0 {
+            self.bytes.reserve(CHUNK_BYTES + CHUNK_BYTES / 8);
         }
-        lines.sort_unstable_by(|a, b| bytes[a.clone()].cmp(&bytes[b.clone()]));
-        Self { bytes, lines }
+        let start = self.bytes.len();
+        serde_json::to_writer(&mut self.bytes, &RowJson(row)).expect("rows serialize to memory");
+        self.lines.push(start..self.bytes.len());
+    }
+
+    fn is_full(&self) -> bool {
+        self.bytes.len() >= CHUNK_BYTES
+    }
+
+    /// Puts the lines in byte order.
+    fn sort(&mut self) {
+        let bytes = &self.bytes;
+        self.lines
+            .sort_unstable_by(|a, b| bytes[a.clone()].cmp(&bytes[b.clone()]));
     }
 
     fn line(&self, index: usize) -> Option<&[u8]> {
@@ -91,23 +135,53 @@ impl RenderedChunk {
     }
 }
 
-/// Writes `rows` as sorted NDJSON lines using `threads` threads; returns the number of lines.
-pub fn write_sorted_ndjson(
-    rows: &[Row],
-    threads: usize,
-    mut out: impl Write,
-) -> std::io::Result<usize> {
-    let size = rows.len().div_ceil(threads.max(1)).max(1);
-    let chunks: Vec<RenderedChunk> = std::thread::scope(|scope| {
-        let handles: Vec<_> = rows
-            .chunks(size)
-            .map(|part| scope.spawn(move || RenderedChunk::render(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rendering rows does not panic"))
-            .collect()
-    });
+/// What [`SortedNdjson`] has rendered so far.
+#[derive(Default)]
+struct Rendering {
+    /// Full chunks, their lines sorted.
+    sorted: Vec<RenderedChunk>,
+    /// The chunk being filled.
+    open: RenderedChunk,
+    check: FinalCheck,
+}
+
+/// Renders a bounded run's final rows as NDJSON lines, written in byte order by
+/// [`SortedNdjson::write_to`] once the run has ended; live rows are only counted.
+#[derive(Default)]
+pub struct SortedNdjson(Mutex<Rendering>);
+
+impl Sink for SortedNdjson {
+    fn flush(&self, flush: &Flush) {
+        let rendering = &mut *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (row, _, diff) in &flush.updates {
+            if !rendering.check.keep(row, *diff) {
+                continue;
+            }
+            rendering.open.push(row);
+            if rendering.open.is_full() {
+                let mut full = std::mem::take(&mut rendering.open);
+                full.sort();
+                rendering.sorted.push(full);
+            }
+        }
+    }
+}
+
+impl SortedNdjson {
+    /// Writes every line rendered, in byte order, to `out` (`path` names it in errors); returns
+    /// the number of lines, or why the run's output is inconsistent (then nothing is written).
+    pub fn write_to(&self, mut out: impl Write, path: &std::path::Path) -> Result<usize> {
+        let mut rendering = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        rendering.check.verdict()?;
+        let mut chunks = rendering.sorted;
+        rendering.open.sort();
+        chunks.push(rendering.open);
+        merge_lines(&chunks, &mut out).map_err(|e| ConnectorError::io(path, e))
+    }
+}
+
+/// Writes the lines of `chunks` (each sorted) merged in byte order, one per line.
+fn merge_lines(chunks: &[RenderedChunk], out: &mut impl Write) -> std::io::Result<usize> {
     let mut heads: BinaryHeap<Reverse<(&[u8], usize, usize)>> = chunks
         .iter()
         .enumerate()
@@ -131,32 +205,68 @@ mod tests {
     use super::*;
     use crowdpulse_dataflow::rows::{DeadLetter, DeadLetterReason};
 
+    fn dead_letter(i: u64, error_bytes: usize) -> Row {
+        Row::DeadLetter(DeadLetter::new(
+            "f",
+            (i % 7) as u32,
+            (i * 37) % 5_000,
+            DeadLetterReason::Invalid,
+            format!("e{i} {}", "x".repeat(error_bytes)),
+            b"x",
+        ))
+    }
+
+    /// Lines come out in byte order, each once, whether they fit one chunk or spread over many
+    /// and however the flushes cut them.
     #[test]
-    fn output_is_sorted_and_independent_of_chunking() {
-        let rows: Vec<Row> = (0..50u64)
-            .map(|i| {
-                Row::DeadLetter(DeadLetter::new(
-                    "f",
-                    (i % 7) as u32,
-                    (i * 37) % 50,
-                    DeadLetterReason::Invalid,
-                    format!("e{i}"),
-                    b"x",
-                ))
-            })
-            .collect();
-        let render = |threads| {
+    fn output_is_sorted_whatever_the_chunks_and_flushes() {
+        for (rows, error_bytes, per_flush) in [(50, 10, 50), (50, 10, 3), (5_000, 4_000, 333)] {
+            let rows: Vec<Row> = (0..rows).map(|i| dead_letter(i, error_bytes)).collect();
+            let sink = SortedNdjson::default();
+            for part in rows.chunks(per_flush) {
+                sink.flush(&Flush {
+                    updates: part.iter().map(|row| (row.clone(), 0, 1)).collect(),
+                    ..Flush::default()
+                });
+            }
             let mut out = Vec::new();
-            assert_eq!(write_sorted_ndjson(&rows, threads, &mut out).unwrap(), 50);
-            out
-        };
-        let one = render(1);
-        assert_eq!(one, render(3));
-        assert_eq!(one, render(64));
-        let lines: Vec<&[u8]> = one
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .collect();
-        assert!(lines.windows(2).all(|w| w[0] < w[1]));
+            let path = std::path::Path::new("out");
+            assert_eq!(sink.write_to(&mut out, path).unwrap(), rows.len());
+            let mut expected: Vec<Vec<u8>> = rows
+                .iter()
+                .map(|row| serde_json::to_vec(&RowJson(row)).unwrap())
+                .collect();
+            expected.sort();
+            let lines: Vec<&[u8]> = out
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .collect();
+            assert_eq!(
+                lines,
+                expected.iter().map(Vec::as_slice).collect::<Vec<_>>()
+            );
+            if error_bytes > 1_000 {
+                assert!(
+                    sink.0.lock().unwrap().sorted.is_empty(),
+                    "taken by write_to"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_final_row_changed_is_an_error() {
+        let sink = SortedNdjson::default();
+        sink.flush(&Flush {
+            updates: vec![(dead_letter(1, 0), 0, 1), (dead_letter(1, 0), 1, -1)],
+            ..Flush::default()
+        });
+        let error = sink
+            .write_to(Vec::new(), std::path::Path::new("out"))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("changed after it was final"),
+            "{error}"
+        );
     }
 }

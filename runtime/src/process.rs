@@ -10,7 +10,7 @@ use crowdpulse_connectors::config::Config;
 use crowdpulse_connectors::error::ConnectorError;
 use crowdpulse_connectors::file_source::FileReader;
 use crowdpulse_connectors::sink::Sink;
-use crowdpulse_connectors::sorted_output::{write_sorted_ndjson, FinalRows};
+use crowdpulse_connectors::sorted_output::{FinalRows, SortedNdjson};
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::rows::Row;
@@ -177,14 +177,18 @@ pub fn run_to_ndjson(
     (out, path): (impl std::io::Write, &std::path::Path),
 ) -> Result<ProcessSummary> {
     let started = Instant::now();
-    let threads = run.cluster.workers;
     let counters = Arc::clone(&run.counters);
     // Only final rows are written, so live rows (early results) would be built for nothing.
     run.plan = run.plan.with_live_rows(false);
-    let rows = run_to_final_rows(run)?;
+    let rendered = Arc::new(SortedNdjson::default());
+    run_into(
+        run,
+        vec![Arc::clone(&rendered) as Arc<dyn Sink>],
+        None,
+        None,
+    )?;
     let out = std::io::BufWriter::with_capacity(1 << 20, out);
-    let written =
-        write_sorted_ndjson(&rows, threads, out).map_err(|e| ConnectorError::io(path, e))?;
+    let written = rendered.write_to(out, path)?;
     Ok(ProcessSummary::of(&counters, written, started.elapsed()))
 }
 
