@@ -82,7 +82,7 @@ fn hot_paths(c: &mut Criterion) {
                     aggregator.add(event.clone(), event.ts, None);
                 }
                 for (_, delta) in aggregator.drain() {
-                    engine.apply(&Delta::Stream(delta));
+                    engine.apply(Delta::Stream(delta));
                 }
                 engine.advance(Some(T0 + (i as u64 + 1) * 1_000), &mut out);
                 out.clear();
@@ -106,7 +106,7 @@ fn hot_paths(c: &mut Criterion) {
             aggregator.add(event, T0 + i, None);
         }
         for (_, delta) in aggregator.drain() {
-            engine.apply(&Delta::Stream(delta));
+            engine.apply(Delta::Stream(delta));
         }
         let mut out = Vec::new();
         let mut frontier = T0 + 100_000;

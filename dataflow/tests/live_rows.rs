@@ -80,7 +80,7 @@ proptest! {
                 payloads.push(line);
             }
             for (_, delta) in aggregator.drain() {
-                engine.apply(&Delta::Stream(delta));
+                engine.apply(Delta::Stream(delta));
             }
             // Windows ending before the cursor minus the lateness bound are final; no event is
             // older than that.

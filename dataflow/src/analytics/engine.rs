@@ -98,14 +98,14 @@ impl Engine {
     }
 
     /// Adds one delta of a stream or of a configured kind.
-    pub fn apply(&mut self, delta: &Delta) {
+    pub fn apply(&mut self, delta: Delta) {
         match delta {
             Delta::Stream(delta) => self.apply_stream(delta),
-            Delta::Kind(delta) => self.kinds.apply(self.plan.kinds(), delta),
+            Delta::Kind(delta) => self.kinds.apply(self.plan.kinds(), &delta),
         }
     }
 
-    fn apply_stream(&mut self, delta: &PaneDelta) {
+    fn apply_stream(&mut self, delta: PaneDelta) {
         let state = match self.streams.get_mut(&delta.stream_id) {
             Some(state) => state,
             None => {
@@ -126,10 +126,11 @@ impl Engine {
                 self.streams.entry(id).or_insert(state)
             }
         };
+        let pane = delta.pane;
         if !state.apply(delta, &self.plan) {
             // Only possible when idle partitions moved the frontier past the lateness bound: the
             // delta's windows are final already and cannot change.
-            debug!(stream = %delta.stream_id, pane = delta.pane, "delta below the horizon ignored");
+            debug!(stream = state.id(), pane, "delta below the horizon ignored");
         }
     }
 
@@ -199,7 +200,7 @@ mod tests {
             aggregator.add(event, *ts, None);
         }
         for (_, delta) in aggregator.drain() {
-            engine.apply(&Delta::Stream(delta));
+            engine.apply(Delta::Stream(delta));
         }
     }
 
@@ -217,7 +218,7 @@ mod tests {
         let event = decode_json(line.as_bytes(), &DecodeContext::default()).unwrap();
         aggregator.add(event, T0, None);
         for (_, delta) in aggregator.drain() {
-            engine.apply(&Delta::Stream(delta));
+            engine.apply(Delta::Stream(delta));
         }
         let mut out = RowChanges::new();
         for minutes in 1..=20 {

@@ -120,7 +120,7 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<Delta>> {
                     let mut recorded = Vec::new();
                     for stop in stops.collect::<Vec<_>>() {
                         let ready = take_below(&mut stash, stop);
-                        for delta in ready.values().flatten() {
+                        for delta in ready.into_values().flatten() {
                             engine.apply(delta);
                         }
                         engine.advance(stop, &mut changes);

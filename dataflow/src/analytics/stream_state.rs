@@ -159,9 +159,14 @@ impl StreamState {
         self.open_from.iter().copied().min().unwrap_or(0)
     }
 
+    /// The stream's id.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
     /// Adds one pane delta. Returns false when its pane is below the horizon (only possible when
     /// an idle partition let the frontier run ahead of the lateness bound) and it was ignored.
-    pub(crate) fn apply(&mut self, delta: &PaneDelta, plan: &Plan) -> bool {
+    pub(crate) fn apply(&mut self, delta: PaneDelta, plan: &Plan) -> bool {
         if delta.pane < self.horizon() {
             return false;
         }
@@ -189,7 +194,7 @@ impl StreamState {
             self.viewers.gauge(*ts, *count);
             self.viewers_changed(*ts);
         }
-        self.summaries.add(&delta.chat);
+        self.summaries.add(delta.chat);
         true
     }
 
@@ -580,7 +585,7 @@ mod tests {
                 (format!("viewer-{pane}"), ts, PresenceAction::Join),
                 (format!("viewer-{pane}"), ts + 5_000, PresenceAction::Leave),
             ];
-            assert!(state.apply(&delta, &plan));
+            assert!(state.apply(delta, &plan));
             state.advance(Some(ts + 10_000), &plan, &mut out);
         }
         // Open windows reach back allowed_lateness (60 s) plus a window (60 s) from the frontier,

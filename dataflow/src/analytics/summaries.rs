@@ -35,12 +35,12 @@ impl SummaryState {
     /// Adds a delta's messages. The source admits no message more than the allowed lateness
     /// behind its capability, so none arrives behind the settled order; should one, it is left
     /// out rather than break the order.
-    pub(crate) fn add(&mut self, lines: &[ChatLine]) {
+    pub(crate) fn add(&mut self, lines: Vec<ChatLine>) {
         for line in lines {
             let m = &line.message;
             if m.ts >= self.settled_below {
                 let order = (m.ts, Arc::clone(&m.source), m.partition, m.offset);
-                self.pending.insert(order, line.clone());
+                self.pending.insert(order, line);
             }
         }
     }
