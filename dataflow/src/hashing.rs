@@ -5,6 +5,9 @@
 /// A `HashMap` with the fixed fast hasher.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
+/// A set with the same hasher as [`FastMap`].
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
+
 /// FNV-1a: a fixed 64-bit hash, the same in every process and build (unlike the maps' hasher,
 /// whose layout only has to hold within one run).
 pub fn fnv1a(bytes: &[u8]) -> u64 {

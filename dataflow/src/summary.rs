@@ -2,13 +2,11 @@
 //! most representative messages, the dominant sentiment and category, the top emotes), computed
 //! from the messages alone, deterministically: counts compared as integers, ties broken by text.
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 
 use crate::category::Category;
 use crate::event::Millis;
-use crate::hashing::FastMap;
+use crate::hashing::{FastMap, FastSet};
 use crate::rows::ChatMessage;
 use crate::sentiment::Label;
 
@@ -40,28 +38,28 @@ pub struct ChatLine {
     pub message: ChatMessage,
     /// Its emotes (emoji and emote names of the sentiment lexicons, in order, repeats included).
     pub emotes: Vec<String>,
-    /// Its distinct subject words, sorted.
-    words: Vec<String>,
-    /// Its distinct phrases (subject words and pairs of adjacent ones), sorted.
+    /// Its distinct phrases (subject words and pairs of adjacent ones), sorted. Words hold no
+    /// space and pairs do, so the words need no list of their own.
     phrases: Vec<String>,
 }
 
 impl ChatLine {
     /// A message with the emotes found in it.
     pub fn new(message: ChatMessage, emotes: Vec<String>) -> Self {
-        let words = subject_words(&message.text);
-        let phrases = phrases(&words).into_iter().collect();
-        let words = words
-            .into_iter()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let phrases = phrases(subject_words(&message.text));
         Self {
             message,
             emotes,
-            words,
             phrases,
         }
+    }
+
+    /// Its distinct subject words, sorted.
+    fn words(&self) -> impl Iterator<Item = &str> {
+        self.phrases
+            .iter()
+            .map(String::as_str)
+            .filter(|phrase| !phrase.contains(' '))
     }
 }
 
@@ -140,12 +138,20 @@ fn subject_words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A message's distinct phrases: its subject words and pairs of adjacent ones.
-fn phrases(words: &[String]) -> BTreeSet<String> {
-    let pairs = words
-        .windows(2)
-        .map(|pair| format!("{} {}", pair[0], pair[1]));
-    words.iter().cloned().chain(pairs).collect()
+/// A message's distinct phrases, sorted: its subject words and pairs of adjacent ones.
+fn phrases(words: Vec<String>) -> Vec<String> {
+    let mut phrases = Vec::with_capacity((2 * words.len()).saturating_sub(1));
+    for pair in words.windows(2) {
+        let mut phrase = String::with_capacity(pair[0].len() + 1 + pair[1].len());
+        phrase.push_str(&pair[0]);
+        phrase.push(' ');
+        phrase.push_str(&pair[1]);
+        phrases.push(phrase);
+    }
+    phrases.extend(words);
+    phrases.sort_unstable();
+    phrases.dedup();
+    phrases
 }
 
 /// Sorts (key, count) by count descending then key, keeping `limit`.
@@ -199,13 +205,17 @@ pub fn summarize(stream_id: &str, seq: u64, lines: &[ChatLine]) -> ChatSummary {
 
     // Mean document frequency as a fraction (sum, words), compared by cross-multiplication.
     let mut scored: Vec<(u64, u64, usize)> = Vec::new();
-    let mut seen_texts = BTreeSet::new();
+    let mut seen_texts: FastSet<&str> = FastSet::default();
     for (index, line) in lines.iter().enumerate().rev() {
-        if line.words.is_empty() || !seen_texts.insert(line.message.text.as_str()) {
+        let (mut sum, mut words) = (0, 0);
+        for word in line.words() {
+            sum += in_messages[word];
+            words += 1;
+        }
+        if words == 0 || !seen_texts.insert(line.message.text.as_str()) {
             continue;
         }
-        let sum = line.words.iter().map(|w| in_messages[w.as_str()]).sum();
-        scored.push((sum, line.words.len() as u64, index));
+        scored.push((sum, words, index));
     }
     // Stable: among equal means the later message (pushed first) stays first.
     scored.sort_by(|a, b| (b.0 * a.1).cmp(&(a.0 * b.1)));

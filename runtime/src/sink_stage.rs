@@ -51,19 +51,26 @@ struct Gatherer {
 }
 
 impl Gatherer {
-    fn take(&mut self, time: Millis, item: Gathered, rounds: &mut Rounds) {
-        match item {
-            Gathered::Change(row, diff) => self
-                .changes
-                .entry(time)
-                .or_default()
-                .push((row, time, diff)),
-            Gathered::Position(position) => self.positions.entry(time).or_default().push(position),
-            Gathered::Part(part) if part.finished => {
-                self.finished.insert(part.worker, part);
+    /// Takes one batch of items, all at `time`.
+    fn take(&mut self, time: Millis, items: &mut Vec<Gathered>, rounds: &mut Rounds) {
+        // Nearly every item is a change: their vector is looked up once per batch, not per item.
+        let mut changes = self.changes.remove(&time).unwrap_or_default();
+        changes.reserve(items.len());
+        for item in items.drain(..) {
+            match item {
+                Gathered::Change(row, diff) => changes.push((row, time, diff)),
+                Gathered::Position(position) => {
+                    self.positions.entry(time).or_default().push(position)
+                }
+                Gathered::Part(part) if part.finished => {
+                    self.finished.insert(part.worker, part);
+                }
+                Gathered::Part(part) => self.parts.entry(part.time).or_default().push(part),
+                Gathered::Reply(reply) => rounds.reply(reply),
             }
-            Gathered::Part(part) => self.parts.entry(part.time).or_default().push(part),
-            Gathered::Reply(reply) => rounds.reply(reply),
+        }
+        if !changes.is_empty() {
+            self.changes.insert(time, changes);
         }
     }
 
@@ -88,7 +95,11 @@ impl Gatherer {
         for position in ready_positions.values().flatten() {
             self.flushed.advance(position);
         }
-        let mut updates: Vec<_> = ready.into_values().flatten().collect();
+        let mut times = ready.into_values();
+        let mut updates = times.next().unwrap_or_default();
+        for mut more in times {
+            updates.append(&mut more);
+        }
         consolidate_updates(&mut updates);
         // Time order, and within a time retractions first: a replaced row is -old +new.
         updates.sort_by_key(|(_, time, diff)| (*time, *diff));
@@ -151,9 +162,7 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     if let Some(&time) = capability.least() {
-                        for item in data.drain(..) {
-                            gatherer.take(time, item, &mut rounds);
-                        }
+                        gatherer.take(time, data, &mut rounds);
                     }
                 });
                 let now = frontier.frontier().first().copied();

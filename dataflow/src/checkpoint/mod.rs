@@ -25,7 +25,7 @@ use crate::seen_ids::SeenId;
 
 /// Bumped whenever the encoding of any checkpointed state changes: a checkpoint written by
 /// another format is refused, never half-read.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// Which operator a part of a checkpoint comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
