@@ -107,6 +107,11 @@ enum Command {
         /// JSON lines to --output.
         #[arg(long, conflicts_with = "topic")]
         kind: Option<String>,
+        /// With --kafka: produce without keys, so the producer's partitioner spreads each
+        /// stream over every partition (as producers without keys do), instead of keeping each
+        /// stream in one partition.
+        #[arg(long, requires = "kafka", conflicts_with = "kind")]
+        no_key: bool,
     },
     /// Live run over Kafka (`[kafka]` in the config): final rows to stdout as NDJSON, the HTTP
     /// API, live push and dashboard on api.bind, dead letters to the dead-letter topic; runs
@@ -360,6 +365,7 @@ fn main() -> anyhow::Result<()> {
             partitions,
             start,
             kind,
+            no_key,
         } => {
             anyhow::ensure!(
                 rate > 0.0 && rate.is_finite(),
@@ -417,7 +423,8 @@ fn main() -> anyhow::Result<()> {
                         Some(topic) => Destination::Topic(topic, Format::Json),
                         None => Destination::ByKind(load_config(config.as_ref())?.kafka),
                     };
-                    let summary = produce_generated(&brokers, &destination, generator, paced)?;
+                    let summary =
+                        produce_generated(&brokers, &destination, generator, paced, !no_key)?;
                     eprintln!(
                         "produced {} events to {brokers} in {:.3} s",
                         summary.delivered,

@@ -51,8 +51,8 @@ pub struct GenerateSummary {
 /// How long the final flush may wait for confirmations.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One message to produce: topic, key, payload.
-type Message<'a> = (&'a str, Vec<u8>, std::borrow::Cow<'a, [u8]>);
+/// One message to produce: topic, key (None: the partitioner chooses), payload.
+type Message<'a> = (&'a str, Option<Vec<u8>>, std::borrow::Cow<'a, [u8]>);
 
 /// Produces `messages` to `brokers`. With `paced`, they go out at `rate` per wall-clock second;
 /// without, as fast as the producer takes them.
@@ -83,7 +83,10 @@ fn produce<'a>(
             }
         }
         let (topic, key, payload) = message?;
-        let record = BaseRecord::to(topic).key(&key[..]).payload(&payload[..]);
+        let mut record = BaseRecord::to(topic).payload(&payload[..]);
+        if let Some(key) = &key {
+            record = record.key(&key[..]);
+        }
         send_waiting(&producer, &counters, record);
     }
     producer
@@ -103,14 +106,15 @@ fn produce<'a>(
     Ok(summary)
 }
 
-/// Produces `config.events` generated records to `destination` on `brokers`. With `paced`, the
-/// records go out at `config.rate` per wall-clock second (event times should then start now);
-/// without, as fast as the producer takes them.
+/// Produces `config.events` generated records to `destination` on `brokers`, `keyed` by stream
+/// or without keys. With `paced`, the records go out at `config.rate` per wall-clock second (event
+/// times should then start now); without, as fast as the producer takes them.
 pub fn produce_generated(
     brokers: &str,
     destination: &Destination,
     config: GeneratorConfig,
     paced: bool,
+    keyed: bool,
 ) -> Result<GenerateSummary> {
     let rate = config.rate;
     let messages = Generator::new(config).map(|record| {
@@ -126,7 +130,8 @@ pub fn produce_generated(
                 Err(_) => record.line.into_bytes(),
             },
         };
-        Ok((topic, record.stream_id.into_bytes(), payload.into()))
+        let key = keyed.then(|| record.stream_id.into_bytes());
+        Ok((topic, key, payload.into()))
     });
     produce(brokers, paced, rate, messages)
 }
@@ -142,7 +147,7 @@ pub fn produce_downloads(
     let messages = downloads.map(|(key, record)| {
         let payload = encode_kind_record(kind, &record)
             .map_err(|e| ConnectorError::Config(format!("pipeline.kinds.{}: {e}", kind.name)))?;
-        Ok((kind.topic.as_str(), key.into_bytes(), payload.into()))
+        Ok((kind.topic.as_str(), Some(key.into_bytes()), payload.into()))
     });
     produce(brokers, paced, rate, messages)
 }
