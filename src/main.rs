@@ -107,9 +107,9 @@ enum Command {
         /// JSON lines to --output.
         #[arg(long, conflicts_with = "topic")]
         kind: Option<String>,
-        /// With --kafka: produce without keys, so the producer's partitioner spreads each
-        /// stream over every partition (as producers without keys do), instead of keeping each
-        /// stream in one partition.
+        /// With --kafka: produce without keys, each message to a random partition, so every
+        /// stream is spread over every partition (as producers without keys write), instead of
+        /// keeping each stream in one partition.
         #[arg(long, requires = "kafka", conflicts_with = "kind")]
         no_key: bool,
     },

@@ -446,3 +446,80 @@ fn a_far_future_message_is_a_future_dead_letter_in_every_replay() {
         .sum();
     assert_eq!(counted, 4, "the honest reactions count");
 }
+
+/// The streams of each partition of `topic` (4 partitions, read back to the end) that its
+/// well-formed events name.
+fn streams_by_partition(topic: &str) -> Vec<std::collections::BTreeSet<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .set("group.id", format!("{topic}-reader"))
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..4 {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut streams = vec![std::collections::BTreeSet::new(); 4];
+    let (mut ended, mut read) = (0, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ended < 4 && std::time::Instant::now() < deadline {
+        match consumer.poll(std::time::Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                read += 1;
+                let line: Value = serde_json::from_slice(message.payload().unwrap_or_default())
+                    .unwrap_or(Value::Null);
+                // The generator's malformed records (ts 0) are keyed apart from the stream
+                // they name.
+                let event = line["ts"].as_u64().is_some_and(|ts| ts > 0);
+                if let (Some(stream), true) = (line["stream_id"].as_str(), event) {
+                    streams[message.partition() as usize].insert(stream.to_owned());
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => ended += 1,
+            Some(Err(error)) => panic!("reading {topic}: {error}"),
+            None => {}
+        }
+    }
+    assert_eq!(
+        read.to_string(),
+        EVENTS,
+        "every message of {topic} read back"
+    );
+    streams
+}
+
+/// `generate --kafka` keys each event by its stream (a stream lives in one partition);
+/// `--no-key` lets the producer spread them, so every stream is in several partitions, and a
+/// replay of that topic still counts every event once.
+#[test]
+fn generate_without_keys_spreads_every_stream_over_the_partitions() {
+    let keyed = fresh_topic("keyed", 4);
+    run_ok(generate_args(&mut bin()).args(["--kafka", BROKER, "--topic", &keyed]));
+    let by_partition = streams_by_partition(&keyed);
+    let placements: usize = by_partition.iter().map(|s| s.len()).sum();
+    assert_eq!(
+        placements, 7,
+        "each of 7 streams in one partition: {by_partition:?}"
+    );
+
+    let spread = fresh_topic("unkeyed", 4);
+    run_ok(generate_args(&mut bin()).args(["--kafka", BROKER, "--topic", &spread, "--no-key"]));
+    let by_partition = streams_by_partition(&spread);
+    assert!(
+        by_partition.iter().all(|p| p.len() == 7),
+        "streams not spread over every partition: {by_partition:?}"
+    );
+    let dir = scratch("unkeyed");
+    let summary = replay(&spread, &dir.join("rows.ndjson"), 2, ("earliest", "latest"));
+    assert!(
+        summary.contains(&format!("replayed {EVENTS} events")),
+        "{summary}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

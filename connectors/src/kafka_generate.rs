@@ -73,6 +73,9 @@ fn produce<'a>(
             ("batch.num.messages", "100000"),
             ("batch.size", "8000000"),
             ("queue.buffering.max.messages", "500000"),
+            // Messages without a key go each to a random partition, not a whole batch to one
+            // (librdkafka's sticky default), so every stream is spread over every partition.
+            ("sticky.partitioning.linger.ms", "0"),
         ],
     )?;
     for (index, message) in messages.enumerate() {
