@@ -55,11 +55,11 @@ fn main() -> anyhow::Result<()> {
         ..PostgresConfig::default()
     };
     apply_migrations(&config)?;
-    let flush = Flush {
+    let flush = Arc::new(Flush {
         frontier: None,
         updates: rows.into_iter().map(|row| (row, 0, 1)).collect(),
         ..Flush::default()
-    };
+    });
     for pass in ["into empty tables", "over the same rows"] {
         let sink = PostgresSink::start(&config, Duration::ZERO)?;
         let started = Instant::now();

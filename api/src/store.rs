@@ -230,7 +230,7 @@ fn push_front_bounded<T>(ring: &mut VecDeque<T>, item: T, limit: usize) {
 }
 
 impl Sink for ViewStore {
-    fn flush(&self, flush: &Flush) {
+    fn flush(&self, flush: &Arc<Flush>) {
         self.apply(flush.frontier, &flush.updates);
     }
 }

@@ -75,7 +75,7 @@ impl DeadLetterTopic {
 }
 
 impl Sink for DeadLetterTopic {
-    fn flush(&self, flush: &Flush) {
+    fn flush(&self, flush: &Arc<Flush>) {
         for (row, _, diff) in &flush.updates {
             if let (Row::DeadLetter(dead), 1..) = (row, diff) {
                 self.send(dead);

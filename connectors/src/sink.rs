@@ -32,8 +32,9 @@ pub struct Flush {
 
 /// A consumer of the runtime's flushes. Flushes arrive in frontier order from one worker thread.
 pub trait Sink: Send + Sync {
-    /// Takes one flush; every sink sees the same one.
-    fn flush(&self, flush: &Flush);
+    /// Takes one flush; every sink sees the same one, shared, so a sink may keep it (to work
+    /// on it on a thread of its own) without copying its rows.
+    fn flush(&self, flush: &Arc<Flush>);
 
     /// Called once after the last flush, when the run ends; returns when what the sink took is
     /// durable, or why it is not.
@@ -73,7 +74,7 @@ impl<W: Write + Send> FinalRowsNdjson<W> {
 }
 
 impl<W: Write + Send> Sink for FinalRowsNdjson<W> {
-    fn flush(&self, flush: &Flush) {
+    fn flush(&self, flush: &Arc<Flush>) {
         let mut lines = Vec::new();
         for (row, _, diff) in &flush.updates {
             // A final row appears once and is never retracted (DESIGN §3).
@@ -137,11 +138,11 @@ mod tests {
             ))
         };
         let output = FinalRowsNdjson::new(Vec::new());
-        output.flush(&Flush {
+        output.flush(&Arc::new(Flush {
             frontier: Some(10),
             updates: vec![(dead(1), 5, 1), (dead(2), 5, -1)],
             ..Flush::default()
-        });
+        }));
         let written = String::from_utf8(output.out.into_inner().unwrap().0).unwrap();
         assert_eq!(written.lines().count(), 1, "{written}");
         assert!(written.contains("\"offset\":1"), "{written}");

@@ -180,7 +180,7 @@ pub fn run_to_ndjson(
     let counters = Arc::clone(&run.counters);
     // Only final rows are written, so live rows (early results) would be built for nothing.
     run.plan = run.plan.with_live_rows(false);
-    let rendered = Arc::new(SortedNdjson::default());
+    let rendered = Arc::new(SortedNdjson::start()?);
     run_into(
         run,
         vec![Arc::clone(&rendered) as Arc<dyn Sink>],

@@ -168,7 +168,7 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
                 let now = frontier.frontier().first().copied();
                 if published != Some(now) {
                     published = Some(now);
-                    let flush = gatherer.flush(now);
+                    let flush = Arc::new(gatherer.flush(now));
                     for sink in &sinks {
                         sink.flush(&flush);
                     }

@@ -32,7 +32,7 @@ struct Capture {
 }
 
 impl Sink for Capture {
-    fn flush(&self, flush: &Flush) {
+    fn flush(&self, flush: &Arc<Flush>) {
         let mut rows = self.rows.lock().unwrap();
         for (row, time, diff) in &flush.updates {
             if row.is_final() && *diff > 0 {

@@ -197,11 +197,11 @@ fn final_rows_are_never_replaced_by_live_rows_nor_deleted() {
     };
     let write = |updates: Vec<(Row, u64, isize)>, frontier| {
         let sink = PostgresSink::start(&config, INTERVAL).unwrap();
-        sink.flush(&Flush {
+        sink.flush(&Arc::new(Flush {
             frontier,
             updates,
             ..Flush::default()
-        });
+        }));
         sink.finish().unwrap();
     };
     write(vec![(totals(5, false), 1, 1)], Some(2));
@@ -248,11 +248,11 @@ fn money_sums_beyond_64_bits_are_stored_exactly() {
         amount: 1000 * i128::from(MAX_AMOUNT_UNITS) + 7,
         is_final: true,
     };
-    sink.flush(&Flush {
+    sink.flush(&Arc::new(Flush {
         frontier: None,
         updates: vec![(revenue, 1, 1)],
         ..Flush::default()
-    });
+    }));
     sink.finish().unwrap();
     let db = Db::connect();
     assert_eq!(
@@ -270,11 +270,11 @@ fn a_write_the_server_refuses_ends_the_sink_loudly_instead_of_stalling_the_run()
     // Never migrated: every write fails with "relation does not exist", which no retry mends.
     let config = fresh_config("refused");
     let sink = PostgresSink::start(&config, INTERVAL).unwrap();
-    sink.flush(&Flush {
+    sink.flush(&Arc::new(Flush {
         frontier: Some(10),
         updates: vec![(totals(1, false), 5, 1)],
         ..Flush::default()
-    });
+    }));
     let error = sink.finish().unwrap_err().to_string();
     assert!(error.contains("does not exist"), "{error}");
     assert_eq!(

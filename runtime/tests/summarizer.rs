@@ -42,15 +42,15 @@ fn summary(stream: &str, seq: u64, phrase: &str, offset: u64) -> ChatSummary {
     }
 }
 
-fn flush_of(summaries: &[ChatSummary]) -> Flush {
-    Flush {
+fn flush_of(summaries: &[ChatSummary]) -> Arc<Flush> {
+    Arc::new(Flush {
         frontier: None,
         updates: summaries
             .iter()
             .map(|s| (Row::ChatSummary(s.clone()), s.last_ts, 1))
             .collect(),
         ..Flush::default()
-    }
+    })
 }
 
 /// Remembers the texts told.

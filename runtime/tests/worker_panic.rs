@@ -17,7 +17,7 @@ use crowdpulse_runtime::live::{run_until_stopped, Feed, LiveOptions};
 struct PanickingSink(AtomicBool);
 
 impl Sink for PanickingSink {
-    fn flush(&self, flush: &Flush) {
+    fn flush(&self, flush: &Arc<Flush>) {
         if !flush.updates.is_empty() && !self.0.swap(true, Ordering::Relaxed) {
             panic!("a sink bug");
         }

@@ -236,7 +236,7 @@ impl PostgresSink {
 }
 
 impl Sink for PostgresSink {
-    fn flush(&self, flush: &Flush) {
+    fn flush(&self, flush: &Arc<Flush>) {
         let mut changes = Changes::default();
         for (row, _, diff) in &flush.updates {
             changes.apply(row.clone(), *diff);

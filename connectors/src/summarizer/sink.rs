@@ -195,7 +195,7 @@ async fn serve(worker: Arc<Worker>, mut jobs: mpsc::Receiver<Arc<ChatSummary>>, 
 }
 
 impl Sink for SummaryTexts {
-    fn flush(&self, flush: &Flush) {
+    fn flush(&self, flush: &Arc<Flush>) {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let Some(queue) = queue.as_ref() else {
             return;
