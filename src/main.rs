@@ -307,14 +307,17 @@ fn serve_live(
 /// Opts this process out of transparent huge pages. Where the kernel backs every anonymous mapping
 /// with 2 MiB pages (`enabled = always`, as on Debian), each page the allocator touches afresh,
 /// or again after returning it, is zeroed whole: a profile of `process` put 15-20% of its time
-/// in the kernel's `clear_page`. With 4 KiB pages the same run took 0.91x the wall time and
-/// 0.88x the peak memory (README, Performance).
+/// in the kernel's `clear_page`; with 4 KiB pages it ran faster in less memory (README,
+/// Performance). The flag is inherited by child processes, and the binary starts none.
 fn without_huge_pages() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process's memory map; no pointer is
-    // passed. Failure (an old kernel) leaves the default, which is only slower.
+    // passed, and the variadic arguments are given as the `unsigned long` the kernel reads (it
+    // refuses the call unless the unused ones are zero). Failure (an old kernel) leaves the
+    // default, which is only slower.
     unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        let (on, unused): (libc::c_ulong, libc::c_ulong) = (1, 0);
+        libc::prctl(libc::PR_SET_THP_DISABLE, on, unused, unused, unused);
     }
 }
 

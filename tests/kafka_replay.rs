@@ -495,8 +495,8 @@ fn streams_by_partition(topic: &str) -> Vec<std::collections::BTreeSet<String>> 
 }
 
 /// `generate --kafka` keys each event by its stream (a stream lives in one partition);
-/// `--no-key` lets the producer spread them, so every stream is in several partitions, and a
-/// replay of that topic still counts every event once.
+/// `--no-key` lets the producer spread them, so every stream is in every partition, and a
+/// replay of that topic reads every event.
 #[test]
 fn generate_without_keys_spreads_every_stream_over_the_partitions() {
     let keyed = fresh_topic("keyed", 4);

@@ -32,6 +32,10 @@ pub enum ConnectorError {
     /// A run's output broke an invariant of DESIGN §3 (a bug, never bad input).
     #[error("inconsistent output: {0}")]
     Inconsistent(String),
+    /// The NDJSON output of a bounded run could not be rendered (its renderer thread panicked,
+    /// or the rows were taken already).
+    #[error("ndjson output: {0}")]
+    NdjsonOutput(String),
     /// The summarizer's endpoint gave no answer within the timeout.
     #[error("summarizer: no answer within the timeout")]
     SummaryTimeout,

@@ -4,8 +4,9 @@
 //! [`SortedNdjson`] renders each flush's final rows as they arrive, on a thread of its own and
 //! straight from the shared flush (no row is cloned or kept), into chunks of bounded size whose
 //! lines are sorted when the chunk is full; the output is the merge of the chunks. A run's rows
-//! (chat history included) are then held once, as their bytes, no buffer is ever copied to grow
-//! past a chunk, and the worker that gathers the rows does not also render them.
+//! (chat history included) are then held once, as their bytes, a chunk's buffer is not copied
+//! to grow (but for a line that crosses its end), and the worker that gathers the rows does not
+//! also render them.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -164,8 +165,9 @@ impl Rendering {
     }
 }
 
-/// Flushes waiting for the renderer at most: should it fall behind, the sink stage waits for it,
-/// so the rows waiting to be rendered stay bounded.
+/// Flushes waiting for the renderer at most: should it fall behind, the sink stage waits for it
+/// rather than queueing flush after flush (a flush holds what the frontier passed at once, which
+/// at the end of a run can be much of it).
 const QUEUED_FLUSHES: usize = 16;
 
 /// Renders a bounded run's final rows as NDJSON lines on its own thread, written in byte order
@@ -207,9 +209,16 @@ impl SortedNdjson {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let mut rendering = renderer
-            .ok_or_else(|| ConnectorError::Inconsistent("the rows were written already".into()))?
+            .ok_or_else(|| ConnectorError::NdjsonOutput("the rows were written already".into()))?
             .join()
-            .map_err(|_| ConnectorError::Inconsistent("the ndjson renderer panicked".into()))?;
+            .map_err(|panic| {
+                let reason = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                ConnectorError::NdjsonOutput(format!("the renderer panicked: {reason}"))
+            })?;
         rendering.check.verdict()?;
         let mut chunks = rendering.sorted;
         rendering.open.sort();
@@ -222,7 +231,8 @@ impl Sink for SortedNdjson {
     fn flush(&self, flush: &Arc<Flush>) {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(queue) = queue.as_ref() {
-            // Fails only when the renderer is gone (it panicked): write_to reports that.
+            // Fails only when the renderer is gone (it panicked). The run goes on to its end
+            // (bounded runs do not stop on a sink's failure), and write_to reports it there.
             let _ = queue.send(Arc::clone(flush));
         }
     }

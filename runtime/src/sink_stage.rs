@@ -53,9 +53,9 @@ struct Gatherer {
 impl Gatherer {
     /// Takes one batch of items, all at `time`.
     fn take(&mut self, time: Millis, items: &mut Vec<Gathered>, rounds: &mut Rounds) {
-        // Nearly every item is a change: their vector is looked up once per batch, not per item.
-        let mut changes = self.changes.remove(&time).unwrap_or_default();
-        changes.reserve(items.len());
+        // Nearly every item is a change: their vector is looked up once per batch, not per item
+        // (an entry left empty is dropped with the others at the next flush).
+        let changes = self.changes.entry(time).or_default();
         for item in items.drain(..) {
             match item {
                 Gathered::Change(row, diff) => changes.push((row, time, diff)),
@@ -68,9 +68,6 @@ impl Gatherer {
                 Gathered::Part(part) => self.parts.entry(part.time).or_default().push(part),
                 Gathered::Reply(reply) => rounds.reply(reply),
             }
-        }
-        if !changes.is_empty() {
-            self.changes.insert(time, changes);
         }
     }
 
