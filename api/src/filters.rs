@@ -219,17 +219,23 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     let limit = state.settings.max_body_bytes;
     let limits = state.settings.limits.clone();
     let body_counters = Arc::clone(&state.http);
-    let body = || {
-        limited_body(
-            limit,
-            limits.body_timeout.duration(),
-            Arc::clone(&body_counters),
-        )
-    };
     let live_slot = live_client_slot(&state);
     let http = state.http.clone();
     let access = Arc::clone(&state.access);
     let origins = Arc::clone(&state.origins);
+    // What every write route asks: a POST with a write token from an allowed origin; gives its
+    // content type and its body, within the limits.
+    let write = || {
+        warp::post()
+            .and(authorized(&access, Scope::Write))
+            .and(same_or_listed_origin(&origins))
+            .and(warp::header::optional::<String>("content-type"))
+            .and(limited_body(
+                limit,
+                limits.body_timeout.duration(),
+                Arc::clone(&body_counters),
+            ))
+    };
     let state = with_state(state);
     let read = || authorized(&access, Scope::Read);
     let admin = || authorized(&access, Scope::Admin);
@@ -386,29 +392,17 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .boxed();
 
     let ingest = warp::path!("v1" / "events")
-        .and(warp::post())
-        .and(authorized(&access, Scope::Write))
-        .and(same_or_listed_origin(&origins))
-        .and(warp::header::optional::<String>("content-type"))
-        .and(body())
+        .and(write())
         .and(state.clone())
         .and_then(handlers::ingest_events);
     let kind_records = warp::path!("v1" / "kinds" / StreamId / "records")
         .map(String::from)
-        .and(warp::post())
-        .and(authorized(&access, Scope::Write))
-        .and(same_or_listed_origin(&origins))
-        .and(warp::header::optional::<String>("content-type"))
-        .and(body())
+        .and(write())
         .and(state.clone())
         .and_then(handlers::ingest_kind);
     let reaction = warp::path!("v1" / "streams" / StreamId / "reactions")
         .map(String::from)
-        .and(warp::post())
-        .and(authorized(&access, Scope::Write))
-        .and(same_or_listed_origin(&origins))
-        .and(warp::header::optional::<String>("content-type"))
-        .and(body())
+        .and(write())
         .and(state.clone())
         .and_then(
             |id: String, content_type: Option<String>, body: Bytes, state: AppState| async move {
