@@ -3,7 +3,9 @@
 //! to those streams. Every update of one stream at one frontier reaches all of that stream's
 //! clients; a client's latency is its receipt time minus the first receipt of that update by any
 //! client, which on loopback is within microseconds of the server sending it: the fan-out delay.
-//! Prints p50/p99/max of it, and how many updates and resyncs (snapshots after falling behind)
+//! Prints p50/p99/max of it; and of the push delay: receipt minus the update's `computed_at`
+//! (when its oldest change reached the server's store, epoch ms on the same clock), which also
+//! counts the time a change waited for its stream's push interval. And how many updates and resyncs (snapshots after falling behind)
 //! clients got. Every client reads everything the server sends, but only one in `--measure-every`
 //! parses the WebSocket frames and measures; the others drain their socket's bytes unparsed, so
 //! the load client's own CPU (on the same cores as the server) does not stand in for the
@@ -17,10 +19,10 @@ mod http;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use frontier::frontier_of;
+use frontier::{computed_at_of, frontier_of};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use http::HttpConnection;
@@ -63,10 +65,11 @@ async fn follow(
     counts: Arc<Counts>,
     measuring: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-) -> Histogram<u64> {
+) -> [Histogram<u64>; 2] {
     let stream = index % options.streams;
     let url = format!("ws://{}/v1/streams/load-{stream}/live", options.address);
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let mut pushed = histogram.clone();
     let (mut socket, _) = loop {
         match tokio_tungstenite::connect_async(&url).await {
             Ok(connected) => break connected,
@@ -80,7 +83,7 @@ async fn follow(
     };
     if !index.is_multiple_of(options.measure_every.max(1)) {
         drain(&mut socket, &counts, &stop).await;
-        return histogram;
+        return [histogram, pushed];
     }
     while !stop.load(Ordering::Relaxed) {
         let Ok(Some(Ok(message))) =
@@ -108,9 +111,16 @@ async fn follow(
         if measuring.load(Ordering::Relaxed) {
             let micros = now.saturating_duration_since(first).as_micros() as u64;
             histogram.saturating_record(micros.max(1));
+            if let Some(computed_at) = computed_at_of(text) {
+                let received = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64);
+                let micros = received.saturating_sub(computed_at * 1_000);
+                pushed.saturating_record(micros.max(1));
+            }
         }
     }
-    histogram
+    [histogram, pushed]
 }
 
 /// A client that does not measure: takes its snapshot as a frame (so `main` knows it is
@@ -221,9 +231,11 @@ async fn main() {
     stop.store(true, Ordering::Relaxed);
     let _ = load.join();
     let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let mut pushed = total.clone();
     for client in clients {
-        if let Ok(histogram) = client.await {
+        if let Ok([histogram, pushed_client]) = client.await {
             total.add(histogram).expect("same bounds");
+            pushed.add(pushed_client).expect("same bounds");
         }
     }
     let ms = |q: f64| total.value_at_quantile(q) as f64 / 1_000.0;
@@ -239,5 +251,12 @@ async fn main() {
         ms(0.5),
         ms(0.99),
         total.max() as f64 / 1_000.0
+    );
+    let ms = |q: f64| pushed.value_at_quantile(q) as f64 / 1_000.0;
+    println!(
+        "push delay (receipt - computed_at, ms clock): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(0.5),
+        ms(0.99),
+        pushed.max() as f64 / 1_000.0
     );
 }

@@ -8,9 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crowdpulse_connectors::live_input::wall_clock_ms;
+use crowdpulse_dataflow::event::Millis;
+use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, Stream, StreamExt};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
+use tokio_util::task::AbortOnDropHandle;
 use warp::filters::sse::Event;
 use warp::filters::ws::{Message, WebSocket};
 
@@ -21,17 +24,43 @@ use crate::store::ViewStore;
 #[derive(Debug, Default)]
 pub struct Clients {
     next_id: AtomicU64,
-    connected: Mutex<BTreeMap<u64, ClientInfo>>,
+    connected: Mutex<BTreeMap<u64, Arc<Client>>>,
+}
+
+/// One connected client. Its counters are atomics of its own: they move with every message, and
+/// a lock shared by all clients there would be taken hundreds of thousands of times a second
+/// under a large fan-out.
+#[derive(Debug)]
+struct Client {
+    id: u64,
+    transport: &'static str,
+    stream_id: String,
+    connected_at: Millis,
+    messages: AtomicU64,
+    resyncs: AtomicU64,
+}
+
+impl Client {
+    fn info(&self) -> ClientInfo {
+        ClientInfo {
+            id: self.id,
+            transport: self.transport.to_owned(),
+            stream_id: self.stream_id.clone(),
+            connected_at: self.connected_at,
+            messages: self.messages.load(Ordering::Relaxed),
+            resyncs: self.resyncs.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Clients {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, ClientInfo>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<Client>>> {
         self.connected.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every connected client.
     pub fn list(&self) -> Vec<ClientInfo> {
-        self.lock().values().cloned().collect()
+        self.lock().values().map(|client| client.info()).collect()
     }
 
     /// How many are connected.
@@ -39,22 +68,19 @@ impl Clients {
         self.lock().len()
     }
 
-    fn register(self: &Arc<Self>, transport: &str, stream_id: &str) -> ClientGuard {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(
-            id,
-            ClientInfo {
-                id,
-                transport: transport.to_owned(),
-                stream_id: stream_id.to_owned(),
-                connected_at: wall_clock_ms(),
-                messages: 0,
-                resyncs: 0,
-            },
-        );
+    fn register(self: &Arc<Self>, transport: &'static str, stream_id: &str) -> ClientGuard {
+        let client = Arc::new(Client {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            transport,
+            stream_id: stream_id.to_owned(),
+            connected_at: wall_clock_ms(),
+            messages: AtomicU64::new(0),
+            resyncs: AtomicU64::new(0),
+        });
+        self.lock().insert(client.id, Arc::clone(&client));
         ClientGuard {
             clients: Arc::clone(self),
-            id,
+            client,
         }
     }
 }
@@ -62,30 +88,25 @@ impl Clients {
 /// Registration of one client; dropping it (disconnect) unregisters it.
 struct ClientGuard {
     clients: Arc<Clients>,
-    id: u64,
+    client: Arc<Client>,
 }
 
 impl ClientGuard {
     /// Whether anything was sent yet (a later snapshot is a resync).
     fn sent_before(&self) -> bool {
-        self.clients
-            .lock()
-            .get(&self.id)
-            .is_some_and(|info| info.messages > 0)
+        self.client.messages.load(Ordering::Relaxed) > 0
     }
 
     /// Counts `messages` delivered, `resyncs` of them snapshots after falling behind.
     fn sent(&self, messages: u64, resyncs: u64) {
-        if let Some(info) = self.clients.lock().get_mut(&self.id) {
-            info.messages += messages;
-            info.resyncs += resyncs;
-        }
+        self.client.messages.fetch_add(messages, Ordering::Relaxed);
+        self.client.resyncs.fetch_add(resyncs, Ordering::Relaxed);
     }
 }
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.clients.lock().remove(&self.id);
+        self.clients.lock().remove(&self.client.id);
     }
 }
 
@@ -124,11 +145,17 @@ async fn next_message(
         Ok(message) => Some(Push::Update(message)),
         Err(RecvError::Lagged(_)) => {
             // Skip everything missed: a snapshot is the latest state.
-            *receiver = receiver.resubscribe();
-            Some(Push::Snapshot(store.snapshot(stream_id)))
+            Some(resync(receiver, store, stream_id))
         }
         Err(RecvError::Closed) => None,
     }
+}
+
+/// Follows the stream afresh after falling behind: the latest snapshot, and the changes after it.
+fn resync(receiver: &mut Receiver<Arc<str>>, store: &ViewStore, stream_id: &str) -> Push {
+    let (fresh, snapshot) = store.follow(stream_id);
+    *receiver = fresh;
+    Push::Snapshot(snapshot)
 }
 
 /// How many bytes of waiting messages one write to a WebSocket client may take along.
@@ -143,10 +170,7 @@ fn ready_message(
 ) -> Option<Push> {
     match receiver.try_recv() {
         Ok(message) => Some(Push::Update(message)),
-        Err(TryRecvError::Lagged(_)) => {
-            *receiver = receiver.resubscribe();
-            Some(Push::Snapshot(store.snapshot(stream_id)))
-        }
+        Err(TryRecvError::Lagged(_)) => Some(resync(receiver, store, stream_id)),
         Err(TryRecvError::Empty | TryRecvError::Closed) => None,
     }
 }
@@ -159,9 +183,13 @@ pub async fn serve_websocket(
     stream_id: String,
 ) {
     let guard = clients.register("websocket", &stream_id);
-    let mut receiver = store.subscribe(&stream_id);
-    let (mut outgoing, mut incoming) = socket.split();
-    let mut pending = Some(Push::Snapshot(store.snapshot(&stream_id)));
+    let (mut receiver, snapshot) = store.follow(&stream_id);
+    let (mut outgoing, incoming) = socket.split();
+    // The client's frames are read by a task of its own, woken only when the client sends
+    // something: polled from this loop, the read half would run once per message sent, and each
+    // read attempt zeroes tungstenite's whole read buffer (128 KiB) first.
+    let mut client_left = AbortOnDropHandle::new(tokio::spawn(until_closed(incoming)));
+    let mut pending = Some(Push::Snapshot(snapshot));
     loop {
         if let Some(push) = pending.take() {
             // A client that fell behind gets what is waiting in the same write: one flush (and
@@ -200,14 +228,20 @@ pub async fn serve_websocket(
                 Some(push) => pending = Some(push),
                 None => break,
             },
-            received = incoming.next() => match received {
-                // Client messages are not part of the protocol (pings are answered by warp).
-                Some(Ok(message)) if !message.is_close() => {}
-                _ => break,
-            },
+            _ = &mut client_left => break,
         }
     }
     let _ = outgoing.close().await;
+}
+
+/// Reads a WebSocket client's frames until it closes or fails. Client messages are not part of
+/// the protocol (pings are answered by warp).
+async fn until_closed(mut incoming: SplitStream<WebSocket>) {
+    while let Some(Ok(message)) = incoming.next().await {
+        if message.is_close() {
+            break;
+        }
+    }
 }
 
 /// The event stream of one SSE client: `snapshot` first, then `update` events.
@@ -217,8 +251,8 @@ pub fn sse_events(
     stream_id: String,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let guard = clients.register("sse", &stream_id);
-    let receiver = store.subscribe(&stream_id);
-    let first = Some(Push::Snapshot(store.snapshot(&stream_id)));
+    let (receiver, snapshot) = store.follow(&stream_id);
+    let first = Some(Push::Snapshot(snapshot));
     futures_util::stream::unfold(
         (receiver, first, store, stream_id, guard),
         |(mut receiver, first, store, stream_id, guard)| async move {

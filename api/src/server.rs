@@ -19,12 +19,29 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::time::Sleep;
+use tokio::time::{MissedTickBehavior, Sleep};
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn};
 
 use crate::filters::routes;
 use crate::metrics::{HttpCounters, Refusal};
 use crate::state::AppState;
+use crate::store::ViewStore;
+
+/// Sends the updates a push interval held back once their interval has passed, for streams
+/// whose flushes stopped coming (a flush sends those that are due itself).
+async fn push_due_updates(store: Arc<ViewStore>) {
+    let interval = store.settings.push_interval;
+    if interval.is_zero() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        store.publish_due();
+    }
+}
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets open requests finish for
 /// at most the configured grace.
@@ -35,6 +52,7 @@ pub async fn serve(
 ) {
     let limits = state.settings.limits.clone();
     let counters = Arc::clone(&state.http);
+    let _pushing = AbortOnDropHandle::new(tokio::spawn(push_due_updates(Arc::clone(&state.store))));
     let filter = routes(state);
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
@@ -53,6 +71,11 @@ pub async fn serve(
                 continue;
             }
         };
+        // Pushed updates are small writes that must leave at once, not wait (Nagle's algorithm)
+        // for the acknowledgement of the previous one.
+        if let Err(error) = stream.set_nodelay(true) {
+            debug!(%error, "setting TCP_NODELAY failed");
+        }
         let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
             counters.refuse(Refusal::Connections);
             drop(stream);

@@ -1,10 +1,13 @@
 //! The live view store: the dataflow's output rows kept per stream and window (with retention),
 //! session totals, the latest reactions, and a push channel per stream that carries every change.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use crowdpulse_connectors::live_input::wall_clock_ms;
+use crowdpulse_connectors::postgres::tables::RowKey;
 use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_connectors::summarizer::SummaryTextListener;
 use crowdpulse_dataflow::analytics::{top_with_ties, Top};
@@ -120,6 +123,12 @@ pub struct StreamView {
     /// The latest [`SUMMARIES_KEPT`] chat summaries, by their last message.
     pub summaries: BTreeMap<SummaryKey, StoredSummary>,
     push: broadcast::Sender<Arc<str>>,
+    /// Changes applied but not pushed yet: the stream was pushed less than a push interval ago.
+    pending: Vec<(Row, isize)>,
+    /// When the oldest pending change was applied (epoch ms).
+    pending_since: Millis,
+    /// When the stream may be pushed again.
+    next_push: Option<Instant>,
     /// The output frontier when the view was created (or first seen by eviction, when there was
     /// none yet), moved up to the time of each reaction ingested since: a view that has nothing
     /// yet stays while this is within the retention. A reaction is pending in the dataflow until
@@ -140,6 +149,9 @@ impl StreamView {
             chat: BTreeMap::new(),
             summaries: BTreeMap::new(),
             push: broadcast::channel(PUSH_BACKLOG).0,
+            pending: Vec::new(),
+            pending_since: 0,
+            next_push: None,
         }
     }
 
@@ -184,6 +196,8 @@ pub struct StoreState {
     /// Configured kinds' rows.
     pub kinds: KindViews,
     evicted_below: Millis,
+    /// Followed streams with pending changes.
+    pending_streams: BTreeSet<String>,
 }
 
 /// Shape of the store: which window feeds session totals, retention, k of top-k.
@@ -198,6 +212,9 @@ pub struct StoreSettings {
     pub top_k: usize,
     /// Longest top-k list, ties included.
     pub top_max_entries: usize,
+    /// Shortest time between two updates of one stream to its clients: the changes of flushes
+    /// in between are sent together, one version per row key (zero: every flush).
+    pub push_interval: Duration,
 }
 
 impl StoreSettings {
@@ -222,6 +239,21 @@ pub struct ViewStore {
 struct Change<'a> {
     row: &'a Row,
     diff: isize,
+}
+
+/// An update ready to be sent: a stream's changes since its last update.
+struct Due {
+    push: broadcast::Sender<Arc<str>>,
+    changes: Vec<(Row, isize)>,
+    since: Millis,
+}
+
+impl Due {
+    fn send(self, frontier: Option<Millis>) {
+        let message = update_message(frontier, self.since, &self.changes);
+        // No receiver left is not an error: the clients went away.
+        let _ = self.push.send(Arc::from(message));
+    }
 }
 
 fn push_front_bounded<T>(ring: &mut VecDeque<T>, item: T, limit: usize) {
@@ -281,7 +313,7 @@ impl ViewStore {
             }
         }
         let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
-        let mut listened = Vec::new();
+        let applied_at = wall_clock_ms();
         // One stream per write lock: a reader waits for at most one stream's changes, not for a
         // whole flush (every live window of every stream changes at each tick).
         for (stream_id, changes) in by_stream {
@@ -299,7 +331,12 @@ impl ViewStore {
                 self.apply_row(view, emoji_totals, change.row, change.diff);
             }
             if view.push.receiver_count() > 0 {
-                listened.push((view.push.clone(), changes));
+                if view.pending.is_empty() {
+                    view.pending_since = applied_at;
+                }
+                let changed = changes.iter().map(|c| (c.row.clone(), c.diff));
+                view.pending.extend(changed);
+                state.pending_streams.insert(stream_id.to_owned());
             }
         }
         let mut state = self.write();
@@ -330,12 +367,61 @@ impl ViewStore {
         }
         state.frontier = frontier;
         self.evict(&mut state);
+        let due = self.take_due(&mut state);
         // Messages are built after the readers are let back in.
         drop(state);
-        for (push, changes) in listened {
-            // No receiver left is not an error: the clients went away.
-            let _ = push.send(Arc::from(update_message(frontier, &changes)));
+        for update in due {
+            update.send(frontier);
         }
+    }
+
+    /// Sends the pending changes whose push interval has passed; the server calls this every
+    /// push interval, for streams whose changes stopped coming.
+    pub fn publish_due(&self) {
+        let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.write();
+        let due = self.take_due(&mut state);
+        let frontier = state.frontier;
+        drop(state);
+        for update in due {
+            update.send(frontier);
+        }
+    }
+
+    /// Takes the pending changes of every followed stream that may be pushed now.
+    fn take_due(&self, state: &mut StoreState) -> Vec<Due> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let StoreState {
+            streams,
+            pending_streams,
+            ..
+        } = state;
+        pending_streams.retain(|stream_id| {
+            let Some(view) = streams.get_mut(stream_id) else {
+                return false;
+            };
+            if view.push.receiver_count() == 0 {
+                view.pending.clear();
+                return false;
+            }
+            if view.next_push.is_some_and(|next| next > now) {
+                return true;
+            }
+            view.next_push = Some(now + self.settings.push_interval);
+            due.extend(Self::take_pending(view));
+            false
+        });
+        due
+    }
+
+    /// A view's pending changes as an update, whether or not its interval has passed.
+    fn take_pending(view: &mut StreamView) -> Option<Due> {
+        (!view.pending.is_empty()).then(|| Due {
+            push: view.push.clone(),
+            changes: std::mem::take(&mut view.pending),
+            since: view.pending_since,
+        })
     }
 
     /// Applies one row change to its stream's view (and, for base-window emoji rows, to the
@@ -490,17 +576,37 @@ impl ViewStore {
         view.active = Some(view.active.map_or(pending, |active| active.max(pending)));
     }
 
-    /// Subscribes to a stream's changes (creating its entry, so a client may wait for a stream
-    /// that has not produced anything yet).
-    pub fn subscribe(&self, stream_id: &str) -> broadcast::Receiver<Arc<str>> {
+    /// Follows a stream: its changes from now on, and a snapshot of everything before them
+    /// (creating its entry, so a client may wait for a stream that has not produced anything
+    /// yet). The stream's pending changes go to its other clients first: they are in the
+    /// snapshot, and a later update merged with them could withdraw a row the snapshot shows as
+    /// a value the new client never had.
+    pub fn follow(&self, stream_id: &str) -> (broadcast::Receiver<Arc<str>>, String) {
+        // Held throughout: no flush comes between the pending update, the subscription and the
+        // snapshot.
+        let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self.write();
         let created = state.frontier;
-        state
+        let view = state
+            .streams
+            .entry(stream_id.to_owned())
+            .or_insert_with(|| StreamView::new(created));
+        let pending = Self::take_pending(view);
+        let frontier = state.frontier;
+        drop(state);
+        if let Some(update) = pending {
+            update.send(frontier);
+        }
+        let mut state = self.write();
+        let created = state.frontier;
+        let receiver = state
             .streams
             .entry(stream_id.to_owned())
             .or_insert_with(|| StreamView::new(created))
             .push
-            .subscribe()
+            .subscribe();
+        drop(state);
+        (receiver, self.snapshot(stream_id))
     }
 
     /// The summary of one stream; its activity counts the base windows ending after the minute
@@ -600,7 +706,7 @@ impl ViewStore {
 impl SummaryTextListener for ViewStore {
     fn summary_text(&self, summary: &ChatSummary, text: &str) {
         let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
-        let (push, message) = {
+        let (push, pending, message, frontier) = {
             let mut state = self.write();
             let frontier = state.frontier;
             let Some(view) = state.streams.get_mut(&summary.stream_id) else {
@@ -610,12 +716,18 @@ impl SummaryTextListener for ViewStore {
                 return;
             };
             stored.text = Some(Arc::from(text));
+            let value = stored.value();
             if view.push.receiver_count() == 0 {
                 return;
             }
-            let message = json!({"type": "update", "frontier": frontier, "rows": [stored.value()], "removed": []});
-            (view.push.clone(), message.to_string())
+            // The stream's pending changes go first: they may hold this summary without its text.
+            let pending = Self::take_pending(view);
+            let message = json!({"type": "update", "frontier": frontier, "computed_at": wall_clock_ms(), "rows": [value], "removed": []});
+            (view.push.clone(), pending, message.to_string(), frontier)
         };
+        if let Some(update) = pending {
+            update.send(frontier);
+        }
         // No receiver left is not an error: the clients went away.
         let _ = push.send(Arc::from(message));
     }
@@ -660,15 +772,54 @@ fn add_session_count(totals: &mut BTreeMap<String, u64>, emoji: &str, delta: i12
     totals.insert(emoji.to_owned(), next);
 }
 
-/// The push message of one flush: rows that are now current, and rows withdrawn.
-fn update_message(frontier: Option<Millis>, changes: &[Change<'_>]) -> String {
-    let (upserts, removed): (Vec<&Change<'_>>, Vec<&Change<'_>>) =
-        changes.iter().partition(|c| c.diff > 0);
+/// The push message of one flush, keyed like the tables: `rows` holds each key's row as the flush
+/// leaves it, `removed` the previous row of each key the flush withdrew without replacing. A row
+/// replaced at this frontier is sent once, as its new value (half the bytes of sending the
+/// retraction too, and the same for a client that keeps rows by key).
+fn update_message(
+    frontier: Option<Millis>,
+    computed_at: Millis,
+    changes: &[(Row, isize)],
+) -> String {
+    // Per key, in order of first change: the row before the flush (its first change, when that
+    // is a retraction) and after it (its last change, when that is an insertion). Changes come
+    // in time order, a time's retractions first.
+    let mut keys: HashMap<RowKey, usize> = HashMap::new();
+    let mut versions: Vec<(Option<&Row>, Option<&Row>)> = Vec::new();
+    let mut unkeyed = (Vec::new(), Vec::new());
+    for (row, diff) in changes {
+        let Some(key) = RowKey::of(row) else {
+            let side = if *diff > 0 {
+                &mut unkeyed.0
+            } else {
+                &mut unkeyed.1
+            };
+            side.push(row_value(row));
+            continue;
+        };
+        let after = (*diff > 0).then_some(row);
+        match keys.entry(key) {
+            Entry::Occupied(index) => versions[*index.get()].1 = after,
+            Entry::Vacant(vacant) => {
+                vacant.insert(versions.len());
+                versions.push(((*diff < 0).then_some(row), after));
+            }
+        }
+    }
+    let (mut rows, mut removed) = unkeyed;
+    for (before, after) in versions {
+        match (before, after) {
+            (_, Some(row)) => rows.push(row_value(row)),
+            (Some(row), None) => removed.push(row_value(row)),
+            (None, None) => {}
+        }
+    }
     json!({
         "type": "update",
         "frontier": frontier,
-        "rows": upserts.iter().map(|c| row_value(c.row)).collect::<Vec<_>>(),
-        "removed": removed.iter().map(|c| row_value(c.row)).collect::<Vec<_>>(),
+        "computed_at": computed_at,
+        "rows": rows,
+        "removed": removed,
     })
     .to_string()
 }
@@ -685,6 +836,7 @@ mod tests {
             retention: 60_000,
             top_k: 3,
             top_max_entries: 100,
+            push_interval: Duration::ZERO,
         })
     }
 
@@ -743,7 +895,7 @@ mod tests {
     #[test]
     fn reaction_rows_are_the_last_reactions() {
         let store = store();
-        let mut pushed = store.subscribe("s1");
+        let (mut pushed, _) = store.follow("s1");
         let rows: Vec<_> = (0..12)
             .map(|i| reaction(&format!("u{i}"), 1_000 + i))
             .collect();
@@ -758,5 +910,113 @@ mod tests {
             .collect();
         assert_eq!(overall, newest);
         assert!(pushed.try_recv().is_err(), "nothing pushed");
+    }
+
+    fn emoji_row(emoji: &str, count: u64) -> Row {
+        Row::WindowEmoji {
+            key: WindowKey {
+                stream_id: "s1".into(),
+                window: "10s".into(),
+                start: 0,
+                end: 10_000,
+            },
+            emoji: emoji.into(),
+            count,
+            is_final: false,
+        }
+    }
+
+    fn counts(rows: &Value) -> Vec<(String, u64)> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["emoji"].as_str().unwrap().to_owned(),
+                    r["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// An update carries each key once: a replaced row as its new value only, a withdrawn row as
+    /// the value clients hold (the one before the flush), a row both added and withdrawn in one
+    /// flush not at all.
+    #[test]
+    fn updates_carry_each_row_key_once() {
+        let store = store();
+        store.apply(
+            Some(1_000),
+            &[(emoji_row("🔥", 1), 500, 1), (emoji_row("💀", 1), 500, 1)],
+        );
+        let (mut pushed, _) = store.follow("s1");
+        store.apply(
+            Some(2_000),
+            &[
+                (emoji_row("🔥", 1), 1_500, -1),
+                (emoji_row("🔥", 2), 1_500, 1),
+                (emoji_row("💀", 1), 1_500, -1),
+                (emoji_row("💀", 2), 1_500, 1),
+                (emoji_row("😂", 1), 1_500, 1),
+                (emoji_row("💀", 2), 1_600, -1),
+                (emoji_row("😂", 1), 1_600, -1),
+            ],
+        );
+        let message: Value = serde_json::from_str(&pushed.try_recv().unwrap()).unwrap();
+        assert_eq!(counts(&message["rows"]), [("🔥".to_owned(), 2)]);
+        assert_eq!(counts(&message["removed"]), [("💀".to_owned(), 1)]);
+    }
+
+    fn pushed_counts(receiver: &mut broadcast::Receiver<Arc<str>>) -> Option<Vec<(String, u64)>> {
+        let message: Value = serde_json::from_str(&receiver.try_recv().ok()?).unwrap();
+        Some(counts(&message["rows"]))
+    }
+
+    /// Within a push interval, a stream's later flushes wait and go out together, each key
+    /// once; a client that connects meanwhile gets them in its snapshot, not on its channel.
+    #[test]
+    fn flushes_within_the_push_interval_go_out_together() {
+        let store = ViewStore::new(StoreSettings {
+            push_interval: Duration::from_millis(200),
+            ..store().settings
+        });
+        let (mut first, _) = store.follow("s1");
+        store.apply(Some(1_000), &[(emoji_row("🔥", 1), 500, 1)]);
+        assert_eq!(pushed_counts(&mut first), Some(vec![("🔥".into(), 1)]));
+        store.apply(
+            Some(2_000),
+            &[
+                (emoji_row("🔥", 1), 1_500, -1),
+                (emoji_row("🔥", 2), 1_500, 1),
+            ],
+        );
+        store.apply(
+            Some(3_000),
+            &[
+                (emoji_row("🔥", 2), 2_500, -1),
+                (emoji_row("🔥", 3), 2_500, 1),
+            ],
+        );
+        store.publish_due();
+        assert_eq!(
+            pushed_counts(&mut first),
+            None,
+            "held back within the interval"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        store.publish_due();
+        assert_eq!(pushed_counts(&mut first), Some(vec![("🔥".into(), 3)]));
+
+        store.apply(
+            Some(4_000),
+            &[
+                (emoji_row("🔥", 3), 3_500, -1),
+                (emoji_row("🔥", 4), 3_500, 1),
+            ],
+        );
+        let (mut second, snapshot) = store.follow("s1");
+        assert!(snapshot.contains("\"count\":4"), "{snapshot}");
+        assert_eq!(pushed_counts(&mut first), Some(vec![("🔥".into(), 4)]));
+        assert_eq!(pushed_counts(&mut second), None, "already in its snapshot");
     }
 }

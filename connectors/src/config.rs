@@ -105,6 +105,10 @@ pub struct ApiConfig {
     /// addresses and `localhost`: a browser page of any site could otherwise reach an open
     /// server through a name it controls (DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// Shortest time between two pushed updates of one stream: a stream that changes more often
+    /// sends the changes in between as one update (each row key once), so the messages a
+    /// client gets are bounded by this, not by how often the frontier moves. Zero: every flush.
+    pub push_interval: Span,
     /// Limits on requests and answers.
     pub limits: ApiLimits,
     /// In a cluster, the process (index in `cluster.processes`) that serves the API and hosts
@@ -123,6 +127,7 @@ impl Default for ApiConfig {
             tokens_file: None,
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            push_interval: Span(100),
             limits: ApiLimits::default(),
             serve_on: 0,
         }

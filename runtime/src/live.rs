@@ -216,6 +216,7 @@ impl LiveApp {
             retention: options.api.retention.0,
             top_k: plan.config().top_k,
             top_max_entries: plan.config().top_max_entries,
+            push_interval: options.api.push_interval.duration(),
         }));
         let counters = Arc::new(SourceCounters::default());
         let mut sinks = vec![Arc::clone(&store) as Arc<dyn Sink>];
