@@ -1,5 +1,5 @@
-//! Live push per stream over WebSocket and Server-Sent Events: a snapshot on connect, then every
-//! change of the stream. A client that falls behind is moved on to a fresh snapshot (the per
+//! Live push per stream over WebSocket and Server-Sent Events: a snapshot on connect, then the
+//! stream's changes (one update per push interval at most). A client that falls behind is moved on to a fresh snapshot (the per
 //! stream channel keeps a bounded backlog), and one that stops reading is disconnected.
 
 use std::collections::BTreeMap;
@@ -114,7 +114,7 @@ impl Drop for ClientGuard {
 enum Push {
     /// The whole current state (on connect, and after falling behind).
     Snapshot(String),
-    /// One flush's changes.
+    /// The stream's changes since its last update.
     Update(Arc<str>),
 }
 

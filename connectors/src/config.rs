@@ -116,6 +116,9 @@ pub struct ApiConfig {
     pub serve_on: usize,
 }
 
+/// Longest `api.push_interval`: a live view is worth little older than this.
+const MAX_PUSH_INTERVAL_MS: u64 = 10_000;
+
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
@@ -329,6 +332,13 @@ impl Config {
         }
         config.kafka.validate()?;
         config.api.limits.validate()?;
+        // Held-back changes are kept per stream until the interval passes.
+        if config.api.push_interval.0 > MAX_PUSH_INTERVAL_MS {
+            return Err(ConnectorError::Config(format!(
+                "api.push_interval must be at most {} s",
+                MAX_PUSH_INTERVAL_MS / 1_000
+            )));
+        }
         config.postgres.validate()?;
         config.summarizer.validate()?;
         if config.cluster.workers == 0 {
@@ -454,6 +464,15 @@ mod tests {
         let text = "[cluster]\nprocesses = [\"a:1\", \"b:1\"]\n[api]\nserve_on = 2\n";
         let error = Config::from_toml(text, "test", env(&[])).unwrap_err();
         assert!(error.to_string().contains("serve_on = 2"), "{error}");
+    }
+
+    #[test]
+    fn push_interval_is_at_most_ten_seconds() {
+        let config = Config::from_toml("[api]\npush_interval = \"10s\"\n", "test", env(&[]));
+        assert_eq!(config.unwrap().api.push_interval, Span(10_000));
+        let text = "[api]\npush_interval = \"11s\"\n";
+        let error = Config::from_toml(text, "test", env(&[])).unwrap_err();
+        assert!(error.to_string().contains("push_interval"), "{error}");
     }
 
     #[test]
