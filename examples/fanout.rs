@@ -4,8 +4,8 @@
 //! clients; a client's latency is its receipt time minus the first receipt of that update by any
 //! client, which on loopback is within microseconds of the server sending it: the fan-out delay.
 //! Prints p50/p99/max of it; and of the push delay: receipt minus the update's `computed_at`
-//! (when its oldest change reached the server's store, epoch ms on the same clock), which also
-//! counts the time a change waited for its stream's push interval. And how many updates and resyncs (snapshots after falling behind)
+//! (when the server's store reached the update's frontier, epoch ms on the same clock: the
+//! frontier's move). And how many updates and resyncs (snapshots after falling behind)
 //! clients got. Every client reads everything the server sends, but only one in `--measure-every`
 //! parses the WebSocket frames and measures; the others drain their socket's bytes unparsed, so
 //! the load client's own CPU (on the same cores as the server) does not stand in for the
@@ -254,7 +254,7 @@ async fn main() {
     );
     let ms = |q: f64| pushed.value_at_quantile(q) as f64 / 1_000.0;
     println!(
-        "push delay (receipt - computed_at, ms clock): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "push delay from the frontier move (receipt - computed_at, ms clock): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         ms(0.5),
         ms(0.99),
         pushed.max() as f64 / 1_000.0

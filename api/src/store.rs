@@ -126,8 +126,6 @@ pub struct StreamView {
     push: broadcast::Sender<Arc<str>>,
     /// Changes applied but not pushed yet: the stream was pushed less than a push interval ago.
     pending: Vec<(Row, isize)>,
-    /// When the oldest pending change was applied (epoch ms).
-    pending_since: Millis,
     /// When the stream may be pushed again.
     next_push: Option<Instant>,
     /// The output frontier when the view was created (or first seen by eviction, when there was
@@ -151,7 +149,6 @@ impl StreamView {
             summaries: BTreeMap::new(),
             push: broadcast::channel(PUSH_BACKLOG).0,
             pending: Vec::new(),
-            pending_since: 0,
             next_push: None,
         }
     }
@@ -190,6 +187,8 @@ pub struct StoreState {
     pub recent_reactions: VecDeque<RecentReaction>,
     /// The dataflow's output frontier (None once the input ended).
     pub frontier: Option<Millis>,
+    /// When the store reached `frontier` (epoch ms): an update's `computed_at`.
+    pub frontier_at: Millis,
     /// Dead letters seen.
     pub dead_letters: u64,
     /// The latest dead letters, newest first.
@@ -246,12 +245,11 @@ struct Change<'a> {
 struct Due {
     push: broadcast::Sender<Arc<str>>,
     changes: Vec<(Row, isize)>,
-    since: Millis,
 }
 
 impl Due {
-    fn send(self, frontier: Option<Millis>) {
-        let message = update_message(frontier, self.since, &self.changes);
+    fn send(self, frontier: Option<Millis>, computed_at: Millis) {
+        let message = update_message(frontier, computed_at, &self.changes);
         // No receiver left is not an error: the clients went away.
         let _ = self.push.send(Arc::from(message));
     }
@@ -333,9 +331,6 @@ impl ViewStore {
                 self.apply_row(view, emoji_totals, change.row, change.diff);
             }
             if view.push.receiver_count() > 0 {
-                if view.pending.is_empty() {
-                    view.pending_since = applied_at;
-                }
                 let changed = changes.iter().map(|c| (c.row.clone(), c.diff));
                 view.pending.extend(changed);
                 if !state.pending_streams.contains(stream_id) {
@@ -370,12 +365,13 @@ impl ViewStore {
             );
         }
         state.frontier = frontier;
+        state.frontier_at = applied_at;
         self.evict(&mut state);
         let due = self.take_due(&mut state);
         // Messages are built after the readers are let back in.
         drop(state);
         for update in due {
-            update.send(frontier);
+            update.send(frontier, applied_at);
         }
     }
 
@@ -385,10 +381,10 @@ impl ViewStore {
         let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self.write();
         let due = self.take_due(&mut state);
-        let frontier = state.frontier;
+        let (frontier, frontier_at) = (state.frontier, state.frontier_at);
         drop(state);
         for update in due {
-            update.send(frontier);
+            update.send(frontier, frontier_at);
         }
     }
 
@@ -428,7 +424,6 @@ impl ViewStore {
         Some(Due {
             push: view.push.clone(),
             changes: std::mem::take(&mut view.pending),
-            since: view.pending_since,
         })
     }
 
@@ -600,10 +595,10 @@ impl ViewStore {
             .entry(stream_id.to_owned())
             .or_insert_with(|| StreamView::new(created));
         let pending = self.take_pending(view, Instant::now());
-        let frontier = state.frontier;
+        let (frontier, frontier_at) = (state.frontier, state.frontier_at);
         drop(state);
         if let Some(update) = pending {
-            update.send(frontier);
+            update.send(frontier, frontier_at);
         }
         let mut state = self.write();
         let created = state.frontier;
@@ -714,9 +709,9 @@ impl ViewStore {
 impl SummaryTextListener for ViewStore {
     fn summary_text(&self, summary: &ChatSummary, text: &str) {
         let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
-        let (push, pending, message, frontier) = {
+        let (push, pending, message, frontier, frontier_at) = {
             let mut state = self.write();
-            let frontier = state.frontier;
+            let (frontier, frontier_at) = (state.frontier, state.frontier_at);
             let Some(view) = state.streams.get_mut(&summary.stream_id) else {
                 return;
             };
@@ -730,11 +725,17 @@ impl SummaryTextListener for ViewStore {
             }
             // The stream's pending changes go first: they may hold this summary without its text.
             let pending = self.take_pending(view, Instant::now());
-            let message = json!({"type": "update", "frontier": frontier, "computed_at": wall_clock_ms(), "rows": [value], "removed": []});
-            (view.push.clone(), pending, message.to_string(), frontier)
+            let message = json!({"type": "update", "frontier": frontier, "computed_at": frontier_at, "rows": [value], "removed": []});
+            (
+                view.push.clone(),
+                pending,
+                message.to_string(),
+                frontier,
+                frontier_at,
+            )
         };
         if let Some(update) = pending {
-            update.send(frontier);
+            update.send(frontier, frontier_at);
         }
         // No receiver left is not an error: the clients went away.
         let _ = push.send(Arc::from(message));
