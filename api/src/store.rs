@@ -200,6 +200,16 @@ pub struct StoreState {
     pending_streams: BTreeSet<String>,
 }
 
+impl StoreState {
+    /// The view of a stream, created (as of the current frontier) when there is none.
+    fn view_mut(&mut self, stream_id: &str) -> &mut StreamView {
+        let created = self.frontier;
+        self.streams
+            .entry(stream_id.to_owned())
+            .or_insert_with(|| StreamView::new(created))
+    }
+}
+
 /// Shape of the store: which window feeds session totals, retention, k of top-k.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
@@ -568,11 +578,7 @@ impl ViewStore {
     /// rows it leads to arrive, "last reactions" among them.
     pub fn note_ingested_reaction(&self, stream_id: &str, ts: Millis) {
         let mut state = self.write();
-        let created = state.frontier;
-        let view = state
-            .streams
-            .entry(stream_id.to_owned())
-            .or_insert_with(|| StreamView::new(created));
+        let view = state.view_mut(stream_id);
         // Not beyond the wall clock: a far-future time (the dataflow dead-letters it) must not
         // keep the view for ever.
         let pending = ts.min(wall_clock_ms());
@@ -589,26 +595,14 @@ impl ViewStore {
         // snapshot.
         let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self.write();
-        let created = state.frontier;
-        let view = state
-            .streams
-            .entry(stream_id.to_owned())
-            .or_insert_with(|| StreamView::new(created));
-        let pending = self.take_pending(view, Instant::now());
+        let pending = self.take_pending(state.view_mut(stream_id), Instant::now());
         let (frontier, frontier_at) = (state.frontier, state.frontier_at);
         drop(state);
+        // Sent before the new client subscribes, so that its channel does not carry it.
         if let Some(update) = pending {
             update.send(frontier, frontier_at);
         }
-        let mut state = self.write();
-        let created = state.frontier;
-        let receiver = state
-            .streams
-            .entry(stream_id.to_owned())
-            .or_insert_with(|| StreamView::new(created))
-            .push
-            .subscribe();
-        drop(state);
+        let receiver = self.write().view_mut(stream_id).push.subscribe();
         (receiver, self.snapshot(stream_id))
     }
 
