@@ -1,6 +1,7 @@
 //! Live push per stream over WebSocket and Server-Sent Events: a snapshot on connect, then the
-//! stream's changes (one update per push interval at most). A client that falls behind is moved on to a fresh snapshot (the per
-//! stream channel keeps a bounded backlog), and one that stops reading is disconnected.
+//! stream's changes (one update per push interval at most). A client that falls behind is moved
+//! on to a fresh snapshot (the per stream channel keeps a bounded backlog), and one that stops
+//! reading is disconnected.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -719,7 +719,7 @@ impl SummaryTextListener for ViewStore {
             }
             // The stream's pending changes go first: they may hold this summary without its text.
             let pending = self.take_pending(view, Instant::now());
-            let message = json!({"type": "update", "frontier": frontier, "computed_at": frontier_at, "rows": [value], "removed": []});
+            let message = update_json(frontier, frontier_at, vec![value], Vec::new());
             (
                 view.push.clone(),
                 pending,
@@ -812,6 +812,16 @@ fn update_message(
             (None, None) => {}
         }
     }
+    update_json(frontier, computed_at, rows, removed)
+}
+
+/// An `update` push message.
+fn update_json(
+    frontier: Option<Millis>,
+    computed_at: Millis,
+    rows: Vec<Value>,
+    removed: Vec<Value>,
+) -> String {
     json!({
         "type": "update",
         "frontier": frontier,
