@@ -16,7 +16,7 @@ use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::event::MAX_AMOUNT_UNITS;
 use crowdpulse_dataflow::plan::Plan;
-use crowdpulse_dataflow::rows::{Row, StreamTotals, WindowKey};
+use crowdpulse_dataflow::rows::{DeadLetter, DeadLetterReason, Row, StreamTotals, WindowKey};
 use crowdpulse_dataflow::rows_json::RowJson;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_runtime::cluster::Cluster;
@@ -225,6 +225,63 @@ fn final_rows_are_never_replaced_by_live_rows_nor_deleted() {
     // A restart from a later position computes the window from less input.
     write(vec![(totals(4, true), 5, 1)], None);
     assert_eq!(read(), "9 true", "a final row is never replaced");
+    db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
+}
+
+fn dead_letter(offset: u64) -> Row {
+    Row::DeadLetter(DeadLetter::new(
+        "t",
+        0,
+        offset,
+        DeadLetterReason::Decode,
+        "not json".into(),
+        b"x",
+    ))
+}
+
+/// New rows go into a table with one COPY, rows already there are upserted, and in one flush
+/// a table of either kind leaves the other's writes in place, in either order (`stream_totals`
+/// is written before `dead_letters`).
+#[test]
+fn a_flush_mixing_new_rows_and_rows_already_written_keeps_both() {
+    let config = fresh_config("mixed");
+    apply_migrations(&config).unwrap();
+    let db = Db::connect();
+    let write = |updates: Vec<(Row, u64, isize)>| {
+        let sink = PostgresSink::start(&config, INTERVAL).unwrap();
+        sink.flush(&Arc::new(Flush {
+            frontier: None,
+            updates,
+            ..Flush::default()
+        }));
+        sink.finish().unwrap();
+    };
+    let read = |sql: &str| db.value(&sql.replace("{schema}", &config.schema));
+    let streams = "SELECT string_agg(stream_id || ' ' || chat_messages, ',' ORDER BY stream_id) \
+                   FROM \"{schema}\".stream_totals";
+    let dead = "SELECT string_agg(\"offset\"::text, ',' ORDER BY \"offset\") \
+                FROM \"{schema}\".dead_letters";
+    write(vec![(totals(5, false), 1, 1)]);
+    // stream_totals meets its row (upserted), then dead_letters takes a new one (copied).
+    write(vec![(totals(6, false), 1, 1), (dead_letter(1), 1, 1)]);
+    assert_eq!(read(streams), "s 6");
+    assert_eq!(read(dead), "1");
+    // stream_totals takes a new stream (copied), then dead_letters meets its row.
+    let other = Row::StreamTotals {
+        totals: StreamTotals {
+            stream_id: "t".into(),
+            chat_messages: 2,
+            ..StreamTotals::default()
+        },
+        is_final: false,
+    };
+    write(vec![
+        (other, 1, 1),
+        (dead_letter(1), 1, 1),
+        (dead_letter(2), 1, 1),
+    ]);
+    assert_eq!(read(streams), "s 6,t 2");
+    assert_eq!(read(dead), "1,2");
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
 }
 

@@ -20,7 +20,7 @@ use super::chat_partitions::ChatPartitions;
 use super::checkpoints::write_checkpoint;
 use super::config::PostgresConfig;
 use super::migrate::migrate;
-use super::tables::{create_stages, position_columns, write_changes, Changes};
+use super::tables::{create_stages, position_columns, write_changes, Changes, CopyConflicts};
 use crate::error::{ConnectorError, Result};
 use crate::live_input::wall_clock_ms;
 use crate::sink::{Flush, Sink};
@@ -213,6 +213,7 @@ impl PostgresSink {
             schema: config.schema.clone(),
             interval: flush_interval,
             chat_partitions: ChatPartitions::new(config.chat_retention.0),
+            copy_conflicts: CopyConflicts::default(),
         };
         let handle = std::thread::Builder::new()
             .name("postgres-sink".into())
@@ -292,6 +293,8 @@ struct Writer {
     schema: String,
     interval: Duration,
     chat_partitions: ChatPartitions,
+    /// Which tables take new rows by upsert only.
+    copy_conflicts: CopyConflicts,
 }
 
 impl Writer {
@@ -415,7 +418,14 @@ impl Writer {
             .flatten()
             .or_else(|| batch.changes.latest_chat_time());
         self.chat_partitions.advance(reference, wall_clock_ms());
-        let written = write_changes(&tx, schema, &batch.changes, &mut self.chat_partitions).await?;
+        let written = write_changes(
+            &tx,
+            schema,
+            &batch.changes,
+            &mut self.chat_partitions,
+            &mut self.copy_conflicts,
+        )
+        .await?;
         if !batch.positions.is_empty() {
             let (sources, partitions, offsets, watermarks) =
                 position_columns(batch.positions.iter());
