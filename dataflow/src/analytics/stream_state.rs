@@ -72,6 +72,15 @@ pub(crate) struct StreamState {
 /// in between (they belong to final windows only).
 const SWEEP_PERIOD: Millis = 60_000;
 
+/// Gives back a map's room once most of it emptied. A stream keeps the size of its busiest
+/// minutes otherwise (~50 kB for 700 chatters) until it goes quiet, which its chat summaries'
+/// horizon (10 min) puts off long after its windows closed.
+fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut FastMap<K, V>) {
+    if map.capacity() > 4 * map.len().max(8) {
+        map.shrink_to_fit();
+    }
+}
+
 /// Emits the changes from `previous` to `current` rows of one window: a merge of the two sorted
 /// lists, with a fast path when nothing changed.
 fn diff_rows(previous: Option<Vec<Row>>, current: &[Row], out: &mut RowChanges) {
@@ -527,6 +536,9 @@ impl StreamState {
                 panes.retain(|p| *p >= pane_horizon);
                 !panes.is_empty()
             });
+            shrink_if_sparse(&mut self.chatter_panes);
+            shrink_if_sparse(&mut self.unique);
+            shrink_if_sparse(&mut self.live);
             self.viewers.compact(pane_horizon, plan.viewer_timeout());
         }
     }
@@ -615,6 +627,33 @@ mod tests {
         assert!(
             out.iter().all(|(row, diff)| *diff == 1 || !row.is_final()),
             "final rows are never retracted"
+        );
+    }
+
+    /// A burst of chatters, then one chatter a pane for ten minutes: the per-user map gives its
+    /// room back once the burst's windows closed, not when the stream goes quiet.
+    #[test]
+    fn a_burst_of_chatters_leaves_no_room_behind() {
+        let plan = Plan::new(PipelineConfig::default()).unwrap();
+        let mut state = StreamState::new("s".into(), &plan);
+        let mut out = Vec::new();
+        for pane in 0..60u64 {
+            let ts = pane * 10_000;
+            let chatters = if pane == 0 { 2_000 } else { 1 };
+            let delta = PaneDelta {
+                stream_id: "s".into(),
+                pane: ts,
+                chatters: (0..chatters).map(|c| format!("chatter-{c}")).collect(),
+                ..PaneDelta::default()
+            };
+            assert!(state.apply(delta, &plan));
+            state.advance(Some(ts + 10_000), &plan, &mut out);
+        }
+        assert!(
+            state.chatter_panes.capacity() < 200,
+            "room for {} chatters kept for {}",
+            state.chatter_panes.capacity(),
+            state.chatter_panes.len()
         );
     }
 }
