@@ -13,7 +13,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Transaction;
-use tracing::debug;
+use tracing::info;
 
 use crate::error::Result;
 use crate::postgres::chat_partitions::ChatPartitions;
@@ -256,7 +256,9 @@ pub fn table_index(row: &Row) -> Option<usize> {
 }
 
 /// A row's natural key: rows with equal keys are versions of one table row. Its order is the
-/// order of the table's primary key columns.
+/// order of the table's primary key columns, except for `custom_metrics` and `alerts` (whose
+/// keys start with the kind's dimensions): there, rows are copied in some order, just not the
+/// B-tree's.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RowKey {
     /// window_metrics (0) and window_top_emojis (2).
@@ -847,7 +849,13 @@ pub async fn write_changes(
         if staged.is_empty() {
             continue;
         }
-        if !conflicts.0[index] && staged.iter().all(|s| !s.deleted) {
+        // Rows of tables without `final` never change, so nothing of them is ever deleted.
+        let inserted: Vec<&Staged> = staged.iter().filter(|s| !s.deleted).copied().collect();
+        let deletes = table.has_final && inserted.len() < staged.len();
+        if !conflicts.0[index] && !deletes {
+            if inserted.is_empty() {
+                continue;
+            }
             tx.batch_execute(&format!("SAVEPOINT {COPY_SAVEPOINT}"))
                 .await?;
             let copy = format!(
@@ -855,7 +863,7 @@ pub async fn write_changes(
                 table.name,
                 table.column_list()
             );
-            match copy_rows(tx, &copy, table, &staged, CopyTarget::Table).await {
+            match copy_rows(tx, &copy, table, &inserted, CopyTarget::Table).await {
                 Ok(rows) => {
                     tx.batch_execute(&format!("RELEASE SAVEPOINT {COPY_SAVEPOINT}"))
                         .await?;
@@ -867,7 +875,8 @@ pub async fn write_changes(
                         "ROLLBACK TO SAVEPOINT {COPY_SAVEPOINT}; RELEASE SAVEPOINT {COPY_SAVEPOINT}"
                     ))
                     .await?;
-                    debug!(
+                    // The server logs this unique violation as an error: say here what it was.
+                    info!(
                         table = table.name,
                         "rows already present; upserting from now on"
                     );
@@ -883,7 +892,7 @@ pub async fn write_changes(
         );
         copy_rows(tx, &stage, table, &staged, CopyTarget::Stage).await?;
         written += tx.execute(&table.upsert(schema), &[]).await?;
-        if table.has_final && staged.iter().any(|s| s.deleted) {
+        if deletes {
             written += tx.execute(&table.delete(schema), &[]).await?;
         }
     }
