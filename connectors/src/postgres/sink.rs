@@ -20,7 +20,7 @@ use super::chat_partitions::ChatPartitions;
 use super::checkpoints::write_checkpoint;
 use super::config::PostgresConfig;
 use super::migrate::migrate;
-use super::tables::{create_stages, position_columns, write_changes, Changes, CopyConflicts};
+use super::tables::{create_stages, position_columns, write_changes, Changes, UpsertOnly};
 use crate::error::{ConnectorError, Result};
 use crate::live_input::wall_clock_ms;
 use crate::sink::{Flush, Sink};
@@ -219,7 +219,7 @@ impl PostgresSink {
             schema: config.schema.clone(),
             interval: flush_interval,
             chat_partitions: ChatPartitions::new(config.chat_retention.0),
-            copy_conflicts: CopyConflicts::default(),
+            upsert_only: UpsertOnly::default(),
         };
         let handle = std::thread::Builder::new()
             .name("postgres-sink".into())
@@ -300,7 +300,7 @@ struct Writer {
     interval: Duration,
     chat_partitions: ChatPartitions,
     /// Which tables take new rows by upsert only.
-    copy_conflicts: CopyConflicts,
+    upsert_only: UpsertOnly,
 }
 
 impl Writer {
@@ -429,7 +429,7 @@ impl Writer {
             schema,
             &batch.changes,
             &mut self.chat_partitions,
-            &mut self.copy_conflicts,
+            &mut self.upsert_only,
         )
         .await?;
         if !batch.positions.is_empty() {

@@ -818,26 +818,28 @@ async fn chat_to_write<'a>(
     Ok(kept)
 }
 
-/// Per table, whether a COPY straight into it met a row already there. A backfill into empty
-/// tables writes each key once, so its rows go in with one COPY each; upserting them through a
-/// staging table costs the server about twice as much per row (the conflict check, a second
-/// insert). Once a table's COPY met an existing key (a restart or a replay over written rows,
-/// live rows being revised), that table is upserted for the rest of the sink's life.
+/// Per table, whether its new rows are upserted rather than copied straight into it. A backfill
+/// into empty tables writes each key once, so its rows go in with one COPY each; upserting them
+/// through a staging table costs the server about twice as much per row (the conflict check, a
+/// second insert). A table is upserted for the rest of the sink's life once its COPY met an
+/// existing key (a restart or a replay over written rows), or once it takes a live row, which
+/// later versions replace (a live run: no failed COPY, and no error in the server's log, each
+/// time it starts).
 #[derive(Debug, Default)]
-pub struct CopyConflicts([bool; TABLES.len()]);
+pub struct UpsertOnly([bool; TABLES.len()]);
 
 /// Rolls a failed COPY into a table back without losing the flush's other writes.
 const COPY_SAVEPOINT: &str = "copy_into_table";
 
-/// Applies `changes` to the tables in `tx`: new rows by a binary COPY into the table where it
-/// has met no conflict yet, everything else staged by binary COPY and upserted. Returns the
-/// number of table rows written or deleted.
+/// Applies `changes` to the tables in `tx`: new rows by a binary COPY into the table unless it
+/// is [`UpsertOnly`], everything else staged by binary COPY and upserted. Returns the number of
+/// table rows written or deleted.
 pub async fn write_changes(
     tx: &Transaction<'_>,
     schema: &str,
     changes: &Changes,
     chat_partitions: &mut ChatPartitions,
-    conflicts: &mut CopyConflicts,
+    upsert_only: &mut UpsertOnly,
 ) -> Result<u64> {
     let mut written = 0;
     for (index, (table, staged)) in TABLES.iter().zip(changes.by_table()).enumerate() {
@@ -852,7 +854,10 @@ pub async fn write_changes(
         // Rows of tables without `final` never change, so nothing of them is ever deleted.
         let inserted: Vec<&Staged> = staged.iter().filter(|s| !s.deleted).copied().collect();
         let deletes = table.has_final && inserted.len() < staged.len();
-        if !conflicts.0[index] && !deletes {
+        if staged.iter().any(|s| !s.row.is_final()) {
+            upsert_only.0[index] = true;
+        }
+        if !upsert_only.0[index] && !deletes {
             if inserted.is_empty() {
                 continue;
             }
@@ -880,7 +885,7 @@ pub async fn write_changes(
                         table = table.name,
                         "rows already present; upserting from now on"
                     );
-                    conflicts.0[index] = true;
+                    upsert_only.0[index] = true;
                 }
                 Err(error) => return Err(error.into()),
             }
