@@ -44,8 +44,9 @@ struct Options {
     /// Seconds between RSS samples.
     #[arg(long, default_value_t = 10)]
     sample: u64,
-    /// Seconds before the RSS slope is measured (the view store's retention fills first).
-    #[arg(long, default_value_t = 600)]
+    /// Seconds before the RSS slope is measured (the state fills first: the view store's
+    /// retention, and each stream's state until its chat summaries' horizon has passed).
+    #[arg(long, default_value_t = 900)]
     warmup: u64,
 }
 

@@ -28,6 +28,7 @@ use crowdpulse_runtime::run::{self, backfill, RowsOutput, RunOptions};
 
 /// Records, deltas and rows are many small allocations; mimalloc's thread-local free lists
 /// handle them markedly faster than glibc malloc (measured with scripts/bench-process).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
