@@ -1,17 +1,20 @@
 //! Per-record costs of the hot paths: decoding, sentiment scoring and window analytics; the
-//! cost of an advance when many streams have gone idle.
+//! cost of an advance when many streams have gone idle; one chat summary.
 //! Run with `cargo bench -p crowdpulse-dataflow --bench hot_paths`.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use crowdpulse_dataflow::analytics::{Delta, Engine, PaneAggregator};
+use crowdpulse_dataflow::category::Category;
 use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::event::Event;
 use crowdpulse_dataflow::plan::Plan;
+use crowdpulse_dataflow::rows::ChatMessage;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
+use crowdpulse_dataflow::summary::{summarize, ChatLine};
 
 const T0: u64 = 1_767_225_600_000;
 
@@ -124,5 +127,75 @@ fn hot_paths(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hot_paths);
+/// The window of one summary (the default 100 messages), in the shape `generate` writes chat:
+/// a few phrases and emotes drawn from short lists, so phrases repeat across messages.
+fn summary_window(analyzer: &Analyzer) -> Vec<ChatLine> {
+    let phrases = [
+        "what a play",
+        "this is amazing",
+        "no way",
+        "I love this stream",
+        "worst call ever",
+        "clip it",
+        "first time here",
+        "why would you do that",
+        "bad luck",
+        "nice one",
+    ];
+    let emotes = ["PogChamp", "LUL", "KEKW", "Sadge", "🔥", "😂"];
+    (0..100u64)
+        .map(|i| {
+            let i_ = i as usize;
+            let text = format!(
+                "{} {} {}",
+                phrases[i_ * 7 % phrases.len()],
+                emotes[i_ % emotes.len()],
+                phrases[i_ * 3 % phrases.len()]
+            );
+            let message = ChatMessage {
+                stream_id: "stream-1".into(),
+                ts: T0 + i,
+                source: Arc::from("events"),
+                partition: 0,
+                offset: i,
+                user_id: format!("user-{}", i * 37 % 1000),
+                text,
+                sentiment: 0,
+                category: Category::Other,
+            };
+            let found = analyzer.emotes(&message.text);
+            ChatLine::new(message, found)
+        })
+        .collect()
+}
+
+fn summaries(c: &mut Criterion) {
+    let analyzer = Analyzer::new(Lexicons::builtin());
+    let lines = summary_window(&analyzer);
+    let mut group = c.benchmark_group("per_summary");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("summarize_100_messages", |b| {
+        b.iter(|| black_box(summarize("stream-1", 1, black_box(&lines))))
+    });
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    group.bench_function("chat_lines_of_100_messages", |b| {
+        b.iter_batched(
+            || {
+                lines
+                    .iter()
+                    .map(|l| (l.message.clone(), l.emotes.clone()))
+                    .collect::<Vec<_>>()
+            },
+            |messages| {
+                for (message, emotes) in messages {
+                    black_box(ChatLine::new(message, emotes));
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_paths, summaries);
 criterion_main!(benches);

@@ -131,11 +131,35 @@ impl ChatSummary {
 /// not all digits, not stop words; in order, the first [`MAX_WORDS`].
 fn subject_words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() >= 2 && !w.chars().all(|c| c.is_ascii_digit()))
+        .filter(|w| w.chars().nth(1).is_some() && !w.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|w| !is_stopword(w))
         .map(str::to_lowercase)
-        .filter(|w| STOPWORDS.binary_search(&w.as_str()).is_err())
         .take(MAX_WORDS)
         .collect()
+}
+
+/// Stop words are ASCII and at most this long.
+const STOPWORD_BYTES: usize = 8;
+
+/// Whether a word is a stop word once lowercased. Most chat words are ASCII: they are
+/// lowercased on the stack, so only the words kept are allocated. Others are lowercased as
+/// Unicode says (the Kelvin sign makes "oK" a stop word).
+fn is_stopword(word: &str) -> bool {
+    if !word.is_ascii() {
+        return STOPWORDS
+            .binary_search(&word.to_lowercase().as_str())
+            .is_ok();
+    }
+    if word.len() > STOPWORD_BYTES {
+        return false;
+    }
+    let mut lower = [0u8; STOPWORD_BYTES];
+    let lower = &mut lower[..word.len()];
+    lower.copy_from_slice(word.as_bytes());
+    lower.make_ascii_lowercase();
+    // ASCII in, ASCII out.
+    let lower = std::str::from_utf8(lower).unwrap_or_default();
+    STOPWORDS.binary_search(&lower).is_ok()
 }
 
 /// A message's distinct phrases, sorted: its subject words and pairs of adjacent ones.
@@ -154,16 +178,21 @@ fn phrases(words: Vec<String>) -> Vec<String> {
     phrases
 }
 
-/// Sorts (key, count) by count descending then key, keeping `limit`.
+/// The `limit` first of (key, count) by count descending then key (keys are distinct, so the
+/// order is total): the few wanted are selected, not the whole list sorted.
 fn ranked<'a>(
     counts: impl IntoIterator<Item = (&'a str, u64)>,
     limit: usize,
 ) -> Vec<(String, u64)> {
     let mut entries: Vec<(&str, u64)> = counts.into_iter().collect();
-    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let order = |a: &(&str, u64), b: &(&str, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0));
+    if entries.len() > limit {
+        entries.select_nth_unstable_by(limit, order);
+        entries.truncate(limit);
+    }
+    entries.sort_unstable_by(order);
     entries
         .into_iter()
-        .take(limit)
         .map(|(key, count)| (key.to_owned(), count))
         .collect()
 }
@@ -177,35 +206,36 @@ fn ranked<'a>(
 ///   high), ties to the later message;
 /// - sentiment: the mean compound score; category counts; emotes by occurrences.
 pub fn summarize(stream_id: &str, seq: u64, lines: &[ChatLine]) -> ChatSummary {
-    // Hash maps for counting: every result is sorted by (count, text) before it is used.
-    let mut in_messages: FastMap<&str, u64> = FastMap::default();
+    // Hash maps for counting: every result is sorted by (count, text) before it is used. Sized
+    // for every phrase up front: a summary's map would otherwise grow (and rehash) ten times.
+    let phrases = lines.iter().map(|line| line.phrases.len()).sum();
+    let mut in_messages: FastMap<&str, u64> =
+        FastMap::with_capacity_and_hasher(phrases, Default::default());
     for line in lines {
         for phrase in &line.phrases {
             *in_messages.entry(phrase).or_default() += 1;
         }
     }
-    let mut candidates: FastMap<&str, u64> = in_messages
-        .iter()
-        .filter(|(_, count)| **count >= 2)
-        .map(|(phrase, count)| (*phrase, *count))
-        .collect();
-    let pairs: Vec<(&str, u64)> = candidates
-        .iter()
-        .filter(|(phrase, _)| phrase.contains(' '))
-        .map(|(phrase, count)| (*phrase, *count))
-        .collect();
-    for (pair, count) in pairs {
-        for word in pair.split(' ') {
-            if candidates.get(word) == Some(&count) {
-                candidates.remove(word);
+    let mut shadowed: FastSet<&str> = FastSet::default();
+    for (phrase, count) in &in_messages {
+        if *count >= 2 && phrase.contains(' ') {
+            for word in phrase.split(' ') {
+                if in_messages.get(word) == Some(count) {
+                    shadowed.insert(word);
+                }
             }
         }
     }
+    let candidates = in_messages
+        .iter()
+        .filter(|(phrase, count)| **count >= 2 && !shadowed.contains(*phrase))
+        .map(|(phrase, count)| (*phrase, *count));
     let key_phrases = ranked(candidates, KEY_PHRASES);
 
     // Mean document frequency as a fraction (sum, words), compared by cross-multiplication.
     let mut scored: Vec<(u64, u64, usize)> = Vec::new();
-    let mut seen_texts: FastSet<&str> = FastSet::default();
+    let mut seen_texts: FastSet<&str> =
+        FastSet::with_capacity_and_hasher(lines.len(), Default::default());
     for (index, line) in lines.iter().enumerate().rev() {
         let (mut sum, mut words) = (0, 0);
         for word in line.words() {
@@ -290,6 +320,19 @@ mod tests {
     #[test]
     fn stopwords_are_sorted_for_the_binary_search() {
         assert!(STOPWORDS.windows(2).all(|w| w[0] < w[1]));
+        assert!(STOPWORDS
+            .iter()
+            .all(|w| w.is_ascii() && w.len() <= STOPWORD_BYTES));
+    }
+
+    /// Worked out by hand: case, digits, one-letter words, non-ASCII letters and the Kelvin
+    /// sign (U+212A, which lowercases to an ASCII k).
+    #[test]
+    fn subject_words_are_lowercase_and_leave_stop_words_out() {
+        assert_eq!(
+            subject_words("The GOAL by Messi, 2024 x 3rd Ünter o\u{212A} WOULD café"),
+            ["goal", "messi", "3rd", "ünter", "café"]
+        );
     }
 
     /// Every figure worked out by hand.
