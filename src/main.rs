@@ -326,9 +326,9 @@ fn without_huge_pages() {
 /// `scripts/soak` (30 min of stream churn, README "Soak") mimalloc's defaults kept pages its
 /// threads had freed: RSS grew ~18 MiB per 10 min while the live heap fell. Purging freed pages
 /// at once, and letting any thread take back the pages of threads that have exited (tokio's
-/// idle blocking threads come and go), kept RSS flat. Both cost a batch command CPU (`process`
-/// 12-27% slower with the immediate purge), so bounded commands keep the defaults. A
-/// `MIMALLOC_*` variable set by the operator wins.
+/// idle blocking threads come and go), kept RSS flat. The immediate purge costs a batch command
+/// CPU (`process` 12-27% slower, README "Soak"), so bounded commands keep the defaults.
+/// `MIMALLOC_PURGE_DELAY` or `MIMALLOC_PAGE_RECLAIM_ON_FREE` set by the operator wins.
 fn release_memory_as_it_goes() {
     #[cfg(feature = "mimalloc")]
     for (variable, option, value) in [
@@ -340,15 +340,16 @@ fn release_memory_as_it_goes() {
         ),
     ] {
         if std::env::var_os(variable).is_none() {
-            // SAFETY: sets one of mimalloc's option values, read atomically where it is used;
-            // the index is the bundled mimalloc 3's (checked against its default in a test).
+            // SAFETY: mimalloc keeps options in plain variables: this runs on the main thread
+            // before the command starts any other. The index is the bundled mimalloc 3's
+            // (checked against its default in a test).
             unsafe { libmimalloc_sys::mi_option_set(option, value) };
         }
     }
 }
 
 /// `mi_option_purge_delay` and `mi_option_page_reclaim_on_free` in the bundled mimalloc 3's
-/// `mi_option_e` (the crate's constants are mimalloc 2's).
+/// `mi_option_e` (libmimalloc-sys names neither).
 #[cfg(feature = "mimalloc")]
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 #[cfg(feature = "mimalloc")]

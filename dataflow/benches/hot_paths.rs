@@ -145,12 +145,12 @@ fn summary_window(analyzer: &Analyzer) -> Vec<ChatLine> {
     let emotes = ["PogChamp", "LUL", "KEKW", "Sadge", "🔥", "😂"];
     (0..100u64)
         .map(|i| {
-            let i_ = i as usize;
+            let n = i as usize;
             let text = format!(
                 "{} {} {}",
-                phrases[i_ * 7 % phrases.len()],
-                emotes[i_ % emotes.len()],
-                phrases[i_ * 3 % phrases.len()]
+                phrases[n * 7 % phrases.len()],
+                emotes[n % emotes.len()],
+                phrases[n * 3 % phrases.len()]
             );
             let message = ChatMessage {
                 stream_id: "stream-1".into(),

@@ -132,8 +132,18 @@ impl ChatSummary {
 fn subject_words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| w.chars().nth(1).is_some() && !w.bytes().all(|b| b.is_ascii_digit()))
-        .filter(|w| !is_stopword(w))
-        .map(str::to_lowercase)
+        .filter_map(|w| {
+            if w.is_ascii() {
+                (!is_ascii_stopword(w)).then(|| w.to_ascii_lowercase())
+            } else {
+                // Lowercased as Unicode says: the Kelvin sign makes "oK" a stop word.
+                let lower = w.to_lowercase();
+                STOPWORDS
+                    .binary_search(&lower.as_str())
+                    .is_err()
+                    .then_some(lower)
+            }
+        })
         .take(MAX_WORDS)
         .collect()
 }
@@ -141,15 +151,9 @@ fn subject_words(text: &str) -> Vec<String> {
 /// Stop words are ASCII and at most this long.
 const STOPWORD_BYTES: usize = 8;
 
-/// Whether a word is a stop word once lowercased. Most chat words are ASCII: they are
-/// lowercased on the stack, so only the words kept are allocated. Others are lowercased as
-/// Unicode says (the Kelvin sign makes "oK" a stop word).
-fn is_stopword(word: &str) -> bool {
-    if !word.is_ascii() {
-        return STOPWORDS
-            .binary_search(&word.to_lowercase().as_str())
-            .is_ok();
-    }
+/// Whether an ASCII word is a stop word once lowercased. Most chat words are ASCII: they are
+/// lowercased on the stack, so only the words kept are allocated.
+fn is_ascii_stopword(word: &str) -> bool {
     if word.len() > STOPWORD_BYTES {
         return false;
     }
@@ -157,9 +161,7 @@ fn is_stopword(word: &str) -> bool {
     let lower = &mut lower[..word.len()];
     lower.copy_from_slice(word.as_bytes());
     lower.make_ascii_lowercase();
-    // ASCII in, ASCII out.
-    let lower = std::str::from_utf8(lower).unwrap_or_default();
-    STOPWORDS.binary_search(&lower).is_ok()
+    std::str::from_utf8(lower).is_ok_and(|lower| STOPWORDS.binary_search(&lower).is_ok())
 }
 
 /// A message's distinct phrases, sorted: its subject words and pairs of adjacent ones.
@@ -208,9 +210,9 @@ fn ranked<'a>(
 pub fn summarize(stream_id: &str, seq: u64, lines: &[ChatLine]) -> ChatSummary {
     // Hash maps for counting: every result is sorted by (count, text) before it is used. Sized
     // for every phrase up front: a summary's map would otherwise grow (and rehash) ten times.
-    let phrases = lines.iter().map(|line| line.phrases.len()).sum();
+    let phrase_count = lines.iter().map(|line| line.phrases.len()).sum();
     let mut in_messages: FastMap<&str, u64> =
-        FastMap::with_capacity_and_hasher(phrases, Default::default());
+        FastMap::with_capacity_and_hasher(phrase_count, Default::default());
     for line in lines {
         for phrase in &line.phrases {
             *in_messages.entry(phrase).or_default() += 1;
