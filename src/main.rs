@@ -326,7 +326,8 @@ fn without_huge_pages() {
 /// `scripts/soak` (30 min of stream churn, README "Soak") mimalloc's defaults kept pages its
 /// threads had freed: RSS grew ~18 MiB per 10 min while the live heap fell. Purging freed pages
 /// at once, and letting any thread take back the pages of threads that have exited (tokio's
-/// idle blocking threads come and go), kept RSS flat. The immediate purge costs a batch command
+/// idle blocking threads come and go), turned the fitted slope after 15 min negative (RSS still
+/// peaks near 20 min, then falls; README "Soak"). The immediate purge costs a batch command
 /// CPU (`process` 12-27% slower, README "Soak"), so bounded commands keep the defaults.
 /// `MIMALLOC_PURGE_DELAY` or `MIMALLOC_PAGE_RECLAIM_ON_FREE` set by the operator wins.
 fn release_memory_as_it_goes() {
