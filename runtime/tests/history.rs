@@ -253,6 +253,19 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
     ))
     });
     assert_ne!(indexed, "0");
+    // A stream's pages are read off the primary key, the only B-tree a message is written into.
+    let btrees = blocking(|| {
+        Db::connect().value(&format!(
+            "SELECT string_agg(DISTINCT regexp_replace(indexdef, '^.* USING ', ''), '; ') \
+             FROM pg_indexes WHERE schemaname = '{}' AND tablename LIKE 'chat_messages_%' \
+             AND indexdef NOT LIKE '%gin%'",
+            config.schema
+        ))
+    });
+    assert_eq!(
+        btrees,
+        "btree (stream_id, ts, source, partition, \"offset\")"
+    );
     blocking(|| {
         app.shutdown();
         Db::connect().execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));

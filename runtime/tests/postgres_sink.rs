@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
+use crowdpulse_connectors::postgres::migrate::MIGRATIONS;
 use crowdpulse_connectors::postgres::{
     apply_migrations, PostgresConfig, PostgresSink, PostgresSinkMetrics,
 };
@@ -345,7 +346,10 @@ fn a_write_the_server_refuses_ends_the_sink_loudly_instead_of_stalling_the_run()
 #[test]
 fn migrations_apply_once() {
     let config = fresh_config("migrate");
-    assert_eq!(apply_migrations(&config).unwrap(), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        apply_migrations(&config).unwrap(),
+        [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    );
     assert!(apply_migrations(&config).unwrap().is_empty());
     let db = Db::connect();
     assert_eq!(
@@ -353,9 +357,55 @@ fn migrations_apply_once() {
             "SELECT count(*) FROM \"{}\".schema_migrations",
             config.schema
         )),
-        "8"
+        "9"
     );
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
+}
+
+/// Version 9 re-keys `chat_messages` (stream and time first) on a schema that already holds
+/// chat in a day partition: the messages stay, and the partition's only B-tree is the new key.
+#[test]
+fn the_chat_key_migration_keeps_stored_messages() {
+    let config = fresh_config("rekey");
+    let schema = &config.schema;
+    let mut sql = format!(
+        "CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\";
+         CREATE TABLE schema_migrations (
+             version integer PRIMARY KEY, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());"
+    );
+    for migration in MIGRATIONS.iter().filter(|m| m.version < 9) {
+        sql += migration.sql;
+        sql += &format!(
+            ";\nINSERT INTO schema_migrations (version, name) VALUES ({}, '{}');\n",
+            migration.version, migration.name
+        );
+    }
+    sql += "CREATE TABLE chat_messages_20261201 PARTITION OF chat_messages
+                FOR VALUES FROM (1796083200000) TO (1796169600000);
+            INSERT INTO chat_messages
+                (source, partition, \"offset\", ts, stream_id, user_id, text, sentiment, category)
+            SELECT 'chat', g % 2, g, 1796083200000 + g, 's' || (g % 3), 'u', 'hi ' || g, 0, 'other'
+            FROM generate_series(1, 100) g;";
+    let db = Db::connect();
+    db.execute(&sql);
+    assert_eq!(apply_migrations(&config).unwrap(), [9]);
+    assert_eq!(
+        db.value(&format!(
+            "SELECT count(DISTINCT (source, partition, \"offset\", ts, stream_id, text)) \
+             FROM \"{schema}\".chat_messages_20261201"
+        )),
+        "100"
+    );
+    assert_eq!(
+        db.column(&format!(
+            "SELECT regexp_replace(indexdef, '^.* USING ', '') FROM pg_indexes \
+             WHERE schemaname = '{schema}' AND tablename = 'chat_messages_20261201' \
+             AND indexdef NOT LIKE '%gin%'"
+        )),
+        ["btree (stream_id, ts, source, partition, \"offset\")"]
+    );
+    db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
 }
 
 /// `postgres.chat_retention` in event time: five days of chat, one message every six hours,

@@ -63,6 +63,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "custom_kinds",
         sql: include_str!("../../migrations/V8__custom_kinds.sql"),
     },
+    Migration {
+        version: 9,
+        name: "chat_messages_by_stream_key",
+        sql: include_str!("../../migrations/V9__chat_messages_by_stream_key.sql"),
+    },
 ];
 
 /// Key of the advisory lock serializing migrations ("crowdpulse" in ASCII, truncated).
