@@ -258,7 +258,7 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
         Db::connect().value(&format!(
             "SELECT string_agg(DISTINCT regexp_replace(indexdef, '^.* USING ', ''), '; ') \
              FROM pg_indexes WHERE schemaname = '{}' AND tablename LIKE 'chat_messages_%' \
-             AND indexdef NOT LIKE '%gin%'",
+             AND indexdef NOT LIKE '% USING gin %'",
             config.schema
         ))
     });

@@ -401,7 +401,7 @@ fn the_chat_key_migration_keeps_stored_messages() {
         db.column(&format!(
             "SELECT regexp_replace(indexdef, '^.* USING ', '') FROM pg_indexes \
              WHERE schemaname = '{schema}' AND tablename = 'chat_messages_20261201' \
-             AND indexdef NOT LIKE '%gin%'"
+             AND indexdef NOT LIKE '% USING gin %'"
         )),
         ["btree (stream_id, ts, source, partition, \"offset\")"]
     );

@@ -354,13 +354,15 @@ impl Writer {
         let mut client: Option<Client> = None;
         // The interval runs from one commit's start to the next's: a commit that took longer
         // than the interval is followed at once, instead of leaving the server idle for another
-        // interval while rows queue (a backfill spent a quarter of its time in such gaps).
+        // interval while rows queue (a backfill spent a quarter of its time in such gaps). After
+        // retries it runs from the attempt that succeeded, which took in everything until then.
         let mut last_commit_began = Instant::now();
         while let Some(mut batch) = self.next_batch(last_commit_began) {
-            let began = Instant::now();
             let mut backoff = Duration::from_millis(100);
+            let mut attempts = 0u32;
             loop {
                 let started = Instant::now();
+                attempts += 1;
                 let attempt = runtime.block_on(async {
                     if client.as_ref().is_none_or(Client::is_closed) {
                         client = Some(connect(&self.client_config, &self.schema).await?);
@@ -374,9 +376,11 @@ impl Writer {
                         debug!(
                             rows,
                             millis = micros / 1000,
+                            attempts,
                             frontier = ?batch.frontier.flatten(),
                             "postgres commit"
                         );
+                        last_commit_began = started;
                         metrics.connected.store(1, Ordering::Relaxed);
                         metrics.commits.fetch_add(1, Ordering::Relaxed);
                         metrics.rows_written.fetch_add(rows, Ordering::Relaxed);
@@ -420,7 +424,6 @@ impl Writer {
                 .written_frontier
                 .store(frontier_value(frontier), Ordering::Relaxed);
             self.shared.made_durable(frontier);
-            last_commit_began = began;
         }
         info!("postgres sink finished");
     }

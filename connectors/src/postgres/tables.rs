@@ -354,8 +354,8 @@ pub struct Staged {
 /// insertions, leaves each key's last state: a row replaced within a batch is written once.
 /// Kept in key order, which is the order the rows are copied in: inserted in primary-key order,
 /// a table's B-tree grows at the right edge of each stream's keys instead of at pages all over it
-/// (half the time for `chat_messages`, whose rows arrive in no order across partitions and
-/// streams).
+/// (`chat_messages`' rows arrive in no order across partitions and streams: sorting them halved
+/// the time its indexes took, measured under its first key).
 #[derive(Debug, Default)]
 pub struct Changes(BTreeMap<RowKey, Staged>);
 
