@@ -244,23 +244,21 @@ impl PostgresSink {
 
 impl Sink for PostgresSink {
     fn flush(&self, flush: &Arc<Flush>) {
-        let mut changes = Changes::default();
-        for (row, _, diff) in &flush.updates {
-            changes.apply(row.clone(), *diff);
-        }
-        let later = Batch {
-            changes,
-            positions: flush.positions.clone(),
-            checkpoint: flush.checkpoint.clone(),
-            frontier: Some(flush.frontier),
-        };
         self.shared
             .metrics
             .computed_frontier
             .store(frontier_value(flush.frontier), Ordering::Relaxed);
         let mut state = self.shared.state();
         if state.failed.is_none() {
-            state.pending.merge_later(later);
+            // Applied straight into the pending batch: the writer holds the lock only to take
+            // it, and a batch of its own merged in would re-insert every key.
+            let pending = &mut state.pending;
+            pending.changes.apply(flush);
+            pending.positions.clone_from(&flush.positions);
+            if flush.checkpoint.is_some() {
+                pending.checkpoint.clone_from(&flush.checkpoint);
+            }
+            pending.frontier = Some(flush.frontier);
             self.shared.wake.notify_one();
         }
     }
