@@ -844,9 +844,7 @@ async fn chat_to_write<'a>(
         .into_iter()
         .filter(|s| partitions.keeps(time(s)))
         .collect();
-    partitions
-        .create(tx, schema, kept.iter().map(|s| time(s)))
-        .await?;
+    partitions.create(tx, schema, kept.iter().map(time)).await?;
     Ok(kept)
 }
 
