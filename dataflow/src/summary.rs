@@ -2,6 +2,8 @@
 //! most representative messages, the dominant sentiment and category, the top emotes), computed
 //! from the messages alone, deterministically: counts compared as integers, ties broken by text.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::category::Category;
@@ -30,12 +32,11 @@ const STOPWORDS: &[&str] = &[
     "when", "where", "which", "who", "why", "will", "with", "would", "yes", "you", "your",
 ];
 
-/// One chat message as a summary reads it, read once where the message was (each message is in
-/// `window / every` summaries): its subject words and phrases, and its emotes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatLine {
-    /// The message.
-    pub message: ChatMessage,
+/// What a summary reads of a chat text: its emotes, subject words and phrases. They depend on
+/// the text alone, so a worker keeps them with the text's sentiment and a repeated text (chat
+/// repeats a lot: emote spam, copypasta) is read once, its lines sharing one allocation.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub struct TextFeatures {
     /// Its emotes (emoji and emote names of the sentiment lexicons, in order, repeats included).
     pub emotes: Vec<String>,
     /// Its distinct phrases (subject words and pairs of adjacent ones), sorted. Words hold no
@@ -43,20 +44,50 @@ pub struct ChatLine {
     phrases: Vec<String>,
 }
 
+impl TextFeatures {
+    /// The features of `text`, given the emotes found in it.
+    pub fn new(text: &str, emotes: Vec<String>) -> Self {
+        Self {
+            emotes,
+            phrases: phrases(subject_words(text)),
+        }
+    }
+
+    /// The heap bytes it holds, for caches bounded in bytes.
+    pub fn heap_bytes(&self) -> usize {
+        let strings = self.emotes.iter().chain(&self.phrases);
+        strings
+            .map(|s| s.capacity() + std::mem::size_of::<String>())
+            .sum()
+    }
+}
+
+/// One chat message as a summary reads it, read once where the message was (each message is in
+/// `window / every` summaries).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatLine {
+    /// The message.
+    pub message: ChatMessage,
+    /// What its text says to a summary.
+    pub features: Arc<TextFeatures>,
+}
+
 impl ChatLine {
     /// A message with the emotes found in it.
     pub fn new(message: ChatMessage, emotes: Vec<String>) -> Self {
-        let phrases = phrases(subject_words(&message.text));
-        Self {
-            message,
-            emotes,
-            phrases,
-        }
+        let features = Arc::new(TextFeatures::new(&message.text, emotes));
+        Self::with_features(message, features)
+    }
+
+    /// A message with its text's features, read before (they must be those of its text).
+    pub fn with_features(message: ChatMessage, features: Arc<TextFeatures>) -> Self {
+        Self { message, features }
     }
 
     /// Its distinct subject words, sorted.
     fn words(&self) -> impl Iterator<Item = &str> {
-        self.phrases
+        self.features
+            .phrases
             .iter()
             .map(String::as_str)
             .filter(|phrase| !phrase.contains(' '))
@@ -210,11 +241,11 @@ fn ranked<'a>(
 pub fn summarize(stream_id: &str, seq: u64, lines: &[ChatLine]) -> ChatSummary {
     // Hash maps for counting: every result is sorted by (count, text) before it is used. Sized
     // for every phrase up front: a summary's map would otherwise grow (and rehash) ten times.
-    let phrase_count = lines.iter().map(|line| line.phrases.len()).sum();
+    let phrase_count = lines.iter().map(|line| line.features.phrases.len()).sum();
     let mut in_messages: FastMap<&str, u64> =
         FastMap::with_capacity_and_hasher(phrase_count, Default::default());
     for line in lines {
-        for phrase in &line.phrases {
+        for phrase in &line.features.phrases {
             *in_messages.entry(phrase).or_default() += 1;
         }
     }
@@ -270,7 +301,7 @@ pub fn summarize(stream_id: &str, seq: u64, lines: &[ChatLine]) -> ChatSummary {
     for line in lines {
         categories[line.message.category as usize] += 1;
         sentiment_sum += line.message.sentiment;
-        for emote in &line.emotes {
+        for emote in &line.features.emotes {
             *emotes.entry(emote).or_default() += 1;
         }
     }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::pane::Pane;
-use crate::category::Category;
+use super::text_cache::TextCache;
 use crate::event::{Event, EventBody, Millis, PresenceAction, StreamStatus};
 use crate::hashing::FastMap;
 use crate::kinds::windows::KindDelta;
 use crate::rows::ChatMessage;
-use crate::sentiment::{Analyzer, COMPOUND_SCALE};
+use crate::sentiment::Analyzer;
 use crate::summary::ChatLine;
 
 /// A stream_meta record's fields.
@@ -81,15 +81,6 @@ pub struct Origin<'a> {
     pub offset: u64,
 }
 
-/// Distinct chat texts remembered per worker with their score and category; chat repeats a lot
-/// (emote spam), and scoring is the most expensive step per message. Cleared when full, which
-/// keeps results identical.
-const SENTIMENT_CACHE_LIMIT: usize = 100_000;
-
-/// The cached texts' bytes are bounded too: distinct long messages would otherwise grow the
-/// cache by their size, not their number.
-const SENTIMENT_CACHE_BYTES: usize = 4 << 20;
-
 /// Groups a batch of events into pane deltas, each timed at the latest time of its members.
 ///
 /// Why that time is safe: all members lie in the same pane, so the latest member time is at most
@@ -97,10 +88,7 @@ const SENTIMENT_CACHE_BYTES: usize = 4 << 20;
 /// therefore still applied before any of its windows can be final.
 pub struct PaneAggregator {
     pane: u64,
-    analyzer: Arc<Analyzer>,
-    sentiment_cache: FastMap<String, (i64, Category)>,
-    /// Bytes of the texts in `sentiment_cache`.
-    sentiment_cache_bytes: usize,
+    texts: TextCache,
     groups: FastMap<(String, Millis), (Millis, PaneDelta)>,
     /// Whether [`Self::add`] returns chat messages.
     chat_history: bool,
@@ -113,9 +101,7 @@ impl PaneAggregator {
     pub fn new(pane: u64, analyzer: Arc<Analyzer>) -> Self {
         Self {
             pane,
-            analyzer,
-            sentiment_cache: FastMap::default(),
-            sentiment_cache_bytes: 0,
+            texts: TextCache::new(analyzer, false),
             groups: FastMap::default(),
             chat_history: false,
             summaries: false,
@@ -127,31 +113,8 @@ impl PaneAggregator {
     pub fn with_chat(mut self, chat_history: bool, summaries: bool) -> Self {
         self.chat_history = chat_history;
         self.summaries = summaries;
+        self.texts = TextCache::new(self.texts.analyzer(), summaries);
         self
-    }
-
-    /// A chat text's compound score (in `COMPOUND_SCALE` units) and category.
-    fn analysis(&mut self, text: &str) -> (i64, Category) {
-        if let Some(analysis) = self.sentiment_cache.get(text) {
-            return *analysis;
-        }
-        let compound = self.analyzer.polarity_scores(text).compound;
-        let analysis = (
-            (compound * COMPOUND_SCALE as f64).round() as i64,
-            self.analyzer.category(text),
-        );
-        if self.sentiment_cache.len() >= SENTIMENT_CACHE_LIMIT
-            || self.sentiment_cache_bytes + text.len() > SENTIMENT_CACHE_BYTES
-        {
-            self.sentiment_cache.clear();
-            self.sentiment_cache_bytes = 0;
-        }
-        // A text larger than the whole budget is scored every time rather than cached.
-        if text.len() <= SENTIMENT_CACHE_BYTES {
-            self.sentiment_cache_bytes += text.len();
-            self.sentiment_cache.insert(text.to_owned(), analysis);
-        }
-        analysis
     }
 
     /// Adds one event with its timely time; a chat message, given where it was read and with
@@ -162,10 +125,6 @@ impl PaneAggregator {
         time: Millis,
         origin: Option<Origin<'_>>,
     ) -> Option<ChatMessage> {
-        let (compound, category) = match &event.body {
-            EventBody::Chat { text, .. } => self.analysis(text),
-            _ => (0, Category::Other),
-        };
         let pane = event.ts - event.ts % self.pane;
         let key = (event.stream_id, pane);
         let (group_time, delta) = match self.groups.get_mut(&key) {
@@ -187,7 +146,8 @@ impl PaneAggregator {
         let m = &mut additive.metrics;
         match event.body {
             EventBody::Chat { user_id, text } => {
-                m.add_chat(compound, category);
+                let analysis = self.texts.analyse(&text);
+                m.add_chat(analysis.compound, analysis.category);
                 let wanted = self.chat_history || self.summaries;
                 let message = origin.filter(|_| wanted).map(|origin| ChatMessage {
                     stream_id: delta.stream_id.clone(),
@@ -197,13 +157,14 @@ impl PaneAggregator {
                     offset: origin.offset,
                     user_id: user_id.clone(),
                     text,
-                    sentiment: compound,
-                    category,
+                    sentiment: analysis.compound,
+                    category: analysis.category,
                 });
                 delta.chatters.push(user_id);
-                if let (Some(message), true) = (&message, self.summaries) {
-                    let emotes = self.analyzer.emotes(&message.text);
-                    delta.chat.push(ChatLine::new(message.clone(), emotes));
+                if let (Some(message), Some(features)) = (&message, analysis.features) {
+                    delta
+                        .chat
+                        .push(ChatLine::with_features(message.clone(), features));
                 }
                 return message.filter(|_| self.chat_history);
             }
@@ -259,38 +220,5 @@ impl PaneAggregator {
             delta.chatters.dedup();
             (time, delta)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sentiment::{Analyzer, Lexicons};
-
-    /// Long distinct chat texts (a flood of unique 10 kB messages) cannot grow the sentiment
-    /// cache past its byte budget, however many there are.
-    #[test]
-    fn the_sentiment_cache_is_bounded_in_bytes() {
-        let mut aggregator =
-            PaneAggregator::new(1_000, Arc::new(Analyzer::new(Lexicons::builtin())));
-        let filler = "word ".repeat(2_000);
-        for i in 0..600u64 {
-            let event = Event {
-                stream_id: "s".into(),
-                ts: i,
-                body: EventBody::Chat {
-                    user_id: "u".into(),
-                    text: format!("{i} {filler}"),
-                },
-                event_id: None,
-            };
-            aggregator.add(event, i, None);
-            let cached: usize = aggregator.sentiment_cache.keys().map(String::len).sum();
-            assert!(
-                cached <= SENTIMENT_CACHE_BYTES,
-                "{cached} bytes of cached text after {i} messages"
-            );
-        }
-        assert_eq!(aggregator.drain().count(), 1);
     }
 }

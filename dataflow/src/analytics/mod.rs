@@ -8,6 +8,7 @@ mod operator;
 mod pane;
 mod stream_state;
 mod summaries;
+mod text_cache;
 mod totals;
 mod viewers;
 
