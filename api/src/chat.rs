@@ -162,7 +162,7 @@ fn key_of(value: &Value) -> Option<ChatKey> {
 /// cursor of the next page when the page is full.
 pub fn page<'a>(
     filter: &ChatFilter,
-    stored: impl Iterator<Item = &'a ChatMessage>,
+    stored: impl Iterator<Item = &'a Arc<ChatMessage>>,
     from_postgres: Vec<Value>,
 ) -> (Vec<Value>, Option<String>) {
     let mut merged: BTreeMap<ChatKey, Value> = from_postgres
@@ -172,7 +172,7 @@ pub fn page<'a>(
     for message in stored.filter(|m| filter.matches(m)) {
         merged
             .entry(chat_key(message))
-            .or_insert_with(|| row_value(&Row::ChatMessage(message.clone())));
+            .or_insert_with(|| row_value(&Row::ChatMessage(Arc::clone(message))));
     }
     let newest: Vec<(ChatKey, Value)> = merged.into_iter().rev().take(filter.limit).collect();
     let next = (newest.len() == filter.limit)
@@ -214,8 +214,8 @@ mod tests {
 
     #[test]
     fn pages_follow_each_other_without_gaps_or_repeats() {
-        let messages: Vec<ChatMessage> = (0..25)
-            .map(|i| message(1_000 + i / 2, i, "gg", Category::Other))
+        let messages: Vec<Arc<ChatMessage>> = (0..25)
+            .map(|i| Arc::new(message(1_000 + i / 2, i, "gg", Category::Other)))
             .collect();
         let mut seen = Vec::new();
         let mut before = None;
@@ -241,7 +241,8 @@ mod tests {
             message(1, 0, "What a PLAY!", Category::Praise),
             message(2, 1, "play it again?", Category::Question),
             message(3, 2, "replay", Category::Other),
-        ];
+        ]
+        .map(Arc::new);
         let offsets = |query: ChatQuery| -> Vec<u64> {
             let (page, _) = page(&filter(query), messages.iter(), Vec::new());
             page.iter().map(|v| v["offset"].as_u64().unwrap()).collect()
@@ -282,11 +283,16 @@ mod tests {
 
     #[test]
     fn postgres_and_store_rows_merge_once() {
-        let stored = [message(5, 1, "a", Category::Other)];
+        let stored = [Arc::new(message(5, 1, "a", Category::Other))];
         let f = filter(ChatQuery::default());
         let from_postgres = vec![
-            row_value(&Row::ChatMessage(stored[0].clone())),
-            row_value(&Row::ChatMessage(message(4, 0, "b", Category::Other))),
+            row_value(&Row::ChatMessage(Arc::clone(&stored[0]))),
+            row_value(&Row::ChatMessage(Arc::new(message(
+                4,
+                0,
+                "b",
+                Category::Other,
+            )))),
         ];
         let (page, next) = page(&f, stored.iter(), from_postgres);
         assert_eq!(page.len(), 2);

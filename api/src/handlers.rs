@@ -458,7 +458,7 @@ pub async fn stream_chat(
 ) -> Result<Response, Rejection> {
     let filter = ChatFilter::parse(&query).map_err(reject)?;
     let searched_in_postgres = filter.q.is_some() && state.history.is_some();
-    let (stored, known): (Vec<ChatMessage>, bool) = {
+    let (stored, known): (Vec<Arc<ChatMessage>>, bool) = {
         let store = state.store.read();
         match stream(&store, &id) {
             Ok(_) if searched_in_postgres => (Vec::new(), true),

@@ -120,7 +120,7 @@ pub struct StreamView {
     /// The latest reactions, newest first.
     pub recent_reactions: VecDeque<RecentReaction>,
     /// The latest [`CHAT_KEPT`] chat messages.
-    pub chat: BTreeMap<ChatKey, ChatMessage>,
+    pub chat: BTreeMap<ChatKey, Arc<ChatMessage>>,
     /// The latest [`SUMMARIES_KEPT`] chat summaries, by their last message.
     pub summaries: BTreeMap<SummaryKey, StoredSummary>,
     push: broadcast::Sender<Arc<str>>,
@@ -508,7 +508,7 @@ impl ViewStore {
             }
             Row::StreamTotals { .. } => put_one(&mut view.totals, row, insert),
             Row::ChatMessage(message) if insert => {
-                view.chat.insert(chat_key(message), message.clone());
+                view.chat.insert(chat_key(message), Arc::clone(message));
                 if view.chat.len() > CHAT_KEPT {
                     view.chat.pop_first();
                 }
@@ -686,7 +686,7 @@ impl ViewStore {
                 .map(StoredSummary::value),
         );
         let latest_chat = view.chat.values().rev().take(SNAPSHOT_CHAT);
-        rows.extend(latest_chat.map(|m| row_value(&Row::ChatMessage(m.clone()))));
+        rows.extend(latest_chat.map(|m| row_value(&Row::ChatMessage(Arc::clone(m)))));
         json!({
             "type": "snapshot",
             "stream_id": stream_id,

@@ -183,7 +183,7 @@ fn summaries(c: &mut Criterion) {
             || {
                 lines
                     .iter()
-                    .map(|l| (l.message.clone(), l.features.emotes.clone()))
+                    .map(|l| ((*l.message).clone(), l.features.emotes.clone()))
                     .collect::<Vec<_>>()
             },
             |messages| {

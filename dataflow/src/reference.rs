@@ -3,6 +3,7 @@
 //! DESIGN §4a. The dataflow is tested against it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::category::Category;
 use crate::codec::{decode_json, DecodeContext};
@@ -449,7 +450,7 @@ pub fn reference_rows(
                                 category: analyzer.category(text),
                             };
                             if config.chat_history {
-                                rows.push(Row::ChatMessage(message.clone()));
+                                rows.push(Row::ChatMessage(Arc::new(message.clone())));
                             }
                             chats
                                 .entry(event.stream_id.clone())

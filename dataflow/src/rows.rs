@@ -340,7 +340,7 @@ pub enum Row {
     /// `dead_letters` (always final)
     DeadLetter(DeadLetter),
     /// `chat_messages` (always final)
-    ChatMessage(ChatMessage),
+    ChatMessage(Arc<ChatMessage>),
     /// `chat_summaries` (always final)
     ChatSummary(ChatSummary),
     /// `reactions`: a reaction as read (live only, never final; see

@@ -66,8 +66,8 @@ impl TextFeatures {
 /// `window / every` summaries).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatLine {
-    /// The message.
-    pub message: ChatMessage,
+    /// The message, shared with its `chat_messages` row.
+    pub message: Arc<ChatMessage>,
     /// What its text says to a summary.
     pub features: Arc<TextFeatures>,
 }
@@ -76,11 +76,11 @@ impl ChatLine {
     /// A message with the emotes found in it.
     pub fn new(message: ChatMessage, emotes: Vec<String>) -> Self {
         let features = Arc::new(TextFeatures::new(&message.text, emotes));
-        Self::with_features(message, features)
+        Self::with_features(Arc::new(message), features)
     }
 
     /// A message with its text's features, read before (they must be those of its text).
-    pub fn with_features(message: ChatMessage, features: Arc<TextFeatures>) -> Self {
+    pub fn with_features(message: Arc<ChatMessage>, features: Arc<TextFeatures>) -> Self {
         Self { message, features }
     }
 

@@ -124,7 +124,7 @@ impl PaneAggregator {
         event: Event,
         time: Millis,
         origin: Option<Origin<'_>>,
-    ) -> Option<ChatMessage> {
+    ) -> Option<Arc<ChatMessage>> {
         let pane = event.ts - event.ts % self.pane;
         let key = (event.stream_id, pane);
         let (group_time, delta) = match self.groups.get_mut(&key) {
@@ -149,22 +149,24 @@ impl PaneAggregator {
                 let analysis = self.texts.analyse(&text);
                 m.add_chat(analysis.compound, analysis.category);
                 let wanted = self.chat_history || self.summaries;
-                let message = origin.filter(|_| wanted).map(|origin| ChatMessage {
-                    stream_id: delta.stream_id.clone(),
-                    ts: event.ts,
-                    source: Arc::clone(origin.source),
-                    partition: origin.partition,
-                    offset: origin.offset,
-                    user_id: user_id.clone(),
-                    text,
-                    sentiment: analysis.compound,
-                    category: analysis.category,
+                let message = origin.filter(|_| wanted).map(|origin| {
+                    Arc::new(ChatMessage {
+                        stream_id: delta.stream_id.clone(),
+                        ts: event.ts,
+                        source: Arc::clone(origin.source),
+                        partition: origin.partition,
+                        offset: origin.offset,
+                        user_id: user_id.clone(),
+                        text,
+                        sentiment: analysis.compound,
+                        category: analysis.category,
+                    })
                 });
                 delta.chatters.push(user_id);
                 if let (Some(message), Some(features)) = (&message, analysis.features) {
                     delta
                         .chat
-                        .push(ChatLine::with_features(message.clone(), features));
+                        .push(ChatLine::with_features(Arc::clone(message), features));
                 }
                 return message.filter(|_| self.chat_history);
             }
