@@ -53,12 +53,17 @@ impl TextFeatures {
         }
     }
 
-    /// The heap bytes it holds, for caches bounded in bytes.
+    /// The bytes it takes on the heap behind an `Arc` (its counts, itself, its lists and their
+    /// strings), for caches bounded in bytes.
     pub fn heap_bytes(&self) -> usize {
-        let strings = self.emotes.iter().chain(&self.phrases);
-        strings
-            .map(|s| s.capacity() + std::mem::size_of::<String>())
-            .sum()
+        let lists = (self.emotes.capacity() + self.phrases.capacity()) * size_of::<String>();
+        let strings: usize = self
+            .emotes
+            .iter()
+            .chain(&self.phrases)
+            .map(String::capacity)
+            .sum();
+        2 * size_of::<usize>() + size_of::<Self>() + lists + strings
     }
 }
 
@@ -73,7 +78,7 @@ pub struct ChatLine {
 }
 
 impl ChatLine {
-    /// A message with the emotes found in it.
+    /// A message with the emotes found in it (its phrases are read here).
     pub fn new(message: ChatMessage, emotes: Vec<String>) -> Self {
         let features = Arc::new(TextFeatures::new(&message.text, emotes));
         Self::with_features(Arc::new(message), features)

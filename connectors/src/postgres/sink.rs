@@ -76,6 +76,17 @@ struct Batch {
 }
 
 impl Batch {
+    /// Takes a flush in after those before: its changes, and as the latest its positions,
+    /// frontier and checkpoint (if it has one), as [`Batch::merge_later`] takes a batch.
+    fn apply(&mut self, flush: &Arc<Flush>) {
+        self.changes.apply(flush);
+        if flush.checkpoint.is_some() {
+            self.checkpoint.clone_from(&flush.checkpoint);
+        }
+        self.positions.clone_from(&flush.positions);
+        self.frontier = Some(flush.frontier);
+    }
+
     fn merge_later(&mut self, later: Batch) {
         self.changes.merge_later(later.changes);
         if later.checkpoint.is_some() {
@@ -250,15 +261,9 @@ impl Sink for PostgresSink {
             .store(frontier_value(flush.frontier), Ordering::Relaxed);
         let mut state = self.shared.state();
         if state.failed.is_none() {
-            // Applied straight into the pending batch: the writer holds the lock only to take
-            // it, and a batch of its own merged in would re-insert every key.
-            let pending = &mut state.pending;
-            pending.changes.apply(flush);
-            pending.positions.clone_from(&flush.positions);
-            if flush.checkpoint.is_some() {
-                pending.checkpoint.clone_from(&flush.checkpoint);
-            }
-            pending.frontier = Some(flush.frontier);
+            // Applied straight into the pending batch (the writer holds the lock only to take
+            // it): a batch of its own merged in would re-insert every key.
+            state.pending.apply(flush);
             self.shared.wake.notify_one();
         }
     }

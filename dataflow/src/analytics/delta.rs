@@ -45,7 +45,7 @@ pub struct PaneDelta {
     pub(crate) gauges: Vec<(Millis, u64)>,
     /// Metadata updates.
     pub(crate) meta: Vec<MetaUpdate>,
-    /// The chat messages with their emotes, for the summaries (empty without them).
+    /// The chat messages with their text's features, for the summaries (empty without them).
     pub(crate) chat: Vec<ChatLine>,
 }
 
@@ -113,6 +113,8 @@ impl PaneAggregator {
     pub fn with_chat(mut self, chat_history: bool, summaries: bool) -> Self {
         self.chat_history = chat_history;
         self.summaries = summaries;
+        // Summary lines are made from the features the cache reads, so it reads them exactly
+        // when the summaries are on.
         self.texts = TextCache::new(self.texts.analyzer(), summaries);
         self
     }

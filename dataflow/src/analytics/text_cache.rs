@@ -10,11 +10,11 @@ use crate::summary::TextFeatures;
 
 /// Distinct chat texts remembered; chat repeats a lot (emote spam), and reading a text is the
 /// most expensive step per message. Cleared when full, which keeps results identical.
-const LIMIT: usize = 100_000;
+const MAX_TEXTS: usize = 100_000;
 
 /// The cached texts and what they yield are bounded in bytes too: distinct long messages would
 /// otherwise grow the cache by their size, not their number.
-const BYTES: usize = 4 << 20;
+const MAX_BYTES: usize = 4 << 20;
 
 /// What one chat text yields.
 #[derive(Debug, Clone)]
@@ -25,6 +25,14 @@ pub(crate) struct TextAnalysis {
     pub category: Category,
     /// Its emotes and phrases, when the summaries want them.
     pub features: Option<Arc<TextFeatures>>,
+}
+
+/// What a cached text costs: the text, its slot in the map (the key's header and the value;
+/// hashbrown adds a control byte) and its features.
+fn entry_bytes(text: &str, analysis: &TextAnalysis) -> usize {
+    let slot = size_of::<String>() + size_of::<TextAnalysis>() + 1;
+    let features = analysis.features.as_ref().map_or(0, |f| f.heap_bytes());
+    text.len() + slot + features
 }
 
 /// The cache (see the module doc).
@@ -66,13 +74,13 @@ impl TextCache {
                 .features
                 .then(|| Arc::new(TextFeatures::new(text, self.analyzer.emotes(text)))),
         };
-        let bytes = text.len() + analysis.features.as_ref().map_or(0, |f| f.heap_bytes());
-        if self.texts.len() >= LIMIT || self.bytes + bytes > BYTES {
-            self.texts.clear();
-            self.bytes = 0;
-        }
+        let bytes = entry_bytes(text, &analysis);
         // A text larger than the whole budget is read every time rather than cached.
-        if bytes <= BYTES {
+        if bytes <= MAX_BYTES {
+            if self.texts.len() >= MAX_TEXTS || self.bytes + bytes > MAX_BYTES {
+                self.texts.clear();
+                self.bytes = 0;
+            }
             self.bytes += bytes;
             self.texts.insert(text.to_owned(), analysis.clone());
         }
@@ -99,9 +107,9 @@ mod tests {
                 let held: usize = cache
                     .texts
                     .iter()
-                    .map(|(text, a)| text.len() + a.features.as_ref().map_or(0, |f| f.heap_bytes()))
+                    .map(|(text, analysis)| entry_bytes(text, analysis))
                     .sum();
-                assert!(held <= BYTES, "{held} bytes cached after {i} texts");
+                assert!(held <= MAX_BYTES, "{held} bytes cached after {i} texts");
                 assert_eq!(held, cache.bytes);
             }
         }
