@@ -13,7 +13,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Transaction;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::error::Result;
 use crate::postgres::chat_partitions::ChatPartitions;
@@ -446,6 +446,12 @@ impl Changes {
         if self.shared_checkpoints <= 1 && superseded <= current + SUPERSEDED_SLACK {
             return;
         }
+        debug!(
+            current,
+            superseded,
+            checkpoints = self.shared_checkpoints,
+            "postgres batch copies its current changes out"
+        );
         let mut owned: Vec<Option<(Row, isize)>> = if self.owned.len() > 2 * current {
             std::mem::take(&mut self.owned)
                 .into_iter()
