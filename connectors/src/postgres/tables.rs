@@ -368,7 +368,7 @@ pub struct Staged<'a> {
 #[derive(Debug, Default)]
 pub struct Changes {
     flushes: Vec<Arc<Flush>>,
-    /// Updates in `flushes`, whether current or superseded.
+    /// Updates in `flushes`: current, superseded, or of rows no table keeps.
     shared_updates: usize,
     /// Flushes in `flushes` that carry a checkpoint.
     shared_checkpoints: usize,
@@ -386,8 +386,9 @@ enum Place {
     Owned(usize),
 }
 
-/// Superseded changes a batch may hold besides as many as it has current ones.
-const SUPERSEDED_SLACK: usize = 100_000;
+/// Superseded changes a batch may hold besides as many as it has current ones (small in unit
+/// tests, so they reach every path of [`Changes::compact`]).
+const SUPERSEDED_SLACK: usize = if cfg!(test) { 1_000 } else { 100_000 };
 
 impl Changes {
     /// Applies one flush's changes (in the (time, diff) order a [`Flush`] has) after those
@@ -436,10 +437,10 @@ impl Changes {
 
     /// Once the flushes hold more than one checkpoint (the batch keeps the latest apart), or
     /// superseded changes beyond the slack, copies the current changes out and lets the flushes
-    /// go; the copies are made again without the superseded ones once those are most of them.
-    /// So a batch holds at most about twice its current changes plus the slack, and two
-    /// checkpoints, however long it waits; a batch written in time (a backfill's rows are
-    /// final, each key once) is never copied.
+    /// go; the copies already made are made again without the superseded ones once those are
+    /// most of them. So a batch holds at most twice its current changes plus the slack, and two
+    /// checkpoints, however long it waits; a batch written within a checkpoint interval whose
+    /// keys change once (a backfill's final rows) is never copied.
     fn compact(&mut self) {
         let current = self.last_change.len();
         let superseded = (self.shared_updates + self.owned.len()).saturating_sub(current);
@@ -452,28 +453,26 @@ impl Changes {
             checkpoints = self.shared_checkpoints,
             "postgres batch copies its current changes out"
         );
-        let mut owned: Vec<Option<(Row, isize)>> = if self.owned.len() > 2 * current {
-            std::mem::take(&mut self.owned)
-                .into_iter()
-                .map(Some)
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // Rebuilt when more than the current changes are owned, so that with the copies
+        // appended below at most twice the current changes are.
+        let mut rebuilt: Option<Vec<Option<(Row, isize)>>> =
+            (self.owned.len() > current).then(|| {
+                let owned = std::mem::replace(&mut self.owned, Vec::with_capacity(current));
+                owned.into_iter().map(Some).collect()
+            });
         for place in self.last_change.values_mut() {
-            let change = match *place {
-                Place::Shared { flush, update } => {
+            let change = match (*place, rebuilt.as_mut()) {
+                (Place::Shared { flush, update }, _) => {
                     let (row, _, diff) = &self.flushes[flush].updates[update];
-                    Some((row.clone(), *diff))
+                    (row.clone(), *diff)
                 }
-                // Rebuilding: each owned change is some key's, taken once.
-                Place::Owned(index) if !owned.is_empty() => owned[index].take(),
-                Place::Owned(_) => None,
+                (Place::Owned(index), Some(old)) => old[index]
+                    .take()
+                    .expect("an owned change is one key's, taken once"),
+                (Place::Owned(_), None) => continue,
             };
-            if let Some(change) = change {
-                *place = Place::Owned(self.owned.len());
-                self.owned.push(change);
-            }
+            *place = Place::Owned(self.owned.len());
+            self.owned.push(change);
         }
         self.flushes.clear();
         self.shared_updates = 0;
@@ -1104,10 +1103,11 @@ mod tests {
         assert_eq!(RowKey::of(&dead), Some(RowKey::Dead("t".into(), 1, 7)));
     }
 
-    /// A batch that waits (the database down) while flush after flush replaces the same rows
-    /// and brings a checkpoint holds the current changes, not every flush: they are copied out
-    /// once superseded ones outweigh them or a second checkpoint comes, and the result is the
-    /// same as if every flush were held.
+    /// A batch that waits (the database down) while flush after flush replaces rows and brings
+    /// checkpoints holds about its current changes, not every flush: they are copied out once
+    /// superseded ones outweigh them or a second checkpoint comes, and copied again without the
+    /// superseded ones; the result, also of batches merged after their copies, is the last
+    /// change of every key, as if every flush were held.
     #[test]
     fn a_waiting_batch_holds_its_current_changes_not_every_flush() {
         let totals = |stream: usize, n: u64| Row::StreamTotals {
@@ -1124,39 +1124,61 @@ mod tests {
             parts: Vec::new(),
         });
         let streams = 1_000;
-        let mut changes = Changes::default();
-        for n in 1..=300u64 {
-            // Every flush retracts each stream's totals and writes them anew; every tenth
-            // carries a checkpoint.
-            let updates = (0..streams)
-                .flat_map(|s| [(totals(s, n - 1), n, -1), (totals(s, n), n, 1)])
-                .collect();
-            let flush = Arc::new(Flush {
-                updates,
-                checkpoint: (n % 10 == 0).then(|| Arc::clone(&checkpoint)),
-                ..Flush::default()
-            });
-            changes.apply(&flush);
+        // Stream -> its last change (value, diff), kept by hand.
+        let mut expected: BTreeMap<String, (u64, isize)> = BTreeMap::new();
+        let mut value = vec![0u64; streams];
+        let bounded = |changes: &Changes| {
             let held = changes.shared_updates + changes.owned.len();
+            let current = changes.last_change.len();
             assert!(
-                held <= 2 * streams + SUPERSEDED_SLACK + 2 * streams,
-                "{held} changes held after {n} flushes"
+                held <= 2 * current + SUPERSEDED_SLACK,
+                "{held} changes held for {current} keys"
             );
             assert!(changes.shared_checkpoints <= 1);
-            assert_eq!(changes.last_change.len(), streams);
+        };
+        let (mut first, mut second) = (Changes::default(), Changes::default());
+        for n in 1..=300u64 {
+            // The first flush writes every stream; later ones rewrite a tenth of them (so some
+            // keys stay owned across copies), retracting the old value first; the last one
+            // retracts a stream for good; every 25th flush carries a checkpoint.
+            let mut updates = Vec::new();
+            for s in (0..streams).filter(|s| n == 1 || (s + n as usize).is_multiple_of(10)) {
+                if value[s] > 0 {
+                    updates.push((totals(s, value[s]), n, -1));
+                }
+                if n < 300 {
+                    value[s] = n;
+                    updates.push((totals(s, n), n, 1));
+                    expected.insert(format!("s{s}"), (n, 1));
+                } else {
+                    expected.insert(format!("s{s}"), (value[s], -1));
+                }
+            }
+            let flush = Arc::new(Flush {
+                updates,
+                checkpoint: (n % 25 == 0).then(|| Arc::clone(&checkpoint)),
+                ..Flush::default()
+            });
+            let batch = if n <= 150 { &mut first } else { &mut second };
+            batch.apply(&flush);
+            bounded(batch);
         }
-        // The checkpoint is not kept alive by the batch's flushes (only by this test).
+        assert!(first.owned.len() > streams / 2 && !second.owned.is_empty());
+        first.merge_later(second);
+        bounded(&first);
+        // The batch holds no flush that carries a checkpoint beyond one.
         assert!(Arc::strong_count(&checkpoint) <= 2);
-        let mut written = std::collections::BTreeSet::new();
-        for staged in changes.staged() {
-            let Row::StreamTotals { totals, .. } = staged.row else {
-                panic!("{:?}", staged.row)
-            };
-            assert!(!staged.deleted);
-            assert_eq!(totals.chat_messages, 300);
-            written.insert(totals.stream_id.clone());
-        }
-        assert_eq!(written, (0..streams).map(|s| format!("s{s}")).collect());
+        let staged: BTreeMap<String, (u64, isize)> = first
+            .staged()
+            .map(|staged| {
+                let Row::StreamTotals { totals, .. } = staged.row else {
+                    panic!("{:?}", staged.row)
+                };
+                let diff = if staged.deleted { -1 } else { 1 };
+                (totals.stream_id.clone(), (totals.chat_messages, diff))
+            })
+            .collect();
+        assert_eq!(staged, expected);
     }
 
     #[test]
