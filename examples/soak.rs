@@ -74,8 +74,14 @@ const POSTERS: u64 = 8;
 
 /// Sends poster `poster`'s share of the load: every 20 ms a batch of reactions and chats,
 /// round-robin over the live streams, each with a unique `event_id`; batch `index` goes to
-/// poster `index % POSTERS`. Returns (reactions, chats) sent and how late its latest batch left.
-fn post_load(options: Arc<Options>, began: Instant, poster: u64) -> (u64, u64, Duration) {
+/// poster `index % POSTERS`. Returns (reactions, chats) sent and how late its latest batch left;
+/// `lateness_ms` takes the largest lateness since the sampler last took it.
+fn post_load(
+    options: Arc<Options>,
+    began: Instant,
+    poster: u64,
+    lateness_ms: Arc<AtomicU64>,
+) -> (u64, u64, Duration) {
     let mut connection = HttpConnection::open(&options.address);
     let batches_per_second = 50;
     let batch = (options.rate / batches_per_second).max(1);
@@ -88,7 +94,11 @@ fn post_load(options: Arc<Options>, began: Instant, poster: u64) -> (u64, u64, D
         }
         match scheduled.checked_duration_since(Instant::now()) {
             Some(wait) => std::thread::sleep(wait),
-            None => behind = behind.max(Instant::now() - scheduled),
+            None => {
+                let late = Instant::now() - scheduled;
+                behind = behind.max(late);
+                lateness_ms.fetch_max(late.as_millis() as u64, Ordering::Relaxed);
+            }
         }
         let second = scheduled.duration_since(began).as_secs();
         let streams = live_streams(second, options.lifetime);
@@ -185,17 +195,22 @@ async fn main() {
             ))
         })
         .collect();
+    // Read with each RSS sample, so that a step in memory can be matched to the load (or the
+    // broker confirming it) falling behind.
+    let lateness_ms = Arc::new(AtomicU64::new(0));
     let load: Vec<_> = (0..POSTERS)
         .map(|poster| {
             let options = Arc::clone(&options);
-            std::thread::spawn(move || post_load(options, began, poster))
+            let lateness_ms = Arc::clone(&lateness_ms);
+            std::thread::spawn(move || post_load(options, began, poster, lateness_ms))
         })
         .collect();
     let mut samples: Vec<(f64, f64)> = Vec::new();
     while !load.iter().all(|poster| poster.is_finished()) {
         if let Some(rss) = rss_mib(options.pid) {
             let at = began.elapsed().as_secs_f64();
-            println!("rss t={at:.0}s {rss:.1} MiB");
+            let late = lateness_ms.swap(0, Ordering::Relaxed);
+            println!("rss t={at:.0}s {rss:.1} MiB (load up to {late} ms behind its schedule)");
             samples.push((at, rss));
         }
         tokio::time::sleep(Duration::from_secs(options.sample)).await;
