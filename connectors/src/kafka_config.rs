@@ -57,11 +57,17 @@ pub struct KafkaConfig {
     /// How long HTTP ingest waits for the broker to confirm its events before answering 503
     /// (librdkafka `message.timeout.ms`, whose own default is 5 minutes).
     pub produce_timeout: Span,
+    /// How long HTTP ingest's producer lets a partition's events gather into one request
+    /// (librdkafka `linger.ms`, whose own default is 5 ms; why longer: `IngestProducer::create`).
+    pub ingest_linger: Span,
     /// How often read offsets are committed to the group and lag is measured.
     pub progress_interval: Span,
     /// How long the broker may hold a fetch for more data (librdkafka `fetch.wait.max.ms`).
     pub fetch_wait_max: Span,
 }
+
+/// The longest `linger.ms` librdkafka accepts.
+const MAX_LINGER_MS: u64 = 900_000;
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -79,6 +85,7 @@ impl Default for KafkaConfig {
             start: "earliest".into(),
             producer_queue_messages: 100_000,
             produce_timeout: Span(10_000),
+            ingest_linger: Span(20),
             progress_interval: Span(1_000),
             fetch_wait_max: Span(10),
         }
@@ -106,6 +113,12 @@ impl KafkaConfig {
             return Err(ConnectorError::Config(
                 "kafka.produce_timeout must be > 0".into(),
             ));
+        }
+        if self.ingest_linger.0 > MAX_LINGER_MS {
+            return Err(ConnectorError::Config(format!(
+                "kafka.ingest_linger must be <= {} s (librdkafka's linger.ms)",
+                MAX_LINGER_MS / 1000
+            )));
         }
         for (i, topic) in self.topics.iter().enumerate() {
             if topic.name.trim().is_empty() {
@@ -220,5 +233,18 @@ mod tests {
         }
         .validate()
         .is_ok());
+    }
+
+    #[test]
+    fn an_ingest_linger_librdkafka_would_refuse_is_refused_at_load() {
+        let mut config = KafkaConfig {
+            brokers: "b:9092".into(),
+            ingest_linger: Span(900_001),
+            ..KafkaConfig::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("kafka.ingest_linger"), "{error}");
+        config.ingest_linger = Span(0);
+        config.validate().unwrap();
     }
 }
