@@ -74,7 +74,7 @@ const POSTERS: u64 = 8;
 
 /// Sends poster `poster`'s share of the load: every 20 ms a batch of reactions and chats,
 /// round-robin over the live streams, each with a unique `event_id`; batch `index` goes to
-/// poster `index % POSTERS`. Returns (reactions, chats) sent and how late its latest batch left;
+/// poster `index % POSTERS`. Returns (reactions, chats) sent and the most any of its batches left late;
 /// `lateness_ms` takes the largest lateness since the sampler last took it.
 fn post_load(
     options: Arc<Options>,
@@ -226,7 +226,7 @@ async fn main() {
             (r + pr, c + pc, b.max(pb))
         });
     println!(
-        "the load's latest batch left {:.2} s after its schedule",
+        "the load's batches left at most {:.2} s after their schedule",
         behind.as_secs_f64()
     );
     let steady: Vec<&(f64, f64)> = samples

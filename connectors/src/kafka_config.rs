@@ -98,7 +98,8 @@ impl KafkaConfig {
         !self.brokers.trim().is_empty()
     }
 
-    /// Checks what serde cannot: names present and unique.
+    /// Checks what serde cannot: topic names present and unique, and the producer settings
+    /// librdkafka would refuse when `run` starts.
     pub fn validate(&self) -> Result<()> {
         if !self.enabled() {
             return Ok(());
@@ -119,6 +120,12 @@ impl KafkaConfig {
                 "kafka.ingest_linger must be <= {} s (librdkafka's linger.ms)",
                 MAX_LINGER_MS / 1000
             )));
+        }
+        if self.ingest_linger.0 >= self.produce_timeout.0 {
+            // librdkafka refuses a producer whose messages would time out while lingering.
+            return Err(ConnectorError::Config(
+                "kafka.ingest_linger must be shorter than kafka.produce_timeout".into(),
+            ));
         }
         for (i, topic) in self.topics.iter().enumerate() {
             if topic.name.trim().is_empty() {
@@ -239,11 +246,20 @@ mod tests {
     fn an_ingest_linger_librdkafka_would_refuse_is_refused_at_load() {
         let mut config = KafkaConfig {
             brokers: "b:9092".into(),
+            produce_timeout: Span(1_000_000),
             ingest_linger: Span(900_001),
             ..KafkaConfig::default()
         };
         let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("kafka.ingest_linger"), "{error}");
+        assert!(error.contains("kafka.ingest_linger must be <="), "{error}");
+        config.ingest_linger = Span(900_000);
+        config.validate().unwrap();
+        config.produce_timeout = Span(900_000);
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("shorter than kafka.produce_timeout"),
+            "{error}"
+        );
         config.ingest_linger = Span(0);
         config.validate().unwrap();
     }
