@@ -9,7 +9,8 @@
 //! clients got. Every client reads everything the server sends, but only one in `--measure-every`
 //! parses the WebSocket frames and measures; the others drain their socket's bytes unparsed, so
 //! the load client's own CPU (on the same cores as the server) does not stand in for the
-//! server's delay.
+//! server's delay. Lists the seconds whose worst push delay passed `STALL_MS`, so that a stall
+//! can be placed in the run (and told from a steady backlog).
 
 #[path = "support/frontier.rs"]
 mod frontier;
@@ -18,7 +19,7 @@ mod http;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
@@ -52,10 +53,15 @@ struct Options {
 /// First receipt of each (stream, frontier) update, per stream.
 type FirstSeen = Vec<Mutex<HashMap<u64, Instant>>>;
 
+/// A second whose worst push delay passes this is listed as a stall.
+const STALL_MS: u64 = 250;
+
 #[derive(Default)]
 struct Counts {
     updates: AtomicU64,
     snapshots: AtomicU64,
+    /// The worst push delay (µs) in each second of the measurement.
+    worst_by_second: Vec<AtomicU64>,
 }
 
 async fn follow(
@@ -64,6 +70,7 @@ async fn follow(
     first_seen: Arc<FirstSeen>,
     counts: Arc<Counts>,
     measuring: Arc<AtomicBool>,
+    measuring_since: Arc<OnceLock<Instant>>,
     stop: Arc<AtomicBool>,
 ) -> [Histogram<u64>; 2] {
     let stream = index % options.streams;
@@ -117,6 +124,12 @@ async fn follow(
                     .map_or(0, |d| d.as_micros() as u64);
                 let micros = received.saturating_sub(computed_at * 1_000);
                 pushed.saturating_record(micros.max(1));
+                let second = measuring_since
+                    .get()
+                    .map_or(0, |since| now.saturating_duration_since(*since).as_secs());
+                if let Some(worst) = counts.worst_by_second.get(second as usize) {
+                    worst.fetch_max(micros, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -181,9 +194,13 @@ async fn main() {
     let options = Arc::new(Options::parse());
     let first_seen: Arc<FirstSeen> =
         Arc::new((0..options.streams).map(|_| Mutex::default()).collect());
-    let counts = Arc::new(Counts::default());
-    let (measuring, stop) = (
+    let counts = Arc::new(Counts {
+        worst_by_second: (0..=options.seconds).map(|_| AtomicU64::new(0)).collect(),
+        ..Counts::default()
+    });
+    let (measuring, measuring_since, stop) = (
         Arc::new(AtomicBool::new(false)),
+        Arc::new(OnceLock::new()),
         Arc::new(AtomicBool::new(false)),
     );
     let began = Instant::now();
@@ -195,6 +212,7 @@ async fn main() {
                 Arc::clone(&first_seen),
                 Arc::clone(&counts),
                 Arc::clone(&measuring),
+                Arc::clone(&measuring_since),
                 Arc::clone(&stop),
             ))
         })
@@ -222,6 +240,7 @@ async fn main() {
         counts.updates.load(Ordering::Relaxed),
         counts.snapshots.load(Ordering::Relaxed),
     );
+    measuring_since.get_or_init(Instant::now);
     measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(options.seconds)).await;
     measuring.store(false, Ordering::Relaxed);
@@ -258,5 +277,22 @@ async fn main() {
         ms(0.5),
         ms(0.99),
         pushed.max() as f64 / 1_000.0
+    );
+    let stalls: Vec<String> = counts
+        .worst_by_second
+        .iter()
+        .enumerate()
+        .filter_map(|(second, worst)| {
+            let ms = worst.load(Ordering::Relaxed) / 1_000;
+            (ms > STALL_MS).then(|| format!("{second} s: {ms} ms"))
+        })
+        .collect();
+    println!(
+        "seconds of the measurement whose worst push delay passed {STALL_MS} ms: {}",
+        if stalls.is_empty() {
+            "none".to_string()
+        } else {
+            stalls.join(", ")
+        }
     );
 }

@@ -29,6 +29,10 @@ struct Options {
     /// The server's process id (for its RSS).
     #[arg(long)]
     pid: u32,
+    /// The broker's process id, when it runs here: each sample then says what share of a core
+    /// it used since the previous one (a broker falling behind delays the load and the input).
+    #[arg(long)]
+    broker_pid: Option<u32>,
     /// Events per second posted.
     #[arg(long, default_value_t = 5_000)]
     rate: u64,
@@ -61,6 +65,17 @@ fn rss_mib(pid: u32) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// CPU seconds (user + system) process `pid` has used. /proc counts in USER_HZ, which Linux
+/// fixes at 100 for user space whatever the kernel's tick.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    Some((user + system) / 100.0)
 }
 
 /// The streams speaking at second `second` of the run.
@@ -206,11 +221,27 @@ async fn main() {
         })
         .collect();
     let mut samples: Vec<(f64, f64)> = Vec::new();
+    let mut broker_cpu = options
+        .broker_pid
+        .and_then(cpu_seconds)
+        .map(|cpu| (cpu, began.elapsed().as_secs_f64()));
     while !load.iter().all(|poster| poster.is_finished()) {
         if let Some(rss) = rss_mib(options.pid) {
             let at = began.elapsed().as_secs_f64();
             let late = lateness_ms.swap(0, Ordering::Relaxed);
-            println!("rss t={at:.0}s {rss:.1} MiB (load up to {late} ms behind its schedule)");
+            let broker = match (broker_cpu, options.broker_pid.and_then(cpu_seconds)) {
+                (Some((cpu_then, then)), Some(cpu_now)) if at >= then + 1.0 => {
+                    broker_cpu = Some((cpu_now, at));
+                    format!(
+                        ", broker {:.0}% of a core",
+                        100.0 * (cpu_now - cpu_then) / (at - then)
+                    )
+                }
+                _ => String::new(),
+            };
+            println!(
+                "rss t={at:.0}s {rss:.1} MiB (load up to {late} ms behind its schedule{broker})"
+            );
             samples.push((at, rss));
         }
         tokio::time::sleep(Duration::from_secs(options.sample)).await;

@@ -27,8 +27,8 @@ ensure_installed() {
         return
     fi
     log "installing tansu (cargo install; takes 15-20 minutes on 2 cores)"
-    # dynostore provides the memory:// storage engine.
-    cargo install tansu --locked --features dynostore
+    # dynostore provides the memory:// storage engine; libsql the sqlite:// one scripts/soak uses.
+    cargo install tansu --locked --features dynostore,libsql
 }
 
 ensure_running() {
