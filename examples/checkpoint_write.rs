@@ -106,7 +106,10 @@ async fn main() -> anyhow::Result<()> {
     }
     // The last write reads back as written.
     let stored = latest_checkpoint(&client, &schema).await?;
-    anyhow::ensure!(stored == last, "the stored checkpoint differs from the written one");
+    anyhow::ensure!(
+        stored == last,
+        "the stored checkpoint differs from the written one"
+    );
     drop(last);
     drop(stored);
     println!(
