@@ -51,6 +51,17 @@ pub enum ConnectorError {
     /// A stored checkpoint cannot be used.
     #[error("{0}")]
     Checkpoint(#[from] crowdpulse_dataflow::checkpoint::CheckpointError),
+    /// A checkpoint part's state is longer than a binary COPY can frame (2 GiB; PostgreSQL itself
+    /// stores at most 1 GB in one value).
+    #[error("checkpoint part of {bytes} bytes ({role} of worker {worker}) is too large to store")]
+    CheckpointPartTooLarge {
+        /// Index of the worker that wrote it.
+        worker: usize,
+        /// The part's operator.
+        role: &'static str,
+        /// The state's length.
+        bytes: usize,
+    },
     /// The dataflow rejected its settings or failed.
     #[error(transparent)]
     Dataflow(#[from] crowdpulse_dataflow::Error),

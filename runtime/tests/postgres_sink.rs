@@ -1,7 +1,8 @@
 //! The Postgres sink against a real PostgreSQL (`scripts/postgres.sh`): a bounded run's tables
 //! equal the NDJSON rows of the same run (compared in SQL, every table) for 1 and 2 workers; a
 //! second run over the same input leaves them identical and adds no dead letter; final rows are
-//! never replaced by live ones or deleted; migrations are idempotent.
+//! never replaced by live ones or deleted; migrations are idempotent; checkpoint states of any
+//! length read back as written.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
+use crowdpulse_connectors::postgres::checkpoints::{latest_checkpoint, write_checkpoint};
 use crowdpulse_connectors::postgres::migrate::MIGRATIONS;
 use crowdpulse_connectors::postgres::{
     apply_migrations, PostgresConfig, PostgresSink, PostgresSinkMetrics,
 };
 use crowdpulse_connectors::sink::{Flush, Sink};
+use crowdpulse_dataflow::checkpoint::{Checkpoint, CheckpointPart, Role};
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::event::MAX_AMOUNT_UNITS;
 use crowdpulse_dataflow::plan::Plan;
@@ -24,6 +27,7 @@ use crowdpulse_runtime::cluster::Cluster;
 use crowdpulse_runtime::process::{run_into, run_to_final_rows, BoundedRun};
 use crowdpulse_runtime::sources::Sources;
 use support::postgres::{assert_no_differences, fresh_config, Db};
+use tokio_postgres::NoTls;
 
 mod support;
 
@@ -466,4 +470,72 @@ fn chat_history_keeps_the_retention_in_day_partitions() {
         assert_eq!(partitions, expected, "run {run}");
     }
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
+}
+
+/// A checkpoint of three workers whose six states have lengths around the slices the sink
+/// sends them in (none, one byte, a slice less one, one, one more, several), each of bytes of
+/// its own.
+fn checkpoint_of_every_length(time: u64) -> Checkpoint {
+    let slice = 1 << 20;
+    let lengths = [0, 1, slice - 1, slice, slice + 1, 3 * slice + 12_345];
+    let parts = lengths
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| CheckpointPart {
+            time,
+            worker: i % 3,
+            workers: 3,
+            role: if i < 3 { Role::Source } else { Role::Analytics },
+            positions: Vec::new(),
+            state: (0..len)
+                .map(|n| (n as u64 * 31 + n as u64 / 251 + i as u64 * 97 + time) as u8)
+                .collect(),
+            finished: false,
+        })
+        .collect();
+    Checkpoint::assemble(time, parts, &Default::default()).expect("every part is there")
+}
+
+#[test]
+fn checkpoint_states_of_any_length_read_back_as_written() {
+    let config = fresh_config("checkpoint_parts");
+    apply_migrations(&config).unwrap();
+    let schema = &config.schema;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stored = runtime.block_on(async {
+        let (mut client, connection) = tokio_postgres::connect(&support::postgres::url(), NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        // The second replaces the first.
+        for time in [5, 6] {
+            let tx = client.transaction().await.unwrap();
+            write_checkpoint(&tx, schema, &checkpoint_of_every_length(time))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+        latest_checkpoint(&client, schema).await.unwrap()
+    });
+    assert!(stored == Some(checkpoint_of_every_length(6)));
+    // The server's own view: the lengths written and each state's last byte (computed by hand).
+    let db = Db::connect();
+    assert_eq!(
+        db.column(&format!(
+            "SELECT format('%s %s %s %s %s', time, role, worker, octet_length(state), \
+             get_byte(state, octet_length(state) - 1)) FROM \"{schema}\".checkpoint_parts \
+             WHERE octet_length(state) > 0 ORDER BY role DESC, worker"
+        )),
+        [
+            "6 source 1 1 103",
+            "6 source 2 1048575 219",
+            "6 analytics 0 1048576 91",
+            "6 analytics 1 1048577 219",
+            "6 analytics 2 3158073 216"
+        ]
+    );
+    db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
 }

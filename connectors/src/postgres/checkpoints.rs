@@ -1,10 +1,12 @@
 //! Checkpoints in Postgres: written in the transaction of the flush that completes them (older
 //! ones pruned there), read back by a starting `run`.
 
+use bytes::{BufMut, Bytes, BytesMut};
 use crowdpulse_dataflow::checkpoint::{
     Checkpoint, CheckpointError, CheckpointPart, Role, FORMAT_VERSION,
 };
 use crowdpulse_dataflow::event::Millis;
+use futures_util::SinkExt;
 use tokio_postgres::{Client, NoTls, Transaction};
 
 use super::config::PostgresConfig;
@@ -40,24 +42,7 @@ pub async fn write_checkpoint(
         ],
     )
     .await?;
-    let (workers, roles, states): (Vec<i32>, Vec<&str>, Vec<&[u8]>) = checkpoint
-        .parts
-        .iter()
-        .map(|p| (int(p.worker), p.role.name(), &p.state[..]))
-        .fold(Default::default(), |(mut w, mut r, mut s), (a, b, c)| {
-            w.push(a);
-            r.push(b);
-            s.push(c);
-            (w, r, s)
-        });
-    tx.execute(
-        &format!(
-            "INSERT INTO \"{schema}\".checkpoint_parts (time, worker, role, state) \
-             SELECT $1, * FROM unnest($2::int4[], $3::text[], $4::bytea[])"
-        ),
-        &[&time, &workers, &roles, &states],
-    )
-    .await?;
+    copy_parts(tx, schema, time, &checkpoint.parts).await?;
     let (sources, partitions, offsets, watermarks) = position_columns(checkpoint.positions());
     tx.execute(
         &format!(
@@ -67,6 +52,60 @@ pub async fn write_checkpoint(
         &[&time, &sources, &partitions, &offsets, &watermarks],
     )
     .await?;
+    Ok(())
+}
+
+/// How much of a state goes to the server at a time.
+const COPY_SLICE: usize = 1 << 20;
+
+/// Writes the parts with a binary COPY that sends each state in slices: as a bound parameter, or
+/// a row of tokio-postgres' `BinaryCopyInWriter`, a state (tens of MB in a long run) is encoded
+/// whole into one buffer and copied whole into the connection's write buffer, which keeps that
+/// capacity for good; so every checkpoint briefly held two more copies of itself and the sink
+/// kept one.
+async fn copy_parts(
+    tx: &Transaction<'_>,
+    schema: &str,
+    time: i64,
+    parts: &[CheckpointPart],
+) -> Result<()> {
+    let sink = tx
+        .copy_in(&format!(
+            "COPY \"{schema}\".checkpoint_parts (time, worker, role, state) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    let mut sink = std::pin::pin!(sink);
+    // PostgreSQL's binary COPY: a signature, flags and header extension length, then per row a
+    // field count and each field as a length and its bytes, and -1 as the trailer.
+    let mut framing = BytesMut::new();
+    framing.put_slice(b"PGCOPY\n\xff\r\n\0");
+    framing.put_i32(0);
+    framing.put_i32(0);
+    for part in parts {
+        let bytes = i32::try_from(part.state.len()).map_err(|_| {
+            ConnectorError::CheckpointPartTooLarge {
+                worker: part.worker,
+                role: part.role.name(),
+                bytes: part.state.len(),
+            }
+        })?;
+        let role = part.role.name().as_bytes();
+        framing.put_i16(4);
+        framing.put_i32(8);
+        framing.put_i64(time);
+        framing.put_i32(4);
+        framing.put_i32(int(part.worker));
+        framing.put_i32(role.len() as i32);
+        framing.put_slice(role);
+        framing.put_i32(bytes);
+        sink.send(framing.split().freeze()).await?;
+        for slice in part.state.chunks(COPY_SLICE) {
+            sink.send(Bytes::copy_from_slice(slice)).await?;
+        }
+    }
+    framing.put_i16(-1);
+    sink.send(framing.freeze()).await?;
+    sink.finish().await?;
     Ok(())
 }
 
