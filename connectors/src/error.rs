@@ -51,8 +51,7 @@ pub enum ConnectorError {
     /// A stored checkpoint cannot be used.
     #[error("{0}")]
     Checkpoint(#[from] crowdpulse_dataflow::checkpoint::CheckpointError),
-    /// A checkpoint part's state is longer than a binary COPY can frame (2 GiB; PostgreSQL itself
-    /// stores at most 1 GB in one value).
+    /// A checkpoint part's state is longer than PostgreSQL stores in one value (1 GiB).
     #[error("checkpoint part of {bytes} bytes ({role} of worker {worker}) is too large to store")]
     CheckpointPartTooLarge {
         /// Index of the worker that wrote it.

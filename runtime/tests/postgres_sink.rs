@@ -16,6 +16,7 @@ use crowdpulse_connectors::postgres::{
     apply_migrations, PostgresConfig, PostgresSink, PostgresSinkMetrics,
 };
 use crowdpulse_connectors::sink::{Flush, Sink};
+use crowdpulse_connectors::ConnectorError;
 use crowdpulse_dataflow::checkpoint::{Checkpoint, CheckpointPart, Role};
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::event::MAX_AMOUNT_UNITS;
@@ -476,7 +477,7 @@ fn chat_history_keeps_the_retention_in_day_partitions() {
 /// sends them in (none, one byte, a slice less one, one, one more, several), each of bytes of
 /// its own.
 fn checkpoint_of_every_length(time: u64) -> Checkpoint {
-    let slice = 1 << 20;
+    let slice = 1 << 20; // the sink's slice
     let lengths = [0, 1, slice - 1, slice, slice + 1, 3 * slice + 12_345];
     let parts = lengths
         .iter()
@@ -518,6 +519,29 @@ fn checkpoint_states_of_any_length_read_back_as_written() {
                 .unwrap();
             tx.commit().await.unwrap();
         }
+        // A state longer than a value PostgreSQL can hold is refused by name, before it is sent
+        // (the zeroed gibibyte is never touched, so it costs address space, not memory).
+        let mut too_large = checkpoint_of_every_length(7);
+        let part = too_large
+            .parts
+            .iter_mut()
+            .find(|p| p.worker == 1 && p.role == Role::Analytics)
+            .unwrap();
+        part.state = vec![0; 1 << 30];
+        let tx = client.transaction().await.unwrap();
+        let refused = write_checkpoint(&tx, schema, &too_large).await;
+        assert!(
+            matches!(
+                refused,
+                Err(ConnectorError::CheckpointPartTooLarge {
+                    worker: 1,
+                    role: "analytics",
+                    bytes: 1_073_741_824
+                })
+            ),
+            "{refused:?}"
+        );
+        drop(tx);
         latest_checkpoint(&client, schema).await.unwrap()
     });
     assert!(stored == Some(checkpoint_of_every_length(6)));

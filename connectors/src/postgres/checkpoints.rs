@@ -58,6 +58,10 @@ pub async fn write_checkpoint(
 /// How much of a state goes to the server at a time.
 const COPY_SLICE: usize = 1 << 20;
 
+/// The longest state PostgreSQL can store in one value: a bytea is at most 1 GiB - 1 bytes
+/// (its allocation limit) including its 4-byte length header.
+const MAX_STATE_BYTES: usize = (1 << 30) - 1 - 4;
+
 /// Writes the parts with a binary COPY that sends each state in slices: as a bound parameter, or
 /// a row of tokio-postgres' `BinaryCopyInWriter`, a state (tens of MB in a long run) is encoded
 /// whole into one buffer and copied whole into the connection's write buffer, which keeps that
@@ -69,6 +73,14 @@ async fn copy_parts(
     time: i64,
     parts: &[CheckpointPart],
 ) -> Result<()> {
+    // Refused before anything is sent: the server would take the whole state and then fail.
+    if let Some(part) = parts.iter().find(|p| p.state.len() > MAX_STATE_BYTES) {
+        return Err(ConnectorError::CheckpointPartTooLarge {
+            worker: part.worker,
+            role: part.role.name(),
+            bytes: part.state.len(),
+        });
+    }
     let sink = tx
         .copy_in(&format!(
             "COPY \"{schema}\".checkpoint_parts (time, worker, role, state) FROM STDIN (FORMAT binary)"
@@ -82,22 +94,15 @@ async fn copy_parts(
     framing.put_i32(0);
     framing.put_i32(0);
     for part in parts {
-        let bytes = i32::try_from(part.state.len()).map_err(|_| {
-            ConnectorError::CheckpointPartTooLarge {
-                worker: part.worker,
-                role: part.role.name(),
-                bytes: part.state.len(),
-            }
-        })?;
         let role = part.role.name().as_bytes();
         framing.put_i16(4);
         framing.put_i32(8);
         framing.put_i64(time);
         framing.put_i32(4);
         framing.put_i32(int(part.worker));
-        framing.put_i32(role.len() as i32);
+        framing.put_i32(int(role.len()));
         framing.put_slice(role);
-        framing.put_i32(bytes);
+        framing.put_i32(int(part.state.len()));
         sink.send(framing.split().freeze()).await?;
         for slice in part.state.chunks(COPY_SLICE) {
             sink.send(Bytes::copy_from_slice(slice)).await?;
