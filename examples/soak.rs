@@ -10,6 +10,8 @@
 mod frontier;
 #[path = "../tests/support/http.rs"]
 mod http;
+#[path = "support/proc_status.rs"]
+mod proc_status;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,7 @@ use frontier::frontier_of;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use http::HttpConnection;
+use proc_status::status_mib;
 
 #[derive(Parser)]
 struct Options {
@@ -58,13 +61,6 @@ fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 /// CPU seconds (user + system) process `pid` has used. /proc counts in USER_HZ, which Linux
@@ -226,7 +222,7 @@ async fn main() {
         .and_then(cpu_seconds)
         .map(|cpu| (cpu, began.elapsed().as_secs_f64()));
     while !load.iter().all(|poster| poster.is_finished()) {
-        if let Some(rss) = rss_mib(options.pid) {
+        if let Some(rss) = status_mib(&options.pid.to_string(), "VmRSS") {
             let at = began.elapsed().as_secs_f64();
             let late = lateness_ms.swap(0, Ordering::Relaxed);
             let broker = match (broker_cpu, options.broker_pid.and_then(cpu_seconds)) {
