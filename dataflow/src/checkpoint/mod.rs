@@ -11,8 +11,10 @@
 //! the dataflow after reading exactly the recorded offsets.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 
+use lz4_flex::frame::{FrameDecoder, FrameEncoder, FrameInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::analytics::{stream_hash, Delta, QuietState, StreamState};
@@ -25,7 +27,7 @@ use crate::seen_ids::SeenId;
 
 /// Bumped whenever the encoding of any checkpointed state changes: a checkpoint written by
 /// another format is refused, never half-read.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 
 /// Which operator a part of a checkpoint comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -68,7 +70,7 @@ pub struct CheckpointPart {
     pub role: Role,
     /// The partitions' positions at T (source parts only), readable without decoding `state`.
     pub positions: Vec<SourcePosition>,
-    /// The state, bincode with [`FORMAT_VERSION`] first.
+    /// The state, as [`encode`] writes it.
     pub state: Vec<u8>,
     /// A source part written when the source's input ended, at its last time: the state of that
     /// worker's source at every later checkpoint time (its held deltas then all emitted, the
@@ -144,21 +146,38 @@ pub(crate) fn pipeline_identity(plan: &Plan) -> String {
     serde_json::to_string(&config).expect("settings serialize")
 }
 
-/// Encodes a state with the format version first.
+/// Encodes a state: [`FORMAT_VERSION`] (4 bytes, little-endian), then the state's bincode in an
+/// LZ4 frame with a content checksum. Compressed as it is serialized, so the whole bincode is
+/// never in memory: a live run's state (tens of MB of chat summaries whose texts repeat) is held
+/// by the sink until written, and each worker's is encoded every checkpoint interval.
 pub fn encode<T: Serialize + ?Sized>(state: &T) -> Vec<u8> {
-    bincode::serialize(&(FORMAT_VERSION, state)).expect("state serializes to memory")
+    let mut info = FrameInfo::new();
+    info.content_checksum = true;
+    let mut frame = FrameEncoder::with_frame_info(info, FORMAT_VERSION.to_le_bytes().to_vec());
+    bincode::serialize_into(&mut frame, state).expect("state serializes to memory");
+    let mut bytes = frame.finish().expect("a frame finishes in memory");
+    // Grown by doubling: up to half of it would be held, unused, until the part is written.
+    bytes.shrink_to_fit();
+    bytes
 }
 
-/// Decodes a state written by [`encode`], refusing other format versions.
+/// Decodes a state written by [`encode`], refusing other format versions and corrupt frames.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CheckpointError> {
-    let version: u32 =
-        bincode::deserialize(bytes).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
+    let corrupt = |e: &dyn std::fmt::Display| CheckpointError::Corrupt(e.to_string());
+    let (version, frame) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt(&"shorter than its format version"))?;
+    let version = u32::from_le_bytes(*version);
     if version != FORMAT_VERSION {
         return Err(CheckpointError::Format { found: version });
     }
-    let (_, state): (u32, T) =
-        bincode::deserialize(bytes).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
-    Ok(state)
+    // Decompressed whole first: bincode reads a slice several times faster than a reader, and
+    // this runs once, at a restart.
+    let mut state = Vec::new();
+    FrameDecoder::new(frame)
+        .read_to_end(&mut state)
+        .map_err(|e| corrupt(&e))?;
+    bincode::deserialize(&state).map_err(|e| corrupt(&e))
 }
 
 /// A complete checkpoint: every worker's source and analytics parts at one time.
@@ -360,5 +379,42 @@ mod tests {
             decode::<u64>(&[1]),
             Err(CheckpointError::Corrupt(_))
         ));
+    }
+
+    /// A state is compressed (chat texts repeat), reads back equal, and a damaged or cut frame
+    /// is refused as corrupt rather than read as another state.
+    #[test]
+    fn states_are_compressed_and_damage_is_refused() {
+        let texts = ["what a play!", "LUL LUL LUL", "is this live?", "gg wp"];
+        let state: Vec<(u64, String)> = (0..20_000u64)
+            .map(|i| (i * 7, texts[(i % 4) as usize].repeat(1 + (i % 3) as usize)))
+            .collect();
+        let plain = bincode::serialize(&state).unwrap().len();
+        let bytes = encode(&state);
+        assert!(
+            bytes.len() * 4 < plain,
+            "{} bytes encoded from {plain} of bincode",
+            bytes.len()
+        );
+        assert_eq!(bytes.capacity(), bytes.len());
+        assert_eq!(decode::<Vec<(u64, String)>>(&bytes), Ok(state));
+
+        let mut damaged = bytes.clone();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0x55;
+        assert!(matches!(
+            decode::<Vec<(u64, String)>>(&damaged),
+            Err(CheckpointError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode::<Vec<(u64, String)>>(&bytes[..bytes.len() / 2]),
+            Err(CheckpointError::Corrupt(_))
+        ));
+        // A state of the previous format (7: bincode with the version first) names its format.
+        let previous = bincode::serialize(&(7u32, 7u64)).unwrap();
+        assert_eq!(
+            decode::<u64>(&previous),
+            Err(CheckpointError::Format { found: 7 })
+        );
     }
 }
