@@ -1,9 +1,9 @@
 //! Checkpoint writes alone, for `scripts/bench-checkpoint`: writes a checkpoint of `--workers`
 //! source and analytics parts (`--part-mib` MiB of incompressible state each; the defaults make
-//! 54.5 MB, the size of the soak's checkpoints) `--writes` times into a fresh schema, each in a
-//! transaction of its own as the sink does, and prints each write's time and this process's
-//! resident memory after it (now and peak) while it holds that checkpoint alone, so what a
-//! write keeps or briefly needs beyond the checkpoint itself shows.
+//! 54.5 MB, the size of the soak's checkpoints before they were compressed) `--writes` times
+//! into a fresh schema, each in a transaction of its own as the sink does, and prints each
+//! write's time and this process's resident memory after it (now and peak) while it holds that
+//! checkpoint alone, so what a write keeps or briefly needs beyond the checkpoint itself shows.
 
 #[path = "support/proc_status.rs"]
 mod proc_status;
