@@ -151,8 +151,7 @@ pub(crate) fn pipeline_identity(plan: &Plan) -> String {
 /// never in memory: a live run's state (tens of MB of chat summaries whose texts repeat) is held
 /// by the sink until written, and each worker's is encoded every checkpoint interval.
 pub fn encode<T: Serialize + ?Sized>(state: &T) -> Vec<u8> {
-    let mut info = FrameInfo::new();
-    info.content_checksum = true;
+    let info = FrameInfo::new().content_checksum(true);
     let mut frame = FrameEncoder::with_frame_info(info, FORMAT_VERSION.to_le_bytes().to_vec());
     bincode::serialize_into(&mut frame, state).expect("state serializes to memory");
     let mut bytes = frame.finish().expect("a frame finishes in memory");
@@ -166,7 +165,7 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Checkpoin
     let corrupt = |e: &dyn std::fmt::Display| CheckpointError::Corrupt(e.to_string());
     let (version, frame) = bytes
         .split_first_chunk::<4>()
-        .ok_or_else(|| corrupt(&"shorter than its format version"))?;
+        .ok_or_else(|| CheckpointError::Corrupt("shorter than its format version".to_string()))?;
     let version = u32::from_le_bytes(*version);
     if version != FORMAT_VERSION {
         return Err(CheckpointError::Format { found: version });
