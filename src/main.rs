@@ -324,28 +324,23 @@ fn without_huge_pages() {
 
 /// Lets a long-running process (`run`, `demo`) give memory back as it goes. Under
 /// `scripts/soak` (30 min of stream churn, README "Soak") mimalloc's defaults keep pages their
-/// threads have freed: RSS grew 28-30 MiB per 10 min after 15 min while the live heap fell.
-/// Purging freed pages at once, and letting any thread take back the pages other threads
-/// abandoned, cut that to 5.7 in the same sitting (README "Soak", tenth round) for ~10% more
-/// CPU. The immediate purge costs a batch command more (`process` 12-27% slower), so bounded
+/// threads have freed: RSS kept growing after 15 min (6-35 MiB per 10 min across rounds and
+/// machines, 28-30 in the last two) while the live heap fell. Purging freed pages at once, and
+/// letting any thread take back the pages other threads abandoned, gave 5.7 against 29.7 in
+/// one pair of runs in one sitting (README "Soak", tenth round), for ~10% more CPU. The immediate purge costs a batch command more (`process` 12-27% slower), so bounded
 /// commands keep the defaults. `MIMALLOC_PURGE_DELAY` or `MIMALLOC_PAGE_RECLAIM_ON_FREE` set by
 /// the operator wins.
 fn release_memory_as_it_goes() {
     #[cfg(feature = "mimalloc")]
-    for (variable, option, value) in [
-        ("MIMALLOC_PURGE_DELAY", MI_OPTION_PURGE_DELAY, 0),
-        (
-            "MIMALLOC_PAGE_RECLAIM_ON_FREE",
-            MI_OPTION_PAGE_RECLAIM_ON_FREE,
-            1,
-        ),
+    for (option, value) in [
+        (MI_OPTION_PURGE_DELAY, 0),
+        (MI_OPTION_PAGE_RECLAIM_ON_FREE, 1),
     ] {
-        if std::env::var_os(variable).is_none() {
-            // SAFETY: mimalloc keeps options in plain variables: this runs on the main thread
-            // before the command starts any other. The index is the bundled mimalloc 3's
-            // (checked against its default in a test).
-            unsafe { libmimalloc_sys::mi_option_set(option, value) };
-        }
+        // SAFETY: mimalloc keeps options in plain variables: this runs on the main thread
+        // before the command starts any other. The index is the bundled mimalloc 3's (checked
+        // against its default in a test). A default, not a setting: an option the environment
+        // sets (any of mimalloc's spellings of its name) keeps the environment's value.
+        unsafe { libmimalloc_sys::mi_option_set_default(option, value) };
     }
 }
 
@@ -612,24 +607,30 @@ mod tests {
     use super::parse_process;
 
     /// The option indices are the bundled mimalloc's: each holds that version's default (a
-    /// purge delay of 1000 ms, no reclaim across threads) until set.
+    /// purge delay of 1000 ms, no reclaim across threads) until `run` and `demo` change it.
     #[cfg(feature = "mimalloc")]
     #[test]
-    fn the_allocator_options_are_the_bundled_mimallocs() {
-        use super::{MI_OPTION_PAGE_RECLAIM_ON_FREE, MI_OPTION_PURGE_DELAY};
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some()
-            || std::env::var_os("MIMALLOC_PAGE_RECLAIM_ON_FREE").is_some()
-        {
+    fn long_runs_change_the_bundled_mimallocs_defaults() {
+        use super::{
+            release_memory_as_it_goes, MI_OPTION_PAGE_RECLAIM_ON_FREE, MI_OPTION_PURGE_DELAY,
+        };
+        if std::env::vars_os().any(|(name, _)| {
+            name.to_string_lossy()
+                .to_ascii_uppercase()
+                .starts_with("MIMALLOC_")
+        }) {
             return;
         }
         // SAFETY: reads option values.
-        let (delay, reclaim) = unsafe {
+        let options = || unsafe {
             (
                 libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
                 libmimalloc_sys::mi_option_get(MI_OPTION_PAGE_RECLAIM_ON_FREE),
             )
         };
-        assert_eq!((delay, reclaim), (1000, 0));
+        assert_eq!(options(), (1000, 0));
+        release_memory_as_it_goes();
+        assert_eq!(options(), (0, 1));
     }
 
     #[test]
