@@ -10,7 +10,9 @@
 //! parses the WebSocket frames and measures; the others drain their socket's bytes unparsed, so
 //! the load client's own CPU (on the same cores as the server) does not stand in for the
 //! server's delay. Lists the seconds whose worst push delay passed `STALL_MS`, so that a stall
-//! can be placed in the run (and told from a steady backlog).
+//! can be placed in the run (and told from a steady backlog). Reports the bytes the clients
+//! received per second and an update's average size: on one host, the kernel copies each byte
+//! on both sides of loopback.
 
 #[path = "support/frontier.rs"]
 mod frontier;
@@ -59,6 +61,10 @@ const STALL_MS: u64 = 250;
 #[derive(Default)]
 struct Counts {
     updates: AtomicU64,
+    /// Bytes of the updates' JSON the measuring clients parsed.
+    update_bytes: AtomicU64,
+    /// Bytes the draining clients read (frames, headers included).
+    drained_bytes: AtomicU64,
     snapshots: AtomicU64,
     /// The worst push delay (µs) in each second of the measurement.
     worst_by_second: Vec<AtomicU64>,
@@ -110,6 +116,9 @@ async fn follow(
             continue;
         };
         counts.updates.fetch_add(1, Ordering::Relaxed);
+        counts
+            .update_bytes
+            .fetch_add(text.len() as u64, Ordering::Relaxed);
         let first = *first_seen[stream]
             .lock()
             .unwrap()
@@ -154,7 +163,12 @@ async fn drain(
     while !stop.load(Ordering::Relaxed) {
         match tokio::time::timeout(Duration::from_millis(500), raw.read(&mut buffer)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(_)) | Err(_) => {}
+            Ok(Ok(read)) => {
+                counts
+                    .drained_bytes
+                    .fetch_add(read as u64, Ordering::Relaxed);
+            }
+            Err(_) => {}
         }
     }
 }
@@ -236,9 +250,14 @@ async fn main() {
         std::thread::spawn(move || post_load(options, load_stop))
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (updates, snapshots) = (
+    let received = |counts: &Counts| {
+        counts.update_bytes.load(Ordering::Relaxed) + counts.drained_bytes.load(Ordering::Relaxed)
+    };
+    let (updates, snapshots, update_bytes, bytes) = (
         counts.updates.load(Ordering::Relaxed),
         counts.snapshots.load(Ordering::Relaxed),
+        counts.update_bytes.load(Ordering::Relaxed),
+        received(&counts),
     );
     measuring_since.get_or_init(Instant::now);
     measuring.store(true, Ordering::Relaxed);
@@ -246,6 +265,8 @@ async fn main() {
     measuring.store(false, Ordering::Relaxed);
     let updates = counts.updates.load(Ordering::Relaxed) - updates;
     let resyncs = counts.snapshots.load(Ordering::Relaxed) - snapshots;
+    let update_bytes = counts.update_bytes.load(Ordering::Relaxed) - update_bytes;
+    let bytes = received(&counts) - bytes;
     load_stop.store(true, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let _ = load.join();
@@ -270,6 +291,11 @@ async fn main() {
         ms(0.5),
         ms(0.99),
         total.max() as f64 / 1_000.0
+    );
+    println!(
+        "bytes: an update's JSON averages {:.0} bytes; all clients received {:.0} MB/s",
+        update_bytes as f64 / updates.max(1) as f64,
+        bytes as f64 / options.seconds as f64 / 1e6
     );
     let ms = |q: f64| pushed.value_at_quantile(q) as f64 / 1_000.0;
     println!(
