@@ -61,7 +61,8 @@ const STALL_MS: u64 = 250;
 #[derive(Default)]
 struct Counts {
     updates: AtomicU64,
-    /// Bytes of the updates' JSON the measuring clients parsed.
+    /// Bytes of the updates' JSON the measuring clients parsed (no snapshot, no frame header:
+    /// beside the drained frames' bytes these differ by well under 1%).
     update_bytes: AtomicU64,
     /// Bytes the draining clients read (frames, headers included).
     drained_bytes: AtomicU64,
