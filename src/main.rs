@@ -327,7 +327,8 @@ fn without_huge_pages() {
 /// threads have freed: RSS kept growing after 15 min (6-35 MiB per 10 min across rounds and
 /// machines, 28-30 in the last two) while the live heap fell. Purging freed pages at once, and
 /// letting any thread take back the pages other threads abandoned, gave 5.7 against 29.7 in
-/// one pair of runs in one sitting (README "Soak", tenth round), for ~10% more CPU. The
+/// one pair of runs in one sitting (README "Soak", tenth round), for 7-10% more CPU; the pair
+/// in the reverse order gave 18.6 against 11.4 (eleventh round), so the gain is not settled. The
 /// immediate purge costs a batch command more (`process` 12-27% slower), so bounded commands
 /// keep the defaults. `MIMALLOC_PURGE_DELAY` or `MIMALLOC_PAGE_RECLAIM_ON_FREE` set by
 /// the operator wins.
