@@ -109,6 +109,10 @@ pub struct ApiConfig {
     /// sends the changes in between as one update (each row key once), so the messages a
     /// client gets are bounded by this, not by how often the frontier moves. Zero: every flush.
     pub push_interval: Span,
+    /// Messages a second all pushes together may take (0: no bound). Beyond it, every stream's
+    /// push interval widens to followers / budget (at most 10 s): a large audience gets fewer,
+    /// larger updates instead of a backlog that delays them all.
+    pub push_budget: u64,
     /// Limits on requests and answers.
     pub limits: ApiLimits,
     /// In a cluster, the process (index in `cluster.processes`) that serves the API and hosts
@@ -116,8 +120,9 @@ pub struct ApiConfig {
     pub serve_on: usize,
 }
 
-/// Longest `api.push_interval`: a live view is worth little older than this.
-const MAX_PUSH_INTERVAL_MS: u64 = 10_000;
+/// Longest `api.push_interval`, and longest that `api.push_budget` widens it to: a live view is
+/// worth little older than this.
+pub const MAX_PUSH_INTERVAL_MS: u64 = 10_000;
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -131,6 +136,7 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             push_interval: Span(100),
+            push_budget: 40_000,
             limits: ApiLimits::default(),
             serve_on: 0,
         }

@@ -217,6 +217,7 @@ impl LiveApp {
             top_k: plan.config().top_k,
             top_max_entries: plan.config().top_max_entries,
             push_interval: options.api.push_interval.duration(),
+            push_budget: options.api.push_budget,
         }));
         let counters = Arc::new(SourceCounters::default());
         let mut sinks = vec![Arc::clone(&store) as Arc<dyn Sink>];
