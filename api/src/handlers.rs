@@ -93,6 +93,7 @@ pub async fn metrics(state: AppState) -> Result<Response, Rejection> {
         queued: state.ingest.queued(),
         http: &state.http,
         live_clients: state.clients.count(),
+        push_interval: state.store.push_interval_in_effect(),
         frontier,
         kafka_lag: state.kafka_lag.as_deref(),
         dead_letter_topic: state.dead_letter_topic.as_deref(),

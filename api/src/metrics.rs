@@ -181,6 +181,8 @@ pub struct MetricsSources<'a> {
     pub http: &'a HttpCounters,
     /// Live clients connected.
     pub live_clients: usize,
+    /// The push interval in effect (`api.push_interval`, or wider past `api.push_budget`).
+    pub push_interval: Duration,
     /// Output frontier (None once the input ended).
     pub frontier: Option<u64>,
     /// Kafka partitions' lag, when reading Kafka.
@@ -534,6 +536,15 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
     family(
         &mut out,
         (
+            "crowdpulse_push_interval_seconds",
+            "gauge",
+            "Time between two pushed updates of a stream: api.push_interval, or wider past api.push_budget.",
+        ),
+        unlabelled(sources.push_interval.as_secs_f64()),
+    );
+    family(
+        &mut out,
+        (
             "crowdpulse_http_refusals_total",
             "counter",
             "Connections dropped or clients refused before a route answered, by reason.",
@@ -613,6 +624,7 @@ mod tests {
             queued: 0,
             http: &http,
             live_clients: 0,
+            push_interval: Duration::from_millis(250),
             frontier: None,
             kafka_lag: None,
             dead_letter_topic: None,
@@ -635,6 +647,10 @@ mod tests {
         assert_eq!(bucket("1"), "4");
         assert_eq!(bucket("+Inf"), "5");
         assert!(
+            text.contains("\ncrowdpulse_push_interval_seconds 0.25\n"),
+            "{text}"
+        );
+        assert!(
             text.contains("crowdpulse_http_request_duration_seconds_count{route=\"/health\"} 5")
         );
     }
@@ -654,6 +670,7 @@ mod tests {
             queued: 0,
             http: &HttpCounters::default(),
             live_clients: 0,
+            push_interval: Duration::from_millis(250),
             frontier: None,
             kafka_lag: None,
             dead_letter_topic: None,

@@ -4,6 +4,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -248,6 +249,8 @@ pub struct ViewStore {
     publishing: Mutex<()>,
     /// Its settings.
     pub settings: StoreSettings,
+    /// The push interval last set (microseconds): `push_interval`, or wider past the budget.
+    push_interval_in_effect: AtomicU64,
 }
 
 /// One row change of a flush, as the push channel reports it.
@@ -300,8 +303,14 @@ impl ViewStore {
         Self {
             state: RwLock::new(StoreState::default()),
             publishing: Mutex::new(()),
+            push_interval_in_effect: AtomicU64::new(settings.push_interval.as_micros() as u64),
             settings,
         }
+    }
+
+    /// The push interval last set: `push_interval`, or wider past `push_budget` (`/metrics`).
+    pub fn push_interval_in_effect(&self) -> Duration {
+        Duration::from_micros(self.push_interval_in_effect.load(Ordering::Relaxed))
     }
 
     /// Reads the state. A poisoned lock is recovered: every writer leaves the maps consistent
@@ -467,7 +476,10 @@ impl ViewStore {
             .map(|view| view.push.receiver_count())
             .sum();
         let shared = Duration::from_secs_f64(followers as f64 / push_budget as f64);
-        push_interval.max(shared.min(Duration::from_millis(MAX_PUSH_INTERVAL_MS)))
+        let interval = push_interval.max(shared.min(Duration::from_millis(MAX_PUSH_INTERVAL_MS)));
+        self.push_interval_in_effect
+            .store(interval.as_micros() as u64, Ordering::Relaxed);
+        interval
     }
 
     /// Applies one row change to its stream's view (and, for base-window emoji rows, to the
@@ -1088,6 +1100,7 @@ mod tests {
         let wait = next_push_after(&store, "s1", before);
         assert!(wait >= Duration::from_millis(500), "{wait:?}");
         assert!(wait < Duration::from_millis(600), "{wait:?}");
+        assert_eq!(store.push_interval_in_effect(), Duration::from_millis(500));
 
         // Without a budget (or within it) the push interval holds.
         let unbounded = ViewStore::new(StoreSettings {
