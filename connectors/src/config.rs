@@ -155,6 +155,8 @@ impl fmt::Debug for ApiConfig {
             .field("tokens_file", &self.tokens_file)
             .field("cors_origins", &self.cors_origins)
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("push_interval", &self.push_interval)
+            .field("push_budget", &self.push_budget)
             .field("limits", &self.limits)
             .field("serve_on", &self.serve_on)
             .finish()
@@ -490,11 +492,16 @@ mod tests {
                 ("CROWDPULSE__PIPELINE__ALLOWED_LATENESS", "30s"),
                 ("CROWDPULSE__PIPELINE__MOMENTS__MIN_ZSCORE", "2.5"),
                 ("CROWDPULSE__CLUSTER__WORKERS", "4"),
+                ("CROWDPULSE__API__PUSH_BUDGET", "100000"),
                 ("UNRELATED", "x"),
             ]),
         )
         .unwrap();
         assert_eq!(config.pipeline.allowed_lateness, Span(30_000));
+        assert_eq!(config.api.push_budget, 100_000);
+        let file_only = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(file_only.api.push_budget, ApiConfig::default().push_budget);
+        assert_eq!(config.api.push_interval, ApiConfig::default().push_interval);
         assert_eq!(config.pipeline.moments.min_zscore, 2.5);
         assert_eq!(config.cluster.workers, 4);
         assert_eq!(config.pipeline.windows.len(), 3);
