@@ -237,6 +237,12 @@ pub struct StoreSettings {
 }
 
 impl StoreSettings {
+    /// Whether `push_budget` can widen the push interval: it needs a budget and an interval
+    /// (without one every flush is pushed, and no ticker runs to measure).
+    fn budgets_pushes(&self) -> bool {
+        !self.push_interval.is_zero() && self.push_budget > 0
+    }
+
     /// The top emojis of `counts` as this server lists them.
     pub fn top(&self, counts: &BTreeMap<String, u64>) -> Top {
         top_with_ties(counts, self.top_k, self.top_max_entries)
@@ -469,12 +475,7 @@ impl ViewStore {
     /// longest configurable interval. Run by the server's push ticker (`publish_due`), so the
     /// followed streams are visited once per push interval, not at every flush.
     fn measure_push_interval(&self, state: &mut StoreState) {
-        let StoreSettings {
-            push_interval,
-            push_budget,
-            ..
-        } = self.settings;
-        if push_interval.is_zero() || push_budget == 0 {
+        if !self.settings.budgets_pushes() {
             return;
         }
         let StoreState {
@@ -488,6 +489,11 @@ impl ViewStore {
             followers += count;
             count > 0
         });
+        let StoreSettings {
+            push_interval,
+            push_budget,
+            ..
+        } = self.settings;
         let shared = Duration::from_secs_f64(followers as f64 / push_budget as f64);
         let interval = push_interval.max(shared.min(Duration::from_millis(MAX_PUSH_INTERVAL_MS)));
         self.push_interval_in_effect
@@ -662,7 +668,8 @@ impl ViewStore {
         }
         let mut state = self.write();
         let receiver = state.view_mut(stream_id).push.subscribe();
-        if !state.followed.contains(stream_id) {
+        // Only counted (and so pruned) while the budget applies: otherwise nothing would prune.
+        if self.settings.budgets_pushes() && !state.followed.contains(stream_id) {
             state.followed.insert(stream_id.to_owned());
         }
         drop(state);
@@ -1162,6 +1169,10 @@ mod tests {
         assert_eq!(
             unbounded.push_interval_in_effect(),
             Duration::from_millis(100)
+        );
+        assert!(
+            unbounded.read().followed.is_empty(),
+            "nothing would prune it"
         );
     }
 
