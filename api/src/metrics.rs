@@ -538,7 +538,7 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
         (
             "crowdpulse_push_interval_seconds",
             "gauge",
-            "Time between two pushed updates of a stream: api.push_interval, or wider past api.push_budget.",
+            "Shortest time between two pushed updates of a stream: api.push_interval, or wider past api.push_budget.",
         ),
         unlabelled(sources.push_interval.as_secs_f64()),
     );

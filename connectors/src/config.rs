@@ -109,9 +109,9 @@ pub struct ApiConfig {
     /// sends the changes in between as one update (each row key once), so the messages a
     /// client gets are bounded by this, not by how often the frontier moves. Zero: every flush.
     pub push_interval: Span,
-    /// Messages a second all pushes together may take (0: no bound). Beyond it, every stream's
-    /// push interval widens to followers / budget (at most 10 s): a large audience gets fewer,
-    /// larger updates instead of a backlog that delays them all.
+    /// Updates a second all live clients together may be sent (0: no bound). Beyond it, every
+    /// stream's push interval widens to clients / budget (at most 10 s): a large audience gets
+    /// fewer, larger updates instead of a backlog that delays them all.
     pub push_budget: u64,
     /// Limits on requests and answers.
     pub limits: ApiLimits,
