@@ -25,12 +25,14 @@ use tracing::{debug, warn};
 
 use crate::filters::routes;
 use crate::metrics::{HttpCounters, Refusal};
+use crate::push::Clients;
 use crate::state::AppState;
 use crate::store::ViewStore;
 
 /// Sends the updates a push interval held back once their interval has passed, for streams
-/// whose flushes stopped coming (a flush sends those that are due itself).
-async fn push_due_updates(store: Arc<ViewStore>) {
+/// whose flushes stopped coming (a flush sends those that are due itself), and measures the push
+/// interval against the push budget for the clients connected.
+async fn push_due_updates(store: Arc<ViewStore>, clients: Arc<Clients>) {
     let interval = store.settings.push_interval;
     if interval.is_zero() {
         return;
@@ -39,7 +41,7 @@ async fn push_due_updates(store: Arc<ViewStore>) {
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        store.publish_due();
+        store.publish_due(clients.count());
     }
 }
 
@@ -52,7 +54,10 @@ pub async fn serve(
 ) {
     let limits = state.settings.limits.clone();
     let counters = Arc::clone(&state.http);
-    let _pushing = AbortOnDropHandle::new(tokio::spawn(push_due_updates(Arc::clone(&state.store))));
+    let _pushing = AbortOnDropHandle::new(tokio::spawn(push_due_updates(
+        Arc::clone(&state.store),
+        Arc::clone(&state.clients),
+    )));
     let filter = routes(state);
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();

@@ -200,9 +200,6 @@ pub struct StoreState {
     evicted_below: Millis,
     /// Followed streams with pending changes.
     pending_streams: BTreeSet<String>,
-    /// Streams followed since the push budget last counted their followers (it drops those
-    /// left without any), so counting visits followed streams only, not every stream kept.
-    followed: BTreeSet<String>,
 }
 
 impl StoreState {
@@ -230,19 +227,13 @@ pub struct StoreSettings {
     /// Shortest time between two updates of one stream to its clients: the changes of flushes
     /// in between are sent together, one version per row key (zero: every flush).
     pub push_interval: Duration,
-    /// Updates a second all live clients together may be sent (zero: no bound): while the
-    /// followers of all streams would need more at `push_interval`, every stream's interval
-    /// widens to followers / budget (`ViewStore::measure_push_interval`).
+    /// Updates a second all live clients together may be sent (zero: no bound): while they
+    /// would need more at `push_interval`, every stream's interval widens to clients / budget
+    /// (`ViewStore::measure_push_interval`).
     pub push_budget: u64,
 }
 
 impl StoreSettings {
-    /// Whether `push_budget` can widen the push interval: it needs a budget and an interval
-    /// (without one every flush is pushed, and no ticker runs to measure).
-    fn budgets_pushes(&self) -> bool {
-        !self.push_interval.is_zero() && self.push_budget > 0
-    }
-
     /// The top emojis of `counts` as this server lists them.
     pub fn top(&self, counts: &BTreeMap<String, u64>) -> Top {
         top_with_ties(counts, self.top_k, self.top_max_entries)
@@ -423,12 +414,12 @@ impl ViewStore {
     }
 
     /// Sends the pending changes whose push interval has passed, after measuring the interval
-    /// against the push budget; the server calls this every push interval, also for streams
-    /// whose changes stopped coming.
-    pub fn publish_due(&self) {
+    /// against the push budget for `live_clients`; the server calls this every push interval,
+    /// also for streams whose changes stopped coming.
+    pub fn publish_due(&self, live_clients: usize) {
         let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        self.measure_push_interval(live_clients);
         let mut state = self.write();
-        self.measure_push_interval(&mut state);
         let due = self.take_due(&mut state);
         let (frontier, frontier_at) = (state.frontier, state.frontier_at);
         drop(state);
@@ -465,36 +456,24 @@ impl ViewStore {
     }
 
     /// Sets the time a stream's next update waits after one: `push_interval`, or longer while
-    /// the streams' followers would need more than `push_budget` messages a second at that
-    /// interval. Each message costs a wake-up, a frame, a system call and a TCP segment per
-    /// follower whatever its size, so a large audience gets fewer, larger updates instead of a
-    /// backlog that delays them all (issue 11's fan-out: 10,000 clients on two shared cores kept
-    /// up with ~40,000 messages a second, not ~100,000). Every follower counts, whether or not
-    /// its stream changes now: measured from the streams with pending changes, a stream pushed
-    /// as soon as it changed would never be seen, and the budget would not hold. Never beyond the
-    /// longest configurable interval. Run by the server's push ticker (`publish_due`), so the
-    /// followed streams are visited once per push interval, not at every flush.
-    fn measure_push_interval(&self, state: &mut StoreState) {
-        if !self.settings.budgets_pushes() {
-            return;
-        }
-        let StoreState {
-            streams, followed, ..
-        } = state;
-        let mut followers = 0;
-        followed.retain(|stream_id| {
-            let count = streams
-                .get(stream_id)
-                .map_or(0, |view| view.push.receiver_count());
-            followers += count;
-            count > 0
-        });
+    /// `live_clients` would need more than `push_budget` messages a second at that interval.
+    /// Each message costs a wake-up, a frame, a system call and a TCP segment per client
+    /// whatever its size, so a large audience gets fewer, larger updates instead of a backlog
+    /// that delays them all (issue 11's fan-out: 10,000 clients on two shared cores kept up with
+    /// ~40,000 messages a second, not ~100,000). Every client counts, whether or not its stream
+    /// changes now: counted from the streams with pending changes, a stream pushed as soon as it
+    /// changed would never be seen, and the budget would not hold. Never beyond the longest
+    /// configurable interval. Without an interval every flush is pushed (and no ticker runs).
+    fn measure_push_interval(&self, live_clients: usize) {
         let StoreSettings {
             push_interval,
             push_budget,
             ..
         } = self.settings;
-        let shared = Duration::from_secs_f64(followers as f64 / push_budget as f64);
+        if push_interval.is_zero() || push_budget == 0 {
+            return;
+        }
+        let shared = Duration::from_secs_f64(live_clients as f64 / push_budget as f64);
         let interval = push_interval.max(shared.min(Duration::from_millis(MAX_PUSH_INTERVAL_MS)));
         self.push_interval_in_effect
             .store(interval.as_micros() as u64, Ordering::Relaxed);
@@ -666,13 +645,7 @@ impl ViewStore {
         if let Some(update) = pending {
             update.send(frontier, frontier_at);
         }
-        let mut state = self.write();
-        let receiver = state.view_mut(stream_id).push.subscribe();
-        // Only counted (and so pruned) while the budget applies: otherwise nothing would prune.
-        if self.settings.budgets_pushes() && !state.followed.contains(stream_id) {
-            state.followed.insert(stream_id.to_owned());
-        }
-        drop(state);
+        let receiver = self.write().view_mut(stream_id).push.subscribe();
         (receiver, self.snapshot(stream_id))
     }
 
@@ -1077,7 +1050,7 @@ mod tests {
                 (emoji_row("🔥", 3), 2_500, 1),
             ],
         );
-        store.publish_due();
+        store.publish_due(1);
         assert_eq!(
             pushed_counts(&mut first),
             None,
@@ -1085,7 +1058,7 @@ mod tests {
         );
         // The interval has passed.
         store.write().streams.get_mut("s1").unwrap().next_push = Some(Instant::now());
-        store.publish_due();
+        store.publish_due(1);
         assert_eq!(pushed_counts(&mut first), Some(vec![("🔥".into(), 3)]));
 
         store.apply(
@@ -1112,19 +1085,18 @@ mod tests {
         );
     }
 
-    /// Past the push budget, a stream's next update waits all followers / budget instead of the
-    /// push interval, measured at the push ticker; followers of quiet streams count too, and
-    /// those who left do not.
+    /// Past the push budget, a stream's next update waits all live clients / budget instead of
+    /// the push interval, measured at the push ticker; clients of other streams count too.
     #[test]
-    fn the_push_budget_widens_the_interval_by_all_followers() {
+    fn the_push_budget_widens_the_interval_by_all_live_clients() {
         let store = ViewStore::new(StoreSettings {
             push_interval: Duration::from_millis(100),
             push_budget: 100,
             ..store().settings
         });
-        // Within the budget: 5 followers at 10 updates a second.
+        // Within the budget: 5 clients at 10 updates a second.
         let mut followers: Vec<_> = (0..5).map(|_| store.follow("s1").0).collect();
-        store.publish_due();
+        store.publish_due(5);
         let before = Instant::now();
         store.apply(Some(1_000), &[(emoji_row("🔥", 1), 500, 1)]);
         assert_next_push(&store, "s1", before, Duration::from_millis(100));
@@ -1133,10 +1105,9 @@ mod tests {
             Some(vec![("🔥".into(), 1)])
         );
 
-        // 50 followers in all, 45 of a stream without changes: 100 messages a second allow one
+        // 50 clients in all, 45 of them of other streams: 100 messages a second allow one
         // update every 0.5 s.
-        let quiet: Vec<_> = (0..45).map(|_| store.follow("quiet").0).collect();
-        store.publish_due();
+        store.publish_due(50);
         assert_eq!(store.push_interval_in_effect(), Duration::from_millis(500));
         store.write().streams.get_mut("s1").unwrap().next_push = None;
         let before = Instant::now();
@@ -1154,25 +1125,18 @@ mod tests {
         );
 
         // Once they leave, the push interval holds again.
-        drop(quiet);
-        store.publish_due();
+        store.publish_due(5);
         assert_eq!(store.push_interval_in_effect(), Duration::from_millis(100));
-        assert!(!store.read().followed.contains("quiet"), "pruned once left");
 
         // Without a budget, any audience gets the push interval.
         let unbounded = ViewStore::new(StoreSettings {
             push_budget: 0,
             ..store.settings.clone()
         });
-        let _audience: Vec<_> = (0..500).map(|_| unbounded.follow("s1").0).collect();
-        unbounded.publish_due();
+        unbounded.publish_due(500);
         assert_eq!(
             unbounded.push_interval_in_effect(),
             Duration::from_millis(100)
-        );
-        assert!(
-            unbounded.read().followed.is_empty(),
-            "nothing would prune it"
         );
     }
 
@@ -1185,7 +1149,7 @@ mod tests {
             ..store().settings
         });
         let _followers: Vec<_> = (0..100).map(|_| store.follow("s1").0).collect();
-        store.publish_due();
+        store.publish_due(100);
         let longest = Duration::from_millis(MAX_PUSH_INTERVAL_MS);
         assert_eq!(store.push_interval_in_effect(), longest);
         let before = Instant::now();
