@@ -18,9 +18,9 @@ use proc_status::status_mib;
 use tokio_postgres::NoTls;
 
 /// The binary's allocator: what a write keeps depends on how the allocator reuses its space.
-#[cfg(feature = "mimalloc")]
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 struct Options {

@@ -2,9 +2,10 @@
 //! posted to `/v1/events` over streams that churn (a new stream id every second, each
 //! speaking for `--lifetime` seconds, then going quiet for good), while `--clients` WebSocket
 //! clients follow random live streams and leave after a few seconds. Every `--sample` seconds it
-//! reads the server's RSS (`--pid`). Prints the RSS series and its slope after `--warmup`, the
-//! push lag (a client's receipt time minus the update's frontier: the out-of-orderness bound,
-//! the tick and the push delay), and what it sent, per table column, for the final check.
+//! reads the server's RSS (`--pid`) and the heap its allocator reports (`/metrics`). Prints both
+//! series and their slopes after `--warmup`, the push lag (a client's receipt time minus the
+//! update's frontier: the out-of-orderness bound, the tick and the push delay), and what it
+//! sent, per table column, for the final check.
 
 #[path = "support/frontier.rs"]
 mod frontier;
@@ -72,6 +73,30 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let user: f64 = fields.next()?.parse().ok()?;
     let system: f64 = fields.next()?.parse().ok()?;
     Some((user + system) / 100.0)
+}
+
+/// The heap the server holds, in MiB, as its allocator reports it on `/metrics` (none without
+/// jemalloc): beside RSS, it tells what the program holds from what the allocator keeps.
+fn heap_mib(address: &str) -> Option<f64> {
+    let (status, body) = HttpConnection::open(address).request("GET", "/metrics", None);
+    let bytes: f64 = body
+        .lines()
+        .find_map(|line| line.strip_prefix("crowdpulse_allocator_allocated_bytes "))?
+        .parse()
+        .ok()?;
+    (status == 200).then_some(bytes / f64::from(1 << 20))
+}
+
+/// Least-squares slope of `(seconds, MiB)` samples, in MiB per 10 minutes.
+fn slope_per_10_min(samples: &[(f64, f64)]) -> f64 {
+    let n = samples.len() as f64;
+    let (mt, mv) = (
+        samples.iter().map(|s| s.0).sum::<f64>() / n,
+        samples.iter().map(|s| s.1).sum::<f64>() / n,
+    );
+    let cov: f64 = samples.iter().map(|s| (s.0 - mt) * (s.1 - mv)).sum();
+    let var: f64 = samples.iter().map(|s| (s.0 - mt).powi(2)).sum();
+    600.0 * cov / var
 }
 
 /// The streams speaking at second `second` of the run.
@@ -217,6 +242,7 @@ async fn main() {
         })
         .collect();
     let mut samples: Vec<(f64, f64)> = Vec::new();
+    let mut heaps: Vec<(f64, f64)> = Vec::new();
     let mut broker_cpu = options
         .broker_pid
         .and_then(cpu_seconds)
@@ -235,10 +261,17 @@ async fn main() {
                 }
                 _ => String::new(),
             };
+            let address = options.address.clone();
+            let heap = tokio::task::spawn_blocking(move || heap_mib(&address))
+                .await
+                .ok()
+                .flatten();
+            let held = heap.map_or(String::new(), |heap| format!(", heap {heap:.1} MiB"));
             println!(
-                "rss t={at:.0}s {rss:.1} MiB (load up to {late} ms behind its schedule{broker})"
+                "rss t={at:.0}s {rss:.1} MiB{held} (load up to {late} ms behind its schedule{broker})"
             );
             samples.push((at, rss));
+            heaps.extend(heap.map(|heap| (at, heap)));
         }
         tokio::time::sleep(Duration::from_secs(options.sample)).await;
     }
@@ -256,25 +289,24 @@ async fn main() {
         "the load's batches left at most {:.2} s after their schedule",
         behind.as_secs_f64()
     );
-    let steady: Vec<&(f64, f64)> = samples
-        .iter()
-        .filter(|(t, _)| *t >= options.warmup as f64)
-        .collect();
-    if steady.len() >= 2 {
-        // Least-squares slope of RSS over time, in MiB per 10 minutes.
-        let n = steady.len() as f64;
-        let (mt, mr) = (
-            steady.iter().map(|s| s.0).sum::<f64>() / n,
-            steady.iter().map(|s| s.1).sum::<f64>() / n,
-        );
-        let cov: f64 = steady.iter().map(|s| (s.0 - mt) * (s.1 - mr)).sum();
-        let var: f64 = steady.iter().map(|s| (s.0 - mt).powi(2)).sum();
-        let (first, last) = (steady[0].1, steady[steady.len() - 1].1);
-        println!(
-            "rss after {} s: {first:.1} -> {last:.1} MiB, slope {:.2} MiB per 10 min",
-            options.warmup,
-            600.0 * cov / var
-        );
+    let after_warmup = |series: &[(f64, f64)]| -> Vec<(f64, f64)> {
+        series
+            .iter()
+            .copied()
+            .filter(|(t, _)| *t >= options.warmup as f64)
+            .collect()
+    };
+    for (what, series) in [
+        ("rss", after_warmup(&samples)),
+        ("heap", after_warmup(&heaps)),
+    ] {
+        if let [(_, first), .., (_, last)] = series[..] {
+            println!(
+                "{what} after {} s: {first:.1} -> {last:.1} MiB, slope {:.2} MiB per 10 min",
+                options.warmup,
+                slope_per_10_min(&series)
+            );
+        }
     }
     let lag = lag.lock().unwrap();
     println!(

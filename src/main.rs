@@ -26,11 +26,7 @@ use crowdpulse_runtime::process::{process_files, ProcessOptions};
 use crowdpulse_runtime::replay::{replay, ReplayOptions};
 use crowdpulse_runtime::run::{self, backfill, RowsOutput, RunOptions};
 
-/// Records, deltas and rows are many small allocations; mimalloc's thread-local free lists
-/// handle them markedly faster than glibc malloc (measured with scripts/bench-process).
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod allocator;
 
 #[derive(Parser)]
 #[command(
@@ -322,39 +318,9 @@ fn without_huge_pages() {
     }
 }
 
-/// Lets a long-running process (`run`, `demo`) give memory back as it goes. Under
-/// `scripts/soak` (30 min of stream churn, README "Soak") mimalloc's defaults keep pages their
-/// threads have freed: RSS kept growing after 15 min (6-35 MiB per 10 min across rounds and
-/// machines, 28-30 in the last two) while the live heap fell. Purging freed pages at once, and
-/// letting any thread take back the pages other threads abandoned, gave 5.7 against 29.7 in
-/// one pair of runs in one sitting (README "Soak", tenth round), for 7-10% more CPU; the pair
-/// in the reverse order gave 18.6 against 11.4 (eleventh round), so the gain is not settled. The
-/// immediate purge costs a batch command more (`process` 12-27% slower), so bounded commands
-/// keep the defaults. `MIMALLOC_PURGE_DELAY` or `MIMALLOC_PAGE_RECLAIM_ON_FREE` set by
-/// the operator wins.
-fn release_memory_as_it_goes() {
-    #[cfg(feature = "mimalloc")]
-    for (option, value) in [
-        (MI_OPTION_PURGE_DELAY, 0),
-        (MI_OPTION_PAGE_RECLAIM_ON_FREE, 1),
-    ] {
-        // SAFETY: mimalloc keeps options in plain variables: this runs on the main thread
-        // before the command starts any other. The index is the bundled mimalloc 3's (checked
-        // against its default in a test). A default, not a setting: an option the environment
-        // sets (any of mimalloc's spellings of its name) keeps the environment's value.
-        unsafe { libmimalloc_sys::mi_option_set_default(option, value) };
-    }
-}
-
-/// `mi_option_purge_delay` and `mi_option_page_reclaim_on_free` in the bundled mimalloc 3's
-/// `mi_option_e` (libmimalloc-sys names neither).
-#[cfg(feature = "mimalloc")]
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-#[cfg(feature = "mimalloc")]
-const MI_OPTION_PAGE_RECLAIM_ON_FREE: libmimalloc_sys::mi_option_t = 35;
-
 fn main() -> anyhow::Result<()> {
     without_huge_pages();
+    allocator::report_to_metrics();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -498,7 +464,7 @@ fn main() -> anyhow::Result<()> {
             process,
         } => {
             if until.is_none() {
-                release_memory_as_it_goes();
+                allocator::release_memory_as_it_goes();
             }
             let mut config = load_kafka_config(config.as_ref(), brokers)?;
             anyhow::ensure!(
@@ -577,7 +543,7 @@ fn main() -> anyhow::Result<()> {
             tick,
             config,
         } => {
-            release_memory_as_it_goes();
+            allocator::release_memory_as_it_goes();
             anyhow::ensure!(
                 rate >= 0.0 && rate.is_finite(),
                 "--rate must be a number >= 0"
@@ -607,33 +573,6 @@ fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::parse_process;
-
-    /// The option indices are the bundled mimalloc's: each holds that version's default (a
-    /// purge delay of 1000 ms, no reclaim across threads) until `run` and `demo` change it.
-    #[cfg(feature = "mimalloc")]
-    #[test]
-    fn long_runs_change_the_bundled_mimallocs_defaults() {
-        use super::{
-            release_memory_as_it_goes, MI_OPTION_PAGE_RECLAIM_ON_FREE, MI_OPTION_PURGE_DELAY,
-        };
-        if std::env::vars_os().any(|(name, _)| {
-            name.to_string_lossy()
-                .to_ascii_uppercase()
-                .starts_with("MIMALLOC_")
-        }) {
-            return;
-        }
-        // SAFETY: reads option values.
-        let options = || unsafe {
-            (
-                libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
-                libmimalloc_sys::mi_option_get(MI_OPTION_PAGE_RECLAIM_ON_FREE),
-            )
-        };
-        assert_eq!(options(), (1000, 0));
-        release_memory_as_it_goes();
-        assert_eq!(options(), (0, 1));
-    }
 
     #[test]
     fn a_process_is_an_index_or_a_pod_name_ending_in_one() {
