@@ -49,10 +49,10 @@ struct Options {
     /// WebSocket clients (each follows a live stream for 2 to 20 s, then another).
     #[arg(long, default_value_t = 100)]
     clients: usize,
-    /// Seconds between RSS samples.
+    /// Seconds between RSS and heap samples.
     #[arg(long, default_value_t = 10)]
     sample: u64,
-    /// Seconds before the RSS slope is measured (the state fills first: the view store's
+    /// Seconds before the RSS and heap slopes are measured (the state fills first: the view store's
     /// retention, and each stream's state until its chat summaries' horizon has passed).
     #[arg(long, default_value_t = 900)]
     warmup: u64,

@@ -2,7 +2,7 @@
 //! `/metrics`.
 //!
 //! Records, deltas and rows are many small allocations, which glibc's malloc serves markedly
-//! slower (scripts/bench-process). mimalloc served them until 2026-12-04: under
+//! slower (scripts/bench-process). mimalloc served them until 2026-12-03: under
 //! `scripts/soak`'s stream churn its RSS kept rising for 30 minutes while the live heap fell
 //! (README, "Soak"). jemalloc gives freed pages back on a decay timer and reports what the
 //! program holds next to what it keeps resident, so the two can be told apart on a live server.
@@ -16,13 +16,17 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Lets a long-running process (`run`, `demo`) give memory back as it goes: jemalloc's
 /// background threads purge freed pages on their decay timers (10 s), whether or not the
 /// threads that freed them allocate again. Without them a page is purged only when its arena
-/// is next used, and a quiet arena keeps what it has. Bounded commands keep jemalloc's
-/// defaults. A `background_thread` setting in `MALLOC_CONF` wins.
+/// is next used, and a quiet arena keeps what it has (small blocks cached by a thread stay
+/// until it allocates again). Bounded commands keep jemalloc's defaults: they end within
+/// minutes, and their speed and peak memory were measured so (scripts/bench-process). A
+/// `background_thread` setting in `MALLOC_CONF` wins.
 pub fn release_memory_as_it_goes() {
     #[cfg(feature = "jemalloc")]
     {
-        let operator_chose =
-            std::env::var("MALLOC_CONF").is_ok_and(|conf| conf.contains("background_thread"));
+        let operator_chose = std::env::var("MALLOC_CONF").is_ok_and(|conf| {
+            conf.split(',')
+                .any(|option| option.split(':').next() == Some("background_thread"))
+        });
         if !operator_chose {
             if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
                 tracing::warn!(%error, "jemalloc's background threads did not start");
@@ -34,12 +38,12 @@ pub fn release_memory_as_it_goes() {
 /// Lets `/metrics` report the allocator's figures (nothing to report without jemalloc).
 pub fn report_to_metrics() {
     #[cfg(feature = "jemalloc")]
-    crowdpulse_api::metrics::report_allocator(stats);
+    crowdpulse_api::metrics::report_allocator(figures);
 }
 
 /// What the program holds and what jemalloc keeps resident, as of now.
 #[cfg(feature = "jemalloc")]
-fn stats() -> Option<crowdpulse_api::metrics::AllocatorStats> {
+fn figures() -> Option<crowdpulse_api::metrics::AllocatorStats> {
     use tikv_jemalloc_ctl::{epoch, stats};
     // jemalloc's totals are a snapshot taken at each epoch.
     epoch::advance().ok()?;
@@ -54,20 +58,21 @@ mod tests {
     use super::*;
 
     /// jemalloc serves the process's allocations: 64 MiB held shows in its figures, and goes
-    /// again once freed.
+    /// again once freed. The figures are the whole process's: the other tests of this binary
+    /// allocate far less than the 1 MiB allowed.
     #[test]
     fn the_figures_follow_what_the_program_holds() {
         const HELD: u64 = 64 << 20;
-        let before = stats().expect("jemalloc's figures");
+        let before = figures().expect("jemalloc's figures");
         let block = vec![1u8; HELD as usize];
-        let holding = stats().expect("jemalloc's figures");
+        let holding = figures().expect("jemalloc's figures");
         assert!(
             holding.allocated >= before.allocated + HELD - (1 << 20),
             "{before:?} -> {holding:?}"
         );
         assert!(holding.resident >= holding.allocated, "{holding:?}");
         drop(std::hint::black_box(block));
-        let after = stats().expect("jemalloc's figures");
+        let after = figures().expect("jemalloc's figures");
         assert!(
             after.allocated + HELD - (1 << 20) <= holding.allocated,
             "{holding:?} -> {after:?}"

@@ -186,6 +186,28 @@ fn a_far_future_event_is_a_dead_letter_and_honest_events_keep_counting() {
     demo.stop();
 }
 
+/// The binary registers its allocator's figures: `/metrics` reports the heap it holds, within
+/// what the allocator keeps resident.
+#[cfg(feature = "jemalloc")]
+#[test]
+fn metrics_report_the_allocators_figures() {
+    let demo = Demo::start(&["--rate", "0"]);
+    let (_, metrics) = http(&demo.address, "GET", "/metrics", None);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let allocated = value("crowdpulse_allocator_allocated_bytes");
+    let resident = value("crowdpulse_allocator_resident_bytes");
+    assert!(
+        allocated > 1e6 && resident >= allocated,
+        "allocated {allocated}, resident {resident}"
+    );
+    demo.stop();
+}
+
 /// SIGTERM (what systemd and Kubernetes send) takes the same graceful path as Ctrl-C: the run
 /// drains and exits 0 instead of dying with the signal.
 #[test]

@@ -589,7 +589,7 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
             (
                 "crowdpulse_allocator_resident_bytes",
                 "gauge",
-                "Bytes of the allocator's pages in memory: the heap held plus what the allocator keeps.",
+                "Bytes of the allocator's pages in memory (an upper bound): the heap held plus what the allocator keeps.",
             ),
             unlabelled(stats.resident),
         );

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crowdpulse_api::filters::routes;
+use crowdpulse_api::metrics::{report_allocator, AllocatorStats};
 use crowdpulse_connectors::config::ApiConfig;
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::summarizer::{SummarizerConfig, SummaryTexts};
@@ -382,8 +383,19 @@ async fn ingest_results_and_read_endpoints() {
         (StatusCode::OK, json!("ok"))
     );
 
+    // What the binary registers (its allocator's figures) goes through promtool too.
+    report_allocator(|| {
+        Some(AllocatorStats {
+            allocated: 50 << 20,
+            resident: 80 << 20,
+        })
+    });
     let response = warp::test::request().path("/metrics").reply(&api).await;
     let text = std::str::from_utf8(response.body()).unwrap();
+    assert!(
+        text.contains("crowdpulse_allocator_allocated_bytes 52428800"),
+        "{text}"
+    );
     assert!(
         text.contains("crowdpulse_events_total{type=\"reaction\"} 4"),
         "{text}"
