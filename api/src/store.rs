@@ -593,12 +593,13 @@ impl ViewStore {
         state.evicted_below = cutoff;
         state.kinds.evict(cutoff);
         for view in state.streams.values_mut() {
+            // A window whose rows were all withdrawn has nothing to show, whatever its end.
             view.windows.retain(|_, window| {
                 window
                     .rows()
                     .next()
                     .and_then(window_end)
-                    .is_none_or(|end| end > cutoff)
+                    .is_some_and(|end| end > cutoff)
             });
             view.moments.retain(|_, row| match row {
                 Row::Moment { moment, .. } => moment.end > cutoff,
@@ -941,6 +942,19 @@ mod tests {
         assert_eq!(recent_users(&store), ["ann"]);
         store.apply(Some(now + 62_000), &[]);
         assert!(recent_users(&store).is_empty());
+    }
+
+    /// A window whose rows were all withdrawn holds nothing: it goes with the next eviction
+    /// instead of keeping its stream's view for ever.
+    #[test]
+    fn windows_whose_rows_were_all_withdrawn_retire() {
+        let store = store();
+        store.apply(Some(5_000), &[(emoji_row("🔥", 1), 5_000, 1)]);
+        store.apply(Some(6_000), &[(emoji_row("🔥", 1), 6_000, -1)]);
+        // The first eviction notes when the view was last active; the next one retires it.
+        store.apply(Some(HOUR), &[]);
+        store.apply(Some(2 * HOUR), &[]);
+        assert!(!store.read().streams.contains_key("s1"));
     }
 
     /// `reactions` rows are the latest reactions, newest first, per stream and overall; they

@@ -181,6 +181,21 @@ impl MetricSeries {
     pub fn close(&mut self) -> Option<Moment> {
         self.open.take()
     }
+
+    /// Drops a baseline of nothing but zeros, which [`MetricSeries::restore_zeros`] brings
+    /// back: a quiet stream's series hold K zeros each, most of what it would keep otherwise.
+    pub fn elide_zeros(&mut self) {
+        if self.open.is_none() && self.history.iter().all(|value| *value == 0.0) {
+            self.history = VecDeque::new();
+        }
+    }
+
+    /// Gives an elided baseline its `k` zeros back.
+    pub fn restore_zeros(&mut self, k: usize) {
+        if self.history.is_empty() {
+            self.history.extend(std::iter::repeat_n(0.0, k));
+        }
+    }
 }
 
 #[cfg(test)]

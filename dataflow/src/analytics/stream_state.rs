@@ -36,6 +36,11 @@ impl MomentCursor {
         (self.next.is_none() || self.quiet_run >= baseline_windows)
             && self.series.iter().all(|series| series.open().is_none())
     }
+
+    /// After K empty windows every baseline is K zeros: nothing to keep while paused.
+    fn paused_on_zeros(&self, baseline_windows: usize) -> bool {
+        self.next.is_some() && self.quiet_run >= baseline_windows
+    }
 }
 
 /// State of one stream on the worker that owns it.
@@ -340,6 +345,29 @@ impl StreamState {
             && !(self.totals_stale && plan.live_rows)
             && self.moments.is_paused(plan.moments.baseline_windows)
             && self.summaries.is_empty()
+    }
+
+    /// Sheds what a quiet stream can rebuild when it wakes ([`StreamState::woken`]): its moment
+    /// baselines, K zeros each (about 600 of its 900 encoded bytes).
+    pub(crate) fn quieted(mut self, plan: &Plan) -> Self {
+        if self.moments.paused_on_zeros(plan.moments.baseline_windows) {
+            for series in &mut self.moments.series {
+                series.elide_zeros();
+            }
+        }
+        self
+    }
+
+    /// Rebuilds what [`StreamState::quieted`] shed. A checkpoint's quiet states from before
+    /// the shedding still hold their baselines, which this leaves as they are.
+    pub(crate) fn woken(mut self, plan: &Plan) -> Self {
+        let k = plan.moments.baseline_windows;
+        if self.moments.paused_on_zeros(k) {
+            for series in &mut self.moments.series {
+                series.restore_zeros(k);
+            }
+        }
+        self
     }
 
     /// Moves a quiet stream's horizon to `frontier`: everything else an advance would have done
