@@ -63,11 +63,26 @@ pub struct ProgressMirror {
     thread: Option<JoinHandle<()>>,
 }
 
+/// How long stopping waits for the mirror's thread: its lookup in progress, then its client's
+/// close, which with a broker that stopped answering waits out librdkafka's socket timeout (60 s).
+const STOP_WAIT: Duration = Duration::from_millis(2_500);
+
 impl Drop for ProgressMirror {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // The mirror is advisory: a shutdown must stay bounded, so a thread still closing its
+        // client after the wait is left to finish (or to end with the process).
+        let deadline = Instant::now() + STOP_WAIT;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if thread.is_finished() {
             let _ = thread.join();
+        } else {
+            warn!(waited = ?STOP_WAIT, "the kafka progress client is still closing; not waiting for it");
         }
     }
 }
@@ -102,7 +117,7 @@ pub fn mirror_progress(
                     continue;
                 }
                 next_round = Instant::now() + interval;
-                mirror_once(&consumer, &topics, &counters, &lag_out);
+                mirror_once(&consumer, &topics, &counters, &lag_out, &stop_in);
             }
         })
         .map_err(|e| ConnectorError::Kafka(format!("starting the progress thread: {e}")))?;
@@ -118,11 +133,16 @@ fn mirror_once(
     topics: &[String],
     counters: &SourceCounters,
     lag: &KafkaLag,
+    stop: &AtomicBool,
 ) {
     let mut commits = TopicPartitionList::new();
     let mut measured = BTreeMap::new();
     let mut answered = true;
     for ((topic, partition), progress) in counters.partition_progress() {
+        // Each lookup may take its timeout: a stop does not wait for the others.
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
         if !topics.contains(&topic) {
             continue;
         }
@@ -156,5 +176,54 @@ fn mirror_once(
         if let Err(error) = consumer.commit(&commits, CommitMode::Async) {
             warn!(%error, "committing offsets to the group failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use crowdpulse_dataflow::codec::{DecodeContext, Format};
+    use crowdpulse_dataflow::source::PartitionProgress;
+
+    use super::*;
+    use crate::kafka_source::TopicSource;
+    use crate::position::Position;
+
+    /// A broker that stops answering holds each watermark lookup for its timeout: stopping the
+    /// mirror (a run's shutdown) must not wait for every partition's lookup in turn.
+    #[test]
+    fn stopping_waits_for_one_lookup_at_most() {
+        // Accepts connections (the kernel's backlog) and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let options = KafkaSourceOptions {
+            brokers: silent.local_addr().unwrap().to_string(),
+            group_id: "crowdpulse-test".into(),
+            topics: vec![TopicSource {
+                name: "events".into(),
+                format: (Format::Json, DecodeContext::default()),
+            }],
+            start: Position::Earliest,
+            end: None,
+            fetch_wait_max_ms: 10,
+            liveness: None,
+        };
+        let counters = Arc::new(SourceCounters::default());
+        for partition in 0..8 {
+            counters.partitions.lock().unwrap().insert(
+                ("events".into(), partition),
+                PartitionProgress {
+                    next_offset: Some(1),
+                    ..PartitionProgress::default()
+                },
+            );
+        }
+        let mirror = mirror_progress(&options, counters, Duration::from_millis(10)).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let stopping = Instant::now();
+        drop(mirror);
+        let waited = stopping.elapsed();
+        // At most the bounded wait, not eight lookups and the client's close (over a minute).
+        assert!(waited < STOP_WAIT * 2, "stopping took {waited:?}");
     }
 }
