@@ -193,6 +193,15 @@ mod tests {
 
     const T0: Millis = 1_767_225_600_000;
 
+    /// An engine and a pane aggregator on the default pipeline.
+    fn default_engine() -> (Plan, Engine, PaneAggregator) {
+        let plan = Plan::new(PipelineConfig::default()).unwrap();
+        let engine = Engine::new(&plan);
+        let analyzer = Arc::new(Analyzer::new(Lexicons::builtin()));
+        let aggregator = PaneAggregator::new(plan.pane(), analyzer);
+        (plan, engine, aggregator)
+    }
+
     fn feed(engine: &mut Engine, aggregator: &mut PaneAggregator, events: &[(&str, Millis)]) {
         for (stream, ts) in events {
             let line = format!(
@@ -210,10 +219,7 @@ mod tests {
     /// is compacted away before the stream is encoded.
     #[test]
     fn present_viewers_keep_a_stream_active_until_they_time_out() {
-        let plan = Plan::new(PipelineConfig::default()).unwrap();
-        let mut engine = Engine::new(&plan);
-        let analyzer = Arc::new(Analyzer::new(Lexicons::builtin()));
-        let mut aggregator = PaneAggregator::new(plan.pane(), analyzer);
+        let (_, mut engine, mut aggregator) = default_engine();
         let line = format!(
             r#"{{"type":"viewer","stream_id":"v","user_id":"u","action":"join","ts":{T0}}}"#
         );
@@ -242,10 +248,8 @@ mod tests {
     /// once, its z-score the burst itself (mean 0, deviation 0 floored at 1).
     #[test]
     fn a_woken_stream_scores_its_burst_against_a_baseline_of_zeros() {
-        let plan = Plan::new(PipelineConfig::default()).unwrap();
-        let mut engine = Engine::new(&plan);
-        let analyzer = Arc::new(Analyzer::new(Lexicons::builtin()));
-        let aggregator = &mut PaneAggregator::new(plan.pane(), analyzer);
+        let (_, mut engine, mut aggregator) = default_engine();
+        let aggregator = &mut aggregator;
         let mut out = RowChanges::new();
         feed(&mut engine, aggregator, &[("a", T0)]);
         let mut t = T0;
@@ -293,10 +297,8 @@ mod tests {
     /// resume exactly when they return; the end of input makes every stream's totals final.
     #[test]
     fn idle_streams_go_quiet_and_resume_with_their_totals() {
-        let plan = Plan::new(PipelineConfig::default()).unwrap();
-        let mut engine = Engine::new(&plan);
-        let analyzer = Arc::new(Analyzer::new(Lexicons::builtin()));
-        let aggregator = &mut PaneAggregator::new(plan.pane(), analyzer);
+        let (plan, mut engine, mut aggregator) = default_engine();
+        let aggregator = &mut aggregator;
         let mut out = RowChanges::new();
         feed(
             &mut engine,
