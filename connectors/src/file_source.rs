@@ -5,12 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use crowdpulse_dataflow::codec::{DecodeContext, Format};
-use crowdpulse_dataflow::source::{PartitionReader, ReadStatus, RecordBatch};
+use crowdpulse_dataflow::source::{PartitionReader, ReadStatus, RecordBatch, MAX_RECORD_BYTES};
 
 use crate::error::{ConnectorError, Result};
-
-/// Records larger than this are cut and dead-lettered instead of being buffered whole.
-pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// One NDJSON file as a partition. Offsets are zero-based line numbers; blank lines are skipped.
 pub struct FileReader {

@@ -312,6 +312,7 @@ mod tests {
     use rdkafka::{Offset, TopicPartitionList};
 
     use super::*;
+    use crowdpulse_dataflow::source::MAX_RECORD_BYTES;
 
     const TOPIC: &str = "chat";
 
@@ -403,6 +404,24 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// A record beyond the size limit is cut and marked, as a file's line is: a dead letter,
+    /// not a record held whole (a producer may raise Kafka's own limit far beyond ours).
+    #[test]
+    fn an_oversized_record_is_cut_and_marked() {
+        let mut batch = RecordBatch::default();
+        let payload = vec![b' '; MAX_RECORD_BYTES + 10];
+        let bounds = (SkipBefore::Nothing, ReadBound::Unbounded);
+        take(bounds, 7, Some(1_000), &payload, &mut batch);
+        take(bounds, 8, Some(1_000), b"{}", &mut batch);
+        let records: Vec<_> = batch.iter().collect();
+        assert_eq!(records[0].oversized, Some(MAX_RECORD_BYTES + 10));
+        assert_eq!(records[0].payload.len(), MAX_RECORD_BYTES);
+        assert_eq!(
+            (records[1].oversized, records[1].payload),
+            (None, &b"{}"[..])
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ use crate::rows::{DeadLetter, DeadLetterReason, Row};
 use crate::seen_ids::SeenIds;
 use crate::sentiment::Analyzer;
 
+/// Records larger than this are cut and dead-lettered instead of being held whole, whichever
+/// source read them.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
 /// One record as read from a partition, borrowed from its [`RecordBatch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawRecord<'a> {
@@ -83,10 +87,13 @@ impl RecordBatch {
         self.records.is_empty()
     }
 
-    /// Appends a whole record.
+    /// Appends a record: whole, or beyond [`MAX_RECORD_BYTES`] its first bytes, marked
+    /// oversized (a dead letter).
     pub fn push(&mut self, offset: u64, payload: &[u8], timestamp: Option<Millis>) {
-        self.data.extend_from_slice(payload);
-        self.finish_record(offset, timestamp, None);
+        let oversized = (payload.len() > MAX_RECORD_BYTES).then_some(payload.len());
+        self.data
+            .extend_from_slice(&payload[..payload.len().min(MAX_RECORD_BYTES)]);
+        self.finish_record(offset, timestamp, oversized);
     }
 
     /// The buffer a reader appends the bytes of its next record to, before [`Self::finish_record`].
