@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crowdpulse_dataflow::category::Category;
+use crowdpulse_dataflow::error::excerpt;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::rows::{ChatMessage, Row};
 use serde_json::Value;
@@ -59,7 +60,12 @@ pub fn cursor(key: &ChatKey) -> String {
 }
 
 fn parse_cursor(text: &str) -> Result<ChatKey> {
-    let invalid = || bad(format!("before={text:?} is not a cursor this API returned"));
+    let invalid = || {
+        bad(format!(
+            "before={} is not a cursor this API returned",
+            excerpt(text)
+        ))
+    };
     let mut parts = text.splitn(4, '.');
     let mut number = || parts.next().and_then(|p| p.parse::<u64>().ok());
     let (ts, partition, offset) = (number(), number(), number());
@@ -96,7 +102,8 @@ impl ChatFilter {
                     .find(|c| c.name() == name)
                     .ok_or_else(|| {
                         bad(format!(
-                            "category={name:?} is not one of praise, toxic, humor, question, other"
+                            "category={} is not one of praise, toxic, humor, question, other",
+                            excerpt(name)
                         ))
                     })?,
             ),

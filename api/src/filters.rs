@@ -209,6 +209,23 @@ fn preflight(
         })
 }
 
+/// A stream or kind id from the path, refused (400) beyond `pipeline.limits.id_bytes`: no event
+/// can carry such an id, and following it would hold a stream view for nothing.
+fn path_id(
+    max_bytes: usize,
+) -> impl Fn(StreamId) -> std::future::Ready<Result<String, Rejection>> + Clone {
+    move |StreamId(id)| {
+        std::future::ready(if id.len() > max_bytes {
+            Err(warp::reject::custom(ApiError::BadRequest(format!(
+                "an id of {} bytes: events carry at most {max_bytes}",
+                id.len()
+            ))))
+        } else {
+            Ok(id)
+        })
+    }
+}
+
 /// Window query parameters.
 fn window_query() -> impl Filter<Extract = (WindowQuery,), Error = Rejection> + Clone {
     warp::query::<WindowQuery>()
@@ -221,6 +238,8 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     let body_counters = Arc::clone(&state.http);
     let live_slot = live_client_slot(&state);
     let http = state.http.clone();
+    let errors = Arc::clone(&state.http);
+    let id_bytes = state.ingest.field_limits().id_bytes;
     let access = Arc::clone(&state.access);
     let origins = Arc::clone(&state.origins);
     // What every write route asks: a POST with a write token from an allowed origin; gives its
@@ -271,62 +290,62 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(state.clone())
         .and_then(handlers::list_streams);
     let stream = warp::path!("v1" / "streams" / StreamId)
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
         .and(state.clone())
         .and_then(handlers::get_stream);
     let metrics_rows = warp::path!("v1" / "streams" / StreamId / "metrics")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_metrics);
     let top = warp::path!("v1" / "streams" / StreamId / "emojis" / "top")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_top_emojis);
     let viewers = warp::path!("v1" / "streams" / StreamId / "viewers")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_viewers);
     let sentiment = warp::path!("v1" / "streams" / StreamId / "sentiment")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_sentiment);
     let categories = warp::path!("v1" / "streams" / StreamId / "categories")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_categories);
     let chat = warp::path!("v1" / "streams" / StreamId / "chat")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
         .and(warp::query::<ChatQuery>())
         .and(state.clone())
         .and_then(handlers::stream_chat);
     let summary = warp::path!("v1" / "streams" / StreamId / "summary")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
         .and(warp::query::<SummaryQuery>())
         .and(state.clone())
         .and_then(handlers::stream_summary);
     let moments = warp::path!("v1" / "streams" / StreamId / "moments")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
         .and(state.clone())
@@ -342,14 +361,14 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(state.clone())
         .and_then(kinds::list_kinds);
     let kind_metrics = warp::path!("v1" / "kinds" / StreamId / "metrics")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
         .and(warp::query::<HashMap<String, String>>())
         .and(state.clone())
         .and_then(kinds::kind_metrics);
     let kind_alerts = warp::path!("v1" / "kinds" / StreamId / "alerts")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
         .and(warp::query::<HashMap<String, String>>())
@@ -396,12 +415,12 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(state.clone())
         .and_then(handlers::ingest_events);
     let kind_records = warp::path!("v1" / "kinds" / StreamId / "records")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(write())
         .and(state.clone())
         .and_then(handlers::ingest_kind);
     let reaction = warp::path!("v1" / "streams" / StreamId / "reactions")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(write())
         .and(state.clone())
         .and_then(
@@ -424,7 +443,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
 
     let max_message = limits.max_websocket_message_bytes;
     let websocket = warp::path!("v1" / "streams" / StreamId / "live")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(authorized_push(&access))
         .and(same_or_listed_origin(&origins))
@@ -434,11 +453,13 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .map(move |id: String, ws: warp::ws::Ws, state: AppState| {
             ws.max_message_size(max_message)
                 .max_frame_size(max_message)
-                .on_upgrade(move |socket| serve_websocket(socket, state.store, state.clients, id))
+                .on_upgrade(move |socket| {
+                    serve_websocket(socket, state.store, state.clients, state.http, id)
+                })
                 .into_response()
         });
     let sse = warp::path!("v1" / "streams" / StreamId / "events")
-        .map(String::from)
+        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(authorized_push(&access))
         .and(live_slot)
@@ -474,6 +495,9 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .unify()
         .and(warp::header::headers_cloned())
         .map(move |mut response: Response, request: HeaderMap| {
+            if let Some(ErrorCode(code)) = response.extensions().get() {
+                errors.record_error(code);
+            }
             let headers = response.headers_mut();
             // Lets listed sites read answers; a browser hides them from any other site.
             if let Some(allow) = cors.allow_header(&request) {
@@ -494,14 +518,28 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         }))
 }
 
-fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+/// Longest error message answered, in bytes. Ours quote at most an excerpt of the input, but
+/// serde's and warp's may quote what the client sent at any length.
+const MAX_ERROR_MESSAGE_BYTES: usize = 256;
+
+/// The error code of a JSON error answer, for `/metrics` to count once the answer is made.
+#[derive(Debug, Clone, Copy)]
+struct ErrorCode(&'static str);
+
+fn error_response(status: StatusCode, code: &'static str, mut message: String) -> Response {
+    if message.len() > MAX_ERROR_MESSAGE_BYTES {
+        message.truncate(message.floor_char_boundary(MAX_ERROR_MESSAGE_BYTES));
+        message.push('…');
+    }
     let body = ErrorBody {
         error: ErrorDetail {
             code: code.to_owned(),
             message,
         },
     };
-    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+    let mut response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+    response.extensions_mut().insert(ErrorCode(code));
+    response
 }
 
 /// Maps every rejection to `{"error": {"code", "message"}}` with its status.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use crowdpulse_connectors::live_input::wall_clock_ms;
+use crowdpulse_dataflow::error::excerpt;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::rows::ChatMessage;
 use crowdpulse_dataflow::timestamp::parse_rfc3339;
@@ -51,10 +52,11 @@ pub async fn health(state: AppState) -> Result<Response, Rejection> {
 /// How long the Kafka broker may leave the progress lookups unanswered before `/ready` fails.
 const KAFKA_SILENCE_MS: u64 = 10_000;
 
-/// `GET /ready`: the dataflow's frontier is moving (within the expected delay of wall clock),
-/// when reading Kafka the broker answered recently, and when writing Postgres its last write
-/// succeeded.
+/// `GET /ready`: the process is not failing (see `/health`), the dataflow's frontier is moving
+/// (within the expected delay of wall clock), when reading Kafka the broker answered recently,
+/// and when writing Postgres its last write succeeded.
 pub async fn ready(state: AppState) -> Result<Response, Rejection> {
+    let failing = state.failed.get();
     let now = wall_clock_ms();
     let frontier = state.store.read().frontier;
     let delay = frontier.map(|f| now.saturating_sub(f));
@@ -66,7 +68,8 @@ pub async fn ready(state: AppState) -> Result<Response, Rejection> {
         .postgres
         .as_ref()
         .map(|sink| sink.connected.load(std::sync::atomic::Ordering::Relaxed) == 1);
-    let ready = delay.is_some_and(|d| d <= state.settings.ready_delay_ms)
+    let ready = failing.is_none()
+        && delay.is_some_and(|d| d <= state.settings.ready_delay_ms)
         && kafka != Some(false)
         && postgres != Some(false);
     let status = if ready {
@@ -80,6 +83,7 @@ pub async fn ready(state: AppState) -> Result<Response, Rejection> {
         "frontier_delay_ms": delay,
         "kafka_reachable": kafka,
         "postgres_reachable": postgres,
+        "failing": failing,
     });
     Ok(json_reply(&body, status))
 }
@@ -108,13 +112,21 @@ pub async fn openapi() -> Result<Response, Rejection> {
     Ok(reply::with_header(crate::OPENAPI, "content-type", "application/json").into_response())
 }
 
+/// 404 for a stream the API knows nothing of.
+fn unknown_stream(id: &str) -> Rejection {
+    reject(ApiError::NotFound(format!(
+        "unknown stream {}",
+        excerpt(id)
+    )))
+}
+
 /// A stream that has produced results, or 404.
 fn stream<'a>(state: &'a StoreState, id: &str) -> Result<&'a StreamView, Rejection> {
     state
         .streams
         .get(id)
         .filter(|view| view.has_results())
-        .ok_or_else(|| reject(ApiError::NotFound(format!("unknown stream {id:?}"))))
+        .ok_or_else(|| unknown_stream(id))
 }
 
 /// `GET /v1/streams`.
@@ -151,7 +163,8 @@ pub(crate) fn time_bound(name: &str, text: &str) -> crate::error::Result<Millis>
         .or_else(|_| parse_rfc3339(text))
         .map_err(|_| {
             ApiError::BadRequest(format!(
-                "{name}={text:?} is neither epoch milliseconds nor RFC 3339"
+                "{name}={} is neither epoch milliseconds nor RFC 3339",
+                excerpt(text)
             ))
         })
 }
@@ -170,7 +183,8 @@ fn window_label(state: &AppState, query: &WindowQuery) -> Result<String, Rejecti
         Ok(label)
     } else {
         Err(reject(ApiError::BadRequest(format!(
-            "unknown window {label:?}; configured: {}",
+            "unknown window {}; configured: {}",
+            excerpt(&label),
             state.settings.windows.join(", ")
         ))))
     }
@@ -265,7 +279,7 @@ async fn metric_values<T>(
             .await;
         let older = or_store_only(older, extra.is_some())?;
         if older.is_empty() && extra.is_none() {
-            return Err(reject(ApiError::NotFound(format!("unknown stream {id:?}"))));
+            return Err(unknown_stream(id));
         }
         rows.splice(0..0, older);
     }
@@ -438,7 +452,7 @@ pub async fn stream_moments(id: String, state: AppState) -> Result<Response, Rej
         let older = history.moments(&id, earliest.unwrap_or(Millis::MAX)).await;
         let older = or_store_only(older, known)?;
         if older.is_empty() && !known {
-            return Err(reject(ApiError::NotFound(format!("unknown stream {id:?}"))));
+            return Err(unknown_stream(&id));
         }
         moments.splice(0..0, older);
     }
@@ -485,7 +499,7 @@ pub async fn stream_chat(
     let (messages, next) = chat::page(&filter, stored.iter(), from_postgres);
     if let (true, false, Some(history)) = (messages.is_empty(), known, &state.history) {
         if !history.has_chat(&id).await.map_err(reject)? {
-            return Err(reject(ApiError::NotFound(format!("unknown stream {id:?}"))));
+            return Err(unknown_stream(&id));
         }
     }
     Ok(json_reply(
@@ -523,7 +537,7 @@ pub async fn stream_summary(
     if let (Some(history), true) = (&state.history, summaries.len() < limit) {
         let older = history.summaries(&id, limit).await.map_err(reject)?;
         if older.is_empty() && !known && !history.has_chat(&id).await.map_err(reject)? {
-            return Err(reject(ApiError::NotFound(format!("unknown stream {id:?}"))));
+            return Err(unknown_stream(&id));
         }
         let keyed = older.into_iter().filter_map(|row| {
             let key = (
@@ -596,7 +610,7 @@ impl BodyFormat {
             }
             other => Err(ApiError::UnsupportedMediaType(format!(
                 "content type {} is not accepted; use application/json (an array of events) or application/x-ndjson",
-                other.map_or("(none)".into(), crowdpulse_dataflow::error::excerpt)
+                other.map_or("(none)".into(), excerpt)
             ))),
         }
     }

@@ -13,6 +13,7 @@ use crowdpulse_connectors::generator::Generated;
 use crowdpulse_connectors::ingest_producer::{is_permanent, EnqueueError, IngestProducer};
 use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
 use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
+use crowdpulse_dataflow::error::excerpt;
 use crowdpulse_dataflow::event::{Event, EventBody, FieldLimits, Millis};
 use crowdpulse_dataflow::kinds::config::KindSpec;
 use crowdpulse_dataflow::kinds::record::{encode as encode_kind, read as read_kind};
@@ -87,6 +88,11 @@ impl Ingest {
             kinds,
             counters: IngestCounters::default(),
         }
+    }
+
+    /// The pipeline's field limits, which ids in paths are held to as well.
+    pub fn field_limits(&self) -> FieldLimits {
+        self.limits
     }
 
     fn remember(&self, events: &[Event]) {
@@ -185,7 +191,7 @@ impl Ingest {
             .iter()
             .enumerate()
             .find(|(_, spec)| spec.name == name)
-            .ok_or_else(|| ApiError::NotFound(format!("unknown kind {name:?}")))?;
+            .ok_or_else(|| ApiError::NotFound(format!("unknown kind {}", excerpt(name))))?;
         let IngestTarget::Input { kinds, .. } = &self.target else {
             return Err(ApiError::BadRequest(format!(
                 "records of kind {} are read from Kafka topic {:?}: produce them there",

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crowdpulse_dataflow::error::excerpt;
 use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::kinds::config::{AlertConfig, KindSpec, MeasureConfig};
 use crowdpulse_dataflow::rows::Row;
@@ -92,8 +93,10 @@ impl KindFilter {
         let window = query.get("window").cloned();
         if let Some(window) = window.as_ref().filter(|w| !kind.windows.contains(w)) {
             return Err(ApiError::BadRequest(format!(
-                "window {window:?} is not one of kind {}'s: {:?}",
-                kind.name, kind.windows
+                "window {} is not one of kind {}'s: {:?}",
+                excerpt(window),
+                kind.name,
+                kind.windows
             )));
         }
         let limit = number("limit")?.unwrap_or(100) as usize;
@@ -111,8 +114,10 @@ impl KindFilter {
                 }
                 other => {
                     return Err(ApiError::BadRequest(format!(
-                        "{other:?} is neither window, from, to, limit nor a dimension of kind {} ({:?})",
-                        kind.name, kind.dimensions
+                        "{} is neither window, from, to, limit nor a dimension of kind {} ({:?})",
+                        excerpt(other),
+                        kind.name,
+                        kind.dimensions
                     )))
                 }
             }
@@ -146,7 +151,12 @@ fn kind_of<'a>(state: &'a AppState, kind: &str) -> Result<&'a KindInfo, Rejectio
         .kinds
         .iter()
         .find(|k| k.name == kind)
-        .ok_or_else(|| reject(ApiError::NotFound(format!("unknown kind {kind:?}"))))
+        .ok_or_else(|| {
+            reject(ApiError::NotFound(format!(
+                "unknown kind {}",
+                excerpt(kind)
+            )))
+        })
 }
 
 /// Orders and identifies rows: (window start, the rest of the key as JSON text).

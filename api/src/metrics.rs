@@ -100,6 +100,8 @@ impl DurationHistogram {
 struct HttpTotals {
     requests: BTreeMap<(String, u16), u64>,
     durations: BTreeMap<String, DurationHistogram>,
+    /// JSON error answers by their code (a fixed set, so the labels stay few).
+    errors: BTreeMap<&'static str, u64>,
 }
 
 /// Why the server dropped a connection or refused a client before any route answered.
@@ -116,15 +118,18 @@ pub enum Refusal {
     BodyTimeout,
     /// The peer read nothing of an answer or push for `api.limits.send_timeout`.
     SendStall,
+    /// A WebSocket client sent a message beyond `api.limits.max_websocket_message_bytes`.
+    WebSocketMessage,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 5] = [
+    const ALL: [Refusal; 6] = [
         Refusal::Connections,
         Refusal::LiveClients,
         Refusal::HeaderTimeout,
         Refusal::BodyTimeout,
         Refusal::SendStall,
+        Refusal::WebSocketMessage,
     ];
 
     fn label(self) -> &'static str {
@@ -134,6 +139,7 @@ impl Refusal {
             Refusal::HeaderTimeout => "header_timeout",
             Refusal::BodyTimeout => "body_timeout",
             Refusal::SendStall => "send_stall",
+            Refusal::WebSocketMessage => "websocket_message",
         }
     }
 }
@@ -154,6 +160,18 @@ impl HttpCounters {
     /// Refusals of one kind so far.
     pub fn refusals(&self, refusal: Refusal) -> u64 {
         self.refusals[refusal as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts one JSON error answer by its code.
+    pub fn record_error(&self, code: &'static str) {
+        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        *totals.errors.entry(code).or_default() += 1;
+    }
+
+    /// JSON error answers with `code` so far.
+    pub fn errors(&self, code: &str) -> u64 {
+        let totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.errors.get(code).copied().unwrap_or(0)
     }
 
     /// Counts one answered request and how long the server took to produce its answer.
@@ -609,6 +627,15 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
         totals.requests.iter().map(|((route, status), count)| {
             (format!("{{route=\"{route}\",status=\"{status}\"}}"), *count)
         }),
+    );
+    family(
+        &mut out,
+        (
+            "crowdpulse_http_errors_total",
+            "counter",
+            "JSON error answers by their error code (unauthorized, forbidden_origin, too_many_events, ...).",
+        ),
+        labelled("code", totals.errors.iter().map(|(code, count)| (*code, *count))),
     );
     let name = "crowdpulse_http_request_duration_seconds";
     let _ = writeln!(

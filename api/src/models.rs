@@ -234,9 +234,3 @@ impl std::str::FromStr for StreamId {
         Ok(Self(decoded.into_owned()))
     }
 }
-
-impl From<StreamId> for String {
-    fn from(id: StreamId) -> Self {
-        id.0
-    }
-}

@@ -18,6 +18,7 @@ use tokio_util::task::AbortOnDropHandle;
 use warp::filters::sse::Event;
 use warp::filters::ws::{Message, WebSocket};
 
+use crate::metrics::{HttpCounters, Refusal};
 use crate::models::ClientInfo;
 use crate::store::ViewStore;
 
@@ -181,6 +182,7 @@ pub async fn serve_websocket(
     socket: WebSocket,
     store: Arc<ViewStore>,
     clients: Arc<Clients>,
+    http: Arc<HttpCounters>,
     stream_id: String,
 ) {
     let guard = clients.register("websocket", &stream_id);
@@ -189,7 +191,7 @@ pub async fn serve_websocket(
     // The client's frames are read by a task of its own, woken only when the client sends
     // something: polled from this loop, the read half would run once per message sent, and each
     // read attempt zeroes tungstenite's whole read buffer (128 KiB) first.
-    let mut client_left = AbortOnDropHandle::new(tokio::spawn(until_closed(incoming)));
+    let mut client_left = AbortOnDropHandle::new(tokio::spawn(until_closed(incoming, http)));
     let mut pending = Some(Push::Snapshot(snapshot));
     loop {
         if let Some(push) = pending.take() {
@@ -236,11 +238,21 @@ pub async fn serve_websocket(
 }
 
 /// Reads a WebSocket client's frames until it closes or fails. Client messages are not part of
-/// the protocol (pings are answered by warp).
-async fn until_closed(mut incoming: SplitStream<WebSocket>) {
-    while let Some(Ok(message)) = incoming.next().await {
-        if message.is_close() {
-            break;
+/// the protocol (pings are answered by warp); one beyond `api.limits.max_websocket_message_bytes`
+/// ends the connection and is counted.
+async fn until_closed(mut incoming: SplitStream<WebSocket>, http: Arc<HttpCounters>) {
+    while let Some(message) = incoming.next().await {
+        match message {
+            Ok(message) if message.is_close() => break,
+            Ok(_) => {}
+            Err(error) => {
+                let cause = std::error::Error::source(&error)
+                    .and_then(|cause| cause.downcast_ref::<tungstenite::Error>());
+                if matches!(cause, Some(tungstenite::Error::Capacity(_))) {
+                    http.refuse(Refusal::WebSocketMessage);
+                }
+                break;
+            }
         }
     }
 }

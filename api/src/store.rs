@@ -915,6 +915,26 @@ mod tests {
         })
     }
 
+    /// Session emoji totals hold at most `MAX_SESSION_EMOJIS` emojis, however many distinct
+    /// ones arrive: a new one replaces the least counted, so a much-used emoji stays.
+    #[test]
+    fn session_emoji_totals_keep_their_bound_and_the_most_counted() {
+        let mut totals = BTreeMap::new();
+        add_session_count(&mut totals, "🔥", 5);
+        for i in 0..MAX_SESSION_EMOJIS + 500 {
+            add_session_count(&mut totals, &format!("e{i}"), 1);
+            assert!(totals.len() <= MAX_SESSION_EMOJIS);
+        }
+        assert_eq!(totals.len(), MAX_SESSION_EMOJIS);
+        assert_eq!(totals["🔥"], 5);
+        assert_eq!(totals[&format!("e{}", MAX_SESSION_EMOJIS + 499)], 1);
+        add_session_count(&mut totals, "🔥", -5);
+        assert!(
+            !totals.contains_key("🔥"),
+            "a count back at zero is dropped"
+        );
+    }
+
     /// A reaction ingested while the frontier still lags far behind its time (a source that
     /// had nothing to read yet) is pending in the dataflow: the frontier catching up must not
     /// retire its stream before the rows it leads to arrive.

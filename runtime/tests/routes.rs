@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crowdpulse_api::filters::routes;
-use crowdpulse_api::metrics::{report_allocator, AllocatorStats};
+use crowdpulse_api::metrics::{report_allocator, AllocatorStats, Refusal};
 use crowdpulse_connectors::config::ApiConfig;
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::summarizer::{SummarizerConfig, SummaryTexts};
@@ -414,6 +414,23 @@ async fn ingest_results_and_read_endpoints() {
     );
     assert!(text.contains("crowdpulse_live_clients 0"), "{text}");
     promtool_accepts(text);
+
+    // A failing process (a worker panicked, a sink failed) is not ready, however its frontier
+    // moves: a load balancer takes it out while it stops.
+    app.state.failed.set("worker 1 panicked".into()).unwrap();
+    let (status, body) = get(&api, "/ready").await;
+    assert_eq!(
+        (status, body["failing"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("worker 1 panicked"))
+    );
+    let (status, body) = get(&api, "/health").await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "failing", "reason": "worker 1 panicked"})
+        )
+    );
     app.shutdown();
 }
 
@@ -846,6 +863,17 @@ async fn every_error_is_a_json_body_with_its_status() {
         let (s, b, _) = call(&api, method, path, content_type, body).await;
         assert_error(s, &b, status, code);
     }
+    // Every JSON error answer so far, counted by its code for `/metrics`.
+    let http = &app.state.http;
+    for (code, answers) in [
+        ("not_found", 7),
+        ("method_not_allowed", 2),
+        ("unsupported_media_type", 3),
+        ("bad_request", 4),
+        ("payload_too_large", 1),
+    ] {
+        assert_eq!(http.errors(code), answers, "{code}");
+    }
 
     // Query errors need a stream with results.
     react(&api, "s1", r#"{"emoji":"x"}"#).await;
@@ -864,6 +892,155 @@ async fn every_error_is_a_json_body_with_its_status() {
         let (s, b) = get(&api, path).await;
         assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
     }
+    let response = warp::test::request().path("/metrics").reply(&api).await;
+    let text = std::str::from_utf8(response.body()).unwrap();
+    assert!(
+        text.contains("crowdpulse_http_errors_total{code=\"method_not_allowed\"} 2"),
+        "{text}"
+    );
+    promtool_accepts(text);
+    app.shutdown();
+}
+
+/// All-tied emojis beyond `pipeline.top_max_entries` are cut and marked on every answer that
+/// lists them: the latest window's top, the session ranking and the statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tied_top_emojis_are_cut_and_marked_on_every_answer() {
+    let pipeline = PipelineConfig {
+        top_max_entries: 3,
+        ..PipelineConfig::default()
+    };
+    let app = start_with(ApiConfig::default(), pipeline);
+    let api = routes(app.state.clone());
+    for emoji in ["a", "b", "c", "d", "e"] {
+        react(&api, "t1", &format!(r#"{{"emoji":"{emoji}"}}"#)).await;
+    }
+    let window = "/v1/streams/t1/emojis/top?window=10s";
+    eventually("the window's top", || async {
+        get(&api, window).await.1["top"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+    })
+    .await;
+    let (_, latest) = get(&api, window).await;
+    let (_, session) = get(&api, "/v1/streams/t1/emojis/top").await;
+    let (_, statistics) = get(&api, "/v1/statistics").await;
+    for (what, top, truncated) in [
+        ("window", &latest["top"], &latest["truncated"]),
+        ("session", &session["top"], &session["truncated"]),
+        (
+            "statistics",
+            &statistics["top_emojis"],
+            &statistics["top_emojis_truncated"],
+        ),
+    ] {
+        assert_eq!(top.as_array().map(Vec::len), Some(3), "{what}: {top}");
+        assert_eq!(truncated, &json!(true), "{what}");
+    }
+    app.shutdown();
+}
+
+/// Error messages quote only an excerpt of what the client sent, however long, and ids in paths
+/// are held to the limit of ids in events: a follower of a longer one would hold a view for an
+/// id no event can carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_do_not_echo_long_input_and_long_ids_in_paths_are_refused() {
+    let app = start(ApiConfig::default());
+    let api = routes(app.state.clone());
+    react(&api, "s1", r#"{"emoji":"x"}"#).await;
+    eventually("stream s1", || async {
+        get(&api, "/v1/streams/s1").await.0 == StatusCode::OK
+    })
+    .await;
+    let long = "y".repeat(10_000);
+    let id_of_100 = "i".repeat(100);
+    let not_found = (StatusCode::NOT_FOUND, "not_found");
+    let bad = (StatusCode::BAD_REQUEST, "bad_request");
+    let json = Some("application/json");
+    let field = format!(r#"{{"{long}":1}}"#);
+    let event =
+        format!(r#"[{{"type":"reaction","stream_id":"s1","user_id":"u","emoji":"x","{long}":1}}]"#);
+    let cases: Vec<(&str, String, &[u8], _)> = vec![
+        ("GET", format!("/v1/streams/{id_of_100}"), b"", not_found),
+        (
+            "GET",
+            format!("/v1/streams/{id_of_100}/metrics"),
+            b"",
+            not_found,
+        ),
+        (
+            "GET",
+            format!("/v1/streams/s1/metrics?window={long}"),
+            b"",
+            bad,
+        ),
+        (
+            "GET",
+            format!("/v1/streams/s1/metrics?from={long}"),
+            b"",
+            bad,
+        ),
+        (
+            "GET",
+            format!("/v1/streams/s1/chat?before={long}"),
+            b"",
+            bad,
+        ),
+        (
+            "GET",
+            format!("/v1/streams/s1/chat?category={long}"),
+            b"",
+            bad,
+        ),
+        ("GET", format!("/v1/streams/s1/metrics?{long}=1"), b"", bad),
+        (
+            "GET",
+            format!("/v1/kinds/{id_of_100}/metrics"),
+            b"",
+            not_found,
+        ),
+        (
+            "POST",
+            "/v1/streams/s1/reactions".into(),
+            field.as_bytes(),
+            bad,
+        ),
+        (
+            "POST",
+            "/v1/events".into(),
+            event.as_bytes(),
+            (StatusCode::ACCEPTED, ""),
+        ),
+        // Longer than any event's id (128 bytes): refused before a view is made for it.
+        ("GET", format!("/v1/streams/{long}"), b"", bad),
+        ("GET", format!("/v1/streams/{long}/events"), b"", bad),
+        ("GET", format!("/v1/streams/{long}/live"), b"", bad),
+        (
+            "POST",
+            format!("/v1/streams/{long}/reactions"),
+            br#"{"emoji":"x"}"#,
+            bad,
+        ),
+    ];
+    for (method, path, body, (status, code)) in cases {
+        let (s, b, _) = call(&api, method, &path, json, body).await;
+        let what = format!("{method} {}", &path[..path.len().min(60)]);
+        let text = b.to_string();
+        assert!(
+            text.len() < 400,
+            "{what}: an answer of {} bytes: {text:.400}",
+            text.len()
+        );
+        if code.is_empty() {
+            assert_eq!(s, status, "{what}: {text:.400}");
+        } else {
+            assert_error(s, &b, status, code);
+        }
+    }
+    assert!(
+        !app.state.store.read().streams.contains_key(long.as_str()),
+        "no view for an id no event can carry"
+    );
     app.shutdown();
 }
 
@@ -928,6 +1105,29 @@ async fn websocket_pushes_a_snapshot_then_changes_and_is_listed_as_a_client() {
     drop(client);
     eventually("the client to leave the list", || async {
         get(&api, "/v1/clients").await.1["clients"] == json!([])
+    })
+    .await;
+
+    // A client message beyond `api.limits.max_websocket_message_bytes` (4096) ends the
+    // connection, counted; one within it changes nothing.
+    let mut client = warp::test::ws()
+        .path("/v1/streams/w1/live")
+        .handshake(api.clone())
+        .await
+        .expect("handshake");
+    client.recv().await.expect("a snapshot");
+    client.send_text("x".repeat(4_000)).await;
+    client.send_text("x".repeat(5_000)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while client.recv().await.is_ok() {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "an oversized message did not end the connection"
+    );
+    eventually("the oversized message counted", || async {
+        app.state.http.refusals(Refusal::WebSocketMessage) == 1
     })
     .await;
     app.shutdown();
@@ -1008,44 +1208,44 @@ where
     (response.status(), response.headers().clone())
 }
 
-/// A route (method, path, body) and the tokens that may and may not use it; None: open to all.
-type Scoped<'a> = (&'a str, &'a str, &'a [u8], Option<(&'a str, &'a str)>);
-
-/// Every route without a token, with a token of another scope, and with the right one (DESIGN
-/// §6): 401 with a Bearer challenge, 403, then anything but those.
+/// Every route the OpenAPI document describes (and the dashboard's assets), with the scope its
+/// operation declares: without a token, with a token of another scope, and with the right one
+/// (DESIGN §6): 401 with a Bearer challenge, 403, then anything but those. Driven by the
+/// document, so a route added there is in the matrix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_by_token_and_scope() {
     let app = start(with_tokens());
     let api = routes(app.state.clone());
     let event = br#"[{"type":"reaction","stream_id":"s1","user_id":"u","emoji":"x"}]"#;
     let reaction = br#"{"emoji":"x"}"#;
-    // (method, path, body, the token that may, one that may not); None: open to everyone.
-    let routes_and_scopes: [Scoped; 19] = [
-        ("GET", "/health", b"", None),
-        ("GET", "/ready", b"", None),
-        ("GET", "/openapi.json", b"", None),
-        ("GET", "/", b"", None),
-        ("GET", "/assets/app.js", b"", None),
-        ("GET", "/metrics", b"", Some((ADMIN, READ))),
-        ("GET", "/v1/clients", b"", Some((ADMIN, WRITE))),
-        ("GET", "/v1/streams", b"", Some((READ, WRITE))),
-        ("GET", "/v1/streams/s1", b"", Some((READ, WRITE))),
-        ("GET", "/v1/streams/s1/metrics", b"", Some((READ, WRITE))),
-        ("GET", "/v1/streams/s1/emojis/top", b"", Some((READ, WRITE))),
-        ("GET", "/v1/streams/s1/viewers", b"", Some((READ, WRITE))),
-        ("GET", "/v1/streams/s1/sentiment", b"", Some((READ, WRITE))),
-        ("GET", "/v1/streams/s1/moments", b"", Some((READ, WRITE))),
-        ("GET", "/v1/statistics", b"", Some((READ, WRITE))),
-        ("GET", "/v1/streams/s1/events", b"", Some((READ, WRITE))),
-        ("GET", "/v1/streams/s1/live", b"", Some((READ, WRITE))),
-        ("POST", "/v1/events", event, Some((WRITE, READ))),
-        (
-            "POST",
-            "/v1/streams/s1/reactions",
-            reaction,
-            Some((WRITE, READ)),
-        ),
-    ];
+    let spec: Value = serde_json::from_str(crowdpulse_api::OPENAPI).unwrap();
+    // (method, path, body, the token that may and one that may not); None: open to everyone.
+    let mut routes_and_scopes = vec![(
+        "GET".to_owned(),
+        "/assets/app.js".to_owned(),
+        &b""[..],
+        None,
+    )];
+    for (template, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let path = template.replace("{id}", "s1").replace("{kind}", "k1");
+            let scope = operation["security"][0]["bearer"][0].as_str();
+            let tokens = match scope {
+                None => None,
+                Some("read") => Some((READ, WRITE)),
+                Some("write") => Some((WRITE, READ)),
+                Some("admin") => Some((ADMIN, READ)),
+                Some(other) => panic!("{method} {template}: unknown scope {other}"),
+            };
+            let body: &[u8] = match (method.as_str(), template.as_str()) {
+                ("post", "/v1/streams/{id}/reactions") => reaction,
+                ("post", _) => event,
+                _ => b"",
+            };
+            routes_and_scopes.push((method.to_uppercase(), path, body, tokens));
+        }
+    }
+    assert_eq!(routes_and_scopes.len(), 26, "{routes_and_scopes:?}");
     let request = |method: &str, path: &str, body: &[u8], token: Option<&str>| {
         let mut request = warp::test::request()
             .method(method)
@@ -1057,10 +1257,11 @@ async fn every_route_answers_by_token_and_scope() {
         }
         request
     };
-    for (method, path, body, scopes) in routes_and_scopes {
+    for (method, path, body, scopes) in &routes_and_scopes {
+        let (method, path, body) = (method.as_str(), path.as_str(), *body);
         let what = format!("{method} {path}");
         let (status, _) = status_of(&api, request(method, path, body, None)).await;
-        let Some((may, may_not)) = scopes else {
+        let Some((may, may_not)) = *scopes else {
             // (`/ready` may answer 503: this test's dataflow has no input to move it.)
             assert!(
                 status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
@@ -1335,7 +1536,6 @@ async fn slow_clients_are_cut_off() {
     drop(held);
 
     let metrics = app.state.http.as_ref();
-    use crowdpulse_api::metrics::Refusal;
     assert!(metrics.refusals(Refusal::HeaderTimeout) >= 2);
     assert_eq!(metrics.refusals(Refusal::BodyTimeout), 1);
     assert_eq!(metrics.refusals(Refusal::Connections), 1);
@@ -1369,6 +1569,7 @@ async fn surplus_live_clients_are_refused_and_silent_ones_do_not_hold_the_stop()
     let answered = closed_within(&mut surplus, Duration::from_secs(3)).await;
     assert!(answered.starts_with("HTTP/1.1 503"), "{answered}");
     assert!(answered.contains("too_many_clients"), "{answered}");
+    assert_eq!(app.state.http.refusals(Refusal::LiveClients), 1);
     let began = Instant::now();
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(3), server)

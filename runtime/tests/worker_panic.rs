@@ -54,5 +54,8 @@ fn a_panicking_worker_ends_the_run_with_an_error() {
         .recv_timeout(Duration::from_secs(20))
         .expect("the run ends after a worker panicked");
     let error = outcome.expect_err("a panicked worker is an error");
-    assert!(error.contains("panic"), "{error}");
+    assert!(
+        error.contains("worker") && error.contains("panicked"),
+        "{error}"
+    );
 }
