@@ -158,3 +158,34 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
     let _ = std::fs::remove_dir_all(&profile);
     demo.stop();
 }
+
+/// With tokens configured, the dashboard opened with `#token=` follows its stream and its emoji
+/// buttons post (a `read,write` token), while the API refuses requests without one.
+#[test]
+fn the_dashboard_works_with_a_token() {
+    if !chromium_or_skip() {
+        return;
+    }
+    const TOKEN: &str = "dashboard-token-0123456789";
+    let demo = Demo::start_with_env(
+        &["--rate", "0", "--workers", "2"],
+        &[("CROWDPULSE__API__TOKENS", &format!("read,write:{TOKEN}"))],
+    );
+    let address = demo.address.clone();
+    assert_eq!(get_json(&address, "/v1/streams").0, 401);
+
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let profile = scratch.join(format!("chromium-profile-token-{}", std::process::id()));
+    let mut browser = Browser::open(
+        &format!("http://{address}/?stream=guarded#token={TOKEN}"),
+        &profile,
+    );
+    let connected = "document.getElementById('s-badge').textContent";
+    browser.wait_for(connected, json!("following"), "following with the token");
+    let count = r#"document.querySelector('#buttons button[data-emoji="🎉"] .count')?.textContent"#;
+    browser.eval(r#"document.querySelector('#buttons button[data-emoji="🎉"]').click()"#);
+    browser.wait_for(count, json!("1"), "the count after the click");
+    drop(browser);
+    let _ = std::fs::remove_dir_all(&profile);
+    demo.stop();
+}

@@ -7,7 +7,7 @@
 mod kafka_support;
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -200,7 +200,15 @@ fn http_ingest_goes_through_kafka_and_idle_partitions_do_not_stall() {
 }
 
 /// Every message of `topic` with its headers, by offset order per partition.
-fn read_all(topic: &str, at_least: usize) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
+/// A message's payload and headers.
+type Produced = (Vec<u8>, BTreeMap<String, String>);
+
+fn read_all(topic: &str, at_least: usize) -> Vec<Produced> {
+    read_until(topic, |messages| messages.len() >= at_least)
+}
+
+/// The topic's messages from its start, read until `enough` holds of them (or for 30 s).
+fn read_until(topic: &str, enough: impl Fn(&[Produced]) -> bool) -> Vec<Produced> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", BROKER)
         .set("group.id", format!("{topic}-reader"))
@@ -210,7 +218,7 @@ fn read_all(topic: &str, at_least: usize) -> Vec<(Vec<u8>, BTreeMap<String, Stri
     consumer.subscribe(&[topic]).unwrap();
     let mut messages = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while messages.len() < at_least && Instant::now() < deadline {
+    while !enough(&messages) && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
             let headers = message
                 .headers()
@@ -313,6 +321,61 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
         messages[2].1
     );
     run.stop();
+}
+
+/// SIGTERM, as systemd and Kubernetes stop a service, takes the graceful path: dead letters the
+/// run has made but its producer has not yet had confirmed still reach the dead-letter topic,
+/// every one of them, before the run exits 0.
+#[test]
+fn dead_letters_in_flight_survive_sigterm() {
+    let topic = fresh_topic("run-term", 1);
+    let dead = fresh_topic("run-term-dead", 1);
+    let group = format!("{topic}-group");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .create()
+        .unwrap();
+    const BAD: usize = 2_000;
+    for i in 0..BAD {
+        let payload = format!("not json {i}");
+        let record = BaseRecord::<(), _>::to(&topic)
+            .partition(0)
+            .payload(&payload);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let (run, rows) = start_run(&topic, &dead, &group, &[]);
+    await_row(&rows, Duration::from_secs(20), |row| {
+        row["table"] == "dead_letters"
+    });
+    run.stop_with("TERM");
+    // What the run wrote out as dead letters, up to its exit...
+    let written: BTreeSet<u64> = rows
+        .try_iter()
+        .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+        .filter(|row| row["table"] == "dead_letters")
+        .map(|row| row["offset"].as_u64().unwrap())
+        .collect();
+    // ...is all in the topic (the records it had not read yet are the next run's).
+    let offsets = |messages: &[Produced]| -> BTreeSet<u64> {
+        messages
+            .iter()
+            .map(|(_, headers)| headers["source_offset"].parse().unwrap())
+            .collect()
+    };
+    let delivered = offsets(&read_until(&dead, |messages| {
+        offsets(messages).is_superset(&written)
+    }));
+    assert!(!written.is_empty());
+    let missing: Vec<_> = written.difference(&delivered).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} dead letters lost, e.g. {:?}",
+        missing.len(),
+        written.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
 
 /// Where final rows cannot be written (stdout closed by its reader), `run` fails instead of

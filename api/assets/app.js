@@ -85,10 +85,9 @@ async function refreshGlobal() {
       li.append(button);
       return li;
     }));
-    if (!selected && list.streams.length > 0) {
-      const wanted = new URLSearchParams(location.search).get("stream");
-      select(wanted || list.streams[0].stream_id);
-    }
+    // A stream named in the address is followed before it has any results.
+    const first = new URLSearchParams(location.search).get("stream") || list.streams[0]?.stream_id;
+    if (!selected && first) select(first);
   } catch (error) {
     console.warn(error);
   }
