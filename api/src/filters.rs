@@ -29,7 +29,7 @@ use crate::models::{
     WindowQuery,
 };
 use crate::origin::{Origins, ALLOWED_HEADERS, ALLOWED_METHODS};
-use crate::push::{serve_websocket, sse_events};
+use crate::push::{serve_websocket, sse_events, Slot};
 use crate::state::AppState;
 
 /// Injects the shared state.
@@ -71,22 +71,19 @@ fn limited_body(
         })
 }
 
-/// Refuses a new live client while `max` are connected.
-fn live_client_slot(state: &AppState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+/// A slot for a new live client, refused while `max` are taken.
+fn live_client_slot(state: &AppState) -> impl Filter<Extract = (Slot,), Error = Rejection> + Clone {
     let (clients, http) = (Arc::clone(&state.clients), Arc::clone(&state.http));
     let max = state.settings.limits.max_live_clients;
-    warp::any()
-        .and_then(move || {
-            let (clients, http) = (Arc::clone(&clients), Arc::clone(&http));
-            async move {
-                if clients.count() >= max {
-                    http.refuse(Refusal::LiveClients);
-                    return Err(warp::reject::custom(ApiError::TooManyClients(max)));
-                }
-                Ok(())
-            }
-        })
-        .untuple_one()
+    warp::any().and_then(move || {
+        let (clients, http) = (Arc::clone(&clients), Arc::clone(&http));
+        async move {
+            clients.take_slot(max).ok_or_else(|| {
+                http.refuse(Refusal::LiveClients);
+                warp::reject::custom(ApiError::TooManyClients(max))
+            })
+        }
+    })
 }
 
 async fn collect_limited<S, B>(body: S, limit: u64) -> Result<Bytes, Rejection>
@@ -450,22 +447,24 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(live_slot.clone())
         .and(warp::ws())
         .and(state.clone())
-        .map(move |id: String, ws: warp::ws::Ws, state: AppState| {
-            ws.max_message_size(max_message)
-                .max_frame_size(max_message)
-                .on_upgrade(move |socket| {
-                    serve_websocket(socket, state.store, state.clients, state.http, id)
-                })
-                .into_response()
-        });
+        .map(
+            move |id: String, slot: Slot, ws: warp::ws::Ws, state: AppState| {
+                ws.max_message_size(max_message)
+                    .max_frame_size(max_message)
+                    .on_upgrade(move |socket| {
+                        serve_websocket(socket, state.store, slot, state.http, id)
+                    })
+                    .into_response()
+            },
+        );
     let sse = warp::path!("v1" / "streams" / StreamId / "events")
         .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(authorized_push(&access))
         .and(live_slot)
         .and(state.clone())
-        .map(|id: String, state: AppState| {
-            let events = sse_events(state.store, state.clients, id);
+        .map(|id: String, slot: Slot, state: AppState| {
+            let events = sse_events(state.store, slot, id);
             warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
         });
     let push = websocket.or(sse).unify().boxed();

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crowdpulse_connectors::live_input::wall_clock_ms;
@@ -27,6 +27,21 @@ use crate::store::ViewStore;
 pub struct Clients {
     next_id: AtomicU64,
     connected: Mutex<BTreeMap<u64, Arc<Client>>>,
+    /// Slots taken: the connected clients and those still being set up.
+    slots: AtomicUsize,
+}
+
+/// A place among the live clients, taken before a connection is set up, so that clients arriving
+/// together cannot overshoot `api.limits.max_live_clients`; given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    clients: Arc<Clients>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.clients.slots.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One connected client. Its counters are atomics of its own: they move with every message, and
@@ -70,26 +85,36 @@ impl Clients {
         self.lock().len()
     }
 
-    fn register(self: &Arc<Self>, transport: &'static str, stream_id: &str) -> ClientGuard {
+    /// A slot, while fewer than `max` are taken.
+    pub fn take_slot(self: &Arc<Self>, max: usize) -> Option<Slot> {
+        self.slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                (taken < max).then_some(taken + 1)
+            })
+            .ok()?;
+        Some(Slot {
+            clients: Arc::clone(self),
+        })
+    }
+
+    fn register(slot: Slot, transport: &'static str, stream_id: &str) -> ClientGuard {
+        let clients = &slot.clients;
         let client = Arc::new(Client {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id: clients.next_id.fetch_add(1, Ordering::Relaxed),
             transport,
             stream_id: stream_id.to_owned(),
             connected_at: wall_clock_ms(),
             messages: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
         });
-        self.lock().insert(client.id, Arc::clone(&client));
-        ClientGuard {
-            clients: Arc::clone(self),
-            client,
-        }
+        clients.lock().insert(client.id, Arc::clone(&client));
+        ClientGuard { slot, client }
     }
 }
 
 /// Registration of one client; dropping it (disconnect) unregisters it.
 struct ClientGuard {
-    clients: Arc<Clients>,
+    slot: Slot,
     client: Arc<Client>,
 }
 
@@ -108,7 +133,7 @@ impl ClientGuard {
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.clients.lock().remove(&self.client.id);
+        self.slot.clients.lock().remove(&self.client.id);
     }
 }
 
@@ -181,11 +206,11 @@ fn ready_message(
 pub async fn serve_websocket(
     socket: WebSocket,
     store: Arc<ViewStore>,
-    clients: Arc<Clients>,
+    slot: Slot,
     http: Arc<HttpCounters>,
     stream_id: String,
 ) {
-    let guard = clients.register("websocket", &stream_id);
+    let guard = Clients::register(slot, "websocket", &stream_id);
     let (mut receiver, snapshot) = store.follow(&stream_id);
     let (mut outgoing, incoming) = socket.split();
     // The client's frames are read by a task of its own, woken only when the client sends
@@ -260,10 +285,10 @@ async fn until_closed(mut incoming: SplitStream<WebSocket>, http: Arc<HttpCounte
 /// The event stream of one SSE client: `snapshot` first, then `update` events.
 pub fn sse_events(
     store: Arc<ViewStore>,
-    clients: Arc<Clients>,
+    slot: Slot,
     stream_id: String,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    let guard = clients.register("sse", &stream_id);
+    let guard = Clients::register(slot, "sse", &stream_id);
     let (receiver, snapshot) = store.follow(&stream_id);
     let first = Some(Push::Snapshot(snapshot));
     futures_util::stream::unfold(
@@ -279,4 +304,42 @@ pub fn sse_events(
             Some((Ok(event), (receiver, None, store, stream_id, guard)))
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slots are taken before a connection is set up and given back when it ends (or never
+    /// starts), so clients arriving together cannot overshoot the cap.
+    #[test]
+    fn live_client_slots_are_capped_from_the_moment_they_are_taken() {
+        let clients = Arc::new(Clients::default());
+        let first = clients.take_slot(2).unwrap();
+        let second = clients.take_slot(2).unwrap();
+        assert!(
+            clients.take_slot(2).is_none(),
+            "two set up, none connected yet"
+        );
+        let guard = Clients::register(first, "sse", "s1");
+        assert_eq!(clients.count(), 1);
+        assert!(clients.take_slot(2).is_none());
+        drop(second);
+        let third = clients.take_slot(2).expect("a slot given back");
+        drop(guard);
+        assert_eq!(clients.count(), 0);
+        assert!(clients.take_slot(2).is_some());
+        drop(third);
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let clients = Arc::clone(&clients);
+                std::thread::spawn(move || clients.take_slot(3))
+            })
+            .collect();
+        let taken: Vec<_> = racers
+            .into_iter()
+            .filter_map(|r| r.join().unwrap())
+            .collect();
+        assert_eq!(taken.len(), 3);
+    }
 }
