@@ -53,7 +53,10 @@ pub fn routes() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone
             .and(warp::get())
             .and_then(|name: String| async move {
                 asset(&name).ok_or_else(|| {
-                    warp::reject::custom(ApiError::NotFound(format!("no asset {name:?}")))
+                    warp::reject::custom(ApiError::NotFound(format!(
+                        "no asset {}",
+                        crowdpulse_dataflow::error::excerpt(&name)
+                    )))
                 })
             });
     index.or(assets).unify()

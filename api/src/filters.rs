@@ -239,18 +239,20 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     let id_bytes = state.ingest.field_limits().id_bytes;
     let access = Arc::clone(&state.access);
     let origins = Arc::clone(&state.origins);
-    // What every write route asks: a POST with a write token from an allowed origin; gives its
-    // content type and its body, within the limits.
-    let write = || {
+    // What every write route asks: a POST with a write token from an allowed origin...
+    let may_write = || {
         warp::post()
             .and(authorized(&access, Scope::Write))
             .and(same_or_listed_origin(&origins))
-            .and(warp::header::optional::<String>("content-type"))
-            .and(limited_body(
-                limit,
-                limits.body_timeout.duration(),
-                Arc::clone(&body_counters),
-            ))
+    };
+    // ...then gives its content type and its body, within the limits (read only once the path's
+    // id, if any, passed).
+    let write_body = || {
+        warp::header::optional::<String>("content-type").and(limited_body(
+            limit,
+            limits.body_timeout.duration(),
+            Arc::clone(&body_counters),
+        ))
     };
     let state = with_state(state);
     let read = || authorized(&access, Scope::Read);
@@ -287,64 +289,64 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(state.clone())
         .and_then(handlers::list_streams);
     let stream = warp::path!("v1" / "streams" / StreamId)
-        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
+        .and_then(path_id(id_bytes))
         .and(state.clone())
         .and_then(handlers::get_stream);
     let metrics_rows = warp::path!("v1" / "streams" / StreamId / "metrics")
-        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
+        .and_then(path_id(id_bytes))
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_metrics);
     let top = warp::path!("v1" / "streams" / StreamId / "emojis" / "top")
-        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
+        .and_then(path_id(id_bytes))
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_top_emojis);
     let viewers = warp::path!("v1" / "streams" / StreamId / "viewers")
-        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
+        .and_then(path_id(id_bytes))
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_viewers);
     let sentiment = warp::path!("v1" / "streams" / StreamId / "sentiment")
-        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
+        .and_then(path_id(id_bytes))
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_sentiment);
     let categories = warp::path!("v1" / "streams" / StreamId / "categories")
-        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
+        .and_then(path_id(id_bytes))
         .and(window_query())
         .and(state.clone())
         .and_then(handlers::stream_categories);
     let chat = warp::path!("v1" / "streams" / StreamId / "chat")
-        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
+        .and_then(path_id(id_bytes))
         .and(warp::query::<ChatQuery>())
         .and(state.clone())
         .and_then(handlers::stream_chat);
     let summary = warp::path!("v1" / "streams" / StreamId / "summary")
-        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
+        .and_then(path_id(id_bytes))
         .and(warp::query::<SummaryQuery>())
         .and(state.clone())
         .and_then(handlers::stream_summary);
     let moments = warp::path!("v1" / "streams" / StreamId / "moments")
-        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(read())
+        .and_then(path_id(id_bytes))
         .and(state.clone())
         .and_then(handlers::stream_moments);
     let statistics = warp::path!("v1" / "statistics")
@@ -358,14 +360,14 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .and(state.clone())
         .and_then(kinds::list_kinds);
     let kind_metrics = warp::path!("v1" / "kinds" / StreamId / "metrics")
-        .and_then(path_id(id_bytes))
+        .map(|StreamId(kind)| kind)
         .and(warp::get())
         .and(read())
         .and(warp::query::<HashMap<String, String>>())
         .and(state.clone())
         .and_then(kinds::kind_metrics);
     let kind_alerts = warp::path!("v1" / "kinds" / StreamId / "alerts")
-        .and_then(path_id(id_bytes))
+        .map(|StreamId(kind)| kind)
         .and(warp::get())
         .and(read())
         .and(warp::query::<HashMap<String, String>>())
@@ -408,17 +410,20 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
         .boxed();
 
     let ingest = warp::path!("v1" / "events")
-        .and(write())
+        .and(may_write())
+        .and(write_body())
         .and(state.clone())
         .and_then(handlers::ingest_events);
     let kind_records = warp::path!("v1" / "kinds" / StreamId / "records")
-        .and_then(path_id(id_bytes))
-        .and(write())
+        .map(|StreamId(kind)| kind)
+        .and(may_write())
+        .and(write_body())
         .and(state.clone())
         .and_then(handlers::ingest_kind);
     let reaction = warp::path!("v1" / "streams" / StreamId / "reactions")
+        .and(may_write())
         .and_then(path_id(id_bytes))
-        .and(write())
+        .and(write_body())
         .and(state.clone())
         .and_then(
             |id: String, content_type: Option<String>, body: Bytes, state: AppState| async move {
@@ -440,15 +445,15 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
 
     let max_message = limits.max_websocket_message_bytes;
     let websocket = warp::path!("v1" / "streams" / StreamId / "live")
-        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(authorized_push(&access))
         .and(same_or_listed_origin(&origins))
-        .and(live_slot.clone())
+        .and_then(path_id(id_bytes))
         .and(warp::ws())
+        .and(live_slot.clone())
         .and(state.clone())
         .map(
-            move |id: String, slot: Slot, ws: warp::ws::Ws, state: AppState| {
+            move |id: String, ws: warp::ws::Ws, slot: Slot, state: AppState| {
                 ws.max_message_size(max_message)
                     .max_frame_size(max_message)
                     .on_upgrade(move |socket| {
@@ -458,9 +463,9 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
             },
         );
     let sse = warp::path!("v1" / "streams" / StreamId / "events")
-        .and_then(path_id(id_bytes))
         .and(warp::get())
         .and(authorized_push(&access))
+        .and_then(path_id(id_bytes))
         .and(live_slot)
         .and(state.clone())
         .map(|id: String, slot: Slot, state: AppState| {

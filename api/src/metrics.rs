@@ -585,7 +585,7 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
         (
             "crowdpulse_http_refusals_total",
             "counter",
-            "Connections dropped or clients refused before a route answered, by reason.",
+            "Connections dropped, live clients refused or cut off by the server's limits, by reason.",
         ),
         labelled(
             "reason",
