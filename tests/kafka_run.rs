@@ -128,10 +128,7 @@ fn http_ingest_goes_through_kafka_and_idle_partitions_do_not_stall() {
 
     // Reactions produced to Kafka by another producer (not posted to this process) are the
     // last reactions too: the latest ten, newest first, per stream and overall.
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", BROKER)
-        .create()
-        .unwrap();
+    let producer = producer();
     let now = wall_clock_ms();
     for i in 0..12u64 {
         let payload = format!(
@@ -238,15 +235,19 @@ fn read_until(topic: &str, enough: impl Fn(&[Produced]) -> bool) -> Vec<Produced
     messages
 }
 
+fn producer() -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .create()
+        .unwrap()
+}
+
 #[test]
 fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
     let topic = fresh_topic("run-dlq", 2);
     let dead = fresh_topic("run-dlq-dead", 1);
     let group = format!("{topic}-group");
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", BROKER)
-        .create()
-        .unwrap();
+    let producer = producer();
     let now = wall_clock_ms();
     let event = |ts: u64| {
         format!("{{\"type\":\"chat\",\"stream_id\":\"s\",\"user_id\":\"u\",\"text\":\"hi\",\"ts\":{ts}}}")
@@ -331,10 +332,7 @@ fn dead_letters_in_flight_survive_sigterm() {
     let topic = fresh_topic("run-term", 1);
     let dead = fresh_topic("run-term-dead", 1);
     let group = format!("{topic}-group");
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", BROKER)
-        .create()
-        .unwrap();
+    let producer = producer();
     const BAD: usize = 2_000;
     for i in 0..BAD {
         let payload = format!("not json {i}");
