@@ -17,61 +17,42 @@ use crowdpulse_dataflow::source::SourceCounters;
 
 use crate::ingest::IngestCounters;
 
-/// Routes with a fixed path; anything else under `/v1/streams/` is templated, the rest is
-/// `other`, so labels stay few whatever clients request.
-const STATIC_ROUTES: &[&str] = &[
-    "/",
-    "/health",
-    "/ready",
-    "/metrics",
-    "/openapi.json",
-    "/v1/streams",
-    "/v1/statistics",
-    "/v1/events",
-    "/v1/clients",
-    "/v1/kinds",
-];
-const STREAM_ROUTES: &[&str] = &[
-    "",
-    "metrics",
-    "emojis/top",
-    "viewers",
-    "sentiment",
-    "categories",
-    "chat",
-    "summary",
-    "moments",
-    "live",
-    "events",
-    "reactions",
-];
+/// The route templates of the OpenAPI document, the one description of the routes (a test walks
+/// every one of them against the served routes), split at `/`.
+fn route_templates() -> &'static [(String, Vec<String>)] {
+    static TEMPLATES: OnceLock<Vec<(String, Vec<String>)>> = OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        let document: serde_json::Value =
+            serde_json::from_str(crate::OPENAPI).expect("the embedded OpenAPI document is JSON");
+        document["paths"]
+            .as_object()
+            .into_iter()
+            .flat_map(|paths| paths.keys())
+            .map(|template| {
+                let segments = template.split('/').map(str::to_owned).collect();
+                (template.clone(), segments)
+            })
+            .collect()
+    })
+}
 
-/// The route template of a request path.
+/// The route template of a request path (`/v1/streams/{id}/metrics`), so labels stay few
+/// whatever clients request: `other` for paths no route serves.
 pub fn route_of(path: &str) -> String {
-    if STATIC_ROUTES.contains(&path) {
-        return path.to_owned();
-    }
+    // The dashboard's assets are the one route the API document leaves out.
     if path.starts_with("/assets/") {
         return "/assets/{file}".to_owned();
     }
-    if let Some(rest) = path.strip_prefix("/v1/kinds/") {
-        if let Some((kind, suffix @ ("metrics" | "alerts" | "records"))) = rest.split_once('/') {
-            if !kind.is_empty() {
-                return format!("/v1/kinds/{{kind}}/{suffix}");
-            }
-        }
-    }
-    if let Some(rest) = path.strip_prefix("/v1/streams/") {
-        let suffix = rest.split_once('/').map_or("", |(_, s)| s);
-        if STREAM_ROUTES.contains(&suffix) && !rest.is_empty() {
-            return if suffix.is_empty() {
-                "/v1/streams/{id}".to_owned()
-            } else {
-                format!("/v1/streams/{{id}}/{suffix}")
-            };
-        }
-    }
-    "other".to_owned()
+    let segments: Vec<&str> = path.split('/').collect();
+    route_templates()
+        .iter()
+        .find(|(_, template)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(part, segment)| {
+                    part == segment || (part.starts_with('{') && !segment.is_empty())
+                })
+        })
+        .map_or_else(|| "other".to_owned(), |(template, _)| template.clone())
 }
 
 /// Upper bounds (seconds) of the request duration histogram's buckets: fine below 10 ms, where
@@ -676,6 +657,13 @@ mod tests {
         assert_eq!(route_of("/v1/streams/abc/nope"), "other");
         assert_eq!(route_of("/v1/statistics"), "/v1/statistics");
         assert_eq!(route_of("/wp-admin"), "other");
+        assert_eq!(route_of("/v1/streams/"), "other");
+        assert_eq!(route_of("/"), "/");
+        assert_eq!(route_of("/assets/app.js"), "/assets/{file}");
+        assert_eq!(
+            route_of("/v1/kinds/downloads/records"),
+            "/v1/kinds/{kind}/records"
+        );
     }
 
     #[test]
