@@ -21,6 +21,14 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use support::{eventually, get_json, http, Demo};
 
+/// A fresh input topic of `partitions`, a fresh dead-letter topic and a consumer group for a run.
+fn run_topics(name: &str, partitions: usize) -> (String, String, String) {
+    let topic = fresh_topic(name, partitions);
+    let dead = fresh_topic(&format!("{name}-dead"), 1);
+    let group = format!("{topic}-group");
+    (topic, dead, group)
+}
+
 /// Environment for a run reading the mixed `topic`, dead letters to `dead`, with 1 s windows,
 /// 1 s idleness and a 1 s lateness allowance so the test is quick.
 fn run_env<'a>(topic: &'a str, dead: &'a str, group: &'a str) -> Vec<(&'a str, String)> {
@@ -87,9 +95,7 @@ fn post(address: &str, body: &str) -> (u16, Value) {
 
 #[test]
 fn http_ingest_goes_through_kafka_and_idle_partitions_do_not_stall() {
-    let topic = fresh_topic("run-ingest", 4);
-    let dead = fresh_topic("run-ingest-dlq", 1);
-    let group = format!("{topic}-group");
+    let (topic, dead, group) = run_topics("run-ingest", 4);
     let (run, rows) = start_run(&topic, &dead, &group, &[]);
     let address = run.address.clone();
 
@@ -244,9 +250,7 @@ fn producer() -> BaseProducer {
 
 #[test]
 fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
-    let topic = fresh_topic("run-dlq", 2);
-    let dead = fresh_topic("run-dlq-dead", 1);
-    let group = format!("{topic}-group");
+    let (topic, dead, group) = run_topics("run-dlq", 2);
     let producer = producer();
     let now = wall_clock_ms();
     let event = |ts: u64| {
@@ -329,9 +333,7 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
 /// every one of them, before the run exits 0.
 #[test]
 fn dead_letters_in_flight_survive_sigterm() {
-    let topic = fresh_topic("run-term", 1);
-    let dead = fresh_topic("run-term-dead", 1);
-    let group = format!("{topic}-group");
+    let (topic, dead, group) = run_topics("run-term", 1);
     let producer = producer();
     const BAD: usize = 2_000;
     for i in 0..BAD {
@@ -432,9 +434,7 @@ fn rows_that_cannot_be_written_stop_the_run() {
 /// forever and duplicated the records before it.
 #[test]
 fn a_record_kafka_cannot_take_is_refused_alone() {
-    let topic = fresh_topic("run-too-large", 1);
-    let dead = fresh_topic("run-too-large-dlq", 1);
-    let group = format!("{topic}-group");
+    let (topic, dead, group) = run_topics("run-too-large", 1);
     let (run, _rows) = start_run(
         &topic,
         &dead,
