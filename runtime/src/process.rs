@@ -187,7 +187,7 @@ pub fn run_to_ndjson(
         None,
         None,
     )?;
-    let out = std::io::BufWriter::with_capacity(1 << 20, out);
+    // Unbuffered: the rows are written in blocks of 1 MiB.
     let written = rendered.write_to(out, path)?;
     Ok(ProcessSummary::of(&counters, written, started.elapsed()))
 }
