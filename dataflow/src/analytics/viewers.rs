@@ -71,6 +71,20 @@ impl Viewers {
         if history.contains_key(&key) {
             return;
         }
+        let last = history
+            .last_key_value()
+            .map(|(&(ts, _), &present)| (ts, present));
+        if last.is_none_or(|(last_ts, _)| last_ts < ts) {
+            // The usual case, a user's actions in time order: only the end of the history moves.
+            history.insert(key, action.is_present());
+            for (at, delta) in appended_changes(last, ts, action.is_present(), timeout)
+                .into_iter()
+                .flatten()
+            {
+                self.add_delta(at, delta);
+            }
+            return;
+        }
         // An action changes the presence intervals of its neighbours only, but expiries make
         // that bookkeeping intricate: the user's whole (horizon-bounded) history is re-derived
         // and only the difference applied.
@@ -178,6 +192,38 @@ fn presence_changes(
     changes
 }
 
+/// The difference in [`presence_changes`] that an action at `ts` makes when it comes after every
+/// action of the user's history, whose last is `last` (time, present after it). That last action
+/// alone decides how the history ends: present until its expiry, or gone. So the new action
+/// only replaces that expiry: by its own (a join or heartbeat while present), by its time (a
+/// leave while present), or starts a new presence (a join or heartbeat once gone).
+fn appended_changes(
+    last: Option<(Millis, bool)>,
+    ts: Millis,
+    present: bool,
+    timeout: Option<Millis>,
+) -> [Option<(Millis, i64)>; 3] {
+    let expiry = |from: Millis| timeout.map_or(Millis::MAX, |t| from.saturating_add(t));
+    let finite = |until: Millis| (until < Millis::MAX).then_some(until);
+    let present_until = last
+        .filter(|(_, was_present)| *was_present)
+        .map(|(last_ts, _)| expiry(last_ts))
+        .filter(|until| *until > ts);
+    let new_expiry = present.then(|| finite(expiry(ts))).flatten();
+    match present_until {
+        Some(until) => [
+            finite(until).map(|until| (until, 1)),
+            (!present).then_some((ts, -1)),
+            new_expiry.map(|until| (until, -1)),
+        ],
+        None => [
+            present.then_some((ts, 1)),
+            new_expiry.map(|until| (until, -1)),
+            None,
+        ],
+    }
+}
+
 /// Viewers over time, as sorted change points.
 #[derive(Debug, Default)]
 pub(crate) struct Timeline {
@@ -237,6 +283,41 @@ impl Timeline {
 mod tests {
     use super::*;
     use PresenceAction::*;
+
+    /// The change points kept equal those derived from each user's whole history, whatever
+    /// the order of the actions (in order they take the appending path, out of order the
+    /// re-deriving one) and the timeout.
+    #[test]
+    fn deltas_match_the_histories_whatever_the_order() {
+        use proptest::prelude::*;
+        let action = (0usize..3, 0u64..60, 0u8..3).prop_map(|(user, ts, rank)| {
+            let action = [Join, Heartbeat, Leave][rank as usize];
+            (["a", "b", "c"][user], ts, action)
+        });
+        let actions = prop::collection::vec(action, 0..40);
+        let timeout = prop::option::of(1u64..30);
+        proptest!(
+            ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() },
+            |(actions in actions, timeout in timeout, sorted in any::<bool>())| {
+                let mut actions = actions;
+                if sorted {
+                    actions.sort_by_key(|(_, ts, _)| *ts);
+                }
+                let mut viewers = Viewers::default();
+                for (user, ts, action) in actions {
+                    viewers.presence(user, ts, action, timeout);
+                }
+                let mut expected: BTreeMap<Millis, i64> = BTreeMap::new();
+                for history in viewers.users.values() {
+                    for (at, delta) in presence_changes(history, timeout) {
+                        *expected.entry(at).or_default() += delta;
+                    }
+                }
+                expected.retain(|_, delta| *delta != 0);
+                prop_assert_eq!(&viewers.deltas, &expected);
+            }
+        );
+    }
 
     #[test]
     fn out_of_order_presence_gives_the_same_timeline() {
