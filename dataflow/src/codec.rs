@@ -12,6 +12,7 @@ use crate::error::{excerpt, shown, Error, Result};
 use crate::event::{
     Event, EventBody, EventKind, FieldLimits, Millis, PresenceAction, StreamStatus, AMOUNT_SCALE,
 };
+use crate::flat_json::{self, FlatValue};
 use crate::timestamp::{millis_from_number, parse_rfc3339};
 
 /// Per-source facts a decoder needs besides the bytes.
@@ -120,7 +121,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
 }
 
 /// The fields of every kind; unknown fields are skipped by serde.
-#[derive(Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct RawEvent<'a> {
     #[serde(rename = "type", borrow)]
     kind: Option<Loose<'a>>,
@@ -152,6 +153,57 @@ struct RawEvent<'a> {
     status: Option<Loose<'a>>,
     #[serde(borrow)]
     event_id: Option<Loose<'a>>,
+}
+
+impl<'a> RawEvent<'a> {
+    /// The record's fields, by [`flat_json`] when the record is of its shape (most are), else by
+    /// serde_json, whose answer (the fields, or the error) this always is.
+    fn parse(text: &'a str) -> serde_json::Result<Self> {
+        match Self::parse_flat(text) {
+            Some(raw) => Ok(raw),
+            None => serde_json::from_str(text),
+        }
+    }
+
+    fn parse_flat(text: &'a str) -> Option<Self> {
+        let mut raw = Self::default();
+        // serde refuses a field given twice, even when the first was null (which it reads as
+        // absent): such a record goes to serde_json for its error.
+        let mut seen = 0u16;
+        flat_json::for_each_field(text, |key, value| {
+            let (bit, slot) = match key {
+                "type" => (0, &mut raw.kind),
+                "stream_id" => (1, &mut raw.stream_id),
+                "user_id" => (2, &mut raw.user_id),
+                "ts" => (3, &mut raw.ts),
+                "text" => (4, &mut raw.text),
+                "emoji" => (5, &mut raw.emoji),
+                "action" => (6, &mut raw.action),
+                "viewer_count" => (7, &mut raw.viewer_count),
+                "kind" => (8, &mut raw.transaction_kind),
+                "amount" => (9, &mut raw.amount),
+                "currency" => (10, &mut raw.currency),
+                "title" => (11, &mut raw.title),
+                "category" => (12, &mut raw.category),
+                "status" => (13, &mut raw.status),
+                "event_id" => (14, &mut raw.event_id),
+                _ => return true,
+            };
+            if seen & (1 << bit) != 0 {
+                return false;
+            }
+            seen |= 1 << bit;
+            *slot = match value {
+                FlatValue::Str(s) => Some(Loose::Str(Cow::Borrowed(s))),
+                FlatValue::Int(n) => Some(Loose::Int(n.into())),
+                FlatValue::Bool => Some(Loose::Other("a boolean")),
+                // serde reads null as an absent `Option`.
+                FlatValue::Null => None,
+            };
+            true
+        })
+        .map(|()| raw)
+    }
 }
 
 /// Treats JSON `null` like an absent field.
@@ -269,7 +321,7 @@ pub fn decode_json(bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
     // checks on a byte slice.
     let text = std::str::from_utf8(bytes)
         .map_err(|e| Error::Decode(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-    let raw: RawEvent = serde_json::from_str(text).map_err(|e| {
+    let raw = RawEvent::parse(text).map_err(|e| {
         if e.is_data() {
             Error::Invalid(e.to_string())
         } else {
@@ -435,6 +487,101 @@ pub fn decode_bincode(bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A JSON object of known and unknown keys with values of every shape (some the fast path
+    /// reads, some it leaves to serde_json), sometimes given twice, sometimes mangled.
+    fn record() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "type",
+            "stream_id",
+            "user_id",
+            "ts",
+            "text",
+            "emoji",
+            "action",
+            "viewer_count",
+            "kind",
+            "amount",
+            "currency",
+            "title",
+            "category",
+            "status",
+            "event_id",
+            "extra",
+            "t\\u0079pe",
+        ]);
+        let value = prop::sample::select(vec![
+            r#""chat""#,
+            r#""s1""#,
+            r#""é 🎉""#,
+            r#""""#,
+            r#""a\"b""#,
+            r#""\u00e9""#,
+            "0",
+            "-0",
+            "7",
+            "-12",
+            "01",
+            "1.5",
+            "-2.5e3",
+            "1E2",
+            "123456789012345678",
+            "1234567890123456789",
+            "18446744073709551616",
+            "true",
+            "false",
+            "null",
+            "[1,2]",
+            r#"{"a":1}"#,
+            "nul",
+            "-",
+        ]);
+        let space = prop::sample::select(vec!["", " ", "\n\t", "\u{c}"]);
+        let field = (key, space.clone(), value, space.clone())
+            .prop_map(|(k, s1, v, s2)| format!("\"{k}\"{s1}:{s2}{v}"));
+        (
+            prop::collection::vec(field, 0..8),
+            space,
+            prop::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        )
+            .prop_map(|(fields, space, mangle)| {
+                let mut text = format!("{space}{{{}}}{space}", fields.join(","));
+                if let Some((at, byte)) = mangle {
+                    let at = at.index(text.len() + 1);
+                    if text.is_char_boundary(at) {
+                        text.insert(at, char::from(byte % 128));
+                    }
+                }
+                text
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever the fast path reads, serde_json reads the same way.
+        #[test]
+        fn the_flat_path_agrees_with_serde_json(text in record()) {
+            if let Some(flat) = RawEvent::parse_flat(&text) {
+                let serde: serde_json::Result<RawEvent> = serde_json::from_str(&text);
+                prop_assert_eq!(format!("Ok({flat:?})"), format!("{:?}", serde.map_err(|e| e.to_string())));
+            }
+        }
+    }
+
+    #[test]
+    fn the_flat_path_reads_what_producers_write() {
+        for text in [
+            r#"{"type":"chat","stream_id":"s1","user_id":"u","ts":1767225600000,"text":"gg 🎉 PogChamp"}"#,
+            r#"{"emoji":"😢","stream_id":"stream-2","ts":1767225600000,"type":"reaction","user_id":"user-35"}"#,
+            r#"{"action":"join","stream_id":"s","ts":5,"type":"viewer","user_id":"u","event_id":42}"#,
+            r#"{"type":"viewer","stream_id":"s","ts":"2026-01-01T00:00:01Z","viewer_count":7}"#,
+            r#"{"category":"Speedrun","status":"live","stream_id":"stream-4","title":"Stream 4 live","ts":1767225600011,"type":"stream_meta"}"#,
+        ] {
+            assert!(RawEvent::parse_flat(text).is_some(), "{text}");
+        }
+    }
 
     fn json(text: &str) -> Result<Event> {
         decode_json(text.as_bytes(), &DecodeContext::default())

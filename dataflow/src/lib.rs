@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod error;
 pub mod event;
+mod flat_json;
 pub mod hashing;
 pub mod kinds;
 pub mod timestamp;
