@@ -239,7 +239,7 @@ impl Sink for SortedNdjson {
 }
 
 /// Bytes of merged lines handed to the writing thread at once.
-const WRITE_BLOCK_BYTES: usize = 1 << 20;
+const WRITE_BLOCK_BYTES: usize = 256 << 10;
 
 /// Merged blocks waiting for the writing thread at most: the merge never runs far ahead.
 const QUEUED_BLOCKS: usize = 2;

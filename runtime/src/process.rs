@@ -187,7 +187,7 @@ pub fn run_to_ndjson(
         None,
         None,
     )?;
-    // Unbuffered: the rows are written in blocks of 1 MiB.
+    // Unbuffered: the rows are written in blocks of 256 KiB.
     let written = rendered.write_to(out, path)?;
     Ok(ProcessSummary::of(&counters, written, started.elapsed()))
 }
