@@ -384,7 +384,7 @@ impl ViewStore {
             ..
         } = &mut *state;
         for reaction in reactions {
-            let recent = RecentReaction::from(reaction);
+            let recent = RecentReaction::from(&**reaction);
             let view = streams
                 .entry(reaction.stream_id.clone())
                 .or_insert_with(|| StreamView::new(*created));
@@ -902,7 +902,7 @@ mod tests {
             emoji: "🔥".into(),
             event_id: None,
         };
-        (Row::Reaction(reaction), ts, 1)
+        (Row::Reaction(Box::new(reaction)), ts, 1)
     }
 
     fn recent_users(store: &ViewStore) -> Vec<String> {

@@ -51,7 +51,9 @@ impl RecentReactions {
             .collect();
         let mut keep = keep.into_iter().rev();
         self.read.retain(|_| keep.next().unwrap_or(false));
-        self.read.drain(..).map(Row::Reaction)
+        self.read
+            .drain(..)
+            .map(|reaction| Row::Reaction(Box::new(reaction)))
     }
 }
 

@@ -191,7 +191,7 @@ fn window(
     }
     rows.push(Row::WindowMetrics {
         key,
-        metrics: m.clone(),
+        metrics: Box::new(m.clone()),
         is_final: true,
     });
     WindowFacts {
@@ -291,7 +291,7 @@ fn moments(
                 None => {
                     if let Some(moment) = open.take() {
                         rows.push(Row::Moment {
-                            moment,
+                            moment: Box::new(moment),
                             is_final: true,
                         });
                     }
@@ -300,7 +300,7 @@ fn moments(
         }
         if let Some(moment) = open {
             rows.push(Row::Moment {
-                moment,
+                moment: Box::new(moment),
                 is_final: true,
             });
         }
@@ -497,7 +497,7 @@ pub fn reference_rows(
             }
         }
         rows.push(Row::StreamTotals {
-            totals: totals(stream, &all, peak),
+            totals: Box::new(totals(stream, &all, peak)),
             is_final: true,
         });
     }
@@ -532,10 +532,10 @@ fn summaries(stream: &str, mut lines: Vec<ChatLine>, config: &SummaryConfig, row
             .filter(|l| l.message.ts.saturating_add(config.horizon.0) >= line.message.ts)
             .cloned()
             .collect();
-        rows.push(Row::ChatSummary(summarize(
+        rows.push(Row::ChatSummary(Box::new(summarize(
             stream,
             n / config.every,
             &covered,
-        )));
+        ))));
     }
 }

@@ -280,7 +280,7 @@ pub enum Row {
         /// Which window.
         key: WindowKey,
         /// Its numbers.
-        metrics: WindowMetrics,
+        metrics: Box<WindowMetrics>,
         /// Whether the window can no longer change.
         is_final: bool,
     },
@@ -326,14 +326,14 @@ pub enum Row {
     /// `moments`
     Moment {
         /// The moment.
-        moment: Moment,
+        moment: Box<Moment>,
         /// Whether it has ended for good.
         is_final: bool,
     },
     /// `stream_totals`
     StreamTotals {
         /// The totals.
-        totals: StreamTotals,
+        totals: Box<StreamTotals>,
         /// True once the input is exhausted (bounded runs).
         is_final: bool,
     },
@@ -342,10 +342,10 @@ pub enum Row {
     /// `chat_messages` (always final)
     ChatMessage(Arc<ChatMessage>),
     /// `chat_summaries` (always final)
-    ChatSummary(ChatSummary),
+    ChatSummary(Box<ChatSummary>),
     /// `reactions`: a reaction as read (live only, never final; see
     /// [`crate::plan::Plan::with_reaction_rows`]).
-    Reaction(Reaction),
+    Reaction(Box<Reaction>),
     /// `custom_metrics`: a configured kind's measures over one window of one dimension
     /// combination.
     CustomMetrics {
@@ -359,7 +359,7 @@ pub enum Row {
         is_final: bool,
     },
     /// `alerts` (always final): a kind's alert rule fired for a final window.
-    Alert(Alert),
+    Alert(Box<Alert>),
 }
 
 /// A configured kind's names, shared by all its rows.

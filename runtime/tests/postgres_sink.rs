@@ -181,11 +181,11 @@ fn connections_killed_during_a_run_lose_nothing_and_write_nothing_twice() {
 
 fn totals(chat_messages: u64, is_final: bool) -> Row {
     Row::StreamTotals {
-        totals: StreamTotals {
+        totals: Box::new(StreamTotals {
             stream_id: "s".into(),
             chat_messages,
             ..StreamTotals::default()
-        },
+        }),
         is_final,
     }
 }
@@ -274,11 +274,11 @@ fn a_flush_mixing_new_rows_and_rows_already_written_keeps_both() {
     assert_eq!(read(dead), "1");
     // stream_totals takes a new stream (copied), then dead_letters meets its row.
     let other = Row::StreamTotals {
-        totals: StreamTotals {
+        totals: Box::new(StreamTotals {
             stream_id: "t".into(),
             chat_messages: 2,
             ..StreamTotals::default()
-        },
+        }),
         is_final: false,
     };
     write(vec![

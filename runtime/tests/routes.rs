@@ -344,7 +344,7 @@ async fn ingest_results_and_read_endpoints() {
         Some(now),
         &[(
             Row::Moment {
-                moment,
+                moment: Box::new(moment),
                 is_final: true,
             },
             now,

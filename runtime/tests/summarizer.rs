@@ -47,7 +47,7 @@ fn flush_of(summaries: &[ChatSummary]) -> Arc<Flush> {
         frontier: None,
         updates: summaries
             .iter()
-            .map(|s| (Row::ChatSummary(s.clone()), s.last_ts, 1))
+            .map(|s| (Row::ChatSummary(Box::new(s.clone())), s.last_ts, 1))
             .collect(),
         ..Flush::default()
     })

@@ -1055,11 +1055,11 @@ mod tests {
     #[test]
     fn the_last_change_of_a_key_wins_and_retractions_come_first() {
         let totals = |n: u64, is_final| Row::StreamTotals {
-            totals: crowdpulse_dataflow::rows::StreamTotals {
+            totals: Box::new(crowdpulse_dataflow::rows::StreamTotals {
                 stream_id: "s".into(),
                 chat_messages: n,
                 ..Default::default()
-            },
+            }),
             is_final,
         };
         let flush = |updates: Vec<(Row, Millis, isize)>| {
@@ -1081,13 +1081,13 @@ mod tests {
         let mut later = Changes::default();
         later.apply(&flush(vec![(totals(2, false), 6, -1)]));
         // A flush whose rows no table keeps is not held.
-        let reaction = Row::Reaction(crowdpulse_dataflow::rows::Reaction {
+        let reaction = Row::Reaction(Box::new(crowdpulse_dataflow::rows::Reaction {
             stream_id: "s".into(),
             ts: 6,
             user_id: "u".into(),
             emoji: "🔥".into(),
             event_id: None,
-        });
+        }));
         later.apply(&flush(vec![(reaction, 6, 1)]));
         changes.merge_later(later);
         assert_eq!(changes.flushes.len(), 2);
@@ -1111,11 +1111,11 @@ mod tests {
     #[test]
     fn a_waiting_batch_holds_its_current_changes_not_every_flush() {
         let totals = |stream: usize, n: u64| Row::StreamTotals {
-            totals: crowdpulse_dataflow::rows::StreamTotals {
+            totals: Box::new(crowdpulse_dataflow::rows::StreamTotals {
                 stream_id: format!("s{stream}"),
                 chat_messages: n,
                 ..Default::default()
-            },
+            }),
             is_final: false,
         };
         let checkpoint = Arc::new(crowdpulse_dataflow::checkpoint::Checkpoint {

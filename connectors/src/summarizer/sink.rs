@@ -202,7 +202,10 @@ impl Sink for SummaryTexts {
         };
         for (row, _, diff) in &flush.updates {
             if let (Row::ChatSummary(summary), true) = (row, *diff > 0) {
-                if queue.try_send(Arc::new(summary.clone())).is_err() {
+                if queue
+                    .try_send(Arc::new(ChatSummary::clone(summary)))
+                    .is_err()
+                {
                     bump(&self.worker.metrics.skipped);
                 }
             }

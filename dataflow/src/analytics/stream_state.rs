@@ -126,7 +126,7 @@ fn finalize_moment(moment: Moment, live_rows: bool, out: &mut RowChanges) {
     if live_rows {
         out.push((
             Row::Moment {
-                moment: moment.clone(),
+                moment: Box::new(moment.clone()),
                 is_final: false,
             },
             -1,
@@ -134,7 +134,7 @@ fn finalize_moment(moment: Moment, live_rows: bool, out: &mut RowChanges) {
     }
     out.push((
         Row::Moment {
-            moment,
+            moment: Box::new(moment),
             is_final: true,
         },
         1,
@@ -162,7 +162,7 @@ impl StreamState {
             .filter(|_| plan.live_rows)
             .filter_map(MetricSeries::open)
             .map(|moment| Row::Moment {
-                moment: moment.clone(),
+                moment: Box::new(moment.clone()),
                 is_final: false,
             });
         out.extend(windows.chain(totals).chain(moments).map(|row| (row, 1)));
@@ -302,7 +302,7 @@ impl StreamState {
         }
         rows.push(Row::WindowMetrics {
             key,
-            metrics,
+            metrics: Box::new(metrics),
             is_final,
         });
         rows
@@ -516,7 +516,7 @@ impl StreamState {
                         if let Some(previous) = previous {
                             out.push((
                                 Row::Moment {
-                                    moment: previous,
+                                    moment: Box::new(previous),
                                     is_final: false,
                                 },
                                 -1,
@@ -524,7 +524,7 @@ impl StreamState {
                         }
                         out.push((
                             Row::Moment {
-                                moment: current,
+                                moment: Box::new(current),
                                 is_final: false,
                             },
                             1,
@@ -587,7 +587,10 @@ impl StreamState {
             .max()
             .unwrap_or(0);
         let totals = self.totals.row(self.final_peak.max(live_peak));
-        let row = Row::StreamTotals { totals, is_final };
+        let row = Row::StreamTotals {
+            totals: Box::new(totals),
+            is_final,
+        };
         if self.live_totals.as_ref() != Some(&row) {
             if let Some(previous) = self.live_totals.take() {
                 out.push((previous, -1));

@@ -74,7 +74,7 @@ impl SummaryState {
             if self.settled.is_multiple_of(config.every) {
                 let lines = self.recent.make_contiguous();
                 let summary = summarize(stream_id, self.settled / config.every, lines);
-                out.push((Row::ChatSummary(summary), 1));
+                out.push((Row::ChatSummary(Box::new(summary)), 1));
             }
         }
         if let Some(below) = below {

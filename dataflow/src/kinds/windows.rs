@@ -161,7 +161,7 @@ impl Group {
                     zscore: score.map(Score),
                     records: *records,
                 };
-                out.push((Row::Alert(alert_row), 1));
+                out.push((Row::Alert(Box::new(alert_row)), 1));
             }
         }
     }
