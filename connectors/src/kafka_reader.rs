@@ -2,6 +2,7 @@
 //! librdkafka queue (split off the worker's consumer), which wakes the source operator when it
 //! becomes non-empty, so the source never busy-polls.
 
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,8 +78,9 @@ pub struct KafkaPartitionReader {
     topic: String,
     partition: i32,
     format: (Format, DecodeContext),
-    consumer: Arc<SourceConsumer>,
-    queue: PartitionQueue<SourceContext>,
+    /// Both are dropped on a thread of their own (see the `Drop` impl).
+    consumer: ManuallyDrop<Arc<SourceConsumer>>,
+    queue: ManuallyDrop<PartitionQueue<SourceContext>>,
     skip_before: SkipBefore,
     bound: ReadBound,
     done: bool,
@@ -126,8 +128,8 @@ impl KafkaPartitionReader {
             topic: topic.to_owned(),
             partition,
             format,
-            consumer: Arc::clone(consumer),
-            queue,
+            consumer: ManuallyDrop::new(Arc::clone(consumer)),
+            queue: ManuallyDrop::new(queue),
             skip_before,
             bound,
             done: false,
@@ -136,6 +138,32 @@ impl KafkaPartitionReader {
             failed: None,
             from_end: at_end,
         })
+    }
+}
+
+impl Drop for KafkaPartitionReader {
+    /// The last reader of a consumer closes it, and rdkafka (0.39) waits for the close in 100 ms
+    /// polls that nothing wakes early: at the end of every bounded run, after its last row was
+    /// written, the workers would wait that long. The close has nothing to finish for a manually
+    /// assigned consumer that commits nothing, so it runs on a thread of its own that nobody
+    /// waits for (a process that exits meanwhile just ends it).
+    fn drop(&mut self) {
+        // SAFETY: the fields are taken once, here, and not used after.
+        let (queue, consumer) = unsafe {
+            (
+                ManuallyDrop::take(&mut self.queue),
+                ManuallyDrop::take(&mut self.consumer),
+            )
+        };
+        let closing = move || {
+            // The queue holds the consumer too: it goes first.
+            drop(queue);
+            drop(consumer);
+        };
+        // When no thread can be started, the closure (and the close) is dropped right here.
+        let _ = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(closing);
     }
 }
 
@@ -402,6 +430,25 @@ mod tests {
                 Instant::now() < deadline,
                 "read {got:?}, last status {status:?}"
             );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Dropping a reader returns before its consumer is closed (rdkafka waits at least 100 ms for
+    /// a group consumer's close), and the close still happens.
+    #[test]
+    fn a_dropped_reader_closes_its_consumer_without_waiting_for_it() {
+        let cluster = cluster();
+        let reader = reader(&cluster, SkipBefore::Nothing, ReadBound::EndOfPartition);
+        let consumer = Arc::downgrade(&*reader.consumer);
+        drop(reader);
+        assert!(
+            consumer.strong_count() > 0,
+            "the consumer was closed before the reader's drop returned"
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while consumer.strong_count() > 0 {
+            assert!(Instant::now() < deadline, "the consumer was never closed");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
