@@ -509,6 +509,35 @@ mod tests {
         assert_eq!(config.kafka.topics, KafkaConfig::default().topics);
     }
 
+    /// The whole configuration's debug form (what a log line would show) holds no token and no
+    /// password, from the environment or a file.
+    #[test]
+    fn tokens_and_passwords_never_show_in_the_debug_form() {
+        let config = Config::load(
+            None,
+            env(&[
+                (
+                    "CROWDPULSE__API__TOKENS",
+                    "read:tok-r3ad-s3cret;admin:tok-adm1n",
+                ),
+                ("CROWDPULSE__API__TOKENS_FILE", "/run/secrets/tokens"),
+                (
+                    "CROWDPULSE__POSTGRES__URL",
+                    "postgresql://app:pw-in-url@db.example/crowdpulse",
+                ),
+                ("CROWDPULSE__POSTGRES__PASSWORD", "pw-from-env"),
+            ]),
+        )
+        .unwrap();
+        assert!(config.api.tokens.is_some());
+        let shown = format!("{config:?} {config:#?}");
+        for secret in ["tok-r3ad-s3cret", "tok-adm1n", "pw-in-url", "pw-from-env"] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        assert!(shown.contains("***"), "{shown}");
+        assert!(shown.contains("/run/secrets/tokens"), "{shown}");
+    }
+
     #[test]
     fn lexicon_paths_override_the_embedded_lexicons() {
         let dir = std::env::temp_dir().join(format!("crowdpulse-lexicon-{}", std::process::id()));
