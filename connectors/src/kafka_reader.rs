@@ -2,8 +2,9 @@
 //! librdkafka queue (split off the worker's consumer), which wakes the source operator when it
 //! becomes non-empty, so the source never busy-polls.
 
-use std::mem::ManuallyDrop;
+use std::ops::Deref;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crowdpulse_dataflow::codec::{DecodeContext, Format};
@@ -58,6 +59,38 @@ impl ConsumerContext for SourceContext {}
 /// A consumer of the Kafka source.
 pub type SourceConsumer = BaseConsumer<SourceContext>;
 
+/// Drops `consumer` on a thread of its own. rdkafka (0.39) closes a consumer that has a group
+/// when it is dropped and waits for the close in 100 ms polls that nothing wakes early: at the
+/// end of every bounded run, after its last row was written, a worker would wait that long. The
+/// close has nothing to finish for a manually assigned consumer that commits nothing, so nobody
+/// needs to wait for it (a process that exits meanwhile just ends it). Without a thread, the
+/// consumer is dropped here.
+pub fn close_in_background<C: Send + 'static>(consumer: C) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("kafka-close".into())
+        .spawn(move || drop(consumer))
+}
+
+/// A worker's consumer as its readers share it: the last one to go closes it in the background
+/// ([`close_in_background`]).
+struct SharedConsumer<C: Send + Sync + 'static = SourceConsumer>(Option<Arc<C>>);
+
+impl<C: Send + Sync + 'static> Deref for SharedConsumer<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        self.0.as_deref().expect("taken only when dropped")
+    }
+}
+
+impl<C: Send + Sync + 'static> Drop for SharedConsumer<C> {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take().and_then(Arc::into_inner) {
+            let _ = close_in_background(consumer);
+        }
+    }
+}
+
 /// Messages at the start of a partition that are fetched but not wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkipBefore {
@@ -78,9 +111,9 @@ pub struct KafkaPartitionReader {
     topic: String,
     partition: i32,
     format: (Format, DecodeContext),
-    /// Both are dropped on a thread of their own (see the `Drop` impl).
-    consumer: ManuallyDrop<Arc<SourceConsumer>>,
-    queue: ManuallyDrop<PartitionQueue<SourceContext>>,
+    /// Declared (so dropped) before `consumer`: the queue holds the consumer too.
+    queue: PartitionQueue<SourceContext>,
+    consumer: SharedConsumer,
     skip_before: SkipBefore,
     bound: ReadBound,
     done: bool,
@@ -128,8 +161,8 @@ impl KafkaPartitionReader {
             topic: topic.to_owned(),
             partition,
             format,
-            consumer: ManuallyDrop::new(Arc::clone(consumer)),
-            queue: ManuallyDrop::new(queue),
+            queue,
+            consumer: SharedConsumer(Some(Arc::clone(consumer))),
             skip_before,
             bound,
             done: false,
@@ -138,32 +171,6 @@ impl KafkaPartitionReader {
             failed: None,
             from_end: at_end,
         })
-    }
-}
-
-impl Drop for KafkaPartitionReader {
-    /// The last reader of a consumer closes it, and rdkafka (0.39) waits for the close in 100 ms
-    /// polls that nothing wakes early: at the end of every bounded run, after its last row was
-    /// written, the workers would wait that long. The close has nothing to finish for a manually
-    /// assigned consumer that commits nothing, so it runs on a thread of its own that nobody
-    /// waits for (a process that exits meanwhile just ends it).
-    fn drop(&mut self) {
-        // SAFETY: the fields are taken once, here, and not used after.
-        let (queue, consumer) = unsafe {
-            (
-                ManuallyDrop::take(&mut self.queue),
-                ManuallyDrop::take(&mut self.consumer),
-            )
-        };
-        let closing = move || {
-            // The queue holds the consumer too: it goes first.
-            drop(queue);
-            drop(consumer);
-        };
-        // When no thread can be started, the closure (and the close) is dropped right here.
-        let _ = std::thread::Builder::new()
-            .name("kafka-close".into())
-            .spawn(closing);
     }
 }
 
@@ -434,23 +441,40 @@ mod tests {
         }
     }
 
-    /// Dropping a reader returns before its consumer is closed (rdkafka waits at least 100 ms for
-    /// a group consumer's close), and the close still happens.
-    #[test]
-    fn a_dropped_reader_closes_its_consumer_without_waiting_for_it() {
-        let cluster = cluster();
-        let reader = reader(&cluster, SkipBefore::Nothing, ReadBound::EndOfPartition);
-        let consumer = Arc::downgrade(&*reader.consumer);
-        drop(reader);
-        assert!(
-            consumer.strong_count() > 0,
-            "the consumer was closed before the reader's drop returned"
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while consumer.strong_count() > 0 {
-            assert!(Instant::now() < deadline, "the consumer was never closed");
-            std::thread::sleep(Duration::from_millis(10));
+    /// Notes the name of the thread it is dropped on.
+    struct DropProbe(Arc<std::sync::Mutex<Option<Option<String>>>>);
+
+    impl Drop for DropProbe {
+        fn drop(&mut self) {
+            let thread = std::thread::current().name().map(str::to_owned);
+            *self.0.lock().unwrap() = Some(thread);
         }
+    }
+
+    /// A consumer shared by readers is closed when the last of them goes, on a thread of its own
+    /// (rdkafka's close of a group consumer waits in 100 ms polls).
+    #[test]
+    fn the_last_reader_of_a_consumer_closes_it_on_a_thread_of_its_own() {
+        let dropped_on = Arc::new(std::sync::Mutex::new(None));
+        let consumer = Arc::new(DropProbe(Arc::clone(&dropped_on)));
+        let first = SharedConsumer(Some(Arc::clone(&consumer)));
+        let last = SharedConsumer(Some(consumer));
+        drop(first);
+        assert_eq!(
+            *dropped_on.lock().unwrap(),
+            None,
+            "closed while still shared"
+        );
+        drop(last);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let thread = loop {
+            if let Some(thread) = dropped_on.lock().unwrap().clone() {
+                break thread;
+            }
+            assert!(Instant::now() < deadline, "never closed");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(thread.as_deref(), Some("kafka-close"));
     }
 
     /// A record beyond the size limit is cut and marked, as a file's line is: a dead letter,

@@ -13,7 +13,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{ConnectorError, Result};
 use crate::kafka_reader::{
-    KafkaPartitionReader, Liveness, ReadBound, SkipBefore, SourceConsumer, SourceContext,
+    close_in_background, KafkaPartitionReader, Liveness, ReadBound, SkipBefore, SourceConsumer,
+    SourceContext,
 };
 use crate::position::Position;
 
@@ -53,9 +54,24 @@ fn kafka_error(what: &str, error: impl std::fmt::Display) -> ConnectorError {
     ConnectorError::Kafka(format!("{what}: {error}"))
 }
 
+/// What every client of the source is configured with.
+fn client_config(options: &KafkaSourceOptions) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &options.brokers);
+    config
+}
+
+/// A consumer for metadata lookups. Without a group, its drop does not wait 100 ms for a group
+/// close (rdkafka's `BaseConsumer::drop`), which every run paid at its start.
+fn lookup_consumer(options: &KafkaSourceOptions) -> Result<SourceConsumer> {
+    client_config(options)
+        .create_with_context(SourceContext)
+        .map_err(|e| kafka_error("creating the consumer", e))
+}
+
+/// A worker's reading consumer.
 fn consumer(options: &KafkaSourceOptions) -> Result<SourceConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &options.brokers)
+    client_config(options)
         // Manual assignment needs a group (librdkafka); nothing joins it.
         .set("group.id", &options.group_id)
         // Offsets are crowdpulse's to manage (DESIGN §5); the group only mirrors them.
@@ -103,12 +119,7 @@ fn partition_count(consumer: &SourceConsumer, topic: &str) -> Result<i32> {
 
 /// Checks that the brokers answer and every topic exists; returns each topic's partition count.
 pub fn check_topics(options: &KafkaSourceOptions) -> Result<Vec<(String, i32)>> {
-    // Metadata needs no group, and without one the drop does not wait 100 ms for a group close
-    // (rdkafka's `BaseConsumer::drop`), which every run paid at its start.
-    let consumer: SourceConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &options.brokers)
-        .create_with_context(SourceContext)
-        .map_err(|e| kafka_error("creating the consumer", e))?;
+    let consumer = lookup_consumer(options)?;
     options
         .topics
         .iter()
@@ -138,6 +149,11 @@ pub fn worker_readers(
                 .filter(|p| *p as usize % workers.max(1) == index)
                 .map(|p| (topic, p)),
         );
+    }
+    if mine.is_empty() {
+        // More workers than partitions: nothing to read, and no reader to close the consumer.
+        let _ = close_in_background(consumer);
+        return Ok(Vec::new());
     }
     let mut assignment = TopicPartitionList::new();
     for (topic, partition) in &mine {
