@@ -27,6 +27,12 @@ fn count(brokers: &str, topic: &str, partitions: Vec<i32>) -> u64 {
         .set("fetch.wait.max.ms", "10")
         .create()
         .expect("consumer");
+    // As crowdpulse's source does (it counts the partitions first): with the partitions' leaders
+    // known before the assignment, the first message comes about 0.1 s after the start instead
+    // of 0.55 s.
+    consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {
         assignment
