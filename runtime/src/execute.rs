@@ -136,12 +136,19 @@ pub fn start(job: Job) -> Result<Running> {
             stop: Arc::clone(&worker_stop),
             failed: Arc::clone(&worker_failed),
         };
-        // A worker that cannot open its partitions still joins the dataflow (the others would
-        // wait for it forever otherwise), then fails the run.
+        // A worker that cannot open its partitions still builds the dataflow (every worker
+        // must), but stops the run before stepping it: its source, without partitions, would
+        // end at once, and the frontier would then pass what its partitions hold (windows final
+        // without them, and a live run going on without them). Never stepped, it holds the
+        // frontier where it began.
         let (readers, unopened) = match readers_for(index, peers) {
             Ok(readers) => (readers, None),
             Err(error) => {
                 error!(%error, worker = index, "opening the partitions failed");
+                let _ = worker_failed.set(format!(
+                    "worker {index} could not open its partitions: {error}"
+                ));
+                worker_stop.store(true, Ordering::Relaxed);
                 (Vec::new(), Some(error))
             }
         };

@@ -2,14 +2,20 @@
 //! each partition into input batches, over random events with disorder, in-allowance late and
 //! beyond-allowance late records, and malformed input.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_dataflow::config::PipelineConfig;
 use crowdpulse_dataflow::memory_reader::MemoryReader;
+use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::reference::{reference_rows, ReferencePartition};
 use crowdpulse_dataflow::rows::Row;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_dataflow::source::{PartitionReader, SourceCounters};
+use crowdpulse_runtime::cluster::Cluster;
+use crowdpulse_runtime::execute::{start, Job};
+use crowdpulse_runtime::sources::Sources;
 use proptest::prelude::*;
 use serde_json::json;
 use support::run_bounded;
@@ -295,6 +301,64 @@ fn a_worker_that_cannot_open_its_partitions_fails_the_run() {
     let error = result.expect_err("a partition left unread must not pass for a complete run");
     assert!(error.to_string().contains("worker 1"), "{error}");
     assert!(error.to_string().contains("broker unreachable"), "{error}");
+}
+
+/// Nor does anything become final before it fails: a sink that commits what it is given
+/// (Postgres) must never get a window finalized without that worker's partitions. (The worker
+/// used to join the dataflow without partitions, as if its share had ended: the other's rows
+/// came out final, and a live run went on without its partitions.)
+#[test]
+fn a_worker_that_cannot_open_its_partitions_lets_nothing_become_final() {
+    /// Counts the final rows it is given.
+    #[derive(Default)]
+    struct Finals(AtomicUsize);
+
+    impl Sink for Finals {
+        fn flush(&self, flush: &Arc<Flush>) {
+            let finals = flush
+                .updates
+                .iter()
+                .filter(|(row, _, diff)| *diff > 0 && row.is_final())
+                .count();
+            self.0.fetch_add(finals, Ordering::Relaxed);
+        }
+    }
+
+    let finals = Arc::new(Finals::default());
+    let readers = |index: usize, _| match index {
+        0 => Ok(vec![Box::new(MemoryReader::new(
+            "p",
+            0,
+            (0..50)
+                .map(|i| {
+                    event(
+                        T0 + i * 1_000,
+                        json!({"type": "chat", "user_id": "u", "text": "hi"}),
+                    )
+                })
+                .collect(),
+        )) as Box<dyn PartitionReader>]),
+        _ => Err("broker unreachable".to_owned()),
+    };
+    let error = start(Job {
+        cluster: Cluster::local(2),
+        plan: Plan::new(PipelineConfig::default()).unwrap(),
+        analyzer: Arc::new(Analyzer::new(Lexicons::builtin())),
+        counters: Arc::default(),
+        sources: Sources::bounded(Arc::new(readers), "memory"),
+        sinks: vec![Arc::clone(&finals) as Arc<dyn Sink>],
+        lead: None,
+        checkpoints: None,
+    })
+    .unwrap()
+    .join()
+    .expect_err("a worker could not open its partitions");
+    assert!(error.to_string().contains("broker unreachable"), "{error}");
+    assert_eq!(
+        finals.0.load(Ordering::Relaxed),
+        0,
+        "final rows were flushed"
+    );
 }
 
 /// A partition that fails midway (a file cut, offsets removed by retention).
