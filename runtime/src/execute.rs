@@ -148,6 +148,10 @@ pub fn start(job: Job) -> Result<Running> {
                 let _ = worker_failed.set(format!(
                     "worker {index} could not open its partitions: {error}"
                 ));
+                // As `signal_stop`: the other processes must see this one lost, not ended.
+                if clustered {
+                    crate::peers::leave();
+                }
                 worker_stop.store(true, Ordering::Relaxed);
                 (Vec::new(), Some(error))
             }
@@ -256,11 +260,24 @@ impl Running {
         let mut outcome = Ok(());
         // After a peer was lost, joining timely's network threads re-raises their panics.
         let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
+        // A worker's own error comes before the panics of others: one that could not open its
+        // partitions leaves the cluster, which breaks the other workers' channels.
+        let mut panicked = None;
         for result in joined.unwrap_or_default() {
-            let result = result.map_err(RuntimeError::WorkerPanicked).and_then(|r| r);
-            if outcome.is_ok() {
-                outcome = result;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    if outcome.is_ok() {
+                        outcome = Err(error);
+                    }
+                }
+                Err(panic) => {
+                    panicked.get_or_insert(RuntimeError::WorkerPanicked(panic));
+                }
             }
+        }
+        if let (Ok(()), Some(panic)) = (&outcome, panicked) {
+            outcome = Err(panic);
         }
         if let Some(reason) = crate::peers::lost() {
             outcome = Err(RuntimeError::Failed(reason.to_owned()));
