@@ -303,6 +303,22 @@ fn a_worker_that_cannot_open_its_partitions_fails_the_run() {
     assert!(error.to_string().contains("broker unreachable"), "{error}");
 }
 
+/// Partition 0: a chat message a second, 50 of them.
+fn fifty_chat_messages() -> Box<dyn PartitionReader> {
+    Box::new(MemoryReader::new(
+        "p",
+        0,
+        (0..50)
+            .map(|i| {
+                event(
+                    T0 + i * 1_000,
+                    json!({"type": "chat", "user_id": "u", "text": "hi"}),
+                )
+            })
+            .collect(),
+    ))
+}
+
 /// Nor does anything become final before it fails: a sink that commits what it is given
 /// (Postgres) must never get a window finalized without that worker's partitions. (The worker
 /// used to join the dataflow without partitions, as if its share had ended: the other's rows
@@ -326,18 +342,7 @@ fn a_worker_that_cannot_open_its_partitions_lets_nothing_become_final() {
 
     let finals = Arc::new(Finals::default());
     let readers = |index: usize, _| match index {
-        0 => Ok(vec![Box::new(MemoryReader::new(
-            "p",
-            0,
-            (0..50)
-                .map(|i| {
-                    event(
-                        T0 + i * 1_000,
-                        json!({"type": "chat", "user_id": "u", "text": "hi"}),
-                    )
-                })
-                .collect(),
-        )) as Box<dyn PartitionReader>]),
+        0 => Ok(vec![fifty_chat_messages()]),
         _ => Err("broker unreachable".to_owned()),
     };
     let error = start(Job {
@@ -410,18 +415,7 @@ fn a_partition_that_cannot_be_read_to_its_end_fails_the_run() {
         Arc::new(SourceCounters::default()),
         |index, _| {
             Ok(match index {
-                0 => vec![Box::new(MemoryReader::new(
-                    "p",
-                    0,
-                    (0..50)
-                        .map(|i| {
-                            event(
-                                T0 + i * 1_000,
-                                json!({"type": "chat", "user_id": "u", "text": "hi"}),
-                            )
-                        })
-                        .collect(),
-                )) as Box<dyn PartitionReader>],
+                0 => vec![fifty_chat_messages()],
                 _ => vec![Box::new(FailingReader { served: false }) as Box<dyn PartitionReader>],
             })
         },
