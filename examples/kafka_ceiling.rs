@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crowdpulse_connectors::kafka_reader::close_in_background;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -49,9 +50,8 @@ fn count(brokers: &str, topic: &str, partitions: Vec<i32>) -> u64 {
             None => {}
         }
     }
-    // As crowdpulse's source does: the group close that rdkafka's drop waits 100 ms for is not
-    // waited for, so the two compare fairly.
-    let _ = std::thread::Builder::new().spawn(move || drop(consumer));
+    // As crowdpulse's source does, so the two compare fairly.
+    close_in_background(consumer);
     messages
 }
 

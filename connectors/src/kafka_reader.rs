@@ -4,7 +4,6 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crowdpulse_dataflow::codec::{DecodeContext, Format};
@@ -65,10 +64,10 @@ pub type SourceConsumer = BaseConsumer<SourceContext>;
 /// close has nothing to finish for a manually assigned consumer that commits nothing, so nobody
 /// needs to wait for it (a process that exits meanwhile just ends it). Without a thread, the
 /// consumer is dropped here.
-pub fn close_in_background<C: Send + 'static>(consumer: C) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
+pub fn close_in_background<C: Send + 'static>(consumer: C) {
+    let _ = std::thread::Builder::new()
         .name("kafka-close".into())
-        .spawn(move || drop(consumer))
+        .spawn(move || drop(consumer));
 }
 
 /// A worker's consumer as its readers share it: the last one to go closes it in the background
@@ -86,7 +85,7 @@ impl<C: Send + Sync + 'static> Deref for SharedConsumer<C> {
 impl<C: Send + Sync + 'static> Drop for SharedConsumer<C> {
     fn drop(&mut self) {
         if let Some(consumer) = self.0.take().and_then(Arc::into_inner) {
-            let _ = close_in_background(consumer);
+            close_in_background(consumer);
         }
     }
 }

@@ -152,7 +152,7 @@ pub fn worker_readers(
     }
     if mine.is_empty() {
         // More workers than partitions: nothing to read, and no reader to close the consumer.
-        let _ = close_in_background(consumer);
+        close_in_background(consumer);
         return Ok(Vec::new());
     }
     let mut assignment = TopicPartitionList::new();

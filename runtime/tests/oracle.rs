@@ -279,30 +279,6 @@ fn spike_becomes_a_moment_and_every_table_has_rows() {
     assert_eq!(reasons, ["decode", "late"]);
 }
 
-#[test]
-fn a_worker_that_cannot_open_its_partitions_fails_the_run() {
-    let result = run_bounded(
-        2,
-        &PipelineConfig::default(),
-        Arc::new(Analyzer::new(Lexicons::builtin())),
-        Arc::new(SourceCounters::default()),
-        |index, _| match index {
-            0 => Ok(vec![Box::new(MemoryReader::new(
-                "p",
-                0,
-                vec![event(
-                    T0,
-                    json!({"type": "chat", "user_id": "u", "text": "hi"}),
-                )],
-            )) as Box<dyn PartitionReader>]),
-            _ => Err("broker unreachable".to_owned()),
-        },
-    );
-    let error = result.expect_err("a partition left unread must not pass for a complete run");
-    assert!(error.to_string().contains("worker 1"), "{error}");
-    assert!(error.to_string().contains("broker unreachable"), "{error}");
-}
-
 /// Partition 0: a chat message a second, 50 of them.
 fn fifty_chat_messages() -> Box<dyn PartitionReader> {
     Box::new(MemoryReader::new(
@@ -319,8 +295,9 @@ fn fifty_chat_messages() -> Box<dyn PartitionReader> {
     ))
 }
 
-/// Nor does anything become final before it fails: a sink that commits what it is given
-/// (Postgres) must never get a window finalized without that worker's partitions. (The worker
+/// A worker that cannot open its partitions fails the run, naming itself, and nothing becomes
+/// final before: a sink that commits what it is given (Postgres) must never get a window
+/// finalized without that worker's partitions. (The worker
 /// used to join the dataflow without partitions, as if its share had ended: the other's rows
 /// came out final, and a live run went on without its partitions.)
 #[test]
@@ -358,6 +335,7 @@ fn a_worker_that_cannot_open_its_partitions_lets_nothing_become_final() {
     .unwrap()
     .join()
     .expect_err("a worker could not open its partitions");
+    assert!(error.to_string().contains("worker 1"), "{error}");
     assert!(error.to_string().contains("broker unreachable"), "{error}");
     assert_eq!(
         finals.0.load(Ordering::Relaxed),
