@@ -1622,8 +1622,7 @@ async fn connections_beyond_the_cap_are_closed() {
 }
 
 /// Clients beyond `max_live_clients` get 503, and a live client that reads nothing does not
-/// hold up the stop beyond `shutdown_grace` (the stall guard itself is tested in
-/// `crowdpulse_api::server`: loopback's socket buffers grow too large to fill here).
+/// hold up the stop beyond `shutdown_grace`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn surplus_live_clients_are_refused_and_silent_ones_do_not_hold_the_stop() {
     use tokio::io::AsyncWriteExt;
@@ -1658,6 +1657,54 @@ async fn surplus_live_clients_are_refused_and_silent_ones_do_not_hold_the_stop()
         "{:?}",
         began.elapsed()
     );
+    app.shutdown();
+}
+
+/// An SSE follower whose socket takes nothing is disconnected after `send_timeout`, over a real
+/// socket: its receive buffer is made small (before connecting, so the window it announces stays
+/// small and the server's send buffer does not grow), and chat messages of 3 kB fill both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let app = start(tight_limits());
+    let api = routes(app.state.clone());
+    let (address, stop, server) = listen(&app).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4_096).unwrap();
+    let mut follower = socket.connect(address).await.unwrap();
+    follower
+        .write_all(b"GET /v1/streams/stalled/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("the follower to be registered", || async {
+        app.state.clients.count() == 1
+    })
+    .await;
+    let text = "x".repeat(3_000);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut posted = 0;
+    while app.state.http.refusals(Refusal::SendStall) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "still connected after {posted} chat messages of 3 kB"
+        );
+        let chats: Vec<Value> = (0..20)
+            .map(|i| json!({"type": "chat", "stream_id": "stalled", "user_id": format!("u{i}"), "text": text}))
+            .collect();
+        let body = serde_json::to_vec(&chats).unwrap();
+        let (status, answer, _) =
+            call(&api, "POST", "/v1/events", Some("application/json"), &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        posted += chats.len();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually("the follower to be dropped", || async {
+        app.state.clients.count() == 0
+    })
+    .await;
+    drop(follower);
+    let _ = stop.send(());
+    server.await.unwrap();
     app.shutdown();
 }
 
