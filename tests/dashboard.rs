@@ -159,33 +159,68 @@ fn clicking_an_emoji_button_changes_its_count_on_the_page() {
     demo.stop();
 }
 
-/// With tokens configured, the dashboard opened with `#token=` follows its stream and its emoji
-/// buttons post (a `read,write` token), while the API refuses requests without one.
+/// With tokens configured, the dashboard opened with `#token=` follows its stream: with a
+/// `read,write` token its emoji buttons post; with a `read` token it shows the same counts, and a
+/// click says why it was refused and disables the buttons. The API refuses requests without one.
 #[test]
 fn the_dashboard_works_with_a_token() {
     if !chromium_or_skip() {
         return;
     }
-    const TOKEN: &str = "dashboard-token-0123456789";
+    const READ: &str = "dashboard-read-0123456789";
+    const WRITE: &str = "dashboard-write-0123456789";
     let demo = Demo::start_with_env(
         &["--rate", "0", "--workers", "2"],
-        &[("CROWDPULSE__API__TOKENS", &format!("read,write:{TOKEN}"))],
+        &[(
+            "CROWDPULSE__API__TOKENS",
+            &format!("read:{READ};read,write:{WRITE}"),
+        )],
     );
     let address = demo.address.clone();
     assert_eq!(get_json(&address, "/v1/streams").0, 401);
 
     let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let profile = scratch.join(format!("chromium-profile-token-{}", std::process::id()));
-    let mut browser = Browser::open(
-        &format!("http://{address}/?stream=guarded#token={TOKEN}"),
-        &profile,
-    );
     let connected = "document.getElementById('s-badge').textContent";
-    browser.wait_for(connected, json!("following"), "following with the token");
     let count = r#"document.querySelector('#buttons button[data-emoji="🎉"] .count')?.textContent"#;
-    browser.eval(r#"document.querySelector('#buttons button[data-emoji="🎉"]').click()"#);
-    browser.wait_for(count, json!("1"), "the count after the click");
-    drop(browser);
+    let click = r#"document.querySelector('#buttons button[data-emoji="🎉"]').click()"#;
+    let open = |token: &str, name: &str| {
+        let profile = scratch.join(format!("chromium-profile-{name}-{}", std::process::id()));
+        let browser = Browser::open(
+            &format!("http://{address}/?stream=guarded#token={token}"),
+            &profile,
+        );
+        (browser, profile)
+    };
+
+    let (mut writer, profile) = open(WRITE, "write");
+    writer.wait_for(
+        connected,
+        json!("following"),
+        "following with the write token",
+    );
+    writer.eval(click);
+    writer.wait_for(count, json!("1"), "the count after the click");
+    drop(writer);
+    let _ = std::fs::remove_dir_all(&profile);
+
+    let (mut reader, profile) = open(READ, "read");
+    reader.wait_for(
+        connected,
+        json!("following"),
+        "following with the read token",
+    );
+    reader.wait_for(count, json!("1"), "the count the read token sees");
+    reader.eval(click);
+    let note = "document.getElementById('react-note').hidden ? null : document.getElementById('react-note').textContent";
+    reader.wait_for(
+        note,
+        json!("reactions refused: this token lacks the write scope"),
+        "the refusal shown",
+    );
+    let disabled = "[...document.querySelectorAll('#buttons button')].every((b) => b.disabled)";
+    assert_eq!(reader.eval(disabled), json!(true));
+    assert_eq!(reader.eval(count), json!("1"));
+    drop(reader);
     let _ = std::fs::remove_dir_all(&profile);
     demo.stop();
 }
