@@ -9,7 +9,11 @@ use crowdpulse_dataflow::codec::{DecodeContext, Format};
 use crowdpulse_dataflow::source::PartitionReader;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::metadata::Metadata;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use tracing::warn;
 
 use crate::error::{ConnectorError, Result};
 use crate::kafka_reader::{
@@ -20,6 +24,9 @@ use crate::position::Position;
 
 /// How long metadata and offset lookups may take before the start fails.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A worker's metadata lookups, in all (see [`worker_partition_count`]).
+const WORKER_LOOKUP_ATTEMPTS: u32 = 3;
 
 /// One topic to read.
 #[derive(Debug, Clone)]
@@ -102,9 +109,42 @@ fn consumer(options: &KafkaSourceOptions) -> Result<SourceConsumer> {
 
 /// The number of partitions of `topic`; an error when it has none (or does not exist).
 fn partition_count(consumer: &SourceConsumer, topic: &str) -> Result<i32> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), LOOKUP_TIMEOUT)
-        .map_err(|e| kafka_error(&format!("metadata of {topic}"), e))?;
+    partitions_in(topic, consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT))
+}
+
+/// [`partition_count`] as a worker looks it up. The run checked every topic when it started
+/// ([`check_topics`]), so a lookup left unanswered now is a broker slow to answer, not one that is
+/// gone: under parallel tests tansu once left a worker's lookup unanswered for 10 s, which failed
+/// the run. It is tried again on a fresh connection, up to [`WORKER_LOOKUP_ATTEMPTS`] in all.
+fn worker_partition_count(
+    options: &KafkaSourceOptions,
+    consumer: &SourceConsumer,
+    topic: &str,
+) -> Result<i32> {
+    let mut answer = consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT);
+    for attempt in 2..=WORKER_LOOKUP_ATTEMPTS {
+        // A silent connection ends either way, whichever of the lookup's and librdkafka's
+        // request timeouts (both 10 s) comes first.
+        if !matches!(
+            answer,
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::BrokerTransportFailure
+            ))
+        ) {
+            break;
+        }
+        warn!(
+            topic,
+            attempt, "metadata lookup unanswered, trying again on a fresh connection"
+        );
+        answer = lookup_consumer(options)?.fetch_metadata(Some(topic), LOOKUP_TIMEOUT);
+    }
+    partitions_in(topic, answer)
+}
+
+/// The partition count in a metadata answer about `topic`.
+fn partitions_in(topic: &str, answer: KafkaResult<Metadata>) -> Result<i32> {
+    let metadata = answer.map_err(|e| kafka_error(&format!("metadata of {topic}"), e))?;
     let partitions = metadata
         .topics()
         .first()
@@ -143,7 +183,7 @@ pub fn worker_readers(
     let consumer = consumer(options)?;
     let mut mine = Vec::new();
     for topic in &options.topics {
-        let partitions = partition_count(&consumer, &topic.name)?;
+        let partitions = worker_partition_count(options, &consumer, &topic.name)?;
         mine.extend(
             (0..partitions)
                 .filter(|p| *p as usize % workers.max(1) == index)
