@@ -154,11 +154,11 @@ async function react(emoji) {
   if (response.ok) return;
   const text = await response.text();
   console.warn("reaction refused", text);
-  // A read token shows everything but cannot react: say so once and stop offering the buttons,
-  // rather than letting clicks fail silently.
+  // A read token (or one no longer valid) shows what it may but cannot react: say so once and
+  // stop offering the buttons, rather than letting clicks fail silently.
   if (response.status === 401 || response.status === 403) {
     let message = text;
-    try { message = JSON.parse(text).error.message; } catch { /* not the API's JSON */ }
+    try { message = JSON.parse(text).error.message ?? text; } catch { /* not the API's JSON */ }
     $("react-note").textContent = `reactions refused: ${message}`;
     $("react-note").hidden = false;
     for (const button of $("buttons").querySelectorAll("button")) button.disabled = true;

@@ -112,32 +112,38 @@ fn partition_count(consumer: &SourceConsumer, topic: &str) -> Result<i32> {
     partitions_in(topic, consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT))
 }
 
-/// [`partition_count`] as a worker looks it up. The run checked every topic when it started
-/// ([`check_topics`]), so a lookup left unanswered now is a broker slow to answer, not one that is
-/// gone: under parallel tests tansu once left a worker's lookup unanswered for 10 s, which failed
-/// the run. It is tried again on a fresh connection, up to [`WORKER_LOOKUP_ATTEMPTS`] in all.
+/// [`partition_count`] as a worker looks it up with its reading consumer `current`. The run
+/// found every topic when it started ([`check_topics`]), so a lookup left unanswered now is most
+/// likely a broker slow to answer: under parallel tests tansu once left a worker's lookup
+/// unanswered for 10 s, which failed the run. The worker then replaces its consumer (so it does
+/// not go on reading through the silent connection) and asks again, up to
+/// [`WORKER_LOOKUP_ATTEMPTS`] in all; a broker that went away since costs 30 s to report
+/// instead of 10.
 fn worker_partition_count(
     options: &KafkaSourceOptions,
-    consumer: &SourceConsumer,
+    current: &mut SourceConsumer,
     topic: &str,
 ) -> Result<i32> {
-    let mut answer = consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT);
+    let mut answer = current.fetch_metadata(Some(topic), LOOKUP_TIMEOUT);
     for attempt in 2..=WORKER_LOOKUP_ATTEMPTS {
-        // A silent connection ends either way, whichever of the lookup's and librdkafka's
-        // request timeouts (both 10 s) comes first.
-        if !matches!(
-            answer,
-            Err(KafkaError::MetadataFetch(
-                RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::BrokerTransportFailure
-            ))
-        ) {
-            break;
-        }
+        // Silence shows as the lookup's timeout, or as no usable broker when the connection
+        // never completed its handshake (librdkafka gives up on that after 10 s too).
+        let error = match &answer {
+            Err(
+                error @ KafkaError::MetadataFetch(
+                    RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::BrokerTransportFailure,
+                ),
+            ) => error.to_string(),
+            _ => break,
+        };
         warn!(
             topic,
-            attempt, "metadata lookup unanswered, trying again on a fresh connection"
+            attempt,
+            %error,
+            "metadata lookup unanswered, trying again with a fresh consumer"
         );
-        answer = lookup_consumer(options)?.fetch_metadata(Some(topic), LOOKUP_TIMEOUT);
+        close_in_background(std::mem::replace(current, consumer(options)?));
+        answer = current.fetch_metadata(Some(topic), LOOKUP_TIMEOUT);
     }
     partitions_in(topic, answer)
 }
@@ -180,10 +186,10 @@ pub fn worker_readers(
         // to the readers.)
         return Ok(Vec::new());
     }
-    let consumer = consumer(options)?;
+    let mut consumer = consumer(options)?;
     let mut mine = Vec::new();
     for topic in &options.topics {
-        let partitions = worker_partition_count(options, &consumer, &topic.name)?;
+        let partitions = worker_partition_count(options, &mut consumer, &topic.name)?;
         mine.extend(
             (0..partitions)
                 .filter(|p| *p as usize % workers.max(1) == index)

@@ -5,7 +5,7 @@
 
 use std::io::copy;
 use std::net::{TcpListener, TcpStream};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crowdpulse_connectors::kafka_source::{worker_readers, KafkaSourceOptions, TopicSource};
 use crowdpulse_connectors::position::Position;
@@ -58,4 +58,10 @@ fn a_worker_lookup_the_broker_leaves_unanswered_is_tried_again_on_a_fresh_connec
     let readers = worker_readers(&options, 0, 1)
         .unwrap_or_else(|error| panic!("the lookup failed after {:?}: {error}", began.elapsed()));
     assert_eq!(readers.len(), 2);
+    // The first attempt waited out its 10 s on the held connection: the answer came from a retry.
+    assert!(
+        began.elapsed() >= Duration::from_secs(9),
+        "answered after {:?}: the held connection was not the one asked",
+        began.elapsed()
+    );
 }

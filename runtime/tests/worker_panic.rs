@@ -75,8 +75,8 @@ fn a_panicking_worker_ends_the_run_with_an_error_promptly() {
         error.contains("worker") && error.contains("panicked"),
         "{error}"
     );
-    // README promises "within a second" (0.47 s in a debug build); the bound leaves room for a
-    // loaded machine while still failing a run that waits out a drain or a timeout.
+    // 0.47 s in a debug build here; the bound leaves room for a loaded machine while still
+    // failing a run that waits out a drain or a timeout.
     let panicked_at = sink.panicked_at.lock().unwrap().expect("the sink panicked");
     let took = ended.duration_since(panicked_at);
     assert!(
@@ -85,10 +85,10 @@ fn a_panicking_worker_ends_the_run_with_an_error_promptly() {
     );
 }
 
-async fn get(api: &LiveApp, path: &str) -> (StatusCode, Value) {
+async fn get(app: &LiveApp, path: &str) -> (StatusCode, Value) {
     let response = warp::test::request()
         .path(path)
-        .reply(&routes(api.state.clone()))
+        .reply(&routes(app.state.clone()))
         .await;
     let body = serde_json::from_slice(response.body()).expect("a json answer");
     (response.status(), body)
