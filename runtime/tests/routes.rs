@@ -1061,20 +1061,14 @@ async fn errors_do_not_echo_long_input_and_long_ids_in_paths_are_refused() {
         .expect("an id of the longest length an event may carry is followed");
     // The server subscribes once it has upgraded the connection, which may come after the
     // client's handshake returned (a fresh-clone run failed on asserting it at once).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !app
-        .state
-        .store
-        .read()
-        .streams
-        .contains_key(id_of_128.as_str())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no view for a followed id of 128 bytes"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("a view for a followed id of 128 bytes", || async {
+        app.state
+            .store
+            .read()
+            .streams
+            .contains_key(id_of_128.as_str())
+    })
+    .await;
     assert!(
         !app.state.store.read().streams.contains_key(long.as_str()),
         "no view for an id no event can carry"
@@ -1502,6 +1496,13 @@ async fn listen(
     (address, stop, server)
 }
 
+/// Sends the request that follows `stream` over SSE on a raw connection.
+async fn follow_over_sse(connection: &mut tokio::net::TcpStream, stream: &str) {
+    use tokio::io::AsyncWriteExt;
+    let request = format!("GET /v1/streams/{stream}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    connection.write_all(request.as_bytes()).await.unwrap();
+}
+
 /// Reads until the server closes the connection (or `within` passes: then panics); returns
 /// what was read.
 async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> String {
@@ -1625,23 +1626,16 @@ async fn connections_beyond_the_cap_are_closed() {
 /// hold up the stop beyond `shutdown_grace`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn surplus_live_clients_are_refused_and_silent_ones_do_not_hold_the_stop() {
-    use tokio::io::AsyncWriteExt;
     let app = start(tight_limits());
     let (address, stop, server) = listen(&app).await;
     let mut follower = tokio::net::TcpStream::connect(address).await.unwrap();
-    follower
-        .write_all(b"GET /v1/streams/big/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
+    follow_over_sse(&mut follower, "big").await;
     eventually("the follower to be registered", || async {
         app.state.clients.count() == 1
     })
     .await;
     let mut surplus = tokio::net::TcpStream::connect(address).await.unwrap();
-    surplus
-        .write_all(b"GET /v1/streams/big/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
+    follow_over_sse(&mut surplus, "big").await;
     let answered = closed_within(&mut surplus, Duration::from_secs(3)).await;
     assert!(answered.starts_with("HTTP/1.1 503"), "{answered}");
     assert!(answered.contains("too_many_clients"), "{answered}");
@@ -1665,17 +1659,13 @@ async fn surplus_live_clients_are_refused_and_silent_ones_do_not_hold_the_stop()
 /// small and the server's send buffer does not grow), and chat messages of 3 kB fill both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_that_stops_reading_is_cut_off_after_the_send_timeout() {
-    use tokio::io::AsyncWriteExt;
     let app = start(tight_limits());
     let api = routes(app.state.clone());
     let (address, stop, server) = listen(&app).await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4_096).unwrap();
     let mut follower = socket.connect(address).await.unwrap();
-    follower
-        .write_all(b"GET /v1/streams/stalled/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
+    follow_over_sse(&mut follower, "stalled").await;
     eventually("the follower to be registered", || async {
         app.state.clients.count() == 1
     })
