@@ -58,17 +58,23 @@ pub struct Checkpoints {
 const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// Marks the run failed and stops the other workers when the worker holding it unwinds from a
-/// panic: they would otherwise wait for its progress forever.
+/// panic: they would otherwise wait for its progress forever. In a cluster it leaves first, so
+/// the other processes stop too, and this one reports its panic rather than the connections its
+/// network threads then fail on.
 struct PanicAlarm {
     worker: usize,
     stop: Arc<AtomicBool>,
     failed: Arc<OnceLock<String>>,
+    clustered: bool,
 }
 
 impl Drop for PanicAlarm {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let _ = self.failed.set(format!("worker {} panicked", self.worker));
+            if self.clustered {
+                crate::peers::leave();
+            }
             self.stop.store(true, Ordering::Relaxed);
         }
     }
@@ -135,6 +141,7 @@ pub fn start(job: Job) -> Result<Running> {
             worker: index,
             stop: Arc::clone(&worker_stop),
             failed: Arc::clone(&worker_failed),
+            clustered,
         };
         // A worker that cannot open its partitions still builds the dataflow (every worker
         // must), but stops the run before stepping it: its source, without partitions, would
@@ -192,6 +199,11 @@ pub fn start(job: Job) -> Result<Running> {
                 let _ = worker_failed.set(reason.to_owned());
             }
             if worker_stop.load(Ordering::Relaxed) || unreadable || lost.is_some() {
+                // A run stopped here, not by the end of its input, must not end its connections
+                // cleanly: the other processes would wait for its progress forever.
+                if clustered {
+                    crate::peers::leave();
+                }
                 for id in worker.installed_dataflows() {
                     worker.drop_dataflow(id);
                 }
@@ -263,7 +275,15 @@ impl Running {
         // A worker's own error comes before the panics of others: one that could not open its
         // partitions leaves the cluster, which breaks the other workers' channels.
         let mut panicked = None;
-        for result in joined.unwrap_or_default() {
+        // The network threads' panics, re-raised by the join, take the workers' results with
+        // them; a worker's panic that made this process leave its cluster is then in `failed`.
+        let results = joined.unwrap_or_else(|_| {
+            if let Some(reason) = self.failed.get() {
+                panicked = Some(RuntimeError::Failed(reason.clone()));
+            }
+            Vec::new()
+        });
+        for result in results {
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
