@@ -463,3 +463,174 @@ fn a_live_run_killed_at_any_point_resumes_from_its_checkpoint_and_ends_with_the_
     assert_no_differences(&differences, "tables after the restarts");
     db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
 }
+
+/// Forwards connections to the Postgres server of [`postgres_support::url`] until cut: then it
+/// refuses new ones and ends those it carried, so the database is unreachable for whoever
+/// connects through it (and only for them).
+struct Proxy {
+    address: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    carried: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start() -> Self {
+        use std::net::{TcpListener, TcpStream};
+        let url = postgres_support::url();
+        let server = url
+            .split_once("://")
+            .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, host)| host))
+            .and_then(|rest| rest.split('/').next())
+            .expect("host:port in the postgres url")
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let carried = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let (stop, streams) = (std::sync::Arc::clone(&cut), std::sync::Arc::clone(&carried));
+        std::thread::spawn(move || {
+            // Dropping the listener when cut makes new connections fail at once.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let upstream = TcpStream::connect(&server).unwrap();
+                let mut streams = streams.lock().unwrap();
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                streams.extend([client, upstream]);
+            }
+        });
+        Self {
+            address,
+            cut,
+            carried,
+        }
+    }
+
+    /// The postgres url, through this proxy.
+    fn url(&self) -> String {
+        let url = postgres_support::url();
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (user, rest) = rest.rsplit_once('@').map_or(("", rest), |(u, r)| (u, r));
+        let path = rest.split_once('/').map_or("", |(_, path)| path);
+        let at = if user.is_empty() { "" } else { "@" };
+        format!("{scheme}://{user}{at}{}/{path}", self.address)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+        for stream in self.carried.lock().unwrap().iter() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A live run fed `generate --rate 500` into a fresh topic, writing `schema` through `url`.
+fn live_run_with_input(name: &str, schema: &str, url: &str) -> (Demo, Child) {
+    let topic = fresh_topic(name, 2);
+    let mut env = environment(&topic, schema);
+    env.retain(|(key, _)| *key != "CROWDPULSE__POSTGRES__URL");
+    env.push(("CROWDPULSE__POSTGRES__URL", url.to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let producer = bin()
+        .args(["generate", "--rate", "500", "--duration", "120s"])
+        .args([
+            "--seed",
+            "3",
+            "--streams",
+            "4",
+            "--kafka",
+            BROKER,
+            "--topic",
+            &topic,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (run, _rows) = Demo::run(&[], &env);
+    (run, producer)
+}
+
+/// Sends SIGTERM to `run` and returns its exit status, or None when it is still running
+/// `within` later.
+fn terminate(run: &mut Demo, within: Duration) -> Option<std::process::ExitStatus> {
+    let status = Command::new("kill")
+        .args(["-TERM", &run.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    run.exit_within(within)
+}
+
+/// Waits until the run has committed rows to `schema`.
+fn wait_for_rows(db: &Db, schema: &str) {
+    support::eventually("rows in postgres", || {
+        db.value(&format!(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}' \
+             AND tablename = 'window_metrics'"
+        )) == "1"
+            && db.value(&format!("SELECT count(*) FROM \"{schema}\".window_metrics")) != "0"
+    });
+}
+
+/// A live run stopped while Postgres is unreachable waits 30 s for it, then exits non-zero
+/// naming the sink: what it had not written is not in the tables (a restart reads it again from
+/// Kafka), and a supervisor must learn that.
+#[test]
+fn a_run_stopped_while_postgres_is_unreachable_exits_non_zero() {
+    let proxy = Proxy::start();
+    let schema = fresh_config("stopunreachable").schema;
+    let db = Db::connect();
+    let (mut run, mut producer) = live_run_with_input("pg-stop-unreachable", &schema, &proxy.url());
+    wait_for_rows(&db, &schema);
+    proxy.cut();
+    // Rows keep coming while the sink retries, so some wait to be written at the stop.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = terminate(&mut run, Duration::from_secs(60))
+        .expect("the run gives up on the database within its 30 s grace");
+    let log = run.stderr();
+    assert!(
+        !status.success(),
+        "exited {status} after losing rows: {log}"
+    );
+    assert!(log.contains("postgres still failing"), "{log}");
+    let _ = producer.kill();
+    let _ = producer.wait();
+    db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
+}
+
+/// A live run stopped while its commit waits on a lock someone else holds gives up after the
+/// same 30 s grace and exits non-zero, rather than waiting as long as the lock is held.
+#[test]
+fn a_run_stopped_while_its_commit_is_blocked_exits_within_the_grace() {
+    let schema = fresh_config("stopblocked").schema;
+    let db = Db::connect();
+    let (mut run, mut producer) =
+        live_run_with_input("pg-stop-blocked", &schema, &postgres_support::url());
+    wait_for_rows(&db, &schema);
+    let lock = TableLock::take(&schema, "window_metrics");
+    lock.wait_for_writer(&db, &schema, "window_metrics");
+    let status = terminate(&mut run, Duration::from_secs(60));
+    let log = run.stderr();
+    drop(lock);
+    let status = status.unwrap_or_else(|| panic!("still running 60 s after SIGTERM: {log}"));
+    assert!(
+        !status.success(),
+        "exited {status} after losing rows: {log}"
+    );
+    assert!(log.contains("postgres"), "{log}");
+    let _ = producer.kill();
+    let _ = producer.wait();
+    db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
+}

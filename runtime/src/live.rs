@@ -296,21 +296,29 @@ impl LiveApp {
     }
 
     /// Stops the generator and the dataflow (the in-process input is drained; Kafka partitions
-    /// are left where they are) and waits for the sinks and pending dead letters.
+    /// are left where they are) and waits for the sinks and pending dead letters; logs how the
+    /// dataflow ended.
     pub fn shutdown(self) {
+        if let Err(error) = self.stop() {
+            warn!(%error, "the dataflow ended with an error");
+        }
+    }
+
+    /// [`Self::shutdown`], returning how the dataflow ended: an error when a sink could not
+    /// write what it held (a database unreachable through the grace) or a worker failed.
+    pub fn stop(self) -> Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(generator) = self.generator {
             let _ = generator.join();
         }
-        if let Err(error) = self.running.stop() {
-            warn!(%error, "the dataflow ended with an error");
-        }
+        let stopped = self.running.stop();
         drop(self.progress);
         if let Some(topic) = self.dead_letters {
             if let Err(error) = topic.flush(DEAD_LETTER_FLUSH) {
                 warn!(%error, "dead letters not all confirmed at shutdown");
             }
         }
+        stopped
     }
 }
 
@@ -421,8 +429,18 @@ pub fn run_until_stopped(
     });
     // Open WebSocket/SSE connections would keep the runtime's tasks alive; they end here.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    app.shutdown();
-    served
+    // A run stopped by a signal whose sinks could not write what they held has lost rows (for
+    // the tables; Kafka keeps the input): its exit must say so.
+    let stopped = app.stop();
+    match served {
+        Ok(()) => stopped,
+        Err(error) => {
+            if let Err(also) = stopped {
+                warn!(error = %also, "the dataflow ended with an error");
+            }
+            Err(error)
+        }
+    }
 }
 
 /// A generator feeding the live input at `rate` records per wall-clock second, event times

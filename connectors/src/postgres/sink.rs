@@ -149,14 +149,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// not written (a replay from Kafka restores it).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// How long a write waits for a lock another session holds before it fails (and is retried).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Whether a failed write may succeed when tried again: the connection or the server's state
-/// (lost connection, shutdown, lack of resources, a serialization conflict), as opposed to the
-/// statement or its data, which would fail the same way forever.
+/// (lost connection, shutdown, lack of resources, a serialization conflict, a lock another
+/// session held past [`LOCK_TIMEOUT`]), as opposed to the statement or its data, which would
+/// fail the same way forever.
 fn retryable(error: &ConnectorError) -> bool {
     match error {
-        ConnectorError::Postgres(error) => error
-            .as_db_error()
-            .is_none_or(|db| matches!(&db.code().code()[..2], "08" | "40" | "53" | "57" | "58")),
+        ConnectorError::Postgres(error) => error.as_db_error().is_none_or(|db| {
+            let code = db.code().code();
+            matches!(&code[..2], "08" | "40" | "53" | "57" | "58") || code == "55P03"
+        }),
         _ => false,
     }
 }
@@ -182,8 +187,15 @@ async fn connect(config: &tokio_postgres::Config, schema: &str) -> Result<Client
     // Every commit with chat makes sure its day partition exists (`CREATE TABLE IF NOT EXISTS`),
     // which the server answers with an "already exists" notice: logged, once a second in a live
     // run. Notices carry nothing the sink acts on; warnings and errors still come.
+    // A write waiting on a lock another session holds (an administrator's `ALTER TABLE`, a
+    // `LOCK TABLE`) fails after LOCK_TIMEOUT and is tried again like any retryable failure:
+    // while running the sink still waits for the lock, but a stopped run gives up after its
+    // grace instead of waiting as long as the lock is held.
     client
-        .batch_execute("SET client_min_messages = warning")
+        .batch_execute(&format!(
+            "SET client_min_messages = warning; SET lock_timeout = {}",
+            LOCK_TIMEOUT.as_millis()
+        ))
         .await?;
     create_stages(&client, schema).await?;
     Ok(client)
@@ -409,7 +421,7 @@ impl Writer {
                         }
                         if stopping.is_some_and(|at| at.elapsed() >= SHUTDOWN_GRACE) {
                             self.shared.fail(format!(
-                                "postgres still unreachable {SHUTDOWN_GRACE:?} after the run ended: {error}"
+                                "postgres still failing {SHUTDOWN_GRACE:?} after the run ended: {error}"
                             ));
                             return;
                         }
