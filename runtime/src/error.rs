@@ -106,13 +106,10 @@ pub enum RuntimeError {
          with the run's first"
     )]
     Checkpoint(crowdpulse_dataflow::checkpoint::CheckpointError),
-    /// A sink can take nothing more (its output broke, Postgres refused a write) or a worker
-    /// panicked: the live run stopped.
+    /// The run could not go on: a worker panicked, a sink can take nothing more (its output
+    /// broke, Postgres refused a write), or a process of the cluster was lost.
     #[error("the run stopped: {0}")]
     Failed(String),
-    /// A worker thread panicked.
-    #[error("a worker failed: {0}")]
-    WorkerPanicked(String),
     /// The dataflow rejected its settings.
     #[error(transparent)]
     Dataflow(#[from] crowdpulse_dataflow::Error),

@@ -291,8 +291,11 @@ impl Running {
                         outcome = Err(error);
                     }
                 }
-                Err(panic) => {
-                    panicked.get_or_insert(RuntimeError::WorkerPanicked(panic));
+                Err(payload) => {
+                    // timely renders a panic's payload as `Any { .. }`; the alarm named the
+                    // worker (the panic's message is in the log).
+                    let reason = self.failed.get().cloned().unwrap_or(payload);
+                    panicked.get_or_insert(RuntimeError::Failed(reason));
                 }
             }
         }

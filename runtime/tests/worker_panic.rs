@@ -1,5 +1,6 @@
 //! A worker that panics ends a live run promptly and with an error, instead of leaving the
-//! other workers waiting for it forever behind a healthy-looking `/health`.
+//! other workers waiting for it forever behind a healthy-looking `/health`; a bounded run's
+//! error names it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -7,12 +8,17 @@ use std::time::{Duration, Instant};
 
 use crowdpulse_api::filters::routes;
 use crowdpulse_connectors::config::ApiConfig;
+use crowdpulse_connectors::generator::{Generator, GeneratorConfig};
 use crowdpulse_connectors::sink::{Flush, Sink};
 use crowdpulse_dataflow::config::PipelineConfig;
+use crowdpulse_dataflow::memory_reader::MemoryReader;
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
+use crowdpulse_dataflow::source::PartitionReader;
 use crowdpulse_runtime::cluster::Cluster;
 use crowdpulse_runtime::live::{run_until_stopped, Feed, LiveApp, LiveOptions};
+use crowdpulse_runtime::process::{run_into, BoundedRun};
+use crowdpulse_runtime::sources::{ReadersFor, Sources};
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 
@@ -83,6 +89,40 @@ fn a_panicking_worker_ends_the_run_with_an_error_promptly() {
         took < Duration::from_secs(3),
         "the run ended {took:?} after the panic"
     );
+}
+
+/// A bounded run's error names the worker that panicked (timely's join renders a panic's
+/// payload as `Any { .. }`).
+#[test]
+fn a_bounded_run_names_the_worker_that_panicked() {
+    let sink = Arc::new(PanickingSink::default());
+    sink.armed.store(true, Ordering::Relaxed);
+    let events = Generator::new(GeneratorConfig {
+        events: 5_000,
+        streams: 2,
+        ..GeneratorConfig::default()
+    })
+    .map(|generated| generated.line.into_bytes())
+    .collect();
+    let partition = MemoryReader::new("events", 0, events);
+    let open: ReadersFor = Arc::new(move |index, _| {
+        Ok(match index {
+            0 => vec![Box::new(partition.clone()) as Box<dyn PartitionReader>],
+            _ => Vec::new(),
+        })
+    });
+    let run = BoundedRun {
+        analyzer: Arc::new(Analyzer::new(Lexicons::builtin())),
+        plan: Plan::new(PipelineConfig::default()).unwrap(),
+        cluster: Cluster::local(2),
+        counters: Arc::default(),
+        sources: Sources::bounded(open, "generated events"),
+    };
+    let sinks = vec![Arc::clone(&sink) as Arc<dyn Sink>];
+    let error = run_into(run, sinks, None, None)
+        .expect_err("a panicked worker is an error")
+        .to_string();
+    assert_eq!(error, "the run stopped: worker 0 panicked");
 }
 
 async fn get(app: &LiveApp, path: &str) -> (StatusCode, Value) {
