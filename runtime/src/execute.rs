@@ -71,7 +71,11 @@ struct PanicAlarm {
 impl Drop for PanicAlarm {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = self.failed.set(format!("worker {} panicked", self.worker));
+            // A lost peer breaks the queues its network threads fill, and a worker reading one
+            // then panics: the loss is the cause.
+            let reason = crate::peers::lost()
+                .map_or_else(|| format!("worker {} panicked", self.worker), str::to_owned);
+            let _ = self.failed.set(reason);
             if self.clustered {
                 crate::peers::leave();
             }

@@ -1,6 +1,7 @@
 //! A process of a bounded cluster run that fails (one of its workers panics, or a partition it
 //! reads cannot be read to its end) ends every process of the cluster promptly and with an
-//! error, instead of leaving them waiting for its progress forever.
+//! error, instead of leaving them waiting for its progress forever; a live run that loses a
+//! process names that loss as its failure.
 //!
 //! A cluster's processes share statics (the connections, whether a peer was lost), so each is
 //! a process of its own: this test binary started again with the process's part to play.
@@ -18,20 +19,22 @@ use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use crowdpulse_dataflow::source::{PartitionReader, ReadStatus, RecordBatch, SourceCounters};
 use crowdpulse_runtime::cluster::Cluster;
+use crowdpulse_runtime::execute::{start, Job};
 use crowdpulse_runtime::process::{run_share, run_to_ndjson, BoundedRun};
-use crowdpulse_runtime::sources::{ReadersFor, Sources};
+use crowdpulse_runtime::sources::{Partitions, ReadersFor, Sources};
 
 /// Set in a started copy: `<failure>,<process>,<address 0>,<address 1>`.
 const PART: &str = "CROWDPULSE_TEST_CLUSTER_PART";
 const TEST: &str = "a_failing_process_ends_every_process_of_a_bounded_cluster_run";
+const LIVE_TEST: &str = "a_live_run_names_the_process_it_lost";
 const PARTITIONS: u32 = 4;
 const RECORDS: usize = 4_000;
 /// The read of process 1's partitions that fails: well into the run, long before its end.
 const FAILING_READ: u64 = 20;
 
 /// A partition of reactions, 100 a second over two streams, read 50 records at a time.
-fn partition(partition: u32) -> MemoryReader {
-    let payloads = (0..RECORDS)
+fn partition(partition: u32, records: usize, batch: usize) -> MemoryReader {
+    let payloads = (0..records)
         .map(|i| {
             serde_json::json!({
                 "type": "reaction",
@@ -44,7 +47,7 @@ fn partition(partition: u32) -> MemoryReader {
             .into_bytes()
         })
         .collect();
-    MemoryReader::new("reactions", partition, payloads).with_batches(vec![50])
+    MemoryReader::new("reactions", partition, payloads).with_batches(vec![batch])
 }
 
 /// A partition whose reads fail as `failure` says from the [`FAILING_READ`]th read of its
@@ -72,6 +75,8 @@ impl PartitionReader for Failing {
         if self.reads.fetch_add(1, Ordering::Relaxed) + 1 >= FAILING_READ {
             match self.failure.as_str() {
                 "panic" => panic!("a reader bug"),
+                // As if killed: no destructor runs, the kernel closes the connections.
+                "vanish" => std::process::exit(9),
                 _ => return Err("the partition went away".to_owned()),
             }
         }
@@ -95,6 +100,13 @@ fn play(part: &str) -> ! {
         peer_timeout: Duration::from_secs(5),
         sink_process: 0,
     };
+    let live = failure == "vanish";
+    // A live run's process 0 is still reading its partitions when process 1 vanishes.
+    let (records, batch) = if live {
+        (50 * RECORDS, 1000)
+    } else {
+        (RECORDS, 50)
+    };
     let failure = failure.to_owned();
     let reads = Arc::new(AtomicU64::new(0));
     let open: ReadersFor = Arc::new(move |index, workers| {
@@ -102,14 +114,17 @@ fn play(part: &str) -> ! {
             .filter(|p| *p as usize % workers == index)
             .map(|p| match process {
                 1 => Box::new(Failing {
-                    inner: partition(p),
+                    inner: partition(p, records, batch),
                     failure: failure.clone(),
                     reads: Arc::clone(&reads),
                 }) as Box<dyn PartitionReader>,
-                _ => Box::new(partition(p)) as Box<dyn PartitionReader>,
+                _ => Box::new(partition(p, records, batch)) as Box<dyn PartitionReader>,
             })
             .collect())
     });
+    if live {
+        watch_live(cluster, open);
+    }
     let run = BoundedRun {
         analyzer: Arc::new(Analyzer::new(Lexicons::builtin())),
         plan: Plan::new(PipelineConfig::default()).unwrap(),
@@ -130,6 +145,36 @@ fn play(part: &str) -> ! {
     }
 }
 
+/// Runs the partitions live (they never end) and prints why the run failed, as a live run's
+/// watcher (`/health`, the exit) learns it; exits 1.
+fn watch_live(cluster: Cluster, open: ReadersFor) -> ! {
+    let running = start(Job {
+        cluster,
+        plan: Plan::new(PipelineConfig::default()).unwrap(),
+        analyzer: Arc::new(Analyzer::new(Lexicons::builtin())),
+        counters: Arc::new(SourceCounters::default()),
+        sources: Sources::Unbounded(Partitions {
+            open,
+            identity: "four partitions of reactions".into(),
+        }),
+        sinks: Vec::new(),
+        lead: None,
+        checkpoints: None,
+    })
+    .unwrap();
+    let failed = running.failed();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while failed.get().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "the run failed: {}",
+        failed.get().map_or("nothing failed", String::as_str)
+    );
+    let _ = running.stop();
+    std::process::exit(1)
+}
+
 fn free_addresses(n: usize) -> Vec<String> {
     let listeners: Vec<_> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
@@ -140,9 +185,10 @@ fn free_addresses(n: usize) -> Vec<String> {
         .collect()
 }
 
-fn start(failure: &str, process: usize, addresses: &[String]) -> Child {
+/// Starts this test binary again to run `test` as process `process`.
+fn start_part(test: &str, failure: &str, process: usize, addresses: &[String]) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([TEST, "--exact", "--nocapture", "--test-threads", "1"])
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
         .env(PART, format!("{failure},{process},{}", addresses.join(",")))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -187,8 +233,8 @@ fn a_failing_process_ends_every_process_of_a_bounded_cluster_run() {
         ("panic", "worker 1 panicked"),
     ] {
         let addresses = free_addresses(2);
-        let first = start(failure, 0, &addresses);
-        let second = start(failure, 1, &addresses);
+        let first = start_part(TEST, failure, 0, &addresses);
+        let second = start_part(TEST, failure, 1, &addresses);
         // Both end within seconds of the failure (a debug build on a loaded machine); the
         // bound fails a process that waits for its lost peer until it is killed.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -206,6 +252,27 @@ fn a_failing_process_ends_every_process_of_a_bounded_cluster_run() {
         assert!(
             error(&stderr).contains("lost the connection to process 1"),
             "{failure}: {stderr}"
+        );
+    }
+}
+
+/// A live run learns the cause of a process's loss: the panics its workers may hit on the
+/// connection's broken queues are consequences, not the cause.
+#[test]
+fn a_live_run_names_the_process_it_lost() {
+    if let Ok(part) = std::env::var(PART) {
+        play(&part);
+    }
+    for _ in 0..3 {
+        let addresses = free_addresses(2);
+        let first = start_part(LIVE_TEST, "vanish", 0, &addresses);
+        let second = start_part(LIVE_TEST, "vanish", 1, &addresses);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        outcome(second, deadline).expect("process 1 vanished");
+        let (_, stderr) = outcome(first, deadline).expect("process 0 ended");
+        assert!(
+            error(&stderr).contains("lost the connection to process 1"),
+            "{stderr}"
         );
     }
 }
