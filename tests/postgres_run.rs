@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use kafka_support::{fresh_topic, BROKER};
 use postgres_support::{assert_no_differences, fresh_config, Db};
+use support::proxy::Proxy;
 use support::{cluster_env, offsets_read, spawn_cluster, wait_cluster, Demo};
 
 fn bin() -> Command {
@@ -464,78 +465,6 @@ fn a_live_run_killed_at_any_point_resumes_from_its_checkpoint_and_ends_with_the_
     db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
 }
 
-/// Forwards connections to the Postgres server of [`postgres_support::url`] until cut: then it
-/// refuses new ones and ends those it carried, so the database is unreachable for whoever
-/// connects through it (and only for them).
-struct Proxy {
-    address: String,
-    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    carried: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Proxy {
-    fn start() -> Self {
-        use std::net::{TcpListener, TcpStream};
-        let url = postgres_support::url();
-        let server = url
-            .split_once("://")
-            .map(|(_, rest)| rest.rsplit_once('@').map_or(rest, |(_, host)| host))
-            .and_then(|rest| rest.split('/').next())
-            .expect("host:port in the postgres url")
-            .to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let carried = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
-        let (stop, streams) = (std::sync::Arc::clone(&cut), std::sync::Arc::clone(&carried));
-        std::thread::spawn(move || {
-            // Dropping the listener when cut makes new connections fail at once.
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                client.set_nonblocking(false).unwrap();
-                let upstream = TcpStream::connect(&server).unwrap();
-                let mut streams = streams.lock().unwrap();
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
-                    (upstream.try_clone().unwrap(), client.try_clone().unwrap()),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-                streams.extend([client, upstream]);
-            }
-        });
-        Self {
-            address,
-            cut,
-            carried,
-        }
-    }
-
-    /// The postgres url, through this proxy.
-    fn url(&self) -> String {
-        let url = postgres_support::url();
-        let (scheme, rest) = url.split_once("://").unwrap();
-        let (user, rest) = rest.rsplit_once('@').map_or(("", rest), |(u, r)| (u, r));
-        let path = rest.split_once('/').map_or("", |(_, path)| path);
-        let at = if user.is_empty() { "" } else { "@" };
-        format!("{scheme}://{user}{at}{}/{path}", self.address)
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
-        for stream in self.carried.lock().unwrap().iter() {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
 /// A live run fed `generate --rate 500` into a fresh topic, writing `schema` through `url`.
 fn live_run_with_input(name: &str, schema: &str, url: &str) -> (Demo, Child) {
     let topic = fresh_topic(name, 2);
@@ -589,10 +518,10 @@ fn wait_for_rows(db: &Db, schema: &str) {
 /// Kafka), and a supervisor must learn that.
 #[test]
 fn a_run_stopped_while_postgres_is_unreachable_exits_non_zero() {
-    let proxy = Proxy::start();
+    let proxy = Proxy::start("127.0.0.1:0", &postgres_support::url());
     let schema = fresh_config("stopunreachable").schema;
     let db = Db::connect();
-    let (mut run, mut producer) = live_run_with_input("pg-stop-unreachable", &schema, &proxy.url());
+    let (mut run, mut producer) = live_run_with_input("pg-stop-unreachable", &schema, &proxy.url);
     wait_for_rows(&db, &schema);
     proxy.cut();
     // Rows keep coming while the sink retries, so some wait to be written at the stop.

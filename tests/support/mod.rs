@@ -5,6 +5,8 @@
 
 pub mod browser;
 mod http;
+pub mod netns;
+pub mod proxy;
 
 /// The local chat-completions server of the summarizer's tests.
 #[path = "../../runtime/tests/support/completions.rs"]

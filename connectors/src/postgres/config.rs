@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crowdpulse_dataflow::config::Span;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,9 @@ const HOUR: u64 = 3_600_000;
 const DAY: u64 = 24 * HOUR;
 /// A hundred years: the partitions a retention keeps (one per day) stay countable.
 const MAX_CHAT_RETENTION: u64 = 36_500 * DAY;
+/// How long a connection may leave data unacknowledged, or take to connect, before it fails
+/// (and the write is retried).
+const SILENT_SERVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Postgres settings.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -164,6 +168,15 @@ impl PostgresConfig {
         if config.get_application_name().is_none() {
             config.application_name("crowdpulse");
         }
+        // A server gone without closing its connections (its host down, the network cut) would
+        // otherwise hold a write for TCP's retransmission timeout, about 15 minutes, and a
+        // connection attempt for about 2; the url's own settings win.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(SILENT_SERVER_TIMEOUT);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(SILENT_SERVER_TIMEOUT);
+        }
         Ok(config)
     }
 }
@@ -171,6 +184,28 @@ impl PostgresConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_silent_server_times_out_unless_the_url_says_otherwise() {
+        let timeouts = |url: &str| {
+            let config = PostgresConfig {
+                url: url.into(),
+                ..PostgresConfig::default()
+            }
+            .client_config()
+            .unwrap();
+            (
+                config.get_tcp_user_timeout().copied(),
+                config.get_connect_timeout().copied(),
+            )
+        };
+        let ten = Some(Duration::from_secs(10));
+        assert_eq!(timeouts("postgresql://ann@db/x"), (ten, ten));
+        assert_eq!(
+            timeouts("postgresql://ann@db/x?tcp_user_timeout=60&connect_timeout=3"),
+            (Some(Duration::from_secs(60)), Some(Duration::from_secs(3)))
+        );
+    }
 
     #[test]
     fn secrets_are_never_printed() {
