@@ -15,8 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka_support::{spawn_broker, tansu};
-use support::netns::{ip, Killed, Namespace};
-use support::{wait_cluster, Demo};
+use support::netns::{ip, Namespace};
+use support::{wait_cluster, Demo, Killed};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_crowdpulse"))

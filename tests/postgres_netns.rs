@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use kafka_support::{spawn_broker, tansu};
 use postgres_support::{fresh_config, Db};
-use support::netns::{ip, Killed, Namespace};
+use support::netns::{ip, Namespace};
 use support::proxy::Proxy;
+use support::Killed;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_crowdpulse"))
@@ -88,13 +89,7 @@ fn a_cut_link_to_postgres_is_noticed_and_a_stopped_run_still_exits() {
         .stderr(std::fs::File::create(&log).unwrap());
     let mut run = Killed(run.spawn().expect("run starts"));
     let db = Db::connect();
-    support::eventually("rows in postgres", || {
-        db.value(&format!(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}' \
-             AND tablename = 'window_metrics'"
-        )) == "1"
-            && db.value(&format!("SELECT count(*) FROM \"{schema}\".window_metrics")) != "0"
-    });
+    db.wait_for_rows(&schema);
     let cut = ip(&[
         "-n",
         &namespace.name,
@@ -109,22 +104,9 @@ fn a_cut_link_to_postgres_is_noticed_and_a_stopped_run_still_exits() {
     let written = std::fs::read_to_string(&log).unwrap();
     let noticed = noticed.unwrap_or_else(|| panic!("the cut not noticed within 60 s: {written}"));
     eprintln!("the cut noticed {noticed:?} after it");
-    let signal = Command::new("kill")
-        .args(["-TERM", &run.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signal.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = run.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running 60 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = run
+        .terminate_within(Duration::from_secs(60))
+        .expect("the run exits within 60 s of SIGTERM");
     let written = std::fs::read_to_string(&log).unwrap();
     assert!(!status.success(), "exited {status}: {written}");
     assert!(written.contains("postgres still failing"), "{written}");

@@ -17,7 +17,7 @@ use crowdpulse_dataflow::sentiment::Analyzer;
 use crowdpulse_dataflow::source::SourceCounters;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{ConnectLoop, Feedback};
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::cluster::Cluster;
 use crate::error::{Result, RuntimeError};
@@ -71,11 +71,17 @@ struct PanicAlarm {
 impl Drop for PanicAlarm {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            // A lost peer breaks the queues its network threads fill, and a worker reading one
-            // then panics: the loss is the cause.
-            let reason = crate::peers::lost()
-                .map_or_else(|| format!("worker {} panicked", self.worker), str::to_owned);
-            let _ = self.failed.set(reason);
+            // A peer's connection that fails breaks the queues its network threads fill, and a
+            // worker reading one then panics: a lost peer is the cause, and after this process
+            // left its cluster on purpose there is no failure at all.
+            let reason = match crate::peers::lost() {
+                Some(lost) => Some(lost.to_owned()),
+                None if crate::peers::leaving() => None,
+                None => Some(format!("worker {} panicked", self.worker)),
+            };
+            if let Some(reason) = reason {
+                let _ = self.failed.set(reason);
+            }
             if self.clustered {
                 crate::peers::leave();
             }
@@ -244,15 +250,23 @@ impl Running {
     /// Waits until the input ends (bounded sources), then until the sinks are done; returns the
     /// first failure.
     pub fn join(mut self) -> Result<()> {
-        self.wait()
+        let (dataflow, sinks) = self.wait();
+        dataflow.and(sinks)
     }
 
     /// Stops the run: the in-process input is closed and drained (every window becomes final);
     /// other partitions are abandoned where they are; the other processes of a cluster are left
-    /// (they stop too). Then waits for the sinks.
+    /// (they stop too). Then waits for the sinks, and returns whether they wrote what they held.
     pub fn stop(mut self) -> Result<()> {
         self.signal_stop();
-        self.wait()
+        let (dataflow, sinks) = self.wait();
+        // Once a stop is asked for, a peer stopped at the same time may be seen lost before this
+        // process leaves: that is no failure of the stop. A failure before it (a worker's panic,
+        // a lost peer) is in `failed`, where the live run's watcher found it.
+        if let Err(error) = dataflow {
+            warn!(%error, "the dataflow ended with an error while stopping");
+        }
+        sinks
     }
 
     fn signal_stop(&self) {
@@ -269,53 +283,41 @@ impl Running {
         }
     }
 
-    fn wait(&mut self) -> Result<()> {
+    /// Waits for the workers, then the sinks: how the dataflow ended, and whether the sinks
+    /// wrote everything.
+    fn wait(&mut self) -> (Result<()>, Result<()>) {
         let Some(guards) = self.guards.take() else {
-            return Ok(());
+            return (Ok(()), Ok(()));
         };
-        let mut outcome = Ok(());
-        // After a peer was lost, joining timely's network threads re-raises their panics.
+        let mut dataflow = Ok(());
+        // After a peer was lost, joining timely's network threads re-raises their panics, which
+        // take every worker's result with them.
         let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
-        // A worker's own error comes before the panics of others: one that could not open its
-        // partitions leaves the cluster, which breaks the other workers' channels.
-        let mut panicked = None;
-        // The network threads' panics, re-raised by the join, take the workers' results with
-        // them; a worker's panic that made this process leave its cluster is then in `failed`.
-        let results = joined.unwrap_or_else(|_| {
-            if let Some(reason) = self.failed.get() {
-                panicked = Some(RuntimeError::Failed(reason.clone()));
-            }
-            Vec::new()
-        });
-        for result in results {
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    if outcome.is_ok() {
-                        outcome = Err(error);
-                    }
-                }
-                Err(payload) => {
-                    // timely renders a panic's payload as `Any { .. }`; the alarm named the
-                    // worker (the panic's message is in the log).
-                    let reason = self.failed.get().cloned().unwrap_or(payload);
-                    panicked.get_or_insert(RuntimeError::Failed(reason));
-                }
-            }
+        // A worker's own error comes first: one that could not open its partitions leaves the
+        // cluster, which breaks the other workers' channels.
+        if let Some(error) = joined
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|result| result.ok().and_then(std::result::Result::err))
+        {
+            dataflow = Err(error);
         }
-        if let (Ok(()), Some(panic)) = (&outcome, panicked) {
-            outcome = Err(panic);
+        // A worker's panic: timely renders it as `Any { .. }`; its alarm recorded the reason
+        // (none for a panic that this process leaving its cluster caused).
+        if let (Ok(()), Some(reason)) = (&dataflow, self.failed.get()) {
+            dataflow = Err(RuntimeError::Failed(reason.clone()));
         }
         if let Some(reason) = crate::peers::lost() {
-            outcome = Err(RuntimeError::Failed(reason.to_owned()));
+            dataflow = Err(RuntimeError::Failed(reason.to_owned()));
         }
+        let mut sinks = Ok(());
         for sink in &self.sinks {
             let finished = sink.finish().map_err(RuntimeError::from);
-            if outcome.is_ok() {
-                outcome = finished;
+            if sinks.is_ok() {
+                sinks = finished;
             }
         }
-        outcome
+        (dataflow, sinks)
     }
 }
 
@@ -323,7 +325,8 @@ impl Drop for Running {
     fn drop(&mut self) {
         if self.guards.is_some() {
             self.signal_stop();
-            if let Err(error) = self.wait() {
+            let (dataflow, sinks) = self.wait();
+            if let Err(error) = dataflow.and(sinks) {
                 error!(%error, "the run ended with an error");
             }
         }

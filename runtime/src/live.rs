@@ -296,16 +296,16 @@ impl LiveApp {
     }
 
     /// Stops the generator and the dataflow (the in-process input is drained; Kafka partitions
-    /// are left where they are) and waits for the sinks and pending dead letters; logs how the
-    /// dataflow ended.
+    /// are left where they are) and waits for the sinks and pending dead letters; logs a sink
+    /// that could not write what it held.
     pub fn shutdown(self) {
         if let Err(error) = self.stop() {
-            warn!(%error, "the dataflow ended with an error");
+            warn!(%error, "a sink did not write everything it held");
         }
     }
 
-    /// [`Self::shutdown`], returning how the dataflow ended: an error when a sink could not
-    /// write what it held (a database unreachable through the grace) or a worker failed.
+    /// [`Self::shutdown`], returning a sink's failure to write what it held (a database
+    /// unreachable through the grace).
     pub fn stop(self) -> Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(generator) = self.generator {
@@ -431,13 +431,10 @@ pub fn run_until_stopped(
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     // A run stopped by a signal whose sinks could not write what they held has lost rows (for
     // the tables; Kafka keeps the input): its exit must say so.
-    let stopped = app.stop();
     match served {
-        Ok(()) => stopped,
+        Ok(()) => app.stop(),
         Err(error) => {
-            if let Err(also) = stopped {
-                warn!(error = %also, "the dataflow ended with an error");
-            }
+            app.shutdown();
             Err(error)
         }
     }

@@ -145,13 +145,15 @@ impl Demo {
         self.stop_with("INT");
     }
 
+    /// Sends SIGTERM; its exit status once it has exited within `timeout`.
+    pub fn terminate_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        send_signal(self.child.id(), "TERM");
+        self.exit_within(timeout)
+    }
+
     /// Sends `signal` (`INT`, `TERM`) and expects a clean exit within 20 s.
     pub fn stop_with(mut self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        send_signal(self.child.id(), signal);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -164,6 +166,40 @@ impl Demo {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// Sends `signal` (`INT`, `TERM`, ...) to process `pid`.
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// A child (a broker, a producer, a cluster process) killed when dropped.
+pub struct Killed(pub Child);
+
+impl Killed {
+    /// Sends SIGTERM; its exit status once it has exited within `timeout`.
+    pub fn terminate_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        send_signal(self.0.id(), "TERM");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

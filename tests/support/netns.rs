@@ -1,7 +1,7 @@
 //! Two "hosts" on one machine: the root network namespace and a fresh one joined by a veth pair
 //! (needs root; a test without it is skipped with a message saying so).
 
-use std::process::{Child, Command};
+use std::process::Command;
 
 pub fn ip(args: &[&str]) -> std::io::Result<std::process::Output> {
     Command::new("ip").args(args).output()
@@ -102,15 +102,5 @@ impl Drop for Namespace {
     fn drop(&mut self) {
         // Deleting the namespace deletes the veth pair with it.
         let _ = ip(&["netns", "del", &self.name]);
-    }
-}
-
-/// A child (a broker, a cluster process) killed when dropped.
-pub struct Killed(pub Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

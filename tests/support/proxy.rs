@@ -39,8 +39,14 @@ impl Proxy {
                     continue;
                 };
                 client.set_nonblocking(false).unwrap();
-                let upstream = TcpStream::connect(&server).unwrap();
+                let Ok(upstream) = TcpStream::connect(&server) else {
+                    continue; // the client sees its connection closed
+                };
                 let mut streams = streams.lock().unwrap();
+                // Accepted while being cut: not carried.
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 for (mut from, mut to) in [
                     (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
                     (upstream.try_clone().unwrap(), client.try_clone().unwrap()),
@@ -68,8 +74,9 @@ impl Proxy {
 
     /// Refuses new connections and ends the carried ones.
     pub fn cut(&self) {
+        let carried = self.carried.lock().unwrap();
         self.cut.store(true, Ordering::Relaxed);
-        for stream in self.carried.lock().unwrap().iter() {
+        for stream in carried.iter() {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }

@@ -18,6 +18,8 @@ const MAX_CHAT_RETENTION: u64 = 36_500 * DAY;
 /// How long a connection may leave data unacknowledged, or take to connect, before it fails
 /// (and the write is retried).
 const SILENT_SERVER_TIMEOUT: Duration = Duration::from_secs(10);
+/// tokio-postgres's keepalive idle time when the url sets none.
+const TCP_KEEPALIVE_DEFAULT: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// Postgres settings.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -169,10 +171,15 @@ impl PostgresConfig {
             config.application_name("crowdpulse");
         }
         // A server gone without closing its connections (its host down, the network cut) would
-        // otherwise hold a write for TCP's retransmission timeout, about 15 minutes, and a
-        // connection attempt for about 2; the url's own settings win.
+        // otherwise hold a write for TCP's retransmission timeout, about 15 minutes, a wait for
+        // its answer for TCP keepalive's two idle hours, and a connection attempt for about 2
+        // minutes; the url's own settings win.
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(SILENT_SERVER_TIMEOUT);
+        }
+        if config.get_keepalives_idle() == TCP_KEEPALIVE_DEFAULT {
+            config.keepalives_idle(SILENT_SERVER_TIMEOUT / 2);
+            config.keepalives_interval(SILENT_SERVER_TIMEOUT / 10);
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(SILENT_SERVER_TIMEOUT);
@@ -197,13 +204,23 @@ mod tests {
             (
                 config.get_tcp_user_timeout().copied(),
                 config.get_connect_timeout().copied(),
+                config.get_keepalives_idle(),
             )
         };
         let ten = Some(Duration::from_secs(10));
-        assert_eq!(timeouts("postgresql://ann@db/x"), (ten, ten));
         assert_eq!(
-            timeouts("postgresql://ann@db/x?tcp_user_timeout=60&connect_timeout=3"),
-            (Some(Duration::from_secs(60)), Some(Duration::from_secs(3)))
+            timeouts("postgresql://ann@db/x"),
+            (ten, ten, Duration::from_secs(5))
+        );
+        assert_eq!(
+            timeouts(
+                "postgresql://ann@db/x?tcp_user_timeout=60&connect_timeout=3&keepalives_idle=30"
+            ),
+            (
+                Some(Duration::from_secs(60)),
+                Some(Duration::from_secs(3)),
+                Duration::from_secs(30)
+            )
         );
     }
 
