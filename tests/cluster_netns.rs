@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka_support::{spawn_broker, tansu};
-use support::netns::{ip, Namespace};
+use support::netns::Namespace;
 use support::{wait_cluster, Demo, Killed};
 
 fn bin() -> PathBuf {
@@ -174,16 +174,7 @@ fn a_cut_network_stops_the_cluster_within_the_peer_timeout() {
         outer.exit_within(Duration::ZERO).is_none() && inner.0.try_wait().unwrap().is_none(),
         "the pair runs"
     );
-    let cut = ip(&[
-        "-n",
-        &namespace.name,
-        "link",
-        "set",
-        &namespace.inner_link,
-        "down",
-    ])
-    .unwrap();
-    assert!(cut.status.success(), "{cut:?}");
+    namespace.cut();
     let started = Instant::now();
     // The exit also waits up to 10 s for the dead letters, whose topic this broker lacks.
     let status = outer

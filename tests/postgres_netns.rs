@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use kafka_support::{spawn_broker, tansu};
 use postgres_support::{fresh_config, Db};
-use support::netns::{ip, Namespace};
+use support::netns::Namespace;
 use support::proxy::Proxy;
 use support::Killed;
 
@@ -90,16 +90,7 @@ fn a_cut_link_to_postgres_is_noticed_and_a_stopped_run_still_exits() {
     let mut run = Killed(run.spawn().expect("run starts"));
     let db = Db::connect();
     db.wait_for_rows(&schema);
-    let cut = ip(&[
-        "-n",
-        &namespace.name,
-        "link",
-        "set",
-        &namespace.inner_link,
-        "down",
-    ])
-    .unwrap();
-    assert!(cut.status.success(), "{cut:?}");
+    namespace.cut();
     let noticed = logged_within(&log, "postgres write failed", Duration::from_secs(60));
     let written = std::fs::read_to_string(&log).unwrap();
     let noticed = noticed.unwrap_or_else(|| panic!("the cut not noticed within 60 s: {written}"));

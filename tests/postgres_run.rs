@@ -17,7 +17,7 @@ mod postgres_support;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka_support::{fresh_topic, BROKER};
@@ -61,6 +61,24 @@ fn topic_with(name: &str, events: u64) -> String {
         &topic,
     ]));
     topic
+}
+
+/// `generate` producing `rate` events a wall-clock second for `duration` into `topic`, event
+/// times from now.
+fn producer(topic: &str, rate: u64, duration: &str, seed: &str) -> Child {
+    bin()
+        .args([
+            "generate",
+            "--rate",
+            &rate.to_string(),
+            "--duration",
+            duration,
+        ])
+        .args(["--seed", seed, "--streams", "6", "--kafka", BROKER])
+        .args(["--topic", topic])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// The environment of a crowdpulse command reading `topic` and writing to `schema`.
@@ -338,21 +356,7 @@ fn a_live_run_killed_at_any_point_resumes_from_its_checkpoint_and_ends_with_the_
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // Events keep arriving at a steady rate, event times from now, while the run is killed.
     const RATE: u64 = 2_000;
-    let mut producer = bin()
-        .args(["generate", "--rate", &RATE.to_string(), "--duration", "16s"])
-        .args([
-            "--seed",
-            "21",
-            "--streams",
-            "6",
-            "--kafka",
-            BROKER,
-            "--topic",
-            &topic,
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut producer = producer(&topic, RATE, "16s", "21");
     // No --from: each start resumes from the latest checkpoint (the first from kafka.start).
     let start = || Demo::run(&["--workers", "2"], &env).0;
     let mut restarts_checked = 0;
@@ -443,21 +447,7 @@ fn live_run_with_input(name: &str, schema: &str, url: &str) -> (Demo, Killed) {
     env.retain(|(key, _)| *key != "CROWDPULSE__POSTGRES__URL");
     env.push(("CROWDPULSE__POSTGRES__URL", url.to_owned()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let producer = bin()
-        .args(["generate", "--rate", "500", "--duration", "120s"])
-        .args([
-            "--seed",
-            "3",
-            "--streams",
-            "4",
-            "--kafka",
-            BROKER,
-            "--topic",
-            &topic,
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let producer = producer(&topic, 500, "120s", "3");
     let (run, _rows) = Demo::run(&[], &env);
     (run, Killed(producer))
 }

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-pub fn ip(args: &[&str]) -> std::io::Result<std::process::Output> {
+fn ip(args: &[&str]) -> std::io::Result<std::process::Output> {
     Command::new("ip").args(args).output()
 }
 
@@ -95,6 +95,15 @@ impl Namespace {
         }
         let _ = ip(&["-n", &name, "link", "set", "lo", "up"]);
         Some(namespace)
+    }
+}
+
+impl Namespace {
+    /// Takes the inner end of the link down: the "hosts" lose each other without any
+    /// connection being closed.
+    pub fn cut(&self) {
+        let cut = ip(&["-n", &self.name, "link", "set", &self.inner_link, "down"]).unwrap();
+        assert!(cut.status.success(), "{cut:?}");
     }
 }
 
