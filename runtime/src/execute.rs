@@ -260,13 +260,15 @@ impl Running {
     pub fn stop(mut self) -> Result<()> {
         self.signal_stop();
         let (dataflow, sinks) = self.wait();
-        // Once a stop is asked for, a peer stopped at the same time may be seen lost before this
-        // process leaves: that is no failure of the stop. A failure before it (a worker's panic,
-        // a lost peer) is in `failed`, where the live run's watcher found it.
-        if let Err(error) = dataflow {
-            warn!(%error, "the dataflow ended with an error while stopping");
+        match dataflow {
+            // A peer stopped at the same time may be seen lost before this process leaves: no
+            // failure of the stop.
+            Err(error) if crate::peers::lost().is_some() => {
+                warn!(%error, "a peer stopped while this process was stopping");
+                sinks
+            }
+            dataflow => dataflow.and(sinks),
         }
-        sinks
     }
 
     fn signal_stop(&self) {
@@ -295,17 +297,25 @@ impl Running {
         let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join()));
         // A worker's own error comes first: one that could not open its partitions leaves the
         // cluster, which breaks the other workers' channels.
-        if let Some(error) = joined
-            .unwrap_or_default()
+        let results = joined.unwrap_or_default();
+        let panicked = results.iter().any(std::result::Result::is_err);
+        if let Some(error) = results
             .into_iter()
             .find_map(|result| result.ok().and_then(std::result::Result::err))
         {
             dataflow = Err(error);
         }
         // A worker's panic: timely renders it as `Any { .. }`; its alarm recorded the reason
-        // (none for a panic that this process leaving its cluster caused).
-        if let (Ok(()), Some(reason)) = (&dataflow, self.failed.get()) {
-            dataflow = Err(RuntimeError::Failed(reason.clone()));
+        // (none for a panic that this process leaving its cluster caused), else it panicked
+        // outside the alarm's reach.
+        if dataflow.is_ok() {
+            match self.failed.get() {
+                Some(reason) => dataflow = Err(RuntimeError::Failed(reason.clone())),
+                None if panicked && !crate::peers::leaving() => {
+                    dataflow = Err(RuntimeError::Failed("a worker panicked".into()));
+                }
+                None => {}
+            }
         }
         if let Some(reason) = crate::peers::lost() {
             dataflow = Err(RuntimeError::Failed(reason.to_owned()));

@@ -296,16 +296,17 @@ impl LiveApp {
     }
 
     /// Stops the generator and the dataflow (the in-process input is drained; Kafka partitions
-    /// are left where they are) and waits for the sinks and pending dead letters; logs a sink
-    /// that could not write what it held.
+    /// are left where they are) and waits for the sinks and pending dead letters; logs how the
+    /// run ended when it failed.
     pub fn shutdown(self) {
         if let Err(error) = self.stop() {
-            warn!(%error, "a sink did not write everything it held");
+            warn!(%error, "the run ended with an error");
         }
     }
 
-    /// [`Self::shutdown`], returning a sink's failure to write what it held (a database
-    /// unreachable through the grace).
+    /// [`Self::shutdown`], returning how the run ended: a worker's failure, or a sink's failure
+    /// to write what it held (a database unreachable through the grace); a peer stopped at the
+    /// same time is no failure.
     pub fn stop(self) -> Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(generator) = self.generator {
@@ -434,7 +435,12 @@ pub fn run_until_stopped(
     match served {
         Ok(()) => app.stop(),
         Err(error) => {
-            app.shutdown();
+            // Stopping after the failure mostly repeats it; only another cause is worth a line.
+            if let Err(also) = app.stop() {
+                if also.to_string() != error.to_string() {
+                    warn!(error = %also, "stopping after the failure");
+                }
+            }
             Err(error)
         }
     }

@@ -481,14 +481,14 @@ pub fn lost() -> Option<&'static str> {
 
 /// Whether this process is leaving its cluster (see [`leave`]).
 pub fn leaving() -> bool {
-    LEAVING.load(Ordering::Relaxed)
+    LEAVING.load(Ordering::SeqCst)
 }
 
 /// Leaves the cluster on purpose (this process was asked to stop): closes the connections to
 /// every peer, so they see this process lost and stop at once. Without it they would wait for
 /// its progress for ever, and its own network threads for theirs to end.
 pub fn leave() {
-    if LEAVING.swap(true, Ordering::Relaxed) {
+    if LEAVING.swap(true, Ordering::SeqCst) {
         return;
     }
     let connections = CONNECTIONS.lock().unwrap_or_else(|p| p.into_inner());

@@ -177,8 +177,11 @@ impl PostgresConfig {
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(SILENT_SERVER_TIMEOUT);
         }
+        // (A url asking for tokio-postgres's default idle time explicitly gets ours too.)
         if config.get_keepalives_idle() == TCP_KEEPALIVE_DEFAULT {
             config.keepalives_idle(SILENT_SERVER_TIMEOUT / 2);
+        }
+        if config.get_keepalives_interval().is_none() {
             config.keepalives_interval(SILENT_SERVER_TIMEOUT / 10);
         }
         if config.get_connect_timeout().is_none() {
