@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crowdpulse_connectors::live_input::LiveInput;
 use crowdpulse_connectors::sink::Sink;
@@ -200,10 +200,22 @@ pub fn start(job: Job) -> Result<Running> {
                 steering.broadcast().connect_loop(handle);
             }
         });
+        // The sinks run on one worker; a live run's watcher looks at them from outside.
+        let watches_sinks = bounded && index == sink_worker;
+        let mut sinks_checked = Instant::now();
         while worker.has_dataflows() {
             // A bounded run that cannot read a partition to its end stops before the end of
             // input would make its windows final without that partition's records.
             let unreadable = bounded && counters.read_errors.load(Ordering::Relaxed) > 0;
+            // A sink that can take nothing more stops a bounded run at once: the rest of its
+            // input would be read for nothing.
+            if watches_sinks && sinks_checked.elapsed() >= STOP_CHECK {
+                sinks_checked = Instant::now();
+                if let Some(reason) = worker_sinks.iter().find_map(|sink| sink.failure()) {
+                    let _ = worker_failed.set(reason);
+                    worker_stop.store(true, Ordering::Relaxed);
+                }
+            }
             let lost = crate::peers::lost();
             if let Some(reason) = lost {
                 let _ = worker_failed.set(reason.to_owned());
