@@ -200,15 +200,16 @@ pub fn start(job: Job) -> Result<Running> {
                 steering.broadcast().connect_loop(handle);
             }
         });
-        // The sinks run on one worker; a live run's watcher looks at them from outside.
-        let watches_sinks = bounded && index == sink_worker;
+        // The sinks run on one worker; it stops the run when one can take nothing more (a live
+        // run's watcher then finds the reason in `failed`).
+        let watches_sinks = index == sink_worker;
         let mut sinks_checked = Instant::now();
         while worker.has_dataflows() {
             // A bounded run that cannot read a partition to its end stops before the end of
             // input would make its windows final without that partition's records.
             let unreadable = bounded && counters.read_errors.load(Ordering::Relaxed) > 0;
-            // A sink that can take nothing more stops a bounded run at once: the rest of its
-            // input would be read for nothing.
+            // A sink that can take nothing more stops the run at once: the rest of the input
+            // would be read and computed for nothing.
             if watches_sinks && sinks_checked.elapsed() >= STOP_CHECK {
                 sinks_checked = Instant::now();
                 if let Some(reason) = worker_sinks.iter().find_map(|sink| sink.failure()) {
@@ -268,7 +269,8 @@ impl Running {
 
     /// Stops the run: the in-process input is closed and drained (every window becomes final);
     /// other partitions are abandoned where they are; the other processes of a cluster are left
-    /// (they stop too). Then waits for the sinks, and returns whether they wrote what they held.
+    /// (they stop too). Then waits for the sinks; an error when a worker failed or a sink did
+    /// not write what it held (not for a peer stopped at the same time).
     pub fn stop(mut self) -> Result<()> {
         self.signal_stop();
         let (dataflow, sinks) = self.wait();

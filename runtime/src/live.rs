@@ -345,13 +345,10 @@ async fn stop_signal() -> &'static str {
     }
 }
 
-/// Resolves with the reason once a worker failed (`failed`) or one of `sinks` can take nothing
-/// more; the reason is then in `failed` for `/health`.
-async fn failure(failed: &OnceLock<String>, sinks: &[Arc<dyn Sink>]) -> String {
+/// Resolves with the reason once the run failed: a worker panicked, a peer was lost, or a sink
+/// can take nothing more (the sinks' worker notes it), for `/health` as well.
+async fn failure(failed: &OnceLock<String>) -> String {
     loop {
-        if let Some(reason) = sinks.iter().find_map(|sink| sink.failure()) {
-            let _ = failed.set(reason);
-        }
         if let Some(reason) = failed.get() {
             return reason.clone();
         }
@@ -375,7 +372,6 @@ pub fn run_until_stopped(
     let open = state.access.is_open();
     let failed = Arc::clone(&state.failed);
     let bind = options.api.bind.clone();
-    let sinks = options.sinks.clone();
     let serves = options.cluster.hosts_sinks();
     let process = options.cluster.process;
     let served = runtime.block_on(async move {
@@ -386,7 +382,7 @@ pub fn run_until_stopped(
                     info!(signal, "stopping");
                     None
                 }
-                reason = failure(&failed, &sinks) => {
+                reason = failure(&failed) => {
                     error!(%reason, "stopping on a failure");
                     Some(reason)
                 }

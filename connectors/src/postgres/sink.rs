@@ -189,8 +189,9 @@ async fn connect(config: &tokio_postgres::Config, schema: &str) -> Result<Client
     // run. Notices carry nothing the sink acts on; warnings and errors still come.
     // A write waiting on a lock another session holds (an administrator's `ALTER TABLE`, a
     // `LOCK TABLE`) fails after LOCK_TIMEOUT and is tried again like any retryable failure:
-    // while running the sink still waits for the lock, but a stopped run gives up after its
-    // grace instead of waiting as long as the lock is held.
+    // while running the sink keeps trying until the lock is free (out of the lock's queue in
+    // between, so readers are not held behind it), but a stopped run gives up after its grace
+    // instead of waiting as long as the lock is held.
     client
         .batch_execute(&format!(
             "SET client_min_messages = warning; SET lock_timeout = {}",
