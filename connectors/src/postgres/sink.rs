@@ -245,10 +245,7 @@ impl PostgresSink {
             chat_partitions: ChatPartitions::new(config.chat_retention.0),
             upsert_only: UpsertOnly::default(),
         };
-        let handle = std::thread::Builder::new()
-            .name("postgres-sink".into())
-            .spawn(move || writer.run())
-            .map_err(|e| ConnectorError::io("postgres sink thread", e))?;
+        let handle = spawn_writer(&shared, move || writer.run())?;
         Ok(Self {
             shared,
             writer: Mutex::new(Some(handle)),
@@ -286,9 +283,8 @@ impl Sink for PostgresSink {
         self.shared.wake.notify_one();
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
-            if handle.join().is_err() {
-                self.shared.fail("the writer thread panicked".into());
-            }
+            // A panic was recorded as the failure when it happened (`FailOnPanic`).
+            let _ = handle.join();
         }
         match self.shared.state().failed.clone() {
             Some(reason) => Err(ConnectorError::PostgresWriter(reason)),
@@ -307,6 +303,34 @@ impl Sink for PostgresSink {
     fn durable_frontier(&self) -> Option<Millis> {
         Some(self.shared.durable.load(Ordering::Acquire))
     }
+}
+
+/// Records a panic of the writer thread as the sink's failure as it unwinds, so that the run
+/// stops with it at once (the sinks' worker watches [`Sink::failure`]) instead of reading on with
+/// its sources held back by a durable frontier that no longer moves, until `finish` joins the
+/// thread.
+struct FailOnPanic(Arc<Shared>);
+
+impl Drop for FailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail("the writer thread panicked".into());
+        }
+    }
+}
+
+fn spawn_writer(
+    shared: &Arc<Shared>,
+    work: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    let guard = FailOnPanic(Arc::clone(shared));
+    std::thread::Builder::new()
+        .name("postgres-sink".into())
+        .spawn(move || {
+            let _guard = guard;
+            work();
+        })
+        .map_err(|e| ConnectorError::io("postgres sink thread", e))
 }
 
 struct Writer {
@@ -495,5 +519,39 @@ impl Writer {
         .await?;
         tx.commit().await?;
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that panics mid-run is the sink's failure at once, not only when the run ends and
+    /// `finish` joins it.
+    #[test]
+    fn a_panicking_writer_is_a_failure_before_finish() {
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            durable: AtomicU64::new(0),
+            lead: 0,
+            metrics: Arc::default(),
+        });
+        let handle = spawn_writer(&shared, || panic!("a bug in the writer")).unwrap();
+        let sink = PostgresSink {
+            shared,
+            writer: Mutex::new(Some(handle)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sink.failure().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            sink.failure().as_deref(),
+            Some("postgres sink: the writer thread panicked")
+        );
+        // Its sources are no longer held back, and the run's end reports the same failure.
+        assert_eq!(sink.durable_frontier(), Some(Millis::MAX));
+        assert!(sink.finish().is_err());
     }
 }
