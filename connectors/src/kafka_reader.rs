@@ -2,6 +2,7 @@
 //! librdkafka queue (split off the worker's consumer), which wakes the source operator when it
 //! becomes non-empty, so the source never busy-polls.
 
+use std::cell::Cell;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +127,9 @@ pub struct KafkaPartitionReader {
     failed: Option<String>,
     /// Reading began at the partition's end (`latest`).
     from_end: bool,
+    /// An explicit start offset not yet checked against the partition (see [`missing_start`]);
+    /// a cell, as it is taken while a message borrows the queue.
+    unchecked_start: Cell<Option<i64>>,
 }
 
 /// Whether the brokers answer: the lag lookups' last complete round, and how old it may be.
@@ -169,7 +173,32 @@ impl KafkaPartitionReader {
             liveness,
             failed: None,
             from_end: at_end,
+            unchecked_start: Cell::new(match skip_before {
+                SkipBefore::Offset(offset) => Some(offset),
+                SkipBefore::Time(_) | SkipBefore::Nothing => None,
+            }),
         })
+    }
+}
+
+/// Why the partition no longer holds `start`, an explicit start offset (a checkpoint's, when a
+/// run resumes) that is read from the partition's beginning (see [`SkipBefore::Offset`]):
+/// reading on would skip what is missing without a word, where librdkafka reports an offset out
+/// of range when it is asked to fetch at one. Judged by the watermarks of the first fetch answer
+/// (retention moved the log's start past `start`; or the partition ends before it: the topic
+/// was deleted and made again), else by the first message (nothing before it is there).
+fn missing_start(start: i64, first: Option<i64>, watermarks: Option<(i64, i64)>) -> Option<String> {
+    let way_out = "restart from a position that exists (e.g. --from earliest)";
+    match (watermarks, first) {
+        (Some((low, _)), _) | (None, Some(low)) if low > start => Some(format!(
+            "offset out of range: the partition begins at {low}, after the position {start} to \
+             read from (retention removed messages not read yet); {way_out}"
+        )),
+        (Some((_, high)), _) if high < start => Some(format!(
+            "offset out of range: the partition ends at {high}, before the position {start} to \
+             read from (was the topic deleted and made again?); {way_out}"
+        )),
+        _ => None,
     }
 }
 
@@ -209,6 +238,13 @@ impl KafkaPartitionReader {
         if let Some((_, high)) = self.cached_watermarks() {
             self.bound = ReadBound::BeforeOffset(high);
         }
+    }
+
+    /// Why the partition no longer holds its explicit start offset ([`missing_start`]), asked
+    /// once; `first` is the first message's offset (None: the end came first).
+    fn start_missing(&self, first: Option<i64>) -> Option<String> {
+        let start = self.unchecked_start.take()?;
+        missing_start(start, first, self.cached_watermarks())
     }
 
     /// The partition's low and high watermarks as the last fetch answer gave them (None before
@@ -265,6 +301,10 @@ impl PartitionReader for KafkaPartitionReader {
                 }
                 None => return Ok(ReadStatus::Behind),
                 Some(Ok(message)) => {
+                    if let Some(error) = self.start_missing(Some(message.offset())) {
+                        self.failed = Some(error.clone());
+                        return Err(error);
+                    }
                     self.at_end = false;
                     let timestamp = message
                         .timestamp()
@@ -281,6 +321,10 @@ impl PartitionReader for KafkaPartitionReader {
                     taken += 1;
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {
+                    if let Some(error) = self.start_missing(None) {
+                        self.failed = Some(error.clone());
+                        return Err(error);
+                    }
                     // Read to the broker's end of the partition, until the next message.
                     self.at_end = true;
                     self.done = self.bound != ReadBound::Unbounded
@@ -596,6 +640,77 @@ mod tests {
         };
         assert!(error.contains("offset out of range"), "{error}");
         assert!(batch.is_empty());
+    }
+
+    /// A resumed partition's start offset that the partition no longer holds is an error, not
+    /// a silent skip of everything before it (it used to read the 10 messages, skip them all and
+    /// wait for offset 500).
+    #[test]
+    fn a_start_offset_the_partition_no_longer_holds_is_an_error() {
+        let cluster = cluster();
+        let mut gone = reader(&cluster, SkipBefore::Offset(500), ReadBound::Unbounded);
+        let mut batch = RecordBatch::default();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let error = loop {
+            match gone.read(10, &mut batch) {
+                Err(error) => break error,
+                Ok(status) => assert_ne!(status, ReadStatus::CaughtUp, "caught up at 500"),
+            }
+            assert!(Instant::now() < deadline, "no error");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(
+            error
+                .contains("offset out of range: the partition ends at 10, before the position 500"),
+            "{error}"
+        );
+        assert!(batch.is_empty());
+        assert_eq!(
+            gone.read(10, &mut batch),
+            Err(error),
+            "the partition stays failed"
+        );
+        // A position it holds reads on from there.
+        let mut held = reader(&cluster, SkipBefore::Offset(7), ReadBound::EndOfPartition);
+        let mut batch = RecordBatch::default();
+        while held.read(10, &mut batch).unwrap() != ReadStatus::Done {
+            assert!(Instant::now() < deadline, "not done");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(batch.len(), 3);
+    }
+
+    #[test]
+    fn missing_start_offsets_are_judged_by_the_watermarks_then_the_first_message() {
+        // Retention moved the log's start past the position.
+        let gone = missing_start(100, Some(150), Some((150, 200))).unwrap();
+        assert!(
+            gone.contains("begins at 150, after the position 100"),
+            "{gone}"
+        );
+        assert!(missing_start(100, None, Some((150, 150))).is_some());
+        // Without watermarks, the first message tells.
+        assert!(missing_start(100, Some(150), None).is_some());
+        // Held: the position is within the partition, or at its end (nothing new yet); a first
+        // message after the position with the log starting before it is a gap of the log
+        // (a compacted or transaction marker offset), not something removed.
+        for (first, watermarks) in [
+            (Some(40), Some((0, 200))),
+            (None, Some((100, 100))),
+            (Some(101), Some((100, 200))),
+            (Some(100), None),
+            (None, None),
+        ] {
+            assert_eq!(
+                missing_start(100, first, watermarks),
+                None,
+                "{first:?} {watermarks:?}"
+            );
+        }
+        // The partition ends before the position.
+        assert!(missing_start(100, Some(3), Some((0, 10)))
+            .unwrap()
+            .contains("ends at 10"));
     }
 
     #[test]
