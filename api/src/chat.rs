@@ -77,7 +77,10 @@ fn parse_cursor(text: &str) -> Result<ChatKey> {
                 .and_then(|b| u8::from_str_radix(b, 16).ok())
         })
         .collect::<Option<Vec<u8>>>();
-    let source = bytes.and_then(|b| String::from_utf8(b).ok());
+    // No source name has a NUL (it is a Kafka topic or a file's name), and Postgres refuses one.
+    let source = bytes
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|source| !source.contains('\0'));
     match (
         ts,
         partition.and_then(|p| u32::try_from(p).ok()),

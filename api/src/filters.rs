@@ -206,8 +206,9 @@ fn preflight(
         })
 }
 
-/// A stream or kind id from the path, refused (400) beyond `pipeline.limits.id_bytes`: no event
-/// can carry such an id, and following it would hold a stream view for nothing.
+/// A stream or kind id from the path, refused (400) beyond `pipeline.limits.id_bytes` or with a
+/// NUL character: no event can carry such an id (and Postgres, asked for its history, would fail
+/// the query as if it were down), and following it would hold a stream view for nothing.
 fn path_id(
     max_bytes: usize,
 ) -> impl Fn(StreamId) -> std::future::Ready<Result<String, Rejection>> + Clone {
@@ -217,6 +218,10 @@ fn path_id(
                 "an id of {} bytes: events carry at most {max_bytes}",
                 id.len()
             ))))
+        } else if id.contains('\0') {
+            Err(warp::reject::custom(ApiError::BadRequest(
+                "an id with a NUL character: events carry none".into(),
+            )))
         } else {
             Ok(id)
         })
@@ -444,6 +449,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     let writes = ingest.or(reaction).unify().or(kind_records).unify().boxed();
 
     let max_message = limits.max_websocket_message_bytes;
+    let silence = limits.websocket_silence.duration();
     let websocket = warp::path!("v1" / "streams" / StreamId / "live")
         .and(warp::get())
         .and(authorized_push(&access))
@@ -457,7 +463,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
                 ws.max_message_size(max_message)
                     .max_frame_size(max_message)
                     .on_upgrade(move |socket| {
-                        serve_websocket(socket, state.store, slot, state.http, id)
+                        serve_websocket(socket, state.store, slot, (state.http, silence), id)
                     })
                     .into_response()
             },

@@ -101,16 +101,19 @@ pub enum Refusal {
     SendStall,
     /// A WebSocket client sent a message beyond `api.limits.max_websocket_message_bytes`.
     WebSocketMessage,
+    /// A WebSocket client sent nothing, not even a pong, for `api.limits.websocket_silence`.
+    WebSocketSilence,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 6] = [
+    const ALL: [Refusal; 7] = [
         Refusal::Connections,
         Refusal::LiveClients,
         Refusal::HeaderTimeout,
         Refusal::BodyTimeout,
         Refusal::SendStall,
         Refusal::WebSocketMessage,
+        Refusal::WebSocketSilence,
     ];
 
     fn label(self) -> &'static str {
@@ -121,6 +124,7 @@ impl Refusal {
             Refusal::BodyTimeout => "body_timeout",
             Refusal::SendStall => "send_stall",
             Refusal::WebSocketMessage => "websocket_message",
+            Refusal::WebSocketSilence => "websocket_silence",
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_dataflow::event::Millis;
@@ -202,12 +203,13 @@ fn ready_message(
     }
 }
 
-/// Serves one WebSocket client until it leaves, stops reading, or the server stops.
+/// Serves one WebSocket client until it leaves, stops reading, falls silent for `silence`
+/// (pinged every third of it), or the server stops.
 pub async fn serve_websocket(
     socket: WebSocket,
     store: Arc<ViewStore>,
     slot: Slot,
-    http: Arc<HttpCounters>,
+    (http, silence): (Arc<HttpCounters>, Duration),
     stream_id: String,
 ) {
     let guard = Clients::register(slot, "websocket", &stream_id);
@@ -216,7 +218,11 @@ pub async fn serve_websocket(
     // The client's frames are read by a task of its own, woken only when the client sends
     // something: polled from this loop, the read half would run once per message sent, and each
     // read attempt zeroes tungstenite's whole read buffer (128 KiB) first.
-    let mut client_left = AbortOnDropHandle::new(tokio::spawn(until_closed(incoming, http)));
+    let mut client_left =
+        AbortOnDropHandle::new(tokio::spawn(until_closed(incoming, http, silence)));
+    let every = silence / 3;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pending = Some(Push::Snapshot(snapshot));
     loop {
         if let Some(push) = pending.take() {
@@ -257,16 +263,31 @@ pub async fn serve_websocket(
                 None => break,
             },
             _ = &mut client_left => break,
+            _ = ping.tick() => {
+                if outgoing.send(Message::ping(Vec::new())).await.is_err() {
+                    break;
+                }
+            }
         }
     }
     let _ = outgoing.close().await;
 }
 
-/// Reads a WebSocket client's frames until it closes or fails. Client messages are not part of
-/// the protocol (pings are answered by warp); one beyond `api.limits.max_websocket_message_bytes`
-/// ends the connection and is counted.
-async fn until_closed(mut incoming: SplitStream<WebSocket>, http: Arc<HttpCounters>) {
-    while let Some(message) = incoming.next().await {
+/// Reads a WebSocket client's frames until it closes, fails or sends nothing for `silence`
+/// (counted; a client answers the server's pings, so only one whose network went away is
+/// silent that long). Client messages are not part of the protocol (pings are answered by
+/// warp); one beyond `api.limits.max_websocket_message_bytes` ends the connection and is counted.
+async fn until_closed(
+    mut incoming: SplitStream<WebSocket>,
+    http: Arc<HttpCounters>,
+    silence: Duration,
+) {
+    loop {
+        let Ok(message) = tokio::time::timeout(silence, incoming.next()).await else {
+            http.refuse(Refusal::WebSocketSilence);
+            break;
+        };
+        let Some(message) = message else { break };
         match message {
             Ok(message) if message.is_close() => break,
             Ok(_) => {}

@@ -86,9 +86,12 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let io = TokioIo::new(SendStallGuard::new(
+        let io = TokioIo::new(SocketGuard::new(
             stream,
-            limits.send_timeout.duration(),
+            (
+                limits.header_timeout.duration(),
+                limits.send_timeout.duration(),
+            ),
             Arc::clone(&counters),
         ));
         let service = TowerToHyperService::new(warp::service(filter.clone()));
@@ -133,20 +136,31 @@ pub async fn serve(
 
 /// A socket whose writes fail once the peer has taken nothing for `limit`: a client that stops
 /// reading an answer, an SSE stream or a WebSocket cannot hold its connection, its buffers or the
-/// shutdown.
-struct SendStallGuard<T> {
+/// shutdown. Its reads fail if the peer sends nothing within the header timeout of connecting:
+/// hyper's header timeout runs from a request's first byte, and before one arrives the
+/// connection waits without a timer (the version detection of hyper-util's builder), so a peer
+/// that never sent a byte held its place among `max_connections` for ever.
+struct SocketGuard<T> {
     inner: T,
     limit: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
+    /// Until the first byte (or the end) arrives.
+    silent: Option<Pin<Box<Sleep>>>,
     counters: Arc<HttpCounters>,
 }
 
-impl<T> SendStallGuard<T> {
-    fn new(inner: T, limit: Duration, counters: Arc<HttpCounters>) -> Self {
+impl<T> SocketGuard<T> {
+    /// `limits`: the header timeout, then the send timeout.
+    fn new(
+        inner: T,
+        (first_byte, limit): (Duration, Duration),
+        counters: Arc<HttpCounters>,
+    ) -> Self {
         Self {
             inner,
             limit,
             stalled: None,
+            silent: Some(Box::pin(tokio::time::sleep(first_byte))),
             counters,
         }
     }
@@ -184,17 +198,37 @@ impl<T> SendStallGuard<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for SendStallGuard<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for SocketGuard<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let Some(silent) = &mut this.silent else {
+            return result;
+        };
+        match result {
+            Poll::Pending => match silent.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(()) => {
+                    this.counters.refuse(Refusal::HeaderTimeout);
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no request within the header timeout",
+                    )))
+                }
+            },
+            ready => {
+                this.silent = None;
+                ready
+            }
+        }
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for SendStallGuard<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for SocketGuard<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -241,8 +275,11 @@ mod tests {
     async fn writes_to_a_peer_that_stopped_reading_fail_after_the_limit() {
         let (ours, mut theirs) = tokio::io::duplex(1024);
         let counters = Arc::new(HttpCounters::default());
-        let mut guarded =
-            SendStallGuard::new(ours, Duration::from_millis(200), Arc::clone(&counters));
+        let mut guarded = SocketGuard::new(
+            ours,
+            (Duration::from_secs(60), Duration::from_millis(200)),
+            Arc::clone(&counters),
+        );
         // A reading peer: any amount goes through, however slowly it is taken.
         let reader = tokio::spawn(async move {
             let mut buf = vec![0; 4096];
@@ -262,5 +299,29 @@ mod tests {
         assert!(began.elapsed() >= Duration::from_millis(200));
         assert!(began.elapsed() < Duration::from_secs(2));
         assert_eq!(counters.refusals(Refusal::SendStall), 1);
+    }
+
+    /// A peer that sends nothing after connecting is cut off after the header timeout (hyper
+    /// times only a request it has begun); once a byte came, reading may wait for ever.
+    #[tokio::test]
+    async fn a_peer_that_sends_nothing_is_cut_off_after_the_header_timeout() {
+        let counters = Arc::new(HttpCounters::default());
+        let limits = (Duration::from_millis(200), Duration::from_secs(60));
+        let (ours, _silent) = tokio::io::duplex(1024);
+        let mut guarded = SocketGuard::new(ours, limits, Arc::clone(&counters));
+        let began = std::time::Instant::now();
+        let error = guarded.read(&mut [0; 16]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(began.elapsed() >= Duration::from_millis(200));
+        assert_eq!(counters.refusals(Refusal::HeaderTimeout), 1);
+
+        let (ours, mut talking) = tokio::io::duplex(1024);
+        let mut guarded = SocketGuard::new(ours, limits, Arc::clone(&counters));
+        talking.write_all(b"G").await.unwrap();
+        assert_eq!(guarded.read(&mut [0; 16]).await.unwrap(), 1);
+        let mut buf = [0; 16];
+        let waited = tokio::time::timeout(Duration::from_millis(500), guarded.read(&mut buf));
+        assert!(waited.await.is_err(), "still waiting, without a deadline");
+        assert_eq!(counters.refusals(Refusal::HeaderTimeout), 1);
     }
 }

@@ -184,6 +184,11 @@ pub struct ApiLimits {
     pub send_timeout: Span,
     /// Largest message a WebSocket client may send (the protocol needs none; pings are small).
     pub max_websocket_message_bytes: usize,
+    /// Time a WebSocket client may send nothing, not even the pong to the pings the server sends
+    /// every third of it, before its connection is dropped: its network went away without
+    /// closing the connection, and a quiet stream's follower would otherwise hold its slot for
+    /// ever (nothing is written to it, so `send_timeout` never fires).
+    pub websocket_silence: Span,
     /// How long open requests may finish after a stop signal.
     pub shutdown_grace: Span,
 }
@@ -204,6 +209,7 @@ impl ApiLimits {
             ("header_timeout", self.header_timeout),
             ("body_timeout", self.body_timeout),
             ("send_timeout", self.send_timeout),
+            ("websocket_silence", self.websocket_silence),
         ];
         let zero = counts
             .iter()
@@ -230,6 +236,7 @@ impl Default for ApiLimits {
             body_timeout: Span(30_000),
             send_timeout: Span(10_000),
             max_websocket_message_bytes: 4_096,
+            websocket_silence: Span(45_000),
             shutdown_grace: Span(5_000),
         }
     }

@@ -199,6 +199,28 @@ async fn queries_past_the_retention_are_answered_from_postgres() {
     );
     let (status, _) = get("/v1/streams/never-seen/metrics".to_owned()).await;
     assert_eq!(status, 404);
+    // A NUL is in no stream id or cursor (the dataflow refuses it), and Postgres fails a query
+    // holding one: a client's mistake, 400, not the database down (503, as it was).
+    for path in [
+        "metrics",
+        "viewers",
+        "sentiment",
+        "categories",
+        "moments",
+        "chat",
+        "summary",
+    ]
+    .map(|route| format!("/v1/streams/o%00ld/{route}"))
+    .into_iter()
+    .chain(["/v1/streams/old/chat?before=1.0.0.6f00".to_owned()])
+    {
+        let (status, body) = get(path.clone()).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &Value::from("bad_request")),
+            "{path}: {body}"
+        );
+    }
 
     // The chat history of a stream only Postgres knows: pages, search, filters.
     let newest_first: Vec<String> = talk.iter().rev().cloned().collect();

@@ -719,6 +719,9 @@ async fn kind_records_posted_over_http_become_windows() {
     );
     let (status, body, _) = call(&api, "POST", "/v1/kinds/nope/records", json_type, b"[{}]").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    // No record's dimension holds a NUL, and a query for one would fail in Postgres.
+    let (status, body, _) = call(&api, "GET", "/v1/kinds/dl/metrics?region=e%00u", None, b"").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
     app.shutdown();
 }
 
@@ -1165,6 +1168,55 @@ async fn websocket_pushes_a_snapshot_then_changes_and_is_listed_as_a_client() {
     app.shutdown();
 }
 
+/// A WebSocket follower whose network went away without closing the connection is dropped
+/// after `api.limits.websocket_silence`, though the stream pushes nothing that could stall on
+/// it (before, it held its live-client slot for ever); one that answers the server's pings stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_websocket_follower_of_a_quiet_stream_is_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = ApiConfig::default();
+    config.limits.websocket_silence = Span(600);
+    let app = start(config);
+    let api = routes(app.state.clone());
+    let (address, stop, server) = listen(&app).await;
+    // warp's test client reads all the time, and so answers pings.
+    let mut answering = warp::test::ws()
+        .path("/v1/streams/quiet-a/live")
+        .handshake(api.clone())
+        .await
+        .expect("handshake");
+    answering.recv().await.expect("a snapshot");
+    // A raw connection that upgrades and then sends nothing, as a vanished peer would.
+    let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
+    let upgrade = "GET /v1/streams/quiet-b/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+        Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    silent.write_all(upgrade.as_bytes()).await.unwrap();
+    let upgraded = Instant::now();
+    let seen = closed_within(&mut silent, Duration::from_secs(10)).await;
+    assert!(seen.starts_with("HTTP/1.1 101"), "{seen}");
+    assert!(upgraded.elapsed() >= Duration::from_millis(600));
+    assert_eq!(app.state.http.refusals(Refusal::WebSocketSilence), 1);
+    let mut pings = 0;
+    while let Ok(Ok(message)) =
+        tokio::time::timeout(Duration::from_millis(50), answering.recv()).await
+    {
+        pings += usize::from(message.is_ping());
+    }
+    assert!(pings >= 2, "{pings} pings");
+    let (_, body) = get(&api, "/v1/clients").await;
+    let followed: Vec<&Value> = body["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["stream_id"])
+        .collect();
+    assert_eq!(followed, [&json!("quiet-a")], "{body}");
+    let _ = stop.send(());
+    server.await.unwrap();
+    app.shutdown();
+}
+
 #[tokio::test]
 async fn openapi_describes_every_route() {
     let app = start(ApiConfig::default());
@@ -1543,6 +1595,10 @@ async fn slow_clients_are_cut_off() {
     let (address, stop, server) = listen(&app).await;
     let connect = || tokio::net::TcpStream::connect(address);
 
+    // Not a byte sent: the protocol is never even detected.
+    let mut silent = connect().await.unwrap();
+    closed_within(&mut silent, Duration::from_secs(3)).await;
+
     let mut unfinished = connect().await.unwrap();
     unfinished
         .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -1566,7 +1622,7 @@ async fn slow_clients_are_cut_off() {
     assert!(answered.starts_with("HTTP/1.1 408"), "{answered}");
 
     let metrics = app.state.http.as_ref();
-    assert!(metrics.refusals(Refusal::HeaderTimeout) >= 2);
+    assert!(metrics.refusals(Refusal::HeaderTimeout) >= 3);
     assert_eq!(metrics.refusals(Refusal::BodyTimeout), 1);
     assert_eq!(metrics.refusals(Refusal::Connections), 0);
     let _ = stop.send(());
