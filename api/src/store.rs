@@ -125,13 +125,16 @@ pub struct StreamView {
     pub chat: BTreeMap<ChatKey, Arc<ChatMessage>>,
     /// The latest [`SUMMARIES_KEPT`] chat summaries, by their last message.
     pub summaries: BTreeMap<SummaryKey, StoredSummary>,
-    push: broadcast::Sender<Arc<str>>,
+    /// Sends to the stream's followers: made for the first one and dropped by eviction once
+    /// none is left, since a channel holds its whole backlog's slots (about 12 KiB), which the
+    /// view of every stream nobody follows would otherwise carry (1.2 GB for 100,000 streams).
+    push: Option<broadcast::Sender<Arc<str>>>,
     /// Changes applied but not pushed yet: the stream was pushed less than a push interval ago.
     pending: Vec<(Row, isize)>,
     /// When the stream may be pushed again.
     next_push: Option<Instant>,
     /// The output frontier when the view was created (or first seen by eviction, when there was
-    /// none yet), moved up to the time of each reaction ingested since: a view that has nothing
+    /// none yet; 0 when a follower created it: [`StoreState::followed_view`]), moved up to the time of each reaction ingested since: a view that has nothing
     /// yet stays while this is within the retention. A reaction is pending in the dataflow until
     /// the frontier passes its time, so a frontier that lagged when it was ingested (a source
     /// with nothing to read yet) must not retire it before its rows arrive.
@@ -149,10 +152,23 @@ impl StreamView {
             recent_reactions: VecDeque::new(),
             chat: BTreeMap::new(),
             summaries: BTreeMap::new(),
-            push: broadcast::channel(PUSH_BACKLOG).0,
+            push: None,
             pending: Vec::new(),
             next_push: None,
         }
+    }
+
+    /// Clients following the stream.
+    fn followers(&self) -> usize {
+        self.push
+            .as_ref()
+            .map_or(0, broadcast::Sender::receiver_count)
+    }
+
+    fn subscribe(&mut self) -> broadcast::Receiver<Arc<str>> {
+        self.push
+            .get_or_insert_with(|| broadcast::channel(PUSH_BACKLOG).0)
+            .subscribe()
     }
 
     /// Whether the dataflow has produced anything for the stream (a stream known only from a
@@ -209,6 +225,16 @@ impl StoreState {
         self.streams
             .entry(stream_id.to_owned())
             .or_insert_with(|| StreamView::new(created))
+    }
+
+    /// The view of a stream a client follows, created as never active when there is none: such
+    /// a view holds nothing but its followers, so it goes with the last of them, where one
+    /// active from the current frontier would stay for the whole retention (ids named by the
+    /// thousand, a view and its push channel each).
+    fn followed_view(&mut self, stream_id: &str) -> &mut StreamView {
+        self.streams
+            .entry(stream_id.to_owned())
+            .or_insert_with(|| StreamView::new(Some(0)))
     }
 }
 
@@ -280,9 +306,14 @@ fn take_pending(view: &mut StreamView, now: Instant, interval: Duration) -> Opti
     if view.pending.is_empty() {
         return None;
     }
+    let Some(push) = view.push.clone() else {
+        // Its followers left and eviction took the channel: nobody to send the changes to.
+        view.pending.clear();
+        return None;
+    };
     view.next_push = Some(now + interval);
     Some(Due {
-        push: view.push.clone(),
+        push,
         changes: std::mem::take(&mut view.pending),
     })
 }
@@ -368,7 +399,7 @@ impl ViewStore {
             for change in &changes {
                 self.apply_row(view, emoji_totals, change.row, change.diff);
             }
-            if view.push.receiver_count() > 0 {
+            if view.followers() > 0 {
                 let changed = changes.iter().map(|c| (c.row.clone(), c.diff));
                 view.pending.extend(changed);
                 if !state.pending_streams.contains(stream_id) {
@@ -442,7 +473,7 @@ impl ViewStore {
             let Some(view) = streams.get_mut(stream_id) else {
                 return false;
             };
-            if view.push.receiver_count() == 0 {
+            if view.followers() == 0 {
                 view.pending.clear();
                 return false;
             }
@@ -606,13 +637,16 @@ impl ViewStore {
                 _ => true,
             });
             view.chat.retain(|(ts, ..), _| *ts >= cutoff);
+            if view.followers() == 0 {
+                view.push = None;
+            }
         }
         state.streams.retain(|_, view| {
             let active = *view.active.get_or_insert(frontier);
             !view.windows.is_empty()
                 || !view.moments.is_empty()
                 || !view.chat.is_empty()
-                || view.push.receiver_count() > 0
+                || view.followers() > 0
                 || active > cutoff
         });
     }
@@ -639,14 +673,14 @@ impl ViewStore {
         let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self.write();
         let interval = self.push_interval_in_effect();
-        let pending = take_pending(state.view_mut(stream_id), Instant::now(), interval);
+        let pending = take_pending(state.followed_view(stream_id), Instant::now(), interval);
         let (frontier, frontier_at) = (state.frontier, state.frontier_at);
         drop(state);
         // Sent before the new client subscribes, so that its channel does not carry it.
         if let Some(update) = pending {
             update.send(frontier, frontier_at);
         }
-        let receiver = self.write().view_mut(stream_id).push.subscribe();
+        let receiver = self.write().followed_view(stream_id).subscribe();
         (receiver, self.snapshot(stream_id))
     }
 
@@ -759,19 +793,13 @@ impl SummaryTextListener for ViewStore {
             };
             stored.text = Some(Arc::from(text));
             let value = stored.value();
-            if view.push.receiver_count() == 0 {
+            let Some(push) = view.push.clone().filter(|p| p.receiver_count() > 0) else {
                 return;
-            }
+            };
             // The stream's pending changes go first: they may hold this summary without its text.
             let pending = take_pending(view, Instant::now(), interval);
             let message = update_json(frontier, frontier_at, vec![value], Vec::new());
-            (
-                view.push.clone(),
-                pending,
-                message.to_string(),
-                frontier,
-                frontier_at,
-            )
+            (push, pending, message.to_string(), frontier, frontier_at)
         };
         if let Some(update) = pending {
             update.send(frontier, frontier_at);
@@ -933,6 +961,63 @@ mod tests {
             !totals.contains_key("🔥"),
             "a count back at zero is dropped"
         );
+    }
+
+    /// Following stream ids that nothing else names holds a view each only while followed:
+    /// 1,000 of them go with their followers, not a retention later (an hour by default).
+    #[test]
+    fn views_only_followed_go_with_their_followers() {
+        let store = store();
+        store.apply(Some(HOUR), &[]);
+        let followers: Vec<_> = (0..1_000)
+            .map(|i| store.follow(&format!("ghost-{i}")))
+            .collect();
+        store.apply(Some(HOUR + 2_000), &[]);
+        assert_eq!(store.read().streams.len(), 1_000, "followed views stay");
+        drop(followers);
+        store.apply(Some(HOUR + 4_000), &[]);
+        assert!(store.read().streams.is_empty());
+        // A followed stream that has rows keeps them for the retention like any other.
+        let store = self::store();
+        let follower = store.follow("s1");
+        store.apply(Some(5_000), &[(emoji_row("🔥", 1), 5_000, 1)]);
+        drop(follower);
+        store.apply(Some(65_000), &[]);
+        assert!(store.read().streams.contains_key("s1"));
+        store.apply(Some(75_000), &[]);
+        assert!(!store.read().streams.contains_key("s1"));
+    }
+
+    /// Only a followed stream's view holds a push channel (its backlog's slots, about 12 KiB),
+    /// and it goes with the last follower: a view per stream nobody follows is small.
+    #[test]
+    fn push_channels_exist_while_streams_are_followed() {
+        let store = store();
+        let counted = |stream: usize, count: u64| {
+            let mut row = emoji_row("🔥", count);
+            if let Row::WindowEmoji { key, .. } = &mut row {
+                key.stream_id = format!("s{stream}").into();
+                (key.start, key.end) = (95_000, 105_000);
+            }
+            (row, 100_000, 1)
+        };
+        store.apply(
+            Some(100_000),
+            &(0..100).map(|i| counted(i, 1)).collect::<Vec<_>>(),
+        );
+        let views_and_channels = |store: &ViewStore| {
+            let state = store.read();
+            let channels = state.streams.values().filter(|v| v.push.is_some()).count();
+            (state.streams.len(), channels)
+        };
+        assert_eq!(views_and_channels(&store), (100, 0));
+        let (mut follower, _) = store.follow("s1");
+        assert_eq!(views_and_channels(&store), (100, 1));
+        store.apply(Some(102_000), &[counted(1, 2)]);
+        assert!(follower.try_recv().is_ok(), "the follower got its update");
+        drop(follower);
+        store.apply(Some(104_000), &[]);
+        assert_eq!(views_and_channels(&store), (100, 0));
     }
 
     /// A reaction ingested while the frontier still lags far behind its time (a source that
