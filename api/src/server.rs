@@ -136,18 +136,23 @@ pub async fn serve(
 
 /// A socket whose writes fail once the peer has taken nothing for `limit`: a client that stops
 /// reading an answer, an SSE stream or a WebSocket cannot hold its connection, its buffers or the
-/// shutdown. Its reads fail if the peer sends nothing within the header timeout of connecting:
-/// hyper's header timeout runs from a request's first byte, and before one arrives the
-/// connection waits without a timer (the version detection of hyper-util's builder), so a peer
-/// that never sent a byte held its place among `max_connections` for ever.
+/// shutdown. Its reads fail if the peer has not begun a request within the header timeout of
+/// connecting: hyper-util's builder first reads until the bytes cannot be HTTP/2's preface, with
+/// no timer (hyper's own header timeout only starts after it), so a peer that sent nothing, or a
+/// few bytes of that preface, held its place among `max_connections` for ever.
 struct SocketGuard<T> {
     inner: T,
     limit: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
-    /// Until the first byte (or the end) arrives.
-    silent: Option<Pin<Box<Sleep>>>,
+    /// Until the bytes read cannot be the preface (or the connection ends).
+    undetected: Option<Pin<Box<Sleep>>>,
+    /// How many bytes read so far are the preface's first ones.
+    preface_read: usize,
     counters: Arc<HttpCounters>,
 }
+
+/// What an HTTP/2 connection begins with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl<T> SocketGuard<T> {
     /// `limits`: the header timeout, then the send timeout.
@@ -160,7 +165,8 @@ impl<T> SocketGuard<T> {
             inner,
             limit,
             stalled: None,
-            silent: Some(Box::pin(tokio::time::sleep(first_byte))),
+            undetected: Some(Box::pin(tokio::time::sleep(first_byte))),
+            preface_read: 0,
             counters,
         }
     }
@@ -205,12 +211,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for SocketGuard<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let Some(silent) = &mut this.silent else {
+        let Some(undetected) = &mut this.undetected else {
             return result;
         };
         match result {
-            Poll::Pending => match silent.as_mut().poll(cx) {
+            Poll::Pending => match undetected.as_mut().poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(()) => {
                     this.counters.refuse(Refusal::HeaderTimeout);
@@ -220,10 +227,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for SocketGuard<T> {
                     )))
                 }
             },
-            ready => {
-                this.silent = None;
-                ready
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                let rest = &H2_PREFACE[this.preface_read..];
+                let still_preface =
+                    !read.is_empty() && rest.len() > read.len() && rest.starts_with(read);
+                if still_preface {
+                    this.preface_read += read.len();
+                } else {
+                    this.undetected = None;
+                }
+                Poll::Ready(Ok(()))
             }
+            error => error,
         }
     }
 }
@@ -315,13 +331,36 @@ mod tests {
         assert!(began.elapsed() >= Duration::from_millis(200));
         assert_eq!(counters.refusals(Refusal::HeaderTimeout), 1);
 
-        let (ours, mut talking) = tokio::io::duplex(1024);
+        // The start of HTTP/2's preface, sent a byte at a time, is still waited for with a
+        // deadline: the server cannot tell the protocol yet.
+        let (ours, mut preface) = tokio::io::duplex(1024);
         let mut guarded = SocketGuard::new(ours, limits, Arc::clone(&counters));
-        talking.write_all(b"G").await.unwrap();
-        assert_eq!(guarded.read(&mut [0; 16]).await.unwrap(), 1);
-        let mut buf = [0; 16];
-        let waited = tokio::time::timeout(Duration::from_millis(500), guarded.read(&mut buf));
-        assert!(waited.await.is_err(), "still waiting, without a deadline");
-        assert_eq!(counters.refusals(Refusal::HeaderTimeout), 1);
+        for byte in b"PRI * HT" {
+            preface.write_all(&[*byte]).await.unwrap();
+            assert_eq!(guarded.read(&mut [0; 16]).await.unwrap(), 1);
+        }
+        let error = guarded.read(&mut [0; 16]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(counters.refusals(Refusal::HeaderTimeout), 2);
+
+        // A byte that is not the preface's is a request begun: hyper times it from there on.
+        for start in [&b"G"[..], b"P", b"POST"] {
+            let (ours, mut talking) = tokio::io::duplex(1024);
+            let mut guarded = SocketGuard::new(ours, limits, Arc::clone(&counters));
+            talking.write_all(start).await.unwrap();
+            let mut buf = [0; 16];
+            let mut read = 0;
+            while read < start.len() {
+                read += guarded.read(&mut buf).await.unwrap();
+            }
+            let waited = tokio::time::timeout(Duration::from_millis(400), guarded.read(&mut buf));
+            let still_waiting = waited.await.is_err();
+            assert_eq!(still_waiting, start != b"P", "{start:?}");
+        }
+        assert_eq!(
+            counters.refusals(Refusal::HeaderTimeout),
+            3,
+            "P alone was refused"
+        );
     }
 }
