@@ -127,9 +127,11 @@ pub struct KafkaPartitionReader {
     failed: Option<String>,
     /// Reading began at the partition's end (`latest`).
     from_end: bool,
-    /// An explicit start offset not yet checked against the partition (see [`missing_start`]);
-    /// a cell, as it is taken while a message borrows the queue.
+    /// An explicit start offset not yet checked against the partition's first message and
+    /// first end (see [`missing_start`]); cells, as they are taken while a message borrows the
+    /// queue.
     unchecked_start: Cell<Option<i64>>,
+    unreached_start: Cell<Option<i64>>,
 }
 
 /// Whether the brokers answer: the lag lookups' last complete round, and how old it may be.
@@ -160,6 +162,10 @@ impl KafkaPartitionReader {
         (bound, at_end, liveness): (ReadBound, bool, Option<Liveness>),
     ) -> Option<Self> {
         let queue = consumer.split_partition_queue(topic, partition)?;
+        let explicit_start = match skip_before {
+            SkipBefore::Offset(offset) => Some(offset),
+            SkipBefore::Time(_) | SkipBefore::Nothing => None,
+        };
         Some(Self {
             topic: topic.to_owned(),
             partition,
@@ -173,28 +179,47 @@ impl KafkaPartitionReader {
             liveness,
             failed: None,
             from_end: at_end,
-            unchecked_start: Cell::new(match skip_before {
-                SkipBefore::Offset(offset) => Some(offset),
-                SkipBefore::Time(_) | SkipBefore::Nothing => None,
-            }),
+            unchecked_start: Cell::new(explicit_start),
+            unreached_start: Cell::new(explicit_start),
         })
     }
+}
+
+/// What a reader has met of its partition when it checks an explicit start offset.
+#[derive(Debug, Clone, Copy)]
+enum Met {
+    /// The first message, at this offset.
+    First(i64),
+    /// The partition's end, before any message.
+    EndFirst,
+    /// The partition's end, after messages.
+    End,
 }
 
 /// Why the partition no longer holds `start`, an explicit start offset (a checkpoint's, when a
 /// run resumes) that is read from the partition's beginning (see [`SkipBefore::Offset`]):
 /// reading on would skip what is missing without a word, where librdkafka reports an offset out
-/// of range when it is asked to fetch at one. Judged by the watermarks of the first fetch answer
-/// (retention moved the log's start past `start`; or the partition ends before it: the topic
-/// was deleted and made again), else by the first message (nothing before it is there).
-fn missing_start(start: i64, first: Option<i64>, watermarks: Option<(i64, i64)>) -> Option<String> {
+/// of range when it is asked to fetch at one. The first message tells whether the log begins
+/// after `start` (retention removed it; a log that begins at or before it but whose first
+/// message comes later holds markers or compacted offsets there, not a loss), unless the end
+/// comes first; the first end tells whether the partition ends before `start` (the topic was
+/// deleted and made again). `watermarks` are the cached ones (low, high).
+fn missing_start(start: i64, met: Met, watermarks: Option<(i64, i64)>) -> Option<String> {
     let way_out = "restart from a position that exists (e.g. --from earliest)";
-    match (watermarks, first) {
-        (Some((low, _)), _) | (None, Some(low)) if low > start => Some(format!(
-            "offset out of range: the partition begins at {low}, after the position {start} to \
-             read from (retention removed messages not read yet); {way_out}"
-        )),
-        (Some((_, high)), _) if high < start => Some(format!(
+    let begins = match (met, watermarks) {
+        (Met::First(first), Some((low, _))) if first > start && low > start => Some(low),
+        (Met::First(first), None) if first > start => Some(first),
+        (Met::EndFirst, Some((low, _))) if low > start => Some(low),
+        _ => None,
+    };
+    if let Some(begins) = begins {
+        return Some(format!(
+            "offset out of range: the partition begins at {begins}, after the position {start} \
+             to read from (retention removed messages not read yet); {way_out}"
+        ));
+    }
+    match (met, watermarks) {
+        (Met::End | Met::EndFirst, Some((_, high))) if high < start => Some(format!(
             "offset out of range: the partition ends at {high}, before the position {start} to \
              read from (was the topic deleted and made again?); {way_out}"
         )),
@@ -240,11 +265,19 @@ impl KafkaPartitionReader {
         }
     }
 
-    /// Why the partition no longer holds its explicit start offset ([`missing_start`]), asked
-    /// once; `first` is the first message's offset (None: the end came first).
+    /// Why the partition no longer holds its explicit start offset ([`missing_start`]), judged
+    /// once at the first message and once at the first end.
     fn start_missing(&self, first: Option<i64>) -> Option<String> {
-        let start = self.unchecked_start.take()?;
-        missing_start(start, first, self.cached_watermarks())
+        let (start, met) = match (first, self.unchecked_start.take()) {
+            (Some(first), Some(start)) => (start, Met::First(first)),
+            (Some(_), None) => return None,
+            (None, Some(start)) => (start, Met::EndFirst),
+            (None, None) => (self.unreached_start.get()?, Met::End),
+        };
+        if first.is_none() {
+            self.unreached_start.set(None);
+        }
+        missing_start(start, met, self.cached_watermarks())
     }
 
     /// The partition's low and high watermarks as the last fetch answer gave them (None before
@@ -681,36 +714,47 @@ mod tests {
     }
 
     #[test]
-    fn missing_start_offsets_are_judged_by_the_watermarks_then_the_first_message() {
+    fn missing_start_offsets_are_judged_by_the_first_message_and_the_first_end() {
+        use Met::{End, EndFirst, First};
         // Retention moved the log's start past the position.
-        let gone = missing_start(100, Some(150), Some((150, 200))).unwrap();
+        let gone = missing_start(100, First(150), Some((150, 200))).unwrap();
         assert!(
             gone.contains("begins at 150, after the position 100"),
             "{gone}"
         );
-        assert!(missing_start(100, None, Some((150, 150))).is_some());
-        // Without watermarks, the first message tells.
-        assert!(missing_start(100, Some(150), None).is_some());
-        // Held: the position is within the partition, or at its end (nothing new yet); a first
-        // message after the position with the log starting before it is a gap of the log
-        // (a compacted or transaction marker offset), not something removed.
-        for (first, watermarks) in [
-            (Some(40), Some((0, 200))),
-            (None, Some((100, 100))),
-            (Some(101), Some((100, 200))),
-            (Some(100), None),
-            (None, None),
+        assert!(missing_start(100, EndFirst, Some((150, 150))).is_some());
+        assert!(missing_start(100, First(150), None).is_some());
+        // The partition ends before the position, seen at its end.
+        let ended = missing_start(100, End, Some((0, 10))).unwrap();
+        assert!(
+            ended.contains("ends at 10, before the position 100"),
+            "{ended}"
+        );
+        assert!(missing_start(100, EndFirst, Some((0, 10))).is_some());
+        for (met, watermarks) in [
+            // Within the partition.
+            (First(40), Some((0, 200))),
+            // At its end: nothing new yet.
+            (EndFirst, Some((100, 100))),
+            (End, Some((0, 100))),
+            // A first message after the position in a log that begins before it: markers or
+            // compacted offsets there, not a loss.
+            (First(101), Some((100, 200))),
+            // A first message before the position, whatever a later fetch moved the cached low
+            // watermark to: what follows it comes in order.
+            (First(40), Some((150, 200))),
+            // A high watermark seen below the position before the end (a leader's change) is
+            // not judged.
+            (First(3), Some((0, 10))),
+            (First(100), None),
+            (End, None),
         ] {
             assert_eq!(
-                missing_start(100, first, watermarks),
+                missing_start(100, met, watermarks),
                 None,
-                "{first:?} {watermarks:?}"
+                "{met:?} {watermarks:?}"
             );
         }
-        // The partition ends before the position.
-        assert!(missing_start(100, Some(3), Some((0, 10)))
-            .unwrap()
-            .contains("ends at 10"));
     }
 
     #[test]
