@@ -162,46 +162,72 @@ impl Push {
     }
 }
 
-/// The next message for a subscriber: the next change, or a fresh snapshot after falling
-/// behind; None when the store is gone. Cancel-safe (a `select!` branch).
-async fn next_message(
-    receiver: &mut Receiver<Arc<str>>,
-    store: &ViewStore,
-    stream_id: &str,
-) -> Option<Push> {
-    match receiver.recv().await {
-        Ok(message) => Some(Push::Update(message)),
-        Err(RecvError::Lagged(_)) => {
-            // Skip everything missed: a snapshot is the latest state.
-            Some(resync(receiver, store, stream_id))
+/// One client's subscription to a stream. Dropped (the client left), it tells the store once its
+/// receiver is gone ([`ViewStore::unfollowed`]).
+struct Following {
+    /// Present until dropped.
+    receiver: Option<Receiver<Arc<str>>>,
+    store: Arc<ViewStore>,
+    stream_id: String,
+}
+
+impl Following {
+    /// Follows `stream_id`; returns the subscription and the stream's snapshot.
+    fn new(store: Arc<ViewStore>, stream_id: String) -> (Self, String) {
+        let (receiver, snapshot) = store.follow(&stream_id);
+        let following = Self {
+            receiver: Some(receiver),
+            store,
+            stream_id,
+        };
+        (following, snapshot)
+    }
+
+    fn receiver(&mut self) -> &mut Receiver<Arc<str>> {
+        self.receiver.as_mut().expect("present until dropped")
+    }
+
+    /// The next message: the next change, or a fresh snapshot after falling behind; None when
+    /// the store is gone. Cancel-safe (a `select!` branch).
+    async fn next_message(&mut self) -> Option<Push> {
+        match self.receiver().recv().await {
+            Ok(message) => Some(Push::Update(message)),
+            Err(RecvError::Lagged(_)) => {
+                // Skip everything missed: a snapshot is the latest state.
+                Some(self.resync())
+            }
+            Err(RecvError::Closed) => None,
         }
-        Err(RecvError::Closed) => None,
+    }
+
+    /// The next message if one is already waiting: what a write can take along with the one it
+    /// sends.
+    fn ready_message(&mut self) -> Option<Push> {
+        match self.receiver().try_recv() {
+            Ok(message) => Some(Push::Update(message)),
+            Err(TryRecvError::Lagged(_)) => Some(self.resync()),
+            Err(TryRecvError::Empty | TryRecvError::Closed) => None,
+        }
+    }
+
+    /// Follows the stream afresh after falling behind: the latest snapshot, and the changes after
+    /// it.
+    fn resync(&mut self) -> Push {
+        let (fresh, snapshot) = self.store.follow(&self.stream_id);
+        self.receiver = Some(fresh);
+        Push::Snapshot(snapshot)
     }
 }
 
-/// Follows the stream afresh after falling behind: the latest snapshot, and the changes after it.
-fn resync(receiver: &mut Receiver<Arc<str>>, store: &ViewStore, stream_id: &str) -> Push {
-    let (fresh, snapshot) = store.follow(stream_id);
-    *receiver = fresh;
-    Push::Snapshot(snapshot)
+impl Drop for Following {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        self.store.unfollowed(&self.stream_id);
+    }
 }
 
 /// How many bytes of waiting messages one write to a WebSocket client may take along.
 const BATCHED_WRITE_BYTES: usize = 16 * 1024;
-
-/// The next message if one is already waiting: what a write can take along with the one it
-/// sends.
-fn ready_message(
-    receiver: &mut Receiver<Arc<str>>,
-    store: &ViewStore,
-    stream_id: &str,
-) -> Option<Push> {
-    match receiver.try_recv() {
-        Ok(message) => Some(Push::Update(message)),
-        Err(TryRecvError::Lagged(_)) => Some(resync(receiver, store, stream_id)),
-        Err(TryRecvError::Empty | TryRecvError::Closed) => None,
-    }
-}
 
 /// Serves one WebSocket client until it leaves, stops reading, falls silent for `silence`
 /// (pinged every third of it), or the server stops.
@@ -213,7 +239,7 @@ pub async fn serve_websocket(
     stream_id: String,
 ) {
     let guard = Clients::register(slot, "websocket", &stream_id);
-    let (mut receiver, snapshot) = store.follow(&stream_id);
+    let (mut following, snapshot) = Following::new(store, stream_id);
     let (mut outgoing, incoming) = socket.split();
     // The client's frames are read by a task of its own, woken only when the client sends
     // something: polled from this loop, the read half would run once per message sent, and each
@@ -245,7 +271,7 @@ pub async fn serve_websocket(
                     break;
                 }
                 if fed_bytes < BATCHED_WRITE_BYTES {
-                    next = ready_message(&mut receiver, &store, &stream_id);
+                    next = following.ready_message();
                     if let Some(push) = &next {
                         resyncs.push(push.kind() == "snapshot");
                     }
@@ -258,7 +284,7 @@ pub async fn serve_websocket(
             guard.sent(resyncs.len() as u64, resynced);
         }
         tokio::select! {
-            next = next_message(&mut receiver, &store, &stream_id) => match next {
+            next = following.next_message() => match next {
                 Some(push) => pending = Some(push),
                 None => break,
             },
@@ -310,19 +336,19 @@ pub fn sse_events(
     stream_id: String,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let guard = Clients::register(slot, "sse", &stream_id);
-    let (receiver, snapshot) = store.follow(&stream_id);
+    let (following, snapshot) = Following::new(store, stream_id);
     let first = Some(Push::Snapshot(snapshot));
     futures_util::stream::unfold(
-        (receiver, first, store, stream_id, guard),
-        |(mut receiver, first, store, stream_id, guard)| async move {
+        (following, first, guard),
+        |(mut following, first, guard)| async move {
             let push = match first {
                 Some(push) => push,
-                None => next_message(&mut receiver, &store, &stream_id).await?,
+                None => following.next_message().await?,
             };
             let resynced = guard.sent_before() && push.kind() == "snapshot";
             guard.sent(1, u64::from(resynced));
             let event = Event::default().event(push.kind()).data(push.into_text());
-            Some((Ok(event), (receiver, None, store, stream_id, guard)))
+            Some((Ok(event), (following, None, guard)))
         },
     )
 }

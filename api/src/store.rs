@@ -662,6 +662,30 @@ impl ViewStore {
         view.active = Some(view.active.map_or(pending, |active| active.max(pending)));
     }
 
+    /// A follower of `stream_id` left, its receiver dropped: once nobody follows the stream, its
+    /// push channel goes, and so does its view if followers alone kept it. Eviction would do
+    /// both, but only when the frontier moves: while a source stalls, every stream id followed
+    /// and left would stay in memory.
+    pub fn unfollowed(&self, stream_id: &str) {
+        // A follow holds this throughout: no view goes between its creation and the subscription.
+        let _publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.write();
+        let Some(view) = state.streams.get_mut(stream_id) else {
+            return;
+        };
+        if view.followers() > 0 {
+            return;
+        }
+        view.push = None;
+        let kept_by_followers_alone = view.active == Some(0)
+            && view.windows.is_empty()
+            && view.moments.is_empty()
+            && view.chat.is_empty();
+        if kept_by_followers_alone {
+            state.streams.remove(stream_id);
+        }
+    }
+
     /// Follows a stream: its changes from now on, and a snapshot of everything before them
     /// (creating its entry, so a client may wait for a stream that has not produced anything
     /// yet). The stream's pending changes go to its other clients first: they are in the
@@ -1017,6 +1041,19 @@ mod tests {
         assert!(follower.try_recv().is_ok(), "the follower got its update");
         drop(follower);
         store.apply(Some(104_000), &[]);
+        assert_eq!(views_and_channels(&store), (100, 0));
+        // A follower leaving says so: with the frontier standing still (a stalled source), the
+        // channel goes, and a view only followers kept goes with it.
+        let followers: Vec<_> = (0..1_000)
+            .map(|i| store.follow(&format!("ghost-{i}")))
+            .chain([store.follow("s2")])
+            .collect();
+        assert_eq!(views_and_channels(&store), (1_100, 1_001));
+        drop(followers);
+        for i in 0..1_000 {
+            store.unfollowed(&format!("ghost-{i}"));
+        }
+        store.unfollowed("s2");
         assert_eq!(views_and_channels(&store), (100, 0));
     }
 
