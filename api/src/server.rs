@@ -151,6 +151,22 @@ struct SocketGuard<T> {
     counters: Arc<HttpCounters>,
 }
 
+/// Pending until `timer` fires, then the `refusal`, counted, as a timed-out I/O error.
+fn expire<R>(
+    timer: &mut Pin<Box<Sleep>>,
+    cx: &mut Context<'_>,
+    counters: &HttpCounters,
+    (refusal, message): (Refusal, &str),
+) -> Poll<io::Result<R>> {
+    match timer.as_mut().poll(cx) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(()) => {
+            counters.refuse(refusal);
+            Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, message)))
+        }
+    }
+}
+
 /// What an HTTP/2 connection begins with (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -177,16 +193,8 @@ impl<T> SocketGuard<T> {
         let timer = self
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match timer.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(()) => {
-                self.counters.refuse(Refusal::SendStall);
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the peer stopped reading",
-                )))
-            }
-        }
+        let refusal = (Refusal::SendStall, "the peer stopped reading");
+        expire(timer, cx, &self.counters, refusal)
     }
 
     fn progressed<R>(
@@ -217,16 +225,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for SocketGuard<T> {
             return result;
         };
         match result {
-            Poll::Pending => match undetected.as_mut().poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(()) => {
-                    this.counters.refuse(Refusal::HeaderTimeout);
-                    Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no request within the header timeout",
-                    )))
-                }
-            },
+            Poll::Pending => {
+                let refusal = (
+                    Refusal::HeaderTimeout,
+                    "no request within the header timeout",
+                );
+                expire(undetected, cx, &this.counters, refusal)
+            }
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
                 let rest = &H2_PREFACE[this.preface_read..];

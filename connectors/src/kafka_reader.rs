@@ -447,6 +447,21 @@ mod tests {
         cluster
     }
 
+    /// Reads until the reader fails (never caught up meanwhile); returns the error and what it
+    /// read.
+    fn read_to_an_error(reader: &mut KafkaPartitionReader) -> (String, RecordBatch) {
+        let mut batch = RecordBatch::default();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match reader.read(10, &mut batch) {
+                Err(error) => return (error, batch),
+                Ok(status) => assert_ne!(status, ReadStatus::CaughtUp, "caught up, no error"),
+            }
+            assert!(Instant::now() < deadline, "no error");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn reader(
         cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
         skip_before: SkipBefore,
@@ -661,16 +676,7 @@ mod tests {
             SkipBefore::Nothing,
             ReadBound::Unbounded,
         );
-        let mut batch = RecordBatch::default();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let error = loop {
-            match reader.read(10, &mut batch) {
-                Err(error) => break error,
-                Ok(status) => assert_ne!(status, ReadStatus::CaughtUp, "never caught up"),
-            }
-            assert!(Instant::now() < deadline, "no out-of-range error");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let (error, batch) = read_to_an_error(&mut reader);
         assert!(error.contains("offset out of range"), "{error}");
         assert!(batch.is_empty());
     }
@@ -682,16 +688,7 @@ mod tests {
     fn a_start_offset_the_partition_no_longer_holds_is_an_error() {
         let cluster = cluster();
         let mut gone = reader(&cluster, SkipBefore::Offset(500), ReadBound::Unbounded);
-        let mut batch = RecordBatch::default();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let error = loop {
-            match gone.read(10, &mut batch) {
-                Err(error) => break error,
-                Ok(status) => assert_ne!(status, ReadStatus::CaughtUp, "caught up at 500"),
-            }
-            assert!(Instant::now() < deadline, "no error");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let (error, mut batch) = read_to_an_error(&mut gone);
         assert!(
             error
                 .contains("offset out of range: the partition ends at 10, before the position 500"),
@@ -706,6 +703,7 @@ mod tests {
         // A position it holds reads on from there.
         let mut held = reader(&cluster, SkipBefore::Offset(7), ReadBound::EndOfPartition);
         let mut batch = RecordBatch::default();
+        let deadline = Instant::now() + Duration::from_secs(20);
         while held.read(10, &mut batch).unwrap() != ReadStatus::Done {
             assert!(Instant::now() < deadline, "not done");
             std::thread::sleep(Duration::from_millis(10));

@@ -127,6 +127,25 @@ async fn get(
     (status, value)
 }
 
+/// Follows `stream` over WebSocket with warp's test client; returns it and the snapshot it got.
+async fn follow_over_websocket(
+    filter: &(impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible>
+          + Clone
+          + Send
+          + Sync
+          + 'static),
+    stream: &str,
+) -> (warp::test::WsClient, Value) {
+    let mut client = warp::test::ws()
+        .path(&format!("/v1/streams/{stream}/live"))
+        .handshake(filter.clone())
+        .await
+        .expect("handshake");
+    let snapshot = client.recv().await.expect("a snapshot");
+    let snapshot = serde_json::from_str(snapshot.to_str().unwrap()).unwrap();
+    (client, snapshot)
+}
+
 /// Posts one reaction to `stream` (a path segment) and expects it accepted.
 async fn react(
     filter: &(impl Filter<Extract = (impl warp::Reply,), Error = std::convert::Infallible>
@@ -1104,13 +1123,7 @@ async fn a_full_input_answers_503_with_retry_after() {
 async fn websocket_pushes_a_snapshot_then_changes_and_is_listed_as_a_client() {
     let app = start(ApiConfig::default());
     let api = routes(app.state.clone());
-    let mut client = warp::test::ws()
-        .path("/v1/streams/w1/live")
-        .handshake(api.clone())
-        .await
-        .expect("handshake");
-    let snapshot: Value =
-        serde_json::from_str(client.recv().await.unwrap().to_str().unwrap()).unwrap();
+    let (mut client, snapshot) = follow_over_websocket(&api, "w1").await;
     assert_eq!(
         (snapshot["type"].clone(), snapshot["stream_id"].clone()),
         (json!("snapshot"), json!("w1"))
@@ -1145,12 +1158,7 @@ async fn websocket_pushes_a_snapshot_then_changes_and_is_listed_as_a_client() {
 
     // A client message beyond `api.limits.max_websocket_message_bytes` (4096) ends the
     // connection, counted; one within it changes nothing.
-    let mut client = warp::test::ws()
-        .path("/v1/streams/w1/live")
-        .handshake(api.clone())
-        .await
-        .expect("handshake");
-    client.recv().await.expect("a snapshot");
+    let (mut client, _) = follow_over_websocket(&api, "w1").await;
     client.send_text("x".repeat(4_000)).await;
     client.send_text("x".repeat(5_000)).await;
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
@@ -1180,12 +1188,7 @@ async fn a_silent_websocket_follower_of_a_quiet_stream_is_dropped() {
     let api = routes(app.state.clone());
     let (address, stop, server) = listen(&app).await;
     // warp's test client reads all the time, and so answers pings.
-    let mut answering = warp::test::ws()
-        .path("/v1/streams/quiet-a/live")
-        .handshake(api.clone())
-        .await
-        .expect("handshake");
-    answering.recv().await.expect("a snapshot");
+    let (mut answering, _) = follow_over_websocket(&api, "quiet-a").await;
     // A raw connection that upgrades and then sends nothing, as a vanished peer would.
     let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
     let upgrade = "GET /v1/streams/quiet-b/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\
