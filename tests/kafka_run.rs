@@ -280,18 +280,20 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
         (503, Some("busy")),
         "{answer}"
     );
-    // A record refused at HTTP ingest goes to the dead-letter topic too.
-    let (status, answer) = post(&run.address, "{\"type\":\"chat\",\"stream_id\":\"\"}\n");
+    // Records refused at HTTP ingest go to the dead-letter topic too, with the dataflow's
+    // reasons (a line that is no JSON object is `decode`: it was `invalid` like the rest).
+    let refused = "{\"type\":\"chat\",\"stream_id\":\"\"}\nnot json\n";
+    let (status, answer) = post(&run.address, refused);
     assert_eq!(status, 202, "{answer}");
-    assert_eq!(answer["rejected"][0]["index"], 0, "{answer}");
+    assert_eq!(answer["rejected"][1]["index"], 1, "{answer}");
     // The source's dead letters are also rows on stdout.
     let row = await_row(&rows, Duration::from_secs(20), |row| {
         row["table"] == "dead_letters" && row["reason"] == "decode"
     });
     assert_eq!(row["source"], topic.as_str());
 
-    let mut messages = read_all(&dead, 3);
-    messages.sort_by(|a, b| a.1.get("reason").cmp(&b.1.get("reason")));
+    let mut messages = read_all(&dead, 4);
+    messages.sort_by_key(|(_, h)| (h.get("reason").cloned(), h.get("source_topic").cloned()));
     let summary: Vec<(String, String, String, String)> = messages
         .iter()
         .map(|(_, h)| {
@@ -307,6 +309,7 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
     assert_eq!(
         summary,
         vec![
+            ("decode".into(), "http".into(), "0".into(), "1".into()),
             ("decode".into(), topic.clone(), "0".into(), "2".into()),
             ("invalid".into(), "http".into(), "0".into(), "0".into()),
             ("late".into(), topic.clone(), "0".into(), "1".into()),
@@ -314,16 +317,16 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
     );
     let (_, metrics) = http(&run.address, "GET", "/metrics", None);
     assert!(
-        metrics.contains("crowdpulse_dead_letter_topic_messages_total{outcome=\"delivered\"} 3"),
+        metrics.contains("crowdpulse_dead_letter_topic_messages_total{outcome=\"delivered\"} 4"),
         "{metrics}"
     );
     // Raw bytes, as they were produced (not valid UTF-8 here), and a readable cause.
-    assert_eq!(messages[0].0, b"\xff{not json");
-    assert_eq!(messages[2].0, old.as_bytes());
+    assert_eq!(messages[1].0, b"\xff{not json");
+    assert_eq!(messages[3].0, old.as_bytes());
     assert!(
-        messages[2].1["error"].contains("watermark"),
+        messages[3].1["error"].contains("watermark"),
         "{:?}",
-        messages[2].1
+        messages[3].1
     );
     run.stop();
 }

@@ -5,6 +5,7 @@
 //! are produced to their topics (answered only once the broker confirmed them) and refused
 //! records go to the dead-letter topic.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use crowdpulse_connectors::generator::Generated;
 use crowdpulse_connectors::ingest_producer::{is_permanent, EnqueueError, IngestProducer};
 use crowdpulse_connectors::live_input::{wall_clock_ms, LiveInput, PushError};
 use crowdpulse_dataflow::codec::{decode_json, DecodeContext};
-use crowdpulse_dataflow::error::excerpt;
+use crowdpulse_dataflow::error::{excerpt, Error as DataflowError};
 use crowdpulse_dataflow::event::{Event, EventBody, FieldLimits, Millis};
 use crowdpulse_dataflow::kinds::config::KindSpec;
 use crowdpulse_dataflow::kinds::record::{encode as encode_kind, read as read_kind};
@@ -114,13 +115,21 @@ impl Ingest {
         };
         let mut accepted = Vec::new();
         let mut rejected = Vec::new();
+        // Records that are no JSON object: `decode` dead letters, the other refusals `invalid`,
+        // as the dataflow's source files them.
+        let mut undecodable = BTreeSet::new();
         for (index, record) in records.iter().enumerate() {
             match decode_json(record, &context) {
                 Ok(event) => accepted.push((index, event)),
-                Err(error) => rejected.push(Rejected {
-                    index,
-                    error: error.to_string(),
-                }),
+                Err(error) => {
+                    if matches!(error, DataflowError::Decode(_)) {
+                        undecodable.insert(index);
+                    }
+                    rejected.push(Rejected {
+                        index,
+                        error: error.to_string(),
+                    });
+                }
             }
         }
         let queued = match &self.target {
@@ -135,11 +144,16 @@ impl Ingest {
                     produce(producer, records, &mut accepted, &mut rejected, arrival).await;
                 if let (Ok(()), Some(topic)) = (&produced, dead_letters) {
                     for refused in &rejected {
+                        let reason = if undecodable.contains(&refused.index) {
+                            DeadLetterReason::Decode
+                        } else {
+                            DeadLetterReason::Invalid
+                        };
                         topic.send(&DeadLetter::new(
                             HTTP_SOURCE,
                             0,
                             refused.index as u64,
-                            DeadLetterReason::Invalid,
+                            reason,
                             refused.error.clone(),
                             records[refused.index],
                         ));
@@ -329,9 +343,9 @@ async fn produce(
     arrival: Millis,
 ) -> Result<(), ApiError> {
     // Checked up front so that a full queue refuses the request whole, not half-produced.
-    if !producer.has_room(accepted.len()) {
+    let Some(admitted) = producer.admit(accepted.len()).await else {
         return Err(busy());
-    }
+    };
     let mut deliveries = Vec::with_capacity(accepted.len());
     let mut routed = Vec::with_capacity(accepted.len());
     for (index, event) in accepted.drain(..) {
@@ -355,6 +369,8 @@ async fn produce(
             }
         }
     }
+    // Queued: the next request may be admitted while this one waits for the broker.
+    drop(admitted);
     let mut delivered = Vec::with_capacity(routed.len());
     for ((index, event), delivery) in routed.into_iter().zip(join_all(deliveries).await) {
         match delivery {

@@ -47,6 +47,8 @@ pub fn is_permanent(error: &KafkaError) -> bool {
 pub struct IngestProducer {
     producer: RwLock<Arc<FutureProducer>>,
     kafka: KafkaConfig,
+    /// Held by the request being admitted and queued ([`IngestProducer::admit`]).
+    admission: tokio::sync::Mutex<()>,
 }
 
 impl IngestProducer {
@@ -55,6 +57,7 @@ impl IngestProducer {
         Ok(Self {
             producer: RwLock::new(Arc::new(Self::create(kafka)?)),
             kafka: kafka.clone(),
+            admission: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -116,9 +119,15 @@ impl IngestProducer {
         }
     }
 
-    /// Whether `records` more messages fit in the queue now.
-    pub fn has_room(&self, records: usize) -> bool {
-        self.in_flight() + records <= self.kafka.producer_queue_messages as usize
+    /// Admits a request of `records` messages if the queue has room for all of them (None:
+    /// busy). Until the guard is dropped no other request is admitted, so the caller queues
+    /// its messages first: two requests that both found room could otherwise fill the queue
+    /// together, and the one that then met it full halfway would be answered busy with part of
+    /// it produced, which its retry would produce again.
+    pub async fn admit(&self, records: usize) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        let admission = self.admission.lock().await;
+        let room = self.in_flight() + records <= self.kafka.producer_queue_messages as usize;
+        room.then_some(admission)
     }
 
     /// Messages queued or awaiting confirmation.
@@ -157,5 +166,54 @@ impl IngestProducer {
                 other if is_permanent(&other) => EnqueueError::TooLarge(other.to_string()),
                 other => EnqueueError::Kafka(other),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crowdpulse_dataflow::event::EventBody;
+    use std::time::Duration;
+
+    fn reaction() -> Event {
+        Event {
+            stream_id: "s".into(),
+            ts: 1_000,
+            body: EventBody::Reaction {
+                user_id: "u".into(),
+                emoji: "x".into(),
+            },
+            event_id: None,
+        }
+    }
+
+    /// Requests are admitted one at a time, each for the room it needs: a second request waits
+    /// while the first queues its messages, and then finds the room they took (two found room
+    /// together before, and one met the queue full halfway).
+    #[tokio::test]
+    async fn requests_are_admitted_one_at_a_time_for_the_room_they_need() {
+        let kafka = KafkaConfig {
+            // Nothing listens there: queued messages wait, as in an outage.
+            brokers: "127.0.0.1:9".into(),
+            producer_queue_messages: 100,
+            ..KafkaConfig::default()
+        };
+        let producer = IngestProducer::new(&kafka).unwrap();
+        let first = producer.admit(60).await.expect("room for the first");
+        let second = tokio::time::timeout(Duration::from_millis(200), producer.admit(60));
+        assert!(
+            second.await.is_err(),
+            "admitted while the first was queueing"
+        );
+        let deliveries: Vec<_> = (0..60)
+            .map(|_| producer.enqueue(&reaction(), b"{}", 1_000).unwrap())
+            .collect();
+        drop(first);
+        assert!(
+            producer.admit(60).await.is_none(),
+            "60 + 60 fit a queue of 100"
+        );
+        assert!(producer.admit(40).await.is_some());
+        drop(deliveries);
     }
 }
