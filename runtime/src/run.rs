@@ -12,9 +12,7 @@ use crowdpulse_api::history::History;
 use crowdpulse_connectors::config::Config;
 use crowdpulse_connectors::error::ConnectorError;
 use crowdpulse_connectors::position::{PartitionOffset, Position};
-use crowdpulse_connectors::postgres::checkpoints::{
-    forget as forget_checkpoints, resume as resume_from_latest,
-};
+use crowdpulse_connectors::postgres::checkpoints::{resume as resume_from_latest, start_afresh};
 use crowdpulse_connectors::postgres::{apply_migrations, PostgresSink, PostgresSinkMetrics};
 use crowdpulse_connectors::sink::{FinalRowsNdjson, Sink};
 use crowdpulse_connectors::summarizer::SummaryTexts;
@@ -157,7 +155,7 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
             let restore = match options.resume {
                 true => resume(options)?,
                 false => {
-                    let removed = forget_checkpoints(&options.config.postgres)?;
+                    let removed = start_afresh(&options.config.postgres, true)?;
                     if removed > 0 {
                         info!("explicit --from: the stored checkpoint is dropped");
                     }
@@ -171,6 +169,9 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
                 interval: Duration::from_millis(interval),
                 restore,
             });
+        } else {
+            // Without checkpoints every run starts afresh: no earlier run's live rows stay.
+            start_afresh(&options.config.postgres, false)?;
         }
         // Every process paces its sources the same way (the dataflows must match); only the
         // process hosting the sinks writes.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
-use crowdpulse_connectors::postgres::checkpoints::{latest_checkpoint, write_checkpoint};
+use crowdpulse_connectors::postgres::checkpoints::{self, latest_checkpoint, write_checkpoint};
 use crowdpulse_connectors::postgres::migrate::MIGRATIONS;
 use crowdpulse_connectors::postgres::{
     apply_migrations, PostgresConfig, PostgresSink, PostgresSinkMetrics,
@@ -231,6 +231,50 @@ fn final_rows_are_never_replaced_by_live_rows_nor_deleted() {
     // A restart from a later position computes the window from less input.
     write(vec![(totals(4, true), 5, 1)], None);
     assert_eq!(read(), "9 true", "a final row is never replaced");
+    db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
+}
+
+/// Every run into Postgres starts by removing live rows, not only one resuming from a checkpoint:
+/// after a run started at an explicit position (`--from`), one without checkpoints or one whose
+/// predecessor was killed before its first checkpoint, an earlier run's live rows of windows the
+/// new run does not recompute stayed live (`final = false`) for ever.
+#[test]
+fn live_rows_go_whenever_a_run_starts() {
+    let config = fresh_config("afresh");
+    apply_migrations(&config).unwrap();
+    let db = Db::connect();
+    let live_and_final = || {
+        let sink = PostgresSink::start(&config, INTERVAL).unwrap();
+        let mut final_totals = totals(3, true);
+        if let Row::StreamTotals { totals, .. } = &mut final_totals {
+            totals.stream_id = "done".into();
+        }
+        sink.flush(&Arc::new(Flush {
+            frontier: Some(2),
+            updates: vec![(totals(5, false), 1, 1), (final_totals, 1, 1)],
+            ..Flush::default()
+        }));
+        sink.finish().unwrap();
+    };
+    let rows = || {
+        db.value(&format!(
+            "SELECT string_agg(stream_id || ' ' || final, ', ' ORDER BY stream_id) FROM \"{}\".stream_totals",
+            config.schema
+        ))
+    };
+    live_and_final();
+    assert_eq!(rows(), "done true, s false");
+    // No checkpoint stored: a resume finds none and still starts without the live rows.
+    let resumed = checkpoints::resume(&config, |_| Ok(())).unwrap();
+    assert!(resumed.is_none());
+    assert_eq!(rows(), "done true");
+    // An explicit start position, and a run without checkpoints.
+    for forget_checkpoint in [true, false] {
+        live_and_final();
+        assert_eq!(rows(), "done true, s false");
+        checkpoints::start_afresh(&config, forget_checkpoint).unwrap();
+        assert_eq!(rows(), "done true");
+    }
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
 }
 

@@ -115,7 +115,9 @@ async fn copy_parts(
 }
 
 /// Prepares a run that resumes: reads the latest checkpoint, hands it to `decode` and, when that
-/// succeeds, removes every live row (see [`delete_live_rows`]). None: no checkpoint yet.
+/// succeeds or there is none, removes every live row (see [`delete_live_rows`]). None: no
+/// checkpoint yet (the run starts where `kafka.start` says, and the live rows of a run killed
+/// before its first checkpoint are not all recomputed).
 pub fn resume<T>(
     config: &PostgresConfig,
     decode: impl FnOnce(&Checkpoint) -> std::result::Result<T, CheckpointError>,
@@ -125,35 +127,39 @@ pub fn resume<T>(
         let (mut client, connection) = client_config.connect(NoTls).await?;
         let connection = tokio::spawn(connection);
         let resumed = match latest_checkpoint(&client, &config.schema).await? {
-            Some(checkpoint) => {
-                let decoded = decode(&checkpoint)?;
-                delete_live_rows(&mut client, &config.schema).await?;
-                Some((checkpoint.time, decoded))
-            }
+            Some(checkpoint) => Some((checkpoint.time, decode(&checkpoint)?)),
             None => None,
         };
+        delete_live_rows(&mut client, &config.schema).await?;
         drop(client);
         let _ = connection.await;
         Ok(resumed)
     })
 }
 
-/// Removes the stored checkpoint: a run started from an explicit position must never be resumed
-/// from an earlier run's. Returns how many were removed.
-pub fn forget(config: &PostgresConfig) -> Result<u64> {
+/// Removes the stored checkpoint, with `forget_checkpoint`, and every live row: a run started from an
+/// explicit position must never be resumed from an earlier run's checkpoint, and the earlier
+/// run's live rows of windows it does not recompute would stay live for ever. A run without
+/// checkpoints (`forget_checkpoint` false) keeps any stored one. Returns how many checkpoints were
+/// removed.
+pub fn start_afresh(config: &PostgresConfig, forget_checkpoint: bool) -> Result<u64> {
     let client_config = config.client_config()?;
     block_on(async {
-        let (client, connection) = client_config.connect(NoTls).await?;
+        let (mut client, connection) = client_config.connect(NoTls).await?;
         let connection = tokio::spawn(connection);
-        let removed = client
-            .execute(
-                &format!("DELETE FROM \"{}\".checkpoints", config.schema),
-                &[],
-            )
-            .await;
+        let removed = async {
+            let mut removed = 0;
+            if forget_checkpoint {
+                let delete = format!("DELETE FROM \"{}\".checkpoints", config.schema);
+                removed = client.execute(&delete, &[]).await?;
+            }
+            delete_live_rows(&mut client, &config.schema).await?;
+            Ok::<_, ConnectorError>(removed)
+        }
+        .await;
         drop(client);
         let _ = connection.await;
-        Ok(removed?)
+        removed
     })
 }
 
