@@ -109,14 +109,14 @@ impl KindFilter {
         for (name, value) in query {
             match name.as_str() {
                 "window" | "from" | "to" | "limit" => {}
-                // No event's dimension has a NUL (the dataflow refuses one), and Postgres
-                // refuses one in a query.
-                dim if kind.dimensions.iter().any(|d| d == dim) && value.contains('\0') => {
-                    return Err(ApiError::BadRequest(format!(
-                        "{dim} has a NUL character: no event's value does"
-                    )));
-                }
                 dim if kind.dimensions.iter().any(|d| d == dim) => {
+                    // No event's dimension has a NUL (the dataflow refuses one), and Postgres
+                    // refuses one in a query.
+                    if value.contains('\0') {
+                        return Err(ApiError::BadRequest(format!(
+                            "{dim} has a NUL character: no event's value does"
+                        )));
+                    }
                     dims.insert(dim.to_owned(), value.clone());
                 }
                 other => {

@@ -134,8 +134,9 @@ pub struct StreamView {
     /// When the stream may be pushed again.
     next_push: Option<Instant>,
     /// The output frontier when the view was created (or first seen by eviction, when there was
-    /// none yet; 0 when a follower created it: [`StoreState::followed_view`]), moved up to the time of each reaction ingested since: a view that has nothing
-    /// yet stays while this is within the retention. A reaction is pending in the dataflow until
+    /// none yet; 0 when a follower created it: [`StoreState::followed_view`]), moved up to the
+    /// time of each reaction ingested since: a view that has nothing yet stays while this is
+    /// within the retention. A reaction is pending in the dataflow until
     /// the frontier passes its time, so a frontier that lagged when it was ingested (a source
     /// with nothing to read yet) must not retire it before its rows arrive.
     active: Option<Millis>,
@@ -156,6 +157,11 @@ impl StreamView {
             pending: Vec::new(),
             next_push: None,
         }
+    }
+
+    /// Whether rows within the retention keep the view (windows, moments, chat).
+    fn holds_rows(&self) -> bool {
+        !self.windows.is_empty() || !self.moments.is_empty() || !self.chat.is_empty()
     }
 
     /// Clients following the stream.
@@ -643,11 +649,7 @@ impl ViewStore {
         }
         state.streams.retain(|_, view| {
             let active = *view.active.get_or_insert(frontier);
-            !view.windows.is_empty()
-                || !view.moments.is_empty()
-                || !view.chat.is_empty()
-                || view.followers() > 0
-                || active > cutoff
+            view.holds_rows() || view.followers() > 0 || active > cutoff
         });
     }
 
@@ -677,11 +679,7 @@ impl ViewStore {
             return;
         }
         view.push = None;
-        let kept_by_followers_alone = view.active == Some(0)
-            && view.windows.is_empty()
-            && view.moments.is_empty()
-            && view.chat.is_empty();
-        if kept_by_followers_alone {
+        if view.active == Some(0) && !view.holds_rows() {
             state.streams.remove(stream_id);
         }
     }

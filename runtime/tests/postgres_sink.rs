@@ -190,11 +190,16 @@ fn totals(chat_messages: u64, is_final: bool) -> Row {
     }
 }
 
+/// A fresh schema named after `name`, migrated, and a connection to check it with.
+fn migrated_schema(name: &str) -> (PostgresConfig, Db) {
+    let config = fresh_config(name);
+    apply_migrations(&config).unwrap();
+    (config, Db::connect())
+}
+
 #[test]
 fn final_rows_are_never_replaced_by_live_rows_nor_deleted() {
-    let config = fresh_config("final");
-    apply_migrations(&config).unwrap();
-    let db = Db::connect();
+    let (config, db) = migrated_schema("final");
     let read = || {
         db.value(&format!(
             "SELECT chat_messages || ' ' || final FROM \"{}\".stream_totals",
@@ -240,9 +245,7 @@ fn final_rows_are_never_replaced_by_live_rows_nor_deleted() {
 /// new run does not recompute stayed live (`final = false`) for ever.
 #[test]
 fn live_rows_go_whenever_a_run_starts() {
-    let config = fresh_config("afresh");
-    apply_migrations(&config).unwrap();
-    let db = Db::connect();
+    let (config, db) = migrated_schema("afresh");
     let live_and_final = || {
         let sink = PostgresSink::start(&config, INTERVAL).unwrap();
         let mut final_totals = totals(3, true);
@@ -294,9 +297,7 @@ fn dead_letter(offset: u64) -> Row {
 /// is written before `dead_letters`).
 #[test]
 fn a_flush_mixing_new_rows_and_rows_already_written_keeps_both() {
-    let config = fresh_config("mixed");
-    apply_migrations(&config).unwrap();
-    let db = Db::connect();
+    let (config, db) = migrated_schema("mixed");
     let write = |updates: Vec<(Row, u64, isize)>| {
         let sink = PostgresSink::start(&config, INTERVAL).unwrap();
         sink.flush(&Arc::new(Flush {
