@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crowdpulse_connectors::dead_letter_topic::DeadLetterTopic;
 use crowdpulse_connectors::generator::Generated;
@@ -143,20 +144,24 @@ impl Ingest {
                 let produced =
                     produce(producer, records, &mut accepted, &mut rejected, arrival).await;
                 if let (Ok(()), Some(topic)) = (&produced, dead_letters) {
+                    // The answer lists the refusals whatever happens to these copies: a queue
+                    // that stays full (an outage) delays the answer as long as a produce may take.
+                    let deadline = Instant::now() + producer.produce_timeout();
                     for refused in &rejected {
                         let reason = if undecodable.contains(&refused.index) {
                             DeadLetterReason::Decode
                         } else {
                             DeadLetterReason::Invalid
                         };
-                        topic.send(&DeadLetter::new(
+                        let dead = DeadLetter::new(
                             HTTP_SOURCE,
                             0,
                             refused.index as u64,
                             reason,
                             refused.error.clone(),
                             records[refused.index],
-                        ));
+                        );
+                        topic.send_before(&dead, deadline).await;
                     }
                 }
                 produced

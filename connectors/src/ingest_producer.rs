@@ -8,6 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tracing::warn;
 
@@ -130,6 +131,11 @@ impl IngestProducer {
         room.then_some(admission)
     }
 
+    /// How long a message may wait for the broker (`kafka.produce_timeout`).
+    pub fn produce_timeout(&self) -> Duration {
+        self.kafka.produce_timeout.duration()
+    }
+
     /// Messages queued or awaiting confirmation.
     pub fn in_flight(&self) -> usize {
         self.current().in_flight_count().max(0) as usize
@@ -173,7 +179,6 @@ impl IngestProducer {
 mod tests {
     use super::*;
     use crowdpulse_dataflow::event::EventBody;
-    use std::time::Duration;
 
     fn reaction() -> Event {
         Event {
@@ -213,7 +218,9 @@ mod tests {
             producer.admit(60).await.is_none(),
             "60 + 60 fit a queue of 100"
         );
-        assert!(producer.admit(40).await.is_some());
+        // Not 40: librdkafka's queue length also counts events not yet served, such as the
+        // errors of connecting to the absent broker.
+        assert!(producer.admit(20).await.is_some());
         drop(deliveries);
     }
 }

@@ -75,27 +75,34 @@ pub fn counted_producer(
 }
 
 /// How long a message waits for room in a full producer queue before trying again.
-const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
+pub const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
-/// Queues `record`, waiting while the producer's queue is full; a message that cannot be queued
-/// for another reason is logged and counted as failed.
+/// Queues `record`, handing it back when the producer's queue is full; a message that cannot be
+/// queued for another reason is logged and counted as failed.
+pub fn try_send<'a>(
+    producer: &CountedProducer,
+    counters: &DeliveryCounters,
+    record: BaseRecord<'a, [u8], [u8]>,
+) -> std::result::Result<(), BaseRecord<'a, [u8], [u8]>> {
+    match producer.send(record) {
+        Ok(()) => Ok(()),
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => Err(back),
+        Err((error, back)) => {
+            warn!(%error, topic = back.topic, "message not queued");
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+}
+
+/// Queues `record` as [`try_send`] does, waiting while the producer's queue is full.
 pub fn send_waiting(
     producer: &CountedProducer,
     counters: &DeliveryCounters,
     mut record: BaseRecord<'_, [u8], [u8]>,
 ) {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(QUEUE_FULL_BACKOFF);
-            }
-            Err((error, back)) => {
-                warn!(%error, topic = back.topic, "message not queued");
-                counters.failed.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
+    while let Err(back) = try_send(producer, counters, record) {
+        record = back;
+        std::thread::sleep(QUEUE_FULL_BACKOFF);
     }
 }
