@@ -266,6 +266,30 @@ fn a_lost_or_stopped_process_stops_the_cluster_and_restarting_both_resumes_to_th
     assert!(log.contains("lost the connection to process 1"), "{log}");
     drop(run);
 
+    // A process its peers never join (here a stray started with another job, --from) clears
+    // nothing: the checkpoint and the live rows stay for the pair's restart.
+    let live_rows = || {
+        db.value(&format!(
+            "SELECT count(*) FROM \"{schema}\".stream_totals WHERE NOT final"
+        ))
+    };
+    let (checkpoint, live) = (checkpoint_offsets(&db, &schema), live_rows());
+    assert_ne!(live, "0");
+    let stray = bin()
+        .args(["run", "--process", "1", "--from", "earliest"])
+        .envs(env.iter().copied())
+        .env("CROWDPULSE__CLUSTER__STARTUP_TIMEOUT", "1s")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!stray.status.success(), "a lone process ran");
+    assert_eq!(
+        checkpoint_offsets(&db, &schema),
+        checkpoint,
+        "checkpoint removed"
+    );
+    assert_eq!(live_rows(), live, "live rows removed");
+
     assert!(producer.wait().unwrap().success());
     let expected = live_replay_lines(&topic, &dir);
     let (mut run, mut peer) = start();

@@ -36,6 +36,13 @@ pub trait Sink: Send + Sync {
     /// on it on a thread of its own) without copying its rows.
     fn flush(&self, flush: &Arc<Flush>);
 
+    /// Called once before the first flush, when the processes of the run have agreed on it (a
+    /// process its peers refuse never opens its sinks): the place to clear what an earlier run
+    /// left, which a refused or stray process must not touch.
+    fn open(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Called once after the last flush, when the run ends; returns when what the sink took is
     /// durable, or why it is not.
     fn finish(&self) -> Result<()> {

@@ -134,6 +134,10 @@ pub fn start(job: Job) -> Result<Running> {
         .as_bytes(),
     );
     let communication = cluster.connect(job_digest, resumed_from)?;
+    // Before any worker steps (so before any flush), and only now that the peers agree.
+    for sink in &sinks {
+        sink.open()?;
+    }
     let clustered = cluster.is_clustered();
     let sink_worker = cluster.sink_worker();
     let readers_for = sources.readers_for();

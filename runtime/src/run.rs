@@ -12,7 +12,7 @@ use crowdpulse_api::history::History;
 use crowdpulse_connectors::config::Config;
 use crowdpulse_connectors::error::ConnectorError;
 use crowdpulse_connectors::position::{PartitionOffset, Position};
-use crowdpulse_connectors::postgres::checkpoints::{resume as resume_from_latest, start_afresh};
+use crowdpulse_connectors::postgres::checkpoints::read_latest;
 use crowdpulse_connectors::postgres::{apply_migrations, PostgresSink, PostgresSinkMetrics};
 use crowdpulse_connectors::sink::{FinalRowsNdjson, Sink};
 use crowdpulse_connectors::summarizer::SummaryTexts;
@@ -101,9 +101,9 @@ struct RunSinks {
 }
 
 /// The checkpoint a run resumes from: decoded (refused loudly when unusable), positions to seek
-/// to, and the live rows written after it removed.
+/// to (the live rows written after it go when the Postgres sink opens).
 fn resume(options: &RunOptions) -> Result<Option<Arc<Restore>>> {
-    let resumed = resume_from_latest(&options.config.postgres, |checkpoint| {
+    let resumed = read_latest(&options.config.postgres, |checkpoint| {
         Restore::decode(checkpoint, &options.plan)
     })
     .map_err(|error| match error {
@@ -152,15 +152,10 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
         info!(?applied, schema = %options.config.postgres.schema, "postgres schema ready");
         let interval = options.config.postgres.checkpoint_interval.0;
         if interval > 0 {
+            // From an explicit position the stored checkpoint is dropped when the sink opens.
             let restore = match options.resume {
                 true => resume(options)?,
-                false => {
-                    let removed = start_afresh(&options.config.postgres, true)?;
-                    if removed > 0 {
-                        info!("explicit --from: the stored checkpoint is dropped");
-                    }
-                    None
-                }
+                false => None,
             };
             if let Some(restore) = &restore {
                 run.from = resume_position(restore);
@@ -169,9 +164,6 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
                 interval: Duration::from_millis(interval),
                 restore,
             });
-        } else {
-            // Without checkpoints every run starts afresh: no earlier run's live rows stay.
-            start_afresh(&options.config.postgres, false)?;
         }
         // Every process paces its sources the same way (the dataflows must match); only the
         // process hosting the sinks writes.
@@ -182,7 +174,12 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
                 Some(_) => BACKFILL_COMMIT_INTERVAL,
                 None => options.config.postgres.flush_interval.duration(),
             };
-            let postgres = PostgresSink::start(&options.config.postgres, interval)?;
+            // Opened once the processes agree on the job: it removes every live row, and the
+            // stored checkpoint of a run started from an explicit position.
+            let mut postgres = PostgresSink::start(&options.config.postgres, interval)?;
+            if options.config.postgres.checkpoint_interval.0 > 0 && !options.resume {
+                postgres = postgres.forgetting_checkpoint();
+            }
             run.postgres = Some(postgres.metrics());
             run.sinks.push(Arc::new(postgres));
         }

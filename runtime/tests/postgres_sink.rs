@@ -239,12 +239,14 @@ fn final_rows_are_never_replaced_by_live_rows_nor_deleted() {
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
 }
 
-/// Every run into Postgres starts by removing live rows, not only one resuming from a checkpoint:
-/// after a run started at an explicit position (`--from`), one without checkpoints or one whose
-/// predecessor was killed before its first checkpoint, an earlier run's live rows of windows the
-/// new run does not recompute stayed live (`final = false`) for ever.
+/// Every run into Postgres starts by removing live rows, when its sink opens, not only one
+/// resuming from a checkpoint: after a run started at an explicit position (`--from`), one
+/// without checkpoints or one whose predecessor was killed before its first checkpoint, an
+/// earlier run's live rows of windows the new run does not recompute stayed live
+/// (`final = false`) for ever. Reading the checkpoint removes nothing: every process of a
+/// cluster reads it before the processes agree on the job.
 #[test]
-fn live_rows_go_whenever_a_run_starts() {
+fn live_rows_go_whenever_a_run_opens_its_sink() {
     let (config, db) = migrated_schema("afresh");
     let live_and_final = || {
         let sink = PostgresSink::start(&config, INTERVAL).unwrap();
@@ -267,16 +269,31 @@ fn live_rows_go_whenever_a_run_starts() {
     };
     live_and_final();
     assert_eq!(rows(), "done true, s false");
-    // No checkpoint stored: a resume finds none and still starts without the live rows.
-    let resumed = checkpoints::resume(&config, |_| Ok(())).unwrap();
-    assert!(resumed.is_none());
-    assert_eq!(rows(), "done true");
-    // An explicit start position, and a run without checkpoints.
-    for forget_checkpoint in [true, false] {
+    let read = checkpoints::read_latest(&config, |_| Ok(())).unwrap();
+    assert!(read.is_none());
+    assert_eq!(rows(), "done true, s false", "reading removed rows");
+    db.execute(&format!(
+        "INSERT INTO \"{}\".checkpoints (time, workers, format_version, state_bytes) VALUES (1, 1, 1, 0)",
+        config.schema
+    ));
+    let checkpoints = || {
+        db.value(&format!(
+            "SELECT count(*) FROM \"{}\".checkpoints",
+            config.schema
+        ))
+    };
+    for (forget_checkpoint, kept) in [(false, "1"), (true, "0")] {
+        let sink = PostgresSink::start(&config, INTERVAL).unwrap();
+        let sink = match forget_checkpoint {
+            true => sink.forgetting_checkpoint(),
+            false => sink,
+        };
+        sink.open().unwrap();
+        assert_eq!(rows(), "done true");
+        assert_eq!(checkpoints(), kept);
+        sink.finish().unwrap();
         live_and_final();
         assert_eq!(rows(), "done true, s false");
-        checkpoints::start_afresh(&config, forget_checkpoint).unwrap();
-        assert_eq!(rows(), "done true");
     }
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
 }

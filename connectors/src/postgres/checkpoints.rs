@@ -7,7 +7,7 @@ use crowdpulse_dataflow::checkpoint::{
 };
 use crowdpulse_dataflow::event::Millis;
 use futures_util::SinkExt;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, GenericClient, IsolationLevel, NoTls, Transaction};
 
 use super::config::PostgresConfig;
 use super::sink::block_on;
@@ -114,11 +114,11 @@ async fn copy_parts(
     Ok(())
 }
 
-/// Prepares a run that resumes: reads the latest checkpoint, hands it to `decode` and, when that
-/// succeeds or there is none, removes every live row (see [`delete_live_rows`]). None: no
-/// checkpoint yet (the run starts where `kafka.start` says, and the live rows of a run killed
-/// before its first checkpoint are not all recomputed).
-pub fn resume<T>(
+/// Reads the latest checkpoint and hands it to `decode`. None: no checkpoint yet (the run starts
+/// where `kafka.start` says). Nothing is removed here: every process of a cluster reads before
+/// the processes agree on the job, and only the one hosting the sinks then clears
+/// ([`start_afresh`], when the Postgres sink opens).
+pub fn read_latest<T>(
     config: &PostgresConfig,
     decode: impl FnOnce(&Checkpoint) -> std::result::Result<T, CheckpointError>,
 ) -> Result<Option<(Millis, T)>> {
@@ -126,22 +126,30 @@ pub fn resume<T>(
     block_on(async {
         let (mut client, connection) = client_config.connect(NoTls).await?;
         let connection = tokio::spawn(connection);
-        let resumed = match latest_checkpoint(&client, &config.schema).await? {
-            Some(checkpoint) => Some((checkpoint.time, decode(&checkpoint)?)),
-            None => None,
-        };
-        delete_live_rows(&mut client, &config.schema).await?;
+        let latest = async {
+            // One snapshot: the header and its parts read in two statements of their own could
+            // straddle a commit of the next checkpoint (which replaces both) and find no parts.
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            latest_checkpoint(&tx, &config.schema).await
+        }
+        .await;
         drop(client);
         let _ = connection.await;
-        Ok(resumed)
+        match latest? {
+            Some(checkpoint) => Ok(Some((checkpoint.time, decode(&checkpoint)?))),
+            None => Ok(None),
+        }
     })
 }
 
-/// Removes the stored checkpoint, with `forget_checkpoint`, and every live row: a run started from an
-/// explicit position must never be resumed from an earlier run's checkpoint, and the earlier
-/// run's live rows of windows it does not recompute would stay live for ever. A run without
-/// checkpoints (`forget_checkpoint` false) keeps any stored one. Returns how many checkpoints were
-/// removed.
+/// Removes the stored checkpoint, with `forget_checkpoint`, and every live row (see
+/// [`delete_live_rows`]); a run without checkpoints (`forget_checkpoint` false) keeps any stored
+/// one. Returns how many checkpoints were removed.
 pub fn start_afresh(config: &PostgresConfig, forget_checkpoint: bool) -> Result<u64> {
     let client_config = config.client_config()?;
     block_on(async {
@@ -164,7 +172,10 @@ pub fn start_afresh(config: &PostgresConfig, forget_checkpoint: bool) -> Result<
 }
 
 /// The latest checkpoint, if any (only complete ones are ever written).
-pub async fn latest_checkpoint(client: &Client, schema: &str) -> Result<Option<Checkpoint>> {
+pub async fn latest_checkpoint(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Option<Checkpoint>> {
     let Some(header) = client
         .query_opt(
             &format!(

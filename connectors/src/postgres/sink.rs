@@ -17,7 +17,7 @@ use tokio_postgres::{Client, NoTls};
 use tracing::{debug, error, info, warn};
 
 use super::chat_partitions::ChatPartitions;
-use super::checkpoints::write_checkpoint;
+use super::checkpoints::{start_afresh, write_checkpoint};
 use super::config::PostgresConfig;
 use super::migrate::migrate;
 use super::tables::{create_stages, position_columns, write_changes, Changes, UpsertOnly};
@@ -170,6 +170,10 @@ fn retryable(error: &ConnectorError) -> bool {
 pub struct PostgresSink {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// What [`Sink::open`] clears.
+    config: PostgresConfig,
+    /// Whether opening removes the stored checkpoint too (a run from an explicit position).
+    forget_checkpoint: bool,
 }
 
 fn frontier_value(frontier: Option<Millis>) -> u64 {
@@ -249,7 +253,16 @@ impl PostgresSink {
         Ok(Self {
             shared,
             writer: Mutex::new(Some(handle)),
+            config: config.clone(),
+            forget_checkpoint: false,
         })
+    }
+
+    /// Makes [`Sink::open`] remove the stored checkpoint as well: a run started from an explicit
+    /// position must never be resumed from an earlier run's checkpoint.
+    pub fn forgetting_checkpoint(mut self) -> Self {
+        self.forget_checkpoint = true;
+        self
     }
 
     /// How far (event time) the sources may run ahead of what is committed.
@@ -264,6 +277,17 @@ impl PostgresSink {
 }
 
 impl Sink for PostgresSink {
+    /// Removes every live row (and the checkpoint, when forgetting it): a run emits the live
+    /// rows of what it computes again, and an earlier run's live rows of windows it does not
+    /// recompute would stay live for ever.
+    fn open(&self) -> Result<()> {
+        let removed = start_afresh(&self.config, self.forget_checkpoint)?;
+        if removed > 0 {
+            info!("explicit start position: the stored checkpoint is dropped");
+        }
+        Ok(())
+    }
+
     fn flush(&self, flush: &Arc<Flush>) {
         self.shared
             .metrics
