@@ -45,10 +45,30 @@ impl KafkaLag {
 
     /// A snapshot.
     pub fn snapshot(&self) -> BTreeMap<(String, u32), PartitionLag> {
-        self.partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.partitions().clone()
+    }
+
+    /// The high watermark last measured for `topic`/`partition`.
+    pub fn high_watermark(&self, topic: &str, partition: u32) -> Option<i64> {
+        let key = (topic.to_owned(), partition);
+        self.partitions().get(&key).map(|lag| lag.high_watermark)
+    }
+
+    /// Takes a round of lookups: `measured` are the partitions answered, `complete` whether
+    /// every lookup was.
+    pub(crate) fn record_round(
+        &self,
+        measured: BTreeMap<(String, u32), PartitionLag>,
+        complete: bool,
+    ) {
+        self.partitions().extend(measured);
+        if complete {
+            self.answered_at.store(wall_clock_ms(), Ordering::Relaxed);
+        }
+    }
+
+    fn partitions(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, u32), PartitionLag>> {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -165,13 +185,7 @@ fn mirror_once(
             }
         }
     }
-    lag.partitions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .extend(measured);
-    if answered {
-        lag.answered_at.store(wall_clock_ms(), Ordering::Relaxed);
-    }
+    lag.record_round(measured, answered);
     if commits.count() > 0 {
         if let Err(error) = consumer.commit(&commits, CommitMode::Async) {
             warn!(%error, "committing offsets to the group failed");

@@ -132,6 +132,9 @@ pub struct KafkaPartitionReader {
     /// queue.
     unchecked_start: Cell<Option<i64>>,
     unreached_start: Cell<Option<i64>>,
+    /// The offset after the last message read or, when larger, the end the consumer's fetch
+    /// answer gave at the last end of partition (None: neither yet).
+    read_to: Option<i64>,
 }
 
 /// Whether the brokers answer: the lag lookups' last complete round, and how old it may be.
@@ -144,10 +147,19 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    fn reachable(&self) -> bool {
-        self.lag
+    /// Whether a reader at its partition's end, at `read_to`, is caught up: the brokers answer,
+    /// and the partition's last measured end is not past `read_to`. A consumer's end of partition
+    /// outlives an outage: after a broker restart its lookups may answer while the consumer has
+    /// not fetched again, and what was produced meanwhile must not count as read.
+    fn caught_up(&self, topic: &str, partition: i32, read_to: Option<i64>) -> bool {
+        let answered = self
+            .lag
             .answered_at()
-            .is_some_and(|at| wall_clock_ms().saturating_sub(at) <= self.silence)
+            .is_some_and(|at| wall_clock_ms().saturating_sub(at) <= self.silence);
+        let measured = u32::try_from(partition)
+            .ok()
+            .and_then(|partition| self.lag.high_watermark(topic, partition));
+        answered && measured.is_none_or(|high| read_to.is_none_or(|read_to| high <= read_to))
     }
 }
 
@@ -181,6 +193,7 @@ impl KafkaPartitionReader {
             from_end: at_end,
             unchecked_start: Cell::new(explicit_start),
             unreached_start: Cell::new(explicit_start),
+            read_to: None,
         })
     }
 }
@@ -329,7 +342,11 @@ impl PartitionReader for KafkaPartitionReader {
         let mut taken = 0;
         while !self.done && taken < max {
             match self.queue.poll(Duration::ZERO) {
-                None if self.at_end && self.liveness.as_ref().is_none_or(Liveness::reachable) => {
+                None if self.at_end
+                    && self.liveness.as_ref().is_none_or(|liveness| {
+                        liveness.caught_up(&self.topic, self.partition, self.read_to)
+                    }) =>
+                {
                     return Ok(ReadStatus::CaughtUp)
                 }
                 None => return Ok(ReadStatus::Behind),
@@ -339,6 +356,7 @@ impl PartitionReader for KafkaPartitionReader {
                         return Err(error);
                     }
                     self.at_end = false;
+                    self.read_to = Some(message.offset() + 1);
                     let timestamp = message
                         .timestamp()
                         .to_millis()
@@ -360,6 +378,9 @@ impl PartitionReader for KafkaPartitionReader {
                     }
                     // Read to the broker's end of the partition, until the next message.
                     self.at_end = true;
+                    if let Some((_, high)) = self.cached_watermarks() {
+                        self.read_to = self.read_to.max(Some(high));
+                    }
                     self.done = self.bound != ReadBound::Unbounded
                 }
                 Some(Err(KafkaError::MessageConsumption(
@@ -414,6 +435,7 @@ impl PartitionReader for KafkaPartitionReader {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::time::Instant;
 
     use rdkafka::config::ClientConfig;
@@ -423,6 +445,7 @@ mod tests {
     use rdkafka::{Offset, TopicPartitionList};
 
     use super::*;
+    use crate::kafka_progress::PartitionLag;
     use crowdpulse_dataflow::source::MAX_RECORD_BYTES;
 
     const TOPIC: &str = "chat";
@@ -785,5 +808,35 @@ mod tests {
         assert!(reader.wall_clock().is_some());
         let (got, status) = drain(&mut reader, 10);
         assert_eq!((got.len(), status), (10, ReadStatus::CaughtUp));
+    }
+
+    /// A consumer's end of partition outlives a broker outage: when the lag lookups answer again
+    /// first and measure a higher end (messages produced meanwhile), the partition is behind,
+    /// not caught up (it went idle, and those messages came late).
+    #[test]
+    fn a_measured_end_past_what_was_read_is_not_caught_up() {
+        let cluster = cluster();
+        let mut reader = reader(&cluster, SkipBefore::Nothing, ReadBound::Unbounded);
+        let (got, _) = drain(&mut reader, 10);
+        assert_eq!(got.len(), 10);
+        let lag = Arc::new(KafkaLag::default());
+        reader.liveness = Some(Liveness {
+            lag: Arc::clone(&lag),
+            silence: 60_000,
+        });
+        let measured = |high_watermark| {
+            let key = (TOPIC.to_owned(), 0);
+            let lag = PartitionLag {
+                high_watermark,
+                lag: high_watermark - 10,
+            };
+            BTreeMap::from([(key, lag)])
+        };
+        let mut batch = RecordBatch::default();
+        lag.record_round(measured(12), true);
+        assert_eq!(reader.read(10, &mut batch), Ok(ReadStatus::Behind));
+        lag.record_round(measured(10), true);
+        assert_eq!(reader.read(10, &mut batch), Ok(ReadStatus::CaughtUp));
+        assert!(batch.is_empty());
     }
 }
