@@ -55,12 +55,16 @@ impl PartitionClock {
             .map_or(0, |w| w.saturating_sub(self.allowed_lateness))
     }
 
-    /// Judges a record and, when accepted, advances the clock.
-    pub fn admit(&mut self, ts: Millis) -> Admission {
-        if let Some(watermark) = self.watermark() {
-            if ts.saturating_add(self.allowed_lateness) < watermark {
-                return Admission::Late { watermark };
-            }
+    /// Judges a record against the partition's watermark, then against `floor` (a watermark
+    /// the run as a whole has passed: its source's capability), and only when accepted advances
+    /// the clock: a record refused as late moves no watermark.
+    pub fn admit(&mut self, ts: Millis, floor: Millis) -> Admission {
+        let admissible = |watermark: Millis| ts.saturating_add(self.allowed_lateness) >= watermark;
+        if let Some(watermark) = self.watermark().filter(|w| !admissible(*w)) {
+            return Admission::Late { watermark };
+        }
+        if !admissible(floor) {
+            return Admission::Late { watermark: floor };
         }
         self.max_seen = Some(self.max_seen.map_or(ts, |m| m.max(ts)));
         Admission::Accepted
@@ -74,12 +78,27 @@ mod tests {
     #[test]
     fn lateness_is_judged_against_the_watermark_before_the_record() {
         let mut clock = PartitionClock::new(2_000, 60_000);
-        assert_eq!(clock.admit(100_000), Admission::Accepted);
+        assert_eq!(clock.admit(100_000, 0), Admission::Accepted);
         assert_eq!(clock.watermark(), Some(98_000));
         // watermark - lateness = 38_000: 38_000 is kept, 37_999 is late.
-        assert_eq!(clock.admit(38_000), Admission::Accepted);
-        assert_eq!(clock.admit(37_999), Admission::Late { watermark: 98_000 });
+        assert_eq!(clock.admit(38_000, 0), Admission::Accepted);
+        assert_eq!(clock.admit(37_999, 0), Admission::Late { watermark: 98_000 });
         assert_eq!(clock.oldest_admissible(), 38_000);
         assert_eq!(clock.watermark(), Some(98_000));
+    }
+
+    /// A record late against the floor (the run's watermark, past this partition's) is refused
+    /// and leaves the partition's watermark where it was.
+    #[test]
+    fn a_record_late_against_the_floor_moves_no_watermark() {
+        let mut clock = PartitionClock::new(2_000, 60_000);
+        assert_eq!(clock.admit(100_000, 0), Admission::Accepted);
+        assert_eq!(
+            clock.admit(150_000, 300_000),
+            Admission::Late { watermark: 300_000 }
+        );
+        assert_eq!(clock.watermark(), Some(98_000));
+        assert_eq!(clock.admit(240_000, 300_000), Admission::Accepted);
+        assert_eq!(clock.watermark(), Some(238_000));
     }
 }

@@ -365,7 +365,6 @@ struct Judge<'a> {
     clock: &'a mut PartitionClock,
     seen: &'a mut SeenIds,
     capability: Millis,
-    allowed_lateness: Millis,
     max_future: Millis,
 }
 
@@ -431,11 +430,8 @@ fn admit(
         }
     }
     // The partition's own clock judges first, so bounded runs name the partition's watermark.
-    match judge.clock.admit(ts) {
+    match judge.clock.admit(ts, judge.capability) {
         Admission::Late { watermark } => Err((DeadLetterReason::Late, late_message(ts, watermark))),
-        Admission::Accepted if ts.saturating_add(judge.allowed_lateness) < judge.capability => {
-            Err((DeadLetterReason::Late, late_message(ts, judge.capability)))
-        }
         Admission::Accepted => {
             if let Admitted::Event(event) = &admitted {
                 judge.seen.remember(event, record.offset);
@@ -644,7 +640,6 @@ pub fn partitioned_source<'scope>(
                             clock: &mut partition.clock,
                             seen: &mut partition.seen,
                             capability: now,
-                            allowed_lateness: lateness,
                             max_future,
                         };
                         match admit(&record, decoding, &kinds, judge) {

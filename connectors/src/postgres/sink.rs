@@ -565,6 +565,8 @@ mod tests {
         let sink = PostgresSink {
             shared,
             writer: Mutex::new(Some(handle)),
+            config: PostgresConfig::default(),
+            forget_checkpoint: false,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while sink.failure().is_none() && Instant::now() < deadline {
