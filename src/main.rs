@@ -474,8 +474,7 @@ fn main() -> anyhow::Result<()> {
             if let Some(bind) = bind {
                 config.api.bind = bind;
             }
-            let now = wall_clock_ms();
-            let start = Position::parse_start(from.as_deref().unwrap_or(&config.kafka.start), now)
+            let start = Position::parse_start(from.as_deref().unwrap_or(&config.kafka.start))
                 .context("--from (or kafka.start)")?;
             let cluster = Cluster::new(&config.cluster, workers, process)?
                 .with_sinks_on(config.api.serve_on)?;
@@ -485,7 +484,7 @@ fn main() -> anyhow::Result<()> {
                 from: start,
                 resume: from.is_none(),
                 until: until
-                    .map(|until| Position::parse_end(&until, now))
+                    .map(|until| Position::parse_end(&until))
                     .transpose()
                     .context("--until")?,
                 output: RowsOutput::choose(output, config.postgres.enabled()),
@@ -516,12 +515,11 @@ fn main() -> anyhow::Result<()> {
             process,
         } => {
             let config = load_kafka_config(config.as_ref(), brokers)?;
-            let now = wall_clock_ms();
             let options = ReplayOptions {
                 cluster: Cluster::new(&config.cluster, workers, process)?,
                 plan: plan(&config)?,
-                from: Position::parse_start(&from, now).context("--from")?,
-                until: Position::parse_end(&until, now).context("--until")?,
+                from: Position::parse_start(&from).context("--from")?,
+                until: Position::parse_end(&until).context("--until")?,
                 output,
                 progress: !quiet,
                 config,

@@ -183,12 +183,17 @@ fn two_processes_replay_the_bytes_of_one_and_the_rows_of_the_reference() {
 
     let two = dir.join("two-processes.ndjson");
     let cluster = cluster_env(2);
+    // `--until now` (every message was produced before it): relative to process 0's clock in
+    // both processes, so they agree on the job (each took its own clock before, and refused the
+    // other as running another job).
     let children = spawn_cluster(2, || {
         let mut cmd = bin();
         cmd.args([
             "replay",
             "--from",
             "earliest",
+            "--until",
+            "now",
             "--brokers",
             BROKER,
             "--output",

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crowdpulse_dataflow::codec::{DecodeContext, Format};
+use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::source::PartitionReader;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::Consumer;
@@ -174,13 +175,19 @@ pub fn check_topics(options: &KafkaSourceOptions) -> Result<Vec<(String, i32)>> 
 }
 
 /// The readers of worker `index` of `workers`: its partitions of every topic, assigned to one
-/// consumer and positioned at `options.start`.
+/// consumer and positioned at `options.start` (a relative time counted from `clock`).
 pub fn worker_readers(
     options: &KafkaSourceOptions,
     index: usize,
     workers: usize,
+    clock: Millis,
 ) -> Result<Vec<Box<dyn PartitionReader>>> {
-    if options.start == Position::Latest && options.end == Some(Position::Latest) {
+    // Times relative to now count from the run's clock, one for every process of a cluster.
+    let (start, end) = (
+        options.start.resolved(clock),
+        options.end.as_ref().map(|end| end.resolved(clock)),
+    );
+    if start == Position::Latest && end == Some(Position::Latest) {
         // Nothing present at start is after the start. (librdkafka signals no partition EOF
         // for a partition started at its end until a message arrives, so this cannot be left
         // to the readers.)
@@ -205,15 +212,19 @@ pub fn worker_readers(
     for (topic, partition) in &mine {
         // Explicit offsets are enforced by the readers (SkipBefore::Offset); times are looked
         // up below.
-        let offset = match &options.start {
+        let offset = match &start {
             Position::Latest => Offset::End,
-            Position::Earliest | Position::Timestamp(_) | Position::Offsets(_) => Offset::Beginning,
+            // (A relative time is resolved above.)
+            Position::Earliest
+            | Position::Timestamp(_)
+            | Position::Ago(_)
+            | Position::Offsets(_) => Offset::Beginning,
         };
         assignment
             .add_partition_offset(&topic.name, *partition, offset)
             .map_err(|e| kafka_error("assignment", e))?;
     }
-    if let Position::Timestamp(start) = options.start {
+    if let Position::Timestamp(start) = start {
         // Seek by time; the readers also skip earlier messages, since some brokers answer this
         // lookup imprecisely.
         assignment
@@ -229,15 +240,12 @@ pub fn worker_readers(
     let consumer = Arc::new(consumer);
     mine.into_iter()
         .map(|(topic, partition)| {
-            let skip_before = match (
-                &options.start,
-                options.start.offset_of(&topic.name, partition),
-            ) {
+            let skip_before = match (&start, start.offset_of(&topic.name, partition)) {
                 (Position::Timestamp(start), _) => SkipBefore::Time(*start),
                 (_, Some(offset)) => SkipBefore::Offset(offset),
                 _ => SkipBefore::Nothing,
             };
-            let bound = match &options.end {
+            let bound = match &end {
                 None => ReadBound::Unbounded,
                 Some(Position::Timestamp(end)) => ReadBound::BeforeTimestamp(*end),
                 Some(end) => end
@@ -246,7 +254,7 @@ pub fn worker_readers(
             };
             // Started at the end: caught up until a message comes (librdkafka signals no EOF
             // for a partition started there).
-            let at_end = options.start == Position::Latest;
+            let at_end = start == Position::Latest;
             KafkaPartitionReader::new(
                 &consumer,
                 &topic.name,

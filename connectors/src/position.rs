@@ -7,6 +7,7 @@ use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::timestamp::parse_rfc3339;
 
 use crate::error::{ConnectorError, Result};
+use crate::live_input::wall_clock_ms;
 
 /// One partition's offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,21 +36,34 @@ pub enum Position {
     /// (messages before it are skipped even where the broker's offset lookup is imprecise).
     /// End: messages before it.
     Timestamp(Millis),
+    /// A time this long (ms) before the run's clock (`now`, `now-15m`): a [`Position::Timestamp`]
+    /// once [resolved](Position::resolved). Kept relative until the run starts, so that every
+    /// process of a cluster takes the same clock (process 0's) instead of its own.
+    Ago(Millis),
 }
 
 impl Position {
-    /// Parses a `--from` value; `now` is the wall-clock time relative forms count from.
-    pub fn parse_start(text: &str, now: Millis) -> Result<Self> {
-        parse(text, now)
+    /// Parses a `--from` value.
+    pub fn parse_start(text: &str) -> Result<Self> {
+        parse(text)
     }
 
     /// Parses an `--until` value; `earliest` is refused since it would read nothing.
-    pub fn parse_end(text: &str, now: Millis) -> Result<Self> {
-        match parse(text, now)? {
+    pub fn parse_end(text: &str) -> Result<Self> {
+        match parse(text)? {
             Position::Earliest => Err(ConnectorError::Config(
                 "--until earliest would read nothing; use latest, offsets or a time".into(),
             )),
             position => Ok(position),
+        }
+    }
+
+    /// This position with a time relative to the run's clock `now` made absolute (one before
+    /// 1970, against a clock far behind the one it was parsed with, is the epoch).
+    pub fn resolved(&self, now: Millis) -> Self {
+        match self {
+            Position::Ago(ago) => Position::Timestamp(now.saturating_sub(*ago)),
+            other => other.clone(),
         }
     }
 
@@ -72,20 +86,20 @@ fn invalid(text: &str, why: &str) -> ConnectorError {
     ))
 }
 
-fn parse(text: &str, now: Millis) -> Result<Position> {
+fn parse(text: &str) -> Result<Position> {
     let text = text.trim();
     match text {
         "earliest" => return Ok(Position::Earliest),
         "latest" => return Ok(Position::Latest),
-        "now" => return Ok(Position::Timestamp(now)),
+        "now" => return Ok(Position::Ago(0)),
         _ => {}
     }
     if let Some(ago) = text.strip_prefix("now-") {
         let span = Span::parse(ago).map_err(|e| invalid(text, &e.to_string()))?;
-        return now
-            .checked_sub(span.0)
-            .map(Position::Timestamp)
-            .ok_or_else(|| invalid(text, "before 1970"));
+        if span.0 > wall_clock_ms() {
+            return Err(invalid(text, "before 1970"));
+        }
+        return Ok(Position::Ago(span.0));
     }
     // RFC 3339 times contain ':' too, but always start with a four-digit year and a '-'.
     if text.len() > 4
@@ -143,48 +157,45 @@ mod tests {
     #[test]
     fn named_positions() {
         assert_eq!(
-            Position::parse_start("earliest", NOW).unwrap(),
+            Position::parse_start("earliest").unwrap(),
             Position::Earliest
         );
-        assert_eq!(
-            Position::parse_start(" latest ", NOW).unwrap(),
-            Position::Latest
-        );
-        assert_eq!(
-            Position::parse_end("latest", NOW).unwrap(),
-            Position::Latest
-        );
-        assert!(Position::parse_end("earliest", NOW).is_err());
+        assert_eq!(Position::parse_start(" latest ").unwrap(), Position::Latest);
+        assert_eq!(Position::parse_end("latest").unwrap(), Position::Latest);
+        assert!(Position::parse_end("earliest").is_err());
     }
 
     #[test]
     fn times_absolute_and_relative() {
         assert_eq!(
-            Position::parse_start("2026-11-22T10:00:00Z", NOW).unwrap(),
+            Position::parse_start("2026-11-22T10:00:00Z").unwrap(),
             Position::Timestamp(1_795_341_600_000)
         );
         assert_eq!(
-            Position::parse_start("2026-11-22T11:00:00.5+01:00", NOW).unwrap(),
+            Position::parse_start("2026-11-22T11:00:00.5+01:00").unwrap(),
             Position::Timestamp(1_795_341_600_500)
         );
+        // Relative until the run's clock is known, then absolute.
+        let resolved = |text| Position::parse_start(text).unwrap().resolved(NOW);
+        assert_eq!(Position::parse_start("now").unwrap(), Position::Ago(0));
+        assert_eq!(resolved("now"), Position::Timestamp(NOW));
+        assert_eq!(resolved("now-15m"), Position::Timestamp(NOW - 15 * 60_000));
         assert_eq!(
-            Position::parse_start("now", NOW).unwrap(),
-            Position::Timestamp(NOW)
-        );
-        assert_eq!(
-            Position::parse_start("now-15m", NOW).unwrap(),
-            Position::Timestamp(NOW - 15 * 60_000)
-        );
-        assert_eq!(
-            Position::parse_end("now-2h", NOW).unwrap(),
+            Position::parse_end("now-2h").unwrap().resolved(NOW),
             Position::Timestamp(NOW - 2 * 3_600_000)
+        );
+        let ago = Position::parse_start("now-1000d").unwrap();
+        assert_eq!(ago.resolved(1_000), Position::Timestamp(0));
+        assert_eq!(
+            resolved("2026-11-22T10:00:00Z"),
+            Position::Timestamp(1_795_341_600_000)
         );
     }
 
     #[test]
     fn explicit_offsets() {
         assert_eq!(
-            Position::parse_start("chat:0:100, my.topic-2:3:0", NOW).unwrap(),
+            Position::parse_start("chat:0:100, my.topic-2:3:0").unwrap(),
             Position::Offsets(vec![
                 PartitionOffset {
                     topic: "chat".into(),
@@ -215,7 +226,7 @@ mod tests {
             "2026-13-01T00:00:00Z",
             "now-100000d",
         ] {
-            let error = Position::parse_start(text, NOW).unwrap_err().to_string();
+            let error = Position::parse_start(text).unwrap_err().to_string();
             assert!(error.contains("position"), "{text:?}: {error}");
         }
     }

@@ -8,6 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use crowdpulse_connectors::kafka_source::{worker_readers, KafkaSourceOptions, TopicSource};
+use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::position::Position;
 use crowdpulse_dataflow::codec::{DecodeContext, Format};
 use support::{fresh_topic, BROKER};
@@ -55,7 +56,7 @@ fn a_worker_lookup_the_broker_leaves_unanswered_is_tried_again_on_a_fresh_connec
         liveness: None,
     };
     let began = Instant::now();
-    let readers = worker_readers(&options, 0, 1)
+    let readers = worker_readers(&options, 0, 1, wall_clock_ms())
         .unwrap_or_else(|error| panic!("the lookup failed after {:?}: {error}", began.elapsed()));
     assert_eq!(readers.len(), 2);
     // The first attempt waited out its 10 s on the held connection: the answer came from a retry.

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crowdpulse_connectors::kafka_source::{worker_readers, KafkaSourceOptions, TopicSource};
+use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::position::{PartitionOffset, Position};
 use crowdpulse_dataflow::codec::{DecodeContext, Format};
 use crowdpulse_dataflow::source::{ReadStatus, RecordBatch};
@@ -53,7 +54,7 @@ fn read(topic: &str, start: Position, end: Position) -> Vec<String> {
         fetch_wait_max_ms: 10,
         liveness: None,
     };
-    let mut readers = worker_readers(&options, 0, 1).unwrap();
+    let mut readers = worker_readers(&options, 0, 1, wall_clock_ms()).unwrap();
     let mut payloads = Vec::new();
     let mut batch = RecordBatch::default();
     let deadline = Instant::now() + Duration::from_secs(20);

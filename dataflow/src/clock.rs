@@ -82,7 +82,10 @@ mod tests {
         assert_eq!(clock.watermark(), Some(98_000));
         // watermark - lateness = 38_000: 38_000 is kept, 37_999 is late.
         assert_eq!(clock.admit(38_000, 0), Admission::Accepted);
-        assert_eq!(clock.admit(37_999, 0), Admission::Late { watermark: 98_000 });
+        assert_eq!(
+            clock.admit(37_999, 0),
+            Admission::Late { watermark: 98_000 }
+        );
         assert_eq!(clock.oldest_admissible(), 38_000);
         assert_eq!(clock.watermark(), Some(98_000));
     }

@@ -308,8 +308,8 @@ fn position_seeds() -> Vec<Vec<u8>> {
 
 fn check_position(input: &[u8]) -> Result<(), String> {
     if let Ok(text) = std::str::from_utf8(input) {
-        let _ = Position::parse_start(text, 1_767_225_600_000);
-        let _ = Position::parse_end(text, 1_767_225_600_000);
+        let _ = Position::parse_start(text).map(|p| p.resolved(1_767_225_600_000));
+        let _ = Position::parse_end(text).map(|p| p.resolved(1_767_225_600_000));
     }
     Ok(())
 }

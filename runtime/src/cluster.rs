@@ -5,6 +5,8 @@ use std::any::Any;
 use std::time::Duration;
 
 use crowdpulse_connectors::config::ClusterConfig;
+use crowdpulse_connectors::live_input::wall_clock_ms;
+use crowdpulse_dataflow::event::Millis;
 use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
 use timely::communication::allocator::ProcessBuilder;
 use timely::communication::{AllocatorBuilder, Hooks};
@@ -36,6 +38,9 @@ pub(crate) struct Communication {
     pub builders: Vec<AllocatorBuilder>,
     /// Keeps the network threads alive (joins them when dropped).
     pub guard: Box<dyn Any + Send>,
+    /// The run's clock: the wall-clock time (epoch ms) at process 0's start, which times
+    /// relative to now (`--from now-15m`) count from in every process.
+    pub clock: Millis,
 }
 
 impl Cluster {
@@ -117,19 +122,26 @@ impl Cluster {
     /// every peer has connected within the start-up timeout, agreeing on the `job` (a digest of
     /// what it computes) and the `checkpoint` resumed from.
     pub(crate) fn connect(&self, job: u64, checkpoint: Option<u64>) -> Result<Communication> {
+        let clock = wall_clock_ms();
         if !self.is_clustered() {
             let (builders, guard) = CommunicationConfig::Process(self.workers)
                 .try_build()
                 .map_err(RuntimeError::Start)?;
-            return Ok(Communication { builders, guard });
+            return Ok(Communication {
+                builders,
+                guard,
+                clock,
+            });
         }
         let terms = peers::Terms {
             workers: self.workers,
             job,
             checkpoint,
+            clock,
             peer_timeout: self.peer_timeout,
         };
-        let sockets = peers::connect(&self.processes, self.process, terms, self.startup_timeout)?;
+        let joined = peers::connect(&self.processes, self.process, terms, self.startup_timeout)?;
+        let sockets = joined.streams;
         peers::watch(&self.processes);
         let hooks = Hooks::default();
         let local = ProcessBuilder::new_typed_vector(self.workers, hooks.refill.clone(), None);
@@ -139,6 +151,7 @@ impl Cluster {
         Ok(Communication {
             builders: builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
             guard: Box::new(guard),
+            clock: joined.clock,
         })
     }
 }

@@ -147,7 +147,11 @@ pub fn start(job: Job) -> Result<Running> {
     let worker_failed = Arc::clone(&failed);
     let worker_sinks = sinks.clone();
     let bounded = matches!(sources, Sources::Bounded(_));
-    let (builders, guard) = (communication.builders, communication.guard);
+    let (builders, guard, clock) = (
+        communication.builders,
+        communication.guard,
+        communication.clock,
+    );
     let worker_config = timely::WorkerConfig::default();
     let guards = timely::execute::execute_from(builders, guard, worker_config, move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
@@ -162,7 +166,7 @@ pub fn start(job: Job) -> Result<Running> {
         // end at once, and the frontier would then pass what its partitions hold (windows final
         // without them, and a live run going on without them). Never stepped, it holds the
         // frontier where it began.
-        let (readers, unopened) = match readers_for(index, peers) {
+        let (readers, unopened) = match readers_for(index, peers, clock) {
             Ok(readers) => (readers, None),
             Err(error) => {
                 error!(%error, worker = index, "opening the partitions failed");

@@ -19,7 +19,7 @@ use crate::error::{Result, RuntimeError};
 /// First word of the handshake: "crowdpulse cluster" in the high seven bytes, the protocol
 /// version in the last.
 const MAGIC: u64 = 0x6370_636c_7573_7400 | VERSION;
-const VERSION: u64 = 2;
+const VERSION: u64 = 3;
 /// Handshake word for "no checkpoint".
 const NO_CHECKPOINT: u64 = u64::MAX;
 /// How long to sleep between tries.
@@ -44,6 +44,8 @@ pub struct Terms {
     pub job: u64,
     /// The checkpoint it resumes from (its time), if any.
     pub checkpoint: Option<u64>,
+    /// Its wall clock at start (epoch ms): process 0's becomes every process's run clock.
+    pub clock: u64,
     /// How long a connection may go unanswered before its peer counts as lost.
     pub peer_timeout: Duration,
 }
@@ -56,10 +58,11 @@ struct Handshake {
     workers: u64,
     job: u64,
     checkpoint: u64,
+    clock: u64,
 }
 
 impl Handshake {
-    const BYTES: usize = 48;
+    const BYTES: usize = 56;
 
     fn write(&self, stream: &mut TcpStream) -> std::io::Result<()> {
         let mut bytes = Vec::with_capacity(Self::BYTES);
@@ -70,6 +73,7 @@ impl Handshake {
             self.workers,
             self.job,
             self.checkpoint,
+            self.clock,
         ] {
             bytes.extend_from_slice(&word.to_be_bytes());
         }
@@ -94,6 +98,7 @@ impl Handshake {
             workers: word(2),
             job: word(3),
             checkpoint: word(4),
+            clock: word(5),
         }))
     }
 
@@ -175,17 +180,20 @@ impl timely::communication::allocator::zero_copy::stream::Stream for PeerStream 
     }
 }
 
+/// A process joined to its cluster.
+#[derive(Debug)]
+pub struct Joined {
+    /// A connection to every other process (None: this one), as timely's networking takes them.
+    pub streams: Vec<Option<PeerStream>>,
+    /// Process 0's clock ([`Terms::clock`]), the same in every process.
+    pub clock: u64,
+}
+
 /// Connects process `me` of `addresses` (each `host:port`) to every other: it connects to the
 /// processes before it and accepts the ones after it (on a thread of its own, so a slow peer on
 /// one side never delays the other), within `timeout`, each pair exchanging handshakes that
-/// must agree on `terms`. Returns one stream per process, None for itself, as timely's
-/// networking takes them.
-pub fn connect(
-    addresses: &[String],
-    me: usize,
-    terms: Terms,
-    timeout: Duration,
-) -> Result<Vec<Option<PeerStream>>> {
+/// must agree on `terms`.
+pub fn connect(addresses: &[String], me: usize, terms: Terms, timeout: Duration) -> Result<Joined> {
     let deadline = Instant::now() + timeout;
     let ours = Handshake {
         process: me as u64,
@@ -193,6 +201,7 @@ pub fn connect(
         workers: terms.workers as u64,
         job: terms.job,
         checkpoint: terms.checkpoint.unwrap_or(NO_CHECKPOINT),
+        clock: terms.clock,
     };
     let listener = listen(&addresses[me], deadline)?;
     info!(
@@ -232,9 +241,9 @@ pub fn connect(
     let connected = gather(addresses, me, &ours, deadline, timeout, &arrivals);
     done.store(true, Ordering::Relaxed);
     let _ = acceptor.join();
-    let streams = connected?;
+    let (streams, clock) = connected?;
     // Watched only once all are there: a failed start leaves no socket behind.
-    streams
+    let streams = streams
         .into_iter()
         .enumerate()
         .map(|(process, stream)| {
@@ -243,11 +252,13 @@ pub fn connect(
                 .transpose()
                 .map_err(|error| RuntimeError::PeerSocket { process, error })
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(Joined { streams, clock })
 }
 
 /// Dials the processes before `me` until each answered, and takes the ones after it from the
-/// accepting thread's `arrivals`, until all are there or `deadline` passes.
+/// accepting thread's `arrivals`, until all are there or `deadline` passes. Returns them with
+/// process 0's clock (from its answer, unless `me` is process 0).
 fn gather(
     addresses: &[String],
     me: usize,
@@ -255,13 +266,19 @@ fn gather(
     deadline: Instant,
     timeout: Duration,
     arrivals: &mpsc::Receiver<Result<(usize, TcpStream)>>,
-) -> Result<Vec<Option<TcpStream>>> {
+) -> Result<(Vec<Option<TcpStream>>, u64)> {
     let mut streams: Vec<Option<TcpStream>> = (0..addresses.len()).map(|_| None).collect();
+    let mut clock = ours.clock;
     let mut logged = Instant::now();
     loop {
         for (peer, address) in addresses.iter().enumerate().take(me) {
             if streams[peer].is_none() {
-                streams[peer] = dial(address, peer, ours)?;
+                if let Some((stream, theirs)) = dial(address, peer, ours)? {
+                    if peer == 0 {
+                        clock = theirs.clock;
+                    }
+                    streams[peer] = Some(stream);
+                }
             }
         }
         while let Ok(arrival) = arrivals.try_recv() {
@@ -278,7 +295,7 @@ fn gather(
             .collect();
         if missing.is_empty() {
             info!(process = me, "every process is connected");
-            return Ok(streams);
+            return Ok((streams, clock));
         }
         if Instant::now() >= deadline {
             let peer = missing[0];
@@ -333,7 +350,7 @@ fn listen(address: &str, deadline: Instant) -> Result<TcpListener> {
 
 /// One try to connect to `peer` (before us): our handshake, its answer, our confirmation.
 /// Nothing there yet is Ok(None); a peer that disagrees is an error.
-fn dial(address: &str, peer: usize, ours: &Handshake) -> Result<Option<TcpStream>> {
+fn dial(address: &str, peer: usize, ours: &Handshake) -> Result<Option<(TcpStream, Handshake)>> {
     let Some(target) = address.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
         return Ok(None);
     };
@@ -364,7 +381,7 @@ fn dial(address: &str, peer: usize, ours: &Handshake) -> Result<Option<TcpStream
         .write_all(&[1])
         .and_then(|()| stream.set_read_timeout(None))
     {
-        Ok(()) => Ok(Some(stream)),
+        Ok(()) => Ok(Some((stream, theirs))),
         Err(_) => Ok(None),
     }
 }
@@ -577,11 +594,12 @@ mod tests {
             workers,
             job: 7,
             checkpoint: Some(60_000),
+            clock: 1_000,
             peer_timeout: Duration::from_secs(10),
         }
     }
 
-    type Connected = Result<Vec<Option<PeerStream>>>;
+    type Connected = Result<Joined>;
 
     /// Process 0 and 1 of `addresses` with their terms, connected concurrently: their results.
     fn pair(addresses: &[String], first: Terms, second: Terms) -> (Connected, Connected) {
@@ -602,16 +620,22 @@ mod tests {
                 let addresses = addresses.clone();
                 std::thread::sleep(Duration::from_millis(100));
                 std::thread::spawn(move || {
-                    let streams =
-                        connect(&addresses, me, terms(2), Duration::from_secs(10)).unwrap();
-                    (me, streams.iter().map(Option::is_some).collect::<Vec<_>>())
+                    let terms = Terms {
+                        clock: 1_000 + me as u64,
+                        ..terms(2)
+                    };
+                    let joined = connect(&addresses, me, terms, Duration::from_secs(10)).unwrap();
+                    let connected = joined.streams.iter().map(Option::is_some);
+                    (me, connected.collect::<Vec<_>>(), joined.clock)
                 })
             })
             .collect();
         for handle in handles {
-            let (me, connected) = handle.join().unwrap();
+            let (me, connected, clock) = handle.join().unwrap();
             let expected: Vec<bool> = (0..3).map(|p| p != me).collect();
             assert_eq!(connected, expected, "process {me}");
+            // Every process takes process 0's clock, so `now-15m` means one time everywhere.
+            assert_eq!(clock, 1_000, "process {me}");
         }
     }
 
@@ -711,6 +735,7 @@ mod tests {
             workers: 1,
             job: 7,
             checkpoint: 60_000,
+            clock: 1_000,
         };
         handshake.write(&mut abandoned).unwrap();
         drop(abandoned);
@@ -718,8 +743,8 @@ mod tests {
         let one = connect(&addresses, 1, terms(1), Duration::from_secs(10)).unwrap();
         let zero = zero.join().unwrap().unwrap();
         // The stream process 0 kept is the live one: bytes cross it.
-        let mut from_zero = zero.into_iter().nth(1).flatten().unwrap();
-        let mut at_one = one.into_iter().next().flatten().unwrap();
+        let mut from_zero = zero.streams.into_iter().nth(1).flatten().unwrap();
+        let mut at_one = one.streams.into_iter().next().flatten().unwrap();
         from_zero.write_all(b"ping").unwrap();
         let mut received = [0u8; 4];
         at_one.read_exact(&mut received).unwrap();
@@ -734,7 +759,7 @@ mod tests {
         older.write_all(&version_one.to_be_bytes()).unwrap();
         let error = zero.join().unwrap().expect_err("refused").to_string();
         assert!(
-            error.contains("speaks cluster protocol version 1, this one 2"),
+            error.contains("speaks cluster protocol version 1, this one 3"),
             "{error}"
         );
     }

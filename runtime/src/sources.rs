@@ -6,11 +6,13 @@ use std::sync::Arc;
 use crowdpulse_connectors::file_source::FileReader;
 use crowdpulse_connectors::kafka_source::{worker_readers, KafkaSourceOptions};
 use crowdpulse_connectors::live_input::LiveInput;
+use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::source::PartitionReader;
 
-/// Opens the partitions global worker `index` of `workers` reads.
+/// Opens the partitions global worker `index` of `workers` reads, given the run's clock (the
+/// wall-clock time, epoch ms, that times relative to now count from: process 0's in a cluster).
 pub type ReadersFor = Arc<
-    dyn Fn(usize, usize) -> std::result::Result<Vec<Box<dyn PartitionReader>>, String>
+    dyn Fn(usize, usize, Millis) -> std::result::Result<Vec<Box<dyn PartitionReader>>, String>
         + Send
         + Sync,
 >;
@@ -51,7 +53,7 @@ impl Sources {
     /// NDJSON files, file i being partition i.
     pub fn files(paths: Vec<PathBuf>) -> Self {
         let identity = format!("files {paths:?}");
-        let open: ReadersFor = Arc::new(move |index, workers| {
+        let open: ReadersFor = Arc::new(move |index, workers, _| {
             paths
                 .iter()
                 .enumerate()
@@ -74,8 +76,8 @@ impl Sources {
             options.topics, options.start, options.end
         );
         let bounded = options.end.is_some();
-        let open: ReadersFor = Arc::new(move |index, workers| {
-            worker_readers(&options, index, workers).map_err(|error| error.to_string())
+        let open: ReadersFor = Arc::new(move |index, workers, clock| {
+            worker_readers(&options, index, workers, clock).map_err(|error| error.to_string())
         });
         let partitions = Partitions { open, identity };
         if bounded {
@@ -99,7 +101,7 @@ impl Sources {
             Self::Bounded(partitions) | Self::Unbounded(partitions) => Arc::clone(&partitions.open),
             Self::Input(inputs) => {
                 let inputs = inputs.clone();
-                Arc::new(move |index, workers| {
+                Arc::new(move |index, workers, _| {
                     Ok(inputs
                         .iter()
                         .flat_map(|input| {

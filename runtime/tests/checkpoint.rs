@@ -174,7 +174,7 @@ fn run(
             .map(|(key, state)| (key.clone(), state.next_offset.unwrap_or(0)))
             .collect::<BTreeMap<(String, u32), u64>>()
     });
-    let readers = move |index: usize, peers: usize| {
+    let readers = move |index: usize, peers: usize, _clock: u64| {
         Ok(parts
             .iter()
             .enumerate()

@@ -109,7 +109,7 @@ fn play(part: &str) -> ! {
     };
     let failure = failure.to_owned();
     let reads = Arc::new(AtomicU64::new(0));
-    let open: ReadersFor = Arc::new(move |index, workers| {
+    let open: ReadersFor = Arc::new(move |index, workers, _| {
         Ok((0..PARTITIONS)
             .filter(|p| *p as usize % workers == index)
             .map(|p| match process {

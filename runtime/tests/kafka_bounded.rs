@@ -9,6 +9,7 @@ use std::time::Duration;
 use crowdpulse_connectors::file_source::FileReader;
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
 use crowdpulse_connectors::kafka_source::{worker_readers, KafkaSourceOptions, TopicSource};
+use crowdpulse_connectors::live_input::wall_clock_ms;
 use crowdpulse_connectors::position::Position;
 use crowdpulse_dataflow::codec::{DecodeContext, Format};
 use crowdpulse_dataflow::config::PipelineConfig;
@@ -136,7 +137,9 @@ fn bounded_read_from_earliest_equals_the_same_events_from_files() {
             &pipeline,
             Arc::clone(&analyzer),
             Arc::clone(&counters),
-            move |index, peers| worker_readers(&options, index, peers).map_err(|e| e.to_string()),
+            move |index, peers| {
+                worker_readers(&options, index, peers, wall_clock_ms()).map_err(|e| e.to_string())
+            },
         )
         .unwrap();
         assert_eq!(

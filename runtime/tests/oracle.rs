@@ -318,7 +318,7 @@ fn a_worker_that_cannot_open_its_partitions_lets_nothing_become_final() {
     }
 
     let finals = Arc::new(Finals::default());
-    let readers = |index: usize, _| match index {
+    let readers = |index: usize, _, _| match index {
         0 => Ok(vec![fifty_chat_messages()]),
         _ => Err("broker unreachable".to_owned()),
     };

@@ -54,7 +54,7 @@ fn a_bounded_run_stops_when_its_sink_fails() {
     .map(|generated| generated.line.into_bytes())
     .collect();
     let partition = MemoryReader::new("events", 0, events).with_batches(vec![1_000]);
-    let open: ReadersFor = Arc::new(move |index, _| {
+    let open: ReadersFor = Arc::new(move |index, _, _| {
         Ok(match index {
             0 => vec![Box::new(partition.clone()) as Box<dyn PartitionReader>],
             _ => Vec::new(),

@@ -105,7 +105,7 @@ fn a_bounded_run_names_the_worker_that_panicked() {
     .map(|generated| generated.line.into_bytes())
     .collect();
     let partition = MemoryReader::new("events", 0, events);
-    let open: ReadersFor = Arc::new(move |index, _| {
+    let open: ReadersFor = Arc::new(move |index, _, _| {
         Ok(match index {
             0 => vec![Box::new(partition.clone()) as Box<dyn PartitionReader>],
             _ => Vec::new(),

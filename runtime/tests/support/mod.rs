@@ -60,7 +60,10 @@ pub fn run_plan_bounded(
         plan,
         cluster: Cluster::local(workers),
         counters,
-        sources: Sources::bounded(Arc::new(readers_for), "memory"),
+        sources: Sources::bounded(
+            Arc::new(move |index, workers, _| readers_for(index, workers)),
+            "memory",
+        ),
     })
 }
 
