@@ -185,8 +185,10 @@ fn two_processes_replay_the_bytes_of_one_and_the_rows_of_the_reference() {
     let cluster = cluster_env(2);
     // `--until now` (every message was produced before it): relative to process 0's clock in
     // both processes, so they agree on the job (each took its own clock before, and refused the
-    // other as running another job).
+    // other as running another job). The processes start 100 ms apart, as on two hosts: started
+    // together they often read one millisecond.
     let children = spawn_cluster(2, || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
         let mut cmd = bin();
         cmd.args([
             "replay",
