@@ -204,6 +204,43 @@ fn two_processes_backfill_into_postgres_like_a_replay() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Processes of a cluster that keep checkpoints in different schemas refuse each other: each
+/// would resume from its own checkpoint (they were accepted together on a first run, and every
+/// restart then failed as having read the checkpoint at different moments).
+#[test]
+fn processes_keeping_checkpoints_in_different_schemas_refuse_each_other() {
+    let topic = topic_with("pg-cluster-schemas", 100);
+    let schemas = [
+        fresh_config("schemas0").schema,
+        fresh_config("schemas1").schema,
+    ];
+    let cluster = cluster_env(2);
+    let mut process = 0;
+    let children = spawn_cluster(2, || {
+        let mut cmd = command(&topic, &schemas[process]);
+        process += 1;
+        cmd.args(["run", "--from", "earliest", "--until", "latest"])
+            .envs(cluster.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("CROWDPULSE__CLUSTER__STARTUP_TIMEOUT", "10s")
+            .stderr(Stdio::piped());
+        cmd
+    });
+    for (process, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "process {process} ran");
+        let peer = 1 - process;
+        assert!(
+            stderr.contains(&format!("process {peer} runs another job")),
+            "process {process}: {stderr}"
+        );
+    }
+    let db = Db::connect();
+    for schema in &schemas {
+        db.execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
+    }
+}
+
 #[test]
 fn a_lost_or_stopped_process_stops_the_cluster_and_restarting_both_resumes_to_the_tables_of_a_replay(
 ) {

@@ -46,7 +46,7 @@ pub enum RuntimeError {
         our_workers: u64,
     },
     /// A peer runs another job: other `[pipeline]` settings, sources, pacing or sink process.
-    #[error("process {process} runs another job than this one: every process needs the same [pipeline], [sentiment] lexicons, [kafka] topics, --from/--until, [postgres] (on or off, max_lead, checkpoint_interval) and api.serve_on")]
+    #[error("process {process} runs another job than this one: every process needs the same [pipeline], [sentiment] lexicons, [kafka] topics, --from/--until, [postgres] (on or off, max_lead, checkpoint_interval, and with checkpoints the database and schema) and api.serve_on")]
     PeerJob {
         /// Its index.
         process: usize,

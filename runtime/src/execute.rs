@@ -52,6 +52,8 @@ pub struct Checkpoints {
     pub interval: Duration,
     /// The checkpoint the run resumes from.
     pub restore: Option<Arc<Restore>>,
+    /// Where they are kept (every process of a cluster must read the same ones).
+    pub store: String,
 }
 
 /// How often a worker with nothing to do checks whether the run was stopped or cannot finish.
@@ -117,6 +119,7 @@ pub fn start(job: Job) -> Result<Running> {
         lead: lead.unwrap_or(UNLIMITED_LEAD),
         checkpoint_interval: checkpoints.as_ref().map(|c| c.interval),
     });
+    let checkpoint_store = checkpoints.as_ref().map(|c| c.store.clone());
     let checkpointing = checkpoints.map(|c| Checkpointing { restore: c.restore });
     let resumed_from = checkpointing
         .as_ref()
@@ -125,7 +128,7 @@ pub fn start(job: Job) -> Result<Running> {
     // Processes that agree on this compute the same dataflow over the same input.
     let job_digest = fnv1a(
         format!(
-            "{}|{pacing:?}|{}|{}|{}",
+            "{}|{pacing:?}|{checkpoint_store:?}|{}|{}|{}",
             serde_json::to_string(plan.config()).expect("settings serialize"),
             cluster.sink_worker(),
             sources.identity(),

@@ -161,6 +161,7 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
                 run.from = resume_position(restore);
             }
             run.checkpoints = Some(Checkpoints {
+                store: options.config.postgres.checkpoint_store()?,
                 interval: Duration::from_millis(interval),
                 restore,
             });

@@ -202,7 +202,11 @@ fn run(
             })
             .collect())
     };
-    let checkpoints = interval.map(|interval| Checkpoints { interval, restore });
+    let checkpoints = interval.map(|interval| Checkpoints {
+        interval,
+        restore,
+        store: "memory".into(),
+    });
     start(Job {
         cluster: Cluster::local(workers),
         plan: plan(),

@@ -151,6 +151,17 @@ impl PostgresConfig {
         Ok(())
     }
 
+    /// Where checkpoints are kept: the database and the schema (not the host, which processes
+    /// of a cluster may reach by different names; never the credentials).
+    pub fn checkpoint_store(&self) -> Result<String> {
+        let config = self.client_config()?;
+        let database = config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or_default();
+        Ok(format!("database {database:?} schema {:?}", self.schema))
+    }
+
     /// The connection settings, with the password from `password` or `password_file`.
     pub fn client_config(&self) -> Result<tokio_postgres::Config> {
         // The url may hold a password: errors never echo it.
