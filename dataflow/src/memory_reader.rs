@@ -17,6 +17,8 @@ pub struct MemoryReader {
     reads: usize,
     /// The configured kind its records are, if any.
     kind: Option<usize>,
+    /// Where reading began, when told ([`MemoryReader::starting_at`]).
+    start: Option<u64>,
 }
 
 impl MemoryReader {
@@ -34,6 +36,7 @@ impl MemoryReader {
             batch_sizes: Vec::new(),
             reads: 0,
             kind: None,
+            start: None,
         }
     }
 
@@ -46,6 +49,7 @@ impl MemoryReader {
     /// Reads on from `offset` (a run resuming from a checkpoint).
     pub fn starting_at(mut self, offset: u64) -> Self {
         self.records.retain(|(o, _)| *o >= offset);
+        self.start = Some(offset);
         self
     }
 
@@ -71,6 +75,10 @@ impl PartitionReader for MemoryReader {
             ..DecodeContext::default()
         };
         (Format::Json, context)
+    }
+
+    fn start_offset(&self) -> Option<u64> {
+        self.start
     }
 
     fn read(&mut self, max: usize, out: &mut RecordBatch) -> Result<ReadStatus, String> {

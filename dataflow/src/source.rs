@@ -227,7 +227,8 @@ pub struct SourceCounters {
 /// How far one partition has been read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PartitionProgress {
-    /// The offset after the last record read (None before the first).
+    /// The offset after the last record read; before the first, where reading began if the
+    /// reader knows ([`PartitionReader::start_offset`]), else None.
     pub next_offset: Option<u64>,
     /// The partition's event-time watermark (None before the first valid event).
     pub watermark: Option<Millis>,
@@ -711,7 +712,11 @@ pub fn partitioned_source<'scope>(
                         }
                     }
                     let progress = PartitionProgress {
-                        next_offset: partition.next_offset,
+                        // Before its first record, where it began: a partition started at its
+                        // end lags by nothing, not by everything the topic holds.
+                        next_offset: partition
+                            .next_offset
+                            .or_else(|| partition.reader.start_offset()),
                         watermark: partition.clock.watermark(),
                         done: partition.done,
                     };
