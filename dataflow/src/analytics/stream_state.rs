@@ -550,6 +550,7 @@ impl StreamState {
     /// Drops state that no open window needs. Internal only: nothing is emitted for it.
     fn retire(&mut self, plan: &Plan) {
         let horizon = self.horizon();
+        self.totals.retire(horizon);
         let pane_horizon = horizon - horizon % plan.pane;
         if self
             .panes

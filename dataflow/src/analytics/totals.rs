@@ -73,6 +73,22 @@ impl TotalsState {
         }
     }
 
+    /// Keeps, of the live statuses before `horizon`, only the earliest: no record lands below
+    /// the horizon any more, so an offline status (the only thing that removes them) would
+    /// remove all of them at once, and until then only the earliest (`live_since`) and that
+    /// there is one count. A stream re-announced live every few seconds kept every one.
+    pub(crate) fn retire(&mut self, horizon: Millis) {
+        let mut below = self.lives_after_offline.iter().take_while(|l| **l < horizon);
+        if below.nth(1).is_none() {
+            return; // nothing to drop (nearly always)
+        }
+        let mut kept = self.lives_after_offline.split_off(&horizon);
+        if let Some(earliest) = self.lives_after_offline.first() {
+            kept.insert(*earliest);
+        }
+        self.lives_after_offline = kept;
+    }
+
     pub(crate) fn row(&self, peak_viewers: u64) -> StreamTotals {
         let status = match (self.lives_after_offline.is_empty(), self.last_offline) {
             (false, _) => Some(StreamStatus::Live),
@@ -90,5 +106,46 @@ impl TotalsState {
             transactions: self.transactions,
             peak_viewers,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(ts: Millis, status: StreamStatus) -> MetaUpdate {
+        MetaUpdate {
+            ts,
+            title: None,
+            category: None,
+            status: Some(status),
+        }
+    }
+
+    /// Retiring keeps one live status below the horizon, and the rows stay those of the whole
+    /// history: before and after an offline status at or past the horizon.
+    #[test]
+    fn retiring_keeps_the_earliest_live_below_the_horizon_and_the_same_rows() {
+        let (mut kept, mut retired) = (TotalsState::new("s".into()), TotalsState::new("s".into()));
+        for ts in (1_000..2_000).step_by(10) {
+            kept.meta(&status(ts, StreamStatus::Live));
+            retired.meta(&status(ts, StreamStatus::Live));
+        }
+        retired.retire(1_500);
+        assert_eq!(retired.lives_after_offline.len(), 51);
+        assert_eq!(retired.row(0), kept.row(0));
+        for update in [
+            status(1_600, StreamStatus::Live),
+            status(1_700, StreamStatus::Offline),
+        ] {
+            kept.meta(&update);
+            retired.meta(&update);
+            assert_eq!(retired.row(0), kept.row(0));
+        }
+        assert_eq!(retired.row(0).status.as_deref(), Some("live"));
+        assert_eq!(retired.row(0).live_since, Some(1_710));
+        retired.meta(&status(2_000, StreamStatus::Offline));
+        assert_eq!(retired.row(0).status.as_deref(), Some("offline"));
+        assert!(retired.lives_after_offline.is_empty());
     }
 }
