@@ -25,8 +25,8 @@ use crate::handlers;
 use crate::kinds;
 use crate::metrics::{HttpCounters, Refusal};
 use crate::models::{
-    ChatQuery, ErrorBody, ErrorDetail, ReactionRequest, StreamId, SummaryQuery, TokenQuery,
-    WindowQuery,
+    ChatQuery, ErrorBody, ErrorDetail, ReactionRequest, StreamId, StreamsQuery, SummaryQuery,
+    TokenQuery, WindowQuery,
 };
 use crate::origin::{Origins, ALLOWED_HEADERS, ALLOWED_METHODS};
 use crate::push::{serve_websocket, sse_events, Slot};
@@ -291,6 +291,7 @@ pub fn routes(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = I
     let streams = warp::path!("v1" / "streams")
         .and(warp::get())
         .and(read())
+        .and(warp::query::<StreamsQuery>())
         .and(state.clone())
         .and_then(handlers::list_streams);
     let stream = warp::path!("v1" / "streams" / StreamId)

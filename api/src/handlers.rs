@@ -19,7 +19,9 @@ use warp::Rejection;
 use crate::chat::{self, ChatFilter};
 use crate::error::ApiError;
 use crate::metrics::{render, MetricsSources};
-use crate::models::{ChatQuery, ReactionRequest, Statistics, SummaryQuery, WindowQuery};
+use crate::models::{
+    ChatQuery, ReactionRequest, Statistics, StreamsQuery, SummaryQuery, WindowQuery,
+};
 use crate::state::AppState;
 use crate::store::{row_value, StoreState, StreamView, SummaryKey};
 
@@ -129,22 +131,41 @@ fn stream<'a>(state: &'a StoreState, id: &str) -> Result<&'a StreamView, Rejecti
         .ok_or_else(|| unknown_stream(id))
 }
 
-/// `GET /v1/streams`.
-pub async fn list_streams(state: AppState) -> Result<Response, Rejection> {
+/// `GET /v1/streams` answers at most this many streams.
+const MAX_STREAMS: usize = 10_000;
+
+/// `GET /v1/streams`: the most active `limit` streams with results, and how many there are. The
+/// answer is bounded: the store may hold a stream for every id ever sent within its retention.
+pub async fn list_streams(query: StreamsQuery, state: AppState) -> Result<Response, Rejection> {
+    let limit = query.limit.unwrap_or(1_000);
+    if limit == 0 || limit > MAX_STREAMS {
+        return Err(reject(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_STREAMS}"
+        ))));
+    }
     let store = state.store.read();
-    let mut streams: Vec<_> = store
+    let mut ranked: Vec<_> = store
         .streams
         .iter()
         .filter(|(_, view)| view.has_results())
-        .map(|(id, view)| state.store.summary(id, view, store.frontier))
+        .map(|(id, view)| (state.store.activity(view, store.frontier), id, view))
         .collect();
+    let total = ranked.len();
     // The most active first; ties (quiet streams) by id, so the order is stable.
-    streams.sort_by(|a, b| {
-        b.activity
-            .cmp(&a.activity)
-            .then_with(|| a.stream_id.cmp(&b.stream_id))
-    });
-    Ok(json_reply(&json!({"streams": streams}), StatusCode::OK))
+    let order = |a: &(u64, &String, _), b: &(u64, &String, _)| b.0.cmp(&a.0).then(a.1.cmp(b.1));
+    if total > limit {
+        ranked.select_nth_unstable_by(limit - 1, order);
+        ranked.truncate(limit);
+    }
+    ranked.sort_unstable_by(order);
+    let streams: Vec<_> = ranked
+        .into_iter()
+        .map(|(_, id, view)| state.store.summary(id, view, store.frontier))
+        .collect();
+    Ok(json_reply(
+        &json!({"streams": streams, "total": total}),
+        StatusCode::OK,
+    ))
 }
 
 /// `GET /v1/streams/{id}`.

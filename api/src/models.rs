@@ -179,6 +179,14 @@ pub struct ChatQuery {
     pub before: Option<String>,
 }
 
+/// Query of `GET /v1/streams`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsQuery {
+    /// The most active this many streams (default 1,000, at most 10,000).
+    pub limit: Option<usize>,
+}
+
 /// Query of `GET /v1/streams/{id}/summary`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

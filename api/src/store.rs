@@ -706,9 +706,25 @@ impl ViewStore {
         (receiver, self.snapshot(stream_id))
     }
 
-    /// The summary of one stream; its activity counts the base windows ending after the minute
-    /// before `frontier` (live ones included; None: the minute before the stream's latest window
-    /// ends).
+    /// A stream's activity: the events of its base windows ending after the minute before
+    /// `frontier` (live ones included; None: the minute before the stream's latest window ends).
+    pub fn activity(&self, view: &StreamView, frontier: Option<Millis>) -> u64 {
+        let base_windows = view
+            .windows
+            .iter()
+            .filter(|((label, _), _)| **label == *self.settings.base_window);
+        let base_metrics = base_windows.filter_map(|(_, window)| match &window.metrics {
+            Some(Row::WindowMetrics { key, metrics, .. }) => Some((key.end, metrics)),
+            _ => None,
+        });
+        let until = frontier.or_else(|| base_metrics.clone().map(|(end, _)| end).max());
+        base_metrics
+            .filter(|(end, _)| until.is_some_and(|until| *end + 60_000 > until))
+            .map(|(_, m)| m.chat_messages + m.reactions + m.transactions)
+            .sum()
+    }
+
+    /// The summary of one stream, with its [activity](ViewStore::activity).
     pub fn summary(
         &self,
         stream_id: &str,
@@ -724,19 +740,6 @@ impl ViewStore {
             _ => 0,
         };
         let top = self.settings.top(&view.emoji_totals);
-        let base_windows = view
-            .windows
-            .iter()
-            .filter(|((label, _), _)| **label == *self.settings.base_window);
-        let base_metrics = base_windows.filter_map(|(_, window)| match &window.metrics {
-            Some(Row::WindowMetrics { key, metrics, .. }) => Some((key.end, metrics)),
-            _ => None,
-        });
-        let until = frontier.or_else(|| base_metrics.clone().map(|(end, _)| end).max());
-        let activity = base_metrics
-            .filter(|(end, _)| until.is_some_and(|until| *end + 60_000 > until))
-            .map(|(_, m)| m.chat_messages + m.reactions + m.transactions)
-            .sum();
         StreamSummary {
             stream_id: stream_id.to_owned(),
             title: totals.and_then(|t| t.title.clone()),
@@ -748,7 +751,7 @@ impl ViewStore {
             transactions: totals.map_or(0, |t| t.transactions),
             peak_viewers: totals.map_or(0, |t| t.peak_viewers),
             current_viewers,
-            activity,
+            activity: self.activity(view, frontier),
             top_emojis: top.entries.into_iter().map(Into::into).collect(),
             top_emojis_truncated: top.truncated,
             recent_reactions: view.recent_reactions.iter().cloned().collect(),

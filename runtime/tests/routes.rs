@@ -503,6 +503,21 @@ async fn chat_history_pages_filters_and_refuses_bad_queries() {
         order == [("chatty", 25), ("another", 1)]
     })
     .await;
+    // The list is bounded: the most active `limit`, and how many there are.
+    let (status, list) = get(&api, "/v1/streams?limit=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["total"], 2, "{list}");
+    let ids: Vec<&str> = list["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["chatty"]);
+    for query in ["limit=0", "limit=10001", "limit=x", "top=1"] {
+        let (status, body) = get(&api, &format!("/v1/streams?{query}")).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    }
     let (_, all) = get(&api, "/v1/streams/chatty/chat?limit=1000").await;
     let newest_first: Vec<String> = texts.iter().rev().cloned().collect();
     assert_eq!(chat_texts(&all), newest_first);

@@ -78,7 +78,10 @@ impl TotalsState {
     /// remove all of them at once, and until then only the earliest (`live_since`) and that
     /// there is one count. A stream re-announced live every few seconds kept every one.
     pub(crate) fn retire(&mut self, horizon: Millis) {
-        let mut below = self.lives_after_offline.iter().take_while(|l| **l < horizon);
+        let mut below = self
+            .lives_after_offline
+            .iter()
+            .take_while(|l| **l < horizon);
         if below.nth(1).is_none() {
             return; // nothing to drop (nearly always)
         }
