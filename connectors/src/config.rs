@@ -262,6 +262,16 @@ pub struct Config {
     pub summarizer: SummarizerConfig,
 }
 
+/// Keys whose values are secrets: taken from the environment as written (never parsed as TOML,
+/// which would turn an all-digit password into a number, and `"..."` into its content), and
+/// never quoted in an error.
+const SECRET_KEYS: [(&str, &str); 4] = [
+    ("api", "tokens"),
+    ("postgres", "password"),
+    ("postgres", "url"),
+    ("summarizer", "api_key"),
+];
+
 /// Parses an override value as TOML (numbers, booleans, arrays) or, failing that, as a string.
 fn env_value(raw: &str) -> toml::Value {
     toml::from_str::<toml::Table>(&format!("v = {raw}"))
@@ -280,6 +290,12 @@ fn overlay(table: &mut toml::Table, name: &str, raw: &str) -> Result<()> {
             "{name}: empty section or key"
         )));
     }
+    // Every top-level entry is a section: a value there would be quoted back in the error.
+    if path.len() < 2 {
+        return Err(ConnectorError::Config(format!(
+            "{name} names a section, not a key (e.g. {name}__URL); its value is not shown"
+        )));
+    }
     let (key, sections) = path.split_last().expect("split yields at least one part");
     let mut current = table;
     for section in sections {
@@ -290,8 +306,42 @@ fn overlay(table: &mut toml::Table, name: &str, raw: &str) -> Result<()> {
             .as_table_mut()
             .ok_or_else(|| ConnectorError::Config(format!("{name}: {section} is not a section")))?;
     }
-    current.insert(key.clone(), env_value(raw));
+    let secret = SECRET_KEYS.iter().any(|(s, k)| path == [*s, *k]);
+    let value = match secret {
+        true => toml::Value::String(raw.to_owned()),
+        false => env_value(raw),
+    };
+    current.insert(key.clone(), value);
     Ok(())
+}
+
+/// A secret given as something else than a string (`password = 84629173` unquoted) is refused
+/// by name, before the settings' own error would quote it.
+fn check_secret_types(table: &toml::Table) -> Result<()> {
+    for (section, key) in SECRET_KEYS {
+        let value = table
+            .get(section)
+            .and_then(toml::Value::as_table)
+            .and_then(|s| s.get(key));
+        if value.is_some_and(|v| !v.is_str()) {
+            return Err(ConnectorError::Config(format!(
+                "{section}.{key} must be a string (quote it); its value is not shown"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A syntax error by its line and column, without the line itself, which may hold a secret
+/// written without quotes.
+fn syntax_error(origin: &str, text: &str, error: &toml::de::Error) -> ConnectorError {
+    let place = error.span().map_or_else(String::new, |span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+        format!(" line {line}, column {column}:")
+    });
+    ConnectorError::Config(format!("{origin}:{place} {}", error.message()))
 }
 
 impl Config {
@@ -323,8 +373,8 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self> {
-        let mut table = toml::from_str::<toml::Table>(text)
-            .map_err(|e| ConnectorError::Config(format!("{origin}: {e}")))?;
+        let mut table =
+            toml::from_str::<toml::Table>(text).map_err(|e| syntax_error(origin, text, &e))?;
         let mut overrides: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
@@ -333,6 +383,7 @@ impl Config {
         for (name, value) in &overrides {
             overlay(&mut table, name, value)?;
         }
+        check_secret_types(&table)?;
         let config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConnectorError::Config(e.to_string()))?;
@@ -543,6 +594,41 @@ mod tests {
         }
         assert!(shown.contains("***"), "{shown}");
         assert!(shown.contains("/run/secrets/tokens"), "{shown}");
+    }
+
+    /// Secrets are taken from the environment as written, and no error quotes one: an all-digit
+    /// password read as a number was refused with its value; a section given a value (the key
+    /// forgotten) quoted it; a secret in the file written as a number, or without quotes (a
+    /// syntax error quoting its line), likewise.
+    #[test]
+    fn secrets_are_taken_as_written_and_never_quoted_in_errors() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("CROWDPULSE__POSTGRES__PASSWORD", "84629173"),
+                ("CROWDPULSE__SUMMARIZER__API_KEY", "\"quoted\""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.postgres.password.as_deref(), Some("84629173"));
+        assert_eq!(config.summarizer.api_key.as_deref(), Some("\"quoted\""));
+        let refusals = [
+            Config::load(
+                None,
+                env(&[("CROWDPULSE__POSTGRES", "postgresql://ann:hunter2@db/x")]),
+            ),
+            Config::from_toml("[postgres]\npassword = 8462917\n", "file", env(&[])),
+            Config::from_toml("[postgres]\npassword = hunter2\n", "file", env(&[])),
+        ];
+        for refusal in refusals {
+            let error = refusal.unwrap_err().to_string();
+            assert!(
+                !error.contains("hunter2") && !error.contains("8462917"),
+                "{error}"
+            );
+            let named = error.to_lowercase().contains("postgres") || error.contains("line 2");
+            assert!(named, "{error}");
+        }
     }
 
     #[test]
