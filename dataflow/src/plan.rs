@@ -7,7 +7,7 @@ use crate::config::{MomentsConfig, PipelineConfig};
 use crate::error::{Error, Result};
 use crate::event::Millis;
 use crate::kinds::config::{resolve_kinds, KindSpec};
-use crate::windows::{pane_size, WindowSpec};
+use crate::windows::{pane_size, WindowSpec, MAX_PANES};
 
 /// Settings resolved once; the dataflow only runs on a plan.
 #[derive(Debug, Clone)]
@@ -39,12 +39,22 @@ impl Plan {
     /// Checks the settings and resolves the windows.
     pub fn new(config: PipelineConfig) -> Result<Self> {
         let specs = resolve_windows(&config)?;
+        let pane = pane_size(&specs);
+        if let Some(spec) = specs.iter().find(|s| s.size / pane > MAX_PANES) {
+            return Err(Error::Config(format!(
+                "window {:?} spans {} panes of {} ms (the greatest common divisor of every \
+                 window's size and slide): at most {MAX_PANES}",
+                spec.label,
+                spec.size / pane,
+                pane
+            )));
+        }
         let moment_spec = specs
             .iter()
             .position(|s| s.label == config.moments.window)
             .expect("resolve_windows checked the moments window");
         Ok(Self {
-            pane: pane_size(&specs),
+            pane,
             final_delay: config.allowed_lateness.0.max(1),
             top_k: config.top_k,
             live_rows: config.live_rows,
@@ -200,17 +210,17 @@ fn resolve_windows(config: &PipelineConfig) -> Result<Vec<WindowSpec>> {
             config.moments.window
         )));
     }
-    if config.moments.baseline_windows < 2 {
+    if !(2..=1_000).contains(&config.moments.baseline_windows) {
         return Err(Error::Config(
-            "moments.baseline_windows must be >= 2".into(),
+            "moments.baseline_windows must be 2..=1000".into(),
         ));
     }
-    if config.moments.min_revenue.is_nan()
+    if !config.moments.min_revenue.is_finite()
         || config.moments.min_revenue <= 0.0
-        || config.moments.min_zscore.is_nan()
+        || !config.moments.min_zscore.is_finite()
     {
         return Err(Error::Config(
-            "moments.min_revenue must be > 0 and min_zscore a number".into(),
+            "moments.min_revenue must be > 0 and min_zscore a finite number".into(),
         ));
     }
     if [
@@ -255,6 +265,48 @@ mod tests {
             windows: vec![WindowConfig::new(10_050, None)],
             ..PipelineConfig::default()
         };
+        assert!(Plan::new(c).is_err());
+    }
+
+    /// Settings that were accepted and then took gigabytes, or overflowed: a window of
+    /// thousands of slides (every event in each), of more panes than its state should hold, an
+    /// absurd size, an unbounded moment baseline, an infinite z-score.
+    #[test]
+    fn rejects_settings_that_cost_without_bound() {
+        let with_windows = |windows: Vec<WindowConfig>| {
+            let moments_window = windows[0].clone();
+            let mut c = PipelineConfig {
+                windows,
+                ..PipelineConfig::default()
+            };
+            c.moments.window = WindowSpec::new(&moments_window, c.tick.0)
+                .map_or_else(|_| "none".into(), |spec| spec.label);
+            Plan::new(c)
+        };
+        const HOUR: u64 = 3_600_000;
+        let refused = [
+            vec![WindowConfig::new(HOUR, Some(1_000))],
+            vec![
+                WindowConfig::new(24 * HOUR, None),
+                WindowConfig::new(1_000, None),
+            ],
+            vec![WindowConfig::new(1_000 * 24 * HOUR, None)],
+        ];
+        for windows in refused {
+            let error = with_windows(windows).unwrap_err().to_string();
+            assert!(error.contains("at most"), "{error}");
+        }
+        assert!(with_windows(vec![WindowConfig::new(HOUR, Some(60_000))]).is_ok());
+        let day_of_10s = vec![
+            WindowConfig::new(24 * HOUR, None),
+            WindowConfig::new(10_000, None),
+        ];
+        assert!(with_windows(day_of_10s).is_ok());
+        let mut c = PipelineConfig::default();
+        c.moments.baseline_windows = 1_001;
+        assert!(Plan::new(c).is_err());
+        let mut c = PipelineConfig::default();
+        c.moments.min_zscore = f64::INFINITY;
         assert!(Plan::new(c).is_err());
     }
 }

@@ -14,6 +14,14 @@ pub struct WindowSpec {
     pub slide: u64,
 }
 
+/// The most windows one event may be in, per configured window (as for configured kinds).
+pub const MAX_SLIDES: u64 = 60;
+/// The longest window, ms (366 days).
+pub const MAX_WINDOW: u64 = 366 * 86_400_000;
+/// The most panes a window may span: its state holds them until it is final, and its live row
+/// sums them.
+pub const MAX_PANES: u64 = 10_000;
+
 impl WindowSpec {
     /// Resolves and checks a configured window against the tick.
     pub fn new(config: &WindowConfig, tick: u64) -> Result<Self> {
@@ -29,6 +37,12 @@ impl WindowSpec {
         if size == 0 || slide == 0 || slide > size || !size.is_multiple_of(slide) {
             return Err(Error::Config(format!(
                 "window {label:?}: size must be a positive multiple of slide"
+            )));
+        }
+        // Every event is in size / slide windows, each a row and a live row to keep up to date.
+        if size / slide > MAX_SLIDES || size > MAX_WINDOW {
+            return Err(Error::Config(format!(
+                "window {label:?}: at most {MAX_SLIDES} slides to a window, and at most 366d"
             )));
         }
         if !slide.is_multiple_of(tick) {
