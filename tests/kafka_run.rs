@@ -267,19 +267,31 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
     }
     producer.flush(Duration::from_secs(10)).unwrap();
 
-    // A producer that may hold 2 unconfirmed messages.
-    let tiny_queue = [("CROWDPULSE__KAFKA__PRODUCER_QUEUE_MESSAGES", "2")];
+    // A producer that may hold 2 unconfirmed messages (a request as large as the queue: a
+    // larger one, which could never fit, is refused at load), each held for 2 s before it goes.
+    let tiny_queue = [
+        ("CROWDPULSE__KAFKA__PRODUCER_QUEUE_MESSAGES", "2"),
+        ("CROWDPULSE__API__LIMITS__MAX_EVENTS_PER_REQUEST", "2"),
+        ("CROWDPULSE__KAFKA__INGEST_LINGER", "2s"),
+    ];
     let (run, rows) = start_run(&topic, &dead, &group, &tiny_queue);
-    // More events than the producer queue holds: the request is refused with 503 busy
+    // While one request's events wait in the producer queue, the next finds no room: 503 busy
     // (Retry-After, as for the in-process input).
-    let three =
-        "{\"type\":\"chat\",\"stream_id\":\"s\",\"user_id\":\"u\",\"text\":\"x\"}\n".repeat(3);
-    let (status, answer) = post(&run.address, &three);
+    let two =
+        "{\"type\":\"chat\",\"stream_id\":\"s\",\"user_id\":\"u\",\"text\":\"x\"}\n".repeat(2);
+    let first = {
+        let (address, two) = (run.address.clone(), two.clone());
+        std::thread::spawn(move || post(&address, &two))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, answer) = post(&run.address, &two);
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (503, Some("busy")),
         "{answer}"
     );
+    let (status, answer) = first.join().unwrap();
+    assert_eq!(status, 202, "{answer}");
     // Records refused at HTTP ingest go to the dead-letter topic too, with the dataflow's
     // reasons (a line that is no JSON object is `decode`: it was `invalid` like the rest).
     let refused = "{\"type\":\"chat\",\"stream_id\":\"\"}\nnot json\n";

@@ -405,6 +405,21 @@ impl Config {
                 MAX_PUSH_INTERVAL_MS / 1_000
             )));
         }
+        // A request the queue can never take whole would be answered "busy, retry" for ever.
+        let request = config.api.limits.max_events_per_request;
+        let queues = [
+            ("api.input_capacity", config.api.input_capacity),
+            (
+                "kafka.producer_queue_messages",
+                config.kafka.producer_queue_messages as usize,
+            ),
+        ];
+        if let Some((name, capacity)) = queues.iter().find(|(_, c)| *c < request) {
+            return Err(ConnectorError::Config(format!(
+                "{name} ({capacity}) must be at least api.limits.max_events_per_request ({request}): \
+                 a request that never fits would be answered busy for ever"
+            )));
+        }
         config.postgres.validate()?;
         config.summarizer.validate()?;
         if config.cluster.workers == 0 {
@@ -674,5 +689,20 @@ mod tests {
             assert!(err.to_string().contains("between 2s and 1h"), "{err}");
         }
         assert!(Config::load(Some(Path::new("/nonexistent/workers.toml")), env(&[])).is_err());
+        // A queue smaller than the largest request answered that request "busy" for ever.
+        for queue in [
+            "CROWDPULSE__API__INPUT_CAPACITY",
+            "CROWDPULSE__KAFKA__PRODUCER_QUEUE_MESSAGES",
+        ] {
+            let err = Config::load(
+                None,
+                env(&[
+                    (queue, "2"),
+                    ("CROWDPULSE__API__LIMITS__MAX_EVENTS_PER_REQUEST", "3"),
+                ]),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("at least api.limits"), "{err}");
+        }
     }
 }
