@@ -11,6 +11,8 @@ use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
 use serde::{Deserialize, Serialize};
 
+use tracing::warn;
+
 use crate::error::{ConnectorError, Result};
 use crate::kafka_config::KafkaConfig;
 use crate::postgres::PostgresConfig;
@@ -315,6 +317,12 @@ fn overlay(table: &mut toml::Table, name: &str, raw: &str) -> Result<()> {
     Ok(())
 }
 
+/// A variable that was most likely meant as a setting (`CROWDPULSE_API__TOKENS`): one underscore
+/// after the prefix. `CROWDPULSE_PROCESS` is the process index, read by the command line.
+fn looks_like_a_setting(name: &str) -> bool {
+    name.starts_with("CROWDPULSE_") && !name.starts_with(ENV_PREFIX) && name.contains("__")
+}
+
 /// A secret given as something else than a string (`password = 84629173` unquoted) is refused
 /// by name, before the settings' own error would quote it.
 fn check_secret_types(table: &toml::Table) -> Result<()> {
@@ -375,10 +383,14 @@ impl Config {
     ) -> Result<Self> {
         let mut table =
             toml::from_str::<toml::Table>(text).map_err(|e| syntax_error(origin, text, &e))?;
-        let mut overrides: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
+        let mut overrides = Vec::new();
+        for (name, value) in env {
+            if name.starts_with(ENV_PREFIX) {
+                overrides.push((name, value));
+            } else if looks_like_a_setting(&name) {
+                warn!(variable = %name, "ignored: settings are CROWDPULSE__SECTION__KEY, with two underscores after each part");
+            }
+        }
         overrides.sort();
         for (name, value) in &overrides {
             overlay(&mut table, name, value)?;
@@ -644,6 +656,24 @@ mod tests {
             let named = error.to_lowercase().contains("postgres") || error.contains("line 2");
             assert!(named, "{error}");
         }
+    }
+
+    /// A setting with one underscore after the prefix is ignored, with a warning (tokens meant
+    /// for `CROWDPULSE__API__TOKENS` left the API open without a word).
+    #[test]
+    fn settings_misspelt_with_one_underscore_are_told_apart() {
+        for name in ["CROWDPULSE_API__TOKENS", "CROWDPULSE_POSTGRES__URL"] {
+            assert!(looks_like_a_setting(name), "{name}");
+        }
+        for name in [
+            "CROWDPULSE_PROCESS",
+            "CROWDPULSE_HOME",
+            "CROWDPULSE__API__TOKENS",
+        ] {
+            assert!(!looks_like_a_setting(name), "{name}");
+        }
+        let config = Config::load(None, env(&[("CROWDPULSE_API__TOKENS", "read:t")])).unwrap();
+        assert!(config.api.tokens.is_none());
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct KafkaConfig {
 
 /// The longest `linger.ms` librdkafka accepts.
 const MAX_LINGER_MS: u64 = 900_000;
+/// The longest `fetch.wait.max.ms` librdkafka accepts.
+const MAX_FETCH_WAIT_MS: u64 = 300_000;
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -144,6 +146,22 @@ impl KafkaConfig {
             return Err(ConnectorError::Config(
                 "kafka.producer_queue_messages must be >= 1".into(),
             ));
+        }
+        // librdkafka's own ranges, refused here by the name the user wrote rather than by
+        // librdkafka's name when a client is created.
+        let limits = [
+            ("fetch_wait_max", self.fetch_wait_max.0, MAX_FETCH_WAIT_MS),
+            ("produce_timeout", self.produce_timeout.0, i32::MAX as u64),
+            (
+                "producer_queue_messages",
+                u64::from(self.producer_queue_messages),
+                i32::MAX as u64,
+            ),
+        ];
+        if let Some((name, _, limit)) = limits.iter().find(|(_, value, limit)| value > limit) {
+            return Err(ConnectorError::Config(format!(
+                "kafka.{name} must be at most {limit} (librdkafka's limit)"
+            )));
         }
         Ok(())
     }
@@ -262,5 +280,44 @@ mod tests {
         );
         config.ingest_linger = Span(0);
         config.validate().unwrap();
+    }
+
+    /// Values past librdkafka's ranges are refused by the setting's own name, at load.
+    #[test]
+    fn values_librdkafka_would_refuse_are_refused_at_load() {
+        let valid = KafkaConfig {
+            brokers: "b:9092".into(),
+            ..KafkaConfig::default()
+        };
+        let refused = [
+            (
+                "fetch_wait_max",
+                KafkaConfig {
+                    fetch_wait_max: Span(300_001),
+                    ..valid.clone()
+                },
+            ),
+            (
+                "produce_timeout",
+                KafkaConfig {
+                    produce_timeout: Span(1 << 31),
+                    ..valid.clone()
+                },
+            ),
+            (
+                "producer_queue_messages",
+                KafkaConfig {
+                    producer_queue_messages: 1 << 31,
+                    ..valid.clone()
+                },
+            ),
+        ];
+        for (name, config) in refused {
+            let error = config.validate().unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("kafka.{name} must be at most")),
+                "{error}"
+            );
+        }
     }
 }
