@@ -373,6 +373,16 @@ fn main() -> anyhow::Result<()> {
                 "--rate must be a positive number"
             );
             anyhow::ensure!(streams > 0, "--streams must be >= 1");
+            // (clap's `requires` is not enforced once --output, which conflicts with --kafka, is
+            // given.)
+            anyhow::ensure!(
+                kafka.is_some() || (topic.is_none() && duration.is_none() && !no_key),
+                "--topic, --duration and --no-key need --kafka"
+            );
+            anyhow::ensure!(
+                duration.is_none() || (events.is_none() && start.is_none()),
+                "--duration makes rate x duration events starting now: leave out --events and --start"
+            );
             let mut generator = GeneratorConfig {
                 events: events.unwrap_or(0),
                 seed,

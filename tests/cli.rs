@@ -377,6 +377,38 @@ fn unusable_arguments_and_unreadable_files_fail() {
         stderr.contains("allowed_lateness") || stderr.contains("soon"),
         "{stderr}"
     );
+    // Flags of a Kafka `generate`, or overridden by --duration: refused (with --output they
+    // were ignored, and --duration wrote events stamped now; --events and --start were ignored
+    // by --duration).
+    let output = dir.join("g.ndjson").display().to_string();
+    let out = output.as_str();
+    for args in [
+        &["--output", out, "--duration", "1s"][..],
+        &["--output", out, "--topic", "t"],
+        &["--output", out, "--no-key"],
+        &[
+            "--kafka",
+            "127.0.0.1:9",
+            "--events",
+            "5",
+            "--duration",
+            "1s",
+        ],
+        &[
+            "--kafka",
+            "127.0.0.1:9",
+            "--start",
+            "2026-01-01T00:00:00Z",
+            "--duration",
+            "1s",
+        ],
+    ] {
+        let out = bin().arg("generate").args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let named = stderr.contains("--duration") || stderr.contains("--kafka");
+        assert!(named, "{args:?}: {stderr}");
+    }
 }
 
 /// Money sums stay exact however many of the largest accepted amount land in one window (they
