@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use crowdpulse_connectors::config::Config;
+use crowdpulse_connectors::config::{Config, MAX_WORKERS};
 use crowdpulse_connectors::download_generator::DownloadGenerator;
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
 use crowdpulse_connectors::kafka_generate::{produce_downloads, produce_generated, Destination};
@@ -50,7 +50,7 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
         /// Worker threads (default: cluster.workers from the config).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_workers)]
         workers: Option<usize>,
         /// Configuration file (workers.toml format).
         #[arg(long)]
@@ -129,7 +129,7 @@ enum Command {
         #[arg(long)]
         bind: Option<String>,
         /// Worker threads (default: cluster.workers from the config).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_workers)]
         workers: Option<usize>,
         /// Stop at this position (latest, topic:partition:offset[,...], RFC 3339, now-1m): a
         /// bounded backfill that exits when done, without the API.
@@ -167,7 +167,7 @@ enum Command {
         #[arg(long)]
         brokers: Option<String>,
         /// Worker threads (default: cluster.workers from the config).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_workers)]
         workers: Option<usize>,
         /// No progress line.
         #[arg(long)]
@@ -193,7 +193,7 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         streams: usize,
         /// Worker threads (default: cluster.workers from the config).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_workers)]
         workers: Option<usize>,
         /// Generator seed.
         #[arg(long, default_value_t = 1)]
@@ -222,6 +222,15 @@ fn parse_process(value: &str) -> Result<usize, String> {
     digits
         .parse()
         .map_err(|_| format!("{value:?} is neither a process index nor a name ending in -<index>"))
+}
+
+/// `--workers`: 1 to the configuration's limit (0 was taken for 1 in silence).
+fn parse_workers(value: &str) -> Result<usize, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=MAX_WORKERS).contains(n))
+        .ok_or_else(|| format!("{value:?} is not a number of workers from 1 to {MAX_WORKERS}"))
 }
 
 /// The single process `process`, `demo` and `sentiment` run in.

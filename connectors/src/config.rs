@@ -21,6 +21,9 @@ use crate::summarizer::SummarizerConfig;
 /// Prefix of configuration environment variables; `__` separates the levels.
 pub const ENV_PREFIX: &str = "CROWDPULSE__";
 
+/// The most worker threads a process may run.
+pub const MAX_WORKERS: usize = 1_024;
+
 /// Processes and threads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -434,9 +437,22 @@ impl Config {
         }
         config.postgres.validate()?;
         config.summarizer.validate()?;
-        if config.cluster.workers == 0 {
+        if !(1..=MAX_WORKERS).contains(&config.cluster.workers) {
+            return Err(ConnectorError::Config(format!(
+                "cluster.workers must be 1..={MAX_WORKERS}"
+            )));
+        }
+        let spans = [
+            ("api.retention", config.api.retention),
+            ("cluster.startup_timeout", config.cluster.startup_timeout),
+        ];
+        if let Some((name, _)) = spans.iter().find(|(_, span)| span.0 == 0) {
+            return Err(ConnectorError::Config(format!("{name} must be > 0")));
+        }
+        if config.api.max_body_bytes == 0 {
+            // Every POST would be refused as too large.
             return Err(ConnectorError::Config(
-                "cluster.workers must be >= 1".into(),
+                "api.max_body_bytes must be >= 1".into(),
             ));
         }
         // The connections' keepalive idle time is half of it, in whole seconds, which Linux
@@ -713,6 +729,17 @@ mod tests {
         let err = Config::load(None, env(&[("CROWDPULSE__PIPELINE__TICK", "fast")])).unwrap_err();
         assert!(err.to_string().contains("tick"), "{err}");
         assert!(Config::load(None, env(&[("CROWDPULSE__CLUSTER__WORKERS", "0")])).is_err());
+        // Accepted before, each refusing every record or request, or spawning without bound.
+        for (name, value) in [
+            ("CROWDPULSE__CLUSTER__WORKERS", "1025"),
+            ("CROWDPULSE__PIPELINE__LIMITS__ID_BYTES", "0"),
+            ("CROWDPULSE__PIPELINE__LIMITS__TEXT_BYTES", "0"),
+            ("CROWDPULSE__API__MAX_BODY_BYTES", "0"),
+            ("CROWDPULSE__API__RETENTION", "\"0s\""),
+            ("CROWDPULSE__CLUSTER__STARTUP_TIMEOUT", "\"0s\""),
+        ] {
+            assert!(Config::load(None, env(&[(name, value)])).is_err(), "{name}");
+        }
         for timeout in ["\"0s\"", "\"1s\"", "\"2h\""] {
             let err = Config::load(None, env(&[("CROWDPULSE__CLUSTER__PEER_TIMEOUT", timeout)]))
                 .unwrap_err();

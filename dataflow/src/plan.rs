@@ -193,6 +193,17 @@ fn resolve_windows(config: &PipelineConfig) -> Result<Vec<WindowSpec>> {
     if config.max_event_ids == 0 {
         return Err(Error::Config("max_event_ids must be >= 1".into()));
     }
+    let limits = &config.limits;
+    let fields = [
+        ("id_bytes", limits.id_bytes),
+        ("emoji_bytes", limits.emoji_bytes),
+        ("label_bytes", limits.label_bytes),
+        ("text_bytes", limits.text_bytes),
+    ];
+    if let Some((name, _)) = fields.iter().find(|(_, bytes)| *bytes == 0) {
+        // Every record with the field would be refused.
+        return Err(Error::Config(format!("limits.{name} must be >= 1")));
+    }
     let mut specs: Vec<WindowSpec> = Vec::new();
     for w in &config.windows {
         let spec = WindowSpec::new(w, config.tick.0)?;
