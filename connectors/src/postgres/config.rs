@@ -145,6 +145,12 @@ impl PostgresConfig {
                 self.chat_retention
             )));
         }
+        if self.password.is_some() && self.password_file.is_some() {
+            // As summarizer.api_key and api_key_file: which one was meant cannot be told.
+            return Err(ConnectorError::Config(
+                "postgres.password and postgres.password_file are exclusive".into(),
+            ));
+        }
         if self.enabled() {
             self.client_config()?;
         }
@@ -312,6 +318,13 @@ mod tests {
         };
         let client = config.client_config().unwrap();
         assert_eq!(client.get_password(), Some(&b"from-file"[..]));
+        // Both a password and a file: refused (the password won in silence).
+        let both = PostgresConfig {
+            password: Some("from-env".into()),
+            ..config
+        };
+        let error = both.validate().unwrap_err().to_string();
+        assert!(error.contains("exclusive"), "{error}");
         let _ = std::fs::remove_file(path);
     }
 }
