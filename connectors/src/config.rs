@@ -15,6 +15,7 @@ use tracing::warn;
 
 use crate::error::{ConnectorError, Result};
 use crate::kafka_config::KafkaConfig;
+use crate::live_input::InputCapacity;
 use crate::postgres::PostgresConfig;
 use crate::summarizer::SummarizerConfig;
 
@@ -98,6 +99,8 @@ pub struct ApiConfig {
     pub retention: Span,
     /// Records the live input holds per partition before ingest answers 503.
     pub input_capacity: usize,
+    /// Bytes of those records (at least `max_body_bytes`).
+    pub input_capacity_bytes: u64,
     /// Bearer tokens, `scope[,scope]:token` separated by newlines or `;` (usually from
     /// `CROWDPULSE__API__TOKENS`). Never printed. None here and no `tokens_file`: open access.
     pub tokens: Option<String>,
@@ -129,6 +132,16 @@ pub struct ApiConfig {
 /// worth little older than this.
 pub const MAX_PUSH_INTERVAL_MS: u64 = 10_000;
 
+impl ApiConfig {
+    /// What each partition of the demo's input holds.
+    pub fn input_capacity(&self) -> InputCapacity {
+        InputCapacity {
+            records: self.input_capacity,
+            bytes: usize::try_from(self.input_capacity_bytes).unwrap_or(usize::MAX),
+        }
+    }
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
@@ -136,6 +149,7 @@ impl Default for ApiConfig {
             max_body_bytes: 1 << 20,
             retention: Span(3_600_000),
             input_capacity: 1_000_000,
+            input_capacity_bytes: 64 << 20,
             tokens: None,
             tokens_file: None,
             cors_origins: Vec::new(),
@@ -156,6 +170,7 @@ impl fmt::Debug for ApiConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("retention", &self.retention)
             .field("input_capacity", &self.input_capacity)
+            .field("input_capacity_bytes", &self.input_capacity_bytes)
             .field("tokens", &self.tokens.as_ref().map(|_| "***"))
             .field("tokens_file", &self.tokens_file)
             .field("cors_origins", &self.cors_origins)
@@ -453,6 +468,11 @@ impl Config {
             // Every POST would be refused as too large.
             return Err(ConnectorError::Config(
                 "api.max_body_bytes must be >= 1".into(),
+            ));
+        }
+        if config.api.input_capacity_bytes < config.api.max_body_bytes {
+            return Err(ConnectorError::Config(
+                "api.input_capacity_bytes must be at least api.max_body_bytes".into(),
             ));
         }
         // The connections' keepalive idle time is half of it, in whole seconds, which Linux

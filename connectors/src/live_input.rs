@@ -23,10 +23,20 @@ pub fn wall_clock_ms() -> Millis {
         .map_or(0, |d| d.as_millis() as Millis)
 }
 
+/// How much one partition's queue holds unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputCapacity {
+    /// Records.
+    pub records: usize,
+    /// Bytes of those records: a count of records alone let a request's padded records queue
+    /// gigabytes.
+    pub bytes: usize,
+}
+
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
-    /// The partition's queue holds its limit of unread records; retry later.
+    /// The partition's queue holds its limit of unread records or bytes; retry later.
     Full,
     /// The input was closed (shutting down).
     Closed,
@@ -35,6 +45,8 @@ pub enum PushError {
 #[derive(Debug, Default)]
 struct Queue {
     records: VecDeque<(Vec<u8>, Millis)>,
+    /// Their payloads' bytes.
+    bytes: usize,
     next_offset: u64,
     activator: Option<SyncActivator>,
     closed: bool,
@@ -59,7 +71,7 @@ impl Partition {
 #[derive(Debug, Clone)]
 pub struct LiveInput {
     partitions: Arc<Vec<Partition>>,
-    capacity: usize,
+    capacity: InputCapacity,
     /// Its source name in dead letters and positions.
     name: Arc<str>,
     /// The configured kind its records are (None: events).
@@ -67,8 +79,8 @@ pub struct LiveInput {
 }
 
 impl LiveInput {
-    /// An input of `partitions` partitions, each holding at most `capacity` unread records.
-    pub fn new(partitions: usize, capacity: usize) -> Self {
+    /// An input of `partitions` partitions, each holding at most `capacity` unread.
+    pub fn new(partitions: usize, capacity: InputCapacity) -> Self {
         let partitions = (0..partitions.max(1))
             .map(|_| Partition {
                 queue: Mutex::new(Queue::default()),
@@ -76,7 +88,10 @@ impl LiveInput {
             .collect();
         Self {
             partitions: Arc::new(partitions),
-            capacity: capacity.max(1),
+            capacity: InputCapacity {
+                records: capacity.records.max(1),
+                bytes: capacity.bytes.max(1),
+            },
             name: Arc::from(LIVE_SOURCE),
             kind: None,
         }
@@ -84,7 +99,7 @@ impl LiveInput {
 
     /// An input of records of the configured kind `kind` (its index in the plan), encoded in
     /// the kind's format, named `live-NAME`.
-    pub fn for_kind(kind: usize, name: &str, partitions: usize, capacity: usize) -> Self {
+    pub fn for_kind(kind: usize, name: &str, partitions: usize, capacity: InputCapacity) -> Self {
         Self {
             name: Arc::from(format!("{LIVE_SOURCE}-{name}")),
             kind: Some(kind),
@@ -121,12 +136,18 @@ impl LiveInput {
             if queue.closed {
                 return Err(PushError::Closed);
             }
-            if queue.records.len() + payloads.len() > self.capacity {
+            let bytes: usize = payloads.iter().map(Vec::len).sum();
+            // An empty queue takes any request (the body limit bounds it), so none waits for
+            // ever.
+            let too_many = queue.records.len() + payloads.len() > self.capacity.records;
+            let too_large = !queue.records.is_empty() && queue.bytes + bytes > self.capacity.bytes;
+            if too_many || too_large {
                 return Err(PushError::Full);
             }
         }
         for (queue, payloads) in &mut locked {
             let was_empty = queue.records.is_empty();
+            queue.bytes += payloads.iter().map(Vec::len).sum::<usize>();
             queue
                 .records
                 .extend(payloads.drain(..).map(|payload| (payload, arrival)));
@@ -195,9 +216,12 @@ impl PartitionReader for LiveReader {
         let mut queue = self.input.partitions[self.index].lock();
         let take = max.min(queue.records.len());
         let first = queue.next_offset;
+        let mut taken_bytes = 0;
         for (i, (payload, arrival)) in queue.records.drain(..take).enumerate() {
+            taken_bytes += payload.len();
             out.push(first + i as u64, &payload, Some(arrival));
         }
+        queue.bytes -= taken_bytes;
         queue.next_offset += take as u64;
         Ok(if !queue.records.is_empty() {
             ReadStatus::More
@@ -228,7 +252,13 @@ mod tests {
 
     #[test]
     fn records_keep_stream_order_and_offsets_and_the_queue_is_bounded() {
-        let input = LiveInput::new(2, 3);
+        let input = LiveInput::new(
+            2,
+            InputCapacity {
+                records: 3,
+                bytes: 1 << 20,
+            },
+        );
         let key = b"stream-1";
         let p = partition_for_key(key, 2);
         let records = |payloads: &[&[u8]]| {
@@ -254,5 +284,28 @@ mod tests {
         input.close();
         assert_eq!(reader.read(10, &mut batch), Ok(ReadStatus::Done));
         assert_eq!(input.push(records(&[b"e"]), 7), Err(PushError::Closed));
+    }
+
+    /// The queue is bounded in bytes as well: a few large records fill it (they could queue
+    /// gigabytes within the record count), while an empty queue takes even a request larger
+    /// than the bound.
+    #[test]
+    fn the_queue_is_bounded_in_bytes() {
+        let input = LiveInput::new(
+            1,
+            InputCapacity {
+                records: 1_000,
+                bytes: 100,
+            },
+        );
+        let large = |n: usize| vec![(&b"s"[..], vec![b'x'; n])];
+        input.push(large(150), 1).unwrap();
+        assert_eq!(input.push(large(1), 2), Err(PushError::Full));
+        let mut reader = input.reader(0);
+        let mut batch = RecordBatch::default();
+        reader.read(10, &mut batch).unwrap();
+        input.push(large(60), 3).unwrap();
+        assert_eq!(input.push(large(41), 4), Err(PushError::Full));
+        input.push(large(40), 5).unwrap();
     }
 }

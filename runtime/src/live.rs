@@ -138,8 +138,10 @@ fn wire(
     };
     match &options.feed {
         Feed::Generated { .. } => {
-            let (partitions, capacity) =
-                (options.cluster.total_workers(), options.api.input_capacity);
+            let (partitions, capacity) = (
+                options.cluster.total_workers(),
+                options.api.input_capacity(),
+            );
             let events = LiveInput::new(partitions, capacity);
             let kinds: Vec<LiveInput> = options
                 .plan
