@@ -266,7 +266,9 @@ fn resume_everywhere(parts: &[Vec<Vec<u8>>], workers: usize) {
         "taking checkpoints changed the rows"
     );
     let checkpoints = checkpointed.checkpoints.lock().unwrap().clone();
-    assert!(checkpoints.len() >= 3, "{} checkpoints", checkpoints.len());
+    // How many rounds complete before the input ends depends on the scheduling: a loaded
+    // machine gave 2 in a full test run.
+    assert!(checkpoints.len() >= 2, "{} checkpoints", checkpoints.len());
     // Spread over the run, and the last one (in the tail, where streams are quiet).
     let step = checkpoints.len().div_ceil(4);
     let chosen = checkpoints.iter().step_by(step).chain(checkpoints.last());
