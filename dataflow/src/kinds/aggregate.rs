@@ -66,7 +66,8 @@ impl Accumulator {
             }
             (Self::Rate { total, .. }, Observation::Miss) => *total += 1,
             (Self::Sum { micros, values }, Observation::Value(v)) => {
-                // Beyond ±1.7e32 the saturating cast keeps the sum at its bound.
+                // Values are at most 1e15 (`MAX_MEASURE_VALUE`): no realistic count of them
+                // reaches the bound.
                 *micros = micros.saturating_add((v * MICROS).round() as i128);
                 *values += 1;
             }

@@ -132,13 +132,16 @@ impl Fields for Value {
             Value::Long(l) | Value::TimestampMillis(l) | Value::LocalTimestampMillis(l) => {
                 Some(Scalar::Number(*l as f64))
             }
-            // Microsecond and nanosecond times are read in milliseconds, as every time is.
-            Value::TimeMicros(l) | Value::TimestampMicros(l) | Value::LocalTimestampMicros(l) => {
-                Some(Scalar::Number(*l as f64 / 1e3))
+            // Microsecond and nanosecond times are read in milliseconds, as every time is: an
+            // instant down to its millisecond (an event time is whole milliseconds; a fraction
+            // made the record invalid), a time of day with its fraction (a measure).
+            Value::TimestampMicros(l) | Value::LocalTimestampMicros(l) => {
+                Some(Scalar::Number(l.div_euclid(1_000) as f64))
             }
             Value::TimestampNanos(l) | Value::LocalTimestampNanos(l) => {
-                Some(Scalar::Number(*l as f64 / 1e6))
+                Some(Scalar::Number(l.div_euclid(1_000_000) as f64))
             }
+            Value::TimeMicros(l) => Some(Scalar::Number(*l as f64 / 1e3)),
             Value::Float(f) => Some(Scalar::Number(f64::from(*f))),
             Value::Double(d) => Some(Scalar::Number(*d)),
             Value::String(s) | Value::Enum(_, s) => Some(Scalar::Text(s)),
@@ -214,12 +217,16 @@ mod tests {
     fn times_of_every_unit_read_in_milliseconds() {
         let record = Value::Record(vec![
             ("ms".into(), Value::TimestampMillis(1_500)),
-            ("us".into(), Value::TimestampMicros(1_500_000)),
-            ("ns".into(), Value::TimestampNanos(1_500_000_000)),
+            ("us".into(), Value::TimestampMicros(1_500_999)),
+            ("ns".into(), Value::TimestampNanos(1_500_999_999)),
+            ("local_us".into(), Value::LocalTimestampMicros(1_500_001)),
         ]);
-        for field in ["ms", "us", "ns"] {
+        // Instants to their millisecond: with a fraction, an event time was refused.
+        for field in ["ms", "us", "ns", "local_us"] {
             assert_eq!(record.get(field), Some(Scalar::Number(1_500.0)), "{field}");
         }
+        let time_of_day = Value::Record(vec![("t".into(), Value::TimeMicros(1_500))]);
+        assert_eq!(time_of_day.get("t"), Some(Scalar::Number(1.5)));
     }
 
     #[test]

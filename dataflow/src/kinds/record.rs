@@ -77,6 +77,12 @@ impl Fields for FlatRecord {
     }
 }
 
+/// The largest magnitude a measure takes; larger numbers (and NaN, infinities) are skipped as
+/// non-numbers are. Sums are kept in millionths in an i128: below this no sum of any realistic
+/// number of values can overflow it, while saturating at its bounds made a sum depend on the
+/// order of its values.
+pub const MAX_MEASURE_VALUE: f64 = 1e15;
+
 /// What one measure observes of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Observation {
@@ -147,7 +153,9 @@ pub fn read(spec: &KindSpec, record: &impl Fields) -> Result<KindEvent, String> 
                 (_, false) => Observation::Skip,
                 (_, true) => match measure.field.as_deref().and_then(|f| record.get(f)) {
                     // + 0.0 makes -0.0 a 0.0: min and max then cannot depend on merge order.
-                    Some(Scalar::Number(n)) if n.is_finite() => Observation::Value(n + 0.0),
+                    Some(Scalar::Number(n)) if n.abs() <= MAX_MEASURE_VALUE => {
+                        Observation::Value(n + 0.0)
+                    }
                     _ => Observation::Skip,
                 },
             }
@@ -287,6 +295,14 @@ mod tests {
             panic!("{negative_zero:?}");
         };
         assert!(zero == 0.0 && zero.is_sign_positive(), "{zero}");
+        // Beyond 1e15 a number is skipped: saturated sums of 1e33, 1e33 and -1e33 came out
+        // as -0.000001 or 1.7e32 by their order.
+        for huge in [1e33, -2e15] {
+            let event = read(&spec, &json!({"ts": 1, "duration_ms": huge})).unwrap();
+            assert_eq!(event.observations[3], Skip, "{huge}");
+        }
+        let event = read(&spec, &json!({"ts": 1, "duration_ms": 1e15})).unwrap();
+        assert_eq!(event.observations[3], Value(1e15));
         assert!(read(&spec, &json!({"ts": true})).is_err());
         assert!(read(&spec, &json!({"ts": "yesterday"})).is_err());
     }
