@@ -7,7 +7,7 @@ use crate::config::{MomentsConfig, PipelineConfig};
 use crate::error::{Error, Result};
 use crate::event::Millis;
 use crate::kinds::config::{resolve_kinds, KindSpec};
-use crate::windows::{pane_size, WindowSpec, MAX_PANES};
+use crate::windows::{pane_size, WindowSpec, MAX_PANES, MAX_WINDOW};
 
 /// Settings resolved once; the dataflow only runs on a plan.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ impl Plan {
             live_rows: config.live_rows,
             reaction_rows: false,
             moments: config.moments.clone(),
-            kinds: resolve_kinds(&config.kinds)?.into(),
+            kinds: checked_kinds(resolve_kinds(&config.kinds)?, config.tick.0)?.into(),
             moment_spec,
             labels: specs.iter().map(|s| Arc::from(s.label.as_str())).collect(),
             specs,
@@ -248,6 +248,35 @@ fn resolve_windows(config: &PipelineConfig) -> Result<Vec<WindowSpec>> {
     Ok(specs)
 }
 
+/// The kinds' windows held to the built-in windows' rules that depend on the tick: a window
+/// that is no multiple of it could be made final before a held record of its own arrived, and
+/// then a second final row came (alerts judged twice); and the same bounds on size and panes.
+fn checked_kinds(kinds: Vec<KindSpec>, tick: u64) -> Result<Vec<KindSpec>> {
+    for kind in &kinds {
+        for (i, (label, size, slide)) in kind.windows.iter().enumerate() {
+            let why = if !slide.is_multiple_of(tick) {
+                format!("size and slide must be multiples of the tick ({tick} ms)")
+            } else if *size > MAX_WINDOW {
+                "at most 366d".to_owned()
+            } else if size / kind.pane > MAX_PANES {
+                format!(
+                    "spans {} panes of {} ms (the greatest common divisor of the kind's sizes \
+                     and slides): at most {MAX_PANES}",
+                    size / kind.pane,
+                    kind.pane
+                )
+            } else {
+                continue;
+            };
+            return Err(Error::Config(format!(
+                "pipeline.kinds.{}.windows[{i}]: {label:?}: {why}",
+                kind.name
+            )));
+        }
+    }
+    Ok(kinds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,5 +348,31 @@ mod tests {
         let mut c = PipelineConfig::default();
         c.moments.min_zscore = f64::INFINITY;
         assert!(Plan::new(c).is_err());
+    }
+
+    /// A kind's windows follow the built-in windows' rules on the tick, the size and the panes
+    /// (a 250 ms window with a 100 ms tick could be made final before a held record of its own,
+    /// which then made a second final row).
+    #[test]
+    fn kind_windows_are_held_to_the_tick_and_the_bounds() {
+        let with_kind_windows = |windows: &[&str]| {
+            let mut kind = crate::kinds::config::content_downloads();
+            kind.windows = Some(windows.iter().map(|w| w.to_string()).collect());
+            let mut c = PipelineConfig::default();
+            c.kinds.insert("downloads".into(), kind);
+            Plan::new(c)
+        };
+        for (windows, why) in [
+            (&["250ms"][..], "multiples of the tick"),
+            (&["1d", "1s"], "panes"),
+            (&["400d"], "366d"),
+        ] {
+            let error = with_kind_windows(windows).unwrap_err().to_string();
+            assert!(
+                error.contains("pipeline.kinds.downloads.windows") && error.contains(why),
+                "{windows:?}: {error}"
+            );
+        }
+        assert!(with_kind_windows(&["1d", "10s", "5m/1m"]).is_ok());
     }
 }
