@@ -39,6 +39,9 @@ pub enum ConnectorError {
     /// The summarizer's endpoint gave no answer within the timeout.
     #[error("summarizer: no answer within the timeout")]
     SummaryTimeout,
+    /// The stored texts (Postgres) did not answer within the summarizer's timeout.
+    #[error("summarizer: the stored texts did not answer within the timeout")]
+    StoredTextsTimeout,
     /// The summarizer's endpoint answered with an error status.
     #[error("summarizer: the endpoint answered {0}")]
     SummaryStatus(u16),

@@ -237,3 +237,59 @@ fn a_slow_endpoint_holds_at_most_the_queue_and_concurrency_it_is_given() {
         "the first is answered"
     );
 }
+
+/// A run that stops while Postgres does not answer (its network cut) ends within a few request
+/// timeouts: each lookup of a stored text waited for Postgres' 10 s connect timeout, one at a
+/// time, for every queued summary.
+#[test]
+fn a_stopping_run_does_not_wait_for_a_silent_database() {
+    // Both accept connections (the kernel's backlog) and never answer.
+    let silent_database = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_endpoint = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let postgres = crowdpulse_connectors::postgres::PostgresConfig {
+        url: format!(
+            "postgresql://crowdpulse@{}/db",
+            silent_database.local_addr().unwrap()
+        ),
+        ..crowdpulse_connectors::postgres::PostgresConfig::default()
+    };
+    let endpoint = format!("http://{}/v1", silent_endpoint.local_addr().unwrap());
+    let summaries: Vec<ChatSummary> = (1..=12)
+        .map(|seq| summary("talky", seq, "goal", seq * 20))
+        .collect();
+    let started = Instant::now();
+    let (told, metrics) = summarize_all(&config(&endpoint), Some(&postgres), &summaries);
+    assert!(told.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the stop waited {:?}",
+        started.elapsed()
+    );
+    let [made, reused, .., skipped, _] = counts(&metrics);
+    assert_eq!((made, reused), (0, 0));
+    assert!(skipped > 0, "{:?}", counts(&metrics));
+}
+
+/// A text with control characters is stored without them (Postgres refuses a NUL: such a text
+/// was shown live, counted unsaved, and asked for again by every replay), line breaks kept; an
+/// answer of nothing else is unusable.
+#[test]
+fn control_characters_are_dropped_from_a_text_before_it_is_stored() {
+    let server = serve(Answer::Content("Big\u{0}\u{7} goal\nthen a save\u{1b}"));
+    let postgres = fresh_config("summary_controls");
+    apply_migrations(&postgres).unwrap();
+    let summaries = [summary("talky", 1, "goal", 20)];
+    let (told, metrics) = summarize_all(&config(&server.url), Some(&postgres), &summaries);
+    assert_eq!(told, [(1, "Big goal\nthen a save".to_owned())]);
+    assert_eq!(counts(&metrics), [1, 0, 0, 0, 0, 0]);
+    let db = Db::connect();
+    let stored = db.column(&format!(
+        "SELECT text FROM \"{}\".chat_summary_texts",
+        postgres.schema
+    ));
+    assert_eq!(stored, ["Big goal\nthen a save"]);
+    let server = serve(Answer::Content("\u{0}\u{7}"));
+    let (told, metrics) = summarize_all(&config(&server.url), None, &summaries);
+    assert!(told.is_empty());
+    assert_eq!(counts(&metrics), [0, 0, 0, 1, 0, 0]);
+}

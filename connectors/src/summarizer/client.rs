@@ -83,7 +83,19 @@ impl CompletionsClient {
             .ok_or(ConnectorError::SummaryAnswer(
                 "no choices[0].message.content",
             ))?;
-        Ok(text.chars().take(MAX_TEXT_CHARS).collect())
+        // Control characters but line breaks go: Postgres' text refuses NUL, and such a text
+        // was shown live but never stored, so every replay asked for it again.
+        let text: String = text
+            .chars()
+            .filter(|c| *c == '\n' || !c.is_control())
+            .take(MAX_TEXT_CHARS)
+            .collect();
+        match text.trim() {
+            "" => Err(ConnectorError::SummaryAnswer(
+                "no choices[0].message.content",
+            )),
+            kept => Ok(kept.to_owned()),
+        }
     }
 }
 

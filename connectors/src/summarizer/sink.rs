@@ -3,6 +3,7 @@
 //! stores the answer and tells the listener (the view store). The dataflow never waits for it:
 //! a summary whose request fails, times out or finds the queue full stays extractive.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -66,9 +67,22 @@ impl Worker {
         self.deadline.get().is_some_and(|d| Instant::now() >= *d)
     }
 
+    /// `work` on the stored texts, within a request's timeout: Postgres' own connect timeout
+    /// is 10 s, and lookups share one connection, so a cut network made a stopping run wait for
+    /// every queued summary in turn.
+    async fn stored<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or(Err(ConnectorError::StoredTextsTimeout))
+    }
+
     async fn text_for(&self, summary: &ChatSummary) {
+        if self.ending() {
+            bump(&self.metrics.skipped);
+            return;
+        }
         if let Some(texts) = &self.texts {
-            match texts.find(summary).await {
+            match self.stored(texts.find(summary)).await {
                 Ok(Some(text)) => {
                     bump(&self.metrics.reused);
                     self.tell(summary, &text);
@@ -88,7 +102,8 @@ impl Worker {
             Ok(text) => {
                 bump(&self.metrics.made);
                 if let Some(texts) = &self.texts {
-                    if let Err(error) = texts.save(summary, &text, self.client.model()).await {
+                    let saving = texts.save(summary, &text, self.client.model());
+                    if let Err(error) = self.stored(saving).await {
                         bump(&self.metrics.unsaved);
                         warn!(%error, stream_id = %summary.stream_id, "summary text not stored");
                     }
@@ -161,14 +176,26 @@ impl SummaryTexts {
 }
 
 /// Takes summaries off the queue while fewer than `slots` requests are in flight; once the
-/// queue is closed, gives those in flight one more timeout past the deadline (a lookup or a
-/// store in Postgres has no timeout of its own).
+/// queue is closed, gives those in flight one more timeout past the deadline (a lookup, the
+/// request and a store each have one of their own).
 async fn serve(worker: Arc<Worker>, mut jobs: mpsc::Receiver<Arc<ChatSummary>>, slots: usize) {
     let slots = Arc::new(Semaphore::new(slots));
     let mut running = JoinSet::new();
     while let Some(summary) = jobs.recv().await {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break;
+        let free_slot = Arc::clone(&slots).acquire_owned();
+        // Once the run's deadline has passed, what is still queued is skipped at once rather
+        // than waiting for a slot.
+        let slot = match worker.deadline.get() {
+            Some(deadline) => tokio::time::timeout_at(*deadline, free_slot).await,
+            None => Ok(free_slot.await),
+        };
+        let slot = match slot {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => break,
+            Err(_) => {
+                bump(&worker.metrics.skipped);
+                continue;
+            }
         };
         let worker = Arc::clone(&worker);
         running.spawn(async move {

@@ -22,6 +22,8 @@ pub enum Answer {
     Status(u16),
     /// 200 with a body that is no completion.
     Garbage,
+    /// A completion of this text.
+    Content(&'static str),
 }
 
 /// One request received.
@@ -92,6 +94,10 @@ pub fn serve(answer: Answer) -> Completions {
                         warp::reply::json(&json!({"choices": []})),
                         StatusCode::OK,
                     ),
+                    Answer::Content(content) => {
+                        let completion = json!({"choices": [{"message": {"content": content}}]});
+                        warp::reply::with_status(warp::reply::json(&completion), StatusCode::OK)
+                    }
                 }
             }
         });
