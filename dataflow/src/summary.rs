@@ -238,7 +238,7 @@ fn ranked<'a>(
 /// Summarizes `lines` (in event order, at least one), as summary `seq` of `stream_id`.
 ///
 /// - key phrases: phrases in at least two messages, by how many messages contain them; a word
-///   is left out when a listed pair containing it is in as many messages;
+///   is left out when a pair containing it (listed or not) is in as many messages;
 /// - representative messages: distinct texts by the mean, over their distinct words, of how
 ///   many messages contain the word (a message about what most messages are about scores
 ///   high), ties to the later message;
