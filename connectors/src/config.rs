@@ -99,7 +99,7 @@ pub struct ApiConfig {
     pub retention: Span,
     /// Records the live input holds per partition before ingest answers 503.
     pub input_capacity: usize,
-    /// Bytes of those records (at least `max_body_bytes`).
+    /// Bytes of those records (an empty queue takes a request of any size).
     pub input_capacity_bytes: u64,
     /// Bearer tokens, `scope[,scope]:token` separated by newlines or `;` (usually from
     /// `CROWDPULSE__API__TOKENS`). Never printed. None here and no `tokens_file`: open access.
@@ -345,6 +345,12 @@ fn looks_like_a_setting(name: &str) -> bool {
 /// by name, before the settings' own error would quote it.
 fn check_secret_types(table: &toml::Table) -> Result<()> {
     for (section, key) in SECRET_KEYS {
+        // A section given a value (`postgres = "postgresql://..."`) would be quoted too.
+        if table.get(section).is_some_and(|s| !s.is_table()) {
+            return Err(ConnectorError::Config(format!(
+                "{section} must be a section ([{section}]); its value is not shown"
+            )));
+        }
         let value = table
             .get(section)
             .and_then(toml::Value::as_table)
@@ -436,6 +442,7 @@ impl Config {
             )));
         }
         // A request the queue can never take whole would be answered "busy, retry" for ever.
+        // (In bytes, the demo's input takes any request when it is empty.)
         let request = config.api.limits.max_events_per_request;
         let queues = [
             ("api.input_capacity", config.api.input_capacity),
@@ -468,11 +475,6 @@ impl Config {
             // Every POST would be refused as too large.
             return Err(ConnectorError::Config(
                 "api.max_body_bytes must be >= 1".into(),
-            ));
-        }
-        if config.api.input_capacity_bytes < config.api.max_body_bytes {
-            return Err(ConnectorError::Config(
-                "api.input_capacity_bytes must be at least api.max_body_bytes".into(),
             ));
         }
         // The connections' keepalive idle time is half of it, in whole seconds, which Linux
@@ -682,6 +684,11 @@ mod tests {
             ),
             Config::from_toml("[postgres]\npassword = 8462917\n", "file", env(&[])),
             Config::from_toml("[postgres]\npassword = hunter2\n", "file", env(&[])),
+            Config::from_toml(
+                "postgres = \"postgresql://ann:hunter2@db/x\"\n",
+                "file",
+                env(&[]),
+            ),
         ];
         for refusal in refusals {
             let error = refusal.unwrap_err().to_string();
@@ -781,5 +788,12 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().contains("at least api.limits"), "{err}");
         }
+        // A body limit above the demo queue's byte budget is accepted (an empty queue takes any
+        // request).
+        let config = Config::load(
+            None,
+            env(&[("CROWDPULSE__API__MAX_BODY_BYTES", "134217728")]),
+        );
+        assert!(config.is_ok());
     }
 }

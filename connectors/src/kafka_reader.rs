@@ -339,6 +339,11 @@ impl PartitionReader for KafkaPartitionReader {
             // Known once the first fetch has answered, before its messages are read.
             self.fix_end();
         }
+        if self.from_end && self.read_to.is_none() {
+            // Started at the end, which the first fetch answer tells: what is measured past it
+            // later was produced since, and is not read yet.
+            self.read_to = self.cached_watermarks().map(|(_, high)| high);
+        }
         let mut taken = 0;
         while !self.done && taken < max {
             match self.queue.poll(Duration::ZERO) {
@@ -413,9 +418,14 @@ impl PartitionReader for KafkaPartitionReader {
             SkipBefore::Offset(offset) => u64::try_from(offset).ok(),
             // Resuming at an offset would drop the skip by time: the start position must apply.
             SkipBefore::Time(_) => None,
+            // The end as the first fetch answer gave it: the cached one moves on with later
+            // answers, past messages not read yet.
+            SkipBefore::Nothing if self.from_end => {
+                self.read_to.and_then(|o| u64::try_from(o).ok())
+            }
             SkipBefore::Nothing => {
-                let (low, high) = self.cached_watermarks()?;
-                u64::try_from(if self.from_end { high } else { low }).ok()
+                let (low, _) = self.cached_watermarks()?;
+                u64::try_from(low).ok()
             }
         }
     }
@@ -838,5 +848,28 @@ mod tests {
         lag.record_round(measured(10), true);
         assert_eq!(reader.read(10, &mut batch), Ok(ReadStatus::CaughtUp));
         assert!(batch.is_empty());
+
+        // The same for a partition started at its end that has read nothing.
+        let mut latest = reader_from(
+            &cluster,
+            Offset::End,
+            SkipBefore::Nothing,
+            ReadBound::Unbounded,
+        );
+        (latest.from_end, latest.at_end) = (true, true);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while latest.start_offset().is_none() {
+            latest.read(10, &mut batch).unwrap();
+            assert!(Instant::now() < deadline, "no fetch answer");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        latest.liveness = Some(Liveness {
+            lag: Arc::clone(&lag),
+            silence: 60_000,
+        });
+        lag.record_round(measured(12), true);
+        assert_eq!(latest.read(10, &mut batch), Ok(ReadStatus::Behind));
+        lag.record_round(measured(10), true);
+        assert_eq!(latest.read(10, &mut batch), Ok(ReadStatus::CaughtUp));
     }
 }

@@ -137,8 +137,9 @@ impl LiveInput {
                 return Err(PushError::Closed);
             }
             let bytes: usize = payloads.iter().map(Vec::len).sum();
-            // An empty queue takes any request (the body limit bounds it), so none waits for
-            // ever.
+            // An empty queue takes a request of any size (the body limit bounds it): one larger
+            // than the byte budget would otherwise be answered "busy, retry" for ever. (Records
+            // are held to their count: the configuration holds it to the largest request.)
             let too_many = queue.records.len() + payloads.len() > self.capacity.records;
             let too_large = !queue.records.is_empty() && queue.bytes + bytes > self.capacity.bytes;
             if too_many || too_large {

@@ -137,11 +137,19 @@ pub fn start(job: Job) -> Result<Running> {
         .as_bytes(),
     );
     let communication = cluster.connect(job_digest, resumed_from)?;
+    let clustered = cluster.is_clustered();
+    // A process that fails from here on, before its workers run, must leave its cluster: its
+    // connections would otherwise end cleanly, and the others wait for its progress for ever.
+    let leaving = |error: RuntimeError| {
+        if clustered {
+            crate::peers::leave();
+        }
+        error
+    };
     // Before any worker steps (so before any flush), and only now that the peers agree.
     for sink in &sinks {
-        sink.open()?;
+        sink.open().map_err(|error| leaving(error.into()))?;
     }
-    let clustered = cluster.is_clustered();
     let sink_worker = cluster.sink_worker();
     let readers_for = sources.readers_for();
     let stop = Arc::new(AtomicBool::new(false));
@@ -254,7 +262,7 @@ pub fn start(job: Job) -> Result<Running> {
             None => Ok(()),
         }
     })
-    .map_err(RuntimeError::Start)?;
+    .map_err(|error| leaving(RuntimeError::Start(error)))?;
     Ok(Running {
         sources,
         stop,
