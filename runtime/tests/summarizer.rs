@@ -275,7 +275,7 @@ fn a_stopping_run_does_not_wait_for_a_silent_database() {
 /// answer of nothing else is unusable.
 #[test]
 fn control_characters_are_dropped_from_a_text_before_it_is_stored() {
-    let server = serve(Answer::Content("Big\u{0}\u{7} goal\nthen a save\u{1b}"));
+    let server = serve(Answer::Content("Big\u{0}\u{7} goal\nthen a\tsave\u{1b}"));
     let postgres = fresh_config("summary_controls");
     apply_migrations(&postgres).unwrap();
     let summaries = [summary("talky", 1, "goal", 20)];

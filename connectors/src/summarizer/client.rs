@@ -83,11 +83,16 @@ impl CompletionsClient {
             .ok_or(ConnectorError::SummaryAnswer(
                 "no choices[0].message.content",
             ))?;
-        // Control characters but line breaks go: Postgres' text refuses NUL, and such a text
-        // was shown live but never stored, so every replay asked for it again.
+        // Control characters but line breaks go (tabs and returns as spaces, so words stay
+        // apart): Postgres' text refuses NUL, and such a text was shown live but never stored,
+        // so every replay asked for it again.
         let text: String = text
             .chars()
-            .filter(|c| *c == '\n' || !c.is_control())
+            .filter_map(|c| match c {
+                '\t' | '\r' => Some(' '),
+                c if c == '\n' || !c.is_control() => Some(c),
+                _ => None,
+            })
             .take(MAX_TEXT_CHARS)
             .collect();
         match text.trim() {

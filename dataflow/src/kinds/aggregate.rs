@@ -66,7 +66,7 @@ impl Accumulator {
             }
             (Self::Rate { total, .. }, Observation::Miss) => *total += 1,
             (Self::Sum { micros, values }, Observation::Value(v)) => {
-                // Values are at most 1e15 (`MAX_MEASURE_VALUE`): no realistic count of them
+                // Values are at most 1e15 (`MAX_SUMMED_VALUE`): no realistic count of them
                 // reaches the bound.
                 *micros = micros.saturating_add((v * MICROS).round() as i128);
                 *values += 1;

@@ -77,11 +77,15 @@ impl Fields for FlatRecord {
     }
 }
 
-/// The largest magnitude a measure takes; larger numbers (and NaN, infinities) are skipped as
-/// non-numbers are. Sums are kept in millionths in an i128: below this no sum of any realistic
-/// number of values can overflow it, while saturating at its bounds made a sum depend on the
-/// order of its values.
-pub const MAX_MEASURE_VALUE: f64 = 1e15;
+/// The largest magnitude a sum or mean takes; larger numbers are skipped for them as non-numbers
+/// are. Sums are kept in millionths in an i128: below this no sum of any realistic number of
+/// values can overflow it, while saturating at its bounds made a sum depend on the order of its
+/// values. (Min, max and percentiles take any finite number.)
+pub const MAX_SUMMED_VALUE: f64 = 1e15;
+
+fn summable(op: MeasureOp, value: f64) -> bool {
+    !matches!(op, MeasureOp::Sum | MeasureOp::Avg) || value.abs() <= MAX_SUMMED_VALUE
+}
 
 /// What one measure observes of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -153,7 +157,7 @@ pub fn read(spec: &KindSpec, record: &impl Fields) -> Result<KindEvent, String> 
                 (_, false) => Observation::Skip,
                 (_, true) => match measure.field.as_deref().and_then(|f| record.get(f)) {
                     // + 0.0 makes -0.0 a 0.0: min and max then cannot depend on merge order.
-                    Some(Scalar::Number(n)) if n.abs() <= MAX_MEASURE_VALUE => {
+                    Some(Scalar::Number(n)) if n.is_finite() && summable(measure.op, n) => {
                         Observation::Value(n + 0.0)
                     }
                     _ => Observation::Skip,
@@ -295,14 +299,32 @@ mod tests {
             panic!("{negative_zero:?}");
         };
         assert!(zero == 0.0 && zero.is_sign_positive(), "{zero}");
-        // Beyond 1e15 a number is skipped: saturated sums of 1e33, 1e33 and -1e33 came out
-        // as -0.000001 or 1.7e32 by their order.
+        // Beyond 1e15 a number is skipped by sums and means: saturated sums of 1e33, 1e33 and
+        // -1e33 came out as -0.000001 or 1.7e32 by their order. Other measures take it.
+        let sums = |event: &KindEvent| -> Vec<Observation> {
+            spec.measures
+                .iter()
+                .zip(&event.observations)
+                .filter(|((m, _), _)| matches!(m.op, MeasureOp::Sum | MeasureOp::Avg))
+                .filter(|((m, _), _)| matches!(m.field.as_deref(), Some("duration_ms" | "bytes")))
+                .map(|(_, o)| *o)
+                .collect()
+        };
         for huge in [1e33, -2e15] {
-            let event = read(&spec, &json!({"ts": 1, "duration_ms": huge})).unwrap();
-            assert_eq!(event.observations[3], Skip, "{huge}");
+            let event = read(&spec, &json!({"ts": 1, "duration_ms": huge, "bytes": huge})).unwrap();
+            assert!(sums(&event).iter().all(|o| *o == Skip), "{huge}: {event:?}");
+            assert!(
+                event.observations.contains(&Value(huge)),
+                "{huge}: {event:?}"
+            );
         }
-        let event = read(&spec, &json!({"ts": 1, "duration_ms": 1e15})).unwrap();
-        assert_eq!(event.observations[3], Value(1e15));
+        let event = read(&spec, &json!({"ts": 1, "duration_ms": 1e15, "bytes": 1e15})).unwrap();
+        assert_eq!(
+            sums(&event).len(),
+            2,
+            "the preset sums bytes and averages the duration"
+        );
+        assert!(sums(&event).iter().all(|o| *o == Value(1e15)), "{event:?}");
         assert!(read(&spec, &json!({"ts": true})).is_err());
         assert!(read(&spec, &json!({"ts": "yesterday"})).is_err());
     }
