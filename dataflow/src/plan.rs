@@ -7,7 +7,7 @@ use crate::config::{MomentsConfig, PipelineConfig};
 use crate::error::{Error, Result};
 use crate::event::Millis;
 use crate::kinds::config::{resolve_kinds, KindSpec};
-use crate::windows::{pane_size, WindowSpec, MAX_PANES, MAX_WINDOW};
+use crate::windows::{pane_size, panes_fault, window_fault, WindowSpec};
 
 /// Settings resolved once; the dataflow only runs on a plan.
 #[derive(Debug, Clone)]
@@ -40,14 +40,10 @@ impl Plan {
     pub fn new(config: PipelineConfig) -> Result<Self> {
         let specs = resolve_windows(&config)?;
         let pane = pane_size(&specs);
-        if let Some(spec) = specs.iter().find(|s| s.size / pane > MAX_PANES) {
-            return Err(Error::Config(format!(
-                "window {:?} spans {} panes of {} ms (the greatest common divisor of every \
-                 window's size and slide): at most {MAX_PANES}",
-                spec.label,
-                spec.size / pane,
-                pane
-            )));
+        for spec in &specs {
+            if let Some(why) = panes_fault(spec.size, pane) {
+                return Err(Error::Config(format!("window {:?}: {why}", spec.label)));
+            }
         }
         let moment_spec = specs
             .iter()
@@ -254,24 +250,13 @@ fn resolve_windows(config: &PipelineConfig) -> Result<Vec<WindowSpec>> {
 fn checked_kinds(kinds: Vec<KindSpec>, tick: u64) -> Result<Vec<KindSpec>> {
     for kind in &kinds {
         for (i, (label, size, slide)) in kind.windows.iter().enumerate() {
-            let why = if !slide.is_multiple_of(tick) {
-                format!("size and slide must be multiples of the tick ({tick} ms)")
-            } else if *size > MAX_WINDOW {
-                "at most 366d".to_owned()
-            } else if size / kind.pane > MAX_PANES {
-                format!(
-                    "spans {} panes of {} ms (the greatest common divisor of the kind's sizes \
-                     and slides): at most {MAX_PANES}",
-                    size / kind.pane,
-                    kind.pane
-                )
-            } else {
-                continue;
-            };
-            return Err(Error::Config(format!(
-                "pipeline.kinds.{}.windows[{i}]: {label:?}: {why}",
-                kind.name
-            )));
+            let fault = window_fault(*size, *slide, tick).or_else(|| panes_fault(*size, kind.pane));
+            if let Some(why) = fault {
+                return Err(Error::Config(format!(
+                    "pipeline.kinds.{}.windows[{i}]: {label:?}: {why}",
+                    kind.name
+                )));
+            }
         }
     }
     Ok(kinds)

@@ -14,13 +14,43 @@ pub struct WindowSpec {
     pub slide: u64,
 }
 
-/// The most windows one event may be in, per configured window (as for configured kinds).
+/// The most windows one event may be in, per window (built-in or of a configured kind).
 pub const MAX_SLIDES: u64 = 60;
 /// The longest window, ms (366 days).
 pub const MAX_WINDOW: u64 = 366 * 86_400_000;
 /// The most panes a window may span: its state holds them until it is final, and its live row
 /// sums them.
 pub const MAX_PANES: u64 = 10_000;
+
+/// Why a window of `size` and `slide` cannot be computed in ticks of `tick` ms (None: it can):
+/// the rules the built-in windows and every configured kind's windows follow.
+pub fn window_fault(size: u64, slide: u64, tick: u64) -> Option<String> {
+    if size == 0 || slide == 0 || slide > size || !size.is_multiple_of(slide) {
+        Some("size must be a positive multiple of slide".into())
+    } else if size / slide > MAX_SLIDES || size > MAX_WINDOW {
+        // Every event is in size / slide windows, each a row and a live row to keep up to date.
+        Some(format!(
+            "at most {MAX_SLIDES} slides to a window, and at most 366d"
+        ))
+    } else if !slide.is_multiple_of(tick) {
+        Some(format!(
+            "size and slide must be multiples of the tick ({tick} ms)"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Why a window of `size` spans too many panes of `pane` ms (None: it does not).
+pub fn panes_fault(size: u64, pane: u64) -> Option<String> {
+    (size / pane > MAX_PANES).then(|| {
+        format!(
+            "spans {} panes of {pane} ms (the greatest common divisor of the windows' sizes \
+             and slides): at most {MAX_PANES}",
+            size / pane
+        )
+    })
+}
 
 impl WindowSpec {
     /// Resolves and checks a configured window against the tick.
@@ -34,23 +64,10 @@ impl WindowSpec {
                 format!("{}/{}", config.size, crate::config::Span(slide))
             }
         });
-        if size == 0 || slide == 0 || slide > size || !size.is_multiple_of(slide) {
-            return Err(Error::Config(format!(
-                "window {label:?}: size must be a positive multiple of slide"
-            )));
+        match window_fault(size, slide, tick) {
+            Some(why) => Err(Error::Config(format!("window {label:?}: {why}"))),
+            None => Ok(Self { label, size, slide }),
         }
-        // Every event is in size / slide windows, each a row and a live row to keep up to date.
-        if size / slide > MAX_SLIDES || size > MAX_WINDOW {
-            return Err(Error::Config(format!(
-                "window {label:?}: at most {MAX_SLIDES} slides to a window, and at most 366d"
-            )));
-        }
-        if !slide.is_multiple_of(tick) {
-            return Err(Error::Config(format!(
-                "window {label:?}: size and slide must be multiples of the tick ({tick} ms)"
-            )));
-        }
-        Ok(Self { label, size, slide })
     }
 
     /// Starts of the windows that contain `ts`, ascending.

@@ -2,6 +2,7 @@
 //! dimensions, measures, windows and alert rules), checked at load with errors naming the
 //! offending key, and the shipped presets.
 
+use crate::windows::MAX_SLIDES;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -340,10 +341,10 @@ fn parse_window(key: String, text: &str) -> Result<(String, u64, u64)> {
         Some(slide) => Span::parse(slide).or_else(|e| err(key.clone(), e))?.0,
         None => size,
     };
-    if size == 0 || slide == 0 || size % slide != 0 || size / slide > 60 {
+    if size == 0 || slide == 0 || size % slide != 0 || size / slide > MAX_SLIDES {
         return err(
             key,
-            format!("{text:?}: size and slide must be > 0, the size a multiple of the slide, at most 60 slides"),
+            format!("{text:?}: size and slide must be > 0, the size a multiple of the slide, at most {MAX_SLIDES} slides"),
         );
     }
     Ok((text.to_owned(), size, slide))
