@@ -160,7 +160,7 @@ pub async fn list_streams(query: StreamsQuery, state: AppState) -> Result<Respon
     ranked.sort_unstable_by(order);
     let streams: Vec<_> = ranked
         .into_iter()
-        .map(|(_, id, view)| state.store.summary(id, view, store.frontier))
+        .map(|(activity, id, view)| state.store.summary_with(id, view, activity))
         .collect();
     Ok(json_reply(
         &json!({"streams": streams, "total": total}),

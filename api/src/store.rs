@@ -731,6 +731,11 @@ impl ViewStore {
         view: &StreamView,
         frontier: Option<Millis>,
     ) -> StreamSummary {
+        self.summary_with(stream_id, view, self.activity(view, frontier))
+    }
+
+    /// The summary of one stream whose activity is known.
+    pub fn summary_with(&self, stream_id: &str, view: &StreamView, activity: u64) -> StreamSummary {
         let totals = match &view.totals {
             Some(Row::StreamTotals { totals, .. }) => Some(totals),
             _ => None,
@@ -751,7 +756,7 @@ impl ViewStore {
             transactions: totals.map_or(0, |t| t.transactions),
             peak_viewers: totals.map_or(0, |t| t.peak_viewers),
             current_viewers,
-            activity: self.activity(view, frontier),
+            activity,
             top_emojis: top.entries.into_iter().map(Into::into).collect(),
             top_emojis_truncated: top.truncated,
             recent_reactions: view.recent_reactions.iter().cloned().collect(),

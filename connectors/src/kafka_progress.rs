@@ -49,9 +49,10 @@ impl KafkaLag {
     }
 
     /// The high watermark last measured for `topic`/`partition`.
-    pub fn high_watermark(&self, topic: &str, partition: u32) -> Option<i64> {
-        let key = (topic.to_owned(), partition);
-        self.partitions().get(&key).map(|lag| lag.high_watermark)
+    pub fn high_watermark(&self, partition: &(String, u32)) -> Option<i64> {
+        self.partitions()
+            .get(partition)
+            .map(|lag| lag.high_watermark)
     }
 
     /// Takes a round of lookups: `measured` are the partitions answered, `complete` whether

@@ -135,6 +135,8 @@ pub struct KafkaPartitionReader {
     /// The offset after the last message read or, when larger, the end the consumer's fetch
     /// answer gave at the last end of partition (None: neither yet).
     read_to: Option<i64>,
+    /// (topic, partition), as the lag lookups key their measurements.
+    lag_key: (String, u32),
 }
 
 /// Whether the brokers answer: the lag lookups' last complete round, and how old it may be.
@@ -151,15 +153,16 @@ impl Liveness {
     /// and the partition's last measured end is not past `read_to`. A consumer's end of partition
     /// outlives an outage: after a broker restart its lookups may answer while the consumer has
     /// not fetched again, and what was produced meanwhile must not count as read.
-    fn caught_up(&self, topic: &str, partition: i32, read_to: Option<i64>) -> bool {
+    fn caught_up(&self, partition: &(String, u32), read_to: Option<i64>) -> bool {
         let answered = self
             .lag
             .answered_at()
             .is_some_and(|at| wall_clock_ms().saturating_sub(at) <= self.silence);
-        let measured = u32::try_from(partition)
-            .ok()
-            .and_then(|partition| self.lag.high_watermark(topic, partition));
-        answered && measured.is_none_or(|high| read_to.is_none_or(|read_to| high <= read_to))
+        answered
+            && self
+                .lag
+                .high_watermark(partition)
+                .is_none_or(|high| read_to.is_none_or(|read_to| high <= read_to))
     }
 }
 
@@ -194,6 +197,7 @@ impl KafkaPartitionReader {
             unchecked_start: Cell::new(explicit_start),
             unreached_start: Cell::new(explicit_start),
             read_to: None,
+            lag_key: (topic.to_owned(), partition as u32),
         })
     }
 }
@@ -348,9 +352,10 @@ impl PartitionReader for KafkaPartitionReader {
         while !self.done && taken < max {
             match self.queue.poll(Duration::ZERO) {
                 None if self.at_end
-                    && self.liveness.as_ref().is_none_or(|liveness| {
-                        liveness.caught_up(&self.topic, self.partition, self.read_to)
-                    }) =>
+                    && self
+                        .liveness
+                        .as_ref()
+                        .is_none_or(|liveness| liveness.caught_up(&self.lag_key, self.read_to)) =>
                 {
                     return Ok(ReadStatus::CaughtUp)
                 }

@@ -125,18 +125,20 @@ impl LiveInput {
             by_partition[partition_for_key(key, self.partitions.len())].push(payload);
         }
         // Locks are taken in partition order, so concurrent pushes cannot deadlock.
-        let mut locked: Vec<(MutexGuard<'_, Queue>, Vec<Vec<u8>>)> = self
+        let mut locked: Vec<(MutexGuard<'_, Queue>, Vec<Vec<u8>>, usize)> = self
             .partitions
             .iter()
             .zip(by_partition)
             .filter(|(_, payloads)| !payloads.is_empty())
-            .map(|(partition, payloads)| (partition.lock(), payloads))
+            .map(|(partition, payloads)| {
+                let bytes = payloads.iter().map(Vec::len).sum();
+                (partition.lock(), payloads, bytes)
+            })
             .collect();
-        for (queue, payloads) in &locked {
+        for (queue, payloads, bytes) in &locked {
             if queue.closed {
                 return Err(PushError::Closed);
             }
-            let bytes: usize = payloads.iter().map(Vec::len).sum();
             // An empty queue takes a request of any size (the body limit bounds it): one larger
             // than the byte budget would otherwise be answered "busy, retry" for ever. (Records
             // are held to their count: the configuration holds it to the largest request.)
@@ -146,9 +148,9 @@ impl LiveInput {
                 return Err(PushError::Full);
             }
         }
-        for (queue, payloads) in &mut locked {
+        for (queue, payloads, bytes) in &mut locked {
             let was_empty = queue.records.is_empty();
-            queue.bytes += payloads.iter().map(Vec::len).sum::<usize>();
+            queue.bytes += *bytes;
             queue
                 .records
                 .extend(payloads.drain(..).map(|payload| (payload, arrival)));

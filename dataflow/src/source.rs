@@ -314,6 +314,12 @@ struct Partition {
 }
 
 impl Partition {
+    /// The offset it reads next: after its last record or, before the first, where it began
+    /// (when the reader knows).
+    fn next_offset(&self) -> Option<u64> {
+        self.next_offset.or_else(|| self.reader.start_offset())
+    }
+
     /// Whether the partition has been caught up, reading nothing, for its idle timeout of
     /// wall-clock time (DESIGN §3). Behind or unreachable is never idle.
     fn is_idle(&self) -> bool {
@@ -493,7 +499,7 @@ fn source_part(
     let mut positions = Vec::new();
     let mut states = Vec::with_capacity(partitions.len());
     for p in partitions {
-        let next_offset = p.next_offset.or_else(|| p.reader.start_offset());
+        let next_offset = p.next_offset();
         if let Some(next_offset) = next_offset {
             positions.push(SourcePosition {
                 source: Arc::clone(&p.source),
@@ -714,9 +720,7 @@ pub fn partitioned_source<'scope>(
                     let progress = PartitionProgress {
                         // Before its first record, where it began: a partition started at its
                         // end lags by nothing, not by everything the topic holds.
-                        next_offset: partition
-                            .next_offset
-                            .or_else(|| partition.reader.start_offset()),
+                        next_offset: partition.next_offset(),
                         watermark: partition.clock.watermark(),
                         done: partition.done,
                     };

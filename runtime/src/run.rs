@@ -178,7 +178,7 @@ fn sinks(options: &RunOptions) -> Result<RunSinks> {
             // Opened once the processes agree on the job: it removes every live row, and the
             // stored checkpoint of a run started from an explicit position.
             let mut postgres = PostgresSink::start(&options.config.postgres, interval)?;
-            if options.config.postgres.checkpoint_interval.0 > 0 && !options.resume {
+            if run.checkpoints.is_some() && !options.resume {
                 postgres = postgres.forgetting_checkpoint();
             }
             run.postgres = Some(postgres.metrics());

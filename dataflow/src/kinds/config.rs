@@ -2,7 +2,6 @@
 //! dimensions, measures, windows and alert rules), checked at load with errors naming the
 //! offending key, and the shipped presets.
 
-use crate::windows::MAX_SLIDES;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::kinds::avro::{parse_schema, AvroDecoder};
 use crate::kinds::condition::Condition;
 use crate::rows::KindNames;
+use crate::windows::MAX_SLIDES;
 
 /// Most dimensions, measures or alert rules of one kind: rows stay a bounded size.
 pub const MAX_PARTS: usize = 32;
