@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crowdpulse_connectors::generator::{write_files, GeneratorConfig};
 use crowdpulse_connectors::postgres::checkpoints::{self, latest_checkpoint, write_checkpoint};
@@ -295,6 +295,58 @@ fn live_rows_go_whenever_a_run_opens_its_sink() {
         live_and_final();
         assert_eq!(rows(), "done true, s false");
     }
+    db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
+}
+
+/// Opening survives its connection being killed, as writes do: the run starts instead of failing
+/// on a database that was only briefly away.
+#[test]
+fn a_connection_lost_while_the_sink_opens_is_retried() {
+    let (mut config, db) = migrated_schema("reopen");
+    config
+        .url
+        .push_str("?application_name=crowdpulse_reopen_test");
+    let sink = PostgresSink::start(&config, INTERVAL).unwrap();
+    sink.flush(&Arc::new(Flush {
+        frontier: Some(2),
+        updates: vec![(totals(5, false), 1, 1)],
+        ..Flush::default()
+    }));
+    sink.finish().unwrap();
+    let live = format!("SELECT count(*) FROM \"{}\".stream_totals", config.schema);
+    assert_eq!(db.value(&live), "1");
+    // A lock held elsewhere keeps the opening sink waiting, so that its connection is killed
+    // while it works.
+    let holder = Db::connect();
+    holder.execute(&format!(
+        "BEGIN; LOCK TABLE \"{}\".stream_totals",
+        config.schema
+    ));
+    let opening = std::thread::spawn({
+        let config = config.clone();
+        move || {
+            let sink = PostgresSink::start(&config, INTERVAL).unwrap();
+            let opened = sink.open();
+            sink.finish().unwrap();
+            opened
+        }
+    });
+    let ours = "FROM pg_stat_activity WHERE application_name = 'crowdpulse_reopen_test'";
+    let waiting = Instant::now();
+    while db
+        .column(&format!("SELECT pid {ours} AND wait_event_type = 'Lock'"))
+        .is_empty()
+    {
+        assert!(waiting.elapsed() < Duration::from_secs(20), "never waited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        db.column(&format!("SELECT pg_terminate_backend(pid) {ours}")),
+        ["true"]
+    );
+    holder.execute("ROLLBACK");
+    opening.join().unwrap().unwrap();
+    assert_eq!(db.value(&live), "0", "the live row was removed");
     db.execute(&format!("DROP SCHEMA \"{}\" CASCADE", config.schema));
 }
 

@@ -149,6 +149,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// not written (a replay from Kafka restores it).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// How long opening the sink keeps retrying a database it cannot reach before the run fails.
+const OPEN_GRACE: Duration = Duration::from_secs(30);
+
 /// How long a write waits for a lock another session holds before it fails (and is retried).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -280,8 +283,21 @@ impl Sink for PostgresSink {
     /// Removes every live row (and the checkpoint, when forgetting it): a run emits the live
     /// rows of what it computes again, and an earlier run's live rows of windows it does not
     /// recompute would stay live for ever.
+    /// A connection lost or a server restarting meanwhile is retried, as the writer retries, for
+    /// at most [`OPEN_GRACE`]: the run has not started, so a database still away then fails it.
     fn open(&self) -> Result<()> {
-        let removed = start_afresh(&self.config, self.forget_checkpoint)?;
+        let began = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let removed = loop {
+            match start_afresh(&self.config, self.forget_checkpoint) {
+                Err(error) if retryable(&error) && began.elapsed() < OPEN_GRACE => {
+                    warn!(%error, retry_in = ?backoff, "postgres unavailable while opening; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                removed => break removed?,
+            }
+        };
         if removed > 0 {
             info!("explicit start position: the stored checkpoint is dropped");
         }
