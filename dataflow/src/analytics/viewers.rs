@@ -135,12 +135,26 @@ impl Viewers {
     /// Folds everything before `horizon` into carried state: of a user's actions below it only
     /// the latest is kept, and only while it still makes the user present at the horizon.
     pub(crate) fn compact(&mut self, horizon: Millis, timeout: Option<Millis>) {
+        let still_present = |(ts, _): (Millis, u8), present: bool| {
+            present && timeout.is_none_or(|t| ts.saturating_add(t) > horizon)
+        };
         self.users.retain(|_, history| {
+            // Every advance visits every user, and nearly always at most their latest action lies
+            // below the horizon: that one is kept or removed in place, without splitting the map.
+            let mut below = history.range(..(horizon, 0));
+            let latest_below = below.next_back().map(|(key, present)| (*key, *present));
+            if below.next().is_none() {
+                if let Some((key, present)) = latest_below {
+                    if !still_present(key, present) {
+                        history.remove(&key);
+                    }
+                }
+                return !history.is_empty();
+            }
             let mut kept = history.split_off(&(horizon, 0));
-            if let Some(((ts, rank), present)) = history.pop_last() {
-                let until = timeout.map_or(Millis::MAX, |t| ts.saturating_add(t));
-                if present && until > horizon {
-                    kept.insert((ts, rank), present);
+            if let Some((key, present)) = history.pop_last() {
+                if still_present(key, present) {
+                    kept.insert(key, present);
                 }
             }
             *history = kept;
@@ -359,6 +373,50 @@ mod tests {
         v.gauge(15, 90);
         assert_eq!(v.timeline().peak_and_end(0, 20), (100, 100));
         assert_eq!(v.timeline().peak_and_end(0, 15), (1, 1));
+    }
+
+    /// Compacting at any horizon changes no count at or after it, for actions before and after
+    /// the compaction, and keeps at most one action per user below it.
+    #[test]
+    fn compaction_at_any_horizon_changes_no_later_count() {
+        use proptest::prelude::*;
+        let action = |from: u64| {
+            (0usize..3, from..from + 60, 0u8..3).prop_map(|(user, ts, rank)| {
+                (
+                    ["a", "b", "c"][user],
+                    ts,
+                    [Join, Heartbeat, Leave][rank as usize],
+                )
+            })
+        };
+        proptest!(
+            ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() },
+            |(before in prop::collection::vec(action(0), 0..30),
+              after in prop::collection::vec(action(40), 0..10),
+              horizon in 0u64..70,
+              timeout in prop::option::of(1u64..30))| {
+                let mut compacted = Viewers::default();
+                let mut whole = Viewers::default();
+                for &(user, ts, action) in &before {
+                    compacted.presence(user, ts, action, timeout);
+                    whole.presence(user, ts, action, timeout);
+                }
+                compacted.compact(horizon, timeout);
+                for history in compacted.users.values() {
+                    prop_assert!(history.range(..(horizon, 0)).count() <= 1);
+                }
+                for &(user, ts, action) in after.iter().filter(|(_, ts, _)| *ts >= horizon) {
+                    compacted.presence(user, ts, action, timeout);
+                    whole.presence(user, ts, action, timeout);
+                }
+                for start in (horizon..horizon + 80).step_by(7) {
+                    prop_assert_eq!(
+                        compacted.timeline().peak_and_end(start, start + 9),
+                        whole.timeline().peak_and_end(start, start + 9)
+                    );
+                }
+            }
+        );
     }
 
     #[test]
