@@ -9,7 +9,7 @@
 //! also render them.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::binary_heap::{BinaryHeap, PeekMut};
 use std::io::Write;
 use std::ops::Range;
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
@@ -295,18 +295,23 @@ fn merge_into_blocks(
     let fresh_block = || Vec::with_capacity(WRITE_BLOCK_BYTES + WRITE_BLOCK_BYTES / 8);
     let mut block = fresh_block();
     let mut lines = 0;
-    while let Some(Reverse((line, c, index))) = heads.pop() {
+    // The chunk's next line replaces its head in place: a chunk holds a span of event time, so
+    // its next line usually follows its last one in the output too, and the head stays on top
+    // after two comparisons, where popping and pushing it made about log2(chunks) + 3.
+    while let Some(mut head) = heads.peek_mut() {
+        let Reverse((line, c, index)) = *head;
         block.extend_from_slice(line);
         block.push(b'\n');
         lines += 1;
+        match chunks[c].line(index + 1) {
+            Some(next) => *head = Reverse((next, c, index + 1)),
+            None => drop(PeekMut::pop(head)),
+        }
         if block.len() >= WRITE_BLOCK_BYTES {
             let next = to_refill.try_recv().unwrap_or_else(|_| fresh_block());
             if merged.send(std::mem::replace(&mut block, next)).is_err() {
                 return lines;
             }
-        }
-        if let Some(next) = chunks[c].line(index + 1) {
-            heads.push(Reverse((next, c, index + 1)));
         }
     }
     if !block.is_empty() {
