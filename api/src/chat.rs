@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, Result};
 use crate::handlers::time_bound;
-use crate::models::ChatQuery;
+use crate::models::{limit_within, ChatQuery};
 use crate::store::{chat_key, row_value, ChatKey};
 
 /// Messages per page by default.
@@ -120,10 +120,7 @@ impl ChatFilter {
                 )));
             }
         }
-        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-        if limit == 0 || limit > MAX_LIMIT {
-            return Err(bad(format!("limit must be between 1 and {MAX_LIMIT}")));
-        }
+        let limit = limit_within(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
         Ok(Self {
             from: query
                 .from

@@ -20,7 +20,7 @@ use crate::chat::{self, ChatFilter};
 use crate::error::ApiError;
 use crate::metrics::{render, MetricsSources};
 use crate::models::{
-    ChatQuery, ReactionRequest, Statistics, StreamsQuery, SummaryQuery, WindowQuery,
+    limit_within, ChatQuery, ReactionRequest, Statistics, StreamsQuery, SummaryQuery, WindowQuery,
 };
 use crate::state::AppState;
 use crate::store::{row_value, StoreState, StreamView, SummaryKey};
@@ -137,12 +137,7 @@ const MAX_STREAMS: usize = 10_000;
 /// `GET /v1/streams`: the most active `limit` streams with results, and how many there are. The
 /// answer is bounded: the store may hold a stream for every id ever sent within its retention.
 pub async fn list_streams(query: StreamsQuery, state: AppState) -> Result<Response, Rejection> {
-    let limit = query.limit.unwrap_or(1_000);
-    if limit == 0 || limit > MAX_STREAMS {
-        return Err(reject(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_STREAMS}"
-        ))));
-    }
+    let limit = limit_within(query.limit, 1_000, MAX_STREAMS).map_err(reject)?;
     let store = state.store.read();
     let mut ranked: Vec<_> = store
         .streams
@@ -239,12 +234,7 @@ fn series_query(state: &AppState, query: &WindowQuery) -> Result<SeriesQuery, Re
     let label = window_label(state, query)?;
     let bound =
         |name, text: &Option<String>| text.as_deref().map(|t| parse_time(name, t)).transpose();
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(reject(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
-        ))));
-    }
+    let limit = limit_within(query.limit, DEFAULT_LIMIT, MAX_LIMIT).map_err(reject)?;
     Ok(SeriesQuery {
         label,
         from: bound("from", &query.from)?.unwrap_or(0),
@@ -536,12 +526,7 @@ pub async fn stream_summary(
     query: SummaryQuery,
     state: AppState,
 ) -> Result<Response, Rejection> {
-    let limit = query.limit.unwrap_or(1);
-    if limit == 0 || limit > MAX_SUMMARIES {
-        return Err(reject(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_SUMMARIES}"
-        ))));
-    }
+    let limit = limit_within(query.limit, 1, MAX_SUMMARIES).map_err(reject)?;
     let (mut summaries, known): (BTreeMap<SummaryKey, Value>, bool) = {
         let store = state.store.read();
         match stream(&store, &id) {

@@ -15,6 +15,7 @@ use warp::Rejection;
 
 use crate::error::ApiError;
 use crate::handlers::{json_reply, reject};
+use crate::models::limit_within;
 use crate::state::AppState;
 use crate::store::row_value;
 
@@ -99,12 +100,7 @@ impl KindFilter {
                 kind.windows
             )));
         }
-        let limit = number("limit")?.unwrap_or(100) as usize;
-        if limit == 0 || limit > MAX_ROWS {
-            return Err(ApiError::BadRequest(format!(
-                "limit must be between 1 and {MAX_ROWS}"
-            )));
-        }
+        let limit = limit_within(number("limit")?.map(|n| n as usize), 100, MAX_ROWS)?;
         let mut dims = BTreeMap::new();
         for (name, value) in query {
             match name.as_str() {

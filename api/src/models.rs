@@ -147,6 +147,23 @@ pub struct TokenQuery {
     pub access_token: Option<String>,
 }
 
+/// A query's `limit`: `default` when absent, refused outside 1..=`max`.
+pub fn limit_within(
+    limit: Option<usize>,
+    default: usize,
+    max: usize,
+) -> Result<usize, crate::error::ApiError> {
+    match limit.unwrap_or(default) {
+        0 => Err(limit_refused(max)),
+        limit if limit > max => Err(limit_refused(max)),
+        limit => Ok(limit),
+    }
+}
+
+fn limit_refused(max: usize) -> crate::error::ApiError {
+    crate::error::ApiError::BadRequest(format!("limit must be between 1 and {max}"))
+}
+
 /// Query of window endpoints.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,5 +257,23 @@ impl std::str::FromStr for StreamId {
     fn from_str(segment: &str) -> Result<Self, Self::Err> {
         let decoded = percent_encoding::percent_decode_str(segment).decode_utf8()?;
         Ok(Self(decoded.into_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_is_its_default_when_absent_and_refused_outside_one_to_max() {
+        assert_eq!(limit_within(None, 7, 10).unwrap(), 7);
+        assert_eq!(limit_within(Some(1), 7, 10).unwrap(), 1);
+        assert_eq!(limit_within(Some(10), 7, 10).unwrap(), 10);
+        for refused in [0, 11, usize::MAX] {
+            assert_eq!(
+                limit_within(Some(refused), 7, 10).unwrap_err().to_string(),
+                "limit must be between 1 and 10"
+            );
+        }
     }
 }
