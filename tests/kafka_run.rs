@@ -134,12 +134,15 @@ fn http_ingest_goes_through_kafka_and_idle_partitions_do_not_stall() {
 
     // Reactions produced to Kafka by another producer (not posted to this process) are the
     // last reactions too: the latest ten, newest first, per stream and overall.
+    // Dated 5 s ahead: with every partition idle the frontier follows the wall clock, and a
+    // record read more than the 1 s allowance after its time would be late (a loaded machine
+    // took that long).
     let producer = producer();
-    let now = wall_clock_ms();
+    let ahead = wall_clock_ms() + 5_000;
     for i in 0..12u64 {
         let payload = format!(
             "{{\"type\":\"reaction\",\"stream_id\":\"kafka-e2e\",\"user_id\":\"k{i}\",\"emoji\":\"👏\",\"ts\":{}}}",
-            now + i
+            ahead + i
         );
         let record = BaseRecord::<(), str>::to(&topic)
             .partition(3)
@@ -256,8 +259,8 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
     let event = |ts: u64| {
         format!("{{\"type\":\"chat\",\"stream_id\":\"s\",\"user_id\":\"u\",\"text\":\"hi\",\"ts\":{ts}}}")
     };
-    // Partition 0: a valid event, then one ten minutes older (late: the allowance is 1 s),
-    // then bytes that are not JSON.
+    // Partition 0: a valid event, then one ten minutes older (late: the allowance is 60 s
+    // here), then bytes that are not JSON.
     let (fresh, old) = (event(now), event(now - 600_000));
     for payload in [fresh.as_bytes(), old.as_bytes(), b"\xff{not json"] {
         let record = BaseRecord::<(), [u8]>::to(&topic)
@@ -269,10 +272,13 @@ fn malformed_and_late_records_reach_the_dead_letter_topic_with_their_origin() {
 
     // A producer that may hold 2 unconfirmed messages (a request as large as the queue: a
     // larger one, which could never fit, is refused at load), each held for 2 s before it goes.
+    // The posted events wait out the linger before the run reads them, stamped when they
+    // arrived: with the 1 s allowance and every partition idle they could be late.
     let tiny_queue = [
         ("CROWDPULSE__KAFKA__PRODUCER_QUEUE_MESSAGES", "2"),
         ("CROWDPULSE__API__LIMITS__MAX_EVENTS_PER_REQUEST", "2"),
         ("CROWDPULSE__KAFKA__INGEST_LINGER", "2s"),
+        ("CROWDPULSE__PIPELINE__ALLOWED_LATENESS", "60s"),
     ];
     let (run, rows) = start_run(&topic, &dead, &group, &tiny_queue);
     // While one request's events wait in the producer queue, the next finds no room: 503 busy
