@@ -341,7 +341,9 @@ fn a_connection_lost_while_the_sink_opens_is_retried() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
-        db.column(&format!("SELECT pg_terminate_backend(pid) {ours}")),
+        db.column(&format!(
+            "SELECT pg_terminate_backend(pid) {ours} AND wait_event_type = 'Lock'"
+        )),
         ["true"]
     );
     holder.execute("ROLLBACK");

@@ -7,10 +7,10 @@ use crowdpulse_dataflow::checkpoint::{
 };
 use crowdpulse_dataflow::event::Millis;
 use futures_util::SinkExt;
-use tokio_postgres::{Client, GenericClient, IsolationLevel, NoTls, Transaction};
+use tokio_postgres::{GenericClient, IsolationLevel, NoTls, Transaction};
 
 use super::config::PostgresConfig;
-use super::sink::block_on;
+use super::sink::{block_on, LOCK_TIMEOUT};
 use super::tables::{position_columns, TABLES};
 use crate::error::{ConnectorError, Result};
 
@@ -156,12 +156,23 @@ pub fn start_afresh(config: &PostgresConfig, forget_checkpoint: bool) -> Result<
         let (mut client, connection) = client_config.connect(NoTls).await?;
         let connection = tokio::spawn(connection);
         let removed = async {
+            // One transaction, so that an attempt cut short is undone whole and its retry
+            // reports what it removed.
+            let tx = client.transaction().await?;
+            // A lock another session holds fails this after LOCK_TIMEOUT (opening then retries
+            // within its grace) instead of holding the start for as long as the lock is held.
+            tx.batch_execute(&format!(
+                "SET LOCAL lock_timeout = {}",
+                LOCK_TIMEOUT.as_millis()
+            ))
+            .await?;
             let mut removed = 0;
             if forget_checkpoint {
                 let delete = format!("DELETE FROM \"{}\".checkpoints", config.schema);
-                removed = client.execute(&delete, &[]).await?;
+                removed = tx.execute(&delete, &[]).await?;
             }
-            delete_live_rows(&mut client, &config.schema).await?;
+            delete_live_rows(&tx, &config.schema).await?;
+            tx.commit().await?;
             Ok::<_, ConnectorError>(removed)
         }
         .await;
@@ -226,8 +237,7 @@ pub async fn latest_checkpoint(
 
 /// Removes every live (not final) row: a run resuming from a checkpoint emits the live rows it
 /// held there again, and live rows written after the checkpoint may never be recomputed.
-pub async fn delete_live_rows(client: &mut Client, schema: &str) -> Result<u64> {
-    let tx = client.transaction().await?;
+async fn delete_live_rows(tx: &Transaction<'_>, schema: &str) -> Result<u64> {
     let mut deleted = 0;
     for table in TABLES.iter().filter(|t| t.has_final) {
         deleted += tx
@@ -237,6 +247,5 @@ pub async fn delete_live_rows(client: &mut Client, schema: &str) -> Result<u64> 
             )
             .await?;
     }
-    tx.commit().await?;
     Ok(deleted)
 }

@@ -153,7 +153,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const OPEN_GRACE: Duration = Duration::from_secs(30);
 
 /// How long a write waits for a lock another session holds before it fails (and is retried).
-const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether a failed write may succeed when tried again: the connection or the server's state
 /// (lost connection, shutdown, lack of resources, a serialization conflict, a lock another
