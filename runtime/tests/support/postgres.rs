@@ -81,10 +81,11 @@ impl Db {
             })
     }
 
-    /// One value as text.
-    /// Waits (up to 20 s) until a run has committed rows to `schema`'s `window_metrics`.
+    /// Waits (up to 60 s: the shared broker, serving every test at once, has left a run's
+    /// metadata requests unanswered for over 10 s) until a run has committed rows to `schema`'s
+    /// `window_metrics`.
     pub fn wait_for_rows(&self, schema: &str) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let tables = format!(
             "SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}' \
              AND tablename = 'window_metrics'"
@@ -93,12 +94,13 @@ impl Db {
         while self.value(&tables) == "0" || self.value(&rows) == "0" {
             assert!(
                 std::time::Instant::now() < deadline,
-                "no rows in {schema} within 20 s"
+                "no rows in {schema} within 60 s"
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 
+    /// One value as text.
     pub fn value(&self, sql: &str) -> String {
         self.column(sql).into_iter().next().unwrap_or_default()
     }
