@@ -4,6 +4,8 @@ use crowdpulse_dataflow::event::Millis;
 use crowdpulse_dataflow::rows::Reaction;
 use serde::{Deserialize, Serialize};
 
+use crate::error::ApiError;
+
 /// `{"emoji", "count"}` of a top-k list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmojiCount {
@@ -148,20 +150,13 @@ pub struct TokenQuery {
 }
 
 /// A query's `limit`: `default` when absent, refused outside 1..=`max`.
-pub fn limit_within(
-    limit: Option<usize>,
-    default: usize,
-    max: usize,
-) -> Result<usize, crate::error::ApiError> {
+pub fn limit_within(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
     match limit.unwrap_or(default) {
-        0 => Err(limit_refused(max)),
-        limit if limit > max => Err(limit_refused(max)),
-        limit => Ok(limit),
+        limit @ 1.. if limit <= max => Ok(limit),
+        _ => Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {max}"
+        ))),
     }
-}
-
-fn limit_refused(max: usize) -> crate::error::ApiError {
-    crate::error::ApiError::BadRequest(format!("limit must be between 1 and {max}"))
 }
 
 /// Query of window endpoints.

@@ -283,6 +283,7 @@ impl Sink for PostgresSink {
     /// Removes every live row (and the checkpoint, when forgetting it): a run emits the live
     /// rows of what it computes again, and an earlier run's live rows of windows it does not
     /// recompute would stay live for ever.
+    ///
     /// A connection lost or a server restarting meanwhile is retried, as the writer retries, for
     /// at most [`OPEN_GRACE`]: the run has not started, so a database still away then fails it.
     fn open(&self) -> Result<()> {
