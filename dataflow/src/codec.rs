@@ -54,9 +54,53 @@ impl Format {
 #[derive(Debug)]
 enum Loose<'a> {
     Str(Cow<'a, str>),
-    Int(i128),
+    Int(Integer),
     Float(f64),
     Other(&'static str),
+}
+
+/// A JSON integer in the range serde_json reads (i64 and u64), kept in 16 bytes rather than an
+/// `i128`'s 16-aligned ones: that makes [`Loose`] 24 bytes instead of 32, and the decoder's
+/// record of fifteen of them a quarter smaller to initialize.
+#[derive(Debug, Clone, Copy)]
+struct Integer {
+    magnitude: u64,
+    negative: bool,
+}
+
+impl Integer {
+    fn value(self) -> i128 {
+        let magnitude = i128::from(self.magnitude);
+        if self.negative {
+            -magnitude
+        } else {
+            magnitude
+        }
+    }
+}
+
+impl fmt::Display for Integer {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.value().fmt(f)
+    }
+}
+
+impl From<u64> for Integer {
+    fn from(magnitude: u64) -> Self {
+        Integer {
+            magnitude,
+            negative: false,
+        }
+    }
+}
+
+impl From<i64> for Integer {
+    fn from(value: i64) -> Self {
+        Integer {
+            magnitude: value.unsigned_abs(),
+            negative: value < 0,
+        }
+    }
 }
 
 impl Loose<'_> {
@@ -156,17 +200,18 @@ struct RawEvent<'a> {
 }
 
 impl<'a> RawEvent<'a> {
-    /// The record's fields, by [`flat_json`] when the record is of its shape (most are), else by
-    /// serde_json, whose answer (the fields, or the error) this always is.
-    fn parse(text: &'a str) -> serde_json::Result<Self> {
-        match Self::parse_flat(text) {
-            Some(raw) => Ok(raw),
-            None => serde_json::from_str(text),
+    /// Reads the record's fields in place, by [`flat_json`] when the record is of its shape (most
+    /// are), else by serde_json, whose answer (the fields, or the error) this always is. In place
+    /// because the record is hundreds of bytes: returning it cost two copies a record.
+    fn read(&mut self, text: &'a str) -> serde_json::Result<()> {
+        if self.read_flat(text).is_none() {
+            *self = serde_json::from_str(text)?;
         }
+        Ok(())
     }
 
-    fn parse_flat(text: &'a str) -> Option<Self> {
-        let mut raw = Self::default();
+    fn read_flat(&mut self, text: &'a str) -> Option<()> {
+        let raw = self;
         // serde refuses a field given twice, even when the first was null (which it reads as
         // absent): such a record goes to serde_json for its error.
         let mut seen = 0u16;
@@ -202,7 +247,6 @@ impl<'a> RawEvent<'a> {
             };
             true
         })
-        .map(|()| raw)
     }
 }
 
@@ -249,7 +293,7 @@ fn non_empty(field: Option<Loose<'_>>, name: &str) -> Result<String> {
 fn timestamp(field: Option<Loose<'_>>, fallback: Option<Millis>) -> Result<Millis> {
     match present(field) {
         Some(Loose::Str(text)) => parse_rfc3339(&text),
-        Some(Loose::Int(n)) => u64::try_from(n)
+        Some(Loose::Int(n)) => u64::try_from(n.value())
             .map_err(|_| Error::Invalid(format!("ts {n} is not a non-negative epoch millisecond"))),
         Some(Loose::Float(f)) => millis_from_number(f),
         Some(other) => Err(Error::Invalid(format!(
@@ -262,7 +306,7 @@ fn timestamp(field: Option<Loose<'_>>, fallback: Option<Millis>) -> Result<Milli
 
 fn amount(field: Option<Loose<'_>>) -> Result<i64> {
     let value = match present(field) {
-        Some(Loose::Int(n)) => n as f64,
+        Some(Loose::Int(n)) => n.value() as f64,
         Some(Loose::Float(f)) => f,
         Some(other) => {
             return Err(Error::Invalid(format!(
@@ -288,7 +332,7 @@ fn viewer_body<'a>(
 ) -> Result<EventBody> {
     if let Some(count) = present(viewer_count) {
         return match count {
-            Loose::Int(n) => u64::try_from(n)
+            Loose::Int(n) => u64::try_from(n.value())
                 .map(|viewer_count| EventBody::ViewerCount { viewer_count })
                 .map_err(|_| Error::Invalid(format!("viewer_count {n} must be >= 0"))),
             other => Err(Error::Invalid(format!(
@@ -321,7 +365,8 @@ pub fn decode_json(bytes: &[u8], ctx: &DecodeContext) -> Result<Event> {
     // checks on a byte slice.
     let text = std::str::from_utf8(bytes)
         .map_err(|e| Error::Decode(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-    let raw = RawEvent::parse(text).map_err(|e| {
+    let mut raw = RawEvent::default();
+    raw.read(text).map_err(|e| {
         if e.is_data() {
             Error::Invalid(e.to_string())
         } else {
@@ -563,7 +608,8 @@ mod tests {
         /// Whatever the fast path reads, serde_json reads the same way.
         #[test]
         fn the_flat_path_agrees_with_serde_json(text in record()) {
-            if let Some(flat) = RawEvent::parse_flat(&text) {
+            let mut flat = RawEvent::default();
+            if flat.read_flat(&text).is_some() {
                 let serde: serde_json::Result<RawEvent> = serde_json::from_str(&text);
                 prop_assert_eq!(format!("Ok({flat:?})"), format!("{:?}", serde.map_err(|e| e.to_string())));
             }
@@ -579,7 +625,7 @@ mod tests {
             r#"{"type":"viewer","stream_id":"s","ts":"2026-01-01T00:00:01Z","viewer_count":7}"#,
             r#"{"category":"Speedrun","status":"live","stream_id":"stream-4","title":"Stream 4 live","ts":1767225600011,"type":"stream_meta"}"#,
         ] {
-            assert!(RawEvent::parse_flat(text).is_some(), "{text}");
+            assert!(RawEvent::default().read_flat(text).is_some(), "{text}");
         }
     }
 
