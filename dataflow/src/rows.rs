@@ -459,6 +459,17 @@ impl Row {
         }
     }
 
+    /// Where the record of a row read from a source was read (source, partition, offset): chat
+    /// messages and dead letters. Each is inserted once, when its record is read, and never
+    /// retracted, so within a run this identifies it. None for every other row.
+    pub fn origin(&self) -> Option<(&str, u32, u64)> {
+        match self {
+            Row::ChatMessage(m) => Some((&m.source, m.partition, m.offset)),
+            Row::DeadLetter(d) => Some((&d.source, d.partition, d.offset)),
+            _ => None,
+        }
+    }
+
     /// The stream a row is about (None for dead letters and configured kinds' rows).
     pub fn stream_id(&self) -> Option<&str> {
         match self {

@@ -97,7 +97,18 @@ impl Gatherer {
         for mut more in times {
             updates.append(&mut more);
         }
+        // Rows read from a source (chat messages, dead letters: most rows) are each inserted once
+        // and never retracted, so they have nothing to consolidate; sorting them with the others
+        // by whole row was the largest part of a flush. They are ordered by where they were read,
+        // which keeps a flush deterministic whichever worker read them.
+        let mut read: Vec<_> = updates
+            .extract_if(.., |(row, _, _)| row.origin().is_some())
+            .collect();
+        read.sort_unstable_by(|(a, a_time, _), (b, b_time, _)| {
+            (a_time, read_order(a)).cmp(&(b_time, read_order(b)))
+        });
         consolidate_updates(&mut updates);
+        updates.append(&mut read);
         // Time order, and within a time retractions first: a replaced row is -old +new.
         updates.sort_by_key(|(_, time, diff)| (*time, *diff));
         Flush {
@@ -107,6 +118,13 @@ impl Gatherer {
             checkpoint,
         }
     }
+}
+
+/// A row read from a source by partition and offset first: integers decide nearly every
+/// comparison.
+fn read_order(row: &Row) -> Option<(u32, u64, &str)> {
+    row.origin()
+        .map(|(source, partition, offset)| (partition, offset, source))
 }
 
 /// Output of the analytics into sinks.
@@ -196,5 +214,88 @@ impl<'scope> SinkStage<'scope> for VecCollection<'scope, u64, Row, isize> {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crowdpulse_dataflow::category::Category;
+    use crowdpulse_dataflow::rows::{ChatMessage, DeadLetter, DeadLetterReason, WindowKey};
+
+    fn chat(partition: u32, offset: u64) -> Row {
+        Row::ChatMessage(Arc::new(ChatMessage {
+            // Stream names in the opposite order of the offsets: a flush orders read rows by where
+            // they were read, not as whole rows.
+            stream_id: format!("s{}", 100 - offset),
+            ts: 1,
+            source: Arc::from("chat"),
+            partition,
+            offset,
+            user_id: "u".into(),
+            text: "gg".into(),
+            sentiment: 0,
+            category: Category::Other,
+        }))
+    }
+
+    fn dead(partition: u32, offset: u64) -> Row {
+        let reason = DeadLetterReason::Decode;
+        Row::DeadLetter(DeadLetter::new(
+            "chat",
+            partition,
+            offset,
+            reason,
+            "bad".into(),
+            b"x",
+        ))
+    }
+
+    fn emoji(count: u64) -> Row {
+        let key = WindowKey {
+            stream_id: Arc::from("s"),
+            window: Arc::from("10s"),
+            start: 0,
+            end: 10,
+        };
+        Row::WindowEmoji {
+            key,
+            emoji: "🎉".into(),
+            count,
+            is_final: false,
+        }
+    }
+
+    #[test]
+    fn a_flush_consolidates_computed_rows_and_orders_read_rows_by_where_they_were_read() {
+        let mut gatherer = Gatherer::default();
+        gatherer.changes.insert(
+            5,
+            vec![
+                (chat(1, 3), 5, 1),
+                (emoji(3), 5, 1),
+                (emoji(1), 5, -1),
+                (dead(0, 9), 5, 1),
+                (emoji(3), 5, -1),
+                (emoji(2), 5, 1),
+            ],
+        );
+        gatherer.changes.insert(
+            3,
+            vec![(chat(0, 7), 3, 1), (chat(0, 2), 3, 1), (emoji(1), 3, 1)],
+        );
+        gatherer.changes.insert(12, vec![(chat(0, 8), 12, 1)]);
+        let flush = gatherer.flush(Some(10));
+        let expected = vec![
+            (emoji(1), 3, 1),
+            (chat(0, 2), 3, 1),
+            (chat(0, 7), 3, 1),
+            (emoji(1), 5, -1),
+            (emoji(2), 5, 1),
+            (dead(0, 9), 5, 1),
+            (chat(1, 3), 5, 1),
+        ];
+        assert_eq!(flush.updates, expected);
+        assert_eq!(gatherer.changes.keys().collect::<Vec<_>>(), [&12]);
     }
 }
