@@ -500,6 +500,15 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
                 ],
             ),
         );
+        family(
+            &mut out,
+            (
+                "crowdpulse_summary_text_retries_total",
+                "counter",
+                "Summary text requests repeated after the endpoint answered try again.",
+            ),
+            unlabelled(load(&summarizer.retries)),
+        );
     }
     if let Some(lag) = sources.kafka_lag {
         family(

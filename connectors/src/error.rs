@@ -1,6 +1,7 @@
 //! The connectors crate's error type.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -42,9 +43,14 @@ pub enum ConnectorError {
     /// The stored texts (Postgres) did not answer within the summarizer's timeout.
     #[error("summarizer: the stored texts did not answer within the timeout")]
     StoredTextsTimeout,
-    /// The summarizer's endpoint answered with an error status.
-    #[error("summarizer: the endpoint answered {0}")]
-    SummaryStatus(u16),
+    /// The summarizer's endpoint answered with an error status, and maybe when to try again.
+    #[error("summarizer: the endpoint answered {status}")]
+    SummaryStatus {
+        /// The HTTP status.
+        status: u16,
+        /// Its `Retry-After`, when given in seconds.
+        retry_after: Option<Duration>,
+    },
     /// The summarizer's endpoint answered no chat completion with text, or too much.
     #[error("summarizer: unusable answer: {0}")]
     SummaryAnswer(&'static str),

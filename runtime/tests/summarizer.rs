@@ -107,6 +107,78 @@ fn counts(metrics: &SummarizerMetrics) -> [u64; 6] {
     .map(|c| c.load(Ordering::Relaxed))
 }
 
+/// Rate limits and overloaded servers answer "try again": the request is repeated after the
+/// answer's `Retry-After` (else 0.5 s doubling), at most `retries` times, never for a wait
+/// longer than a request's timeout, and never for an answer that says the request is wrong.
+#[test]
+fn try_again_answers_are_retried_after_the_wait_they_ask_for() {
+    let summaries = [summary("talky", 1, "goal", 20)];
+    let text = vec![(1, "talky talks about goal".to_owned())];
+    let config = |url: &str| SummarizerConfig {
+        timeout: Span(2_000),
+        ..config(url)
+    };
+    let busy = |status, times, retry_after| Answer::Busy {
+        status,
+        times,
+        retry_after,
+    };
+    // (answer, told, counts, requests, retries, least wait)
+    let cases = [
+        // Retry-After: 1 is honoured (the backoff alone would wait 0.5 s).
+        (
+            busy(429, 1, Some(1)),
+            text.clone(),
+            [1, 0, 0, 0, 0, 0],
+            2,
+            1,
+            1_000,
+        ),
+        // Without it, 0.5 s then 1 s.
+        (
+            busy(503, 2, None),
+            text.clone(),
+            [1, 0, 0, 0, 0, 0],
+            3,
+            2,
+            1_500,
+        ),
+        // Still busy after the default 2 retries: failed, extractive.
+        (busy(502, 5, None), vec![], [0, 0, 0, 1, 0, 0], 3, 2, 1_500),
+        // A wait beyond the request timeout (2 s) is not made.
+        (busy(429, 1, Some(5)), vec![], [0, 0, 0, 1, 0, 0], 1, 0, 0),
+        // Not a "try again" answer.
+        (busy(400, 1, Some(1)), vec![], [0, 0, 0, 1, 0, 0], 1, 0, 0),
+    ];
+    for (answer, told_expected, counts_expected, requests, retries, least_wait) in cases {
+        let server = serve(answer);
+        let started = Instant::now();
+        let (told, metrics) = summarize_all(&config(&server.url), None, &summaries);
+        let waited = started.elapsed();
+        assert_eq!(told, told_expected, "{answer:?}");
+        assert_eq!(counts(&metrics), counts_expected, "{answer:?}");
+        assert_eq!(server.requests().len(), requests, "{answer:?}");
+        assert_eq!(
+            metrics.retries.load(Ordering::Relaxed),
+            retries,
+            "{answer:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(least_wait),
+            "{answer:?}: done after {waited:?}"
+        );
+    }
+    // With retries = 0, a busy endpoint is asked once.
+    let server = serve(busy(429, 1, Some(1)));
+    let no_retries = SummarizerConfig {
+        retries: 0,
+        ..config(&server.url)
+    };
+    let (told, metrics) = summarize_all(&no_retries, None, &summaries);
+    assert_eq!((told, counts(&metrics)), (vec![], [0, 0, 0, 1, 0, 0]));
+    assert_eq!(server.requests().len(), 1);
+}
+
 #[test]
 fn texts_are_made_once_stored_and_reused_by_a_replay() {
     let server = serve(Answer::Text);
@@ -194,7 +266,12 @@ fn failed_slow_and_unusable_answers_leave_summaries_extractive() {
     ] {
         let server = serve(answer);
         let started = Instant::now();
-        let (told, metrics) = summarize_all(&config(&server.url), None, &summaries);
+        // Retries of a 500 are the test above's.
+        let config = SummarizerConfig {
+            retries: 0,
+            ..config(&server.url)
+        };
+        let (told, metrics) = summarize_all(&config, None, &summaries);
         assert!(told.is_empty(), "{answer:?}: {told:?}");
         assert_eq!(counts(&metrics), expected, "{answer:?}");
         assert_eq!(server.requests().len(), 1, "{answer:?}");

@@ -65,7 +65,18 @@ impl CompletionsClient {
         }
         let mut response = request.send().await.map_err(transport)?;
         if !response.status().is_success() {
-            return Err(ConnectorError::SummaryStatus(response.status().as_u16()));
+            // Only the seconds form: endpoints that rate-limit send it (an HTTP date would
+            // need the server's clock to agree with ours).
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(ConnectorError::SummaryStatus {
+                status: response.status().as_u16(),
+                retry_after,
+            });
         }
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {

@@ -34,6 +34,10 @@ pub struct SummarizerConfig {
     pub queue: usize,
     /// Most tokens the answer may have.
     pub max_tokens: u32,
+    /// Further requests for a summary whose request was answered "try again" (408, 429 or a
+    /// 5xx status): after the answer's `Retry-After` when it gives one within `timeout`, else
+    /// after 0.5 s doubling; never once the run is ending. 0: none.
+    pub retries: u32,
 }
 
 impl Default for SummarizerConfig {
@@ -47,6 +51,7 @@ impl Default for SummarizerConfig {
             max_concurrency: 2,
             queue: 64,
             max_tokens: 120,
+            retries: 2,
         }
     }
 }
@@ -63,6 +68,7 @@ impl fmt::Debug for SummarizerConfig {
             .field("max_concurrency", &self.max_concurrency)
             .field("queue", &self.queue)
             .field("max_tokens", &self.max_tokens)
+            .field("retries", &self.retries)
             .finish()
     }
 }
@@ -97,6 +103,9 @@ impl SummarizerConfig {
         }
         if self.max_tokens == 0 {
             return bad("max_tokens", "must be > 0");
+        }
+        if self.retries > 10 {
+            return bad("retries", "must be at most 10");
         }
         if self.api_key.is_some() && self.api_key_file.is_some() {
             return bad("api_key_file", "and summarizer.api_key are exclusive");
@@ -198,6 +207,13 @@ mod tests {
                 "summarizer.max_tokens",
                 SummarizerConfig {
                     max_tokens: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "summarizer.retries",
+                SummarizerConfig {
+                    retries: 11,
                     ..base.clone()
                 },
             ),

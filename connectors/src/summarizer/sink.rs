@@ -44,6 +44,8 @@ pub struct SummarizerMetrics {
     pub skipped: AtomicU64,
     /// Texts made but not stored (Postgres unreachable): a replay asks for them again.
     pub unsaved: AtomicU64,
+    /// Requests repeated after a "try again" answer (each summary is counted once above).
+    pub retries: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -60,6 +62,8 @@ struct Worker {
     deadline: OnceLock<Instant>,
     /// A request's timeout.
     timeout: Duration,
+    /// Further requests after a "try again" answer.
+    retries: u32,
 }
 
 impl Worker {
@@ -98,7 +102,7 @@ impl Worker {
             bump(&self.metrics.skipped);
             return;
         }
-        match self.client.summarize(summary).await {
+        match self.ask(summary).await {
             Ok(text) => {
                 bump(&self.metrics.made);
                 if let Some(texts) = &self.texts {
@@ -120,11 +124,47 @@ impl Worker {
         }
     }
 
+    /// The endpoint's text, asked again (at most `retries` times) while it answers "try again"
+    /// (408, 429, 5xx: what rate limits and overloaded or restarting servers answer). The
+    /// wait is the answer's `Retry-After` when it gives one, else 0.5 s doubling; a wait longer
+    /// than a request's timeout is not made (the summary would be stale; an endpoint asking
+    /// that is not coming back soon), and none once the run is ending. The request keeps its
+    /// slot while it waits, so a rate-limited endpoint is asked less, not more.
+    async fn ask(&self, summary: &ChatSummary) -> Result<String> {
+        let mut backoff = Duration::from_millis(500);
+        let mut retries = 0;
+        loop {
+            let answer = self.client.summarize(summary).await;
+            let wait = match &answer {
+                Err(ConnectorError::SummaryStatus {
+                    status,
+                    retry_after,
+                }) if retries < self.retries && retryable(*status) => {
+                    retry_after.unwrap_or(backoff)
+                }
+                _ => return answer,
+            };
+            if wait > self.timeout || self.ending() {
+                return answer;
+            }
+            retries += 1;
+            debug!(stream_id = %summary.stream_id, retries, wait_ms = wait.as_millis() as u64, "summary text request answered try again; retrying");
+            bump(&self.metrics.retries);
+            tokio::time::sleep(wait).await;
+            backoff *= 2;
+        }
+    }
+
     fn tell(&self, summary: &ChatSummary, text: &str) {
         if let Some(listener) = self.listener.get() {
             listener.summary_text(summary, text);
         }
     }
+}
+
+/// Whether an answer with `status` asks to be tried again.
+fn retryable(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
 }
 
 /// Queues summaries for the worker thread (see the module doc).
@@ -145,6 +185,7 @@ impl SummaryTexts {
             metrics: Arc::default(),
             deadline: OnceLock::new(),
             timeout: Duration::from_millis(config.timeout.0),
+            retries: config.retries,
         });
         let (queue, jobs) = mpsc::channel(config.queue);
         let runtime = tokio::runtime::Builder::new_current_thread()

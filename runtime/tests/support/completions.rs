@@ -4,11 +4,13 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
 use warp::Filter;
 
 /// How the server answers.
@@ -24,6 +26,13 @@ pub enum Answer {
     Garbage,
     /// A completion of this text.
     Content(&'static str),
+    /// `status` (with `Retry-After: retry_after` seconds when given) to the first `times`
+    /// requests, then as `Text`.
+    Busy {
+        status: u16,
+        times: usize,
+        retry_after: Option<u64>,
+    },
 }
 
 /// One request received.
@@ -65,12 +74,14 @@ pub fn text_for(body: &Value) -> String {
 pub fn serve(answer: Answer) -> Completions {
     let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
     let recorded = Arc::clone(&requests);
+    let busy_answers = Arc::new(AtomicUsize::new(0));
     let route = warp::post()
         .and(warp::path!("v1" / "chat" / "completions"))
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::body::json())
         .then(move |authorization: Option<String>, body: Value| {
             let recorded = Arc::clone(&recorded);
+            let busy_answers = Arc::clone(&busy_answers);
             async move {
                 let text = text_for(&body);
                 recorded.lock().unwrap().push(Request {
@@ -80,23 +91,40 @@ pub fn serve(answer: Answer) -> Completions {
                 let completion = json!({"object": "chat.completion", "choices": [
                     {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                 ]});
-                match answer {
-                    Answer::Text => warp::reply::with_status(warp::reply::json(&completion), StatusCode::OK),
-                    Answer::Slow(delay) => {
-                        tokio::time::sleep(delay).await;
-                        warp::reply::with_status(warp::reply::json(&completion), StatusCode::OK)
-                    }
-                    Answer::Status(code) => warp::reply::with_status(
+                let status = |code: u16| -> Response {
+                    warp::reply::with_status(
                         warp::reply::json(&json!({"error": {"message": "overloaded"}})),
                         StatusCode::from_u16(code).unwrap(),
-                    ),
-                    Answer::Garbage => warp::reply::with_status(
-                        warp::reply::json(&json!({"choices": []})),
-                        StatusCode::OK,
-                    ),
+                    )
+                    .into_response()
+                };
+                match answer {
+                    Answer::Text => warp::reply::json(&completion).into_response(),
+                    Answer::Slow(delay) => {
+                        tokio::time::sleep(delay).await;
+                        warp::reply::json(&completion).into_response()
+                    }
+                    Answer::Status(code) => status(code),
+                    Answer::Garbage => warp::reply::json(&json!({"choices": []})).into_response(),
                     Answer::Content(content) => {
                         let completion = json!({"choices": [{"message": {"content": content}}]});
-                        warp::reply::with_status(warp::reply::json(&completion), StatusCode::OK)
+                        warp::reply::json(&completion).into_response()
+                    }
+                    Answer::Busy {
+                        status: code,
+                        times,
+                        retry_after,
+                    } => {
+                        if busy_answers.fetch_add(1, Ordering::SeqCst) >= times {
+                            return warp::reply::json(&completion).into_response();
+                        }
+                        let mut response = status(code);
+                        if let Some(seconds) = retry_after {
+                            response
+                                .headers_mut()
+                                .insert("retry-after", seconds.to_string().parse().unwrap());
+                        }
+                        response
                     }
                 }
             }
