@@ -48,7 +48,7 @@ pub enum ConnectorError {
     SummaryStatus {
         /// The HTTP status.
         status: u16,
-        /// Its `Retry-After`, when given in seconds.
+        /// The wait its `Retry-After` asks for, when it has one (`Duration::MAX` when unreadable).
         retry_after: Option<Duration>,
     },
     /// The summarizer's endpoint answered no chat completion with text, or too much.

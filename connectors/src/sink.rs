@@ -21,7 +21,7 @@ pub struct Flush {
     /// The changes `(row, time, diff)` whose times the frontier has passed since the previous
     /// flush, consolidated, in time order and within a time retractions first (a replaced row
     /// is -old then +new); rows read from a source (chat messages, dead letters, each inserted
-    /// once) come after the computed rows of their time, by where they were read.
+    /// once, +1) come after the computed rows of their time and diff, by where they were read.
     pub updates: Vec<(Row, Millis, isize)>,
     /// Every partition's latest position emitted below `frontier`: the input the changes up to
     /// now reflect.

@@ -65,14 +65,10 @@ impl CompletionsClient {
         }
         let mut response = request.send().await.map_err(transport)?;
         if !response.status().is_success() {
-            // Only the seconds form: endpoints that rate-limit send it (an HTTP date would
-            // need the server's clock to agree with ours).
             let retry_after = response
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .map(|value| retry_after(value.to_str().unwrap_or_default()));
             return Err(ConnectorError::SummaryStatus {
                 status: response.status().as_u16(),
                 retry_after,
@@ -115,6 +111,22 @@ impl CompletionsClient {
     }
 }
 
+/// How long a `Retry-After` asks to wait: seconds, or until an HTTP date (a past one: not at
+/// all). One that cannot be read is taken as longer than any wait we would make: retrying sooner
+/// than asked is what rate limits punish.
+fn retry_after(value: &str) -> Duration {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Duration::from_secs(seconds);
+    }
+    match httpdate::parse_http_date(value) {
+        Ok(date) => date
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+        Err(_) => Duration::MAX,
+    }
+}
+
 /// Timeouts apart, errors are reported without their URL (it names the endpoint, which the
 /// configuration already shows, and reqwest would print it whole).
 fn transport(error: reqwest::Error) -> ConnectorError {
@@ -148,4 +160,24 @@ pub fn prompt(summary: &ChatSummary) -> String {
         "representative_messages": quotes,
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(retry_after(" 7 "), Duration::from_secs(7));
+        let later = std::time::SystemTime::now() + Duration::from_secs(90);
+        let wait = retry_after(&httpdate::fmt_http_date(later));
+        assert!(
+            (Duration::from_secs(88)..=Duration::from_secs(90)).contains(&wait),
+            "{wait:?}"
+        );
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Duration::ZERO);
+        for unreadable in ["1.5", "-1", "soon", "99999999999999999999999"] {
+            assert_eq!(retry_after(unreadable), Duration::MAX, "{unreadable}");
+        }
+    }
 }

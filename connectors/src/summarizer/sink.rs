@@ -125,11 +125,12 @@ impl Worker {
     }
 
     /// The endpoint's text, asked again (at most `retries` times) while it answers "try again"
-    /// (408, 429, 5xx: what rate limits and overloaded or restarting servers answer). The
-    /// wait is the answer's `Retry-After` when it gives one, else 0.5 s doubling; a wait longer
-    /// than a request's timeout is not made (the summary would be stale; an endpoint asking
-    /// that is not coming back soon), and none once the run is ending. The request keeps its
-    /// slot while it waits, so a rate-limited endpoint is asked less, not more.
+    /// (408, 429, 500, 502, 503, 504: what rate limits and overloaded or restarting servers
+    /// answer). The wait is the answer's `Retry-After` when it has one, else 0.5 s doubling; a
+    /// wait longer than a request's timeout is not made (the summary would be stale; an endpoint
+    /// asking that is not coming back soon), nor one that would start past the run's deadline.
+    /// The request keeps its slot while it waits, so a rate-limited endpoint is asked less, not
+    /// more.
     async fn ask(&self, summary: &ChatSummary) -> Result<String> {
         let mut backoff = Duration::from_millis(500);
         let mut retries = 0;
@@ -144,15 +145,31 @@ impl Worker {
                 }
                 _ => return answer,
             };
-            if wait > self.timeout || self.ending() {
+            if wait > self.timeout || !self.wait_to_retry(wait).await {
                 return answer;
             }
             retries += 1;
-            debug!(stream_id = %summary.stream_id, retries, wait_ms = wait.as_millis() as u64, "summary text request answered try again; retrying");
             bump(&self.metrics.retries);
-            tokio::time::sleep(wait).await;
+            debug!(stream_id = %summary.stream_id, retries, wait_ms = wait.as_millis() as u64, "summary text request answered try again; retried");
             backoff *= 2;
         }
+    }
+
+    /// Waits `wait`; false, at once, when the retry would start at or past the run's deadline
+    /// (like a queued summary, a retry must start before it). A deadline set during the wait is
+    /// later than its end: a wait is at most a timeout, and the deadline is a timeout after the
+    /// run's end.
+    async fn wait_to_retry(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        if self
+            .deadline
+            .get()
+            .is_some_and(|deadline| until >= *deadline)
+        {
+            return false;
+        }
+        tokio::time::sleep_until(until).await;
+        true
     }
 
     fn tell(&self, summary: &ChatSummary, text: &str) {
@@ -164,7 +181,7 @@ impl Worker {
 
 /// Whether an answer with `status` asks to be tried again.
 fn retryable(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500..=599)
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
 /// Queues summaries for the worker thread (see the module doc).
