@@ -34,9 +34,9 @@ pub struct SummarizerConfig {
     pub queue: usize,
     /// Most tokens the answer may have.
     pub max_tokens: u32,
-    /// Further requests for a summary whose request was answered "try again" (408, 429 or a
-    /// 5xx status): after the answer's `Retry-After` when it gives one within `timeout`, else
-    /// after 0.5 s doubling; never once the run is ending. 0: none.
+    /// Further requests for a summary whose request was answered "try again" (408, 429, 500,
+    /// 502-504): after the answer's `Retry-After` when it asks for at most `timeout`, else after
+    /// 0.5 s doubling; none that would start past the run's deadline. 0: none.
     pub retries: u32,
 }
 
