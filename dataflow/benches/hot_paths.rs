@@ -1,5 +1,6 @@
 //! Per-record costs of the hot paths: decoding, sentiment scoring and window analytics; the
-//! cost of an advance when many streams have gone idle; one chat summary.
+//! cost of an advance when many streams have gone idle; one chat summary, from scratch and as
+//! the analytics make it.
 //! Run with `cargo bench -p crowdpulse-dataflow --bench hot_paths`.
 
 use std::hint::black_box;
@@ -14,7 +15,7 @@ use crowdpulse_dataflow::event::Event;
 use crowdpulse_dataflow::plan::Plan;
 use crowdpulse_dataflow::rows::ChatMessage;
 use crowdpulse_dataflow::sentiment::{Analyzer, Lexicons};
-use crowdpulse_dataflow::summary::{summarize, ChatLine};
+use crowdpulse_dataflow::summary::{summarize, ChatLine, SummaryWindow};
 
 const T0: u64 = 1_767_225_600_000;
 
@@ -176,6 +177,22 @@ fn summaries(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("summarize_100_messages", |b| {
         b.iter(|| black_box(summarize("stream-1", 1, black_box(&lines))))
+    });
+    // What the analytics do per summary with the default settings: 20 messages in, the 20
+    // oldest out, then a summary of the 100 held.
+    let mut window = SummaryWindow::default();
+    for line in &lines {
+        window.push_back(line.clone());
+    }
+    let mut next = lines.iter().cycle();
+    group.bench_function("slide_20_and_summarize_100_messages", |b| {
+        b.iter(|| {
+            for line in next.by_ref().take(20) {
+                window.push_back(line.clone());
+                window.pop_front();
+            }
+            black_box(window.summarize("stream-1", 1))
+        })
     });
     group.throughput(Throughput::Elements(lines.len() as u64));
     group.bench_function("chat_lines_of_100_messages", |b| {

@@ -2,13 +2,14 @@
 //! most representative messages, the dominant sentiment and category, the top emotes), computed
 //! from the messages alone, deterministically: counts compared as integers, ties broken by text.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::category::Category;
 use crate::event::Millis;
-use crate::hashing::{FastMap, FastSet};
+use crate::hashing::FastMap;
 use crate::rows::ChatMessage;
 use crate::sentiment::Label;
 
@@ -40,8 +41,9 @@ pub struct TextFeatures {
     /// Its emotes (emoji and emote names of the sentiment lexicons, in order, repeats included).
     pub emotes: Vec<String>,
     /// Its distinct phrases (subject words and pairs of adjacent ones), sorted. Words hold no
-    /// space and pairs do, so the words need no list of their own.
-    phrases: Vec<String>,
+    /// space and pairs do, so the words need no list of their own. Shared, so a summary window
+    /// counting a phrase keeps it without a copy.
+    phrases: Vec<Arc<str>>,
 }
 
 impl TextFeatures {
@@ -54,16 +56,14 @@ impl TextFeatures {
     }
 
     /// The bytes it takes on the heap behind an `Arc` (its counts, itself, its lists and their
-    /// strings), for caches bounded in bytes.
+    /// strings, the phrases' with their counts), for caches bounded in bytes.
     pub fn heap_bytes(&self) -> usize {
-        let lists = (self.emotes.capacity() + self.phrases.capacity()) * size_of::<String>();
-        let strings: usize = self
-            .emotes
-            .iter()
-            .chain(&self.phrases)
-            .map(String::capacity)
-            .sum();
-        2 * size_of::<usize>() + size_of::<Self>() + lists + strings
+        let counts = 2 * size_of::<usize>();
+        let lists = self.emotes.capacity() * size_of::<String>()
+            + self.phrases.capacity() * size_of::<Arc<str>>();
+        let emotes: usize = self.emotes.iter().map(String::capacity).sum();
+        let phrases: usize = self.phrases.iter().map(|p| counts + p.len()).sum();
+        counts + size_of::<Self>() + lists + emotes + phrases
     }
 }
 
@@ -87,15 +87,6 @@ impl ChatLine {
     /// A message with its text's features, read before (they must be those of its text).
     pub fn with_features(message: Arc<ChatMessage>, features: Arc<TextFeatures>) -> Self {
         Self { message, features }
-    }
-
-    /// Its distinct subject words, sorted.
-    fn words(&self) -> impl Iterator<Item = &str> {
-        self.features
-            .phrases
-            .iter()
-            .map(String::as_str)
-            .filter(|phrase| !phrase.contains(' '))
     }
 }
 
@@ -201,16 +192,12 @@ fn is_ascii_stopword(word: &str) -> bool {
 }
 
 /// A message's distinct phrases, sorted: its subject words and pairs of adjacent ones.
-fn phrases(words: Vec<String>) -> Vec<String> {
-    let mut phrases = Vec::with_capacity((2 * words.len()).saturating_sub(1));
+fn phrases(words: Vec<String>) -> Vec<Arc<str>> {
+    let mut phrases: Vec<Arc<str>> = Vec::with_capacity((2 * words.len()).saturating_sub(1));
     for pair in words.windows(2) {
-        let mut phrase = String::with_capacity(pair[0].len() + 1 + pair[1].len());
-        phrase.push_str(&pair[0]);
-        phrase.push(' ');
-        phrase.push_str(&pair[1]);
-        phrases.push(phrase);
+        phrases.push(Arc::from(format!("{} {}", pair[0], pair[1])));
     }
-    phrases.extend(words);
+    phrases.extend(words.into_iter().map(Arc::from));
     phrases.sort_unstable();
     phrases.dedup();
     phrases
@@ -235,98 +222,242 @@ fn ranked<'a>(
         .collect()
 }
 
-/// Summarizes `lines` (in event order, at least one), as summary `seq` of `stream_id`.
-///
-/// - key phrases: phrases in at least two messages, by how many messages contain them; a word
-///   is left out when a pair containing it (listed or not) is in as many messages;
-/// - representative messages: distinct texts by the mean, over their distinct words, of how
-///   many messages contain the word (a message about what most messages are about scores
-///   high), ties to the later message;
-/// - sentiment: the mean compound score; category counts; emotes by occurrences.
+/// Summarizes `lines` (in event order, at least one), as summary `seq` of `stream_id`: what
+/// [`SummaryWindow::summarize`] says of a window holding them.
 pub fn summarize(stream_id: &str, seq: u64, lines: &[ChatLine]) -> ChatSummary {
-    // Hash maps for counting: every result is sorted by (count, text) before it is used. Sized
-    // for every phrase up front: a summary's map would otherwise grow (and rehash) ten times.
-    let phrase_count = lines.iter().map(|line| line.features.phrases.len()).sum();
-    let mut in_messages: FastMap<&str, u64> =
-        FastMap::with_capacity_and_hasher(phrase_count, Default::default());
+    let mut window = SummaryWindow::default();
     for line in lines {
-        for phrase in &line.features.phrases {
-            *in_messages.entry(phrase).or_default() += 1;
+        window.push_back(line.clone());
+    }
+    window.summarize(stream_id, seq)
+}
+
+/// A stream's latest messages for its summaries, with how many of them contain each phrase.
+///
+/// The counts are kept as messages come and go, so a message is counted once rather than once
+/// per summary covering it (`window / every` times), and a summary reads them by number, not by
+/// text. Each phrase in the window has a number (reused once no message holds the phrase),
+/// so the window's memory follows its messages.
+#[derive(Debug, Clone, Default)]
+pub struct SummaryWindow {
+    lines: VecDeque<NumberedLine>,
+    /// A phrase's number in `phrases`.
+    numbers: FastMap<Arc<str>, u32>,
+    /// By number.
+    phrases: Vec<PhraseCount>,
+    /// Numbers no message uses.
+    free: Vec<u32>,
+}
+
+/// A message in a window with its phrases' numbers.
+#[derive(Debug, Clone)]
+struct NumberedLine {
+    line: ChatLine,
+    /// Its subject words' numbers, then its pairs'.
+    numbers: Box<[u32]>,
+    /// How many of `numbers` are words.
+    words: usize,
+}
+
+/// A phrase of a window.
+#[derive(Debug, Clone, Default)]
+struct PhraseCount {
+    /// The phrase (None: the number is free).
+    text: Option<Arc<str>>,
+    /// Messages of the window containing it.
+    messages: u64,
+    /// A pair's two words' numbers: every message with the pair has both words, so they stay
+    /// numbered while it does.
+    words: Option<[u32; 2]>,
+}
+
+impl SummaryWindow {
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether it holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The oldest message.
+    pub fn front(&self) -> Option<&ChatLine> {
+        self.lines.front().map(|numbered| &numbered.line)
+    }
+
+    /// Adds the latest message.
+    pub fn push_back(&mut self, line: ChatLine) {
+        let phrases = &line.features.phrases;
+        let mut numbers = Vec::with_capacity(phrases.len());
+        // Words first: a pair's words are numbered by the time the pair is.
+        for phrase in phrases.iter().filter(|p| !p.contains(' ')) {
+            numbers.push(self.count(phrase));
+        }
+        let words = numbers.len();
+        for phrase in phrases.iter().filter(|p| p.contains(' ')) {
+            numbers.push(self.count(phrase));
+        }
+        self.lines.push_back(NumberedLine {
+            line,
+            numbers: numbers.into_boxed_slice(),
+            words,
+        });
+    }
+
+    /// Counts one more message containing `phrase`, numbering it if it is new.
+    fn count(&mut self, phrase: &Arc<str>) -> u32 {
+        if let Some(&number) = self.numbers.get(&**phrase) {
+            self.phrases[number as usize].messages += 1;
+            return number;
+        }
+        let words = phrase.split_once(' ').and_then(|(first, second)| {
+            Some([*self.numbers.get(first)?, *self.numbers.get(second)?])
+        });
+        let counted = PhraseCount {
+            text: Some(Arc::clone(phrase)),
+            messages: 1,
+            words,
+        };
+        let number = match self.free.pop() {
+            Some(number) => {
+                self.phrases[number as usize] = counted;
+                number
+            }
+            None => {
+                self.phrases.push(counted);
+                (self.phrases.len() - 1) as u32
+            }
+        };
+        self.numbers.insert(Arc::clone(phrase), number);
+        number
+    }
+
+    /// Lets the oldest message go.
+    pub fn pop_front(&mut self) {
+        let Some(numbered) = self.lines.pop_front() else {
+            return;
+        };
+        for &number in numbered.numbers.iter() {
+            let phrase = &mut self.phrases[number as usize];
+            phrase.messages -= 1;
+            if phrase.messages == 0 {
+                if let Some(text) = phrase.text.take() {
+                    self.numbers.remove(&text);
+                }
+                self.free.push(number);
+            }
         }
     }
-    let mut shadowed: FastSet<&str> = FastSet::default();
-    for (phrase, count) in &in_messages {
-        if *count >= 2 && phrase.contains(' ') {
-            for word in phrase.split(' ') {
-                if in_messages.get(word) == Some(count) {
-                    shadowed.insert(word);
+
+    /// Summarizes the messages held (at least one), as summary `seq` of `stream_id`.
+    ///
+    /// - key phrases: phrases in at least two messages, by how many messages contain them; a
+    ///   word is left out when a pair containing it (listed or not) is in as many messages;
+    /// - representative messages: distinct texts by the mean, over their distinct words, of how
+    ///   many messages contain the word (a message about what most messages are about scores
+    ///   high), ties to the later message;
+    /// - sentiment: the mean compound score; category counts; emotes by occurrences.
+    pub fn summarize(&self, stream_id: &str, seq: u64) -> ChatSummary {
+        let mut shadowed = vec![false; self.phrases.len()];
+        for phrase in &self.phrases {
+            if let (Some(words), 2..) = (phrase.words, phrase.messages) {
+                for word in words {
+                    if self.phrases[word as usize].messages == phrase.messages {
+                        shadowed[word as usize] = true;
+                    }
                 }
             }
         }
-    }
-    let candidates = in_messages
-        .iter()
-        .filter(|(phrase, count)| **count >= 2 && !shadowed.contains(*phrase))
-        .map(|(phrase, count)| (*phrase, *count));
-    let key_phrases = ranked(candidates, KEY_PHRASES);
+        let candidates = self
+            .phrases
+            .iter()
+            .zip(shadowed)
+            .filter(|(phrase, shadowed)| phrase.messages >= 2 && !shadowed)
+            .filter_map(|(phrase, _)| Some((phrase.text.as_deref()?, phrase.messages)));
+        let key_phrases = ranked(candidates, KEY_PHRASES);
 
-    // Mean document frequency as a fraction (sum, words), compared by cross-multiplication.
-    let mut scored: Vec<(u64, u64, usize)> = Vec::new();
-    let mut seen_texts: FastSet<&str> =
-        FastSet::with_capacity_and_hasher(lines.len(), Default::default());
-    for (index, line) in lines.iter().enumerate().rev() {
-        let (mut sum, mut words) = (0, 0);
-        for word in line.words() {
-            sum += in_messages[word];
-            words += 1;
+        // Mean document frequency as a fraction (sum, words), compared by cross-multiplication;
+        // the best few kept in order as the messages are read, latest first, a message placed
+        // before another only when it scores higher (ties to the later message). A repeated text
+        // scores what its later copy does, so it could only be placed behind that copy: it is
+        // left out when the copy is among the best, and falls behind them otherwise.
+        let mut best: Vec<(u64, u64, &ChatMessage)> = Vec::with_capacity(REPRESENTATIVE + 1);
+        for numbered in self.lines.iter().rev() {
+            let words = &numbered.numbers[..numbered.words];
+            if words.is_empty() {
+                continue;
+            }
+            let sum: u64 = words
+                .iter()
+                .map(|&word| self.phrases[word as usize].messages)
+                .sum();
+            let words = words.len() as u64;
+            let place = best
+                .iter()
+                .position(|&(best_sum, best_words, _)| sum * best_words > best_sum * words)
+                .unwrap_or(best.len());
+            let message = &*numbered.line.message;
+            if place < REPRESENTATIVE && best.iter().all(|(_, _, m)| m.text != message.text) {
+                best.insert(place, (sum, words, message));
+                best.truncate(REPRESENTATIVE);
+            }
         }
-        if words == 0 || !seen_texts.insert(line.message.text.as_str()) {
-            continue;
-        }
-        scored.push((sum, words, index));
-    }
-    // Stable: among equal means the later message (pushed first) stays first.
-    scored.sort_by(|a, b| (b.0 * a.1).cmp(&(a.0 * b.1)));
-    let representative = scored
-        .iter()
-        .take(REPRESENTATIVE)
-        .map(|(_, _, index)| {
-            let message = &lines[*index].message;
-            Quote {
+        let representative = best
+            .into_iter()
+            .map(|(_, _, message)| Quote {
                 text: message.text.clone(),
                 ts: message.ts,
                 user_id: message.user_id.clone(),
-            }
-        })
-        .collect();
+            })
+            .collect();
 
-    let mut categories = [0u64; 5];
-    let mut emotes: FastMap<&str, u64> = FastMap::default();
-    let mut sentiment_sum: i64 = 0;
-    for line in lines {
-        categories[line.message.category as usize] += 1;
-        sentiment_sum += line.message.sentiment;
-        for emote in &line.features.emotes {
-            *emotes.entry(emote).or_default() += 1;
+        let mut categories = [0u64; 5];
+        let mut emotes: FastMap<&str, u64> = FastMap::default();
+        let mut sentiment_sum: i64 = 0;
+        for numbered in &self.lines {
+            let line = &numbered.line;
+            categories[line.message.category as usize] += 1;
+            sentiment_sum += line.message.sentiment;
+            for emote in &line.features.emotes {
+                *emotes.entry(emote).or_default() += 1;
+            }
+        }
+        let count = self.lines.len() as i64;
+        let (first, last) = (self.front(), self.lines.back().map(|n| &n.line));
+        ChatSummary {
+            stream_id: stream_id.to_owned(),
+            seq,
+            messages: self.lines.len() as u64,
+            first_ts: first.map_or(0, |l| l.message.ts),
+            last_ts: last.map_or(0, |l| l.message.ts),
+            last_source: last.map_or_else(String::new, |l| l.message.source.to_string()),
+            last_partition: last.map_or(0, |l| l.message.partition),
+            last_offset: last.map_or(0, |l| l.message.offset),
+            key_phrases,
+            representative,
+            sentiment: (sentiment_sum as f64 / count.max(1) as f64).round() as i64,
+            categories,
+            top_emotes: ranked(emotes, TOP_EMOTES),
         }
     }
-    let count = lines.len() as i64;
-    ChatSummary {
-        stream_id: stream_id.to_owned(),
-        seq,
-        messages: lines.len() as u64,
-        first_ts: lines.first().map_or(0, |l| l.message.ts),
-        last_ts: lines.last().map_or(0, |l| l.message.ts),
-        last_source: lines
-            .last()
-            .map_or_else(String::new, |l| l.message.source.to_string()),
-        last_partition: lines.last().map_or(0, |l| l.message.partition),
-        last_offset: lines.last().map_or(0, |l| l.message.offset),
-        key_phrases,
-        representative,
-        sentiment: (sentiment_sum as f64 / count.max(1) as f64).round() as i64,
-        categories,
-        top_emotes: ranked(emotes, TOP_EMOTES),
+}
+
+/// A window is stored as its messages: the counts are made again as they are read back.
+impl Serialize for SummaryWindow {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.lines.iter().map(|numbered| &numbered.line))
+    }
+}
+
+impl<'de> Deserialize<'de> for SummaryWindow {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut window = SummaryWindow::default();
+        for line in Vec::<ChatLine>::deserialize(deserializer)? {
+            window.push_back(line);
+        }
+        Ok(window)
     }
 }
 
@@ -428,6 +559,83 @@ mod tests {
             ),
             (5, 1_000, 1_004, 7)
         );
+    }
+
+    /// The representative messages by their definition, with nothing kept between messages:
+    /// every distinct text (its latest copy) scored by the mean over its distinct words of the
+    /// messages containing the word, sorted (stable, latest first), the first three.
+    fn representative(lines: &[ChatLine]) -> Vec<Quote> {
+        let words = |line: &ChatLine| -> Vec<String> {
+            let phrases = &line.features.phrases;
+            phrases
+                .iter()
+                .filter(|p| !p.contains(' '))
+                .map(|p| p.to_string())
+                .collect()
+        };
+        let mut scored: Vec<(u64, u64, &ChatMessage)> = Vec::new();
+        for line in lines.iter().rev() {
+            let own = words(line);
+            let taken = scored.iter().any(|(_, _, m)| m.text == line.message.text);
+            if own.is_empty() || taken {
+                continue;
+            }
+            let sum = own
+                .iter()
+                .map(|w| lines.iter().filter(|l| words(l).contains(w)).count() as u64)
+                .sum();
+            scored.push((sum, own.len() as u64, &line.message));
+        }
+        scored.sort_by(|a, b| (b.0 * a.1).cmp(&(a.0 * b.1)));
+        scored
+            .into_iter()
+            .take(REPRESENTATIVE)
+            .map(|(_, _, m)| Quote {
+                text: m.text.clone(),
+                ts: m.ts,
+                user_id: m.user_id.clone(),
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { failure_persistence: None, ..Default::default() })]
+        /// A window kept up to date as messages come and go summarizes as one filled afresh
+        /// with the same messages: a small vocabulary makes phrases repeat, pairs shadow words
+        /// and means tie, and numbers are freed and reused.
+        #[test]
+        fn a_sliding_window_summarizes_as_a_fresh_one(
+            ops in proptest::collection::vec((0usize..12, 0usize..4, proptest::bool::ANY), 1..120)
+        ) {
+            const WORDS: [&str; 6] = ["goal", "messi", "ref", "blind", "PogChamp", "what"];
+            let mut window = SummaryWindow::default();
+            let mut held: std::collections::VecDeque<ChatLine> = Default::default();
+            for (offset, (seed, len, pop)) in ops.into_iter().enumerate() {
+                if pop && !held.is_empty() {
+                    window.pop_front();
+                    held.pop_front();
+                } else {
+                    let text: Vec<&str> =
+                        (0..=len).map(|i| WORDS[(seed * (i + 3) + i) % WORDS.len()]).collect();
+                    let line = line(offset as u64, "u", &text.join(" "), seed as i64, Category::Other);
+                    window.push_back(line.clone());
+                    held.push_back(line);
+                }
+                proptest::prop_assert_eq!(window.len(), held.len());
+                if !held.is_empty() {
+                    let fresh = summarize("s", 1, held.make_contiguous());
+                    proptest::prop_assert_eq!(&fresh.representative, &representative(held.make_contiguous()));
+                    proptest::prop_assert_eq!(window.summarize("s", 1), fresh);
+                }
+            }
+            // A window read back from its stored form counts as the one stored.
+            let stored = bincode::serialize(&window).unwrap();
+            let restored: SummaryWindow = bincode::deserialize(&stored).unwrap();
+            proptest::prop_assert_eq!(stored, bincode::serialize(&held).unwrap());
+            if !held.is_empty() {
+                proptest::prop_assert_eq!(restored.summarize("s", 1), window.summarize("s", 1));
+            }
+        }
     }
 
     #[test]

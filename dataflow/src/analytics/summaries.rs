@@ -3,7 +3,7 @@
 //! messages are summarized. The order, and so every summary, is the same however the input was
 //! split into partitions, batches and workers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use super::stream_state::RowChanges;
 use crate::config::SummaryConfig;
 use crate::event::Millis;
 use crate::rows::Row;
-use crate::summary::{summarize, ChatLine};
+use crate::summary::{ChatLine, SummaryWindow};
 
 /// A message's place in its stream's event order: time, then where it was read.
 type Order = (Millis, Arc<str>, u32, u64);
@@ -26,7 +26,7 @@ pub(crate) struct SummaryState {
     settled: u64,
     /// The latest settled messages a later summary can still cover (at most `window`, within
     /// `horizon` of the latest), oldest first.
-    recent: VecDeque<ChatLine>,
+    recent: SummaryWindow,
     /// Every message before this time is settled.
     settled_below: Millis,
 }
@@ -72,8 +72,9 @@ impl SummaryState {
             }
             self.settled += 1;
             if self.settled.is_multiple_of(config.every) {
-                let lines = self.recent.make_contiguous();
-                let summary = summarize(stream_id, self.settled / config.every, lines);
+                let summary = self
+                    .recent
+                    .summarize(stream_id, self.settled / config.every);
                 out.push((Row::ChatSummary(Box::new(summary)), 1));
             }
         }
