@@ -13,26 +13,57 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// How long a long run keeps freed pages resident before the background threads give them
+/// back. jemalloc's default (10 s) kept a checkpoint's encoded parts (about 8 MiB, made every
+/// `checkpoint_interval`, 10 s) resident for most of the interval, so RSS rose and fell by that
+/// much with each checkpoint, and samples taken every 10 s drifted through that cycle (README,
+/// "Soak"). A second returns them about as soon as they are freed for good, for little work at
+/// a live run's pace.
+#[cfg(feature = "jemalloc")]
+const LONG_RUN_DIRTY_DECAY_MS: isize = 1_000;
+
 /// Lets a long-running process (`run`, `demo`) give memory back as it goes: jemalloc's
-/// background threads purge freed pages on their decay timers (10 s), whether or not the
-/// threads that freed them allocate again. Without them a page is purged only when its arena
-/// is next used, and a quiet arena keeps what it has (small blocks cached by a thread stay
-/// until it allocates again). Bounded commands keep jemalloc's defaults: they end within
-/// minutes, and their speed and peak memory were measured so (scripts/bench-process). A
-/// `background_thread` setting in `MALLOC_CONF` wins.
+/// background threads purge freed pages on their decay timers ([`LONG_RUN_DIRTY_DECAY_MS`]),
+/// whether or not the threads that freed them allocate again. Without them a page is purged
+/// only when its arena is next used, and a quiet arena keeps what it has (small blocks cached
+/// by a thread stay until it allocates again). Bounded commands keep jemalloc's defaults: they
+/// end within minutes, and their speed and peak memory were measured so (scripts/bench-process).
+/// A `background_thread` or `dirty_decay_ms` setting in `MALLOC_CONF` wins.
 pub fn release_memory_as_it_goes() {
     #[cfg(feature = "jemalloc")]
     {
-        let operator_chose = std::env::var("MALLOC_CONF").is_ok_and(|conf| {
-            conf.split(',')
-                .any(|option| option.split(':').next() == Some("background_thread"))
-        });
-        if !operator_chose {
+        let operator_chose = |setting: &str| {
+            std::env::var("MALLOC_CONF").is_ok_and(|conf| {
+                conf.split(',')
+                    .any(|option| option.split(':').next() == Some(setting))
+            })
+        };
+        if !operator_chose("background_thread") {
             if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
                 tracing::warn!(%error, "jemalloc's background threads did not start");
             }
         }
+        if !operator_chose("dirty_decay_ms") {
+            if let Err(error) = set_dirty_decay(LONG_RUN_DIRTY_DECAY_MS) {
+                tracing::warn!(%error, "jemalloc's decay time was not shortened");
+            }
+        }
     }
+}
+
+/// Sets how long freed pages stay resident, for the arenas in use and those made later.
+#[cfg(feature = "jemalloc")]
+fn set_dirty_decay(ms: isize) -> tikv_jemalloc_ctl::Result<()> {
+    // SAFETY: both settings are an ssize_t (jemalloc's mallctl manual), which isize is, and the
+    // names end in a NUL.
+    unsafe { tikv_jemalloc_ctl::raw::write(b"arenas.dirty_decay_ms\0", ms)? };
+    for arena in 0..tikv_jemalloc_ctl::arenas::narenas::read()? {
+        let name = format!("arena.{arena}.dirty_decay_ms\0");
+        // An arena not made yet refuses the setting, and takes the default above when it is.
+        // SAFETY: as above.
+        let _ = unsafe { tikv_jemalloc_ctl::raw::write(name.as_bytes(), ms) };
+    }
+    Ok(())
 }
 
 /// Lets `/metrics` report the allocator's figures (nothing to report without jemalloc).
@@ -79,15 +110,23 @@ mod tests {
         );
     }
 
-    /// Background threads are off by default and on for long runs (unless the environment
-    /// chose).
+    /// Background threads are off by default and on for long runs, whose freed pages go back
+    /// after a second instead of ten (unless the environment chose).
     #[test]
     fn long_runs_start_jemallocs_background_threads() {
         if std::env::var_os("MALLOC_CONF").is_some() {
             return;
         }
+        let decay = |name: &[u8]| {
+            // SAFETY: an ssize_t setting, named with its NUL.
+            unsafe { tikv_jemalloc_ctl::raw::read::<isize>(name) }
+        };
         assert_eq!(tikv_jemalloc_ctl::background_thread::read(), Ok(false));
+        assert_eq!(decay(b"arenas.dirty_decay_ms\0"), Ok(10_000));
         release_memory_as_it_goes();
         assert_eq!(tikv_jemalloc_ctl::background_thread::read(), Ok(true));
+        for name in [&b"arenas.dirty_decay_ms\0"[..], b"arena.0.dirty_decay_ms\0"] {
+            assert_eq!(decay(name), Ok(LONG_RUN_DIRTY_DECAY_MS));
+        }
     }
 }
