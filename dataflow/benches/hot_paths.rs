@@ -128,9 +128,10 @@ fn hot_paths(c: &mut Criterion) {
     group.finish();
 }
 
-/// The window of one summary (the default 100 messages), in the shape `generate` writes chat:
-/// a few phrases and emotes drawn from short lists, so phrases repeat across messages.
-fn summary_window(analyzer: &Analyzer) -> Vec<ChatLine> {
+/// `count` chat messages in the shape `generate` writes chat: a few phrases and emotes drawn from
+/// short lists, so phrases repeat across messages; with `topics`, each also names one of that
+/// many topics in turn, so phrases leave a sliding window and new ones come.
+fn chat_lines(analyzer: &Analyzer, count: u64, topics: Option<u64>) -> Vec<ChatLine> {
     let phrases = [
         "what a play",
         "this is amazing",
@@ -144,15 +145,18 @@ fn summary_window(analyzer: &Analyzer) -> Vec<ChatLine> {
         "nice one",
     ];
     let emotes = ["PogChamp", "LUL", "KEKW", "Sadge", "🔥", "😂"];
-    (0..100u64)
+    (0..count)
         .map(|i| {
             let n = i as usize;
-            let text = format!(
+            let mut text = format!(
                 "{} {} {}",
                 phrases[n * 7 % phrases.len()],
                 emotes[n % emotes.len()],
                 phrases[n * 3 % phrases.len()]
             );
+            if let Some(topics) = topics {
+                text.push_str(&format!(" about topic{}", i % topics));
+            }
             let message = ChatMessage {
                 stream_id: "stream-1".into(),
                 ts: T0 + i,
@@ -172,19 +176,22 @@ fn summary_window(analyzer: &Analyzer) -> Vec<ChatLine> {
 
 fn summaries(c: &mut Criterion) {
     let analyzer = Analyzer::new(Lexicons::builtin());
-    let lines = summary_window(&analyzer);
+    // The window of one summary (the default 100 messages).
+    let lines = chat_lines(&analyzer, 100, None);
     let mut group = c.benchmark_group("per_summary");
     group.throughput(Throughput::Elements(1));
     group.bench_function("summarize_100_messages", |b| {
         b.iter(|| black_box(summarize("stream-1", 1, black_box(&lines))))
     });
     // What the analytics do per summary with the default settings: 20 messages in, the 20
-    // oldest out, then a summary of the 100 held.
+    // oldest out, then a summary of the 100 held; as the window slides, topics leave it and
+    // come back, so phrases are numbered and their numbers freed all along.
+    let stream = chat_lines(&analyzer, 1_000, Some(97));
     let mut window = SummaryWindow::default();
-    for line in &lines {
+    for line in &stream[..100] {
         window.push_back(line.clone());
     }
-    let mut next = lines.iter().cycle();
+    let mut next = stream.iter().cycle().skip(100);
     group.bench_function("slide_20_and_summarize_100_messages", |b| {
         b.iter(|| {
             for line in next.by_ref().take(20) {

@@ -236,10 +236,17 @@ pub fn summarize(stream_id: &str, seq: u64, lines: &[ChatLine]) -> ChatSummary {
 ///
 /// The counts are kept as messages come and go, so a message is counted once rather than once
 /// per summary covering it (`window / every` times), and a summary reads them by number, not by
-/// text. Each phrase in the window has a number (reused once no message holds the phrase),
-/// so the window's memory follows its messages.
+/// text. Each phrase in the window has a number, reused once no message holds the phrase; the
+/// numbering is made afresh once most numbers are free (a window the horizon shrank), and let
+/// go with the last message, so the window's memory follows its messages, not its busiest
+/// moment.
+///
+/// A message's features come from its text (or from a checkpoint written from it), so a pair's
+/// words are among its message's words; features that break this (a hand-made checkpoint)
+/// give summaries that may shadow the wrong words, never a panic.
 #[derive(Debug, Clone, Default)]
 pub struct SummaryWindow {
+    /// The messages held, oldest first.
     lines: VecDeque<NumberedLine>,
     /// A phrase's number in `phrases`.
     numbers: FastMap<Arc<str>, u32>,
@@ -249,6 +256,12 @@ pub struct SummaryWindow {
     free: Vec<u32>,
 }
 
+/// A window's phrases are numbered afresh once its free numbers are more than this many times
+/// those in use, counting at least [`KEPT_NUMBERS`] in use.
+const SPARSE_NUMBERING: usize = 4;
+/// So that a window of a few messages is not numbered afresh every time one leaves.
+const KEPT_NUMBERS: usize = 64;
+
 /// A message in a window with its phrases' numbers.
 #[derive(Debug, Clone)]
 struct NumberedLine {
@@ -256,7 +269,7 @@ struct NumberedLine {
     /// Its subject words' numbers, then its pairs'.
     numbers: Box<[u32]>,
     /// How many of `numbers` are words.
-    words: usize,
+    word_count: usize,
 }
 
 /// A phrase of a window.
@@ -268,7 +281,7 @@ struct PhraseCount {
     messages: u64,
     /// A pair's two words' numbers: every message with the pair has both words, so they stay
     /// numbered while it does.
-    words: Option<[u32; 2]>,
+    pair_words: Option<[u32; 2]>,
 }
 
 impl SummaryWindow {
@@ -295,14 +308,14 @@ impl SummaryWindow {
         for phrase in phrases.iter().filter(|p| !p.contains(' ')) {
             numbers.push(self.count(phrase));
         }
-        let words = numbers.len();
+        let word_count = numbers.len();
         for phrase in phrases.iter().filter(|p| p.contains(' ')) {
             numbers.push(self.count(phrase));
         }
         self.lines.push_back(NumberedLine {
             line,
             numbers: numbers.into_boxed_slice(),
-            words,
+            word_count,
         });
     }
 
@@ -312,13 +325,13 @@ impl SummaryWindow {
             self.phrases[number as usize].messages += 1;
             return number;
         }
-        let words = phrase.split_once(' ').and_then(|(first, second)| {
+        let pair_words = phrase.split_once(' ').and_then(|(first, second)| {
             Some([*self.numbers.get(first)?, *self.numbers.get(second)?])
         });
         let counted = PhraseCount {
             text: Some(Arc::clone(phrase)),
             messages: 1,
-            words,
+            pair_words,
         };
         let number = match self.free.pop() {
             Some(number) => {
@@ -349,6 +362,14 @@ impl SummaryWindow {
                 self.free.push(number);
             }
         }
+        let in_use = self.phrases.len() - self.free.len();
+        if self.lines.is_empty() {
+            *self = Self::default();
+        } else if self.free.len() > SPARSE_NUMBERING * in_use.max(KEPT_NUMBERS) {
+            for numbered in std::mem::take(self).lines {
+                self.push_back(numbered.line);
+            }
+        }
     }
 
     /// Summarizes the messages held (at least one), as summary `seq` of `stream_id`.
@@ -362,7 +383,7 @@ impl SummaryWindow {
     pub fn summarize(&self, stream_id: &str, seq: u64) -> ChatSummary {
         let mut shadowed = vec![false; self.phrases.len()];
         for phrase in &self.phrases {
-            if let (Some(words), 2..) = (phrase.words, phrase.messages) {
+            if let (Some(words), 2..) = (phrase.pair_words, phrase.messages) {
                 for word in words {
                     if self.phrases[word as usize].messages == phrase.messages {
                         shadowed[word as usize] = true;
@@ -385,7 +406,7 @@ impl SummaryWindow {
         // left out when the copy is among the best, and falls behind them otherwise.
         let mut best: Vec<(u64, u64, &ChatMessage)> = Vec::with_capacity(REPRESENTATIVE + 1);
         for numbered in self.lines.iter().rev() {
-            let words = &numbered.numbers[..numbered.words];
+            let words = &numbered.numbers[..numbered.word_count];
             if words.is_empty() {
                 continue;
             }
@@ -561,30 +582,40 @@ mod tests {
         );
     }
 
+    /// How many of `lines` contain each phrase, counted by brute force.
+    fn messages_containing(lines: &[ChatLine]) -> std::collections::BTreeMap<&str, u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        for line in lines {
+            let mut phrases: Vec<&str> = line.features.phrases.iter().map(|p| &**p).collect();
+            phrases.sort_unstable();
+            phrases.dedup();
+            for phrase in phrases {
+                *counts.entry(phrase).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     /// The representative messages by their definition, with nothing kept between messages:
     /// every distinct text (its latest copy) scored by the mean over its distinct words of the
     /// messages containing the word, sorted (stable, latest first), the first three.
     fn representative(lines: &[ChatLine]) -> Vec<Quote> {
-        let words = |line: &ChatLine| -> Vec<String> {
-            let phrases = &line.features.phrases;
-            phrases
-                .iter()
-                .filter(|p| !p.contains(' '))
-                .map(|p| p.to_string())
-                .collect()
-        };
+        let counts = messages_containing(lines);
         let mut scored: Vec<(u64, u64, &ChatMessage)> = Vec::new();
         for line in lines.iter().rev() {
-            let own = words(line);
+            let words: Vec<&str> = line
+                .features
+                .phrases
+                .iter()
+                .filter(|p| !p.contains(' '))
+                .map(|p| &**p)
+                .collect();
             let taken = scored.iter().any(|(_, _, m)| m.text == line.message.text);
-            if own.is_empty() || taken {
+            if words.is_empty() || taken {
                 continue;
             }
-            let sum = own
-                .iter()
-                .map(|w| lines.iter().filter(|l| words(l).contains(w)).count() as u64)
-                .sum();
-            scored.push((sum, own.len() as u64, &line.message));
+            let sum = words.iter().map(|w| counts[w]).sum();
+            scored.push((sum, words.len() as u64, &line.message));
         }
         scored.sort_by(|a, b| (b.0 * a.1).cmp(&(a.0 * b.1)));
         scored
@@ -598,34 +629,93 @@ mod tests {
             .collect()
     }
 
+    /// The key phrases by their definition: phrases in two messages or more, but a word in
+    /// exactly as many messages as a pair containing it; by count, then text; the first five.
+    fn key_phrases(lines: &[ChatLine]) -> Vec<(String, u64)> {
+        let counts = messages_containing(lines);
+        let shadowed = |word: &str, count: u64| {
+            counts.iter().any(|(pair, pair_count)| {
+                *pair_count == count
+                    && pair
+                        .split_once(' ')
+                        .is_some_and(|(a, b)| a == word || b == word)
+            })
+        };
+        let mut listed: Vec<(String, u64)> = counts
+            .iter()
+            .filter(|(phrase, count)| **count >= 2 && !shadowed(phrase, **count))
+            .map(|(phrase, count)| (phrase.to_string(), *count))
+            .collect();
+        listed.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        listed.truncate(KEY_PHRASES);
+        listed
+    }
+
+    /// The top emotes by their definition.
+    fn top_emotes(lines: &[ChatLine]) -> Vec<(String, u64)> {
+        let mut all: Vec<&String> = lines.iter().flat_map(|l| &l.features.emotes).collect();
+        all.sort_unstable();
+        let mut counted: Vec<(String, u64)> = Vec::new();
+        for emote in all {
+            match counted.last_mut() {
+                Some((last, count)) if last == emote => *count += 1,
+                _ => counted.push((emote.clone(), 1)),
+            }
+        }
+        counted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        counted.truncate(TOP_EMOTES);
+        counted
+    }
+
+    /// Chat texts of a small vocabulary (phrases repeat, pairs shadow words, means tie), with
+    /// texts without subject words (stop words, emoji, digits, one letter) and texts longer than
+    /// [`MAX_WORDS`] words.
+    fn text(words: &[usize]) -> String {
+        const VOCABULARY: [&str; 12] = [
+            "goal", "messi", "ref", "blind", "PogChamp", "what", "ok", "🔥", "2024", "x", "gg",
+            "wp",
+        ];
+        let words: Vec<&str> = words
+            .iter()
+            .map(|&w| VOCABULARY[w % VOCABULARY.len()])
+            .collect();
+        words.join(" ")
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { failure_persistence: None, ..Default::default() })]
-        /// A window kept up to date as messages come and go summarizes as one filled afresh
-        /// with the same messages: a small vocabulary makes phrases repeat, pairs shadow words
-        /// and means tie, and numbers are freed and reused.
+        /// A window kept up to date as messages come and go (numbers freed and reused)
+        /// summarizes as one filled afresh with the same messages, and its key phrases, quotes
+        /// and emotes are those of their definitions computed by brute force.
         #[test]
         fn a_sliding_window_summarizes_as_a_fresh_one(
-            ops in proptest::collection::vec((0usize..12, 0usize..4, proptest::bool::ANY), 1..120)
+            ops in proptest::collection::vec(
+                proptest::option::of(proptest::collection::vec(0usize..12, 0..40)),
+                1..150,
+            )
         ) {
-            const WORDS: [&str; 6] = ["goal", "messi", "ref", "blind", "PogChamp", "what"];
             let mut window = SummaryWindow::default();
             let mut held: std::collections::VecDeque<ChatLine> = Default::default();
-            for (offset, (seed, len, pop)) in ops.into_iter().enumerate() {
-                if pop && !held.is_empty() {
-                    window.pop_front();
-                    held.pop_front();
-                } else {
-                    let text: Vec<&str> =
-                        (0..=len).map(|i| WORDS[(seed * (i + 3) + i) % WORDS.len()]).collect();
-                    let line = line(offset as u64, "u", &text.join(" "), seed as i64, Category::Other);
-                    window.push_back(line.clone());
-                    held.push_back(line);
+            for (offset, op) in ops.into_iter().enumerate() {
+                match op {
+                    Some(words) => {
+                        let line = line(offset as u64, "u", &text(&words), offset as i64, Category::Other);
+                        window.push_back(line.clone());
+                        held.push_back(line);
+                    }
+                    None => {
+                        window.pop_front();
+                        held.pop_front();
+                    }
                 }
                 proptest::prop_assert_eq!(window.len(), held.len());
                 if !held.is_empty() {
-                    let fresh = summarize("s", 1, held.make_contiguous());
-                    proptest::prop_assert_eq!(&fresh.representative, &representative(held.make_contiguous()));
-                    proptest::prop_assert_eq!(window.summarize("s", 1), fresh);
+                    let lines = held.make_contiguous();
+                    let summary = window.summarize("s", 1);
+                    proptest::prop_assert_eq!(&summary.key_phrases, &key_phrases(lines));
+                    proptest::prop_assert_eq!(&summary.representative, &representative(lines));
+                    proptest::prop_assert_eq!(&summary.top_emotes, &top_emotes(lines));
+                    proptest::prop_assert_eq!(summary, summarize("s", 1, lines));
                 }
             }
             // A window read back from its stored form counts as the one stored.
@@ -636,6 +726,33 @@ mod tests {
                 proptest::prop_assert_eq!(restored.summarize("s", 1), window.summarize("s", 1));
             }
         }
+    }
+
+    /// A window the horizon shrank is numbered afresh, and an emptied one lets everything go.
+    #[test]
+    fn a_shrunk_window_gives_its_numbers_back() {
+        let mut window = SummaryWindow::default();
+        let mut held = Vec::new();
+        for i in 0..100u64 {
+            let line = line(i, "u", &format!("topic{i} word{i} gg"), 0, Category::Other);
+            window.push_back(line.clone());
+            held.push(line);
+        }
+        // Each message has four phrases of its own ("topic7", "word7", "topic7 word7",
+        // "word7 gg"), and "gg".
+        assert_eq!(window.phrases.len(), 401);
+        for popped in 1..=95 {
+            window.pop_front();
+            let in_use = window.phrases.len() - window.free.len();
+            assert_eq!(in_use, 4 * (100 - popped) + 1);
+            assert!(window.phrases.len() <= in_use + SPARSE_NUMBERING * in_use.max(KEPT_NUMBERS));
+        }
+        assert!(window.phrases.len() < 200, "{}", window.phrases.len());
+        assert_eq!(window.summarize("s", 1), summarize("s", 1, &held[95..]));
+        for _ in 0..5 {
+            window.pop_front();
+        }
+        assert!(window.is_empty() && window.phrases.is_empty() && window.numbers.capacity() == 0);
     }
 
     #[test]
