@@ -14,11 +14,11 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// How long a long run keeps freed pages resident before the background threads give them
-/// back. jemalloc's default (10 s) kept a checkpoint's encoded parts (about 8 MiB, made every
-/// `checkpoint_interval`, 10 s) resident for most of the interval, so RSS rose and fell by that
-/// much with each checkpoint, and samples taken every 10 s drifted through that cycle (README,
-/// "Soak"). A second returns them about as soon as they are freed for good, for little work at
-/// a live run's pace.
+/// back. jemalloc's default (10 s) can keep a checkpoint's encoded parts (about 8 MiB under the
+/// soak's load, made every `checkpoint_interval`, 10 s) resident for most of the interval, so
+/// RSS rises and falls with each checkpoint and samples taken every 10 s drift through that
+/// cycle (README, "Soak"). A second returns them about as soon as they are freed for good; what that costs in
+/// CPU is measured by the soak (README, "Soak").
 #[cfg(feature = "jemalloc")]
 const LONG_RUN_DIRTY_DECAY_MS: isize = 1_000;
 
@@ -51,17 +51,28 @@ pub fn release_memory_as_it_goes() {
     }
 }
 
-/// Sets how long freed pages stay resident, for the arenas in use and those made later.
+/// Shortens how long freed pages stay resident to `ms` at most, for the arenas in use and those
+/// made later (an arena that already gives them back sooner, such as jemalloc's arena for huge
+/// blocks, keeps its setting).
 #[cfg(feature = "jemalloc")]
 fn set_dirty_decay(ms: isize) -> tikv_jemalloc_ctl::Result<()> {
-    // SAFETY: both settings are an ssize_t (jemalloc's mallctl manual), which isize is, and the
-    // names end in a NUL.
-    unsafe { tikv_jemalloc_ctl::raw::write(b"arenas.dirty_decay_ms\0", ms)? };
+    use tikv_jemalloc_ctl::raw;
+    let longer = |current: isize| !(0..=ms).contains(&current);
+    // SAFETY (every read and write below): the names end in a NUL and the types are those of
+    // jemalloc's mallctl manual: `initialized` a bool, the decay times an ssize_t (isize).
+    if longer(unsafe { raw::read::<isize>(b"arenas.dirty_decay_ms\0")? }) {
+        unsafe { raw::write(b"arenas.dirty_decay_ms\0", ms)? };
+    }
     for arena in 0..tikv_jemalloc_ctl::arenas::narenas::read()? {
-        let name = format!("arena.{arena}.dirty_decay_ms\0");
-        // An arena not made yet refuses the setting, and takes the default above when it is.
-        // SAFETY: as above.
-        let _ = unsafe { tikv_jemalloc_ctl::raw::write(name.as_bytes(), ms) };
+        let setting = |name: &str| format!("arena.{arena}.{name}\0");
+        // An arena not made yet takes the default set above when it is.
+        if !unsafe { raw::read::<bool>(setting("initialized").as_bytes())? } {
+            continue;
+        }
+        let decay = setting("dirty_decay_ms");
+        if longer(unsafe { raw::read::<isize>(decay.as_bytes())? }) {
+            unsafe { raw::write(decay.as_bytes(), ms)? };
+        }
     }
     Ok(())
 }
