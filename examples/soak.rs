@@ -2,8 +2,8 @@
 //! posted to `/v1/events` over streams that churn (a new stream id every second, each
 //! speaking for `--lifetime` seconds, then going quiet for good), while `--clients` WebSocket
 //! clients follow random live streams and leave after a few seconds. Every `--sample` seconds it
-//! reads the server's RSS (`--pid`) and the heap its allocator reports (`/metrics`). Prints both
-//! series and their slopes after `--warmup`, the push lag (a client's receipt time minus the
+//! reads the server's RSS (`--pid`) and the heap, active pages and resident pages its allocator
+//! reports (`/metrics`). Prints the series and their slopes after `--warmup`, the push lag (a client's receipt time minus the
 //! update's frontier: the out-of-orderness bound, the tick and the push delay), and what it
 //! sent, per table column, for the final check.
 
@@ -75,16 +75,31 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((user + system) / 100.0)
 }
 
-/// The heap the server holds, in MiB, as its allocator reports it on `/metrics` (none without
-/// jemalloc): beside RSS, it tells what the program holds from what the allocator keeps.
-fn heap_mib(address: &str) -> Option<f64> {
+/// The allocator's figures on `/metrics` (none without jemalloc), in MiB, in the order of
+/// [`ALLOCATOR_SERIES`]: beside RSS they tell what the program holds (the heap) from the
+/// fragmentation of the pages holding it (active) and the freed pages the allocator keeps
+/// (resident, with its metadata).
+const ALLOCATOR_SERIES: [(&str, &str); 3] = [
+    ("heap", "crowdpulse_allocator_allocated_bytes "),
+    ("active", "crowdpulse_allocator_active_bytes "),
+    ("resident", "crowdpulse_allocator_resident_bytes "),
+];
+
+fn allocator_mib(address: &str) -> Option<[f64; 3]> {
     let (status, body) = HttpConnection::open(address).request("GET", "/metrics", None);
-    let bytes: f64 = body
-        .lines()
-        .find_map(|line| line.strip_prefix("crowdpulse_allocator_allocated_bytes "))?
-        .parse()
-        .ok()?;
-    (status == 200).then_some(bytes / f64::from(1 << 20))
+    if status != 200 {
+        return None;
+    }
+    let gauge = |prefix: &str| -> Option<f64> {
+        let bytes: f64 = body
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix))?
+            .parse()
+            .ok()?;
+        Some(bytes / f64::from(1 << 20))
+    };
+    let [heap, active, resident] = ALLOCATOR_SERIES.map(|(_, prefix)| gauge(prefix));
+    Some([heap?, active?, resident?])
 }
 
 /// Least-squares slope of `(seconds, MiB)` samples, in MiB per 10 minutes.
@@ -242,7 +257,7 @@ async fn main() {
         })
         .collect();
     let mut samples: Vec<(f64, f64)> = Vec::new();
-    let mut heaps: Vec<(f64, f64)> = Vec::new();
+    let mut allocator: [Vec<(f64, f64)>; 3] = Default::default();
     let mut broker_cpu = options
         .broker_pid
         .and_then(cpu_seconds)
@@ -262,16 +277,26 @@ async fn main() {
                 _ => String::new(),
             };
             let address = options.address.clone();
-            let heap = tokio::task::spawn_blocking(move || heap_mib(&address))
+            let figures = tokio::task::spawn_blocking(move || allocator_mib(&address))
                 .await
                 .ok()
                 .flatten();
-            let held = heap.map_or(String::new(), |heap| format!(", heap {heap:.1} MiB"));
+            let held = figures.map_or(String::new(), |figures| {
+                ALLOCATOR_SERIES
+                    .iter()
+                    .zip(figures)
+                    .map(|((name, _), mib)| format!(", {name} {mib:.1} MiB"))
+                    .collect()
+            });
+            // The binary's pages count in RSS as its code is first run: not the allocator's.
+            let file = status_mib(&options.pid.to_string(), "RssFile").unwrap_or(f64::NAN);
             println!(
-                "rss t={at:.0}s {rss:.1} MiB{held} (load up to {late} ms behind its schedule{broker})"
+                "rss t={at:.0}s {rss:.1} MiB (file-backed {file:.1}){held} (load up to {late} ms behind its schedule{broker})"
             );
             samples.push((at, rss));
-            heaps.extend(heap.map(|heap| (at, heap)));
+            for (series, mib) in allocator.iter_mut().zip(figures.into_iter().flatten()) {
+                series.push((at, mib));
+            }
         }
         tokio::time::sleep(Duration::from_secs(options.sample)).await;
     }
@@ -296,10 +321,14 @@ async fn main() {
             .filter(|(t, _)| *t >= options.warmup as f64)
             .collect()
     };
-    for (what, series) in [
-        ("rss", after_warmup(&samples)),
-        ("heap", after_warmup(&heaps)),
-    ] {
+    let fitted = std::iter::once(("rss", &samples)).chain(
+        ALLOCATOR_SERIES
+            .iter()
+            .map(|(name, _)| *name)
+            .zip(&allocator),
+    );
+    for (what, series) in fitted {
+        let series = after_warmup(series);
         if let [(_, first), .., (_, last)] = series[..] {
             println!(
                 "{what} after {} s: {first:.1} -> {last:.1} MiB, slope {:.2} MiB per 10 min",

@@ -91,6 +91,8 @@ fn figures() -> Option<crowdpulse_api::metrics::AllocatorStats> {
     epoch::advance().ok()?;
     Some(crowdpulse_api::metrics::AllocatorStats {
         allocated: stats::allocated::read().ok()? as u64,
+        active: stats::active::read().ok()? as u64,
+        metadata: stats::metadata::read().ok()? as u64,
         resident: stats::resident::read().ok()? as u64,
     })
 }

@@ -205,6 +205,11 @@ pub struct MetricsSources<'a> {
 pub struct AllocatorStats {
     /// Bytes allocated and not yet freed.
     pub allocated: u64,
+    /// Bytes of the pages that hold allocations: `allocated` plus the free space inside those
+    /// pages, so `active - allocated` is the fragmentation the allocator cannot give back.
+    pub active: u64,
+    /// Bytes of the allocator's own bookkeeping.
+    pub metadata: u64,
     /// Bytes of the allocator's pages resident in memory, its metadata included.
     pub resident: u64,
 }
@@ -599,6 +604,24 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
         family(
             &mut out,
             (
+                "crowdpulse_allocator_active_bytes",
+                "gauge",
+                "Bytes of the pages holding the heap: the heap plus the free space inside those pages, which the allocator cannot give back.",
+            ),
+            unlabelled(stats.active),
+        );
+        family(
+            &mut out,
+            (
+                "crowdpulse_allocator_metadata_bytes",
+                "gauge",
+                "Bytes of the allocator's own bookkeeping.",
+            ),
+            unlabelled(stats.metadata),
+        );
+        family(
+            &mut out,
+            (
                 "crowdpulse_allocator_resident_bytes",
                 "gauge",
                 "Bytes of the allocator's pages in memory (an upper bound): the heap held plus what the allocator keeps.",
@@ -730,6 +753,8 @@ mod tests {
         report_allocator(|| {
             Some(AllocatorStats {
                 allocated: ALLOCATED.load(Ordering::Relaxed),
+                active: 280 << 20,
+                metadata: 12 << 20,
                 resident: 300 << 20,
             })
         });
@@ -762,10 +787,13 @@ mod tests {
             second.contains("\ncrowdpulse_allocator_allocated_bytes 2500\n"),
             "{second}"
         );
-        assert!(
-            second.contains("\ncrowdpulse_allocator_resident_bytes 314572800\n"),
-            "{second}"
-        );
+        for line in [
+            "crowdpulse_allocator_active_bytes 293601280",
+            "crowdpulse_allocator_metadata_bytes 12582912",
+            "crowdpulse_allocator_resident_bytes 314572800",
+        ] {
+            assert!(second.contains(&format!("\n{line}\n")), "{second}");
+        }
     }
 
     #[test]

@@ -406,6 +406,8 @@ async fn ingest_results_and_read_endpoints() {
     report_allocator(|| {
         Some(AllocatorStats {
             allocated: 50 << 20,
+            active: 60 << 20,
+            metadata: 5 << 20,
             resident: 80 << 20,
         })
     });
