@@ -3,9 +3,9 @@
 //! speaking for `--lifetime` seconds, then going quiet for good), while `--clients` WebSocket
 //! clients follow random live streams and leave after a few seconds. Every `--sample` seconds it
 //! reads the server's RSS (`--pid`) and the heap, active pages and resident pages its allocator
-//! reports (`/metrics`). Prints the series and their slopes after `--warmup`, the push lag (a client's receipt time minus the
-//! update's frontier: the out-of-orderness bound, the tick and the push delay), and what it
-//! sent, per table column, for the final check.
+//! reports (`/metrics`). Prints the series and their slopes after `--warmup`, the push lag (a
+//! client's receipt time minus the update's frontier: the out-of-orderness bound, the tick and
+//! the push delay), and what it sent, per table column, for the final check.
 
 #[path = "support/frontier.rs"]
 mod frontier;
