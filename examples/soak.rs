@@ -85,21 +85,30 @@ const ALLOCATOR_SERIES: [(&str, &str); 3] = [
     ("resident", "crowdpulse_allocator_resident_bytes "),
 ];
 
-fn allocator_mib(address: &str) -> Option<[f64; 3]> {
+/// The streams each part holds, from `/metrics`: whether the state that grows is more streams
+/// or more per stream.
+const STREAM_SERIES: [(&str, &str); 3] = [
+    ("active streams", "crowdpulse_streams{state=\"active\"} "),
+    ("quiet streams", "crowdpulse_streams{state=\"quiet\"} "),
+    ("stream views", "crowdpulse_view_store_streams "),
+];
+
+/// One scrape of `/metrics`: the allocator's figures in MiB and the stream counts.
+fn scrape(address: &str) -> Option<([f64; 3], [f64; 3])> {
     let (status, body) = HttpConnection::open(address).request("GET", "/metrics", None);
     if status != 200 {
         return None;
     }
     let gauge = |prefix: &str| -> Option<f64> {
-        let bytes: f64 = body
-            .lines()
+        body.lines()
             .find_map(|line| line.strip_prefix(prefix))?
             .parse()
-            .ok()?;
-        Some(bytes / f64::from(1 << 20))
+            .ok()
     };
-    let [heap, active, resident] = ALLOCATOR_SERIES.map(|(_, prefix)| gauge(prefix));
-    Some([heap?, active?, resident?])
+    let [heap, active, resident] =
+        ALLOCATOR_SERIES.map(|(_, prefix)| gauge(prefix).map(|b| b / f64::from(1 << 20)));
+    let [streams, quiet, views] = STREAM_SERIES.map(|(_, prefix)| gauge(prefix));
+    Some(([heap?, active?, resident?], [streams?, quiet?, views?]))
 }
 
 /// Least-squares slope of `(seconds, MiB)` samples, in MiB per 10 minutes.
@@ -277,16 +286,21 @@ async fn main() {
                 _ => String::new(),
             };
             let address = options.address.clone();
-            let figures = tokio::task::spawn_blocking(move || allocator_mib(&address))
+            let scraped = tokio::task::spawn_blocking(move || scrape(&address))
                 .await
                 .ok()
                 .flatten();
-            let held = figures.map_or(String::new(), |figures| {
-                ALLOCATOR_SERIES
+            let figures = scraped.map(|(mib, _)| mib);
+            let held = scraped.map_or(String::new(), |(mib, streams)| {
+                let mib = ALLOCATOR_SERIES
                     .iter()
-                    .zip(figures)
-                    .map(|((name, _), mib)| format!(", {name} {mib:.1} MiB"))
-                    .collect()
+                    .zip(mib)
+                    .map(|((name, _), mib)| format!(", {name} {mib:.1} MiB"));
+                let streams = STREAM_SERIES
+                    .iter()
+                    .zip(streams)
+                    .map(|((name, _), count)| format!(", {name} {count}"));
+                mib.chain(streams).collect()
             });
             // The binary's pages count in RSS as its code is first run: not the allocator's.
             let file = status_mib(&options.pid.to_string(), "RssFile").unwrap_or(f64::NAN);

@@ -92,13 +92,17 @@ pub async fn ready(state: AppState) -> Result<Response, Rejection> {
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(state: AppState) -> Result<Response, Rejection> {
-    let frontier = state.store.read().frontier;
+    let (frontier, view_streams) = {
+        let store = state.store.read();
+        (store.frontier, store.streams.len())
+    };
     let text = render(&MetricsSources {
         source: &state.source_counters,
         ingest: &state.ingest.counters,
         queued: state.ingest.queued(),
         http: &state.http,
         live_clients: state.clients.count(),
+        view_streams,
         push_interval: state.store.push_interval_in_effect(),
         frontier,
         kafka_lag: state.kafka_lag.as_deref(),

@@ -184,6 +184,8 @@ pub struct MetricsSources<'a> {
     pub http: &'a HttpCounters,
     /// Live clients connected.
     pub live_clients: usize,
+    /// Streams the view store holds.
+    pub view_streams: usize,
     /// The push interval in effect (`api.push_interval`, or wider past `api.push_budget`).
     pub push_interval: Duration,
     /// Output frontier (None once the input ended).
@@ -573,6 +575,30 @@ pub fn render(sources: &MetricsSources<'_>) -> String {
     family(
         &mut out,
         (
+            "crowdpulse_streams",
+            "gauge",
+            "Streams the analytics hold: active ones (visited at each advance) and quiet ones (their totals only).",
+        ),
+        labelled(
+            "state",
+            [
+                ("active", load(&source.streams_active)),
+                ("quiet", load(&source.streams_quiet)),
+            ],
+        ),
+    );
+    family(
+        &mut out,
+        (
+            "crowdpulse_view_store_streams",
+            "gauge",
+            "Streams the API's view store holds (within api.retention).",
+        ),
+        unlabelled(sources.view_streams as u64),
+    );
+    family(
+        &mut out,
+        (
             "crowdpulse_push_interval_seconds",
             "gauge",
             "Shortest time between two pushed updates of a stream: api.push_interval, or wider past api.push_budget.",
@@ -715,6 +741,7 @@ mod tests {
             queued: 0,
             http: &http,
             live_clients: 0,
+            view_streams: 0,
             push_interval: Duration::from_millis(250),
             frontier: None,
             kafka_lag: None,
@@ -767,6 +794,7 @@ mod tests {
                 queued: 0,
                 http: &http,
                 live_clients: 0,
+                view_streams: 0,
                 push_interval: Duration::from_millis(100),
                 frontier: None,
                 kafka_lag: None,
@@ -811,6 +839,7 @@ mod tests {
             queued: 0,
             http: &HttpCounters::default(),
             live_clients: 0,
+            view_streams: 0,
             push_interval: Duration::from_millis(250),
             frontier: None,
             kafka_lag: None,

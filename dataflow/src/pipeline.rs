@@ -47,7 +47,7 @@ pub fn analytics_dataflow<'scope>(
         readers,
         plan,
         analyzer,
-        counters,
+        Arc::clone(&counters),
         steering,
         checkpointing,
     );
@@ -56,7 +56,9 @@ pub fn analytics_dataflow<'scope>(
         .clone()
         .flat_map(|part| (!part.finished).then_some(part.time));
     let restore = checkpointing.and_then(|c| c.restore.clone());
-    let (rows, parts) = source.deltas.window_analytics(plan, times, restore);
+    let (rows, parts) = source
+        .deltas
+        .window_analytics(plan, times, restore, counters);
     AnalyticsOutput {
         rows: rows.concat(source.facts.fact_rows()),
         positions: source.positions,

@@ -198,7 +198,8 @@ pub trait PartitionReader {
     }
 }
 
-/// Counters of what the sources saw, shared by all workers of a process.
+/// Counters of what the sources saw, and gauges of the state the analytics hold, shared by all
+/// workers of a process.
 #[derive(Debug, Default)]
 pub struct SourceCounters {
     /// Records read.
@@ -222,6 +223,11 @@ pub struct SourceCounters {
     pub read_errors: AtomicU64,
     /// Where each partition is, by (source name, partition); updated once per read.
     pub partitions: Mutex<BTreeMap<(String, u32), PartitionProgress>>,
+    /// Streams the workers' analytics visit at each advance (see
+    /// [`crate::analytics::Engine`]), summed over the workers.
+    pub streams_active: AtomicU64,
+    /// Streams the analytics keep quiet (their totals only), summed over the workers.
+    pub streams_quiet: AtomicU64,
 }
 
 /// How far one partition has been read.

@@ -434,6 +434,14 @@ async fn ingest_results_and_read_endpoints() {
         "{text}"
     );
     assert!(text.contains("crowdpulse_live_clients 0"), "{text}");
+    // s1's windows are open for a minute yet: its analytics are active, and the API holds it.
+    for line in [
+        "crowdpulse_streams{state=\"active\"} 1",
+        "crowdpulse_streams{state=\"quiet\"} 0",
+        "crowdpulse_view_store_streams 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
     promtool_accepts(text);
 
     // A failing process (a worker panicked, a sink failed) is not ready, however its frontier

@@ -174,8 +174,7 @@ impl Engine {
     }
 
     /// Streams an advance visits, and quiet streams.
-    #[cfg(test)]
-    fn stream_counts(&self) -> (usize, usize) {
+    pub fn stream_counts(&self) -> (usize, usize) {
         (self.streams.len(), self.quiet.len())
     }
 }

@@ -3,6 +3,7 @@
 //! state at every checkpoint time the sources announce.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -19,6 +20,7 @@ use crate::event::Millis;
 use crate::pending::take_below;
 use crate::plan::Plan;
 use crate::rows::Row;
+use crate::source::SourceCounters;
 
 /// FNV-1a of the stream id: a fixed hash, so a stream lands on the same worker in every run.
 pub fn stream_hash(stream_id: &str) -> u64 {
@@ -34,12 +36,14 @@ pub trait WindowAnalytics<'scope> {
     /// their windows change, final rows never retracted, retired state never shown as deletions.
     /// `checkpoints` carries the checkpoint times (from the sources' parts); at each the operator
     /// records its state, returned as the second stream. With `restore`, it resumes from a
-    /// checkpoint and first re-emits the live rows it held there.
+    /// checkpoint and first re-emits the live rows it held there. The operator keeps the stream
+    /// gauges of `counters` up to date with the streams it holds.
     fn window_analytics(
         self,
         plan: &Plan,
         checkpoints: Stream<'scope, u64, Vec<Millis>>,
         restore: Option<Arc<Restore>>,
+        counters: Arc<SourceCounters>,
     ) -> (
         VecCollection<'scope, u64, Row, isize>,
         Stream<'scope, u64, Vec<CheckpointPart>>,
@@ -52,6 +56,7 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<Delta>> {
         plan: &Plan,
         checkpoints: Stream<'scope, u64, Vec<Millis>>,
         restore: Option<Arc<Restore>>,
+        counters: Arc<SourceCounters>,
     ) -> (
         VecCollection<'scope, u64, Row, isize>,
         Stream<'scope, u64, Vec<CheckpointPart>>,
@@ -89,6 +94,7 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<Delta>> {
                 let mut due: BTreeSet<Millis> = BTreeSet::new();
                 // The time of the last checkpoint recorded.
                 let mut recorded_at: Option<Millis> = None;
+                let mut gauges = StreamGauges::new(counters);
                 move |(deltas, deltas_frontier), (times, times_frontier), output| {
                     deltas.for_each(|time, data| {
                         if let Some(time) = time.least() {
@@ -156,6 +162,7 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<Delta>> {
                                 .give_iterator(recorded.drain(..));
                         }
                     }
+                    gauges.report(engine.stream_counts());
                     if now.is_none() {
                         held = None;
                     }
@@ -164,5 +171,41 @@ impl<'scope> WindowAnalytics<'scope> for Stream<'scope, u64, Vec<Delta>> {
         );
         let (rows, parts) = items.ok_err(|item: AnalyticsItem| item);
         (rows.as_collection(), parts)
+    }
+}
+
+/// One worker's share of the process's stream gauges: the workers add their changes, so the
+/// gauges hold the sum without a slot per worker.
+struct StreamGauges {
+    counters: Arc<SourceCounters>,
+    reported: (usize, usize),
+}
+
+impl StreamGauges {
+    fn new(counters: Arc<SourceCounters>) -> Self {
+        Self {
+            counters,
+            reported: (0, 0),
+        }
+    }
+
+    /// Reports this worker's (active, quiet) stream counts.
+    fn report(&mut self, (active, quiet): (usize, usize)) {
+        let add = |gauge: &AtomicU64, now: usize, before: usize| {
+            if now != before {
+                // Wrapping: a decrease is added as its two's complement.
+                gauge.fetch_add((now as u64).wrapping_sub(before as u64), Ordering::Relaxed);
+            }
+        };
+        add(&self.counters.streams_active, active, self.reported.0);
+        add(&self.counters.streams_quiet, quiet, self.reported.1);
+        self.reported = (active, quiet);
+    }
+}
+
+impl Drop for StreamGauges {
+    /// A dataflow that ends (a bounded run, a cluster stopping) no longer holds its streams.
+    fn drop(&mut self) {
+        self.report((0, 0));
     }
 }
