@@ -128,6 +128,13 @@ fn live_streams(second: u64, lifetime: u64) -> std::ops::RangeInclusive<u64> {
     second.saturating_sub(lifetime.max(1) - 1)..=second
 }
 
+/// Stream `n`'s id. Ids (and event ids) are of one length all run long: ids growing a digit
+/// (`soak-999` to `soak-1000` at 1,000 s) moved every id the engine holds to the allocator's next
+/// size class, a step of the heap in the middle of the span the slopes are fitted over.
+fn stream_id(n: u64) -> String {
+    format!("soak-{n:06}")
+}
+
 /// Connections posting the load, each waiting for its answers (ingest into Kafka answers once
 /// the broker confirmed).
 const POSTERS: u64 = 8;
@@ -165,17 +172,17 @@ fn post_load(
         let count = streams.end() - streams.start() + 1;
         let mut body = String::with_capacity(batch as usize * 120);
         for n in index * batch..(index + 1) * batch {
-            let stream = streams.start() + n % count;
+            let stream = stream_id(streams.start() + n % count);
             let user = n % 997;
             if n % 4 == 0 {
                 chats += 1;
                 body.push_str(&format!(
-                    "{{\"type\":\"chat\",\"stream_id\":\"soak-{stream}\",\"user_id\":\"u{user}\",\"text\":\"gg PogChamp\",\"event_id\":\"e{n}\"}}\n"
+                    "{{\"type\":\"chat\",\"stream_id\":\"{stream}\",\"user_id\":\"u{user}\",\"text\":\"gg PogChamp\",\"event_id\":\"e{n:09}\"}}\n"
                 ));
             } else {
                 reactions += 1;
                 body.push_str(&format!(
-                    "{{\"type\":\"reaction\",\"stream_id\":\"soak-{stream}\",\"user_id\":\"u{user}\",\"emoji\":\"🔥\",\"event_id\":\"e{n}\"}}\n"
+                    "{{\"type\":\"reaction\",\"stream_id\":\"{stream}\",\"user_id\":\"u{user}\",\"emoji\":\"🔥\",\"event_id\":\"e{n:09}\"}}\n"
                 ));
             }
         }
@@ -207,7 +214,11 @@ async fn follow(
         let streams = live_streams(second, options.lifetime);
         let stream = streams.start() + (pick >> 33) % (streams.end() - streams.start() + 1);
         let stay = Duration::from_secs(2 + (pick >> 40) % 19);
-        let url = format!("ws://{}/v1/streams/soak-{stream}/live", options.address);
+        let url = format!(
+            "ws://{}/v1/streams/{}/live",
+            options.address,
+            stream_id(stream)
+        );
         let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
